@@ -1,1 +1,26 @@
-//! placeholder
+//! The vgpu wire protocol, shared by the guest shims and the host daemon.
+//!
+//! - [`codec`]: a total little-endian codec (no input panics or allocates
+//!   beyond what was received);
+//! - [`frame`]: length/op/flags/sequence/status frames with a size cap;
+//! - [`proto`]: the handshake and every call with its reply type;
+//! - [`endpoint`]: `unix:` / `tcp:` / `vsock:` endpoints, streams, listeners;
+//! - [`conn`]: the guest's client and the host's admission check.
+//!
+//! The contract each backend keeps: a [`endpoint::Stream`] is a reliable,
+//! ordered byte stream that reports the peer's disappearance as an error or
+//! EOF; nothing above it depends on which kind it is.
+
+pub mod codec;
+pub mod conn;
+pub mod endpoint;
+pub mod frame;
+pub mod proto;
+
+pub use codec::{Bytes, DecodeError, Wire};
+pub use conn::{CallError, Client, HandshakeError};
+pub use endpoint::{Endpoint, Peer, Stream};
+pub use proto::Call;
+
+/// Identifies this build in handshakes and logs.
+pub const BUILD_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+proto", "1");

@@ -1,0 +1,388 @@
+//! Both ends of a connection once the stream exists: the guest's
+//! request/reply client and the host's handshake check.
+
+use crate::codec::{from_bytes, to_bytes, DecodeError, Wire};
+use crate::endpoint::{Peer, Stream};
+use crate::frame::{read_frame, write_frame, Frame, FrameError, Header};
+use crate::proto::{refusal, Call, Hello, HelloReply, HELLO_OP, MAGIC, PROTOCOL_VERSION};
+use std::fmt;
+use std::time::Duration;
+
+/// Why a call did not produce a reply value.
+#[derive(Debug)]
+pub enum CallError {
+    /// The host answered with this non-zero status.
+    Status(u32),
+    /// The connection failed; the session is gone.
+    Transport(FrameError),
+    /// The host's reply did not decode.
+    Decode(DecodeError),
+    /// A reply for another request arrived.
+    OutOfOrder { expected: u32, got: u32 },
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Status(s) => write!(f, "host returned status {s}"),
+            CallError::Transport(e) => write!(f, "transport: {e}"),
+            CallError::Decode(e) => write!(f, "bad reply: {e}"),
+            CallError::OutOfOrder { expected, got } => {
+                write!(f, "reply {got} while waiting for {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl From<FrameError> for CallError {
+    fn from(e: FrameError) -> Self {
+        CallError::Transport(e)
+    }
+}
+
+/// Why the handshake failed.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The host refused: a `refusal::*` code and its reason.
+    Refused(u32, String),
+    Transport(FrameError),
+    Decode(DecodeError),
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::Refused(c, why) => {
+                write!(f, "host refused the connection ({c}): {why}")
+            }
+            HandshakeError::Transport(e) => write!(f, "handshake: {e}"),
+            HandshakeError::Decode(e) => write!(f, "handshake reply: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// A guest's connection: one request in flight at a time, replies matched by
+/// sequence number. Callers share it behind a lock.
+pub struct Client {
+    stream: Stream,
+    next_seq: u32,
+    pub hello: HelloReply,
+}
+
+impl Client {
+    /// Sends `hello` and waits (at most `timeout`) for the host's answer.
+    pub fn handshake(
+        stream: Stream,
+        hello: &Hello,
+        timeout: Duration,
+    ) -> Result<Client, HandshakeError> {
+        let mut stream = stream;
+        stream
+            .set_timeouts(Some(timeout))
+            .map_err(|e| HandshakeError::Transport(e.into()))?;
+        let header = Header {
+            op: HELLO_OP,
+            ..Default::default()
+        };
+        write_frame(&mut stream, header, &to_bytes(hello))
+            .map_err(|e| HandshakeError::Transport(e.into()))?;
+        let f = read_frame(&mut stream).map_err(HandshakeError::Transport)?;
+        if f.header.status != 0 {
+            let why = from_bytes::<String>(&f.payload).unwrap_or_default();
+            return Err(HandshakeError::Refused(f.header.status, why));
+        }
+        let hello = from_bytes::<HelloReply>(&f.payload).map_err(HandshakeError::Decode)?;
+        stream
+            .set_timeouts(None)
+            .map_err(|e| HandshakeError::Transport(e.into()))?;
+        Ok(Client {
+            stream,
+            next_seq: 1,
+            hello,
+        })
+    }
+
+    /// One round trip.
+    pub fn call<C: Call>(&mut self, call: &C) -> Result<C::Reply, CallError> {
+        let f = self.round_trip(C::OP, &to_bytes(call))?;
+        if f.header.status != 0 {
+            return Err(CallError::Status(f.header.status));
+        }
+        from_bytes::<C::Reply>(&f.payload).map_err(CallError::Decode)
+    }
+
+    /// Sends raw bytes under an op and returns the raw reply (tests and tools).
+    pub fn round_trip(&mut self, op: u16, payload: &[u8]) -> Result<Frame, CallError> {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let header = Header {
+            op,
+            seq,
+            ..Default::default()
+        };
+        write_frame(&mut self.stream, header, payload).map_err(FrameError::Io)?;
+        let f = read_frame(&mut self.stream)?;
+        if f.header.seq != seq {
+            return Err(CallError::OutOfOrder {
+                expected: seq,
+                got: f.header.seq,
+            });
+        }
+        Ok(f)
+    }
+
+    /// Bounds every later read and write (a vanished host then surfaces as
+    /// an error instead of a hang).
+    pub fn set_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.stream.set_timeouts(t)
+    }
+
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+}
+
+/// What the host requires of a new connection.
+pub struct Admission<'a> {
+    pub build_id: &'a str,
+    /// Token required of non-local peers; `None` refuses them all.
+    pub token: Option<&'a str>,
+    /// Unix peers: uids allowed (empty = any).
+    pub allowed_uids: &'a [u32],
+}
+
+/// Reads and checks the guest's `Hello`. On refusal the reason has already
+/// been sent to the guest; the caller just drops the stream.
+pub fn accept_hello(
+    stream: &mut Stream,
+    peer: &Peer,
+    adm: &Admission<'_>,
+) -> Result<Hello, String> {
+    let f = read_frame(stream).map_err(|e| format!("no handshake: {e}"))?;
+    let refuse = |stream: &mut Stream, code: u32, why: String| -> String {
+        let h = Header {
+            op: HELLO_OP,
+            seq: f.header.seq,
+            status: code,
+            ..Default::default()
+        };
+        let _ = write_frame(stream, h, &to_bytes(&why));
+        why
+    };
+    if f.header.op != HELLO_OP {
+        return Err(refuse(
+            stream,
+            refusal::BAD_MAGIC,
+            format!("expected a handshake, got op {}", f.header.op),
+        ));
+    }
+    let hello = match from_bytes::<Hello>(&f.payload) {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(refuse(
+                stream,
+                refusal::BAD_MAGIC,
+                format!("malformed handshake: {e}"),
+            ))
+        }
+    };
+    if hello.magic != MAGIC {
+        return Err(refuse(stream, refusal::BAD_MAGIC, "bad magic".into()));
+    }
+    if hello.version != PROTOCOL_VERSION {
+        return Err(refuse(
+            stream,
+            refusal::VERSION_MISMATCH,
+            format!(
+                "protocol version {} (guest build {}) is not {} (host build {})",
+                hello.version, hello.build_id, PROTOCOL_VERSION, adm.build_id
+            ),
+        ));
+    }
+    match peer {
+        Peer::Unix { uid, .. } => {
+            if !adm.allowed_uids.is_empty() && !adm.allowed_uids.contains(uid) {
+                return Err(refuse(
+                    stream,
+                    refusal::PEER_NOT_ALLOWED,
+                    format!("uid {uid} is not allowed"),
+                ));
+            }
+        }
+        _ if peer.is_local() => {}
+        _ => {
+            let ok = match (adm.token, hello.token.as_deref()) {
+                (Some(want), Some(got)) => constant_time_eq(want.as_bytes(), got.as_bytes()),
+                _ => false,
+            };
+            if !ok {
+                return Err(refuse(
+                    stream,
+                    refusal::BAD_TOKEN,
+                    "missing or wrong token".into(),
+                ));
+            }
+        }
+    }
+    Ok(hello)
+}
+
+/// Sends the acceptance reply.
+pub fn send_hello_reply(stream: &mut Stream, reply: &HelloReply) -> std::io::Result<()> {
+    write_frame(
+        stream,
+        Header {
+            op: HELLO_OP,
+            ..Default::default()
+        },
+        &to_bytes(reply),
+    )
+}
+
+/// Sends one reply frame for `request`.
+pub fn send_reply(
+    stream: &mut Stream,
+    request: &Header,
+    status: u32,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let h = Header {
+        op: request.op,
+        seq: request.seq,
+        status,
+        ..Default::default()
+    };
+    write_frame(stream, h, payload)
+}
+
+/// Sends a successful reply carrying `value`.
+pub fn send_ok<T: Wire>(stream: &mut Stream, request: &Header, value: &T) -> std::io::Result<()> {
+    send_reply(stream, request, 0, &to_bytes(value))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{GetInventory, Inventory, Ping};
+
+    fn serve_one(
+        mut s: Stream,
+        peer: Peer,
+        token: Option<&'static str>,
+    ) -> std::thread::JoinHandle<Result<(), String>> {
+        std::thread::spawn(move || {
+            let adm = Admission {
+                build_id: "test",
+                token,
+                allowed_uids: &[],
+            };
+            accept_hello(&mut s, &peer, &adm)?;
+            send_hello_reply(
+                &mut s,
+                &HelloReply {
+                    version: PROTOCOL_VERSION,
+                    driver_kind: "emulated".into(),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            loop {
+                let f = match read_frame(&mut s) {
+                    Ok(f) => f,
+                    Err(FrameError::Closed) => return Ok(()),
+                    Err(e) => return Err(e.to_string()),
+                };
+                match f.header.op {
+                    <Ping as Call>::OP => send_ok(&mut s, &f.header, &()).unwrap(),
+                    <GetInventory as Call>::OP => send_ok(
+                        &mut s,
+                        &f.header,
+                        &Inventory {
+                            driver_kind: "emulated".into(),
+                            cuda_driver_version: 13050,
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap(),
+                    _ => {
+                        send_reply(&mut s, &f.header, crate::proto::STATUS_UNKNOWN_OP, &[]).unwrap()
+                    }
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn handshake_and_calls() {
+        let (a, b) = Stream::pair().unwrap();
+        let t = serve_one(
+            b,
+            Peer::Unix {
+                pid: 1,
+                uid: 0,
+                gid: 0,
+            },
+            None,
+        );
+        let mut c =
+            Client::handshake(a, &Hello::new("test", 0, None), Duration::from_secs(5)).unwrap();
+        assert_eq!(c.hello.driver_kind, "emulated");
+        c.call(&Ping {}).unwrap();
+        assert_eq!(c.call(&GetInventory {}).unwrap().cuda_driver_version, 13050);
+        let f = c.round_trip(999, b"junk").unwrap();
+        assert_eq!(f.header.status, crate::proto::STATUS_UNKNOWN_OP);
+        drop(c);
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn refusals() {
+        let remote = Peer::Tcp {
+            addr: "10.0.0.1:5".parse().unwrap(),
+        };
+        // Wrong protocol version.
+        let (a, b) = Stream::pair().unwrap();
+        let t = serve_one(
+            b,
+            Peer::Unix {
+                pid: 1,
+                uid: 0,
+                gid: 0,
+            },
+            None,
+        );
+        let mut h = Hello::new("test", 0, None);
+        h.version = PROTOCOL_VERSION + 1;
+        match Client::handshake(a, &h, Duration::from_secs(5)) {
+            Err(HandshakeError::Refused(refusal::VERSION_MISMATCH, why)) => {
+                assert!(why.contains("protocol version"))
+            }
+            other => panic!("{other:?}", other = other.err()),
+        }
+        assert!(t.join().unwrap().is_err());
+        // Remote peer without / with the wrong / with the right token.
+        for (tok, ok) in [(None, false), (Some("nope"), false), (Some("s3cret"), true)] {
+            let (a, b) = Stream::pair().unwrap();
+            let t = serve_one(b, remote.clone(), Some("s3cret"));
+            let r = Client::handshake(
+                a,
+                &Hello::new("test", 0, tok.map(String::from)),
+                Duration::from_secs(5),
+            );
+            assert_eq!(r.is_ok(), ok, "token {tok:?}");
+            drop(r);
+            let _ = t.join();
+        }
+    }
+}
