@@ -1,0 +1,153 @@
+//! Guest settings, read from the environment when the first connection is
+//! made (never at load time).
+
+use std::fmt;
+use std::time::Duration;
+use vgpu_transport::endpoint::DEFAULT_ENDPOINT;
+use vgpu_transport::Endpoint;
+
+pub const DEFAULT_PCI_BUS_ID: &str = "0000:00:05.0";
+
+/// A PCI address as the guest shows it everywhere (driver API, NVML, files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciAddress {
+    pub domain: u32,
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+impl PciAddress {
+    /// Parses `dddd:bb:dd.f` or NVML's `dddddddd:bb:dd.f` (hex), case-insensitive.
+    pub fn parse(s: &str) -> Option<PciAddress> {
+        let s = s.trim();
+        let (domain, rest) = s.split_once(':')?;
+        let (bus, rest) = rest.split_once(':')?;
+        let (device, function) = rest.split_once('.')?;
+        if domain.is_empty()
+            || domain.len() > 8
+            || bus.len() != 2
+            || device.len() != 2
+            || function.len() != 1
+        {
+            return None;
+        }
+        let device = u8::from_str_radix(device, 16).ok()?;
+        let function = u8::from_str_radix(function, 16).ok()?;
+        if device > 0x1f || function > 7 {
+            return None;
+        }
+        Some(PciAddress {
+            domain: u32::from_str_radix(domain, 16).ok()?,
+            bus: u8::from_str_radix(bus, 16).ok()?,
+            device,
+            function,
+        })
+    }
+
+    /// `0000:00:05.0`: sysfs, `cuDeviceGetPCIBusId` (upper-case hex there, see
+    /// [`PciAddress::cuda_bus_id`]), NVML's `busIdLegacy`.
+    pub fn short(&self) -> String {
+        format!(
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.domain, self.bus, self.device, self.function
+        )
+    }
+
+    /// What `cuDeviceGetPCIBusId` writes: `0000:00:05.0` with upper-case hex,
+    /// as the real driver prints it.
+    pub fn cuda_bus_id(&self) -> String {
+        format!(
+            "{:04X}:{:02X}:{:02X}.{:X}",
+            self.domain, self.bus, self.device, self.function
+        )
+    }
+
+    /// NVML's `busId`: an 8-digit domain, upper-case hex.
+    pub fn nvml_bus_id(&self) -> String {
+        format!(
+            "{:08X}:{:02X}:{:02X}.{:X}",
+            self.domain, self.bus, self.device, self.function
+        )
+    }
+}
+
+impl fmt::Display for PciAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.short())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub endpoint: Endpoint,
+    pub token: Option<String>,
+    /// Address shown for device 0; further devices take the next device
+    /// numbers on the same bus.
+    pub pci_address: PciAddress,
+    pub connect_timeout: Duration,
+}
+
+impl Config {
+    /// Reads `VGPU_HOST`, `VGPU_TOKEN` / `VGPU_TOKEN_FILE`, `VGPU_PCI_BUS_ID`.
+    pub fn from_env() -> Result<Config, String> {
+        let host = std::env::var("VGPU_HOST").unwrap_or_else(|_| DEFAULT_ENDPOINT.to_string());
+        let endpoint: Endpoint = host.parse().map_err(|e| format!("VGPU_HOST: {e}"))?;
+        let token = match std::env::var("VGPU_TOKEN") {
+            Ok(t) => Some(t),
+            Err(_) => match std::env::var_os("VGPU_TOKEN_FILE") {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .map_err(|e| format!("VGPU_TOKEN_FILE {}: {e}", p.to_string_lossy()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            },
+        };
+        let pci_address = match std::env::var("VGPU_PCI_BUS_ID") {
+            Ok(s) => PciAddress::parse(&s)
+                .ok_or_else(|| format!("VGPU_PCI_BUS_ID `{s}`: expected dddd:bb:dd.f"))?,
+            Err(_) => PciAddress::parse(DEFAULT_PCI_BUS_ID).expect("default is valid"),
+        };
+        Ok(Config {
+            endpoint,
+            token,
+            pci_address,
+            connect_timeout: Duration::from_secs(3),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_forms() {
+        let a = PciAddress::parse("0000:00:05.0").unwrap();
+        assert_eq!(
+            a,
+            PciAddress {
+                domain: 0,
+                bus: 0,
+                device: 5,
+                function: 0
+            }
+        );
+        assert_eq!(a.short(), "0000:00:05.0");
+        assert_eq!(a.nvml_bus_id(), "00000000:00:05.0");
+        let b = PciAddress::parse("00000003:41:1f.7").unwrap();
+        assert_eq!(b.cuda_bus_id(), "0003:41:1F.7");
+        for bad in [
+            "",
+            "0000:00:05",
+            "0000:0:05.0",
+            "0000:00:20.0",
+            "0000:00:05.8",
+            "x:00:05.0",
+        ] {
+            assert!(PciAddress::parse(bad).is_none(), "{bad}");
+        }
+    }
+}
