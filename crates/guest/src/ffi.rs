@@ -75,16 +75,19 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 /// caller's error, reported with the API's own code.
 pub trait OutPtr<T> {
     /// Writes `v` through the pointer, or fails with `err` when it is null.
-    fn write_or<E>(self, v: T, err: E) -> Result<(), E>;
+    ///
+    /// # Safety
+    /// A non-null pointer must be valid for writing a `T` (the API contract
+    /// of the entry point that received it).
+    unsafe fn write_or<E>(self, v: T, err: E) -> Result<(), E>;
 }
 
 impl<T> OutPtr<T> for *mut T {
-    fn write_or<E>(self, v: T, err: E) -> Result<(), E> {
+    unsafe fn write_or<E>(self, v: T, err: E) -> Result<(), E> {
         if self.is_null() {
             return Err(err);
         }
-        // SAFETY: non-null out-pointers handed to a CUDA/NVML entry point
-        // must point to writable storage of their type (the API contract).
+        // SAFETY: the caller guarantees a non-null pointer is writable.
         unsafe { self.write_unaligned(v) };
         Ok(())
     }
@@ -107,8 +110,11 @@ mod tests {
         );
         assert!(L.load(Ordering::Relaxed));
         let mut v = 0u32;
-        assert_eq!((&mut v as *mut u32).write_or(7, ()), Ok(()));
+        // SAFETY: a valid local and a null pointer.
+        unsafe {
+            assert_eq!((&mut v as *mut u32).write_or(7, ()), Ok(()));
+            assert_eq!((std::ptr::null_mut::<u32>()).write_or(7, 1), Err(1));
+        }
         assert_eq!(v, 7);
-        assert_eq!((std::ptr::null_mut::<u32>()).write_or(7, 1), Err(1));
     }
 }
