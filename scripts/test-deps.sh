@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests need on a fresh Debian 12 machine.
+#
+#   scripts/test-deps.sh            # every group
+#   scripts/test-deps.sh apt nvml   # only these groups
+#
+# Idempotent: apt packages are installed only when dpkg says they are missing,
+# and each pinned Python group is installed once into the venv and recorded in a
+# stamp file (re-installed only when its pin list or the Python changes).
+#
+# Environment:
+#   VGPU_CACHE   cache dir (default <repo>/.cache); the venv is $VGPU_CACHE/venv
+#   PYTHON       interpreter used to create the venv (default python3)
+#
+# Adding a group: write `group_<name>()` (usually a one-line `pip_group` call
+# with exact `==` pins) and add <name> to ALL_GROUPS.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${VGPU_CACHE:-$REPO/.cache}"
+VENV="$CACHE/venv"
+PYTHON="${PYTHON:-python3}"
+
+ALL_GROUPS=(apt nvml)
+
+log() { printf 'test-deps: %s\n' "$*"; }
+
+# ---------------------------------------------------------------- apt
+APT_PACKAGES=(
+    gcc          # C harness in tests/c
+    libc6-dev    # headers for the C harness (dlfcn.h, ...)
+    binutils     # nm, readelf (tests/exports.rs)
+    python3      # venv for the NVML clients
+    python3-venv # ensurepip for Debian's python3
+)
+
+group_apt() {
+    local missing=() p
+    for p in "${APT_PACKAGES[@]}"; do
+        if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]; then
+            missing+=("$p")
+        fi
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        log "apt: all present (${APT_PACKAGES[*]})"
+        return
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { log "apt: missing ${missing[*]} and not root (no sudo)"; exit 1; }
+        sudo=(sudo)
+    fi
+    log "apt: installing ${missing[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# ---------------------------------------------------------------- python venv
+ensure_venv() {
+    if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import pip' 2>/dev/null; then
+        return
+    fi
+    log "venv: creating $VENV with $("$PYTHON" --version 2>&1)"
+    mkdir -p "$CACHE"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+}
+
+# pip_group NAME SPEC... : install exact pins SPEC into the venv unless the
+# stamp for NAME already records the same pins and interpreter.
+pip_group() {
+    local name="$1"; shift
+    local spec
+    for spec in "$@"; do
+        case "$spec" in
+            *==*) ;;
+            *) log "group $name: '$spec' is not pinned with =="; exit 1 ;;
+        esac
+    done
+    ensure_venv
+    local stamp="$VENV/.stamp-$name"
+    local want
+    want="$("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])') $*"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        log "$name: up to date ($*)"
+        return
+    fi
+    log "$name: installing $*"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@"
+    printf '%s' "$want" > "$stamp"
+    log "$name: installed"
+}
+
+# NVML clients (shared/reference/clients.md §3). All three pins were checked
+# to exist on PyPI with `pip index versions`.
+group_nvml() {
+    pip_group nvml nvidia-ml-py==13.615.71 nvitop==1.7.2 gpustat==1.1.1
+}
+
+# ---------------------------------------------------------------- main
+groups=("$@")
+[ ${#groups[@]} -gt 0 ] || groups=("${ALL_GROUPS[@]}")
+for g in "${groups[@]}"; do
+    if ! declare -F "group_$g" >/dev/null; then
+        log "unknown group '$g' (known: ${ALL_GROUPS[*]})"
+        exit 2
+    fi
+    "group_$g"
+done
+log "done; venv: $VENV"
