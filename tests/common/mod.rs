@@ -276,6 +276,7 @@ pub fn shim_libdir() -> &'static Path {
 /// Compiles `tests/c/<src>` with `gcc -O1 -g -Wall -Wextra -Werror ... -ldl
 /// -lpthread` and returns the executable. Cached per test binary run (and on disk
 /// by content hash under `target/<profile>/vgpu-test-c/`).
+#[track_caller]
 pub fn compile_c(src: &str, extra_args: &[&str]) -> PathBuf {
     static CACHE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let key = format!("{src}\0{}", extra_args.join("\0"));
@@ -337,6 +338,7 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 // ---------------------------------------------------------------- python
 
 /// `bin/` of the test venv (`${VGPU_CACHE:-<repo>/.cache}/venv`).
+#[track_caller]
 pub fn venv() -> PathBuf {
     let cache = std::env::var_os("VGPU_CACHE")
         .map(PathBuf::from)
@@ -364,12 +366,14 @@ pub struct GuestOutput {
 
 impl GuestOutput {
     /// Panics with the whole output unless the program exited with 0.
+    #[track_caller]
     pub fn assert_success(&self) -> &Self {
         assert!(self.status.success(), "guest failed:\n{self}");
         self
     }
 
     /// The first stdout line starting with `prefix`, or a panic showing the output.
+    #[track_caller]
     pub fn line(&self, prefix: &str) -> &str {
         self.stdout
             .lines()
@@ -393,11 +397,13 @@ impl fmt::Display for GuestOutput {
 /// `VGPU_PCI_BUS_ID` and `CUDA_VISIBLE_DEVICES` removed; then `env` is applied
 /// (so a test can override any of these, e.g. `("LD_LIBRARY_PATH", "")`).
 /// Fails the test if it runs longer than [`GUEST_TIMEOUT`].
+#[track_caller]
 pub fn run_guest(cmd: Command, daemon: &Daemon, env: &[(&str, &str)]) -> GuestOutput {
     run_guest_at(cmd, &daemon.host_env(), env)
 }
 
 /// [`run_guest`] with an explicit `VGPU_HOST` value (e.g. an endpoint with no daemon).
+#[track_caller]
 pub fn run_guest_at(mut cmd: Command, vgpu_host: &str, env: &[(&str, &str)]) -> GuestOutput {
     cmd.env("VGPU_HOST", vgpu_host)
         .env("LD_LIBRARY_PATH", shim_libdir())
@@ -413,6 +419,7 @@ pub fn run_guest_at(mut cmd: Command, vgpu_host: &str, env: &[(&str, &str)]) -> 
 
 /// Runs `cmd` in its own process group with stdin closed and output captured;
 /// on timeout kills the whole group and panics with what it printed so far.
+#[track_caller]
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> GuestOutput {
     let command = format!("{cmd:?}");
     cmd.stdin(Stdio::null())
@@ -485,6 +492,7 @@ pub fn fields(line: &str) -> HashMap<String, String> {
 }
 
 /// The field `key` of `line`, or a panic naming the line.
+#[track_caller]
 pub fn field(line: &str, key: &str) -> String {
     fields(line)
         .remove(key)
