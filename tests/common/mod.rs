@@ -145,12 +145,14 @@ pub struct Daemon {
 
 impl Daemon {
     /// `vgpu host --listen unix:<tmp>/vgpu.sock --driver emulated`.
+    #[track_caller]
     pub fn start_emulated() -> Daemon {
         Daemon::start(&["--driver", "emulated"])
     }
 
     /// `vgpu host --listen unix:<tmp>/vgpu.sock EXTRA...`; waits until a line
     /// containing `listening on` appears on stdout or stderr.
+    #[track_caller]
     pub fn start(extra: &[&str]) -> Daemon {
         let a = artifacts();
         let dir = TempDir::new("host");
