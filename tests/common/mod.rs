@@ -377,10 +377,10 @@ impl GuestOutput {
     /// The first stdout line starting with `prefix`, or a panic showing the output.
     #[track_caller]
     pub fn line(&self, prefix: &str) -> &str {
-        self.stdout
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no stdout line starting with {prefix:?}:\n{self}"))
+        match self.stdout.lines().find(|l| l.starts_with(prefix)) {
+            Some(l) => l,
+            None => panic!("no stdout line starting with {prefix:?}:\n{self}"),
+        }
     }
 }
 
@@ -496,9 +496,10 @@ pub fn fields(line: &str) -> HashMap<String, String> {
 /// The field `key` of `line`, or a panic naming the line.
 #[track_caller]
 pub fn field(line: &str, key: &str) -> String {
-    fields(line)
-        .remove(key)
-        .unwrap_or_else(|| panic!("no field {key:?} in line {line:?}"))
+    match fields(line).remove(key) {
+        Some(v) => v,
+        None => panic!("no field {key:?} in line {line:?}"),
+    }
 }
 
 /// True for `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (lower-case hex) that is
