@@ -77,6 +77,58 @@ def pfn_entries(includes):
     return sorted(best.items())
 
 
+PROC_DOC = """
+/// One ABI of a driver function as `cuGetProcAddress` hands it out: requests
+/// for `name` at a CUDA version >= `version` (and below the next entry's)
+/// get `symbol`. Derived from the `PFN_<name>_v<version>[_ptds|_ptsz]`
+/// typedefs of the CUDA 12.9 and 13.5 `*Typedefs.h` headers: the plain ABIs
+/// of one name, in version order, are `name`, `name_v2`, `name_v3`...; a
+/// per-thread ABI is the newest plain ABI at its version plus `_ptds`/`_ptsz`,
+/// the names `cuda.h` builds with `__CUDA_API_PTDS`/`__CUDA_API_PTSZ`. Every
+/// symbol is checked to be an exported function of the pinned cuda.h.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcEntry {
+    pub name: &'static str,
+    pub version: u32,
+    pub per_thread: bool,
+    pub symbol: &'static str,
+}
+
+"""
+
+
+def versioned(base, k):
+    return base if k == 0 else f"{base}_v{k + 1}"
+
+
+def proc_table(entries, exported):
+    """(base, version, suffix, symbol) for every typedef with an exported symbol."""
+    by_base = {}
+    for (base, ver, suffix), _hdr in entries:
+        by_base.setdefault(base, []).append((ver, suffix))
+    table, unmapped = [], []
+    for base in sorted(by_base):
+        plain = sorted(v for v, s in by_base[base] if not s)
+        names = {}
+        for k, ver in enumerate(plain):
+            cand = versioned(base, k)
+            # Single-ABI functions introduced under a versioned name keep it;
+            # when the counted name is not exported the base name is the ABI.
+            names[ver] = cand if cand in exported else base
+        for ver, suffix in sorted(by_base[base]):
+            if not suffix:
+                sym = names[ver]
+            else:
+                older = [v for v in plain if v <= ver]
+                stem = names[older[-1]] if older else base
+                sym = f"{stem}_{suffix}"
+            if sym in exported:
+                table.append((base, ver, suffix, sym))
+            else:
+                unmapped.append((base, ver))
+    return table, unmapped
+
+
 def main():
     work, out, c12, c13 = sys.argv[1:5]
     os.makedirs(out, exist_ok=True)
@@ -107,17 +159,24 @@ def main():
     )
 
     entries = pfn_entries([c12, c13])
+    exported = {name for name, _, _ in cuda}
+    table, unmapped = proc_table(entries, exported)
     with open(os.path.join(out, "cuda_pfn.rs"), "w") as f:
         f.write(HEADER)
-        f.write("\n/// `PFN_<base>_v<version>[_ptds|_ptsz]` typedefs of the CUDA 12.9 and 13.5\n")
-        f.write("/// `*Typedefs.h` headers: (base name, introducing CUDA version, per-thread\n")
-        f.write("/// suffix or \"\", header). The input of the `cuGetProcAddress` table.\n")
-        f.write("pub const PFN_TYPEDEFS: &[(&str, u32, &str, &str)] = &[\n")
-        for (base, ver, suffix), fname in entries:
-            f.write(f'    ("{base}", {ver}, "{suffix}", "{fname}"),\n')
+        f.write(PROC_DOC)
+        f.write("pub const PROC_TABLE: &[ProcEntry] = &[\n")
+        for base, ver, suffix, symbol in table:
+            f.write(f'    ProcEntry {{ name: "{base}", version: {ver}, per_thread: {"true" if suffix else "false"}, symbol: "{symbol}" }},\n')
+        f.write("];\n")
+        f.write("\n/// PFN typedefs whose ABI has no exported symbol in the pinned cuda.h\n")
+        f.write("/// (GL/EGL/VDPAU interop, profiler): answered \"not found\".\n")
+        f.write("pub const UNMAPPED: &[(&str, u32)] = &[\n")
+        for base, ver in unmapped:
+            f.write(f'    ("{base}", {ver}),\n')
         f.write("];\n")
     print(f"gen-bindings: {len(cuda)} CUDA functions, {len(nvml)} NVML functions, "
-          f"{len(entries)} PFN typedefs", file=sys.stderr)
+          f"{len(entries)} PFN typedefs ({len(table)} mapped, {len(unmapped)} without an export)",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":
