@@ -21,7 +21,7 @@ CACHE="${VGPU_CACHE:-$REPO/.cache}"
 VENV="$CACHE/venv"
 PYTHON="${PYTHON:-python3}"
 
-ALL_GROUPS=(apt nvml)
+ALL_GROUPS=(apt nvml cudart nvcc)
 
 log() { printf 'test-deps: %s\n' "$*"; }
 
@@ -95,6 +95,46 @@ pip_group() {
 # to exist on PyPI with `pip index versions`.
 group_nvml() {
     pip_group nvml nvidia-ml-py==13.615.71 nvitop==1.7.2 gpustat==1.1.1
+}
+
+# pip_target NAME DIR SPEC... : like pip_group, but into its own directory
+# (several versions of one wheel cannot share a venv).
+pip_target() {
+    local name="$1" dir="$2"; shift 2
+    ensure_venv
+    local stamp="$dir/.stamp"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$*" ]; then
+        log "$name: up to date ($*)"
+        return
+    fi
+    log "$name: installing $* into $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --target "$dir" "$@"
+    printf '%s' "$*" > "$stamp"
+}
+
+# Unmodified libcudart of every runtime the shims must satisfy
+# (shared/reference/cuda-runtime.md): $VGPU_CACHE/cudart/<version>/nvidia/...
+group_cudart() {
+    local spec ver
+    for spec in nvidia-cuda-runtime-cu11==11.8.89 nvidia-cuda-runtime-cu12==12.4.127 \
+                nvidia-cuda-runtime-cu12==12.9.79 nvidia-cuda-runtime==13.0.96 \
+                nvidia-cuda-runtime==13.5.37; do
+        ver=${spec##*==}
+        pip_target "cudart $ver" "$CACHE/cudart/$ver" "$spec"
+    done
+}
+
+# The CUDA 13 compiler driver (nvcc, cicc, ptxas, fatbinary; clients.md §2)
+# and NVRTC 12/13, for test programs built at test time.
+group_nvcc() {
+    pip_group nvcc nvidia-cuda-nvcc==13.5.37 nvidia-cuda-nvrtc==13.5.37 nvidia-cuda-nvrtc-cu12==12.9.86
+    local nv
+    nv="$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13"))')"
+    # `-cudart shared` links against libcudart.so, which the wheel lacks.
+    [ -e "$nv/lib/libcudart.so" ] || ln -s libcudart.so.13 "$nv/lib/libcudart.so"
+    log "nvcc: $("$nv/bin/nvcc" --version | tail -n 1)"
 }
 
 # ---------------------------------------------------------------- main
