@@ -1,0 +1,151 @@
+//! The panic boundary and the small helpers every exported function shares.
+
+use cuda_types::cuda::CUresult;
+use cuda_types::nvml::nvmlReturn_t;
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+fn logging() -> bool {
+    std::env::var_os("VGPU_LOG").is_some()
+}
+
+fn log_unsupported(name: &str, logged: &AtomicBool) {
+    if !logged.swap(true, Ordering::Relaxed) && logging() {
+        eprintln!("vgpu-emu: {name} is not supported by the software GPU");
+    }
+}
+
+fn log_panic(name: &str) {
+    if logging() {
+        eprintln!("vgpu-emu: {name} panicked; reporting an error instead of unwinding into C");
+    }
+}
+
+/// Runs one CUDA entry point; a panic must never unwind into the C caller.
+pub fn cuda_boundary(name: &'static str, f: impl FnOnce() -> Result<(), CUresult>) -> CUresult {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => CUresult::CUDA_SUCCESS,
+        Ok(Err(e)) => e,
+        Err(_) => {
+            log_panic(name);
+            CUresult::CUDA_ERROR_UNKNOWN
+        }
+    }
+}
+
+pub fn cuda_not_supported(name: &'static str, logged: &'static AtomicBool) -> CUresult {
+    log_unsupported(name, logged);
+    CUresult::CUDA_ERROR_NOT_SUPPORTED
+}
+
+/// What an NVML export returns. Every NVML function returns `nvmlReturn_t`
+/// except `nvmlErrorString`, which returns its string; the boundary and the
+/// stubs are generic so that one macro invocation covers both.
+pub trait NvmlReturn: Sized {
+    fn success() -> Self;
+    fn panicked() -> Self;
+    fn unsupported() -> Self;
+}
+
+impl NvmlReturn for nvmlReturn_t {
+    fn success() -> Self {
+        nvmlReturn_t::NVML_SUCCESS
+    }
+    fn panicked() -> Self {
+        nvmlReturn_t::NVML_ERROR_UNKNOWN
+    }
+    fn unsupported() -> Self {
+        nvmlReturn_t::NVML_ERROR_NOT_SUPPORTED
+    }
+}
+
+impl NvmlReturn for *const c_char {
+    // `nvmlErrorString` hands its string back through the `Err` channel, so
+    // `success` is never what a caller sees; a valid string is still safer
+    // than null for a caller that prints it unconditionally.
+    fn success() -> Self {
+        c"Success".as_ptr()
+    }
+    fn panicked() -> Self {
+        c"Unknown Error".as_ptr()
+    }
+    fn unsupported() -> Self {
+        c"Not Supported".as_ptr()
+    }
+}
+
+pub fn nvml_boundary<R: NvmlReturn>(name: &'static str, f: impl FnOnce() -> Result<(), R>) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => R::success(),
+        Ok(Err(e)) => e,
+        Err(_) => {
+            log_panic(name);
+            R::panicked()
+        }
+    }
+}
+
+pub fn nvml_not_supported<R: NvmlReturn>(name: &'static str, logged: &'static AtomicBool) -> R {
+    log_unsupported(name, logged);
+    R::unsupported()
+}
+
+/// Writes `value` through a C out-pointer, or fails with `null_error` when the
+/// caller passed null.
+///
+/// # Safety
+/// `ptr` must be null or valid for a write of `T`.
+pub unsafe fn write_out<T, E>(ptr: *mut T, value: T, null_error: E) -> Result<(), E> {
+    if ptr.is_null() {
+        return Err(null_error);
+    }
+    // SAFETY: non-null, and the caller guarantees it is writable.
+    unsafe { ptr.write_unaligned(value) };
+    Ok(())
+}
+
+/// Copies `s` plus a NUL into a C buffer of `len` bytes. `Err(needed)` when it
+/// does not fit, so each API can map that to its own error code.
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes of writes.
+pub unsafe fn write_c_string(buf: *mut c_char, len: usize, s: &str) -> Result<(), usize> {
+    let needed = s.len() + 1;
+    if buf.is_null() || len < needed {
+        return Err(needed);
+    }
+    // SAFETY: `buf` holds at least `needed` bytes per the check above and the
+    // caller's guarantee; the source is a distinct Rust string.
+    unsafe {
+        std::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), s.len());
+        *buf.add(s.len()) = 0;
+    }
+    Ok(())
+}
+
+/// Copies as much of `s` as fits plus a NUL, as `cuDeviceGetName` does.
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes of writes; `len` must be at least 1.
+pub unsafe fn write_c_string_truncated(buf: *mut c_char, len: usize, s: &str) {
+    let n = s.len().min(len - 1);
+    // SAFETY: `n + 1 <= len` bytes are written into a buffer of `len` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), n);
+        *buf.add(n) = 0;
+    }
+}
+
+/// Reads a NUL-terminated C string argument as UTF-8 (lossy is fine for the
+/// identifiers it is used on, which are ASCII).
+///
+/// # Safety
+/// `p` must be null or point to a NUL-terminated string.
+pub unsafe fn read_c_string(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and NUL-terminated per the caller.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
