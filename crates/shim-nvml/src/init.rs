@@ -1,0 +1,84 @@
+//! `nvmlInit*` / `nvmlShutdown`: a reference count, as in libnvidia-ml, so
+//! libraries in one process (cudart, torch, a monitoring thread) can each
+//! init and shut down without pulling NVML from under the others.
+
+use cuda_types::nvml::nvmlReturn_t;
+use parking_lot::Mutex;
+use std::ffi::c_uint;
+use std::sync::Arc;
+use vgpu_guest::client::{self, GuestError, GuestInventory};
+use vgpu_guest::log::Level;
+use vgpu_guest::vlog;
+
+struct State {
+    refs: u32,
+    inventory: Option<Arc<GuestInventory>>,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    refs: 0,
+    inventory: None,
+});
+
+fn init() -> Result<(), nvmlReturn_t> {
+    let mut st = STATE.lock();
+    if st.refs > 0 {
+        st.refs += 1;
+        return Ok(());
+    }
+    // Connects on the first init only; the guest client bounds connect and
+    // handshake, so an absent host fails here quickly instead of hanging.
+    match client::inventory() {
+        Ok(inv) => {
+            st.inventory = Some(inv);
+            st.refs = 1;
+            Ok(())
+        }
+        Err(e) => {
+            // Warn, not debug: this is the one line that tells a user why
+            // nvidia-smi-like tools say "Driver Not Loaded".
+            vlog!(Level::Warn, "nvmlInit: {e}");
+            Err(match e {
+                GuestError::Status(_) | GuestError::Lost(_) => nvmlReturn_t::NVML_ERROR_UNKNOWN,
+                GuestError::Unavailable(_) => nvmlReturn_t::NVML_ERROR_DRIVER_NOT_LOADED,
+            })
+        }
+    }
+}
+
+pub fn init_v1() -> Result<(), nvmlReturn_t> {
+    init()
+}
+
+pub fn init_v2() -> Result<(), nvmlReturn_t> {
+    init()
+}
+
+/// `NVML_INIT_FLAG_NO_GPUS` / `NO_ATTACH` only relax what a real driver
+/// touches at init; a remote device needs the host either way.
+pub fn init_with_flags(_flags: c_uint) -> Result<(), nvmlReturn_t> {
+    init()
+}
+
+pub fn shutdown() -> Result<(), nvmlReturn_t> {
+    let mut st = STATE.lock();
+    if st.refs == 0 {
+        return Err(nvmlReturn_t::NVML_ERROR_UNINITIALIZED);
+    }
+    st.refs -= 1;
+    if st.refs == 0 {
+        // The connection itself stays: Ollama inits and shuts down on every
+        // memory query, and a new connection costs the host a worker process.
+        st.inventory = None;
+    }
+    Ok(())
+}
+
+/// The inventory while NVML is initialized, else NVML_ERROR_UNINITIALIZED.
+pub fn inventory() -> Result<Arc<GuestInventory>, nvmlReturn_t> {
+    STATE
+        .lock()
+        .inventory
+        .clone()
+        .ok_or(nvmlReturn_t::NVML_ERROR_UNINITIALIZED)
+}
