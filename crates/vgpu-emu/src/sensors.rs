@@ -146,3 +146,29 @@ pub fn power_mw() -> u32 {
 pub fn boosted() -> bool {
     heat() > 0.02
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activity_warms_the_board_and_shows_as_utilization() {
+        let (p0, t0) = (power_mw(), temperature_c());
+        record_memory_busy(Duration::from_secs(3));
+        assert!(utilization().memory > 0);
+        assert!(power_mw() > p0 + 50_000, "{} -> {}", p0, power_mw());
+        assert!(temperature_c() > t0);
+        assert!(boosted());
+        assert!(power_mw() <= profile::POWER_LIMIT_MW);
+    }
+
+    #[test]
+    fn busy_window_rolls_over() {
+        let mut w = BusyWindow::default();
+        w.add(0, PERIOD_NS / 2);
+        assert_eq!(w.percent(PERIOD_NS / 2), 50);
+        // Half a second into the next period, half of the previous counts.
+        assert_eq!(w.percent(PERIOD_NS + PERIOD_NS / 2), 25);
+        assert_eq!(w.percent(5 * PERIOD_NS), 0);
+    }
+}
