@@ -339,13 +339,29 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 
 // ---------------------------------------------------------------- python
 
+/// `${VGPU_CACHE:-<repo>/.cache}`, where scripts/test-deps.sh installs.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("VGPU_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".cache"))
+}
+
+/// `site-packages` of the test venv.
+#[track_caller]
+#[allow(dead_code)]
+pub fn venv_site_packages() -> PathBuf {
+    let lib = venv().parent().unwrap().join("lib");
+    fs::read_dir(&lib)
+        .unwrap_or_else(|e| panic!("{}: {e}", lib.display()))
+        .map(|e| e.unwrap().path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| panic!("no site-packages under {}", lib.display()))
+}
+
 /// `bin/` of the test venv (`${VGPU_CACHE:-<repo>/.cache}/venv`).
 #[track_caller]
 pub fn venv() -> PathBuf {
-    let cache = std::env::var_os("VGPU_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".cache"));
-    let bin = cache.join("venv/bin");
+    let bin = cache_dir().join("venv/bin");
     assert!(
         bin.join("python").is_file(),
         "no test venv at {}: run scripts/test-deps.sh",
