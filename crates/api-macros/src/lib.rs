@@ -63,7 +63,10 @@ impl Parse for ExportArgs {
                 input.parse::<Token![,]>()?;
             }
         }
-        Ok(ExportArgs { settings, implemented })
+        Ok(ExportArgs {
+            settings,
+            implemented,
+        })
     }
 }
 
@@ -136,8 +139,12 @@ fn expand_exports(inv: Invocation<ExportArgs>) -> syn::Result<TokenStream2> {
             return Err(syn::Error::new(name.span(), "listed twice"));
         }
     }
-    let known: std::collections::BTreeSet<String> =
-        inv.prototypes.0.iter().map(|s| s.ident.to_string()).collect();
+    let known: std::collections::BTreeSet<String> = inv
+        .prototypes
+        .0
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
     for (name, _) in &inv.args.implemented {
         if !known.contains(&name.to_string()) {
             return Err(syn::Error::new(
