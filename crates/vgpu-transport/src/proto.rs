@@ -6,7 +6,7 @@
 //! protocol errors below (all above any CUDA or NVML code). A reply with a
 //! non-zero status carries no payload unless the call says otherwise.
 
-use crate::codec::{DecodeError, Reader, Wire};
+use crate::codec::{Bytes, DecodeError, Reader, Wire};
 use crate::wire_struct;
 
 pub const MAGIC: [u8; 4] = *b"VGPU";
@@ -216,6 +216,94 @@ calls! {
     23 CtxSynchronize { ctx: u64 } -> ();
     /// `cuMemGetInfo` in that context → (free, total).
     24 MemGetInfo { ctx: u64 } -> (u64, u64);
+
+    // ---- memory (device addresses are the host driver's real values; the
+    // worker checks every range against this session's allocations) ----
+    /// `cuMemAlloc` → device pointer.
+    32 MemAlloc { ctx: u64, size: u64 } -> u64;
+    /// `cuMemAllocPitch` → (pointer, pitch).
+    33 MemAllocPitch { ctx: u64, width: u64, height: u64, elem_size: u32 } -> (u64, u64);
+    34 MemFree { ctx: u64, ptr: u64 } -> ();
+    /// `cuMemGetAddressRange` → (base, size).
+    35 MemGetAddressRange { ctx: u64, ptr: u64 } -> (u64, u64);
+    /// Host to device, at most [`COPY_CHUNK`] bytes per call. `stream` 0 is
+    /// a synchronous copy; otherwise the copy is ordered on that stream
+    /// (a [`StreamCreate`] handle, or `CU_STREAM_LEGACY`/`CU_STREAM_PER_THREAD`).
+    36 MemcpyHtoD { ctx: u64, stream: u64, dst: u64, data: Bytes } -> ();
+    /// Device to host, at most [`COPY_CHUNK`] bytes per call → the bytes.
+    37 MemcpyDtoH { ctx: u64, stream: u64, src: u64, size: u64 } -> Bytes;
+    38 MemcpyDtoD { ctx: u64, stream: u64, dst: u64, src: u64, size: u64 } -> ();
+    /// `cuMemsetD8/16/32[2D]`: `height` rows of `width` elements of
+    /// `elem_size` (1, 2, 4) bytes, rows `pitch` bytes apart (1D: height 1).
+    39 Memset { ctx: u64, stream: u64, dst: u64, pitch: u64, value: u32, elem_size: u32, width: u64, height: u64 } -> ();
+    /// A 2D copy to device: `height` rows of `width` bytes, packed in `data`,
+    /// written `dst_pitch` apart. At most [`COPY_CHUNK`] bytes per call.
+    40 Memcpy2DHtoD { ctx: u64, stream: u64, dst: u64, dst_pitch: u64, width: u64, height: u64, data: Bytes } -> ();
+    /// A 2D copy from device → `height` rows of `width` bytes, packed.
+    41 Memcpy2DDtoH { ctx: u64, stream: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> Bytes;
+    42 Memcpy2DDtoD { ctx: u64, stream: u64, dst: u64, dst_pitch: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> ();
+
+    // ---- virtual memory management ----
+    /// `cuMemGetAllocationGranularity` → bytes.
+    48 MemGetAllocationGranularity { prop: MemAllocProp, option: u32 } -> u64;
+    /// `cuMemCreate` → allocation handle.
+    49 MemCreate { size: u64, prop: MemAllocProp, flags: u64 } -> u64;
+    50 MemRelease { handle: u64 } -> ();
+    /// `cuMemAddressReserve` → start of the reserved range.
+    51 MemAddressReserve { size: u64, alignment: u64, addr: u64, flags: u64 } -> u64;
+    52 MemAddressFree { ptr: u64, size: u64 } -> ();
+    53 MemMap { ptr: u64, size: u64, offset: u64, handle: u64, flags: u64 } -> ();
+    54 MemUnmap { ptr: u64, size: u64 } -> ();
+    55 MemSetAccess { ptr: u64, size: u64, access: Vec<MemAccess> } -> ();
+    /// `cuMemGetAccess` → `CUmemAccess_flags`.
+    56 MemGetAccess { location_type: u32, location_id: i32, ptr: u64 } -> u64;
+
+    // ---- streams and stream-ordered allocation ----
+    /// `cuStreamCreateWithPriority` → stream handle.
+    64 StreamCreate { ctx: u64, flags: u32, priority: i32 } -> u64;
+    65 StreamDestroy { stream: u64 } -> ();
+    66 StreamSynchronize { stream: u64 } -> ();
+    /// The status is `CUDA_ERROR_NOT_READY` while work is pending.
+    67 StreamQuery { stream: u64 } -> ();
+    /// `cuMemAllocAsync` → device pointer.
+    72 MemAllocAsync { ctx: u64, stream: u64, size: u64 } -> u64;
+    73 MemFreeAsync { ctx: u64, stream: u64, ptr: u64 } -> ();
+    /// `cuDeviceGetDefaultMemPool` → pool handle.
+    74 DeviceGetDefaultMemPool { device: i32 } -> u64;
+    /// `cuMemPoolGetAttribute` → the value widened to u64.
+    75 MemPoolGetAttribute { pool: u64, attr: u32 } -> u64;
+    76 MemPoolSetAttribute { pool: u64, attr: u32, value: u64 } -> ();
+    77 MemPoolTrimTo { pool: u64, keep: u64 } -> ();
+}
+
+/// Largest bulk payload of one copy call: big copies are cut into chunks of
+/// this size, so no message holds a whole large buffer.
+pub const COPY_CHUNK: u64 = 8 * 1024 * 1024;
+
+wire_struct! {
+    /// `CUmemAllocationProp`, the fields that cross the wire.
+    pub struct MemAllocProp {
+        /// `CUmemAllocationType`.
+        pub alloc_type: u32,
+        /// `CUmemAllocationHandleType` bits.
+        pub requested_handle_types: u32,
+        /// `CUmemLocation`: type and id (device ordinal).
+        pub location_type: u32,
+        pub location_id: i32,
+        pub compression_type: u8,
+        pub gpu_direct_rdma_capable: u8,
+        pub usage: u16,
+    }
+}
+
+wire_struct! {
+    /// One `CUmemAccessDesc`.
+    pub struct MemAccess {
+        pub location_type: u32,
+        pub location_id: i32,
+        /// `CUmemAccess_flags`.
+        pub flags: u32,
+    }
 }
 
 wire_struct! {
@@ -266,4 +354,29 @@ pub fn decode_call<C: Call>(payload: &[u8]) -> Result<C, DecodeError> {
     let c = C::decode(&mut r)?;
     r.finish()?;
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_numbers_are_unique_and_not_the_handshake() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (op, name) in OPS {
+            assert_ne!(*op, HELLO_OP, "{name}");
+            assert!(seen.insert(*op), "op {op} ({name}) used twice");
+        }
+        assert_eq!(op_name(<MemAlloc as Call>::OP), Some("MemAlloc"));
+        assert_eq!(op_name(0xffff), None);
+    }
+
+    #[test]
+    fn copy_chunks_fit_in_a_frame() {
+        let call = MemcpyHtoD {
+            data: Bytes(vec![0; COPY_CHUNK as usize]),
+            ..Default::default()
+        };
+        assert!(crate::codec::to_bytes(&call).len() <= crate::frame::MAX_PAYLOAD as usize);
+    }
 }
