@@ -1,0 +1,372 @@
+//! The worker: one process per guest connection. It loads the driver,
+//! answers the handshake, then serves requests one at a time until the
+//! guest goes away, and finally returns everything the guest held.
+//!
+//! Adding an API family: a module with `impl Session { ... }` methods and a
+//! `HANDLERS` slice of `(op, handler)`, listed in [`dispatch_table`]. A
+//! handler is usually one line: `handle::<TheCall>(payload, |c| s.method(c))`.
+
+pub mod context;
+pub mod handles;
+pub mod inventory;
+pub mod nvml;
+
+use crate::driver::{Driver, ResolvedDriver};
+use cuda_types::cuda::{CUdevice, CUresult};
+use cuda_types::nvml::nvmlReturn_t;
+use handles::{HandleTable, Minter};
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use vgpu_transport::codec::to_bytes;
+use vgpu_transport::conn::{send_hello_reply, send_reply};
+use vgpu_transport::frame::{read_frame, write_frame, FrameError, Header, FLAG_NO_REPLY};
+use vgpu_transport::proto::{
+    self, refusal, Call, Hello, HelloReply, HELLO_OP, PROTOCOL_VERSION, STATUS_BAD_REQUEST,
+    STATUS_HOST_ERROR, STATUS_UNKNOWN_OP,
+};
+use vgpu_transport::Stream;
+
+/// A reply: the header status and the payload (empty unless status is 0).
+pub type Reply = (u32, Vec<u8>);
+
+/// Serves one request of one op.
+pub type Handler = fn(&mut Session, &[u8]) -> Reply;
+
+/// Every op this worker serves.
+pub fn dispatch_table() -> HashMap<u16, Handler> {
+    let families: &[&[(u16, Handler)]] = &[
+        inventory::HANDLERS,
+        nvml::HANDLERS,
+        context::HANDLERS,
+        // memory::HANDLERS, module::HANDLERS, launch::HANDLERS ... go here.
+    ];
+    let mut t = HashMap::new();
+    for fam in families {
+        for &(op, h) in *fam {
+            let dup = t.insert(op, h);
+            debug_assert!(dup.is_none(), "op {op} registered twice");
+        }
+    }
+    t
+}
+
+/// Decodes a call, runs `f`, encodes its reply; an undecodable payload is
+/// `STATUS_BAD_REQUEST` and `f` never sees it.
+pub fn handle<C: Call>(payload: &[u8], f: impl FnOnce(C) -> Result<C::Reply, u32>) -> Reply {
+    match proto::decode_call::<C>(payload) {
+        Err(e) => {
+            tracing::debug!("{}: undecodable request: {e}", C::NAME);
+            (STATUS_BAD_REQUEST, Vec::new())
+        }
+        Ok(call) => match f(call) {
+            Ok(r) => (0, to_bytes(&r)),
+            Err(status) => (status, Vec::new()),
+        },
+    }
+}
+
+/// Calls a CUDA driver-table entry → `Result<(), u32>`; a function the
+/// driver does not export is `CUDA_ERROR_NOT_SUPPORTED`.
+macro_rules! cu {
+    ($s:expr, $f:ident ( $($a:expr),* $(,)? )) => {
+        match $s.driver.cuda.$f {
+            None => Err(::cuda_types::cuda::CUresult::CUDA_ERROR_NOT_SUPPORTED.0),
+            // SAFETY: the pointer was resolved under this name, so it has the
+            // header's prototype; every call site passes arguments valid for
+            // it (live out-pointers, handles the driver gave this process).
+            Some(f) => unsafe { f($($a),*) }.ok().map_err(|e| e.0),
+        }
+    };
+}
+
+/// Calls an NVML table entry → `Result<(), u32>`; a missing function is
+/// `NVML_ERROR_FUNCTION_NOT_FOUND`.
+macro_rules! nv {
+    ($s:expr, $f:ident ( $($a:expr),* $(,)? )) => {
+        match $s.driver.nvml.$f {
+            None => Err(::cuda_types::nvml::nvmlReturn_t::NVML_ERROR_FUNCTION_NOT_FOUND.0),
+            // SAFETY: as in `cu!`, for NVML's header.
+            Some(f) => unsafe { f($($a),*) }.ok().map_err(|e| e.0),
+        }
+    };
+}
+pub(crate) use {cu, nv};
+
+/// Per-guest memory cap. Enforcement is a later issue; the hooks are where
+/// allocations (`check_alloc`) and memory reports (`report`) will consult it.
+#[derive(Debug, Default, Clone)]
+pub struct Quota {
+    /// Bytes this guest may hold; `None` = the whole device.
+    pub limit: Option<u64>,
+    /// Bytes currently allocated by this guest (kept by the memory family).
+    pub used: u64,
+}
+
+impl Quota {
+    /// Whether `bytes` more may be allocated.
+    pub fn check_alloc(&self, bytes: u64) -> Result<(), u32> {
+        match self.limit {
+            Some(l) if self.used.saturating_add(bytes) > l => {
+                Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY.0)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `(free, total)` as this guest may see them.
+    pub fn report(&self, free: u64, total: u64) -> (u64, u64) {
+        match self.limit {
+            Some(l) => {
+                let total = total.min(l);
+                (free.min(total.saturating_sub(self.used)), total)
+            }
+            None => (free, total),
+        }
+    }
+}
+
+/// Everything one guest connection owns in this worker.
+pub struct Session {
+    pub id: u64,
+    pub guest_pid: u32,
+    pub driver: Driver,
+    pub minter: Minter,
+    /// CUDA device handles by ordinal (the guest's device numbers).
+    pub devices: Vec<CUdevice>,
+    pub contexts: HandleTable<context::Ctx>,
+    /// Primary contexts this session retained, by ordinal.
+    pub primary: HashMap<i32, context::Primary>,
+    /// NVML handle per CUDA ordinal, resolved on first use.
+    pub nvml_devices: Option<Vec<Option<cuda_types::nvml::nvmlDevice_t>>>,
+    /// Why NVML is unusable, as the `nvmlReturn_t` to answer with.
+    pub nvml_error: Option<u32>,
+    pub quota: Quota,
+}
+
+impl Session {
+    /// Initializes the driver (cuInit, nvmlInit) and lists devices. An error
+    /// is the reason the guest is refused.
+    pub fn start(id: u64, guest_pid: u32, driver: Driver) -> Result<Session, String> {
+        let mut s = Session {
+            id,
+            guest_pid,
+            driver,
+            minter: Minter::new(),
+            devices: Vec::new(),
+            contexts: HandleTable::new(handles::tag::CONTEXT),
+            primary: HashMap::new(),
+            nvml_devices: None,
+            nvml_error: None,
+            quota: Quota::default(),
+        };
+        cu!(s, cuInit(0)).map_err(|e| format!("cuInit failed: CUresult {e}"))?;
+        let mut n: i32 = 0;
+        cu!(s, cuDeviceGetCount(&mut n))
+            .map_err(|e| format!("cuDeviceGetCount failed: CUresult {e}"))?;
+        for i in 0..n {
+            let mut d: CUdevice = 0;
+            cu!(s, cuDeviceGet(&mut d, i))
+                .map_err(|e| format!("cuDeviceGet({i}) failed: CUresult {e}"))?;
+            s.devices.push(d);
+        }
+        match nv!(s, nvmlInit_v2()) {
+            Ok(()) => s.driver.nvml_ok = true,
+            Err(e) => {
+                tracing::warn!("nvmlInit_v2 failed (nvmlReturn {e}); NVML queries will fail");
+                s.nvml_error = Some(if e == nvmlReturn_t::NVML_ERROR_FUNCTION_NOT_FOUND.0 {
+                    nvmlReturn_t::NVML_ERROR_LIBRARY_NOT_FOUND.0
+                } else {
+                    e
+                });
+            }
+        }
+        Ok(s)
+    }
+
+    /// The driver's device for a guest ordinal.
+    pub fn device(&self, ordinal: i32) -> Result<CUdevice, u32> {
+        usize::try_from(ordinal)
+            .ok()
+            .and_then(|i| self.devices.get(i).copied())
+            .ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE.0)
+    }
+
+    /// Returns everything the guest still holds to the driver.
+    pub fn teardown(&mut self) {
+        let (ctxs, prims) = self.release_contexts();
+        if self.driver.nvml_ok {
+            let _ = nv!(self, nvmlShutdown());
+        }
+        tracing::info!(
+            "session {}: released {ctxs} context(s), {prims} primary-context retain(s)",
+            self.id
+        );
+    }
+}
+
+/// What the supervisor hands a worker.
+pub struct WorkerConfig {
+    pub fd: RawFd,
+    pub driver: ResolvedDriver,
+    pub session: u64,
+    pub hello: Hello,
+}
+
+/// Runs a worker to completion; the value is the process exit code.
+pub fn run(cfg: WorkerConfig) -> i32 {
+    tracing::info!("driver: {} (session {})", cfg.driver, cfg.session);
+    // SAFETY: the supervisor passed this descriptor to us alone; nothing
+    // else in this process owns or closes it.
+    let mut stream = match unsafe { Stream::from_raw_fd(cfg.fd) } {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("fd {}: not a connected socket: {e}", cfg.fd);
+            return 2;
+        }
+    };
+    let started =
+        Driver::load(&cfg.driver).and_then(|d| Session::start(cfg.session, cfg.hello.pid, d));
+    let mut session = match started {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::error!("session {}: driver unavailable: {why}", cfg.session);
+            let h = Header {
+                op: HELLO_OP,
+                status: refusal::HOST_UNAVAILABLE,
+                ..Default::default()
+            };
+            let _ = write_frame(&mut stream, h, &to_bytes(&format!("host driver: {why}")));
+            return 1;
+        }
+    };
+    let reply = HelloReply {
+        version: PROTOCOL_VERSION,
+        build_id: vgpu_transport::BUILD_ID.to_string(),
+        // No shared-memory plane or batching yet: advertise nothing.
+        capabilities: 0,
+        driver_kind: session.driver.kind.as_str().to_string(),
+        session: cfg.session,
+    };
+    if let Err(e) = send_hello_reply(&mut stream, &reply) {
+        tracing::info!("session {}: guest left during handshake: {e}", cfg.session);
+        session.teardown();
+        return 0;
+    }
+    tracing::info!(
+        "session {}: serving guest pid {} ({} device(s))",
+        cfg.session,
+        cfg.hello.pid,
+        session.devices.len()
+    );
+    let code = serve(&mut session, &mut stream);
+    session.teardown();
+    code
+}
+
+/// The request loop. Returns the exit code: 0 when the guest hung up.
+fn serve(session: &mut Session, stream: &mut Stream) -> i32 {
+    let table = dispatch_table();
+    loop {
+        let f = match read_frame(stream) {
+            Ok(f) => f,
+            Err(FrameError::Closed) => {
+                tracing::info!("session {}: guest disconnected", session.id);
+                return 0;
+            }
+            Err(e) => {
+                // Framing is lost (oversized header, truncated frame): there
+                // is no way to find the next frame, so the session ends.
+                tracing::warn!("session {}: dropping connection: {e}", session.id);
+                return 0;
+            }
+        };
+        let (status, payload) = match table.get(&f.header.op) {
+            None => {
+                tracing::debug!("session {}: unknown op {}", session.id, f.header.op);
+                (STATUS_UNKNOWN_OP, Vec::new())
+            }
+            Some(h) => {
+                let h = *h;
+                // A bug in one handler must not take the guest's other state
+                // down with it: report it as a host error and keep serving.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(session, &f.payload)))
+                    .unwrap_or_else(|_| {
+                        tracing::error!(
+                            "session {}: handler for op {} panicked",
+                            session.id,
+                            f.header.op
+                        );
+                        (STATUS_HOST_ERROR, Vec::new())
+                    })
+            }
+        };
+        if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace!(
+                "session {}: {} seq {} -> status {status}",
+                session.id,
+                proto::op_name(f.header.op).unwrap_or("?"),
+                f.header.seq
+            );
+        }
+        if f.header.flags & FLAG_NO_REPLY != 0 && status == 0 {
+            continue;
+        }
+        if let Err(e) = send_reply(stream, &f.header, status, &payload) {
+            tracing::info!("session {}: guest gone while replying: {e}", session.id);
+            return 0;
+        }
+    }
+}
+
+/// A NUL-terminated C buffer as a String (lossy; stops at the first NUL).
+pub fn c_buf_to_string(b: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = b
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_decodes_or_refuses() {
+        let ok = handle::<proto::MemGetInfo>(&to_bytes(&proto::MemGetInfo { ctx: 5 }), |c| {
+            Ok((c.ctx, 7))
+        });
+        assert_eq!(ok, (0, to_bytes(&(5u64, 7u64))));
+        let bad = handle::<proto::MemGetInfo>(&[1, 2, 3], |_| Ok((0, 0)));
+        assert_eq!(bad, (STATUS_BAD_REQUEST, Vec::new()));
+        let err =
+            handle::<proto::MemGetInfo>(&to_bytes(&proto::MemGetInfo { ctx: 5 }), |_| Err(201));
+        assert_eq!(err, (201, Vec::new()));
+    }
+
+    #[test]
+    fn handlers_serve_known_ops_only() {
+        let t = dispatch_table();
+        for op in t.keys() {
+            assert!(proto::op_name(*op).is_some(), "handler for unknown op {op}");
+        }
+        // The families implemented so far (ops of later families answer
+        // STATUS_UNKNOWN_OP until their module lands).
+        for (op, name) in proto::OPS.iter().filter(|(op, _)| *op <= 24) {
+            assert!(t.contains_key(op), "{name} ({op}) has no handler");
+        }
+    }
+
+    #[test]
+    fn quota_hook() {
+        let q = Quota {
+            limit: Some(100),
+            used: 60,
+        };
+        assert!(q.check_alloc(40).is_ok());
+        assert!(q.check_alloc(41).is_err());
+        assert_eq!(q.report(1000, 2000), (40, 100));
+        assert_eq!(Quota::default().report(5, 9), (5, 9));
+    }
+}
