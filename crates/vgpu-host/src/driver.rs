@@ -228,11 +228,33 @@ pub fn emu_library_path() -> Result<PathBuf, String> {
     ))
 }
 
+/// Something driver resolution found worth a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub text: String,
+}
+
+impl Note {
+    fn info(text: String) -> Note {
+        Note {
+            warning: false,
+            text,
+        }
+    }
+    fn warn(text: String) -> Note {
+        Note {
+            warning: true,
+            text,
+        }
+    }
+}
+
 /// Decides which driver serves guests. Loads candidates with dlopen and
 /// inspects their symbols; calls no driver function. Besides the driver it
 /// returns notes worth logging (e.g. why NVML is missing) — the caller logs
 /// them after the line that names the driver, which must come first.
-pub fn resolve(choice: &DriverChoice) -> Result<(ResolvedDriver, Vec<String>), String> {
+pub fn resolve(choice: &DriverChoice) -> Result<(ResolvedDriver, Vec<Note>), String> {
     let mut notes = Vec::new();
     let d = match choice {
         DriverChoice::Emulated => resolve_emulated()?,
@@ -242,7 +264,8 @@ pub fn resolve(choice: &DriverChoice) -> Result<(ResolvedDriver, Vec<String>), S
             Err(why) => {
                 let d =
                     resolve_emulated().map_err(|e| format!("{e} (and no real driver: {why})"))?;
-                notes.push(format!("no real NVIDIA driver: {why}"));
+                // The normal case on a machine without a GPU: not a warning.
+                notes.push(Note::info(format!("no real NVIDIA driver: {why}")));
                 d
             }
         },
@@ -263,7 +286,7 @@ fn resolve_emulated() -> Result<ResolvedDriver, String> {
     })
 }
 
-fn resolve_path(p: &Path, notes: &mut Vec<String>) -> Result<ResolvedDriver, String> {
+fn resolve_path(p: &Path, notes: &mut Vec<Note>) -> Result<ResolvedDriver, String> {
     let lib = Library::open(p, c"cuInit")?;
     if lib.is_vgpu_shim() {
         return Err(format!(
@@ -299,7 +322,7 @@ fn resolve_path(p: &Path, notes: &mut Vec<String>) -> Result<ResolvedDriver, Str
     })
 }
 
-fn resolve_nvidia(cuda: &Path, notes: &mut Vec<String>) -> Result<ResolvedDriver, String> {
+fn resolve_nvidia(cuda: &Path, notes: &mut Vec<Note>) -> Result<ResolvedDriver, String> {
     let lib = Library::open(cuda, c"cuInit")?;
     if lib.is_vgpu_shim() {
         return Err(format!("{} is a vgpu shim", lib.path.display()));
@@ -313,18 +336,18 @@ fn resolve_nvidia(cuda: &Path, notes: &mut Vec<String>) -> Result<ResolvedDriver
 
 /// NVML is optional for a real driver: without it guests still compute,
 /// only monitoring answers fail.
-fn open_nvml(p: &Path, notes: &mut Vec<String>) -> Option<PathBuf> {
+fn open_nvml(p: &Path, notes: &mut Vec<Note>) -> Option<PathBuf> {
     match Library::open(p, c"nvmlInit_v2") {
         Ok(l) if l.is_vgpu_shim() => {
-            notes.push(format!(
+            notes.push(Note::warn(format!(
                 "{} is a vgpu shim; NVML disabled",
                 l.path.display()
-            ));
+            )));
             None
         }
         Ok(l) => Some(l.path),
         Err(e) => {
-            notes.push(format!("NVML unavailable: {e}"));
+            notes.push(Note::warn(format!("NVML unavailable: {e}")));
             None
         }
     }

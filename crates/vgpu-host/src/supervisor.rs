@@ -141,7 +141,11 @@ pub fn run(cfg: HostConfig) -> Result<(), String> {
     let (driver, notes) = driver::resolve(&cfg.driver)?;
     tracing::info!("driver: {driver}");
     for n in notes {
-        tracing::warn!("{n}");
+        if n.warning {
+            tracing::warn!("{}", n.text);
+        } else {
+            tracing::info!("{}", n.text);
+        }
     }
     check_exposure(&cfg)?;
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
@@ -301,6 +305,9 @@ fn refuse(stream: &mut Stream, code: u32, why: &str) {
 
 /// Checks a new connection's handshake; an admitted one goes to the spawner.
 fn admit(mut stream: Stream, peer: Peer, sh: &Shared, tx: &mpsc::Sender<SpawnJob>) {
+    if let Stream::Tcp(t) = &stream {
+        keepalive(t.as_raw_fd());
+    }
     if let Err(e) = stream.set_timeouts(Some(HANDSHAKE_TIMEOUT)) {
         tracing::debug!("{peer}: {e}");
         return;
@@ -353,6 +360,29 @@ fn admit(mut stream: Stream, peer: Peer, sh: &Shared, tx: &mpsc::Sender<SpawnJob
         hello,
         peer,
     });
+}
+
+/// TCP keepalive on a guest connection: a remote guest that vanishes without
+/// closing (a crashed VM, a cut network) is then noticed within about two
+/// minutes, and its worker exits and frees the GPU memory it held. The
+/// option lives on the socket, so the worker inherits it.
+fn keepalive(fd: std::os::fd::RawFd) {
+    let set = |level: i32, opt: i32, v: i32| {
+        // SAFETY: setsockopt with an int we own, of the size passed.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                opt,
+                &v as *const i32 as *const libc::c_void,
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 60);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 6);
 }
 
 /// Constant-time comparison, so response timing does not leak the token.

@@ -263,3 +263,23 @@ fn a_driver_the_worker_cannot_load_is_a_refusal_not_a_hang() {
     }
     d.wait_log(&["exited with status 1"], Duration::from_secs(10));
 }
+
+#[test]
+fn a_vgpu_shim_is_never_used_as_the_driver() {
+    let shim = common::target_dir().join("libvgpu_cuda.so");
+    if !shim.is_file() {
+        eprintln!(
+            "skipped: {} not built (cargo build --workspace)",
+            shim.display()
+        );
+        return;
+    }
+    let out = std::process::Command::new(common::vgpu_bin())
+        .args(["host", "--listen", "unix:/nonexistent/s", "--driver"])
+        .arg(&shim)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is a vgpu shim"), "{err}");
+}
