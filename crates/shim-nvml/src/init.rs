@@ -21,29 +21,31 @@ static STATE: Mutex<State> = Mutex::new(State {
 });
 
 fn init() -> Result<(), nvmlReturn_t> {
+    {
+        let mut st = STATE.lock();
+        if st.refs > 0 {
+            st.refs += 1;
+            return Ok(());
+        }
+    }
+    // Connect without holding STATE: a fork() in another thread meanwhile
+    // must not leave the child a lock nobody will release. The guest client
+    // bounds connect and handshake, so an absent host fails here quickly.
+    let inv = client::inventory().map_err(|e| {
+        // Warn, not debug: this is the one line that tells a user why
+        // nvidia-smi-like tools say "Driver Not Loaded".
+        vlog!(Level::Warn, "nvmlInit: {e}");
+        match e {
+            GuestError::Status(_) | GuestError::Lost(_) => nvmlReturn_t::NVML_ERROR_UNKNOWN,
+            GuestError::Unavailable(_) => nvmlReturn_t::NVML_ERROR_DRIVER_NOT_LOADED,
+        }
+    })?;
     let mut st = STATE.lock();
-    if st.refs > 0 {
-        st.refs += 1;
-        return Ok(());
-    }
-    // Connects on the first init only; the guest client bounds connect and
-    // handshake, so an absent host fails here quickly instead of hanging.
-    match client::inventory() {
-        Ok(inv) => {
-            st.inventory = Some(inv);
-            st.refs = 1;
-            Ok(())
-        }
-        Err(e) => {
-            // Warn, not debug: this is the one line that tells a user why
-            // nvidia-smi-like tools say "Driver Not Loaded".
-            vlog!(Level::Warn, "nvmlInit: {e}");
-            Err(match e {
-                GuestError::Status(_) | GuestError::Lost(_) => nvmlReturn_t::NVML_ERROR_UNKNOWN,
-                GuestError::Unavailable(_) => nvmlReturn_t::NVML_ERROR_DRIVER_NOT_LOADED,
-            })
-        }
-    }
+    // Another thread may have finished its own first init meanwhile; both
+    // references count, and the inventories are the same session's.
+    st.refs += 1;
+    st.inventory.get_or_insert(inv);
+    Ok(())
 }
 
 pub fn init_v1() -> Result<(), nvmlReturn_t> {
