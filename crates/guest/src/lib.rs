@@ -6,4 +6,6 @@
 pub mod client;
 pub mod config;
 pub mod ffi;
+pub mod hooks;
 pub mod log;
+pub mod vfiles;
