@@ -1,0 +1,287 @@
+//! Context objects, the registry of live ones, and each thread's context
+//! stack — everything about contexts that is answered without the host.
+//!
+//! A `CUcontext` handed to an application is the address of a [`Context`]
+//! owned by the registry. Nothing ever dereferences an address the app
+//! passes in: [`lookup`] first finds it among the registered ones, so a
+//! stale or invented handle is `CUDA_ERROR_INVALID_CONTEXT`, never a crash.
+//!
+//! A thread's stack holds `Arc`s, so a context destroyed by another thread
+//! stays readable here; its `destroyed` flag makes later work on it fail with
+//! `CUDA_ERROR_CONTEXT_IS_DESTROYED`, as the driver documents.
+
+use cuda_types::cuda::{CUcontext, CUdevice, CUresult};
+use parking_lot::{Mutex, RwLock};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Guards against a registry bug handing out something that is not ours
+/// ("vgpuctx!").
+const MAGIC: u64 = 0x2178_7463_7570_6776;
+
+/// What `cuCtxGetApiVersion` reports: every context made through the
+/// `_v2`-and-later entry points, and primary contexts, are API 3020.
+pub const API_VERSION: u32 = 3020;
+/// Contexts from the pre-3.2 `cuCtxCreate`.
+pub const API_VERSION_LEGACY: u32 = 3010;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The device's primary context: one per device for the whole process,
+    /// active while its retain count is non-zero.
+    Primary,
+    /// Made by `cuCtxCreate*`, gone after `cuCtxDestroy`.
+    Created,
+}
+
+pub struct Context {
+    magic: u64,
+    /// `cuCtxGetId`: unique for the process lifetime, never reused.
+    pub id: u64,
+    /// Ordinal as the application sees it (after CUDA_VISIBLE_DEVICES).
+    pub device: CUdevice,
+    /// The host's index of the same device, what calls to the host carry.
+    pub host_device: i32,
+    pub kind: Kind,
+    pub api_version: u32,
+    flags: AtomicU32,
+    /// The host's handle; 0 while there is none (an inactive primary
+    /// context, a destroyed created one).
+    remote: AtomicU64,
+    destroyed: AtomicBool,
+    /// Primary contexts: the retain count. Held across the host call of a
+    /// retain/release/reset so the count and the host's state move together.
+    pub(crate) primary: Mutex<u32>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Context {
+    pub fn new(kind: Kind, device: CUdevice, host_device: i32, flags: u32, api: u32) -> Context {
+        Context {
+            magic: MAGIC,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            device,
+            host_device,
+            kind,
+            api_version: api,
+            flags: AtomicU32::new(flags),
+            remote: AtomicU64::new(0),
+            destroyed: AtomicBool::new(false),
+            primary: Mutex::new(0),
+        }
+    }
+
+    /// The value the application holds.
+    pub fn handle(self: &Arc<Self>) -> CUcontext {
+        Arc::as_ptr(self) as CUcontext
+    }
+
+    pub fn flags(&self) -> u32 {
+        self.flags.load(Ordering::Relaxed)
+    }
+
+    pub fn set_flags(&self, flags: u32) {
+        self.flags.store(flags, Ordering::Relaxed);
+    }
+
+    /// The host handle for work in this context. A primary context that
+    /// nobody retained is, in the driver's words, "a primary context which
+    /// has not yet been initialized": CONTEXT_IS_DESTROYED, like a
+    /// destroyed one.
+    pub fn remote(&self) -> Result<u64, CUresult> {
+        if self.destroyed.load(Ordering::Acquire) {
+            return Err(CUresult::CUDA_ERROR_CONTEXT_IS_DESTROYED);
+        }
+        match self.remote.load(Ordering::Acquire) {
+            0 => Err(CUresult::CUDA_ERROR_CONTEXT_IS_DESTROYED),
+            h => Ok(h),
+        }
+    }
+
+    pub fn set_remote(&self, handle: u64) {
+        self.remote.store(handle, Ordering::Release);
+    }
+
+    pub fn is_destroyed(&self) -> bool {
+        self.destroyed.load(Ordering::Acquire)
+    }
+
+    fn mark_destroyed(&self) {
+        self.destroyed.store(true, Ordering::Release);
+        self.remote.store(0, Ordering::Release);
+    }
+}
+
+/// Live contexts by address. A BTreeMap because it can be built in a
+/// `static` without allocating at load time.
+static LIVE: RwLock<BTreeMap<usize, Arc<Context>>> = RwLock::new(BTreeMap::new());
+
+/// Makes `ctx` known and returns the shared object whose address is its
+/// handle.
+pub fn register(ctx: Context) -> Arc<Context> {
+    let ctx = Arc::new(ctx);
+    LIVE.write().insert(Arc::as_ptr(&ctx) as usize, ctx.clone());
+    ctx
+}
+
+/// Removes a created context from the registry and marks it destroyed; the
+/// memory stays while a thread still has it on its stack. False when it was
+/// not registered (any more).
+pub fn unregister(ctx: &Arc<Context>) -> bool {
+    let removed = LIVE.write().remove(&(Arc::as_ptr(ctx) as usize)).is_some();
+    ctx.mark_destroyed();
+    removed
+}
+
+/// The live context behind an application's handle. NULL and unknown
+/// handles are `CUDA_ERROR_INVALID_CONTEXT`.
+pub fn lookup(handle: CUcontext) -> Result<Arc<Context>, CUresult> {
+    let found = LIVE.read().get(&(handle as usize)).cloned();
+    match found {
+        Some(c) if c.magic == MAGIC => Ok(c),
+        _ => Err(CUresult::CUDA_ERROR_INVALID_CONTEXT),
+    }
+}
+
+/// NULL means "the calling thread's current context" (the convention of
+/// every `(..., CUcontext ctx)` query); anything else must be live.
+pub fn lookup_or_current(handle: CUcontext) -> Result<Arc<Context>, CUresult> {
+    if handle.is_null() {
+        current().ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)
+    } else {
+        lookup(handle)
+    }
+}
+
+thread_local! {
+    /// Bottom first; the last element is the current context. `const`
+    /// initialisation keeps the first access free of allocation.
+    static STACK: RefCell<Vec<Arc<Context>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's stack; during thread teardown (the TLS is
+/// already gone) the stack reads as empty and changes are dropped.
+fn with_stack<R>(f: impl FnOnce(&mut Vec<Arc<Context>>) -> R) -> R {
+    let mut f = Some(f);
+    let r = STACK.try_with(|s| {
+        let f = f.take().expect("called once");
+        f(&mut s.borrow_mut())
+    });
+    match r {
+        Ok(r) => r,
+        Err(_) => (f.take().expect("not called"))(&mut Vec::new()),
+    }
+}
+
+/// The calling thread's current context, if any.
+pub fn current() -> Option<Arc<Context>> {
+    with_stack(|s| s.last().cloned())
+}
+
+/// The current context's handle without touching its reference count:
+/// `cuCtxGetCurrent` is on every runtime call's path.
+pub fn current_handle() -> CUcontext {
+    with_stack(|s| s.last().map_or(std::ptr::null_mut(), |c| c.handle()))
+}
+
+/// `cuCtxSetCurrent`: replaces the top of the stack, or pushes onto an
+/// empty one; `None` pops.
+pub fn set_current(ctx: Option<Arc<Context>>) {
+    with_stack(|s| {
+        s.pop();
+        if let Some(c) = ctx {
+            s.push(c);
+        }
+    })
+}
+
+pub fn push(ctx: Arc<Context>) {
+    with_stack(|s| s.push(ctx));
+}
+
+pub fn pop() -> Option<Arc<Context>> {
+    with_stack(|s| s.pop())
+}
+
+/// After `cuCtxDestroy(ctx)`: the driver pops it if it is current on the
+/// calling thread (other threads keep it, and see CONTEXT_IS_DESTROYED).
+pub fn pop_if_current(ctx: &Arc<Context>) {
+    with_stack(|s| {
+        if s.last().is_some_and(|top| Arc::ptr_eq(top, ctx)) {
+            s.pop();
+        }
+    });
+}
+
+/// The current context for work that needs the host: none is
+/// INVALID_CONTEXT, an inactive or destroyed one CONTEXT_IS_DESTROYED.
+pub fn current_remote() -> Result<(Arc<Context>, u64), CUresult> {
+    let ctx = current().ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)?;
+    let remote = ctx.remote()?;
+    Ok((ctx, remote))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created() -> Arc<Context> {
+        register(Context::new(Kind::Created, 0, 0, 0, API_VERSION))
+    }
+
+    #[test]
+    fn lookup_rejects_unknown_and_destroyed() {
+        let c = created();
+        assert!(Arc::ptr_eq(&lookup(c.handle()).unwrap(), &c));
+        assert_eq!(
+            lookup(std::ptr::null_mut()).err(),
+            Some(CUresult::CUDA_ERROR_INVALID_CONTEXT)
+        );
+        assert_eq!(
+            lookup(0xdead_beef as CUcontext).err(),
+            Some(CUresult::CUDA_ERROR_INVALID_CONTEXT)
+        );
+        let h = c.handle();
+        assert!(unregister(&c));
+        assert!(!unregister(&c));
+        assert_eq!(lookup(h).err(), Some(CUresult::CUDA_ERROR_INVALID_CONTEXT));
+        assert_eq!(c.remote(), Err(CUresult::CUDA_ERROR_CONTEXT_IS_DESTROYED));
+    }
+
+    #[test]
+    fn stack_semantics() {
+        std::thread::spawn(|| {
+            let a = created();
+            let b = created();
+            assert!(current_handle().is_null());
+            set_current(None);
+            assert!(current_handle().is_null());
+            set_current(Some(a.clone()));
+            assert_eq!(current_handle(), a.handle());
+            push(b.clone());
+            assert_eq!(current_handle(), b.handle());
+            set_current(Some(a.clone()));
+            assert_eq!(current_handle(), a.handle());
+            assert!(Arc::ptr_eq(&pop().unwrap(), &a));
+            assert_eq!(current_handle(), a.handle());
+            pop_if_current(&b);
+            assert_eq!(current_handle(), a.handle());
+            pop_if_current(&a);
+            assert!(current().is_none());
+            assert!(pop().is_none());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn inactive_context_has_no_remote() {
+        let c = created();
+        assert_eq!(c.remote(), Err(CUresult::CUDA_ERROR_CONTEXT_IS_DESTROYED));
+        c.set_remote(42);
+        assert_eq!(c.remote(), Ok(42));
+    }
+}

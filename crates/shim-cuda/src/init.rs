@@ -1,0 +1,39 @@
+//! `cuInit` and `cuDriverGetVersion`.
+
+use crate::driver;
+use cuda_types::cuda::{CUresult, CUDA_VERSION};
+use std::ffi::{c_int, c_uint};
+use vgpu_guest::client;
+use vgpu_guest::ffi::OutPtr;
+
+/// No host → CUDA_ERROR_NO_DEVICE (what Ollama and cudart read as "no
+/// NVIDIA GPU"), quickly: connecting is bounded by the guest client.
+pub fn init(flags: c_uint) -> Result<(), CUresult> {
+    if flags != 0 {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    driver::init().map(|_| ())
+}
+
+/// The host driver's CUDA version. Callable before `cuInit` (cudart 13.5
+/// asks right after dlopen), so it connects on its own if needed.
+///
+/// Without a host it still succeeds, with the version of the header this
+/// shim implements: a real driver on a machine without a usable GPU also
+/// answers its version and lets `cuInit` report CUDA_ERROR_NO_DEVICE. Apps
+/// then say "no CUDA-capable device" (cudaErrorNoDevice) instead of
+/// "insufficient driver" (what a 0 or an error here would make cudart say).
+pub unsafe fn driver_get_version(driver_version: *mut c_int) -> Result<(), CUresult> {
+    if driver_version.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    let version = match driver::get() {
+        Ok(d) => d.inventory.host.cuda_driver_version,
+        Err(_) => match client::inventory() {
+            Ok(inv) => inv.host.cuda_driver_version,
+            Err(_) => CUDA_VERSION as c_int,
+        },
+    };
+    // SAFETY: non-null, and the API contract makes it writable.
+    unsafe { driver_version.write_or(version, CUresult::CUDA_ERROR_INVALID_VALUE) }
+}
