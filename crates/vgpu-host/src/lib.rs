@@ -1,6 +1,20 @@
 //! The vgpu host daemon: a supervisor that admits guests and one worker
 //! process per guest connection that runs its calls on the GPU driver (the
 //! real NVIDIA driver or the software GPU).
+//!
+//! - [`driver`]: which driver (`auto` / `emulated` / a path), found with
+//!   dlopen + dlsym only; vgpu's own shims (they export `vgpu_shim_marker`)
+//!   are never taken for a driver.
+//! - [`supervisor`]: listeners, admission (peer uid for Unix sockets, token
+//!   for TCP/vsock — see the module for the policy), worker spawning
+//!   (`vgpu worker --fd N ...` inheriting exactly the connection's
+//!   descriptor, killed with the supervisor via PR_SET_PDEATHSIG), reaping
+//!   and shutdown.
+//! - [`worker`]: loads the driver, answers the handshake (or refuses with
+//!   `HOST_UNAVAILABLE` and the reason), serves requests through a dispatch
+//!   table, and returns every context to the driver when the guest leaves.
+//!   Handles given to guests are minted per session: a kind tag in the top
+//!   byte and 56 keyed-random bits ([`worker::handles`]).
 
 pub mod driver;
 pub mod supervisor;

@@ -505,7 +505,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Inverse of [`hex`] (the worker's `--hello`).
+/// Decodes the supervisor's hex encoding of the worker's `--hello`.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() & 1 != 0 {
         return None;

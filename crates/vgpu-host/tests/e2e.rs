@@ -283,3 +283,58 @@ fn a_vgpu_shim_is_never_used_as_the_driver() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is a vgpu shim"), "{err}");
 }
+
+#[test]
+fn every_nvml_kind_answers_with_an_nvml_status() {
+    let d = Daemon::start(&[]);
+    let mut c = d.connect();
+    let mut answered = Vec::new();
+    for kind in 1..=30u32 {
+        let q = NvmlQuery {
+            device: 0,
+            kind,
+            arg0: 0,
+            arg1: 0,
+        };
+        match c.call(&q) {
+            Ok(a) => {
+                answered.push(kind);
+                let want_processes = matches!(
+                    kind,
+                    nvml_kind::COMPUTE_PROCESSES | nvml_kind::GRAPHICS_PROCESSES
+                );
+                assert!(want_processes || !a.ints.is_empty(), "kind {kind}: {a:?}");
+            }
+            // An nvmlReturn_t (the emulator may not have every getter), never
+            // a protocol-level failure.
+            Err(CallError::Status(s)) => assert!(s < 1000, "kind {kind}: status {s:#x}"),
+            Err(e) => panic!("kind {kind}: {e}"),
+        }
+    }
+    for must in [
+        nvml_kind::MEMORY,
+        nvml_kind::TEMPERATURE,
+        nvml_kind::UTILIZATION,
+        nvml_kind::COMPUTE_PROCESSES,
+    ] {
+        assert!(
+            answered.contains(&must),
+            "kind {must} failed; answered {answered:?}"
+        );
+    }
+    match c.call(&NvmlQuery {
+        device: 0,
+        kind: 999,
+        arg0: 0,
+        arg1: 0,
+    }) {
+        Err(CallError::Status(s)) => {
+            assert_eq!(
+                s,
+                cuda_types::nvml::nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT.0
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    c.call(&Ping {}).unwrap();
+}

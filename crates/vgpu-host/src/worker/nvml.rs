@@ -105,11 +105,12 @@ fn list<T: Default + Clone>(f: ListFn<T>, dev: nvmlDevice_t) -> Result<Vec<T>, u
     let mut count: c_uint = 0;
     // SAFETY: a null buffer with count 0 is NVML's documented size query.
     let r = unsafe { f(dev, &mut count, std::ptr::null_mut()) };
-    if r == nvmlReturn_t::NVML_SUCCESS {
-        return Ok(Vec::new());
-    }
-    if r != INSUFFICIENT_SIZE {
-        return Err(r.0);
+    match r {
+        nvmlReturn_t::NVML_SUCCESS if count == 0 => return Ok(Vec::new()),
+        // Some implementations report the count with SUCCESS; fetch anyway.
+        nvmlReturn_t::NVML_SUCCESS => {}
+        r if r == INSUFFICIENT_SIZE => {}
+        r => return Err(r.0),
     }
     for _ in 0..4 {
         let cap = count.saturating_add(8).min(MAX_PROCESSES);
