@@ -53,7 +53,7 @@ fn probe() -> PathBuf {
                 .args(["-Wall", "-Werror", "-O1", "-o"])
                 .arg(&out)
                 .arg(&src)
-                .arg("-ldl")
+                .args(["-ldl", "-pthread"])
                 .status()
                 .expect("running cc");
             assert!(st.success(), "cc failed on {}", src.display());

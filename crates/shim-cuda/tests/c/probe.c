@@ -8,6 +8,7 @@
  * Prints "ok NAME" or "FAIL NAME: ..." per check; exits 1 if any failed. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,19 @@ static double now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+/* Runs on a second thread: it starts with no current context, and its
+ * cuCtxDestroy of the main thread's current context leaves that context
+ * current (and dead) over there. */
+static void *other_thread(void *arg) {
+    CUresult (*get_current)(CUcontext *) = (CUresult(*)(CUcontext *))sym("cuCtxGetCurrent");
+    CUresult (*destroy)(CUcontext) = (CUresult(*)(CUcontext))sym("cuCtxDestroy_v2");
+    CUcontext cur = (CUcontext)(uintptr_t)1;
+    long long rc = get_current(&cur);
+    long long fresh = rc == 0 && cur == NULL;
+    long long drc = destroy((CUcontext)arg);
+    return (void *)(uintptr_t)(fresh | (drc == 0 ? 2 : 0));
 }
 
 static int full(void) {
@@ -205,6 +219,22 @@ static int full(void) {
     EXPECT_RC(cuCtxDestroy_v2(c1), 0LL, "destroy c1");
     EXPECT_RC(cuCtxDestroy_v2(c2), 0LL, "destroy c2");
 
+    /* Threads: per-thread stacks, destroy from elsewhere. */
+    CUcontext t = NULL;
+    EXPECT_RC(cuCtxCreate_v2(&t, 0, dev), 0LL, "create for thread test");
+    pthread_t th;
+    void *res = NULL;
+    pthread_create(&th, NULL, other_thread, t);
+    pthread_join(th, &res);
+    check(((uintptr_t)res & 1) != 0, "new thread has no current context", "%lld%lld", 0, 0);
+    check(((uintptr_t)res & 2) != 0, "destroy from another thread", "%lld%lld", 0, 0);
+    cuCtxGetCurrent(&cur);
+    check(cur == t, "destroyed context stays current here", "%lld%lld", 0, 0);
+    EXPECT_RC(cuCtxSynchronize(), 709LL, "work in it is CONTEXT_IS_DESTROYED");
+    EXPECT_RC(cuCtxGetDevice(&cd), 709LL, "queries too");
+    EXPECT_RC(cuCtxPopCurrent_v2(&popped), 0LL, "it can still be popped");
+    check(popped == t, "popped the dead one", "%lld%lld", 0, 0);
+
     /* Primary context. */
     CUcontext p1 = NULL, p2 = NULL;
     unsigned flags = 99;
@@ -226,6 +256,11 @@ static int full(void) {
     EXPECT_RC(cuDevicePrimaryCtxGetState(dev, &flags, &active), 0LL, "state");
     check(active == 0, "inactive after releases", "active %lld%lld", active, 0);
     EXPECT_RC(cuMemGetInfo_v2(&free_b, &total_b), 709LL, "released primary is CONTEXT_IS_DESTROYED");
+    /* cudart's order: the (inactive) primary is current first, retained after. */
+    EXPECT_RC(cuDevicePrimaryCtxRetain(&p2, dev), 0LL, "retain while current");
+    check(p2 == p1, "same object after re-retain", "%lld%lld", 0, 0);
+    EXPECT_RC(cuMemGetInfo_v2(&free_b, &total_b), 0LL, "current primary works once retained");
+    EXPECT_RC(cuDevicePrimaryCtxRelease_v2(dev), 0LL, "release 3");
     EXPECT_RC(cuCtxSetCurrent(NULL), 0LL, "clear current");
 
     /* Error strings. */
