@@ -161,15 +161,22 @@ fn open_session() -> Result<Session, GuestError> {
         .map_err(|e| GuestError::Unavailable(format!("connect {}: {e}", config.endpoint)))?;
     let hello = Hello::new(vgpu_transport::BUILD_ID, caps::BATCH, config.token.clone());
     let mut client =
-        Client::handshake(stream, &hello, Duration::from_secs(5)).map_err(|e| match e {
+        Client::handshake(stream, &hello, Duration::from_secs(2)).map_err(|e| match e {
             HandshakeError::Refused(_, why) => {
                 GuestError::Unavailable(format!("{}: {why}", config.endpoint))
             }
             e => GuestError::Unavailable(format!("{}: {e}", config.endpoint)),
         })?;
+    // Still part of "is there a host": bounded like the handshake.
+    let bounded = |c: &Client, t| {
+        c.set_timeout(t)
+            .map_err(|e| GuestError::Unavailable(e.to_string()))
+    };
+    bounded(&client, Some(Duration::from_secs(2)))?;
     let host = client
         .call(&GetInventory {})
         .map_err(|e| GuestError::Unavailable(format!("inventory: {e}")))?;
+    bounded(&client, None)?;
     let inventory = Arc::new(GuestInventory::new(
         host,
         config.pci_address,

@@ -114,7 +114,7 @@ impl Config {
             endpoint,
             token,
             pci_address,
-            connect_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(2),
         })
     }
 }
