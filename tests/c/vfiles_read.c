@@ -517,6 +517,9 @@ static void check_paths(void) {
     FILE *f = fopen("//proc//driver/nvidia/./version", "r");
     CHECK(f && fgets(buf, sizeof buf, f) && !strncmp(buf, "NVRM version:", 13), "//proc//driver path");
     if (f) fclose(f);
+    f = fopen("/usr/../proc/self/../driver/nvidia/version", "r");
+    CHECK(f && fgets(buf, sizeof buf, f) && !strncmp(buf, "NVRM version:", 13), "/usr/../proc/self/../driver path");
+    if (f) fclose(f);
     snprintf(p, sizeof p, "/sys/bus/pci/devices/../devices/%s/vendor", bdf);
     expect_file("dotdot", p, "0x10de\n");
     snprintf(p, sizeof p, "/sys/./bus/pci/devices/%s/../%s/device", bdf, bdf);

@@ -155,31 +155,65 @@ pub fn under(p: &[u8], prefix: &[u8]) -> bool {
     p.starts_with(prefix) && (p.len() == prefix.len() || p[prefix.len()] == b'/')
 }
 
-/// First, state-free filter for a raw C path: an absolute path can only be
-/// virtual when its first component is `proc`, `sys` or `dev` (or `.`/`..`,
-/// which normalization resolves). Reads at most a few bytes.
+/// Reads one component of a C path into `out` (at most its first 8 bytes),
+/// skipping leading slashes. Returns the full component length and the
+/// position after it.
 ///
 /// # Safety
-/// `path` must be a valid NUL-terminated string.
-pub unsafe fn absolute_may_be_virtual(path: *const libc::c_char) -> bool {
-    let mut p = path.cast::<u8>();
+/// `p` points into a NUL-terminated string.
+unsafe fn component(mut p: *const u8, out: &mut [u8; 8]) -> (usize, *const u8) {
+    let mut n = 0;
     // SAFETY: every read stops at the NUL terminator the caller guarantees.
     unsafe {
         while *p == b'/' {
             p = p.add(1);
         }
-        let mut first = [0u8; 5];
-        let mut n = 0;
         while *p != 0 && *p != b'/' {
-            if n == first.len() {
-                return false;
+            if n < out.len() {
+                out[n] = *p;
             }
-            first[n] = *p;
             n += 1;
             p = p.add(1);
         }
-        matches!(&first[..n], b"proc" | b"sys" | b"dev" | b"." | b"..")
     }
+    (n, p)
+}
+
+/// First, state-free filter for a raw C path: an absolute path can only be
+/// virtual under `/proc/driver`, `/sys/{bus,module,devices}` or
+/// `/dev/nvidia*` (or when `.`/`..` components make it unclear, which
+/// normalization then resolves). Reads at most the first two components, so
+/// `/usr/...`, `/proc/self/...` or `/dev/null` are decided in a few compares.
+///
+/// # Safety
+/// `path` must be a valid NUL-terminated string.
+pub unsafe fn absolute_may_be_virtual(path: *const libc::c_char) -> bool {
+    let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+    // SAFETY: forwarded caller contract; `component` stops at the NUL.
+    let (la, rest) = unsafe { component(path.cast(), &mut a) };
+    // SAFETY: as above; `rest` points at '/' or the NUL.
+    let (lb, _) = unsafe { component(rest, &mut b) };
+    let first = &a[..la.min(8)];
+    let second = &b[..lb.min(8)];
+    let dots = |c: &[u8], len: usize| len <= 2 && (c == b"." || c == b"..");
+    if dots(first, la) || dots(second, lb) {
+        return true;
+    }
+    let candidate = match first {
+        b"proc" if la == 4 => lb == 6 && second == b"driver",
+        b"sys" if la == 3 => matches!((lb, second), (3, b"bus") | (6, b"module") | (7, b"devices")),
+        b"dev" if la == 3 => lb >= 6 && second.starts_with(b"nvidia"),
+        _ => false,
+    };
+    // A later `..` can climb out of any prefix (`/usr/../proc/driver`).
+    // SAFETY: forwarded caller contract.
+    candidate || has_dotdot(unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes())
+}
+
+fn has_dotdot(p: &[u8]) -> bool {
+    p.windows(3)
+        .enumerate()
+        .any(|(i, w)| w == b"/.." && matches!(p.get(i + 3), None | Some(b'/')))
 }
 
 /// Second filter, still independent of the device: the normalized path lies
@@ -348,12 +382,19 @@ mod tests {
     #[test]
     fn quick_filter() {
         let yes = [
-            c"/proc/x",
-            c"//sys",
+            c"/proc/driver/nvidia",
+            c"//sys//bus/pci",
+            c"/sys/module/nvidia",
+            c"/sys/devices/pci0000:00",
             c"/dev/nvidia0",
+            c"/dev/nvidia-uvm-tools",
             c"/./sys",
             c"/../proc",
-            c"/sys/",
+            c"/proc/./driver",
+            c"/proc/self/../driver",
+            c"/usr/../proc/driver/nvidia/version",
+            c"/a/b/c/../../../dev/nvidia0",
+            c"/x/..",
         ];
         let no = [
             c"/usr/lib",
@@ -363,6 +404,18 @@ mod tests {
             c"/system",
             c"/devx",
             c"/procs",
+            c"/proc",
+            c"/proc/self/status",
+            c"/proc/drivers",
+            c"/sys/",
+            c"/sys/class/drm",
+            c"/sys/bus2",
+            c"/dev/null",
+            c"/dev/nvidi",
+            c"/dev/shm/x",
+            c"/devices/nvidia0",
+            c"/usr/..lib/x",
+            c"/proc/self/..x",
         ];
         for p in yes {
             // SAFETY: C string literals are NUL-terminated.
