@@ -108,7 +108,13 @@ impl Config {
         let pci_address = match std::env::var("VGPU_PCI_BUS_ID") {
             Ok(s) => PciAddress::parse(&s)
                 .ok_or_else(|| format!("VGPU_PCI_BUS_ID `{s}`: expected dddd:bb:dd.f"))?,
-            Err(_) => PciAddress::parse(DEFAULT_PCI_BUS_ID).expect("default is valid"),
+            // A VM that already has an NVIDIA PCI function (the passed-through
+            // or mediated device) shows that address everywhere.
+            Err(_) => crate::vfiles::detect_real_nvidia_bdf()
+                .and_then(|b| PciAddress::parse(&b))
+                .unwrap_or_else(|| {
+                    PciAddress::parse(DEFAULT_PCI_BUS_ID).expect("default is valid")
+                }),
         };
         Ok(Config {
             endpoint,

@@ -8,4 +8,5 @@ pub mod config;
 pub mod ffi;
 pub mod hooks;
 pub mod log;
+pub mod provider;
 pub mod vfiles;

@@ -19,10 +19,8 @@ mod init;
 mod memory;
 mod visible;
 
-/// Lets the host recognise a shim offered to it as "the real driver" and
-/// refuse it, instead of forwarding to itself.
-#[no_mangle]
-pub static vgpu_shim_marker: u32 = 1;
+// The host-refusal marker and the virtual files' provider registration.
+vgpu_guest::shim_glue!();
 
 cuda_types::with_cuda_functions!(api_macros::export_functions {
     boundary = vgpu_guest::ffi::cuda_boundary,

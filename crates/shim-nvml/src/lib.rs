@@ -14,10 +14,8 @@ mod process;
 mod query;
 mod system;
 
-/// Lets the host refuse to load a shim as its real driver: a real
-/// libnvidia-ml never exports this name.
-#[no_mangle]
-pub static vgpu_shim_marker: u32 = 1;
+// The host-refusal marker and the virtual files' provider registration.
+vgpu_guest::shim_glue!();
 
 cuda_types::with_nvml_functions!(api_macros::export_functions {
     boundary = crate::ffi::boundary,

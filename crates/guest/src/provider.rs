@@ -1,0 +1,58 @@
+//! What the virtual files show: device 0 of the host's inventory, at the
+//! guest-visible PCI address, so files, NVML and the driver API agree.
+
+use crate::client;
+use crate::vfiles::{self, VirtualGpu};
+
+/// The virtual files' description, from the inventory (connecting if
+/// needed). `None` while no host is reachable: the hooks then pass every
+/// path through and ask again on the next probe.
+pub fn from_inventory() -> Option<VirtualGpu> {
+    let inv = client::inventory().ok()?;
+    let d = inv.devices.first()?;
+    // NVML packs (device << 16 | vendor) for both ids.
+    let sub = d.info.pci_subsystem_id;
+    Some(VirtualGpu {
+        bdf: d.pci.short(),
+        minor: d.info.minor_number,
+        name: d.info.name.clone(),
+        uuid: d.uuid_string(),
+        driver_version: inv.host.system_driver_version.clone(),
+        pci_device_id: (d.info.pci_device_id >> 16) as u16,
+        pci_subsystem_vendor: (sub & 0xffff) as u16,
+        pci_subsystem_device: (sub >> 16) as u16,
+        vbios_version: d.info.vbios_version.clone(),
+        // Link, IRQ and BAR layout are not part of the inventory; the H100
+        // PCIe values are what the software GPU and the real card show.
+        ..VirtualGpu::test_h100()
+    })
+}
+
+/// Makes the virtual files follow the host. Called by each shim when it is
+/// loaded: a single atomic store, nothing else happens at load time.
+pub fn install() {
+    vfiles::set_provider(from_inventory);
+}
+
+/// What every shim cdylib carries besides its exports: the marker by which
+/// the host refuses to load a shim as its "real" driver (and `vgpu install`
+/// tells a shim from NVIDIA's library), and the load-time registration of the
+/// virtual files' provider — one atomic store in `.init_array`, so the hooks
+/// know whom to ask before the application's first `open`. Nothing connects
+/// or allocates at load time.
+#[macro_export]
+macro_rules! shim_glue {
+    () => {
+        #[no_mangle]
+        pub static vgpu_shim_marker: u32 = 1;
+
+        #[used]
+        #[link_section = ".init_array"]
+        static VGPU_REGISTER_VIRTUAL_FILES: extern "C" fn() = {
+            extern "C" fn register() {
+                $crate::provider::install();
+            }
+            register
+        };
+    };
+}
