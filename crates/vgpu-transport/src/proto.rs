@@ -274,6 +274,79 @@ calls! {
     75 MemPoolGetAttribute { pool: u64, attr: u32 } -> u64;
     76 MemPoolSetAttribute { pool: u64, attr: u32, value: u64 } -> ();
     77 MemPoolTrimTo { pool: u64, keep: u64 } -> ();
+
+    // ---- modules, kernels, launches ----
+    /// `cuModuleLoadData[Ex]` / `cuModuleLoadFatBinary`: `image` is the
+    /// exact bytes (fatbin container, cubin ELF or NUL-terminated PTX).
+    80 ModuleLoadData { ctx: u64, image: Bytes } -> u64;
+    81 ModuleUnload { module: u64 } -> ();
+    /// `cuModuleGetFunction` → the function and its parameter layout.
+    82 ModuleGetFunction { module: u64, name: String } -> FunctionInfo;
+    /// `cuModuleGetGlobal` → (device pointer, size).
+    83 ModuleGetGlobal { module: u64, name: String } -> (u64, u64);
+    /// `cuLibraryLoadData` (in the current context of the call) → library.
+    84 LibraryLoadData { ctx: u64, image: Bytes } -> u64;
+    85 LibraryUnload { library: u64 } -> ();
+    /// `cuLibraryGetKernel` → the kernel and its parameter layout.
+    86 LibraryGetKernel { library: u64, name: String } -> FunctionInfo;
+    /// `cuLibraryGetModule` → the library's module in context `ctx`.
+    87 LibraryGetModule { ctx: u64, library: u64 } -> u64;
+    /// `cuLibraryGetGlobal` → (device pointer, size) in context `ctx`.
+    88 LibraryGetGlobal { ctx: u64, library: u64, name: String } -> (u64, u64);
+    /// `cuKernelGetFunction` → the kernel's function in context `ctx`.
+    89 KernelGetFunction { ctx: u64, kernel: u64 } -> FunctionInfo;
+    /// `cuFuncGetAttribute` (also for kernels: `func` may be a kernel handle).
+    90 FuncGetAttribute { func: u64, attr: i32 } -> i32;
+    91 FuncSetAttribute { func: u64, attr: i32, value: i32 } -> ();
+    92 FuncSetCacheConfig { func: u64, config: u32 } -> ();
+    /// `cuLaunchKernel[Ex]`, `cuLaunchCooperativeKernel`: `params` is the
+    /// packed argument buffer (as in `CU_LAUNCH_PARAM_BUFFER_POINTER`).
+    /// Normally sent with `FLAG_NO_REPLY`: a failure is reported by the next
+    /// synchronizing call.
+    93 LaunchKernel { ctx: u64, func: u64, grid: [u32; 3], block: [u32; 3], shared_mem: u32, stream: u64, params: Bytes, cooperative: bool } -> ();
+    /// `cuOccupancyMaxActiveBlocksPerMultiprocessor[WithFlags]`.
+    94 OccupancyMaxActiveBlocks { func: u64, block_size: i32, dynamic_smem: u64, flags: u32 } -> i32;
+    /// `cuOccupancyMaxPotentialBlockSize[WithFlags]` with a fixed dynamic
+    /// shared memory size → (min grid size, block size).
+    95 OccupancyMaxPotentialBlockSize { func: u64, dynamic_smem: u64, block_size_limit: i32, flags: u32 } -> (i32, i32);
+    /// `cuLink*` done in one step on the host: the guest collects the inputs
+    /// and `cuLinkComplete` asks for the linked image.
+    96 LinkComplete { ctx: u64, inputs: Vec<LinkInput> } -> Bytes;
+
+    // ---- events ----
+    100 EventCreate { ctx: u64, flags: u32 } -> u64;
+    101 EventDestroy { event: u64 } -> ();
+    /// Normally sent with `FLAG_NO_REPLY`.
+    102 EventRecord { event: u64, stream: u64, flags: u32 } -> ();
+    /// The status is `CUDA_ERROR_NOT_READY` while the event is pending.
+    103 EventQuery { event: u64 } -> ();
+    104 EventSynchronize { event: u64 } -> ();
+    /// → milliseconds as `f32::to_bits`.
+    105 EventElapsedTime { start: u64, end: u64 } -> u32;
+    /// `cuStreamWaitEvent`; normally sent with `FLAG_NO_REPLY`.
+    106 StreamWaitEvent { stream: u64, event: u64, flags: u32 } -> ();
+    /// Ends a batch: replies with the first deferred error of the batches
+    /// sent since the last `Flush` (0 if none) without synchronizing.
+    107 Flush {} -> ();
+}
+
+wire_struct! {
+    /// A function or kernel handle and what the guest needs to pack
+    /// `kernelParams`: each parameter's (offset, size) in the argument buffer.
+    pub struct FunctionInfo {
+        pub handle: u64,
+        pub params: Vec<(u32, u32)>,
+    }
+}
+
+wire_struct! {
+    /// One `cuLinkAddData` input.
+    pub struct LinkInput {
+        /// `CUjitInputType`.
+        pub input_type: u32,
+        pub name: String,
+        pub data: Bytes,
+    }
 }
 
 /// Largest bulk payload of one copy call: big copies are cut into chunks of
