@@ -155,13 +155,18 @@ impl Wire for Bytes {
     }
 }
 
-impl<const N: usize> Wire for [u8; N] {
+/// Fixed-size arrays (UUIDs, magic, grid dimensions): no length prefix.
+impl<T: Wire + Copy + Default, const N: usize> Wire for [T; N] {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self);
+        for v in self {
+            v.encode(out);
+        }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(r.take(N)?);
+        let mut a = [T::default(); N];
+        for v in a.iter_mut() {
+            *v = T::decode(r)?;
+        }
         Ok(a)
     }
 }
