@@ -1,0 +1,443 @@
+//! Pre-decoded PTX: what the interpreter executes. Names are resolved to
+//! register indices, frame offsets and symbol-table slots at parse time so
+//! the hot loop never touches strings.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ty {
+    B8,
+    B16,
+    B32,
+    B64,
+    B128,
+    U8,
+    U16,
+    U32,
+    U64,
+    S8,
+    S16,
+    S32,
+    S64,
+    F16,
+    F16x2,
+    Bf16,
+    Bf16x2,
+    F32,
+    F64,
+    Pred,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Bits,
+    Unsigned,
+    Signed,
+    Float,
+    Pred,
+}
+
+impl Ty {
+    pub fn parse(s: &str) -> Option<Ty> {
+        Some(match s {
+            "b8" => Ty::B8,
+            "b16" => Ty::B16,
+            "b32" => Ty::B32,
+            "b64" => Ty::B64,
+            "b128" => Ty::B128,
+            "u8" => Ty::U8,
+            "u16" => Ty::U16,
+            "u32" => Ty::U32,
+            "u64" => Ty::U64,
+            "s8" => Ty::S8,
+            "s16" => Ty::S16,
+            "s32" => Ty::S32,
+            "s64" => Ty::S64,
+            "f16" => Ty::F16,
+            "f16x2" => Ty::F16x2,
+            "bf16" => Ty::Bf16,
+            "bf16x2" => Ty::Bf16x2,
+            "f32" => Ty::F32,
+            "f64" => Ty::F64,
+            "pred" => Ty::Pred,
+            _ => return None,
+        })
+    }
+
+    pub fn bytes(self) -> u32 {
+        match self {
+            Ty::B8 | Ty::U8 | Ty::S8 => 1,
+            Ty::B16 | Ty::U16 | Ty::S16 | Ty::F16 | Ty::Bf16 => 2,
+            Ty::B32 | Ty::U32 | Ty::S32 | Ty::F32 | Ty::F16x2 | Ty::Bf16x2 => 4,
+            Ty::B64 | Ty::U64 | Ty::S64 | Ty::F64 => 8,
+            Ty::B128 => 16,
+            // Predicates have no memory form; 1 keeps layout arithmetic sane.
+            Ty::Pred => 1,
+        }
+    }
+
+    pub fn bits(self) -> u32 {
+        self.bytes() * 8
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Ty::B8 | Ty::B16 | Ty::B32 | Ty::B64 | Ty::B128 => Kind::Bits,
+            Ty::U8 | Ty::U16 | Ty::U32 | Ty::U64 => Kind::Unsigned,
+            Ty::S8 | Ty::S16 | Ty::S32 | Ty::S64 => Kind::Signed,
+            Ty::F16 | Ty::F16x2 | Ty::Bf16 | Ty::Bf16x2 | Ty::F32 | Ty::F64 => Kind::Float,
+            Ty::Pred => Kind::Pred,
+        }
+    }
+
+    pub fn is_signed(self) -> bool {
+        self.kind() == Kind::Signed
+    }
+
+    pub fn is_float(self) -> bool {
+        self.kind() == Kind::Float
+    }
+
+    /// Floats the interpreter computes with natively.
+    pub fn is_f32_or_f64(self) -> bool {
+        matches!(self, Ty::F32 | Ty::F64)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    Generic,
+    Global,
+    Shared,
+    Local,
+    Param,
+    Const,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sreg {
+    Tid(u8),
+    Ntid(u8),
+    Ctaid(u8),
+    Nctaid(u8),
+    Laneid,
+    Warpid,
+    Nwarpid,
+    Smid,
+    Nsmid,
+    Gridid,
+    Clock,
+    Clock64,
+    Globaltimer,
+    LanemaskEq,
+    LanemaskLt,
+    LanemaskLe,
+    LanemaskGt,
+    LanemaskGe,
+    DynamicSmemSize,
+    TotalSmemSize,
+    WarpSz,
+}
+
+/// A symbol whose address an instruction takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sym {
+    /// Module-scope `.global`/`.const`, by index into `Module::globals`;
+    /// the address comes from the launch's symbol map.
+    Global(u32),
+    /// Shared-space offset (static shared vars are laid out per module).
+    Shared(u32),
+    /// Offset in the current frame's local area.
+    Local(u32),
+    /// Offset in the current frame's param area.
+    Param(u32),
+    /// Dynamic shared memory (`.extern .shared`): starts after static shared.
+    DynShared,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Opnd {
+    Reg(u32),
+    /// `!%p` as a source.
+    NotReg(u32),
+    Imm(u64),
+    Sreg(Sreg),
+    Sym(Sym),
+    /// `[base + off]`
+    Addr(Box<Opnd>, i64),
+    Vec(Vec<Opnd>),
+    /// `_` sink destination.
+    Sink,
+    /// Branch target: instruction index.
+    Label(u32),
+    /// Called function: index in `Module::funcs`.
+    Func(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rnd {
+    None,
+    Rn,
+    Rz,
+    Rm,
+    Rp,
+    /// Round to integer variants (`.rni` etc.) used by cvt.
+    Rni,
+    Rzi,
+    Rmi,
+    Rpi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Lo,
+    Ls,
+    Hi,
+    Hs,
+    Equ,
+    Neu,
+    Ltu,
+    Leu,
+    Gtu,
+    Geu,
+    Num,
+    Nan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoolOp {
+    And,
+    Or,
+    Xor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtomOp {
+    Add,
+    Min,
+    Max,
+    Exch,
+    Cas,
+    And,
+    Or,
+    Xor,
+    Inc,
+    Dec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShflMode {
+    Up,
+    Down,
+    Bfly,
+    Idx,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoteMode {
+    All,
+    Any,
+    Uni,
+    Ballot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduxOp {
+    Add,
+    Min,
+    Max,
+    And,
+    Or,
+    Xor,
+    Popc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MulMode {
+    Lo,
+    Hi,
+    Wide,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Sub,
+    Mul(MulMode),
+    Mad(MulMode),
+    Mul24(MulMode),
+    Mad24(MulMode),
+    Sad,
+    Div,
+    Rem,
+    Abs,
+    Neg,
+    Min,
+    Max,
+    Fma,
+    Rcp,
+    Sqrt,
+    Rsqrt,
+    Ex2,
+    Lg2,
+    Sin,
+    Cos,
+    Tanh,
+    Copysign,
+    Testp(u8),
+    And,
+    Or,
+    Xor,
+    Not,
+    Cnot,
+    Shl,
+    Shr,
+    Bfe,
+    Bfi,
+    Popc,
+    Clz,
+    Brev,
+    Bfind {
+        shiftamt: bool,
+    },
+    Prmt(u8),
+    Lop3,
+    Shf {
+        left: bool,
+        wrap: bool,
+    },
+    Setp {
+        cmp: Cmp,
+        bop: Option<BoolOp>,
+    },
+    Set {
+        cmp: Cmp,
+        bop: Option<BoolOp>,
+        dty: Ty,
+    },
+    Selp,
+    Slct {
+        fsel: bool,
+    },
+    Cvt {
+        dty: Ty,
+        sty: Ty,
+    },
+    Cvta {
+        to: bool,
+        space: Space,
+    },
+    Isspacep(Space),
+    Mov,
+    Ld {
+        space: Space,
+    },
+    St {
+        space: Space,
+    },
+    Atom {
+        space: Space,
+        op: AtomOp,
+    },
+    Red {
+        space: Space,
+        op: AtomOp,
+    },
+    Bra,
+    Call,
+    Ret,
+    Exit,
+    /// `bar.sync`, `barrier.sync`, `bar.red`: block-wide rendezvous.
+    Bar {
+        red: Option<ReduxOp>,
+    },
+    /// `bar.arrive`: no wait.
+    BarArrive,
+    BarWarp,
+    Shfl(ShflMode),
+    Vote(VoteMode),
+    Activemask,
+    MatchAny,
+    MatchAll,
+    Redux(ReduxOp),
+    Nop,
+    Trap,
+    Brkpt,
+    /// Decoded but not executable; the text is in `Inst::text`.
+    Unsupported,
+}
+
+impl Op {
+    /// Instructions that the block scheduler executes for a whole warp group.
+    pub fn is_warp_collective(self) -> bool {
+        matches!(
+            self,
+            Op::BarWarp
+                | Op::Shfl(_)
+                | Op::Vote(_)
+                | Op::Activemask
+                | Op::MatchAny
+                | Op::MatchAll
+                | Op::Redux(_)
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Inst {
+    pub op: Op,
+    pub ty: Ty,
+    pub rnd: Rnd,
+    pub ftz: bool,
+    pub sat: bool,
+    /// `.v2`/`.v4` element count for ld/st (1 otherwise).
+    pub vec: u8,
+    pub guard: Option<(u32, bool)>,
+    pub ops: Box<[Opnd]>,
+    pub line: u32,
+    /// Opcode with modifiers as written, for error messages.
+    pub text: Box<str>,
+}
+
+/// A call site: how arguments and results move between frames.
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    pub callee: u32,
+    pub args: Vec<Opnd>,
+    pub rets: Vec<Opnd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param {
+    /// Offset in the packed kernel-parameter buffer (or callee frame).
+    pub offset: u32,
+    pub size: u32,
+    pub align: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Function {
+    pub name: String,
+    pub is_entry: bool,
+    pub params: Vec<Param>,
+    pub rets: Vec<Param>,
+    /// Bytes of param-space storage a frame needs (params, rets, callseq decls).
+    pub param_frame: u32,
+    pub local_frame: u32,
+    pub nregs: u32,
+    /// Value mask per register (from its declared width).
+    pub reg_mask: Vec<u64>,
+    pub insts: Vec<Inst>,
+    /// Side table for `Op::Call` instructions; `Inst::ops[0]` holds `Imm(index)`.
+    pub calls: Vec<CallInfo>,
+    /// Whether the body was given (not just a prototype).
+    pub defined: bool,
+    pub line: u32,
+    /// `.reqntid` / `.maxntid`, when given.
+    pub reqntid: Option<[u32; 3]>,
+    pub maxntid: Option<[u32; 3]>,
+}

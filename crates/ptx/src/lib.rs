@@ -1,0 +1,346 @@
+//! PTX parsing and CPU execution for vgpu's software GPU, plus fatbin parsing.
+//!
+//! The crate is a plain library: no FFI and no CUDA types. A caller (vgpu-emu)
+//! turns a `cuModuleLoadData` image into PTX with [`fatbin::extract_ptx`],
+//! parses it with [`Module::parse`], allocates device memory for
+//! [`Module::globals`], and runs kernels with [`launch`] against its own
+//! [`Memory`] implementation.
+//!
+//! Execution model: blocks run in parallel on a small pool of OS threads;
+//! inside a block each CUDA thread is interpreted on its own until it reaches
+//! a synchronisation point (`bar.sync`, or a warp collective such as
+//! `shfl.sync`), where the block scheduler lines the participants up. Warp
+//! collectives are executed for the lanes of a warp that stand at the same
+//! instruction, which is the independent-thread-scheduling model of sm_70+.
+
+mod exec;
+pub mod fatbin;
+pub mod ir;
+mod lexer;
+mod memory;
+mod parse;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+pub use exec::{launch, launch_with_workers, LaunchConfig};
+pub use ir::Param;
+pub use memory::{ArenaMemory, MemError, Memory};
+
+/// A syntax or semantic error in PTX text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtxError {
+    pub line: u32,
+    pub msg: String,
+}
+
+impl PtxError {
+    pub(crate) fn new(line: u32, msg: impl Into<String>) -> Self {
+        PtxError {
+            line,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl fmt::Display for PtxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PTX line {}: {}", self.line, self.msg)
+    }
+}
+
+impl std::error::Error for PtxError {}
+
+/// Why a launch stopped. Every variant is a kernel-level failure that the
+/// caller maps to a CUDA error; none of them leaves the process damaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecError {
+    /// An instruction (or type combination) the interpreter doesn't run.
+    Unsupported {
+        inst: String,
+        line: u32,
+    },
+    IllegalAddress {
+        addr: u64,
+        line: u32,
+    },
+    MisalignedAddress {
+        addr: u64,
+        line: u32,
+    },
+    /// `trap`, or `brkpt`.
+    Trap {
+        line: u32,
+    },
+    /// `.func` recursion deeper than the interpreter's frame limit.
+    StackOverflow {
+        line: u32,
+    },
+    UnknownKernel(String),
+    /// The packed parameter buffer is shorter than the kernel's parameters.
+    BadParams {
+        expected: usize,
+        got: usize,
+    },
+    /// A module global the kernel can reach has no address in the map.
+    MissingSymbol(String),
+    /// Grid/block/shared-memory configuration the launch can't honour.
+    InvalidConfig(String),
+    /// An interpreter bug surfaced as a panic; reported instead of crashing.
+    Internal(String),
+}
+
+impl fmt::Display for ExecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExecError::Unsupported { inst, line } => {
+                write!(f, "unsupported PTX instruction `{inst}` at line {line}")
+            }
+            ExecError::IllegalAddress { addr, line } => {
+                write!(f, "illegal address {addr:#x} accessed at PTX line {line}")
+            }
+            ExecError::MisalignedAddress { addr, line } => {
+                write!(
+                    f,
+                    "misaligned address {addr:#x} accessed at PTX line {line}"
+                )
+            }
+            ExecError::Trap { line } => write!(f, "kernel trapped at PTX line {line}"),
+            ExecError::StackOverflow { line } => {
+                write!(f, "call stack overflow at PTX line {line}")
+            }
+            ExecError::UnknownKernel(k) => write!(f, "no kernel named `{k}`"),
+            ExecError::BadParams { expected, got } => {
+                write!(f, "kernel expects {expected} parameter bytes, got {got}")
+            }
+            ExecError::MissingSymbol(s) => write!(f, "global `{s}` has no device address"),
+            ExecError::InvalidConfig(s) => write!(f, "invalid launch configuration: {s}"),
+            ExecError::Internal(s) => write!(f, "interpreter internal error: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for ExecError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalSpace {
+    Global,
+    Const,
+}
+
+/// A module-scope `.global` or `.const` variable the caller must allocate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Global {
+    pub name: String,
+    pub space: GlobalSpace,
+    pub size: u64,
+    pub align: u32,
+    /// Initial bytes (`size` long), or empty for zero-filled.
+    pub init: Vec<u8>,
+    /// `(offset, symbol)`: write the symbol's 64-bit address at `offset`
+    /// after allocation (initializers such as `{ generic(x) }`).
+    pub relocs: Vec<(u64, String)>,
+    /// Declared `.extern`: defined by another module (linked code).
+    pub is_extern: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SharedVar {
+    pub name: String,
+    pub size: u64,
+    pub align: u32,
+    /// `.extern .shared x[]`: dynamic shared memory.
+    pub dynamic: bool,
+}
+
+/// Per-kernel facts computed once at parse time.
+#[derive(Debug, Clone)]
+pub(crate) struct KernelMeta {
+    pub func: u32,
+    /// Offset of each module shared variable in this kernel's static shared
+    /// area (`u32::MAX` where the kernel never touches it).
+    pub shared_offsets: Vec<u32>,
+    pub static_shared: u32,
+    /// Where dynamic shared memory starts.
+    pub dyn_base: u32,
+    /// Globals this kernel (and its callees) reference.
+    pub globals_used: Vec<u32>,
+    pub local_bytes: u32,
+}
+
+/// A parsed PTX module.
+#[derive(Debug, Clone)]
+pub struct Module {
+    pub version: String,
+    pub target: String,
+    pub(crate) funcs: Vec<ir::Function>,
+    pub(crate) func_index: HashMap<String, u32>,
+    pub(crate) globals: Vec<Global>,
+    pub(crate) global_index: HashMap<String, u32>,
+    pub(crate) shared: Vec<SharedVar>,
+    pub(crate) shared_index: HashMap<String, u32>,
+    pub(crate) kernels: HashMap<String, KernelMeta>,
+}
+
+/// What the driver API reports about a kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernel<'m> {
+    pub name: &'m str,
+    /// Parameter layout of the packed buffer (cuda-runtime.md §9.3), for
+    /// `cuFuncGetParamInfo`.
+    pub params: &'m [Param],
+    /// Total bytes of the packed parameter buffer.
+    pub param_size: u32,
+    /// Static `__shared__` bytes (`CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES`).
+    pub static_shared: u32,
+    /// Per-thread local memory the kernel frame declares.
+    pub local_bytes: u32,
+    pub reqntid: Option<[u32; 3]>,
+    pub maxntid: Option<[u32; 3]>,
+}
+
+/// Instructions the interpreter will reject when reached, for diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedInst {
+    pub function: String,
+    pub inst: String,
+    pub line: u32,
+}
+
+impl Module {
+    pub fn parse(text: &str) -> Result<Module, PtxError> {
+        parse::parse_module(text)
+    }
+
+    /// Names of the module's kernels (`.entry` functions with bodies).
+    pub fn kernel_names(&self) -> impl Iterator<Item = &str> {
+        self.funcs
+            .iter()
+            .filter(|f| f.is_entry && f.defined)
+            .map(|f| f.name.as_str())
+    }
+
+    pub fn entry(&self, name: &str) -> Option<Kernel<'_>> {
+        let meta = self.kernels.get(name)?;
+        let f = &self.funcs[meta.func as usize];
+        Some(Kernel {
+            name: &f.name,
+            params: &f.params,
+            param_size: f.params.last().map_or(0, |p| p.offset + p.size),
+            static_shared: meta.static_shared,
+            local_bytes: meta.local_bytes,
+            reqntid: f.reqntid,
+            maxntid: f.maxntid,
+        })
+    }
+
+    /// Module-scope `.global`/`.const` variables, which the caller allocates
+    /// in device memory and passes back (name → address) to [`launch`].
+    pub fn globals(&self) -> &[Global] {
+        &self.globals
+    }
+
+    pub fn unsupported(&self) -> Vec<UnsupportedInst> {
+        let mut out = Vec::new();
+        for f in &self.funcs {
+            for i in &f.insts {
+                if i.op == ir::Op::Unsupported {
+                    out.push(UnsupportedInst {
+                        function: f.name.clone(),
+                        inst: i.text.to_string(),
+                        line: i.line,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+fn operands_syms(ops: &[ir::Opnd], f: &mut impl FnMut(ir::Sym)) {
+    for o in ops {
+        match o {
+            ir::Opnd::Sym(s) => f(*s),
+            ir::Opnd::Addr(b, _) => operands_syms(std::slice::from_ref(b), f),
+            ir::Opnd::Vec(v) => operands_syms(v, f),
+            _ => {}
+        }
+    }
+}
+
+/// Computes per-kernel layouts after all bodies are decoded.
+pub(crate) fn finish_module(m: &mut Module) -> Result<(), PtxError> {
+    for (fi, f) in m.funcs.iter().enumerate() {
+        if !f.is_entry || !f.defined {
+            continue;
+        }
+        let mut seen = HashSet::new();
+        let mut todo = vec![fi as u32];
+        let mut shared_used = Vec::new();
+        let mut globals_used = Vec::new();
+        let mut local_max = 0u32;
+        while let Some(g) = todo.pop() {
+            if !seen.insert(g) {
+                continue;
+            }
+            let func = &m.funcs[g as usize];
+            if !func.defined {
+                return Err(PtxError::new(
+                    func.line,
+                    format!("function `{}` is declared but never defined", func.name),
+                ));
+            }
+            local_max = local_max.max(func.local_frame);
+            for i in &func.insts {
+                operands_syms(&i.ops, &mut |s| match s {
+                    ir::Sym::Shared(v) => shared_used.push(v),
+                    ir::Sym::Global(v) => globals_used.push(v),
+                    _ => {}
+                });
+            }
+            for c in &func.calls {
+                todo.push(c.callee);
+                for o in c.args.iter().chain(&c.rets) {
+                    operands_syms(std::slice::from_ref(o), &mut |s| {
+                        if let ir::Sym::Global(v) = s {
+                            globals_used.push(v)
+                        }
+                    });
+                }
+            }
+        }
+        shared_used.sort_unstable();
+        shared_used.dedup();
+        globals_used.sort_unstable();
+        globals_used.dedup();
+        let mut offsets = vec![u32::MAX; m.shared.len()];
+        let mut off = 0u64;
+        let mut dyn_align = 16u32;
+        for &v in &shared_used {
+            let sv = &m.shared[v as usize];
+            if sv.dynamic {
+                dyn_align = dyn_align.max(sv.align);
+                continue;
+            }
+            off = off.next_multiple_of(sv.align as u64);
+            offsets[v as usize] = off as u32;
+            off += sv.size;
+        }
+        if off > u32::MAX as u64 / 2 {
+            return Err(PtxError::new(f.line, "static shared memory too large"));
+        }
+        let static_shared = off as u32;
+        m.kernels.insert(
+            f.name.clone(),
+            KernelMeta {
+                func: fi as u32,
+                shared_offsets: offsets,
+                static_shared,
+                dyn_base: static_shared.next_multiple_of(dyn_align),
+                globals_used,
+                local_bytes: local_max,
+            },
+        );
+    }
+    Ok(())
+}
