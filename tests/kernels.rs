@@ -147,3 +147,17 @@ fn out_of_bounds_is_illegal_address_and_daemon_survives() {
     out.assert_success();
     out.line("vadd ok=1");
 }
+
+/// The driver API alone with NVRTC-compiled PTX: `cuModuleLoadData` +
+/// `cuLaunchKernel` with `kernelParams`, then with the `extra` buffer.
+#[test]
+fn nvrtc_ptx_through_the_driver_api() {
+    let daemon = Daemon::start_emulated();
+    let mut cmd = Command::new(common::compile_c("nvrtc_vadd.c", &[]));
+    cmd.arg(cuda13().join("lib/libnvrtc.so.13"));
+    let out = common::run_guest(cmd, &daemon, &[("VGPU_LOG", "warn")]);
+    out.assert_success();
+    out.line("kernelparams ok=1");
+    out.line("extra ok=1");
+    out.line("done ok=1");
+}
