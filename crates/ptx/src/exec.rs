@@ -97,6 +97,15 @@ struct Launch<'a> {
     gaddr: Vec<u64>,
     start: Instant,
     nsm: u32,
+    /// Set when a block failed; other blocks stop early.
+    stop: AtomicBool,
+    cancel: Option<&'a AtomicBool>,
+}
+
+impl Launch<'_> {
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// Per-worker state: one block at a time.
@@ -105,6 +114,8 @@ struct Block<'a, 'l> {
     shared: Vec<u8>,
     ctaid: [u32; 3],
     smid: u32,
+    /// Backward branches taken, to poll for cancellation now and then.
+    loops: u64,
 }
 
 type X<T> = Result<T, ExecError>;
@@ -921,6 +932,12 @@ impl<'a, 'l> Block<'a, 'l> {
             match i.op {
                 Op::Bra => {
                     if let Opnd::Label(l) = o[0] {
+                        if l < t.pc {
+                            self.loops += 1;
+                            if self.loops & 0xffff == 0 && self.l.should_stop() {
+                                return Err(ExecError::Cancelled);
+                            }
+                        }
                         t.pc = l;
                     }
                 }
@@ -1655,20 +1672,42 @@ pub fn launch(
     mem: &dyn Memory,
     global_symbols: &HashMap<String, u64>,
 ) -> Result<(), ExecError> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    launch_with_workers(module, kernel, cfg, params, mem, global_symbols, workers)
+    launch_with(
+        module,
+        kernel,
+        cfg,
+        params,
+        mem,
+        global_symbols,
+        &LaunchOptions::default(),
+    )
 }
 
-/// [`launch`] with an explicit number of worker threads (at least 1).
-pub fn launch_with_workers(
+/// Knobs of a launch beyond the CUDA configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LaunchOptions<'a> {
+    /// Worker threads running blocks; 0 means one per available CPU.
+    pub workers: usize,
+    /// When set to true (e.g. by context teardown), running blocks stop at
+    /// their next loop iteration with [`ExecError::Cancelled`]: a kernel
+    /// that spins forever must not hold the daemon hostage.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// [`launch`] with [`LaunchOptions`].
+pub fn launch_with(
     module: &Module,
     kernel: &str,
     cfg: &LaunchConfig,
     params: &[u8],
     mem: &dyn Memory,
     global_symbols: &HashMap<String, u64>,
-    workers: usize,
+    opts: &LaunchOptions<'_>,
 ) -> Result<(), ExecError> {
+    let workers = match opts.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        w => w,
+    };
     let meta = module
         .kernels
         .get(kernel)
@@ -1716,9 +1755,10 @@ pub fn launch_with_workers(
         gaddr,
         start: Instant::now(),
         nsm: workers as u32,
+        stop: AtomicBool::new(false),
+        cancel: opts.cancel,
     };
     let next = AtomicU64::new(0);
-    let stop = AtomicBool::new(false);
     let first_err: Mutex<Option<ExecError>> = Mutex::new(None);
     let work = |smid: u32| {
         let mut b = Block {
@@ -1726,9 +1766,10 @@ pub fn launch_with_workers(
             shared: vec![0u8; shared_total as usize],
             ctaid: [0; 3],
             smid,
+            loops: 0,
         };
         let mut threads = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
+        while !l.should_stop() {
             let blk = next.fetch_add(1, Ordering::Relaxed);
             if blk >= blocks {
                 break;
@@ -1745,7 +1786,7 @@ pub fn launch_with_workers(
                     Err(ExecError::Internal(msg))
                 });
             if let Err(e) = r {
-                stop.store(true, Ordering::Relaxed);
+                l.stop.store(true, Ordering::Relaxed);
                 let mut fe = first_err.lock().unwrap_or_else(|e| e.into_inner());
                 fe.get_or_insert(e);
             }

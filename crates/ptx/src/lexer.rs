@@ -78,7 +78,13 @@ pub fn lex(src: &str) -> Result<Vec<Token>, PtxError> {
             });
             continue;
         }
-        if c == '.' && b.get(i + 1).is_some_and(|&n| is_ident_start(n)) {
+        // `.name`, and modifiers that start with a digit right after an
+        // opcode (`tex.1d`, `.2d`), which a number would otherwise swallow.
+        let glued = i > 0 && is_ident_char(b[i - 1]);
+        if c == '.'
+            && b.get(i + 1)
+                .is_some_and(|&n| is_ident_start(n) || (glued && n.is_ascii_digit()))
+        {
             i += 1;
             while i < b.len() && is_ident_char(b[i]) {
                 i += 1;

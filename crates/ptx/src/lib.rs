@@ -23,7 +23,7 @@ mod parse;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-pub use exec::{launch, launch_with_workers, LaunchConfig};
+pub use exec::{launch, launch_with, LaunchConfig, LaunchOptions};
 pub use ir::Param;
 pub use memory::{ArenaMemory, MemError, Memory};
 
@@ -86,6 +86,8 @@ pub enum ExecError {
     MissingSymbol(String),
     /// Grid/block/shared-memory configuration the launch can't honour.
     InvalidConfig(String),
+    /// [`LaunchOptions::cancel`] was raised, or another block failed first.
+    Cancelled,
     /// An interpreter bug surfaced as a panic; reported instead of crashing.
     Internal(String),
 }
@@ -115,6 +117,7 @@ impl fmt::Display for ExecError {
             }
             ExecError::MissingSymbol(s) => write!(f, "global `{s}` has no device address"),
             ExecError::InvalidConfig(s) => write!(f, "invalid launch configuration: {s}"),
+            ExecError::Cancelled => write!(f, "launch cancelled"),
             ExecError::Internal(s) => write!(f, "interpreter internal error: {s}"),
         }
     }

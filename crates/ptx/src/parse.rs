@@ -897,6 +897,20 @@ fn parse_operand1(p: &mut P) -> R<ROp> {
                 _ => Some(parse_operand1(p)?),
             };
             let mut off: i64 = 0;
+            if let (Some(b), Some(Tok::Punct(','))) = (&base, p.peek()) {
+                // Texture/surface operands `[tex, {coords}]`: only the
+                // (unsupported) tex/suld family uses them; keep the base.
+                let mut depth = 0;
+                loop {
+                    match p.next()? {
+                        Tok::Punct('{') => depth += 1,
+                        Tok::Punct('}') => depth -= 1,
+                        Tok::Punct(']') if depth == 0 => break,
+                        _ => {}
+                    }
+                }
+                return Ok(ROp::Addr(Box::new(b.clone()), 0));
+            }
             if base.is_none() || p.peek() != Some(&Tok::Punct(']')) {
                 let mut neg = false;
                 if base.is_some() {

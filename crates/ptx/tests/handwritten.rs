@@ -512,3 +512,52 @@ fn numba_style_call_sequence() {
         assert_eq!(*g, 2 * i as u32);
     }
 }
+
+const SPIN: &str = r#"
+.version 8.0
+.target sm_80
+.address_size 64
+.visible .entry spin()
+{
+    .reg .b32 %r<2>;
+$L_top:
+    add.s32 %r1, %r1, 1;
+    bra.uni $L_top;
+}
+.visible .entry texture_user(.param .u64 t)
+{
+    .reg .f32 %f<5>;
+    .reg .b32 %r<2>;
+    .reg .b64 %rd<2>;
+    tex.1d.v4.f32.s32 {%f1, %f2, %f3, %f4}, [%rd1, {%r1}];
+    ret;
+}
+"#;
+
+#[test]
+fn spinning_kernel_can_be_cancelled() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let m = Module::parse(SPIN).unwrap();
+    assert_eq!(m.unsupported()[0].inst, "tex.1d.v4.f32.s32");
+    let mem = ArenaMemory::new();
+    let cancel = AtomicBool::new(false);
+    let cfg = LaunchConfig {
+        grid: [4, 1, 1],
+        block: [32, 1, 1],
+        dynamic_shared: 0,
+    };
+    let opts = vgpu_ptx::LaunchOptions {
+        workers: 2,
+        cancel: Some(&cancel),
+    };
+    let t = std::time::Instant::now();
+    let r = std::thread::scope(|s| {
+        let h =
+            s.spawn(|| vgpu_ptx::launch_with(&m, "spin", &cfg, &[], &mem, &HashMap::new(), &opts));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        cancel.store(true, Ordering::Relaxed);
+        h.join().unwrap()
+    });
+    assert_eq!(r, Err(ExecError::Cancelled));
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+}
