@@ -9,7 +9,7 @@
 
 use crate::device::{check_device, ensure_init};
 use crate::ffi::write_out;
-use crate::memory;
+use crate::{event, memory, stream};
 use cuda_types::cuda::{
     CUcontext, CUctxCreateParams, CUctx_flags, CUdevice, CUexecAffinityParam, CUresult,
 };
@@ -78,7 +78,7 @@ thread_local! {
 }
 
 /// A handle an application passed in, if it names a live context.
-fn lookup(ctx: CUcontext) -> Result<Arc<Context>, CUresult> {
+pub fn lookup(ctx: CUcontext) -> Result<Arc<Context>, CUresult> {
     if ctx.is_null() {
         return Err(INVALID_CONTEXT);
     }
@@ -207,7 +207,7 @@ pub unsafe fn ctx_destroy(ctx: CUcontext) -> Result<(), CUresult> {
     REGISTRY.lock().remove(&(ctx as usize));
     c.alive.store(false, Ordering::Release);
     STACK.with(|s| s.borrow_mut().retain(|x| !Arc::ptr_eq(x, &c)));
-    memory::release_context(c.id);
+    release_objects(c.id);
     Ok(())
 }
 
@@ -309,6 +309,13 @@ pub unsafe fn ctx_get_id(ctx: CUcontext, id: *mut c_ulonglong) -> Result<(), CUr
     unsafe { write_out(id, c.id, INVALID_VALUE) }
 }
 
+/// What a context owns dies with it: streams, events, memory.
+fn release_objects(ctx: u64) {
+    stream::release_context(ctx);
+    event::release_context(ctx);
+    memory::release_context(ctx);
+}
+
 // ---- primary contexts -------------------------------------------------------
 
 struct Primary {
@@ -339,7 +346,7 @@ static PRIMARY: Lazy<Mutex<Vec<Primary>>> = Lazy::new(|| {
 fn deactivate(p: &mut Primary) {
     p.refcount = 0;
     p.ctx.alive.store(false, Ordering::Release);
-    memory::release_context(p.ctx.id);
+    release_objects(p.ctx.id);
 }
 
 pub unsafe fn primary_retain(pctx: *mut CUcontext, dev: CUdevice) -> Result<(), CUresult> {

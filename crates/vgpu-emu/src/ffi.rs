@@ -149,3 +149,16 @@ pub unsafe fn read_c_string(p: *const c_char) -> Option<String> {
     // SAFETY: non-null and NUL-terminated per the caller.
     Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }
+
+/// A fresh opaque handle for an object the application names by pointer
+/// (streams, events, memory pools). Handles are minted from one counter and
+/// never reused, so a stale handle can never alias a newer object the way a
+/// recycled heap address could; they are looked up, never dereferenced.
+pub fn mint_handle() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    /// Far above 0x1/0x2 (the built-in stream handles) and 16-aligned, so
+    /// minted handles look like the pointers applications expect.
+    const BASE: usize = 0x7e50_0000_0000;
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    BASE + NEXT.fetch_add(1, Ordering::Relaxed) * 16
+}

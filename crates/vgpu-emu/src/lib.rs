@@ -13,6 +13,7 @@
 mod context;
 mod device;
 mod errors;
+mod event;
 mod ffi;
 mod identity;
 mod memory;
@@ -23,7 +24,7 @@ mod stream;
 
 /// The CUDA driver API exports.
 pub mod cuda_exports {
-    use crate::{context, device, errors, memory};
+    use crate::{context, device, errors, event, memory, stream};
     use cuda_types::cuda::*;
 
     cuda_types::with_cuda_functions!(api_macros::export_functions {
@@ -125,6 +126,115 @@ pub mod cuda_exports {
             cuMemsetD16Async_ptsz => memory::memset_d16_async,
             cuMemsetD32Async => memory::memset_d32_async,
             cuMemsetD32Async_ptsz => memory::memset_d32_async,
+
+            // Memory: pitched, 2D/3D and peer copies, 2D memsets
+            cuMemAllocPitch_v2 => memory::alloc_pitch,
+            cuMemcpy2D_v2 => memory::copy_2d,
+            cuMemcpy2D_v2_ptds => memory::copy_2d,
+            cuMemcpy2DUnaligned_v2 => memory::copy_2d,
+            cuMemcpy2DUnaligned_v2_ptds => memory::copy_2d,
+            cuMemcpy2DAsync_v2 => memory::copy_2d_async,
+            cuMemcpy2DAsync_v2_ptsz => memory::copy_2d_async,
+            cuMemcpy3D_v2 => memory::copy_3d,
+            cuMemcpy3D_v2_ptds => memory::copy_3d,
+            cuMemcpy3DAsync_v2 => memory::copy_3d_async,
+            cuMemcpy3DAsync_v2_ptsz => memory::copy_3d_async,
+            cuMemcpyPeer => memory::copy_peer,
+            cuMemcpyPeer_ptds => memory::copy_peer,
+            cuMemcpyPeerAsync => memory::copy_peer_async,
+            cuMemcpyPeerAsync_ptsz => memory::copy_peer_async,
+            cuMemsetD2D8_v2 => memory::memset_d2d8,
+            cuMemsetD2D8_v2_ptds => memory::memset_d2d8,
+            cuMemsetD2D16_v2 => memory::memset_d2d16,
+            cuMemsetD2D16_v2_ptds => memory::memset_d2d16,
+            cuMemsetD2D32_v2 => memory::memset_d2d32,
+            cuMemsetD2D32_v2_ptds => memory::memset_d2d32,
+            cuMemsetD2D8Async => memory::memset_d2d8_async,
+            cuMemsetD2D8Async_ptsz => memory::memset_d2d8_async,
+            cuMemsetD2D16Async => memory::memset_d2d16_async,
+            cuMemsetD2D16Async_ptsz => memory::memset_d2d16_async,
+            cuMemsetD2D32Async => memory::memset_d2d32_async,
+            cuMemsetD2D32Async_ptsz => memory::memset_d2d32_async,
+
+            // Memory: registered host memory
+            cuMemHostRegister => memory::host_register,
+            cuMemHostRegister_v2 => memory::host_register,
+            cuMemHostUnregister => memory::host_unregister,
+            cuMemHostGetDevicePointer_v2 => memory::host_get_device_pointer,
+            cuMemHostGetFlags => memory::host_get_flags,
+
+            // Memory: pointer attributes
+            cuPointerGetAttribute => memory::pointer_get_attribute,
+            cuPointerGetAttributes => memory::pointer_get_attributes,
+
+            // Memory: virtual memory management
+            cuMemGetAllocationGranularity => memory::get_allocation_granularity,
+            cuMemCreate => memory::mem_create,
+            cuMemRelease => memory::mem_release,
+            cuMemRetainAllocationHandle => memory::retain_allocation_handle,
+            cuMemGetAllocationPropertiesFromHandle => memory::get_allocation_properties_from_handle,
+            cuMemAddressReserve => memory::address_reserve,
+            cuMemAddressFree => memory::address_free,
+            cuMemMap => memory::mem_map,
+            cuMemUnmap => memory::mem_unmap,
+            cuMemSetAccess => memory::set_access,
+            cuMemGetAccess => memory::get_access,
+            cuMemExportToShareableHandle => memory::export_to_shareable_handle,
+            cuMemImportFromShareableHandle => memory::import_from_shareable_handle,
+
+            // Memory: stream-ordered allocation and pools
+            cuMemAllocAsync => memory::alloc_async,
+            cuMemAllocAsync_ptsz => memory::alloc_async,
+            cuMemAllocFromPoolAsync => memory::alloc_from_pool_async,
+            cuMemAllocFromPoolAsync_ptsz => memory::alloc_from_pool_async,
+            cuMemFreeAsync => memory::free_async,
+            cuMemFreeAsync_ptsz => memory::free_async,
+            cuDeviceGetDefaultMemPool => memory::device_get_default_mem_pool,
+            cuDeviceGetMemPool => memory::device_get_mem_pool,
+            cuDeviceSetMemPool => memory::device_set_mem_pool,
+            cuMemPoolCreate => memory::pool_create,
+            cuMemPoolDestroy => memory::pool_destroy,
+            cuMemPoolTrimTo => memory::pool_trim_to,
+            cuMemPoolGetAttribute => memory::pool_get_attribute,
+            cuMemPoolSetAttribute => memory::pool_set_attribute,
+
+            // Streams (work runs when enqueued: every stream is complete)
+            cuStreamCreate => stream::stream_create,
+            cuStreamCreateWithPriority => stream::stream_create_with_priority,
+            cuStreamDestroy => stream::stream_destroy,
+            cuStreamDestroy_v2 => stream::stream_destroy,
+            cuStreamSynchronize => stream::stream_synchronize,
+            cuStreamSynchronize_ptsz => stream::stream_synchronize,
+            cuStreamQuery => stream::stream_query,
+            cuStreamQuery_ptsz => stream::stream_query,
+            cuStreamGetPriority => stream::stream_get_priority,
+            cuStreamGetPriority_ptsz => stream::stream_get_priority,
+            cuStreamGetFlags => stream::stream_get_flags,
+            cuStreamGetFlags_ptsz => stream::stream_get_flags,
+            cuStreamGetCtx => stream::stream_get_ctx,
+            cuStreamGetCtx_ptsz => stream::stream_get_ctx,
+            cuStreamGetCtx_v2 => stream::stream_get_ctx_v2,
+            cuStreamGetCtx_v2_ptsz => stream::stream_get_ctx_v2,
+            cuStreamGetId => stream::stream_get_id,
+            cuStreamGetId_ptsz => stream::stream_get_id,
+            cuStreamGetDevice => stream::stream_get_device,
+            cuStreamGetDevice_ptsz => stream::stream_get_device,
+            cuStreamWaitEvent => stream::stream_wait_event,
+            cuStreamWaitEvent_ptsz => stream::stream_wait_event,
+            cuCtxGetStreamPriorityRange => stream::ctx_get_stream_priority_range,
+
+            // Events
+            cuEventCreate => event::event_create,
+            cuEventRecord => event::event_record,
+            cuEventRecord_ptsz => event::event_record,
+            cuEventRecordWithFlags => event::event_record_with_flags,
+            cuEventRecordWithFlags_ptsz => event::event_record_with_flags,
+            cuEventQuery => event::event_query,
+            cuEventSynchronize => event::event_synchronize,
+            cuEventDestroy => event::event_destroy,
+            cuEventDestroy_v2 => event::event_destroy,
+            cuEventElapsedTime => event::event_elapsed_time,
+            cuEventElapsedTime_v2 => event::event_elapsed_time,
         }
     });
 }

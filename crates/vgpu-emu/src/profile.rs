@@ -2,8 +2,8 @@
 //!
 //! Values come from `deviceQuery` / `cudaDeviceProp` / `nvidia-smi -q` output
 //! of real H100 PCIe boards and the Hopper tuning guide. Where the hardware
-//! supports a feature whose API the software GPU does not implement (VMM,
-//! memory pools, IPC, external semaphores, arrays, stream memory ops), the
+//! supports a feature whose API the software GPU does not implement (pool
+//! and legacy IPC, external semaphores, arrays, stream memory ops), the
 //! attribute says 0: an application that believes a 1 takes a code path that
 //! would then fail, which is worse than never taking it.
 
@@ -148,7 +148,8 @@ fn listed(attr: A) -> Option<i32> {
         A::CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS => 0,
         A::CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS => 1,
         A::CU_DEVICE_ATTRIBUTE_COMPUTE_PREEMPTION_SUPPORTED => 1,
-        A::CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM => 0,
+        // Registered memory's device pointer is its host address.
+        A::CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM => 1,
         // Stream memory operations (cuStreamWaitValue*) are not implemented.
         A::CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_MEM_OPS_V1 => 0,
         A::CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS_V1 => 0,
@@ -157,14 +158,13 @@ fn listed(attr: A) -> Option<i32> {
         A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_MULTI_DEVICE_LAUNCH => 1,
         A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN => SHARED_PER_BLOCK_OPTIN,
         A::CU_DEVICE_ATTRIBUTE_CAN_FLUSH_REMOTE_WRITES => 0,
-        // cuMemHostRegister is not implemented.
-        A::CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED => 0,
+        A::CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED => 1,
         A::CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES => 0,
         A::CU_DEVICE_ATTRIBUTE_DIRECT_MANAGED_MEM_ACCESS_FROM_HOST => 0,
-        // The real board says 1; the cuMemCreate/cuMemMap family is not
-        // implemented here, so 0 (same value as VIRTUAL_ADDRESS_MANAGEMENT).
-        A::CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED => 0,
-        A::CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED => 0,
+        // The cuMemCreate/cuMemMap family (same value as the older name
+        // VIRTUAL_ADDRESS_MANAGEMENT), with POSIX fd export/import.
+        A::CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED => 1,
+        A::CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED => 1,
         A::CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_WIN32_HANDLE_SUPPORTED => 0,
         A::CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_WIN32_KMT_HANDLE_SUPPORTED => 0,
         A::CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR => 32,
@@ -173,16 +173,17 @@ fn listed(attr: A) -> Option<i32> {
         A::CU_DEVICE_ATTRIBUTE_MAX_ACCESS_POLICY_WINDOW_SIZE => 134_213_632,
         A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WITH_CUDA_VMM_SUPPORTED => 0,
         A::CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK => 1024,
-        // CUDA arrays, external semaphores and IPC are not implemented.
+        // CUDA arrays, external semaphores and IPC are not implemented, nor
+        // read-only registration (device writes would have to fault).
         A::CU_DEVICE_ATTRIBUTE_SPARSE_CUDA_ARRAY_SUPPORTED => 0,
         A::CU_DEVICE_ATTRIBUTE_READ_ONLY_HOST_REGISTER_SUPPORTED => 0,
         A::CU_DEVICE_ATTRIBUTE_TIMELINE_SEMAPHORE_INTEROP_SUPPORTED => 0,
-        // The board has stream-ordered pools; cuMemAllocAsync and the
-        // cuMemPool* family are not implemented here.
-        A::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED => 0,
+        A::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED => 1,
         A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_SUPPORTED => 0,
         A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS => 0,
         A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING => 0,
+        // The board says POSIX_FD; exportable pools (cuMemPoolExport*) are
+        // not implemented, so pools support no handle type.
         A::CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES => 0,
         A::CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH => 1,
         A::CU_DEVICE_ATTRIBUTE_DEFERRED_MAPPING_CUDA_ARRAY_SUPPORTED => 0,
@@ -321,6 +322,14 @@ mod tests {
         );
         assert_eq!(
             attribute(A::CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED),
+            Ok(1)
+        );
+        assert_eq!(
+            attribute(A::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED),
+            Ok(1)
+        );
+        assert_eq!(
+            attribute(A::CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES),
             Ok(0)
         );
     }

@@ -1,0 +1,335 @@
+//! Stream-ordered allocation: cuMemAllocAsync / cuMemFreeAsync and the
+//! cuMemPool* family.
+//!
+//! Every stream is complete the moment work is enqueued, so memory freed
+//! into a pool is immediately past its last use and can go straight back to
+//! the device: a pool never holds freed memory, whatever its release
+//! threshold (the threshold permits keeping memory, it never requires it).
+//! Reserved and used figures are therefore exact and the watermarks real.
+
+use super::{alloc_device, vmm::check_location, Kind, HEAP};
+use crate::device::{check_device, ensure_init};
+use crate::ffi::{mint_handle, write_out};
+use crate::stream;
+use cuda_types::cuda::{
+    CUdevice, CUdeviceptr, CUmemAllocationHandleType, CUmemAllocationType, CUmemLocationType,
+    CUmemPoolProps, CUmemPool_attribute as Attr, CUmemoryPool, CUresult, CUstream,
+};
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::ffi::{c_int, c_void};
+use std::sync::Arc;
+
+const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
+
+#[derive(Default)]
+struct State {
+    release_threshold: u64,
+    reuse_follow_event_dependencies: c_int,
+    reuse_allow_opportunistic: c_int,
+    reuse_allow_internal_dependencies: c_int,
+    reserved: u64,
+    reserved_high: u64,
+    used: u64,
+    used_high: u64,
+}
+
+pub struct Pool {
+    handle: usize,
+    device: CUdevice,
+    /// CU_MEMPOOL_ATTR_MAX_POOL_SIZE; 0 means only the device limits it.
+    max_size: u64,
+    state: Mutex<State>,
+}
+
+impl Pool {
+    fn new(device: CUdevice, max_size: u64) -> Arc<Self> {
+        Arc::new(Pool {
+            handle: mint_handle(),
+            device,
+            max_size,
+            // The driver's defaults: every reuse policy on, threshold 0.
+            state: Mutex::new(State {
+                reuse_follow_event_dependencies: 1,
+                reuse_allow_opportunistic: 1,
+                reuse_allow_internal_dependencies: 1,
+                ..Default::default()
+            }),
+        })
+    }
+
+    pub fn handle(&self) -> CUmemoryPool {
+        self.handle as CUmemoryPool
+    }
+
+    pub(super) fn reserve(&self, mapped: usize) -> Result<(), CUresult> {
+        let mut s = self.state.lock();
+        let next = s.reserved + mapped as u64;
+        if self.max_size != 0 && next > self.max_size {
+            return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+        }
+        s.reserved = next;
+        s.reserved_high = s.reserved_high.max(next);
+        Ok(())
+    }
+
+    pub(super) fn unreserve(&self, mapped: usize) {
+        self.state.lock().reserved -= mapped as u64;
+    }
+
+    pub(super) fn on_alloc(&self, len: usize) {
+        let mut s = self.state.lock();
+        s.used += len as u64;
+        s.used_high = s.used_high.max(s.used);
+    }
+
+    pub(super) fn on_free(&self, len: usize, mapped: usize) {
+        let mut s = self.state.lock();
+        s.used -= len as u64;
+        s.reserved -= mapped as u64;
+    }
+}
+
+struct DevicePools {
+    default: Arc<Pool>,
+    current: Arc<Pool>,
+}
+
+static POOLS: Lazy<Mutex<HashMap<usize, Arc<Pool>>>> = Lazy::new(Default::default);
+static DEVICE: Lazy<Mutex<Vec<DevicePools>>> = Lazy::new(|| {
+    Mutex::new(
+        (0..crate::device::DEVICE_COUNT)
+            .map(|dev| {
+                let p = Pool::new(dev, 0);
+                POOLS.lock().insert(p.handle, p.clone());
+                DevicePools {
+                    default: p.clone(),
+                    current: p,
+                }
+            })
+            .collect(),
+    )
+});
+
+fn lookup(pool: CUmemoryPool) -> Result<Arc<Pool>, CUresult> {
+    ensure_init()?;
+    // The default pools exist once anyone can name them.
+    Lazy::force(&DEVICE);
+    POOLS
+        .lock()
+        .get(&(pool as usize))
+        .cloned()
+        .ok_or(INVALID_VALUE)
+}
+
+fn is_default(p: &Pool) -> bool {
+    DEVICE.lock()[p.device as usize].default.handle == p.handle
+}
+
+pub unsafe fn device_get_default_mem_pool(
+    out: *mut CUmemoryPool,
+    dev: CUdevice,
+) -> Result<(), CUresult> {
+    if out.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    check_device(dev)?;
+    let h = DEVICE.lock()[dev as usize].default.handle();
+    // SAFETY: checked non-null; the caller passes a writable pool slot.
+    unsafe { write_out(out, h, INVALID_VALUE) }
+}
+
+pub unsafe fn device_get_mem_pool(out: *mut CUmemoryPool, dev: CUdevice) -> Result<(), CUresult> {
+    if out.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    check_device(dev)?;
+    let h = DEVICE.lock()[dev as usize].current.handle();
+    // SAFETY: checked non-null; the caller passes a writable pool slot.
+    unsafe { write_out(out, h, INVALID_VALUE) }
+}
+
+pub fn device_set_mem_pool(dev: CUdevice, pool: CUmemoryPool) -> Result<(), CUresult> {
+    check_device(dev)?;
+    let p = lookup(pool)?;
+    if p.device != dev {
+        return Err(INVALID_VALUE);
+    }
+    DEVICE.lock()[dev as usize].current = p;
+    Ok(())
+}
+
+pub unsafe fn pool_create(
+    out: *mut CUmemoryPool,
+    props: *const CUmemPoolProps,
+) -> Result<(), CUresult> {
+    if out.is_null() || props.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    ensure_init()?;
+    // SAFETY: non-null, and the caller passes a readable descriptor.
+    let p = unsafe { props.read_unaligned() };
+    if p.allocType != CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED
+        || p.reserved.iter().any(|&b| b != 0)
+    {
+        return Err(INVALID_VALUE);
+    }
+    check_location(&p.location)?;
+    // Pool IPC (exportable pools) and hardware decompression are not
+    // emulated; CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES says 0.
+    if p.handleTypes != CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_NONE || p.usage != 0 {
+        return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
+    }
+    // SAFETY: `id` is the union member for DEVICE locations (checked above).
+    let dev = unsafe { p.location.__bindgen_anon_1.id };
+    let pool = Pool::new(dev, p.maxSize as u64);
+    let h = pool.handle();
+    POOLS.lock().insert(pool.handle, pool);
+    // SAFETY: checked non-null; the caller passes a writable pool slot.
+    unsafe { write_out(out, h, INVALID_VALUE) }
+}
+
+/// A device's current pool, once destroyed, falls back to its default.
+/// Outstanding allocations stay valid until freed.
+pub fn pool_destroy(pool: CUmemoryPool) -> Result<(), CUresult> {
+    let p = lookup(pool)?;
+    if is_default(&p) {
+        return Err(INVALID_VALUE);
+    }
+    POOLS.lock().remove(&p.handle);
+    let mut dev = DEVICE.lock();
+    let d = &mut dev[p.device as usize];
+    if d.current.handle == p.handle {
+        d.current = d.default.clone();
+    }
+    Ok(())
+}
+
+/// Nothing freed is ever held (see the module comment), so there is never
+/// anything to trim.
+pub fn pool_trim_to(pool: CUmemoryPool, _keep: usize) -> Result<(), CUresult> {
+    lookup(pool).map(drop)
+}
+
+pub unsafe fn pool_get_attribute(
+    pool: CUmemoryPool,
+    attr: Attr,
+    value: *mut c_void,
+) -> Result<(), CUresult> {
+    if value.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let p = lookup(pool)?;
+    let s = p.state.lock();
+    let int = |v: c_int| {
+        // SAFETY: non-null; for this attribute the caller passes an int.
+        unsafe { value.cast::<c_int>().write_unaligned(v) }
+    };
+    let u64_ = |v: u64| {
+        // SAFETY: non-null; for this attribute the caller passes a cuuint64_t.
+        unsafe { value.cast::<u64>().write_unaligned(v) }
+    };
+    match attr {
+        Attr::CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES => {
+            int(s.reuse_follow_event_dependencies)
+        }
+        Attr::CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC => int(s.reuse_allow_opportunistic),
+        Attr::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES => {
+            int(s.reuse_allow_internal_dependencies)
+        }
+        Attr::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD => u64_(s.release_threshold),
+        Attr::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT => u64_(s.reserved),
+        Attr::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH => u64_(s.reserved_high),
+        Attr::CU_MEMPOOL_ATTR_USED_MEM_CURRENT => u64_(s.used),
+        Attr::CU_MEMPOOL_ATTR_USED_MEM_HIGH => u64_(s.used_high),
+        Attr::CU_MEMPOOL_ATTR_ALLOCATION_TYPE => {
+            int(CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED.0 as c_int)
+        }
+        Attr::CU_MEMPOOL_ATTR_EXPORT_HANDLE_TYPES => int(0),
+        Attr::CU_MEMPOOL_ATTR_LOCATION_ID => int(p.device),
+        Attr::CU_MEMPOOL_ATTR_LOCATION_TYPE => {
+            int(CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE.0 as c_int)
+        }
+        Attr::CU_MEMPOOL_ATTR_MAX_POOL_SIZE => u64_(p.max_size),
+        Attr::CU_MEMPOOL_ATTR_HW_DECOMPRESS_ENABLED => int(0),
+        _ => return Err(INVALID_VALUE),
+    }
+    Ok(())
+}
+
+pub unsafe fn pool_set_attribute(
+    pool: CUmemoryPool,
+    attr: Attr,
+    value: *mut c_void,
+) -> Result<(), CUresult> {
+    if value.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let p = lookup(pool)?;
+    let mut s = p.state.lock();
+    // SAFETY: non-null; for the int attributes the caller passes an int.
+    let int = || unsafe { value.cast::<c_int>().read_unaligned() };
+    // SAFETY: non-null; for the 64-bit attributes the caller passes a u64.
+    let u64_ = || unsafe { value.cast::<u64>().read_unaligned() };
+    match attr {
+        Attr::CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES => {
+            s.reuse_follow_event_dependencies = c_int::from(int() != 0)
+        }
+        Attr::CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC => {
+            s.reuse_allow_opportunistic = c_int::from(int() != 0)
+        }
+        Attr::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES => {
+            s.reuse_allow_internal_dependencies = c_int::from(int() != 0)
+        }
+        Attr::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD => s.release_threshold = u64_(),
+        // Watermarks can only be reset, to the current value.
+        Attr::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH if u64_() == 0 => s.reserved_high = s.reserved,
+        Attr::CU_MEMPOOL_ATTR_USED_MEM_HIGH if u64_() == 0 => s.used_high = s.used,
+        _ => return Err(INVALID_VALUE),
+    }
+    Ok(())
+}
+
+pub unsafe fn alloc_from_pool_async(
+    dptr: *mut CUdeviceptr,
+    size: usize,
+    pool: CUmemoryPool,
+    s: CUstream,
+) -> Result<(), CUresult> {
+    if dptr.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let st = stream::resolve(s)?;
+    let p = lookup(pool)?;
+    if p.device != st.ctx.device {
+        return Err(INVALID_VALUE);
+    }
+    let d = alloc_device(size, Some(p))?;
+    // SAFETY: checked non-null; the caller passes a writable CUdeviceptr.
+    unsafe { write_out(dptr, d, INVALID_VALUE) }
+}
+
+/// From the current pool of the stream's device.
+pub unsafe fn alloc_async(
+    dptr: *mut CUdeviceptr,
+    size: usize,
+    s: CUstream,
+) -> Result<(), CUresult> {
+    if dptr.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let st = stream::resolve(s)?;
+    let p = DEVICE.lock()[st.ctx.device as usize].current.clone();
+    let d = alloc_device(size, Some(p))?;
+    // SAFETY: checked non-null; the caller passes a writable CUdeviceptr.
+    unsafe { write_out(dptr, d, INVALID_VALUE) }
+}
+
+/// Any device allocation may be freed in stream order; it is past its last
+/// use already, since its stream is complete.
+pub fn free_async(dptr: CUdeviceptr, s: CUstream) -> Result<(), CUresult> {
+    stream::check(s)?;
+    let ptr = usize::try_from(dptr).map_err(|_| INVALID_VALUE)?;
+    HEAP.write().free(ptr, Kind::Device)
+}
