@@ -6,6 +6,22 @@
 //! [`Module::globals`], and runs kernels with [`launch`] against its own
 //! [`Memory`] implementation.
 //!
+//! Wiring into a driver (what vgpu-emu needs to do):
+//! - `cuModuleLoadData`: `fatbin::extract_ptx(image, 90)` (a
+//!   [`fatbin::FatbinError::NoPtx`] is `CUDA_ERROR_NO_BINARY_FOR_GPU`), then
+//!   [`Module::parse`] (a [`PtxError`] is `CUDA_ERROR_INVALID_PTX`). For each
+//!   [`Module::globals`] entry allocate `size` bytes, copy `init`, then patch
+//!   `relocs` with the 64-bit addresses of the named symbols; keep the
+//!   name → address map for [`launch`] and `cuModuleGetGlobal`.
+//! - `cuFuncGetParamInfo` / attributes: [`Module::entry`].
+//! - `cuLaunchKernel`: pack `kernelParams[i]` (size `params[i].size`) at
+//!   `params[i].offset` into a buffer of `param_size` bytes, or pass the
+//!   `extra` buffer as is; then [`launch_with`] on the stream's thread.
+//!   [`ExecError::IllegalAddress`] maps to `CUDA_ERROR_ILLEGAL_ADDRESS`,
+//!   `MisalignedAddress` to `CUDA_ERROR_MISALIGNED_ADDRESS`, `Trap` to
+//!   `CUDA_ERROR_LAUNCH_FAILED` (or `ASSERT`), `Unsupported` to
+//!   `CUDA_ERROR_NOT_SUPPORTED` with the message logged.
+//!
 //! Execution model: blocks run in parallel on a small pool of OS threads;
 //! inside a block each CUDA thread is interpreted on its own until it reaches
 //! a synchronisation point (`bar.sync`, or a warp collective such as
