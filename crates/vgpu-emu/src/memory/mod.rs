@@ -174,9 +174,11 @@ impl Heap {
         }
     }
 
-    /// Whether `ptr` belongs to anything this driver tracks.
+    /// Whether `ptr` belongs to anything this driver tracks. Reserved VMM
+    /// address space counts even where nothing is mapped: it is PROT_NONE,
+    /// so treating it as plain host memory would fault instead of failing.
     fn is_tracked(&self, ptr: usize) -> bool {
-        self.containing(ptr).is_some() || self.vmm.is_mapped(ptr)
+        self.containing(ptr).is_some() || self.vmm.overlaps(ptr, ptr + 1)
     }
 
     /// For the unified cuMemcpy: a tracked address must fit its range, any

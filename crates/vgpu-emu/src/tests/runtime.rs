@@ -564,8 +564,14 @@ fn vmm_64_gib_reserve_on_a_small_machine() {
         for (i, &o) in offsets.iter().enumerate() {
             assert_eq!(dtoh(va + o + 4096, 8).unwrap(), [i as u8 + 1; 8]);
         }
-        // Addresses between the chunks are reserved, not memory.
+        // Addresses between the chunks are reserved, not memory, for the
+        // unified copy too (which must not take them for host memory).
         assert_eq!(htod(va + GIB as u64, &[1]), INVALID_VALUE);
+        let one = [1u8];
+        assert_eq!(
+            cuMemcpy(va + GIB as u64, one.as_ptr() as CUdeviceptr, 1),
+            INVALID_VALUE
+        );
         for &o in &offsets {
             assert_eq!(cuMemUnmap(va + o, 2 * MIB), OK);
         }
