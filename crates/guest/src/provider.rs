@@ -36,13 +36,16 @@ pub fn install() {
 
 /// What every shim cdylib carries besides its exports: the marker by which
 /// the host refuses to load a shim as its "real" driver (and `vgpu install`
-/// tells a shim from NVIDIA's library), and the load-time registration of the
-/// virtual files' provider — one atomic store in `.init_array`, so the hooks
-/// know whom to ask before the application's first `open`. Nothing connects
-/// or allocates at load time.
+/// tells a shim from NVIDIA's library), the libc hooks (see
+/// [`crate::hooks`]), and the load-time registration of the virtual files'
+/// provider — one atomic store in `.init_array`, so the hooks know whom to
+/// ask before the application's first `open`. Nothing connects or allocates
+/// at load time.
 #[macro_export]
 macro_rules! shim_glue {
     () => {
+        $crate::__vgpu_export_libc_hooks!();
+
         #[no_mangle]
         pub static vgpu_shim_marker: u32 = 1;
 

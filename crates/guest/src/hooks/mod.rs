@@ -2,8 +2,9 @@
 //! of [`crate::vfiles`]; everything else goes to the next definition
 //! (`dlsym(RTLD_NEXT)`) untouched.
 //!
-//! The hooks are `#[no_mangle]` exports of whichever cdylib links this crate,
-//! so they take effect when that library precedes libc in the global lookup
+//! The hooks are exported by each cdylib that expands
+//! [`shim_glue!`](crate::shim_glue) (or `__vgpu_export_libc_hooks!`), so they
+//! take effect when that library precedes libc in the global lookup
 //! scope: preloaded (`LD_PRELOAD`, as `vgpu run` does) or linked by the
 //! executable ahead of libc. A library merely `dlopen`ed by the application
 //! does not interpose.
@@ -22,7 +23,15 @@
 //! on such an fd therefore shows /dev/null, and `/proc/self/fd/N` of a
 //! redirected file shows the private path.
 
-mod fs;
+#[doc(hidden)]
+pub mod fs;
+
+/// The names the hooks' signatures use, for the exports a cdylib expands.
+#[doc(hidden)]
+pub mod export_types {
+    pub use libc::{self, mode_t, size_t, ssize_t, DIR, FILE};
+    pub use std::ffi::{c_char, c_int, c_void};
+}
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void};
@@ -93,11 +102,19 @@ unsafe fn resolve(name: &'static [u8], slot: &AtomicPtr<c_void>) -> *mut c_void 
     p
 }
 
-/// Declares hooks: for each, an exported C function with the body given, and
-/// a module of the same name whose `real()` returns the next definition.
+/// Declares hooks: for each, a C function with the body given, a module of
+/// the same name whose `real()` returns the next definition, and a line in
+/// [`__vgpu_export_libc_hooks`](crate::__vgpu_export_libc_hooks), which a
+/// cdylib expands to export it under the libc name.
 /// Variadic libc functions (`open`) are declared with their optional argument
 /// as a fixed one, which the x86_64 and aarch64 Linux calling conventions pass
 /// in the same register either way.
+///
+/// The unmangled exports are made by the cdylib, not here: this crate is also
+/// a dependency of the `vgpu` executable, where an `open` symbol would bind
+/// the executable's own calls (std's included) at link time. A cargo feature
+/// cannot keep them out, since features are unified across every package of
+/// one `cargo build`.
 macro_rules! hook {
     ($(
         unsafe fn $name:ident($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block
@@ -123,9 +140,32 @@ macro_rules! hook {
 
         /// # Safety
         /// Same contract as the libc function of this name.
-        #[no_mangle]
+        #[inline]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret $body
-    )*};
+    )*
+
+        #[doc(hidden)]
+        #[macro_export]
+        macro_rules! __vgpu_export_libc_hooks {
+            () => {
+                #[doc(hidden)]
+                pub mod __vgpu_libc_hooks {
+                    #[allow(unused_imports)]
+                    use $crate::hooks::export_types::*;
+                    $(
+                        /// # Safety
+                        /// Same contract as the libc function of this name.
+                        #[no_mangle]
+                        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+                            // SAFETY: the caller keeps the libc contract,
+                            // which is the hook's contract.
+                            unsafe { $crate::hooks::fs::$name($($arg),*) }
+                        }
+                    )*
+                }
+            };
+        }
+    };
 }
 pub(crate) use hook;
 

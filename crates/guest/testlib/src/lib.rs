@@ -3,3 +3,5 @@
 //! `VGPU_VFILES_TEST=1`, as the shims enable them with a provider.
 
 pub use vgpu_guest::{hooks, vfiles};
+
+vgpu_guest::__vgpu_export_libc_hooks!();
