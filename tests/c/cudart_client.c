@@ -97,7 +97,14 @@ int main(int argc, char **argv) {
     }
 
     int rt = 0, drv = 0;
-    CHECK(cudaRuntimeGetVersion(&rt));
+    cudaError_t ev = cudaRuntimeGetVersion(&rt);
+    /* cudart 11.x bootstraps the driver inside cudaRuntimeGetVersion too and
+     * reports a failed integrity check there already. */
+    if (ev != cudaSuccess && expect_error >= 0 && (int)ev == expect_error) {
+        printf("expected-error runtime_version=%d\n", (int)ev);
+        return 0;
+    }
+    if (ev != cudaSuccess) failf("cudaRuntimeGetVersion", ev);
     cudaDriverGetVersion(&drv);
     printf("versions runtime=%d driver=%d\n", rt, drv);
 

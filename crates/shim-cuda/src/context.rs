@@ -141,6 +141,9 @@ pub fn destroy(ctx: CUcontext) -> Result<(), CUresult> {
     if c.kind == Kind::Primary {
         return Err(INVALID_CONTEXT);
     }
+    // Destructors first, while the context still works: they may release
+    // what they keep in it.
+    c.cls_destroy();
     let remote = c.remote();
     // Only the thread that takes it out of the registry tells the host, so
     // racing destroys send one CtxDestroy.
@@ -255,8 +258,19 @@ pub unsafe fn primary_retain(pctx: *mut CUcontext, dev: CUdevice) -> Result<(), 
 /// Releasing a context nobody holds (or one a reset already tore down) is
 /// accepted quietly: the driver documents release after reset as safe, and
 /// cudart releases once at exit whatever happened before.
+///
+/// The last release runs the CLS destructors: the driver documents that
+/// the context "is automatically reset once the last reference to it is
+/// released", and a reset destroys its storage. (cudart deletes its own
+/// entry before its final release, so it never sees this.)
 pub fn primary_release(dev: CUdevice) -> Result<(), CUresult> {
     let p = driver::get()?.primary(dev)?;
+    if *p.primary.lock() == 1 {
+        // Not under the count lock: a destructor may call into the driver.
+        // A retain racing in meanwhile finds the storage empty, as it would
+        // after a reset.
+        p.cls_destroy();
+    }
     let mut count = p.primary.lock();
     match *count {
         0 => Ok(()),
@@ -280,6 +294,7 @@ pub fn primary_release(dev: CUdevice) -> Result<(), CUresult> {
 /// starts afresh.
 pub fn primary_reset(dev: CUdevice) -> Result<(), CUresult> {
     let p = driver::get()?.primary(dev)?;
+    p.cls_destroy();
     let mut count = p.primary.lock();
     driver::call(&PrimaryCtxReset {
         device: p.host_device,

@@ -14,6 +14,7 @@ use cuda_types::cuda::{CUcontext, CUdevice, CUresult};
 use parking_lot::{Mutex, RwLock};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -54,6 +55,21 @@ pub struct Context {
     /// Primary contexts: the retain count. Held across the host call of a
     /// retain/release/reset so the count and the host's state move together.
     pub(crate) primary: Mutex<u32>,
+    /// Context-local storage (the CLS export table). cudart reads it on
+    /// every runtime call, from every thread, so readers share the lock.
+    cls: RwLock<Vec<ClsEntry>>,
+}
+
+/// A CLS destructor: `(ctx, key, value)`, run when the context goes away.
+pub type ClsDtor = unsafe extern "C" fn(CUcontext, *mut c_void, *mut c_void);
+
+/// One `(key → value, destructor)`. Keys and values are the caller's
+/// opaque pointers, kept as integers; vgpu never dereferences them.
+#[derive(Clone, Copy)]
+struct ClsEntry {
+    key: usize,
+    value: usize,
+    dtor: Option<ClsDtor>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -71,6 +87,7 @@ impl Context {
             remote: AtomicU64::new(0),
             destroyed: AtomicBool::new(false),
             primary: Mutex::new(0),
+            cls: RwLock::new(Vec::new()),
         }
     }
 
@@ -107,6 +124,51 @@ impl Context {
 
     pub fn is_destroyed(&self) -> bool {
         self.destroyed.load(Ordering::Acquire)
+    }
+
+    /// Stores `value` under `key`, replacing an earlier value (whose
+    /// destructor then does not run: the caller replaced it knowingly).
+    pub fn cls_put(&self, key: usize, value: usize, dtor: Option<ClsDtor>) {
+        let mut cls = self.cls.write();
+        let entry = ClsEntry { key, value, dtor };
+        match cls.iter_mut().find(|e| e.key == key) {
+            Some(e) => *e = entry,
+            None => cls.push(entry),
+        }
+    }
+
+    /// A handful of keys at most (one per runtime copy in the process), so
+    /// a scan beats hashing.
+    pub fn cls_get(&self, key: usize) -> Option<usize> {
+        self.cls
+            .read()
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value)
+    }
+
+    /// Removes `key` without running its destructor: the owner deletes its
+    /// own entry (cudart, at exit) after cleaning up itself.
+    pub fn cls_delete(&self, key: usize) -> bool {
+        let mut cls = self.cls.write();
+        let before = cls.len();
+        cls.retain(|e| e.key != key);
+        cls.len() != before
+    }
+
+    /// The context is going away (destroyed, or a primary context reset or
+    /// released for the last time): empties the storage and runs each
+    /// destructor, outside the lock, so a destructor may use CLS and other
+    /// driver calls again.
+    pub fn cls_destroy(self: &Arc<Self>) {
+        let entries = std::mem::take(&mut *self.cls.write());
+        for e in entries {
+            if let Some(dtor) = e.dtor {
+                // SAFETY: the owner registered this destructor for exactly
+                // these values; the context handle is still valid memory.
+                unsafe { dtor(self.handle(), e.key as *mut c_void, e.value as *mut c_void) };
+            }
+        }
     }
 
     fn mark_destroyed(&self) {
@@ -174,6 +236,50 @@ fn with_stack<R>(f: impl FnOnce(&mut Vec<Arc<Context>>) -> R) -> R {
         Ok(r) => r,
         Err(_) => (f.take().expect("not called"))(&mut Vec::new()),
     }
+}
+
+/// Runs `f` on the context behind `handle` (NULL: the calling thread's
+/// current one). When that is the current context — what cudart passes on
+/// every runtime call — neither the registry lock nor a reference count is
+/// touched. `f` must not use this thread's stack.
+pub fn with_context<R>(
+    handle: CUcontext,
+    f: impl FnOnce(&Arc<Context>) -> R,
+) -> Result<R, CUresult> {
+    let mut f = Some(f);
+    let fast = with_stack(|s| match s.last() {
+        Some(top) if handle.is_null() || top.handle() == handle => {
+            Some((f.take().expect("called once"))(top))
+        }
+        _ => None,
+    });
+    match fast {
+        Some(r) => Ok(r),
+        None if handle.is_null() => Err(CUresult::CUDA_ERROR_INVALID_CONTEXT),
+        None => Ok((f.take().expect("not called"))(&lookup(handle)?)),
+    }
+}
+
+/// Before `fork()`: the registry lock is held across it, so the child
+/// never inherits it held by a thread it does not have.
+pub(crate) fn fork_prepare() {
+    std::mem::forget(LIVE.write());
+}
+
+pub(crate) fn fork_parent() {
+    // SAFETY: fork_prepare took the write lock on this thread and leaked
+    // its guard.
+    unsafe { LIVE.force_unlock_write() };
+}
+
+/// In the child: the parent's contexts belong to the parent's host
+/// session. They are forgotten — unknown handles from now on — and the
+/// forking thread (the child's only one) starts with an empty stack.
+pub(crate) fn fork_child() {
+    // SAFETY: as in fork_parent.
+    unsafe { LIVE.force_unlock_write() };
+    LIVE.write().clear();
+    with_stack(|s| s.clear());
 }
 
 /// The calling thread's current context, if any.

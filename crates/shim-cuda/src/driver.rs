@@ -6,7 +6,8 @@ use crate::contexts::{self, Context, Kind};
 use crate::visible;
 use cuda_types::cuda::{CUdevice, CUresult};
 use parking_lot::Mutex;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::{Arc, Once};
 use vgpu_guest::client::{self, GuestDevice, GuestError, GuestInventory};
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
@@ -14,6 +15,10 @@ use vgpu_transport::proto::{STATUS_BAD_REQUEST, STATUS_HOST_ERROR, STATUS_UNKNOW
 use vgpu_transport::Call;
 
 pub struct Driver {
+    /// The fork generation this state belongs to (see [`get`]).
+    generation: u32,
+    /// The process that ran cuInit.
+    pid: u32,
     pub inventory: Arc<GuestInventory>,
     /// Host device index for each guest ordinal (CUDA_VISIBLE_DEVICES order).
     visible: Vec<usize>,
@@ -21,27 +26,78 @@ pub struct Driver {
     primaries: Vec<Arc<Context>>,
 }
 
-static DRIVER: OnceLock<Driver> = OnceLock::new();
+/// Set by a successful `cuInit`, never freed: callers hold `&'static`
+/// references. A forked child's `cuInit` replaces it, leaking the parent's.
+static DRIVER: AtomicPtr<Driver> = AtomicPtr::new(std::ptr::null_mut());
+/// Bumped in every forked child (pthread_atfork), so state initialised
+/// before the fork reads as "not initialised" there.
+static GENERATION: AtomicU32 = AtomicU32::new(0);
 /// Serialises first initialisations so two racing `cuInit`s connect once.
 static INIT: Mutex<()> = Mutex::new(());
+static ATFORK: Once = Once::new();
 
-/// The state, or CUDA_ERROR_NOT_INITIALIZED before a successful `cuInit`.
-/// One atomic load: it guards calls on the per-runtime-call hot path.
+/// The state, or CUDA_ERROR_NOT_INITIALIZED before a successful `cuInit`
+/// in this process. Two atomic loads and no system call: it guards calls
+/// on the per-runtime-call hot path.
+///
+/// After `fork()` the child sees NOT_INITIALIZED until it calls `cuInit`
+/// itself, which connects its own session: the parent's contexts,
+/// allocations and host handles live in the parent's session. A real
+/// driver is just as unusable in a forked child.
 #[inline]
 pub fn get() -> Result<&'static Driver, CUresult> {
-    DRIVER.get().ok_or(CUresult::CUDA_ERROR_NOT_INITIALIZED)
+    let p = DRIVER.load(Ordering::Acquire);
+    if p.is_null() {
+        return Err(CUresult::CUDA_ERROR_NOT_INITIALIZED);
+    }
+    // SAFETY: DRIVER only ever holds a leaked Box, never freed.
+    let d = unsafe { &*p };
+    if d.generation != GENERATION.load(Ordering::Relaxed) {
+        return Err(CUresult::CUDA_ERROR_NOT_INITIALIZED);
+    }
+    Ok(d)
+}
+
+extern "C" fn fork_prepare() {
+    std::mem::forget(INIT.lock());
+    contexts::fork_prepare();
+}
+
+extern "C" fn fork_parent() {
+    contexts::fork_parent();
+    // SAFETY: fork_prepare locked INIT on this thread and leaked the guard.
+    unsafe { INIT.force_unlock() };
+}
+
+extern "C" fn fork_child() {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+    contexts::fork_child();
+    // SAFETY: as in fork_parent.
+    unsafe { INIT.force_unlock() };
 }
 
 /// `cuInit`'s work. A failed attempt leaves nothing behind, so a later
 /// cuInit (say, once the daemon is up) tries again.
 pub fn init() -> Result<&'static Driver, CUresult> {
-    if let Some(d) = DRIVER.get() {
-        return Ok(d);
+    // The pid check also covers a child made without pthread_atfork
+    // handlers running (a raw clone).
+    let current = |d: &'static Driver| d.pid == std::process::id();
+    if let Ok(d) = get() {
+        if current(d) {
+            return Ok(d);
+        }
     }
     let _serial = INIT.lock();
-    if let Some(d) = DRIVER.get() {
-        return Ok(d);
+    if let Ok(d) = get() {
+        if current(d) {
+            return Ok(d);
+        }
     }
+    ATFORK.call_once(|| {
+        // SAFETY: the handlers are functions of this library that only take
+        // and release its own locks and reset its own state.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    });
     let inventory = client::inventory().map_err(|e| {
         vlog!(Level::Warn, "cuInit: {e}; reporting no CUDA device");
         CUresult::CUDA_ERROR_NO_DEVICE
@@ -69,11 +125,15 @@ pub fn init() -> Result<&'static Driver, CUresult> {
             ))
         })
         .collect();
-    Ok(DRIVER.get_or_init(|| Driver {
+    let driver = Box::leak(Box::new(Driver {
+        generation: GENERATION.load(Ordering::Relaxed),
+        pid: std::process::id(),
         inventory,
         visible,
         primaries,
-    }))
+    }));
+    DRIVER.store(driver, Ordering::Release);
+    Ok(driver)
 }
 
 impl Driver {

@@ -1,7 +1,7 @@
 //! `cuInit` and `cuDriverGetVersion`.
 
 use crate::driver;
-use cuda_types::cuda::{CUresult, CUDA_VERSION};
+use cuda_types::cuda::{CUmoduleLoadingMode, CUresult, CUDA_VERSION};
 use std::ffi::{c_int, c_uint};
 use vgpu_guest::client;
 use vgpu_guest::ffi::OutPtr;
@@ -27,13 +27,32 @@ pub unsafe fn driver_get_version(driver_version: *mut c_int) -> Result<(), CUres
     if driver_version.is_null() {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }
-    let version = match driver::get() {
+    let version = current_driver_version();
+    // SAFETY: non-null, and the API contract makes it writable.
+    unsafe { driver_version.write_or(version, CUresult::CUDA_ERROR_INVALID_VALUE) }
+}
+
+/// What `cuDriverGetVersion` reports; the integrity check hashes the same
+/// number, so the two cannot disagree.
+pub fn current_driver_version() -> c_int {
+    match driver::get() {
         Ok(d) => d.inventory.host.cuda_driver_version,
         Err(_) => match client::inventory() {
             Ok(inv) => inv.host.cuda_driver_version,
             Err(_) => CUDA_VERSION as c_int,
         },
-    };
-    // SAFETY: non-null, and the API contract makes it writable.
-    unsafe { driver_version.write_or(version, CUresult::CUDA_ERROR_INVALID_VALUE) }
+    }
+}
+
+/// Lazy: cudart then loads only the fatbins whose kernels actually launch,
+/// so a program ships no code it does not run.
+pub unsafe fn module_get_loading_mode(mode: *mut CUmoduleLoadingMode) -> Result<(), CUresult> {
+    driver::get()?;
+    // SAFETY: API contract: mode is writable or null.
+    unsafe {
+        mode.write_or(
+            CUmoduleLoadingMode::CU_MODULE_LAZY_LOADING,
+            CUresult::CUDA_ERROR_INVALID_VALUE,
+        )
+    }
 }

@@ -12,11 +12,13 @@ use cuda_types::cuda::*;
 
 mod context;
 pub mod contexts;
+mod darkapi;
 mod device;
 pub mod driver;
 mod error;
 mod init;
 mod memory;
+mod procaddr;
 mod visible;
 
 // The host-refusal marker and the virtual files' provider registration.
@@ -74,6 +76,11 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
 
         cuMemGetInfo => memory::get_info,
         cuMemGetInfo_v2 => memory::get_info_v2,
+
+        cuGetProcAddress => procaddr::get_proc_address,
+        cuGetProcAddress_v2 => procaddr::get_proc_address_v2,
+        cuGetExportTable => darkapi::get_export_table,
+        cuModuleGetLoadingMode => init::module_get_loading_mode,
 
         cuGetErrorName => error::get_error_name,
         cuGetErrorString => error::get_error_string,

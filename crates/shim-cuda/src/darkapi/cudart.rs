@@ -1,0 +1,89 @@
+//! CUDART_INTERFACE (13 slots, slot 0 = 104): the primary context handle
+//! and cudart 11's way of loading the fatbins it registered.
+
+use super::{fun, stubs, Slot, Table, T_CUDART};
+use crate::driver;
+use cuda_types::cuda::{CUcontext, CUdevice, CUresult};
+use std::ffi::c_void;
+use std::sync::atomic::AtomicBool;
+use vgpu_guest::ffi::{cuda_boundary, cuda_not_supported, OutPtr};
+
+pub static TABLE: Table<13> = {
+    let s = stubs!(T_CUDART; 3 4 5 9 10 11 12);
+    Table([
+        Slot::word(104),
+        fun!(load_fatbin),
+        fun!(primary_context),
+        s[0],
+        s[1],
+        s[2],
+        fun!(load_fatbin_with_symbols),
+        fun!(fatbin_unregistered),
+        fun!(load_image),
+        s[3],
+        s[4],
+        s[5],
+        // 13.5 calls slot 12 once after cuModuleGetLoadingMode (the real
+        // driver loads its PTX compiler there); 0 is accepted.
+        s[6],
+    ])
+};
+
+/// Slot 2: the device's primary context handle, neither retained nor made
+/// current. cudart sets it current, then retains it itself, and releases
+/// once at exit; a retain here would be a reference nobody returns.
+unsafe extern "C" fn primary_context(pctx: *mut CUcontext, dev: CUdevice) -> CUresult {
+    cuda_boundary("CUDART_INTERFACE[2]", || {
+        let p = driver::get()?.primary(dev)?;
+        // SAFETY: API contract: pctx is writable or null.
+        unsafe { pctx.write_or(p.handle(), CUresult::CUDA_ERROR_INVALID_VALUE) }
+    })
+}
+
+// Slots 1, 6 and 8 load a module from a fatbin wrapper or an image (cudart
+// 11.x at the first launch of a kernel; 12+ uses cuLibraryLoadData). Module
+// loading is not remoted yet: refuse, and say so once.
+
+/// Slot 1: `(CUmodule*, const void *fatbinWrapper)`.
+extern "C" fn load_fatbin() -> CUresult {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    cuda_not_supported("CUDART_INTERFACE[1] (module from fatbin)", &LOGGED)
+}
+
+/// Slot 6: `(CUmodule*, const void *wrapper, const char **names, void
+/// **addrs, unsigned count)`.
+extern "C" fn load_fatbin_with_symbols() -> CUresult {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    cuda_not_supported("CUDART_INTERFACE[6] (module from fatbin)", &LOGGED)
+}
+
+/// Slot 8: `(const void *image, CUmodule*, CUjit_option*, void**, unsigned)`.
+extern "C" fn load_image() -> CUresult {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    cuda_not_supported("CUDART_INTERFACE[8] (module from image)", &LOGGED)
+}
+
+/// Slot 7: cudart 11.8 says a fatbin wrapper is gone (at exit). Nothing is
+/// cached per wrapper yet.
+extern "C" fn fatbin_unregistered(_wrapper: *const c_void) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots() {
+        assert_eq!(TABLE.0[0].addr(), 104);
+        assert_eq!(TABLE.0[2].addr(), primary_context as *const () as usize);
+        assert!(TABLE.0.iter().all(|s| s.addr() != 0));
+        assert_eq!(load_image(), CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        fatbin_unregistered(std::ptr::null());
+        // Before cuInit there is no primary context to hand out.
+        let mut ctx: CUcontext = std::ptr::null_mut();
+        if driver::get().is_err() {
+            // SAFETY: a valid local.
+            let r = unsafe { primary_context(&mut ctx, 0) };
+            assert_eq!(r, CUresult::CUDA_ERROR_NOT_INITIALIZED);
+        }
+    }
+}
