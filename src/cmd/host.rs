@@ -33,6 +33,10 @@ pub struct HostArgs {
     /// are then the only access control.
     #[arg(long, conflicts_with = "allow_uid")]
     allow_all_users: bool,
+    /// Device memory each guest may allocate, in MiB; guests also see it as
+    /// the device's total memory. Default: no cap.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    quota_mib: Option<u64>,
 }
 
 #[derive(Args)]
@@ -52,6 +56,9 @@ pub struct WorkerArgs {
     /// The guest's handshake, hex-encoded (token removed).
     #[arg(long)]
     hello: String,
+    /// The per-guest memory cap, in bytes.
+    #[arg(long)]
+    quota_bytes: Option<u64>,
 }
 
 fn init_logging() {
@@ -97,6 +104,7 @@ pub fn host(args: HostArgs) -> ExitCode {
         token,
         driver: args.driver,
         allowed_uids,
+        quota: args.quota_mib.map(|m| m.saturating_mul(1 << 20)),
     };
     match supervisor::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,6 +136,7 @@ pub fn worker(args: WorkerArgs) -> ExitCode {
         },
         session: args.session,
         hello,
+        quota: args.quota_bytes,
     };
     ExitCode::from(vgpu_host::worker::run(cfg).clamp(0, 255) as u8)
 }

@@ -53,6 +53,8 @@ pub struct HostConfig {
     pub driver: DriverChoice,
     /// Unix peers allowed; `None` = any uid.
     pub allowed_uids: Option<Vec<u32>>,
+    /// Device memory each guest may hold, in bytes; `None` = no cap.
+    pub quota: Option<u64>,
 }
 
 impl HostConfig {
@@ -128,6 +130,7 @@ struct Shared {
     next_session: AtomicU64,
     pending: AtomicUsize,
     exe: PathBuf,
+    quota: Option<u64>,
 }
 
 struct SpawnJob {
@@ -175,6 +178,7 @@ pub fn run(cfg: HostConfig) -> Result<(), String> {
         next_session: AtomicU64::new(1),
         pending: AtomicUsize::new(0),
         exe,
+        quota: cfg.quota,
     });
 
     let (tx, rx) = mpsc::channel::<SpawnJob>();
@@ -436,6 +440,9 @@ fn spawner(sh: Arc<Shared>, rx: mpsc::Receiver<SpawnJob>) {
         if let Some(p) = &sh.driver.nvml_lib {
             cmd.arg("--nvml-lib").arg(p);
         }
+        if let Some(q) = sh.quota {
+            cmd.args(["--quota-bytes", &q.to_string()]);
+        }
         cmd.args(["--hello", &hex(&to_bytes(&hello))])
             .stdin(Stdio::null())
             // stdout belongs to the daemon's "listening on" contract.
@@ -580,6 +587,7 @@ mod tests {
             token: token.map(String::from),
             driver: DriverChoice::Emulated,
             allowed_uids: None,
+            quota: None,
         }
     }
 

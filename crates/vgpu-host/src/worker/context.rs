@@ -124,7 +124,21 @@ impl Session {
         let raw = self.ctx(h)?;
         cu!(self, cuCtxDestroy_v2(raw))?;
         self.contexts.remove(h);
+        self.forget_objects_of(h);
         Ok(())
+    }
+
+    /// A context the driver destroyed took its allocations and streams with
+    /// it; their addresses and handles must stop working for the guest.
+    fn forget_objects_of(&mut self, h: u64) {
+        let allocs = self.forget_allocs_of(h);
+        let streams = self.forget_streams_of(h);
+        if allocs + streams > 0 {
+            tracing::debug!(
+                "session {}: context {h:#x} gone with {allocs} allocation(s), {streams} stream(s)",
+                self.id
+            );
+        }
     }
 
     fn primary_retain(&mut self, device: i32) -> Result<u64, u32> {
@@ -169,6 +183,9 @@ impl Session {
             if let Some(c) = self.contexts.get_mut(h) {
                 c.live = false;
             }
+            // This worker is the process's only user, so the last release
+            // destroyed the primary context.
+            self.forget_objects_of(h);
         }
         Ok(())
     }
@@ -184,10 +201,15 @@ impl Session {
     fn primary_reset(&mut self, device: i32) -> Result<(), u32> {
         let dev = self.device(device)?;
         if self.driver.cuda.cuDevicePrimaryCtxReset_v2.is_some() {
-            cu!(self, cuDevicePrimaryCtxReset_v2(dev))
+            cu!(self, cuDevicePrimaryCtxReset_v2(dev))?;
         } else {
-            cu!(self, cuDevicePrimaryCtxReset(dev))
+            cu!(self, cuDevicePrimaryCtxReset(dev))?;
         }
+        // A reset frees everything allocated in the primary context.
+        if let Some(h) = self.primary.get(&device).map(|p| p.handle) {
+            self.forget_objects_of(h);
+        }
+        Ok(())
     }
 
     fn primary_set_flags(&mut self, c: PrimaryCtxSetFlags) -> Result<(), u32> {

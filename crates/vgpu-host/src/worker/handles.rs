@@ -18,6 +18,9 @@ pub mod tag {
     pub const EVENT: u8 = 0xE7;
     pub const MODULE: u8 = 0x3D;
     pub const FUNCTION: u8 = 0xF7;
+    /// A `cuMemCreate` physical allocation.
+    pub const MEM_HANDLE: u8 = 0x4D;
+    pub const MEM_POOL: u8 = 0x9E;
 }
 
 const RANDOM_BITS: u64 = (1 << 56) - 1;

@@ -55,7 +55,8 @@ impl Session {
         info.uuid = self.cuda_uuid(dev).unwrap_or_default();
         let mut bytes: usize = 0;
         match cu!(self, cuDeviceTotalMem_v2(&mut bytes, dev)) {
-            Ok(()) => info.total_mem = bytes as u64,
+            // A guest under a quota sees the quota as the device's size.
+            Ok(()) => info.total_mem = self.quota.report(bytes as u64, bytes as u64).1,
             Err(e) => tracing::warn!("cuDeviceTotalMem_v2({ordinal}): CUresult {e}"),
         }
         let max = CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX.0;

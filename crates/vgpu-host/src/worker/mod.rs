@@ -9,7 +9,12 @@
 pub mod context;
 pub mod handles;
 pub mod inventory;
+pub mod memory;
+pub mod mempool;
 pub mod nvml;
+pub mod ranges;
+pub mod stream;
+pub mod vmm;
 
 use crate::driver::{Driver, ResolvedDriver};
 use cuda_types::cuda::{CUdevice, CUresult};
@@ -38,7 +43,11 @@ pub fn dispatch_table() -> HashMap<u16, Handler> {
         inventory::HANDLERS,
         nvml::HANDLERS,
         context::HANDLERS,
-        // memory::HANDLERS, module::HANDLERS, launch::HANDLERS ... go here.
+        memory::HANDLERS,
+        vmm::HANDLERS,
+        stream::HANDLERS,
+        mempool::HANDLERS,
+        // module::HANDLERS, launch::HANDLERS ... go here.
     ];
     let mut t = HashMap::new();
     for fam in families {
@@ -92,13 +101,14 @@ macro_rules! nv {
 }
 pub(crate) use {cu, nv};
 
-/// Per-guest memory cap. Enforcement is a later issue; the hooks are where
-/// allocations (`check_alloc`) and memory reports (`report`) will consult it.
+/// Per-guest memory cap (`vgpu host --quota-mib`). Allocations consult
+/// `check_alloc`; memory reports go through `report`.
 #[derive(Debug, Default, Clone)]
 pub struct Quota {
     /// Bytes this guest may hold; `None` = the whole device.
     pub limit: Option<u64>,
-    /// Bytes currently allocated by this guest (kept by the memory family).
+    /// Bytes currently allocated by this guest (linear, pitched, pool and
+    /// VMM physical allocations; kept by those families).
     pub used: u64,
 }
 
@@ -141,6 +151,12 @@ pub struct Session {
     /// Why NVML is unusable, as the `nvmlReturn_t` to answer with.
     pub nvml_error: Option<u32>,
     pub quota: Quota,
+    pub mem: memory::MemState,
+    pub streams: HandleTable<stream::Strm>,
+    /// `cuMemCreate` allocations.
+    pub physical: HandleTable<vmm::Physical>,
+    pub vmm: vmm::VmmState,
+    pub pools: HandleTable<mempool::Pool>,
 }
 
 impl Session {
@@ -158,6 +174,11 @@ impl Session {
             nvml_devices: None,
             nvml_error: None,
             quota: Quota::default(),
+            mem: memory::MemState::default(),
+            streams: HandleTable::new(handles::tag::STREAM),
+            physical: HandleTable::new(handles::tag::MEM_HANDLE),
+            vmm: vmm::VmmState::default(),
+            pools: HandleTable::new(handles::tag::MEM_POOL),
         };
         cu!(s, cuInit(0)).map_err(|e| format!("cuInit failed: CUresult {e}"))?;
         let mut n: i32 = 0;
@@ -193,6 +214,28 @@ impl Session {
 
     /// Returns everything the guest still holds to the driver.
     pub fn teardown(&mut self) {
+        // Nothing may still be running on memory about to be freed.
+        let live: Vec<u64> = self
+            .contexts
+            .iter()
+            .filter(|(_, c)| c.live)
+            .map(|(h, _)| h)
+            .collect();
+        for h in live {
+            if let Err(e) = self.enter(h).and_then(|_| cu!(self, cuCtxSynchronize())) {
+                tracing::debug!("session {}: synchronize before teardown: {e}", self.id);
+            }
+        }
+        let allocs = self.release_allocs();
+        let streams = self.release_streams();
+        let (unmapped, released, reservations) = self.release_vmm();
+        self.pools.drain().for_each(drop);
+        tracing::info!(
+            "session {}: freed {allocs} allocation(s), destroyed {streams} stream(s), \
+             unmapped {unmapped} VMM mapping(s), released {released} VMM allocation(s), \
+             freed {reservations} address reservation(s)",
+            self.id
+        );
         let (ctxs, prims) = self.release_contexts();
         if self.driver.nvml_ok {
             let _ = nv!(self, nvmlShutdown());
@@ -210,6 +253,8 @@ pub struct WorkerConfig {
     pub driver: ResolvedDriver,
     pub session: u64,
     pub hello: Hello,
+    /// Per-guest memory cap in bytes (`None`: the whole device).
+    pub quota: Option<u64>,
 }
 
 /// Runs a worker to completion; the value is the process exit code.
@@ -227,7 +272,10 @@ pub fn run(cfg: WorkerConfig) -> i32 {
     let started =
         Driver::load(&cfg.driver).and_then(|d| Session::start(cfg.session, cfg.hello.pid, d));
     let mut session = match started {
-        Ok(s) => s,
+        Ok(mut s) => {
+            s.quota.limit = cfg.quota;
+            s
+        }
         Err(why) => {
             tracing::error!("session {}: driver unavailable: {why}", cfg.session);
             let h = Header {
@@ -353,7 +401,7 @@ mod tests {
         }
         // The families implemented so far (ops of later families answer
         // STATUS_UNKNOWN_OP until their module lands).
-        for (op, name) in proto::OPS.iter().filter(|(op, _)| *op <= 24) {
+        for (op, name) in proto::OPS.iter().filter(|(op, _)| *op <= 77) {
             assert!(t.contains_key(op), "{name} ({op}) has no handler");
         }
     }

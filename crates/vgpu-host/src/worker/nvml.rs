@@ -248,7 +248,12 @@ impl Session {
             k::MEMORY => {
                 let mut m = nvmlMemory_t::default();
                 nv!(self, nvmlDeviceGetMemoryInfo(d, &mut m))?;
-                vec![m.total, m.free, m.used]
+                let (free, total) = self.quota.report(m.free, m.total);
+                if self.quota.limit.is_some() {
+                    vec![total, free, total - free]
+                } else {
+                    vec![m.total, m.free, m.used]
+                }
             }
             k::MEMORY_V2 => {
                 let mut m = nvmlMemory_v2_t {
@@ -256,7 +261,14 @@ impl Session {
                     ..Default::default()
                 };
                 nv!(self, nvmlDeviceGetMemoryInfo_v2(d, &mut m))?;
-                vec![m.total, m.reserved, m.free, m.used]
+                let (free, total) = self.quota.report(m.free, m.total);
+                if self.quota.limit.is_some() {
+                    // The driver's reservation is not the guest's concern
+                    // under a quota: its share is all the guest may have.
+                    vec![total, 0, free, total - free]
+                } else {
+                    vec![m.total, m.reserved, m.free, m.used]
+                }
             }
             k::PERFORMANCE_STATE => get1(n.nvmlDeviceGetPerformanceState, d)?,
             k::FAN_SPEED => get1(n.nvmlDeviceGetFanSpeed, d)?,

@@ -1,0 +1,195 @@
+//! Streams behind handles, and how every stream-taking call picks its
+//! stream and context.
+//!
+//! A stream belongs to the context it was created in; work ordered on it
+//! runs in that context, so a call naming a stream handle enters the
+//! stream's context (after checking the context the call names is one of
+//! this session's). `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD` are the
+//! driver's own well-known values and mean the named context's stream.
+
+use super::{cu, handle, Handler, Session};
+use cuda_types::cuda::{CUresult, CUstream};
+use vgpu_transport::proto::{Call, StreamCreate, StreamDestroy, StreamQuery, StreamSynchronize};
+
+pub const HANDLERS: &[(u16, Handler)] = &[
+    (StreamCreate::OP, |s, p| {
+        handle(p, |c: StreamCreate| s.stream_create(c))
+    }),
+    (StreamDestroy::OP, |s, p| {
+        handle(p, |c: StreamDestroy| s.stream_destroy(c.stream))
+    }),
+    (StreamSynchronize::OP, |s, p| {
+        handle(p, |c: StreamSynchronize| s.stream_synchronize(c.stream))
+    }),
+    (StreamQuery::OP, |s, p| {
+        handle(p, |c: StreamQuery| s.stream_query(c.stream))
+    }),
+];
+
+/// The wire values of the driver's built-in streams (cuda.h's
+/// `CU_STREAM_LEGACY` / `CU_STREAM_PER_THREAD` are these pointer values).
+pub const WIRE_LEGACY: u64 = 1;
+pub const WIRE_PER_THREAD: u64 = 2;
+
+pub struct Strm {
+    pub raw: CUstream,
+    /// The handle of the context it was created in.
+    pub ctx: u64,
+}
+
+const INVALID_HANDLE: u32 = CUresult::CUDA_ERROR_INVALID_HANDLE.0;
+
+fn builtin(v: u64) -> CUstream {
+    std::ptr::without_provenance_mut(v as usize)
+}
+
+impl Session {
+    /// Enters the context a stream-ordered call runs in and returns the
+    /// driver stream: `0` is the context's NULL stream, 1/2 the built-in
+    /// ones, anything else must be a live stream handle of this session.
+    pub(super) fn enter_stream(&mut self, ctx: u64, stream: u64) -> Result<CUstream, u32> {
+        // The named context must be ours even when the stream decides where
+        // the work runs: a stale context handle is an error either way.
+        self.ctx(ctx)?;
+        match stream {
+            0 => {
+                self.enter(ctx)?;
+                Ok(std::ptr::null_mut())
+            }
+            WIRE_LEGACY | WIRE_PER_THREAD => {
+                self.enter(ctx)?;
+                Ok(builtin(stream))
+            }
+            h => {
+                let (raw, owner) = match self.streams.get(h) {
+                    Some(s) => (s.raw, s.ctx),
+                    None => {
+                        tracing::debug!("session {}: unknown stream handle {h:#x}", self.id);
+                        return Err(INVALID_HANDLE);
+                    }
+                };
+                self.enter(owner)?;
+                Ok(raw)
+            }
+        }
+    }
+
+    /// For copies and memsets, whose `stream` 0 means "synchronous call":
+    /// `None` then, else the stream as [`Session::enter_stream`] picks it.
+    pub(super) fn enter_copy_stream(
+        &mut self,
+        ctx: u64,
+        stream: u64,
+    ) -> Result<Option<CUstream>, u32> {
+        if stream == 0 {
+            self.enter(ctx)?;
+            return Ok(None);
+        }
+        self.enter_stream(ctx, stream).map(Some)
+    }
+
+    /// Waits for `stream` after an async copy that uses a host buffer of
+    /// ours. A driver without `cuStreamSynchronize` is waited for with
+    /// `cuCtxSynchronize` (a superset). `Err(status, settled)`: `settled`
+    /// is whether the driver is known to be done with the buffer; if not,
+    /// the caller must leak it rather than free memory a copy may still use.
+    pub(super) fn wait_stream(&self, stream: CUstream) -> Result<(), (u32, bool)> {
+        match cu!(self, cuStreamSynchronize(stream)) {
+            Ok(()) => Ok(()),
+            Err(e) => match cu!(self, cuCtxSynchronize()) {
+                Ok(()) if e == CUresult::CUDA_ERROR_NOT_SUPPORTED.0 => Ok(()),
+                Ok(()) => Err((e, true)),
+                Err(_) => Err((e, false)),
+            },
+        }
+    }
+
+    fn stream_create(&mut self, c: StreamCreate) -> Result<u64, u32> {
+        self.enter(c.ctx)?;
+        let mut raw: CUstream = std::ptr::null_mut();
+        if self.driver.cuda.cuStreamCreateWithPriority.is_some() {
+            cu!(
+                self,
+                cuStreamCreateWithPriority(&mut raw, c.flags, c.priority)
+            )?;
+        } else {
+            cu!(self, cuStreamCreate(&mut raw, c.flags))?;
+        }
+        Ok(self
+            .streams
+            .insert(&mut self.minter, Strm { raw, ctx: c.ctx }))
+    }
+
+    /// The stream behind a handle, with its context made current.
+    fn enter_own_stream(&mut self, h: u64) -> Result<CUstream, u32> {
+        let (raw, ctx) = match self.streams.get(h) {
+            Some(s) => (s.raw, s.ctx),
+            None => return Err(INVALID_HANDLE),
+        };
+        self.enter(ctx)?;
+        Ok(raw)
+    }
+
+    fn stream_destroy(&mut self, h: u64) -> Result<(), u32> {
+        let raw = self.enter_own_stream(h)?;
+        self.destroy_raw_stream(raw)?;
+        self.streams.remove(h);
+        Ok(())
+    }
+
+    fn destroy_raw_stream(&self, raw: CUstream) -> Result<(), u32> {
+        if self.driver.cuda.cuStreamDestroy_v2.is_some() {
+            cu!(self, cuStreamDestroy_v2(raw))
+        } else {
+            cu!(self, cuStreamDestroy(raw))
+        }
+    }
+
+    fn stream_synchronize(&mut self, h: u64) -> Result<(), u32> {
+        let raw = self.enter_own_stream(h)?;
+        cu!(self, cuStreamSynchronize(raw))
+    }
+
+    fn stream_query(&mut self, h: u64) -> Result<(), u32> {
+        let raw = self.enter_own_stream(h)?;
+        cu!(self, cuStreamQuery(raw))
+    }
+
+    /// The driver destroyed a context (destroy, reset, last release): its
+    /// streams went with it, so their handles must stop resolving.
+    pub(super) fn forget_streams_of(&mut self, ctx: u64) -> usize {
+        let dead: Vec<u64> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.ctx == ctx)
+            .map(|(h, _)| h)
+            .collect();
+        for h in &dead {
+            self.streams.remove(*h);
+        }
+        dead.len()
+    }
+
+    /// Session teardown: destroys every stream still held. Returns how many
+    /// the driver accepted.
+    pub(super) fn release_streams(&mut self) -> usize {
+        let all: Vec<(u64, CUstream, u64)> = self
+            .streams
+            .iter()
+            .map(|(h, s)| (h, s.raw, s.ctx))
+            .collect();
+        let mut n = 0;
+        for (h, raw, ctx) in all {
+            if self.enter(ctx).is_ok() {
+                match self.destroy_raw_stream(raw) {
+                    Ok(()) => n += 1,
+                    Err(e) => {
+                        tracing::warn!("session {}: cuStreamDestroy: CUresult {e}", self.id)
+                    }
+                }
+            }
+            self.streams.remove(h);
+        }
+        n
+    }
+}
