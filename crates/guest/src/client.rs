@@ -246,6 +246,29 @@ pub fn call<C: Call>(c: &C) -> Result<C::Reply, GuestError> {
     })
 }
 
+/// Queues a call whose failure the application only observes at the next
+/// synchronizing call (launches, async copies, event records): no round
+/// trip. The queue is written before the next [`call`] (or when it grows
+/// large), and the host reports a deferred failure through that call.
+pub fn queue<C: Call>(c: &C) -> Result<(), GuestError> {
+    with_session(|s| {
+        s.client.queue(c).map_err(|e| {
+            vlog!(Level::Error, "{}: {e}", C::NAME);
+            GuestError::Lost(e.to_string())
+        })
+    })
+}
+
+/// Writes out queued calls without waiting (e.g. before blocking on
+/// something the host must first execute).
+pub fn flush() -> Result<(), GuestError> {
+    with_session(|s| {
+        s.client
+            .flush_queued()
+            .map_err(|e| GuestError::Lost(e.to_string()))
+    })
+}
+
 /// Drops the connection (tests; `nvmlShutdown` does not need it).
 pub fn disconnect() {
     *SESSION.lock() = None;

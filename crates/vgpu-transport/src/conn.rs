@@ -3,9 +3,10 @@
 
 use crate::codec::{from_bytes, to_bytes, DecodeError, Wire};
 use crate::endpoint::{Peer, Stream};
-use crate::frame::{read_frame, write_frame, Frame, FrameError, Header};
+use crate::frame::{encode_frame, read_frame, write_frame, Frame, FrameError, Header};
 use crate::proto::{refusal, Call, Hello, HelloReply, HELLO_OP, MAGIC, PROTOCOL_VERSION};
 use std::fmt;
+use std::io::Write;
 use std::time::Duration;
 
 /// Why a call did not produce a reply value.
@@ -70,8 +71,15 @@ impl std::error::Error for HandshakeError {}
 pub struct Client {
     stream: Stream,
     next_seq: u32,
+    /// Frames of queued calls (sent with `FLAG_NO_REPLY`) not yet written.
+    queued: Vec<u8>,
+    queued_calls: usize,
     pub hello: HelloReply,
 }
+
+/// A queue this large is written out even without a synchronizing call, so
+/// memory stays bounded and the host keeps working while the guest queues.
+const QUEUE_FLUSH_BYTES: usize = 1 << 20;
 
 impl Client {
     /// Sends `hello` and waits (at most `timeout`) for the host's answer.
@@ -102,6 +110,8 @@ impl Client {
         Ok(Client {
             stream,
             next_seq: 1,
+            queued: Vec::new(),
+            queued_calls: 0,
             hello,
         })
     }
@@ -116,15 +126,21 @@ impl Client {
     }
 
     /// Sends raw bytes under an op and returns the raw reply (tests and tools).
+    /// Queued calls go out first, in the same write.
     pub fn round_trip(&mut self, op: u16, payload: &[u8]) -> Result<Frame, CallError> {
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
+        let seq = self.take_seq();
         let header = Header {
             op,
             seq,
             ..Default::default()
         };
-        write_frame(&mut self.stream, header, payload).map_err(FrameError::Io)?;
+        let mut out = std::mem::take(&mut self.queued);
+        self.queued_calls = 0;
+        encode_frame(&mut out, header, payload).map_err(FrameError::Io)?;
+        let written = self.stream.write_all(&out);
+        out.clear();
+        self.queued = out;
+        written.map_err(FrameError::Io)?;
         let f = read_frame(&mut self.stream)?;
         if f.header.seq != seq {
             return Err(CallError::OutOfOrder {
@@ -133,6 +149,47 @@ impl Client {
             });
         }
         Ok(f)
+    }
+
+    /// Queues a call whose failure the application can only observe later
+    /// (a launch, an async copy, an event record): no round trip now; the
+    /// host reports a failure at the next synchronizing call.
+    pub fn queue<C: Call>(&mut self, call: &C) -> Result<(), CallError> {
+        let seq = self.take_seq();
+        let header = Header {
+            op: C::OP,
+            seq,
+            flags: crate::frame::FLAG_NO_REPLY,
+            ..Default::default()
+        };
+        encode_frame(&mut self.queued, header, &to_bytes(call)).map_err(FrameError::Io)?;
+        self.queued_calls += 1;
+        if self.queued.len() >= QUEUE_FLUSH_BYTES {
+            self.flush_queued()?;
+        }
+        Ok(())
+    }
+
+    /// Writes out every queued call without waiting for anything.
+    pub fn flush_queued(&mut self) -> Result<(), CallError> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let r = self.stream.write_all(&self.queued);
+        self.queued.clear();
+        self.queued_calls = 0;
+        r.map_err(|e| CallError::Transport(FrameError::Io(e)))
+    }
+
+    /// Calls queued and not yet written.
+    pub fn queued_calls(&self) -> usize {
+        self.queued_calls
+    }
+
+    fn take_seq(&mut self) -> u32 {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        seq
     }
 
     /// Bounds every later read and write (a vanished host then surfaces as
@@ -303,6 +360,9 @@ mod tests {
                     Err(FrameError::Closed) => return Ok(()),
                     Err(e) => return Err(e.to_string()),
                 };
+                if f.header.flags & crate::frame::FLAG_NO_REPLY != 0 {
+                    continue;
+                }
                 match f.header.op {
                     <Ping as Call>::OP => send_ok(&mut s, &f.header, &()).unwrap(),
                     <GetInventory as Call>::OP => send_ok(
@@ -340,6 +400,16 @@ mod tests {
         assert_eq!(c.hello.driver_kind, "emulated");
         c.call(&Ping {}).unwrap();
         assert_eq!(c.call(&GetInventory {}).unwrap().cuda_driver_version, 13050);
+        // Queued calls get no reply; the next call's reply is its own.
+        for _ in 0..3 {
+            c.queue(&Ping {}).unwrap();
+        }
+        assert_eq!(c.queued_calls(), 3);
+        assert_eq!(c.call(&GetInventory {}).unwrap().cuda_driver_version, 13050);
+        assert_eq!(c.queued_calls(), 0);
+        c.queue(&Ping {}).unwrap();
+        c.flush_queued().unwrap();
+        c.call(&Ping {}).unwrap();
         let f = c.round_trip(999, b"junk").unwrap();
         assert_eq!(f.header.status, crate::proto::STATUS_UNKNOWN_OP);
         drop(c);

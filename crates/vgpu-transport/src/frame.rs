@@ -108,7 +108,15 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, FrameError> {
 
 /// Writes header and payload with one `write_all` each, so a frame is never
 /// interleaved with another writer's as long as callers serialize writes.
-pub fn write_frame(w: &mut impl Write, mut header: Header, payload: &[u8]) -> io::Result<()> {
+pub fn write_frame(w: &mut impl Write, header: Header, payload: &[u8]) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
+    encode_frame(&mut buf, header, payload)?;
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+/// Appends one frame to `out` (several frames can then go out in one write).
+pub fn encode_frame(out: &mut Vec<u8>, mut header: Header, payload: &[u8]) -> io::Result<()> {
     if payload.len() > MAX_PAYLOAD as usize {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -116,11 +124,9 @@ pub fn write_frame(w: &mut impl Write, mut header: Header, payload: &[u8]) -> io
         ));
     }
     header.len = payload.len() as u32;
-    let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
-    buf.extend_from_slice(&header.to_bytes());
-    buf.extend_from_slice(payload);
-    w.write_all(&buf)?;
-    w.flush()
+    out.extend_from_slice(&header.to_bytes());
+    out.extend_from_slice(payload);
+    Ok(())
 }
 
 #[cfg(test)]
