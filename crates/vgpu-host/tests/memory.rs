@@ -490,6 +490,21 @@ fn streams_and_async_copies() {
     c.call(&StreamDestroy { stream: s }).unwrap();
     assert_eq!(status(c.call(&StreamQuery { stream: s })), INVALID_HANDLE);
     assert_eq!(status(c.call(&StreamDestroy { stream: s })), INVALID_HANDLE);
+    // A stream goes with its context.
+    let ctx2 = self::ctx(&mut c);
+    let s2 = c
+        .call(&StreamCreate {
+            ctx: ctx2,
+            flags: 1,
+            priority: 0,
+        })
+        .unwrap();
+    c.call(&StreamSynchronize { stream: s2 }).unwrap();
+    c.call(&CtxDestroy { ctx: ctx2 }).unwrap();
+    assert_eq!(
+        status(c.call(&StreamSynchronize { stream: s2 })),
+        INVALID_HANDLE
+    );
 }
 
 fn device_prop() -> MemAllocProp {
@@ -804,10 +819,71 @@ fn quota_caps_allocations_and_reports() {
     );
     let b = alloc(&mut c, ctx, 256 * MIB);
     assert_eq!(status(c.call(&MemAlloc { ctx, size: MIB })), OUT_OF_MEMORY);
+    // Every kind of allocation counts against the same cap.
+    let pooled = c.call(&MemAllocAsync {
+        ctx,
+        stream: 0,
+        size: MIB,
+    });
+    assert_eq!(status(pooled), OUT_OF_MEMORY);
+    let vmm = c.call(&MemCreate {
+        size: 2 * MIB,
+        prop: device_prop(),
+        flags: 0,
+    });
+    assert_eq!(status(vmm), OUT_OF_MEMORY);
     c.call(&MemFree { ctx, ptr: a }).unwrap();
     c.call(&MemFree { ctx, ptr: b }).unwrap();
     let (free, _) = c.call(&MemGetInfo { ctx }).unwrap();
     assert_eq!(free, 1024 * MIB);
+
+    // Pool and VMM allocations are charged until they are really gone: a
+    // released physical allocation that is still mapped is still memory.
+    let p = c
+        .call(&MemAllocAsync {
+            ctx,
+            stream: 0,
+            size: 100 * MIB,
+        })
+        .unwrap();
+    let h = c
+        .call(&MemCreate {
+            size: 200 * MIB,
+            prop: device_prop(),
+            flags: 0,
+        })
+        .unwrap();
+    assert_eq!(c.call(&MemGetInfo { ctx }).unwrap().0, 724 * MIB);
+    let va = c
+        .call(&MemAddressReserve {
+            size: 200 * MIB,
+            alignment: 0,
+            addr: 0,
+            flags: 0,
+        })
+        .unwrap();
+    c.call(&MemMap {
+        ptr: va,
+        size: 200 * MIB,
+        offset: 0,
+        handle: h,
+        flags: 0,
+    })
+    .unwrap();
+    c.call(&MemRelease { handle: h }).unwrap();
+    assert_eq!(c.call(&MemGetInfo { ctx }).unwrap().0, 724 * MIB);
+    c.call(&MemUnmap {
+        ptr: va,
+        size: 200 * MIB,
+    })
+    .unwrap();
+    c.call(&MemFreeAsync {
+        ctx,
+        stream: 0,
+        ptr: p,
+    })
+    .unwrap();
+    assert_eq!(c.call(&MemGetInfo { ctx }).unwrap().0, 1024 * MIB);
     // Without a quota option the whole device is there.
     let d2 = Daemon::start(&[]);
     let mut c2 = d2.connect();
@@ -827,12 +903,77 @@ fn disconnect_returns_everything() {
     htod(&mut c, ctx, a, &[1; 4096]).unwrap();
     let (free1, _) = c.call(&MemGetInfo { ctx }).unwrap();
     assert!(free1 <= free0 - 768 * MIB, "{free0} -> {free1}");
+    // Left behind too: a stream with a pool allocation ordered on it, and
+    // two mapped, accessible VMM allocations in one reservation.
+    let s = c
+        .call(&StreamCreate {
+            ctx,
+            flags: 0,
+            priority: 0,
+        })
+        .unwrap();
+    c.call(&MemAllocAsync {
+        ctx,
+        stream: s,
+        size: 4 * MIB,
+    })
+    .unwrap();
+    let g = c
+        .call(&MemGetAllocationGranularity {
+            prop: device_prop(),
+            option: 0,
+        })
+        .unwrap();
+    let va = c
+        .call(&MemAddressReserve {
+            size: 4 * g,
+            alignment: 0,
+            addr: 0,
+            flags: 0,
+        })
+        .unwrap();
+    for i in 0..2 {
+        let h = c
+            .call(&MemCreate {
+                size: g,
+                prop: device_prop(),
+                flags: 0,
+            })
+            .unwrap();
+        c.call(&MemMap {
+            ptr: va + i * g,
+            size: g,
+            offset: 0,
+            handle: h,
+            flags: 0,
+        })
+        .unwrap();
+    }
+    c.call(&MemSetAccess {
+        ptr: va,
+        size: 2 * g,
+        access: vec![MemAccess {
+            location_type: 1,
+            location_id: 0,
+            flags: 3,
+        }],
+    })
+    .unwrap();
+    // One copy across both mappings: adjacent mappings form one range.
+    htod(&mut c, ctx, va + g - 8, &[5; 16]).unwrap();
+    assert_eq!(dtoh(&mut c, ctx, va + g - 8, 16).unwrap(), vec![5; 16]);
     drop(c);
     let line = d.wait_log(
-        &[&format!("session {session}: freed 2 allocation(s)")],
+        &[&format!("session {session}: freed 3 allocation(s)")],
         Duration::from_secs(10),
     );
-    assert!(line.contains("destroyed 0 stream(s)"), "{line}");
+    assert!(
+        line.contains(
+            "destroyed 1 stream(s), unmapped 2 VMM mapping(s), released 2 VMM \
+             allocation(s), freed 1 address reservation(s)"
+        ),
+        "{line}"
+    );
     d.wait_log(
         &[&format!("session {session}: released 1 context(s)")],
         Duration::from_secs(10),
