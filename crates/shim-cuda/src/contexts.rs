@@ -383,6 +383,56 @@ mod tests {
         .unwrap();
     }
 
+    static DTOR_CALLS: AtomicU32 = AtomicU32::new(0);
+
+    unsafe extern "C" fn count_dtor(_: CUcontext, key: *mut c_void, value: *mut c_void) {
+        assert_eq!((key as usize, value as usize), (1, 22));
+        DTOR_CALLS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn cls_storage() {
+        let c = created();
+        assert_eq!(c.cls_get(1), None);
+        c.cls_put(1, 11, Some(count_dtor));
+        c.cls_put(2, 20, None);
+        c.cls_put(1, 22, Some(count_dtor));
+        assert_eq!(c.cls_get(1), Some(22));
+        assert_eq!(c.cls_get(2), Some(20));
+        assert!(c.cls_delete(2));
+        assert!(!c.cls_delete(2));
+        assert_eq!(c.cls_get(2), None);
+        c.cls_destroy();
+        assert_eq!(DTOR_CALLS.load(Ordering::Relaxed), 1);
+        assert_eq!(c.cls_get(1), None);
+        c.cls_destroy();
+        assert_eq!(DTOR_CALLS.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn with_context_fast_and_slow_paths() {
+        std::thread::spawn(|| {
+            let a = created();
+            let b = created();
+            assert_eq!(
+                with_context(std::ptr::null_mut(), |_| ()).err(),
+                Some(CUresult::CUDA_ERROR_INVALID_CONTEXT)
+            );
+            push(a.clone());
+            let id = |h| with_context(h, |c| c.id);
+            assert_eq!(id(std::ptr::null_mut()), Ok(a.id));
+            assert_eq!(id(a.handle()), Ok(a.id));
+            assert_eq!(id(b.handle()), Ok(b.id));
+            assert_eq!(
+                id(0x10 as CUcontext),
+                Err(CUresult::CUDA_ERROR_INVALID_CONTEXT)
+            );
+            pop();
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn inactive_context_has_no_remote() {
         let c = created();
