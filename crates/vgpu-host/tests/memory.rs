@@ -983,3 +983,172 @@ fn disconnect_returns_everything() {
     let (free2, _) = c.call(&MemGetInfo { ctx }).unwrap();
     assert_eq!(free2, free0);
 }
+
+#[test]
+fn hostile_arguments_are_errors_not_crashes() {
+    let d = Daemon::start(&[]);
+    let mut c = d.connect();
+    let ctx = ctx(&mut c);
+    let a = alloc(&mut c, ctx, MIB);
+    let max = u64::MAX;
+    let mut fails: Vec<(&str, u32)> = Vec::new();
+    macro_rules! refused {
+        ($call:expr) => {{
+            let r = c.call(&$call);
+            fails.push((stringify!($call), status(r)));
+        }};
+    }
+    refused!(MemAlloc { ctx, size: max });
+    refused!(MemAllocPitch {
+        ctx,
+        width: max,
+        height: 2,
+        elem_size: 4
+    });
+    refused!(MemcpyDtoD {
+        ctx,
+        stream: 0,
+        dst: a,
+        src: a,
+        size: max
+    });
+    refused!(MemcpyDtoD {
+        ctx,
+        stream: 0,
+        dst: max,
+        src: a,
+        size: 2
+    });
+    refused!(Memset {
+        ctx,
+        stream: 0,
+        dst: a,
+        pitch: 0,
+        value: 0,
+        elem_size: 4,
+        width: max,
+        height: 1
+    });
+    refused!(Memset {
+        ctx,
+        stream: 0,
+        dst: a,
+        pitch: max,
+        value: 0,
+        elem_size: 1,
+        width: 1,
+        height: 3
+    });
+    refused!(Memcpy2DDtoH {
+        ctx,
+        stream: 0,
+        src: a,
+        src_pitch: 1 << 32,
+        width: 1 << 32,
+        height: 1 << 32
+    });
+    refused!(Memcpy2DDtoH {
+        ctx,
+        stream: 0,
+        src: a,
+        src_pitch: COPY_CHUNK,
+        width: COPY_CHUNK,
+        height: 2
+    });
+    refused!(Memcpy2DDtoD {
+        ctx,
+        stream: 0,
+        dst: a,
+        dst_pitch: 16,
+        src: a,
+        src_pitch: max,
+        width: 16,
+        height: 2
+    });
+    refused!(MemGetAddressRange { ctx, ptr: max });
+    refused!(MemMap {
+        ptr: max - 10,
+        size: max,
+        offset: max,
+        handle: max,
+        flags: 0
+    });
+    refused!(MemUnmap { ptr: a, size: 0 });
+    refused!(MemUnmap { ptr: a, size: MIB });
+    refused!(MemAddressFree { ptr: 0, size: 0 });
+    refused!(MemSetAccess {
+        ptr: a,
+        size: MIB,
+        access: vec![MemAccess {
+            location_type: 1,
+            location_id: -1,
+            flags: 3
+        }]
+    });
+    refused!(MemGetAccess {
+        location_type: 1,
+        location_id: 0,
+        ptr: max
+    });
+    refused!(MemGetAllocationGranularity {
+        prop: MemAllocProp {
+            location_id: 1000,
+            ..device_prop()
+        },
+        option: 0
+    });
+    refused!(MemCreate {
+        size: max,
+        prop: device_prop(),
+        flags: 0
+    });
+    refused!(MemRelease { handle: 0 });
+    refused!(StreamDestroy { stream: 0 });
+    refused!(StreamQuery {
+        stream: STREAM_LEGACY
+    });
+    refused!(MemAllocAsync {
+        ctx,
+        stream: 0,
+        size: max
+    });
+    refused!(MemFreeAsync {
+        ctx,
+        stream: 0,
+        ptr: a
+    });
+    refused!(MemPoolGetAttribute { pool: 0, attr: 4 });
+    refused!(MemPoolSetAttribute {
+        pool: max,
+        attr: 0,
+        value: 0
+    });
+    // A foreign kind of handle where a context is expected.
+    let s = c
+        .call(&StreamCreate {
+            ctx,
+            flags: 0,
+            priority: 0,
+        })
+        .unwrap();
+    refused!(MemAlloc { ctx: s, size: 16 });
+    refused!(MemcpyDtoH {
+        ctx: s,
+        stream: 0,
+        src: a,
+        size: 1
+    });
+    refused!(MemcpyDtoH {
+        ctx,
+        stream: ctx,
+        src: a,
+        size: 1
+    });
+    for (what, st) in &fails {
+        assert_ne!(*st, 0, "{what}");
+    }
+    // The worker is unharmed and the allocation intact.
+    htod(&mut c, ctx, a, &[3; 3]).unwrap();
+    assert_eq!(dtoh(&mut c, ctx, a, 3).unwrap(), vec![3; 3]);
+    assert!(!d.log().contains("panicked"), "{}", d.log());
+}
