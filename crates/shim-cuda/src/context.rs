@@ -151,6 +151,7 @@ pub fn destroy(ctx: CUcontext) -> Result<(), CUresult> {
         return Err(INVALID_CONTEXT);
     }
     contexts::pop_if_current(&c);
+    crate::memory::context_gone(&c);
     match remote {
         Ok(h) => driver::call(&CtxDestroy { ctx: h }),
         Err(_) => Ok(()),
@@ -279,6 +280,7 @@ pub fn primary_release(dev: CUdevice) -> Result<(), CUresult> {
                 device: p.host_device,
             })?;
             p.set_remote(0);
+            crate::memory::context_gone(p);
             *count = 0;
             Ok(())
         }
@@ -300,6 +302,7 @@ pub fn primary_reset(dev: CUdevice) -> Result<(), CUresult> {
         device: p.host_device,
     })?;
     p.set_remote(0);
+    crate::memory::context_gone(p);
     *count = 0;
     Ok(())
 }

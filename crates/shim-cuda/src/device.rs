@@ -90,10 +90,9 @@ pub unsafe fn get_attribute(
     dev: CUdevice,
 ) -> Result<(), CUresult> {
     let d = device(dev)?;
-    let value = i32::try_from(attrib.0)
-        .ok()
-        .and_then(|a| d.attribute(a))
-        .ok_or(INVALID_VALUE)?;
+    let attr = i32::try_from(attrib.0).map_err(|_| INVALID_VALUE)?;
+    let value = d.attribute(attr).ok_or(INVALID_VALUE)?;
+    let value = crate::vmm::adjust_attribute(dev, attr, value);
     // SAFETY: API contract: pi is writable or null.
     unsafe { pi.write_or(value, INVALID_VALUE) }
 }
