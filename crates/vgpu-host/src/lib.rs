@@ -14,7 +14,11 @@
 //!   `HOST_UNAVAILABLE` and the reason), serves requests through a dispatch
 //!   table, and returns every context to the driver when the guest leaves.
 //!   Handles given to guests are minted per session: a kind tag in the top
-//!   byte and 56 keyed-random bits ([`worker::handles`]).
+//!   byte and 56 keyed-random bits ([`worker::handles`]). Device pointers
+//!   are the driver's, but every range a copy, memset or free names is
+//!   checked against the session's own allocations and accessible VMM
+//!   mappings first ([`worker::memory`], [`worker::vmm`]); the per-guest
+//!   quota (`--quota-mib`) caps allocations and is the total guests see.
 
 pub mod driver;
 pub mod supervisor;

@@ -71,11 +71,13 @@ impl Session {
         self.quota.check_alloc(c.size)?;
         let mut p: CUdeviceptr = 0;
         cu!(self, cuMemAllocAsync(&mut p, c.size as usize, stream))?;
+        // It was made in the stream's context, which need not be the named one.
+        let owner = self.streams.get(c.stream).map_or(c.ctx, |s| s.ctx);
         self.add_alloc(
             p,
             Alloc {
                 size: c.size,
-                ctx: c.ctx,
+                ctx: owner,
                 kind: AllocKind::Async,
             },
         );
