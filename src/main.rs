@@ -30,6 +30,8 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
     /// Print an nvidia-smi-like table through the shims.
     Smi(cmd::smi::SmiArgs),
+    /// Measure call latency and launch throughput against a raw socket.
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,5 +44,6 @@ fn main() -> ExitCode {
         Command::Uninstall(a) => cmd::install::uninstall(a),
         Command::Doctor(a) => cmd::doctor::doctor(a),
         Command::Smi(a) => cmd::smi::smi(a),
+        Command::Bench(a) => cmd::bench::bench(a),
     }
 }
