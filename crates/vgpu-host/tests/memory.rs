@@ -432,6 +432,15 @@ fn streams_and_async_copies() {
             .unwrap();
         assert_eq!(back.0, data);
     }
+    // The built-in streams (and 0) can be waited for and polled; these
+    // calls name no context, so the session's contexts all answer.
+    for builtin in [0, STREAM_LEGACY, 2] {
+        c.call(&StreamSynchronize { stream: builtin }).unwrap();
+        match c.call(&StreamQuery { stream: builtin }) {
+            Ok(()) | Err(CallError::Status(NOT_READY)) => {}
+            other => panic!("stream {builtin}: {other:?}"),
+        }
+    }
 
     let Some(s) = supported(
         c.call(&StreamCreate {
@@ -1104,9 +1113,7 @@ fn hostile_arguments_are_errors_not_crashes() {
     });
     refused!(MemRelease { handle: 0 });
     refused!(StreamDestroy { stream: 0 });
-    refused!(StreamQuery {
-        stream: STREAM_LEGACY
-    });
+    refused!(StreamQuery { stream: 3 });
     refused!(MemAllocAsync {
         ctx,
         stream: 0,

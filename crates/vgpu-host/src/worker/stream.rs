@@ -4,8 +4,11 @@
 //! A stream belongs to the context it was created in; work ordered on it
 //! runs in that context, so a call naming a stream handle enters the
 //! stream's context (after checking the context the call names is one of
-//! this session's). `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD` are the
-//! driver's own well-known values and mean the named context's stream.
+//! this session's) — as CUDA runs a copy issued to another context's stream
+//! in that stream's context. `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD`
+//! are the driver's own well-known values and mean the named context's
+//! stream; `StreamSynchronize`/`StreamQuery`, which name no context, apply
+//! them (and 0) to every context of the session.
 
 use super::{cu, handle, Handler, Session};
 use cuda_types::cuda::{CUresult, CUstream};
@@ -38,6 +41,11 @@ pub struct Strm {
 }
 
 const INVALID_HANDLE: u32 = CUresult::CUDA_ERROR_INVALID_HANDLE.0;
+
+/// The wire values that name the driver's own streams, not handles.
+fn is_builtin(v: u64) -> bool {
+    matches!(v, 0 | WIRE_LEGACY | WIRE_PER_THREAD)
+}
 
 fn builtin(v: u64) -> CUstream {
     std::ptr::without_provenance_mut(v as usize)
@@ -146,13 +154,54 @@ impl Session {
     }
 
     fn stream_synchronize(&mut self, h: u64) -> Result<(), u32> {
+        if is_builtin(h) {
+            return self.each_builtin(h, |s, raw| cu!(s, cuStreamSynchronize(raw)));
+        }
         let raw = self.enter_own_stream(h)?;
         cu!(self, cuStreamSynchronize(raw))
     }
 
     fn stream_query(&mut self, h: u64) -> Result<(), u32> {
+        if is_builtin(h) {
+            return self.each_builtin(h, |s, raw| cu!(s, cuStreamQuery(raw)));
+        }
         let raw = self.enter_own_stream(h)?;
         cu!(self, cuStreamQuery(raw))
+    }
+
+    /// Runs `f` on the built-in stream `wire` (0, legacy or per-thread) of
+    /// every live context of the session. These calls carry no context, and
+    /// the guest's current one is not known here; asking all of them is
+    /// never wrong, only sometimes more: a sync waits for every context's
+    /// NULL stream, a query reports not-ready while any has work. The first
+    /// error wins, after all were asked.
+    fn each_builtin(
+        &mut self,
+        wire: u64,
+        f: impl Fn(&Session, CUstream) -> Result<(), u32>,
+    ) -> Result<(), u32> {
+        let live: Vec<u64> = self
+            .contexts
+            .iter()
+            .filter(|(_, c)| c.live)
+            .map(|(h, _)| h)
+            .collect();
+        if live.is_empty() {
+            return Err(CUresult::CUDA_ERROR_INVALID_CONTEXT.0);
+        }
+        let raw = if wire == 0 {
+            std::ptr::null_mut()
+        } else {
+            builtin(wire)
+        };
+        let mut first = Ok(());
+        for h in live {
+            let r = self.enter(h).and_then(|_| f(self, raw));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
     }
 
     /// The driver destroyed a context (destroy, reset, last release): its
