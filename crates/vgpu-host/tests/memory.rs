@@ -761,16 +761,24 @@ fn mem_pool_alloc_and_free_async() {
         INVALID_VALUE
     );
 
-    // Only stream-ordered allocations are freed stream-ordered.
+    // Plain allocations may be freed in stream order too; interior and
+    // foreign pointers may not.
     let plain = alloc(&mut c, ctx, MIB);
     assert_eq!(
         status(c.call(&MemFreeAsync {
             ctx,
             stream: 0,
-            ptr: plain
+            ptr: plain + 16
         })),
         INVALID_VALUE
     );
+    c.call(&MemFreeAsync {
+        ctx,
+        stream: 0,
+        ptr: plain,
+    })
+    .unwrap();
+    assert_eq!(status(htod(&mut c, ctx, plain, &[1])), INVALID_VALUE);
     c.call(&MemFreeAsync {
         ctx,
         stream: 0,
@@ -1122,7 +1130,7 @@ fn hostile_arguments_are_errors_not_crashes() {
     refused!(MemFreeAsync {
         ctx,
         stream: 0,
-        ptr: a
+        ptr: a + 1
     });
     refused!(MemPoolGetAttribute { pool: 0, attr: 4 });
     refused!(MemPoolSetAttribute {

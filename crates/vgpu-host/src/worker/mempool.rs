@@ -86,17 +86,17 @@ impl Session {
 
     fn mem_free_async(&mut self, c: MemFreeAsync) -> Result<(), u32> {
         let stream = self.enter_stream(c.ctx, c.stream)?;
-        match self.mem.allocs.get(&c.ptr) {
-            Some(a) if a.kind == AllocKind::Async => {}
-            _ => {
-                tracing::warn!(
-                    "session {}: MemFreeAsync of {:#x}, not a stream-ordered allocation of \
-                     this session; refused",
-                    self.id,
-                    c.ptr
-                );
-                return Err(INVALID_VALUE);
-            }
+        // Any allocation of the session may be freed in stream order (the
+        // driver accepts cuMemAlloc memory too); what matters here is that
+        // it is this session's and freed once.
+        if !self.mem.allocs.contains_key(&c.ptr) {
+            tracing::warn!(
+                "session {}: MemFreeAsync of {:#x}, not an allocation of this session \
+                 (never allocated, already freed, or not its start); refused",
+                self.id,
+                c.ptr
+            );
+            return Err(INVALID_VALUE);
         }
         cu!(self, cuMemFreeAsync(c.ptr, stream))?;
         self.drop_alloc(c.ptr);
