@@ -44,7 +44,7 @@ pub fn check_device(dev: CUdevice) -> Result<(), CUresult> {
 /// whether to initialize at all.
 pub unsafe fn driver_get_version(version: *mut c_int) -> Result<(), CUresult> {
     // SAFETY: the caller passes null or a writable int.
-    unsafe { write_out(version, profile::CUDA_DRIVER_VERSION, INVALID_VALUE) }
+    unsafe { write_out(version, profile::cuda_driver_version(), INVALID_VALUE) }
 }
 
 pub unsafe fn get_count(count: *mut c_int) -> Result<(), CUresult> {

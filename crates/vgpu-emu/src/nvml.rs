@@ -92,7 +92,7 @@ pub unsafe fn system_get_nvml_version(buf: *mut c_char, len: c_uint) -> R {
 
 pub unsafe fn system_get_cuda_driver_version(v: *mut c_int) -> R {
     // SAFETY: the caller passes null or a writable int.
-    unsafe { out(v, profile::CUDA_DRIVER_VERSION) }
+    unsafe { out(v, profile::cuda_driver_version()) }
 }
 
 pub unsafe fn device_get_count(count: *mut c_uint) -> R {

@@ -46,6 +46,20 @@ pub const DRIVER_VERSION: &str = "590.48.01";
 pub const NVML_VERSION: &str = "13.590.48.01";
 pub const CUDA_DRIVER_VERSION: i32 = 13050;
 
+/// [`CUDA_DRIVER_VERSION`], unless `VGPU_EMU_CUDA_VERSION` (e.g. `12020`)
+/// asks for another, so tests can play an older driver that CUDA 13
+/// runtimes refuse. Read once.
+pub fn cuda_driver_version() -> i32 {
+    static V: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("VGPU_EMU_CUDA_VERSION")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|v| *v > 0)
+            .unwrap_or(CUDA_DRIVER_VERSION)
+    })
+}
+
 const SHARED_PER_BLOCK: i32 = 48 * 1024;
 const SHARED_PER_BLOCK_OPTIN: i32 = 227 * 1024;
 const SHARED_PER_SM: i32 = 228 * 1024;
