@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 use std::ffi::{c_int, c_uint};
 use std::sync::Arc;
 use vgpu_guest::ffi::OutPtr;
-use vgpu_transport::proto::{StreamCreate, StreamDestroy, StreamQuery, StreamSynchronize};
+use vgpu_transport::proto::{
+    CtxSynchronize, StreamCreate, StreamDestroy, StreamQuery, StreamSynchronize,
+};
 use vgpu_transport::Call;
 
 const INVALID_HANDLE: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
@@ -197,9 +199,18 @@ pub fn destroy(h: CUstream) -> Result<(), CUresult> {
     check::host(&StreamDestroy { stream: s.remote })
 }
 
+/// The host's StreamSynchronize/StreamQuery name created streams only.
+/// Waiting for a default stream is a context synchronisation there — a
+/// superset of the wait, so never too early.
+fn wait(t: &Target) -> Result<(), CUresult> {
+    match &t.object {
+        Some(s) => check::host(&StreamSynchronize { stream: s.remote }),
+        None => check::host(&CtxSynchronize { ctx: t.ctx_remote }),
+    }
+}
+
 fn synchronize_in(h: CUstream, null: Null) -> Result<(), CUresult> {
-    let t = target(h, null)?;
-    check::host(&StreamSynchronize { stream: t.stream })
+    wait(&target(h, null)?)
 }
 
 pub fn synchronize(h: CUstream) -> Result<(), CUresult> {
@@ -210,9 +221,14 @@ pub fn synchronize_ptsz(h: CUstream) -> Result<(), CUresult> {
     synchronize_in(h, Null::PerThread)
 }
 
+/// A default stream is queried by waiting for it: "idle" is then the true
+/// answer, at the price of a blocking query.
 fn query_in(h: CUstream, null: Null) -> Result<(), CUresult> {
     let t = target(h, null)?;
-    check::host(&StreamQuery { stream: t.stream })
+    match &t.object {
+        Some(s) => check::host(&StreamQuery { stream: s.remote }),
+        None => wait(&t),
+    }
 }
 
 pub fn query(h: CUstream) -> Result<(), CUresult> {

@@ -236,3 +236,49 @@ fn no_daemon_is_no_device_quickly() {
     assert!(version >= 13000, "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Compiles tests/c/<name>.c once per test process.
+fn c_program(name: &'static str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(&str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = built.iter().find(|(n, _)| *n == name) {
+        return p.clone();
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let out = scratch_dir().join(name);
+    let st = Command::new("cc")
+        .args(["-Wall", "-Werror", "-O1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .args(["-ldl", "-pthread"])
+        .status()
+        .expect("running cc");
+    assert!(st.success(), "cc failed on {}", src.display());
+    built.push((name, out.clone()));
+    out
+}
+
+/// The memory path against the software GPU: copies of every size class
+/// (256 MiB is 32 chunks), memsets, unified and 2D copies, page-locked
+/// guest memory, pointer attributes, cuMemGetInfo, rejected ranges and
+/// double frees, streams and async copies, stream-ordered allocation, VMM,
+/// and 8 threads at once.
+#[test]
+fn memory_path() {
+    let host = Host::start();
+    let out = Command::new(c_program("memory"))
+        .arg(artifact("libvgpu_cuda.so"))
+        .env("VGPU_HOST", &host.endpoint)
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .output()
+        .expect("running the memory program");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("--- memory\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && failures(&text).is_empty(),
+        "failed checks: {:#?}",
+        failures(&text)
+    );
+    assert!(text.contains("vmm-attribute 1"), "{text}");
+    assert!(text.lines().filter(|l| l.starts_with("ok ")).count() > 150);
+}
