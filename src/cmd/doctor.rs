@@ -133,7 +133,12 @@ fn check_daemon(host: &str) -> Outcome {
             )
         }
     };
-    let token = std::env::var("VGPU_TOKEN").ok();
+    // The shims' own reading of VGPU_TOKEN / VGPU_TOKEN_FILE, so a token the
+    // guest would send is the one tried here.
+    let token = match vgpu_guest::config::Config::from_env() {
+        Ok(c) => c.token,
+        Err(e) => return Outcome::Fail(e, "fix the variable named".into()),
+    };
     let hello = Hello::new(vgpu_transport::BUILD_ID, caps::BATCH, token);
     let mut client = match Client::handshake(stream, &hello, Duration::from_secs(5)) {
         Ok(c) => c,
@@ -288,6 +293,13 @@ fn check_driver_version(f: &HashMap<String, String>) -> Outcome {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let list = |l: &[i32]| {
+        if l.is_empty() {
+            "no".to_string()
+        } else {
+            list(l)
+        }
+    };
     if v / 1000 >= 13 {
         Outcome::Pass(format!(
             "CUDA {}: libcudart {} accept it",
@@ -386,10 +398,11 @@ fn check_nvml_memory(f: &HashMap<String, String>) -> Outcome {
 
 fn check_files(f: &HashMap<String, String>) -> Outcome {
     let uuid = f.get("cuda.uuid").cloned().unwrap_or_default();
+    let busid = f.get("cuda.busid").cloned().unwrap_or_default();
     match f.get("files.info_uuid") {
         Some(u) if !u.is_empty() && u.eq_ignore_ascii_case(&uuid) => Outcome::Pass(format!(
-            "/proc/driver/nvidia/gpus/{}/information names {uuid}",
-            f.get("cuda.busid").cloned().unwrap_or_default()
+            "/proc/driver/nvidia/gpus/{busid}/information names {uuid}{}",
+            shadowed_device(&busid)
         )),
         Some(u) if !u.is_empty() => Outcome::Fail(
             format!("the information file names {u}, NVML {uuid}"),
@@ -400,6 +413,50 @@ fn check_files(f: &HashMap<String, String>) -> Outcome {
             "preload a shim (`vgpu run -- CMD` does) for tools that read them".into(),
         ),
     }
+}
+
+/// A note when the virtual function's address belongs to another device in
+/// the file system this process sees (a virtio function in many VMs), which
+/// the virtual files then hide from the guest process.
+fn shadowed_device(busid: &str) -> String {
+    let attr = |name: &str| raw_read(&format!("/sys/bus/pci/devices/{busid}/{name}"));
+    match (attr("vendor"), attr("device")) {
+        (Some(v), Some(d)) if !busid.is_empty() && v.trim() != "0x10de" => format!(
+            "; it shadows the machine's own PCI device {} {}:{} at that address for CUDA \
+             programs (set VGPU_PCI_BUS_ID to use a free address)",
+            busid,
+            v.trim(),
+            d.trim()
+        ),
+        _ => String::new(),
+    }
+}
+
+/// A small file read with raw system calls: this process may have the
+/// shim's hooks preloaded, and the real file is what is asked for.
+fn raw_read(path: &str) -> Option<String> {
+    let c = CString::new(path).ok()?;
+    // SAFETY: a raw openat with a NUL-terminated path.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    } as c_int;
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: reads at most buf.len() bytes into buf, from the descriptor
+    // just opened, which is then closed.
+    let n = unsafe {
+        let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
+        libc::syscall(libc::SYS_close, fd);
+        n
+    };
+    (n >= 0).then(|| String::from_utf8_lossy(&buf[..n as usize]).into_owned())
 }
 
 fn check_raw_syscalls() -> Outcome {

@@ -154,6 +154,14 @@ impl Daemon {
     /// containing `listening on` appears on stdout or stderr.
     #[track_caller]
     pub fn start(extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(extra, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment for the daemon, which its
+    /// workers (and so the software GPU) inherit, e.g.
+    /// `VGPU_EMU_CUDA_VERSION`.
+    #[track_caller]
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let a = artifacts();
         let dir = TempDir::new("host");
         let socket = dir.path().join("vgpu.sock");
@@ -172,6 +180,7 @@ impl Daemon {
         if std::env::var_os("VGPU_LOG").is_none() {
             cmd.env("VGPU_LOG", "debug");
         }
+        cmd.envs(env.iter().copied());
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", a.vgpu.display()));
