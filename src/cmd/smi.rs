@@ -161,7 +161,7 @@ fn print_table(nvml: &Nvml) -> Result<(), String> {
         let r = call!(nvml, nvmlDeviceGetHandleByIndex_v2(i, &mut dev));
         if r != nvmlReturn_t::NVML_SUCCESS {
             println!(
-                "| {i:>3}  {:<83} |",
+                "| {i:>3}  {:<82} |",
                 format!("unavailable: {}", error_string(nvml, r))
             );
             continue;
@@ -243,10 +243,14 @@ fn print_table(nvml: &Nvml) -> Result<(), String> {
 
         println!(
             "| {:>3}  {:<34} | {:<16} {:>5} | {:>20} |",
-            i, name, bus, disp, ecc
+            i,
+            fit(&name, 34),
+            bus,
+            disp,
+            ecc
         );
         println!(
-            "| {:<4} {:>5}   {:<4} {:>20} | {:>22} | {:>8} {:>11} |",
+            "| {:<4} {:>5}   {:<4} {:>21} | {:>22} | {:>8} {:>11} |",
             fan,
             temp,
             perf,
@@ -295,4 +299,16 @@ fn print_table(nvml: &Nvml) -> Result<(), String> {
     }
     let _ = call!(nvml, nvmlShutdown());
     Ok(())
+}
+
+/// `s` cut to `width` characters, as nvidia-smi cuts long product names, so
+/// a long value cannot push the table's columns out of line.
+fn fit(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(width - 3).collect();
+        t.push_str("...");
+        t
+    }
 }
