@@ -211,9 +211,42 @@ pub fn find(ptr: u64) -> Option<Range> {
     TABLE.read().find(ptr).cloned()
 }
 
+/// VMM address reservations, base → size. Reserved space is device
+/// address space even where nothing is mapped: a unified copy naming it
+/// must go to the host (and fail there), never be read as guest memory.
+static RESERVED: RwLock<BTreeMap<u64, u64>> = RwLock::new(BTreeMap::new());
+
+fn reserved(ptr: u64) -> bool {
+    RESERVED
+        .read()
+        .range(..=ptr)
+        .next_back()
+        .is_some_and(|(&b, &s)| ptr - b < s)
+}
+
+pub fn reserve(base: u64, size: u64) {
+    RESERVED.write().insert(base, size);
+}
+
+/// Forgets the reservation `[base, base + size)`; false when there is no
+/// such reservation (the exact pair is required, as by the driver).
+pub fn unreserve(base: u64, size: u64) -> bool {
+    let mut r = RESERVED.write();
+    if r.get(&base) == Some(&size) {
+        r.remove(&base);
+        true
+    } else {
+        false
+    }
+}
+
+pub fn is_reservation(base: u64, size: u64) -> bool {
+    RESERVED.read().get(&base) == Some(&size)
+}
+
 /// Whether unified addressing should treat `ptr` as device memory.
 pub fn is_device(ptr: u64) -> bool {
-    TABLE.read().find(ptr).is_some()
+    TABLE.read().find(ptr).is_some() || reserved(ptr)
 }
 
 /// Records what the host just handed out.
@@ -302,6 +335,18 @@ mod tests {
         assert_eq!(gone.len(), 2);
         assert!(t.find(0x12000).is_some());
         assert!(t.find(0x10000).is_none());
+    }
+
+    #[test]
+    fn reservations_are_device_space() {
+        let base = 0x7a00_0000_0000;
+        assert!(!is_device(base));
+        reserve(base, 0x1000);
+        assert!(is_device(base) && is_device(base + 0xfff));
+        assert!(!is_device(base + 0x1000));
+        assert!(!unreserve(base, 0x800));
+        assert!(unreserve(base, 0x1000));
+        assert!(!is_device(base));
     }
 
     #[test]

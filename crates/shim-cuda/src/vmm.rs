@@ -45,8 +45,6 @@ struct Handle {
 #[derive(Default)]
 struct State {
     handles: HashMap<u64, Handle>,
-    /// Reserved address ranges: base → size.
-    reserved: HashMap<u64, u64>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -221,15 +219,14 @@ pub unsafe fn address_reserve(
         addr,
         flags,
     })?;
-    with_state(|s| s.reserved.insert(base, size as u64));
+    devmem::reserve(base, size as u64);
     // SAFETY: checked non-null; writable by API contract.
     unsafe { out.write_or(base, INVALID_VALUE) }
 }
 
 pub fn address_free(ptr: CUdeviceptr, size: usize) -> Result<(), CUresult> {
     driver::get()?;
-    let matches = with_state(|s| s.reserved.get(&ptr) == Some(&(size as u64)));
-    if !matches {
+    if !devmem::is_reservation(ptr, size as u64) {
         return Err(reject(
             INVALID_VALUE,
             format_args!("cuMemAddressFree: {ptr:#x}+{size} is not a reservation"),
@@ -239,7 +236,7 @@ pub fn address_free(ptr: CUdeviceptr, size: usize) -> Result<(), CUresult> {
         ptr,
         size: size as u64,
     })?;
-    with_state(|s| s.reserved.remove(&ptr));
+    devmem::unreserve(ptr, size as u64);
     Ok(())
 }
 

@@ -596,6 +596,10 @@ static void vmm(void) {
     check(mt == MEMTYPE_DEVICE, "mapping is DEVICE memory", "%lld %lld", mt, 0);
     RC(cuMemUnmap(va, size), OK, "cuMemUnmap");
     RC(cuPointerGetAttribute(&mt, 2, va + 7), INVALID_VALUE, "attr after unmap");
+    /* Reserved but unmapped: still device address space, so the copy is
+     * refused by the host instead of reading the address as guest memory. */
+    long long r = cuMemcpy((CUdeviceptr)(uintptr_t)dst, va + 64, 64);
+    check(r != OK, "unified copy from reserved, unmapped space fails", "returned %lld %lld", r, 0);
     RC(cuMemRelease(h), OK, "cuMemRelease");
     RC(cuMemRelease(h), INVALID_VALUE, "cuMemRelease twice");
     RC(cuMemAddressFree(va, 2 * size), OK, "cuMemAddressFree");
