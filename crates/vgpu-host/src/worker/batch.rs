@@ -262,7 +262,12 @@ impl FrameReader {
 
     /// Until `need` unconsumed bytes are buffered. `between_frames`: an
     /// end of stream before any byte of this frame is a clean close.
-    fn fill(&mut self, r: &mut impl Read, need: usize, between_frames: bool) -> Result<(), FrameError> {
+    fn fill(
+        &mut self,
+        r: &mut impl Read,
+        need: usize,
+        between_frames: bool,
+    ) -> Result<(), FrameError> {
         while self.end - self.start < need {
             if self.buf.len() - self.start < need {
                 self.buf.copy_within(self.start..self.end, 0);
@@ -460,10 +465,16 @@ mod tests {
         frame(&mut inp, LaunchKernel::OP, 1, true, &launch(5, 0));
         frame(&mut inp, LaunchKernel::OP, 2, true, &launch(5, 1)); // INVALID_VALUE
         frame(&mut inp, LaunchKernel::OP, 3, true, &launch(5, 98)); // logged, not kept
-        // A reply-bearing call that does not synchronize keeps its result.
+                                                                    // A reply-bearing call that does not synchronize keeps its result.
         frame(&mut inp, MemAlloc::OP, 4, false, &[0, 0, 0, 0, 9]);
         // Not-ready gives way to the deferred error; then it is gone.
-        frame(&mut inp, StreamQuery::OP, 5, false, &NOT_READY.to_le_bytes());
+        frame(
+            &mut inp,
+            StreamQuery::OP,
+            5,
+            false,
+            &NOT_READY.to_le_bytes(),
+        );
         frame(&mut inp, sync, 6, false, &[0, 0, 0, 0]);
         // A collector's own error wins and the deferred one stays pending.
         frame(&mut inp, LaunchKernel::OP, 7, true, &launch(5, 1));

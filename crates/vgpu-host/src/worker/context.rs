@@ -78,7 +78,10 @@ impl Session {
 
     /// Makes the handle's context current on the worker thread.
     pub fn enter(&mut self, h: u64) -> Result<CUcontext, u32> {
+        // A context that hit a sticky error refuses everything, as on a GPU.
+        self.batch.admit(h)?;
         let raw = self.ctx(h)?;
+        self.batch.entered = Some(h);
         cu!(self, cuCtxSetCurrent(raw))?;
         Ok(raw)
     }
@@ -133,6 +136,15 @@ impl Session {
     fn forget_objects_of(&mut self, h: u64) {
         let allocs = self.forget_allocs_of(h);
         let streams = self.forget_streams_of(h);
+        let events = self.forget_events_of(h);
+        let modules = self.forget_code_of(h);
+        self.batch.forget_ctx(h);
+        if events + modules > 0 {
+            tracing::debug!(
+                "session {}: context {h:#x} gone with {events} event(s), {modules} module(s)",
+                self.id
+            );
+        }
         if allocs + streams > 0 {
             tracing::debug!(
                 "session {}: context {h:#x} gone with {allocs} allocation(s), {streams} stream(s)",

@@ -18,6 +18,8 @@ pub mod tag {
     pub const EVENT: u8 = 0xE7;
     pub const MODULE: u8 = 0x3D;
     pub const FUNCTION: u8 = 0xF7;
+    pub const LIBRARY: u8 = 0x1B;
+    pub const KERNEL: u8 = 0x6E;
     /// A `cuMemCreate` physical allocation.
     pub const MEM_HANDLE: u8 = 0x4D;
     pub const MEM_POOL: u8 = 0x9E;

@@ -6,11 +6,16 @@
 //! `HANDLERS` slice of `(op, handler)`, listed in [`dispatch_table`]. A
 //! handler is usually one line: `handle::<TheCall>(payload, |c| s.method(c))`.
 
+pub mod batch;
 pub mod context;
+pub mod event;
 pub mod handles;
 pub mod inventory;
+pub mod launch;
+pub mod link;
 pub mod memory;
 pub mod mempool;
+pub mod module;
 pub mod nvml;
 pub mod ranges;
 pub mod stream;
@@ -23,8 +28,8 @@ use handles::{HandleTable, Minter};
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use vgpu_transport::codec::to_bytes;
-use vgpu_transport::conn::{send_hello_reply, send_reply};
-use vgpu_transport::frame::{read_frame, write_frame, FrameError, Header, FLAG_NO_REPLY};
+use vgpu_transport::conn::send_hello_reply;
+use vgpu_transport::frame::{write_frame, Header};
 use vgpu_transport::proto::{
     self, refusal, Call, Hello, HelloReply, HELLO_OP, PROTOCOL_VERSION, STATUS_BAD_REQUEST,
     STATUS_HOST_ERROR, STATUS_UNKNOWN_OP,
@@ -47,7 +52,11 @@ pub fn dispatch_table() -> HashMap<u16, Handler> {
         vmm::HANDLERS,
         stream::HANDLERS,
         mempool::HANDLERS,
-        // module::HANDLERS, launch::HANDLERS ... go here.
+        module::HANDLERS,
+        launch::HANDLERS,
+        link::HANDLERS,
+        event::HANDLERS,
+        batch::HANDLERS,
     ];
     let mut t = HashMap::new();
     for fam in families {
@@ -157,6 +166,11 @@ pub struct Session {
     pub physical: HandleTable<vmm::Physical>,
     pub vmm: vmm::VmmState,
     pub pools: HandleTable<mempool::Pool>,
+    /// Modules, libraries, kernels and functions.
+    pub code: module::Code,
+    pub events: HandleTable<event::Event>,
+    /// Deferred errors of NO_REPLY calls and broken contexts.
+    pub batch: batch::Batch,
 }
 
 impl Session {
@@ -179,6 +193,9 @@ impl Session {
             physical: HandleTable::new(handles::tag::MEM_HANDLE),
             vmm: vmm::VmmState::default(),
             pools: HandleTable::new(handles::tag::MEM_POOL),
+            code: module::Code::default(),
+            events: HandleTable::new(handles::tag::EVENT),
+            batch: batch::Batch::default(),
         };
         cu!(s, cuInit(0)).map_err(|e| format!("cuInit failed: CUresult {e}"))?;
         let mut n: i32 = 0;
@@ -214,6 +231,8 @@ impl Session {
 
     /// Returns everything the guest still holds to the driver.
     pub fn teardown(&mut self) {
+        // Every context must reach the driver to give back what it holds.
+        self.batch.forgive_all();
         // Nothing may still be running on memory about to be freed.
         let live: Vec<u64> = self
             .contexts
@@ -227,6 +246,13 @@ impl Session {
             }
         }
         let allocs = self.release_allocs();
+        let events = self.release_events();
+        let (modules, libraries) = self.release_code();
+        tracing::info!(
+            "session {}: destroyed {events} event(s), unloaded {modules} module(s) and \
+             {libraries} library(ies)",
+            self.id
+        );
         let streams = self.release_streams();
         let (unmapped, released, reservations) = self.release_vmm();
         self.pools.drain().for_each(drop);
@@ -290,8 +316,8 @@ pub fn run(cfg: WorkerConfig) -> i32 {
     let reply = HelloReply {
         version: PROTOCOL_VERSION,
         build_id: vgpu_transport::BUILD_ID.to_string(),
-        // No shared-memory plane or batching yet: advertise nothing.
-        capabilities: 0,
+        // NO_REPLY batching (see worker::batch); no shared-memory plane yet.
+        capabilities: vgpu_transport::proto::caps::BATCH,
         driver_kind: session.driver.kind.as_str().to_string(),
         session: cfg.session,
     };
@@ -312,57 +338,39 @@ pub fn run(cfg: WorkerConfig) -> i32 {
 }
 
 /// The request loop. Returns the exit code: 0 when the guest hung up.
+/// Whether a call is answered, and with what, is [`batch::serve_loop`]'s
+/// decision (NO_REPLY calls, deferred and sticky errors).
 fn serve(session: &mut Session, stream: &mut Stream) -> i32 {
     let table = dispatch_table();
-    loop {
-        let f = match read_frame(stream) {
-            Ok(f) => f,
-            Err(FrameError::Closed) => {
-                tracing::info!("session {}: guest disconnected", session.id);
-                return 0;
-            }
-            Err(e) => {
-                // Framing is lost (oversized header, truncated frame): there
-                // is no way to find the next frame, so the session ends.
-                tracing::warn!("session {}: dropping connection: {e}", session.id);
-                return 0;
-            }
-        };
-        let (status, payload) = match table.get(&f.header.op) {
+    batch::serve_loop(session, stream, |session, header, payload| {
+        match table.get(&header.op) {
             None => {
-                tracing::debug!("session {}: unknown op {}", session.id, f.header.op);
+                tracing::debug!("session {}: unknown op {}", session.id, header.op);
                 (STATUS_UNKNOWN_OP, Vec::new())
             }
-            Some(h) => {
-                let h = *h;
+            Some(&h) => {
                 // A bug in one handler must not take the guest's other state
                 // down with it: report it as a host error and keep serving.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(session, &f.payload)))
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(session, payload)))
                     .unwrap_or_else(|_| {
                         tracing::error!(
                             "session {}: handler for op {} panicked",
                             session.id,
-                            f.header.op
+                            header.op
                         );
                         (STATUS_HOST_ERROR, Vec::new())
                     })
             }
-        };
-        if tracing::enabled!(tracing::Level::TRACE) {
-            tracing::trace!(
-                "session {}: {} seq {} -> status {status}",
-                session.id,
-                proto::op_name(f.header.op).unwrap_or("?"),
-                f.header.seq
-            );
         }
-        if f.header.flags & FLAG_NO_REPLY != 0 && status == 0 {
-            continue;
-        }
-        if let Err(e) = send_reply(stream, &f.header, status, &payload) {
-            tracing::info!("session {}: guest gone while replying: {e}", session.id);
-            return 0;
-        }
+    })
+}
+
+impl batch::Served for Session {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn batch(&mut self) -> &mut batch::Batch {
+        &mut self.batch
     }
 }
 
@@ -399,9 +407,8 @@ mod tests {
         for op in t.keys() {
             assert!(proto::op_name(*op).is_some(), "handler for unknown op {op}");
         }
-        // The families implemented so far (ops of later families answer
-        // STATUS_UNKNOWN_OP until their module lands).
-        for (op, name) in proto::OPS.iter().filter(|(op, _)| *op <= 77) {
+        // Every op of the protocol has a handler.
+        for (op, name) in proto::OPS {
             assert!(t.contains_key(op), "{name} ({op}) has no handler");
         }
     }

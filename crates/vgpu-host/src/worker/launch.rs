@@ -1,0 +1,187 @@
+//! Kernel launches.
+//!
+//! The guest packs the arguments into one buffer (the layout comes from
+//! the function's parameter info) and the driver takes it as is through
+//! `extra`; pointer arguments are real device addresses and need no
+//! rewriting. A launch normally arrives as a NO_REPLY call: its failure is
+//! reported by the next synchronizing call (see [`super::batch`]).
+
+use super::module::Callable;
+use super::{cu, handle, Handler, Session};
+use cuda_types::cuda::{CUfunction, CUresult, CUstream};
+use std::ffi::c_void;
+use vgpu_transport::proto::{Call, LaunchKernel};
+
+pub const HANDLERS: &[(u16, Handler)] = &[(LaunchKernel::OP, |s, p| {
+    handle(p, |c: LaunchKernel| s.launch_kernel(c))
+})];
+
+const INVALID_VALUE: u32 = CUresult::CUDA_ERROR_INVALID_VALUE.0;
+
+// cuda.h's CU_LAUNCH_PARAM_* are these small integers cast to pointers.
+const PARAM_END: usize = 0;
+const PARAM_BUFFER_POINTER: usize = 1;
+const PARAM_BUFFER_SIZE: usize = 2;
+
+fn marker(v: usize) -> *mut c_void {
+    std::ptr::without_provenance_mut(v)
+}
+
+impl Session {
+    /// The context a stream-ordered call actually runs in: the stream's
+    /// own for a stream handle, else the one the call names.
+    pub(super) fn stream_ctx(&self, ctx: u64, stream: u64) -> u64 {
+        match stream {
+            0 | super::stream::WIRE_LEGACY | super::stream::WIRE_PER_THREAD => ctx,
+            h => self.streams.get(h).map(|s| s.ctx).unwrap_or(ctx),
+        }
+    }
+
+    fn launch_kernel(&mut self, c: LaunchKernel) -> Result<(), u32> {
+        let callable = self.callable(c.func)?;
+        // Validates the context and stream handles (before any driver call).
+        self.enter_stream(c.ctx, c.stream)?;
+        let ctx = self.stream_ctx(c.ctx, c.stream);
+        let f = self.function_in(callable, ctx)?;
+        // function_in may have entered the context again; the stream is
+        // the same value either way.
+        let stream = self.enter_stream(c.ctx, c.stream)?;
+        let layout = self.layout_of(callable, c.func);
+        if let Some(need) = layout.iter().map(|&(o, s)| o as usize + s as usize).max() {
+            if c.params.0.len() < need {
+                tracing::debug!(
+                    "session {}: launch with {} argument bytes, the kernel takes {need}",
+                    self.id,
+                    c.params.0.len()
+                );
+                return Err(INVALID_VALUE);
+            }
+        }
+        let mut params = c.params.0;
+        if c.cooperative {
+            self.launch_cooperative(
+                f,
+                &c.grid,
+                &c.block,
+                c.shared_mem,
+                stream,
+                &mut params,
+                &layout,
+            )
+        } else {
+            self.launch_plain(f, &c.grid, &c.block, c.shared_mem, stream, &mut params)
+        }
+    }
+
+    /// The parameter layout known for a function or kernel handle.
+    fn layout_of(&self, callable: Callable, h: u64) -> Vec<(u32, u32)> {
+        match callable {
+            Callable::Function { .. } => self.code.functions.get(h).map(|f| f.params.clone()),
+            Callable::Kernel { .. } => self.code.kernels.get(h).map(|k| k.params.clone()),
+        }
+        .unwrap_or_default()
+    }
+
+    fn launch_plain(
+        &self,
+        f: CUfunction,
+        grid: &[u32; 3],
+        block: &[u32; 3],
+        smem: u32,
+        stream: CUstream,
+        params: &mut [u8],
+    ) -> Result<(), u32> {
+        if params.is_empty() {
+            return cu!(
+                self,
+                cuLaunchKernel(
+                    f,
+                    grid[0],
+                    grid[1],
+                    grid[2],
+                    block[0],
+                    block[1],
+                    block[2],
+                    smem,
+                    stream,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut()
+                )
+            );
+        }
+        let mut size: usize = params.len();
+        let mut extra: [*mut c_void; 5] = [
+            marker(PARAM_BUFFER_POINTER),
+            params.as_mut_ptr().cast(),
+            marker(PARAM_BUFFER_SIZE),
+            (&mut size as *mut usize).cast(),
+            marker(PARAM_END),
+        ];
+        // `extra`, the buffer and `size` outlive the call; the driver copies
+        // the arguments before it returns.
+        cu!(
+            self,
+            cuLaunchKernel(
+                f,
+                grid[0],
+                grid[1],
+                grid[2],
+                block[0],
+                block[1],
+                block[2],
+                smem,
+                stream,
+                std::ptr::null_mut(),
+                extra.as_mut_ptr()
+            )
+        )
+    }
+
+    /// `cuLaunchCooperativeKernel` has no `extra`: it needs a pointer per
+    /// argument, so the layout must be known.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_cooperative(
+        &self,
+        f: CUfunction,
+        grid: &[u32; 3],
+        block: &[u32; 3],
+        smem: u32,
+        stream: CUstream,
+        params: &mut [u8],
+        layout: &[(u32, u32)],
+    ) -> Result<(), u32> {
+        if layout.is_empty() && !params.is_empty() {
+            tracing::warn!(
+                "session {}: cooperative launch without a known parameter layout; refused",
+                self.id
+            );
+            return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
+        }
+        let base = params.as_mut_ptr();
+        // Bounds were checked against the layout by the caller.
+        let mut ptrs: Vec<*mut c_void> = layout
+            .iter()
+            .map(|&(off, _)| base.wrapping_add(off as usize).cast())
+            .collect();
+        let kernel_params = if ptrs.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            ptrs.as_mut_ptr()
+        };
+        cu!(
+            self,
+            cuLaunchCooperativeKernel(
+                f,
+                grid[0],
+                grid[1],
+                grid[2],
+                block[0],
+                block[1],
+                block[2],
+                smem,
+                stream,
+                kernel_params
+            )
+        )
+    }
+}

@@ -1,0 +1,946 @@
+//! Modules, libraries, functions and kernels behind handles, their
+//! attributes and occupancy queries.
+//!
+//! Images go to the driver as the guest sent them; the driver parses them.
+//! What the worker checks first is only what would make the driver read
+//! past the buffer: PTX must be NUL-terminated, and a fatbin or ELF must
+//! not claim to be larger than what arrived. The bytes stay alive as long
+//! as the module or library, since a driver that loads lazily may go back
+//! to them (the guest's copy is in another process).
+//!
+//! A module loaded by the guest belongs to its context; a library does not
+//! belong to any (it is loaded in every context), but its modules, globals
+//! and the functions of its kernels are per context. A function's parameter
+//! layout comes from `cuFuncGetParamInfo` / `cuKernelGetParamInfo` so the
+//! guest can pack `kernelParams` into the buffer a launch carries.
+
+use super::{cu, handle, handles, Handler, Session};
+use cuda_types::cuda::{
+    CUdevice, CUfunc_cache, CUfunction, CUfunction_attribute, CUkernel, CUlibrary, CUmodule,
+    CUresult,
+};
+use std::collections::HashMap;
+use std::ffi::{c_char, CString};
+use vgpu_transport::proto::{
+    Call, FuncGetAttribute, FuncSetAttribute, FuncSetCacheConfig, FunctionInfo, KernelGetFunction,
+    LibraryGetGlobal, LibraryGetKernel, LibraryGetModule, LibraryLoadData, LibraryUnload,
+    ModuleGetFunction, ModuleGetGlobal, ModuleLoadData, ModuleUnload, OccupancyMaxActiveBlocks,
+    OccupancyMaxPotentialBlockSize,
+};
+
+use super::handles::HandleTable;
+
+pub const HANDLERS: &[(u16, Handler)] = &[
+    (ModuleLoadData::OP, |s, p| {
+        handle(p, |c: ModuleLoadData| s.module_load(c))
+    }),
+    (ModuleUnload::OP, |s, p| {
+        handle(p, |c: ModuleUnload| s.module_unload(c.module))
+    }),
+    (ModuleGetFunction::OP, |s, p| {
+        handle(p, |c: ModuleGetFunction| s.module_get_function(c))
+    }),
+    (ModuleGetGlobal::OP, |s, p| {
+        handle(p, |c: ModuleGetGlobal| s.module_get_global(c))
+    }),
+    (LibraryLoadData::OP, |s, p| {
+        handle(p, |c: LibraryLoadData| s.library_load(c))
+    }),
+    (LibraryUnload::OP, |s, p| {
+        handle(p, |c: LibraryUnload| s.library_unload(c.library))
+    }),
+    (LibraryGetKernel::OP, |s, p| {
+        handle(p, |c: LibraryGetKernel| s.library_get_kernel(c))
+    }),
+    (LibraryGetModule::OP, |s, p| {
+        handle(p, |c: LibraryGetModule| s.library_get_module(c))
+    }),
+    (LibraryGetGlobal::OP, |s, p| {
+        handle(p, |c: LibraryGetGlobal| s.library_get_global(c))
+    }),
+    (KernelGetFunction::OP, |s, p| {
+        handle(p, |c: KernelGetFunction| s.kernel_get_function(c))
+    }),
+    (FuncGetAttribute::OP, |s, p| {
+        handle(p, |c: FuncGetAttribute| s.func_get_attribute(c))
+    }),
+    (FuncSetAttribute::OP, |s, p| {
+        handle(p, |c: FuncSetAttribute| s.func_set_attribute(c))
+    }),
+    (FuncSetCacheConfig::OP, |s, p| {
+        handle(p, |c: FuncSetCacheConfig| s.func_set_cache_config(c))
+    }),
+    (OccupancyMaxActiveBlocks::OP, |s, p| {
+        handle(p, |c: OccupancyMaxActiveBlocks| s.occupancy_blocks(c))
+    }),
+    (OccupancyMaxPotentialBlockSize::OP, |s, p| {
+        handle(p, |c: OccupancyMaxPotentialBlockSize| {
+            s.occupancy_block_size(c)
+        })
+    }),
+];
+
+const INVALID_HANDLE: u32 = CUresult::CUDA_ERROR_INVALID_HANDLE.0;
+const INVALID_VALUE: u32 = CUresult::CUDA_ERROR_INVALID_VALUE.0;
+const INVALID_IMAGE: u32 = CUresult::CUDA_ERROR_INVALID_IMAGE.0;
+const NOT_SUPPORTED: u32 = CUresult::CUDA_ERROR_NOT_SUPPORTED.0;
+
+/// Kernel parameter space is at most 32764 bytes; no layout has more
+/// entries than that, so the probe loop ends even on a driver that never
+/// says "no such parameter".
+const MAX_PARAMS: usize = 32764;
+
+pub enum ModuleOrigin {
+    /// `cuModuleLoadData`; unloaded by the guest or at teardown.
+    Loaded,
+    /// `cuLibraryGetModule`: owned by the library.
+    Library(u64),
+}
+
+pub struct Module {
+    pub raw: CUmodule,
+    pub ctx: u64,
+    pub origin: ModuleOrigin,
+    /// Kept for the driver's sake (see the module docs); empty for library
+    /// modules, whose library keeps the image.
+    _image: Vec<u8>,
+    /// Functions already handed out, by name.
+    functions: HashMap<String, u64>,
+    /// Globals (ptr, size) the guest may now address.
+    globals: Vec<(u64, u64)>,
+}
+
+pub struct Library {
+    pub raw: CUlibrary,
+    /// The context it was loaded in, and that context's device (kernel
+    /// attributes are per device).
+    pub ctx: u64,
+    pub device: CUdevice,
+    _image: Vec<u8>,
+    kernels: HashMap<String, u64>,
+    /// Its module in each context that asked.
+    modules: HashMap<u64, u64>,
+    /// (ctx, ptr, size) of globals handed out.
+    globals: Vec<(u64, u64, u64)>,
+}
+
+pub struct Kernel {
+    pub raw: CUkernel,
+    pub library: u64,
+    pub params: Vec<(u32, u32)>,
+    /// Its function in each context that asked.
+    functions: HashMap<u64, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FuncOwner {
+    Module(u64),
+    Kernel(u64),
+}
+
+pub struct Func {
+    pub raw: CUfunction,
+    pub ctx: u64,
+    pub owner: FuncOwner,
+    pub params: Vec<(u32, u32)>,
+}
+
+/// The module family's handle tables.
+pub struct Code {
+    pub modules: HandleTable<Module>,
+    pub libraries: HandleTable<Library>,
+    pub kernels: HandleTable<Kernel>,
+    pub functions: HandleTable<Func>,
+    /// Whether the missing parameter-info entry point was logged already.
+    warned_no_param_info: bool,
+}
+
+impl Default for Code {
+    fn default() -> Self {
+        Code {
+            modules: HandleTable::new(handles::tag::MODULE),
+            libraries: HandleTable::new(handles::tag::LIBRARY),
+            kernels: HandleTable::new(handles::tag::KERNEL),
+            functions: HandleTable::new(handles::tag::FUNCTION),
+            warned_no_param_info: false,
+        }
+    }
+}
+
+/// What a function handle of the guest stands for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Callable {
+    Function { raw: CUfunction, ctx: u64 },
+    Kernel { raw: CUkernel, handle: u64 },
+}
+
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+/// `fatBinaryHeader` magic, little-endian.
+const FATBIN_MAGIC: u32 = 0xBA55_ED50;
+/// `__fatBinC_Wrapper_t` magic: a struct holding a *pointer* to the fatbin,
+/// meaningless in this process.
+const FATBIN_WRAPPER_MAGIC: u32 = 0x4662_43B1;
+
+/// Makes an image safe to hand to the driver: the driver finds the end of
+/// PTX by its NUL and the end of a container from its own headers, so both
+/// must lie inside the bytes we hold.
+pub(super) fn prepare_image(mut image: Vec<u8>) -> Result<Vec<u8>, u32> {
+    let u32_at = |b: &[u8], i: usize| -> Option<u32> {
+        b.get(i..i + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let u64_at = |b: &[u8], i: usize| -> Option<u64> {
+        b.get(i..i + 8).map(|x| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(x);
+            u64::from_le_bytes(a)
+        })
+    };
+    let u16_at = |b: &[u8], i: usize| -> Option<u64> {
+        b.get(i..i + 2)
+            .map(|x| u16::from_le_bytes([x[0], x[1]]) as u64)
+    };
+    match u32_at(&image, 0) {
+        Some(FATBIN_WRAPPER_MAGIC) => {
+            tracing::warn!("image is a fatbin wrapper (holds a guest pointer); refused");
+            Err(INVALID_IMAGE)
+        }
+        Some(FATBIN_MAGIC) => {
+            // magic u32, version u16, header size u16, payload size u64.
+            let header = u16_at(&image, 6).ok_or(INVALID_IMAGE)?;
+            let body = u64_at(&image, 8).ok_or(INVALID_IMAGE)?;
+            match header.checked_add(body) {
+                Some(total) if total <= image.len() as u64 => Ok(image),
+                _ => {
+                    tracing::warn!(
+                        "fatbin claims {header}+{body} bytes, {} arrived; refused",
+                        image.len()
+                    );
+                    Err(INVALID_IMAGE)
+                }
+            }
+        }
+        _ if image.starts_with(ELF_MAGIC) => {
+            // Only 64-bit little-endian ELF is a CUDA cubin.
+            if image.get(4) != Some(&2) || image.get(5) != Some(&1) {
+                return Err(INVALID_IMAGE);
+            }
+            let ends = [
+                // Program headers: e_phoff, e_phentsize × e_phnum.
+                (u64_at(&image, 32), u16_at(&image, 54), u16_at(&image, 56)),
+                // Section headers: e_shoff, e_shentsize × e_shnum.
+                (u64_at(&image, 40), u16_at(&image, 58), u16_at(&image, 60)),
+            ];
+            for (off, size, n) in ends {
+                let (Some(off), Some(size), Some(n)) = (off, size, n) else {
+                    return Err(INVALID_IMAGE);
+                };
+                let end = off.checked_add(size * n);
+                if n > 0 && end.is_none_or(|e| e > image.len() as u64) {
+                    tracing::warn!("ELF image's headers extend past its end; refused");
+                    return Err(INVALID_IMAGE);
+                }
+            }
+            Ok(image)
+        }
+        _ => {
+            // PTX text.
+            if image.is_empty() {
+                return Err(INVALID_VALUE);
+            }
+            if image.last() != Some(&0) {
+                image.push(0);
+            }
+            Ok(image)
+        }
+    }
+}
+
+fn c_name(name: &str) -> Result<CString, u32> {
+    CString::new(name).map_err(|_| INVALID_VALUE)
+}
+
+impl Session {
+    /// A function or kernel handle of this session.
+    pub(super) fn callable(&self, h: u64) -> Result<Callable, u32> {
+        if let Some(f) = self.code.functions.get(h) {
+            return Ok(Callable::Function {
+                raw: f.raw,
+                ctx: f.ctx,
+            });
+        }
+        if let Some(k) = self.code.kernels.get(h) {
+            return Ok(Callable::Kernel {
+                raw: k.raw,
+                handle: h,
+            });
+        }
+        tracing::debug!("session {}: unknown function handle {h:#x}", self.id);
+        Err(INVALID_HANDLE)
+    }
+
+    /// The function of `callable` in context `ctx` (a kernel's, obtained
+    /// and cached on first use), with `ctx` current.
+    pub(super) fn function_in(&mut self, callable: Callable, ctx: u64) -> Result<CUfunction, u32> {
+        match callable {
+            Callable::Function { raw, ctx: owner } => {
+                if owner != ctx {
+                    tracing::debug!(
+                        "session {}: function of context {owner:#x} used in {ctx:#x}",
+                        self.id
+                    );
+                    return Err(CUresult::CUDA_ERROR_INVALID_CONTEXT.0);
+                }
+                self.enter(ctx)?;
+                Ok(raw)
+            }
+            Callable::Kernel { handle, .. } => {
+                let info = self.kernel_function(handle, ctx)?;
+                let raw = self
+                    .code
+                    .functions
+                    .get(info.handle)
+                    .map(|f| f.raw)
+                    .ok_or(INVALID_HANDLE)?;
+                Ok(raw)
+            }
+        }
+    }
+
+    /// The packed-argument layout of a function or kernel: the driver is
+    /// asked for parameter `i` until it says there is none.
+    fn param_layout(
+        &mut self,
+        what: &str,
+        query: impl Fn(&Session, usize, &mut usize, &mut usize) -> Result<(), u32>,
+    ) -> Vec<(u32, u32)> {
+        let mut v = Vec::new();
+        for i in 0..MAX_PARAMS {
+            let (mut off, mut size) = (0usize, 0usize);
+            match query(self, i, &mut off, &mut size) {
+                Ok(()) => v.push((off as u32, size as u32)),
+                Err(INVALID_VALUE) => return v,
+                Err(NOT_SUPPORTED) => {
+                    if !self.code.warned_no_param_info {
+                        self.code.warned_no_param_info = true;
+                        tracing::warn!(
+                            "session {}: the driver has no {what}; functions get an empty \
+                             parameter layout and the guest must learn it elsewhere",
+                            self.id
+                        );
+                    }
+                    return Vec::new();
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "session {}: {what}({i}) failed with CUresult {e}; no layout",
+                        self.id
+                    );
+                    return Vec::new();
+                }
+            }
+        }
+        tracing::warn!("session {}: {what} never ended; no layout", self.id);
+        Vec::new()
+    }
+
+    fn function_params(&mut self, f: CUfunction) -> Vec<(u32, u32)> {
+        self.param_layout("cuFuncGetParamInfo", |s, i, off, size| {
+            cu!(s, cuFuncGetParamInfo(f, i, off, size))
+        })
+    }
+
+    fn kernel_params(&mut self, k: CUkernel) -> Vec<(u32, u32)> {
+        self.param_layout("cuKernelGetParamInfo", |s, i, off, size| {
+            cu!(s, cuKernelGetParamInfo(k, i, off, size))
+        })
+    }
+
+    /// Makes a device range addressable by the guest's copies.
+    fn expose_global(&mut self, ptr: u64, size: u64) {
+        let end = ptr.saturating_add(size);
+        self.mem.readable.insert(ptr, end);
+        self.mem.writable.insert(ptr, end);
+    }
+
+    fn hide_global(&mut self, ptr: u64, size: u64) {
+        let end = ptr.saturating_add(size);
+        self.mem.readable.remove(ptr, end);
+        self.mem.writable.remove(ptr, end);
+    }
+
+    fn module_load(&mut self, c: ModuleLoadData) -> Result<u64, u32> {
+        let image = prepare_image(c.image.0)?;
+        self.enter(c.ctx)?;
+        let mut raw: CUmodule = std::ptr::null_mut();
+        cu!(self, cuModuleLoadData(&mut raw, image.as_ptr().cast()))?;
+        Ok(self.code.modules.insert(
+            &mut self.minter,
+            Module {
+                raw,
+                ctx: c.ctx,
+                origin: ModuleOrigin::Loaded,
+                _image: image,
+                functions: HashMap::new(),
+                globals: Vec::new(),
+            },
+        ))
+    }
+
+    /// Enters a module's context and returns the driver's module.
+    fn enter_module(&mut self, h: u64) -> Result<CUmodule, u32> {
+        let (raw, ctx) = match self.code.modules.get(h) {
+            Some(m) => (m.raw, m.ctx),
+            None => {
+                tracing::debug!("session {}: unknown module handle {h:#x}", self.id);
+                return Err(INVALID_HANDLE);
+            }
+        };
+        self.enter(ctx)?;
+        Ok(raw)
+    }
+
+    fn module_unload(&mut self, h: u64) -> Result<(), u32> {
+        if let Some(Module {
+            origin: ModuleOrigin::Library(_),
+            ..
+        }) = self.code.modules.get(h)
+        {
+            // It lives and dies with its library.
+            return Err(CUresult::CUDA_ERROR_NOT_PERMITTED.0);
+        }
+        let raw = self.enter_module(h)?;
+        cu!(self, cuModuleUnload(raw))?;
+        self.forget_module(h);
+        Ok(())
+    }
+
+    /// Drops a module's handle, its functions' and its globals' ranges.
+    fn forget_module(&mut self, h: u64) {
+        let Some(m) = self.code.modules.remove(h) else {
+            return;
+        };
+        for f in m.functions.values() {
+            self.code.functions.remove(*f);
+        }
+        for (p, n) in m.globals {
+            self.hide_global(p, n);
+        }
+    }
+
+    fn module_get_function(&mut self, c: ModuleGetFunction) -> Result<FunctionInfo, u32> {
+        let raw_mod = self.enter_module(c.module)?;
+        if let Some(&h) = self
+            .code
+            .modules
+            .get(c.module)
+            .and_then(|m| m.functions.get(&c.name))
+        {
+            let params = self.code.functions.get(h).map(|f| f.params.clone());
+            return Ok(FunctionInfo {
+                handle: h,
+                params: params.unwrap_or_default(),
+            });
+        }
+        let name = c_name(&c.name)?;
+        let mut raw: CUfunction = std::ptr::null_mut();
+        cu!(self, cuModuleGetFunction(&mut raw, raw_mod, name.as_ptr()))?;
+        let params = self.function_params(raw);
+        let ctx = self.code.modules.get(c.module).map(|m| m.ctx).unwrap_or(0);
+        let h = self.code.functions.insert(
+            &mut self.minter,
+            Func {
+                raw,
+                ctx,
+                owner: FuncOwner::Module(c.module),
+                params: params.clone(),
+            },
+        );
+        if let Some(m) = self.code.modules.get_mut(c.module) {
+            m.functions.insert(c.name, h);
+        }
+        Ok(FunctionInfo { handle: h, params })
+    }
+
+    fn module_get_global(&mut self, c: ModuleGetGlobal) -> Result<(u64, u64), u32> {
+        let raw_mod = self.enter_module(c.module)?;
+        let name = c_name(&c.name)?;
+        let (mut ptr, mut size) = (0u64, 0usize);
+        cu!(
+            self,
+            cuModuleGetGlobal_v2(&mut ptr, &mut size, raw_mod, name.as_ptr())
+        )?;
+        let size = size as u64;
+        // A library module's globals are the library's: recorded there, so
+        // they go when the library does.
+        let owner = match self.code.modules.get(c.module).map(|m| &m.origin) {
+            Some(ModuleOrigin::Library(l)) => Some(*l),
+            _ => None,
+        };
+        let ctx = self.code.modules.get(c.module).map(|m| m.ctx).unwrap_or(0);
+        match owner.and_then(|l| self.code.libraries.get_mut(l)) {
+            Some(lib) => lib.globals.push((ctx, ptr, size)),
+            None => {
+                if let Some(m) = self.code.modules.get_mut(c.module) {
+                    m.globals.push((ptr, size));
+                }
+            }
+        }
+        self.expose_global(ptr, size);
+        Ok((ptr, size))
+    }
+
+    fn library_load(&mut self, c: LibraryLoadData) -> Result<u64, u32> {
+        let image = prepare_image(c.image.0)?;
+        self.enter(c.ctx)?;
+        let mut device: CUdevice = 0;
+        cu!(self, cuCtxGetDevice(&mut device))?;
+        let mut raw: CUlibrary = std::ptr::null_mut();
+        cu!(
+            self,
+            cuLibraryLoadData(
+                &mut raw,
+                image.as_ptr().cast(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0
+            )
+        )?;
+        Ok(self.code.libraries.insert(
+            &mut self.minter,
+            Library {
+                raw,
+                ctx: c.ctx,
+                device,
+                _image: image,
+                kernels: HashMap::new(),
+                modules: HashMap::new(),
+                globals: Vec::new(),
+            },
+        ))
+    }
+
+    fn library(&self, h: u64) -> Result<&Library, u32> {
+        self.code.libraries.get(h).ok_or_else(|| {
+            tracing::debug!("session {}: unknown library handle {h:#x}", self.id);
+            INVALID_HANDLE
+        })
+    }
+
+    fn library_unload(&mut self, h: u64) -> Result<(), u32> {
+        let raw = self.library(h)?.raw;
+        // Libraries are context-independent: no context to enter.
+        cu!(self, cuLibraryUnload(raw))?;
+        self.forget_library(h);
+        Ok(())
+    }
+
+    fn forget_library(&mut self, h: u64) {
+        let Some(lib) = self.code.libraries.remove(h) else {
+            return;
+        };
+        for k in lib.kernels.values() {
+            if let Some(k) = self.code.kernels.remove(*k) {
+                for f in k.functions.values() {
+                    self.code.functions.remove(*f);
+                }
+            }
+        }
+        for m in lib.modules.values() {
+            self.forget_module(*m);
+        }
+        for (_, p, n) in lib.globals {
+            self.hide_global(p, n);
+        }
+    }
+
+    fn library_get_kernel(&mut self, c: LibraryGetKernel) -> Result<FunctionInfo, u32> {
+        let lib = self.library(c.library)?;
+        if let Some(&h) = lib.kernels.get(&c.name) {
+            let params = self.code.kernels.get(h).map(|k| k.params.clone());
+            return Ok(FunctionInfo {
+                handle: h,
+                params: params.unwrap_or_default(),
+            });
+        }
+        let raw_lib = lib.raw;
+        let name = c_name(&c.name)?;
+        let mut raw: CUkernel = std::ptr::null_mut();
+        cu!(self, cuLibraryGetKernel(&mut raw, raw_lib, name.as_ptr()))?;
+        let params = self.kernel_params(raw);
+        let h = self.code.kernels.insert(
+            &mut self.minter,
+            Kernel {
+                raw,
+                library: c.library,
+                params: params.clone(),
+                functions: HashMap::new(),
+            },
+        );
+        if let Some(lib) = self.code.libraries.get_mut(c.library) {
+            lib.kernels.insert(c.name, h);
+        }
+        Ok(FunctionInfo { handle: h, params })
+    }
+
+    fn library_get_module(&mut self, c: LibraryGetModule) -> Result<u64, u32> {
+        let lib = self.library(c.library)?;
+        let (raw_lib, cached) = (lib.raw, lib.modules.get(&c.ctx).copied());
+        self.enter(c.ctx)?;
+        if let Some(h) = cached {
+            return Ok(h);
+        }
+        let mut raw: CUmodule = std::ptr::null_mut();
+        cu!(self, cuLibraryGetModule(&mut raw, raw_lib))?;
+        let h = self.code.modules.insert(
+            &mut self.minter,
+            Module {
+                raw,
+                ctx: c.ctx,
+                origin: ModuleOrigin::Library(c.library),
+                _image: Vec::new(),
+                functions: HashMap::new(),
+                globals: Vec::new(),
+            },
+        );
+        if let Some(lib) = self.code.libraries.get_mut(c.library) {
+            lib.modules.insert(c.ctx, h);
+        }
+        Ok(h)
+    }
+
+    fn library_get_global(&mut self, c: LibraryGetGlobal) -> Result<(u64, u64), u32> {
+        let raw_lib = self.library(c.library)?.raw;
+        self.enter(c.ctx)?;
+        let name = c_name(&c.name)?;
+        let (mut ptr, mut size) = (0u64, 0usize);
+        cu!(
+            self,
+            cuLibraryGetGlobal(&mut ptr, &mut size, raw_lib, name.as_ptr() as *const c_char)
+        )?;
+        let size = size as u64;
+        if let Some(lib) = self.code.libraries.get_mut(c.library) {
+            lib.globals.push((c.ctx, ptr, size));
+        }
+        self.expose_global(ptr, size);
+        Ok((ptr, size))
+    }
+
+    /// A kernel's function in `ctx` (entered), minted once per context.
+    fn kernel_function(&mut self, kernel: u64, ctx: u64) -> Result<FunctionInfo, u32> {
+        let (raw_k, params, cached) = match self.code.kernels.get(kernel) {
+            Some(k) => (k.raw, k.params.clone(), k.functions.get(&ctx).copied()),
+            None => {
+                tracing::debug!("session {}: unknown kernel handle {kernel:#x}", self.id);
+                return Err(INVALID_HANDLE);
+            }
+        };
+        self.enter(ctx)?;
+        if let Some(h) = cached {
+            return Ok(FunctionInfo { handle: h, params });
+        }
+        let mut raw: CUfunction = std::ptr::null_mut();
+        cu!(self, cuKernelGetFunction(&mut raw, raw_k))?;
+        let h = self.code.functions.insert(
+            &mut self.minter,
+            Func {
+                raw,
+                ctx,
+                owner: FuncOwner::Kernel(kernel),
+                params: params.clone(),
+            },
+        );
+        if let Some(k) = self.code.kernels.get_mut(kernel) {
+            k.functions.insert(ctx, h);
+        }
+        Ok(FunctionInfo { handle: h, params })
+    }
+
+    fn kernel_get_function(&mut self, c: KernelGetFunction) -> Result<FunctionInfo, u32> {
+        self.kernel_function(c.kernel, c.ctx)
+    }
+
+    /// The device a kernel's attributes are asked for: its library's.
+    fn kernel_device(&self, kernel: u64) -> Result<CUdevice, u32> {
+        let lib = self
+            .code
+            .kernels
+            .get(kernel)
+            .map(|k| k.library)
+            .ok_or(INVALID_HANDLE)?;
+        Ok(self.library(lib)?.device)
+    }
+
+    /// Enters the function's context; a kernel needs none.
+    fn enter_callable(&mut self, h: u64) -> Result<Callable, u32> {
+        let c = self.callable(h)?;
+        if let Callable::Function { ctx, .. } = c {
+            self.enter(ctx)?;
+        }
+        Ok(c)
+    }
+
+    fn func_get_attribute(&mut self, c: FuncGetAttribute) -> Result<i32, u32> {
+        let attr = CUfunction_attribute(c.attr as u32);
+        let mut v: i32 = 0;
+        match self.enter_callable(c.func)? {
+            Callable::Function { raw, .. } => cu!(self, cuFuncGetAttribute(&mut v, attr, raw))?,
+            Callable::Kernel { raw, handle } => {
+                let dev = self.kernel_device(handle)?;
+                cu!(self, cuKernelGetAttribute(&mut v, attr, raw, dev))?
+            }
+        }
+        Ok(v)
+    }
+
+    fn func_set_attribute(&mut self, c: FuncSetAttribute) -> Result<(), u32> {
+        let attr = CUfunction_attribute(c.attr as u32);
+        match self.enter_callable(c.func)? {
+            Callable::Function { raw, .. } => cu!(self, cuFuncSetAttribute(raw, attr, c.value)),
+            Callable::Kernel { raw, handle } => {
+                let dev = self.kernel_device(handle)?;
+                cu!(self, cuKernelSetAttribute(attr, c.value, raw, dev))
+            }
+        }
+    }
+
+    fn func_set_cache_config(&mut self, c: FuncSetCacheConfig) -> Result<(), u32> {
+        let config = CUfunc_cache(c.config);
+        match self.enter_callable(c.func)? {
+            Callable::Function { raw, .. } => cu!(self, cuFuncSetCacheConfig(raw, config)),
+            Callable::Kernel { raw, handle } => {
+                let dev = self.kernel_device(handle)?;
+                cu!(self, cuKernelSetCacheConfig(raw, config, dev))
+            }
+        }
+    }
+
+    /// A function to compute occupancy for: a kernel's function in its
+    /// library's context (occupancy depends on the device only).
+    fn occupancy_function(&mut self, h: u64) -> Result<CUfunction, u32> {
+        match self.callable(h)? {
+            Callable::Function { raw, ctx } => {
+                self.enter(ctx)?;
+                Ok(raw)
+            }
+            k @ Callable::Kernel { handle, .. } => {
+                let lib = self
+                    .code
+                    .kernels
+                    .get(handle)
+                    .map(|k| k.library)
+                    .ok_or(INVALID_HANDLE)?;
+                let ctx = self.library(lib)?.ctx;
+                self.function_in(k, ctx)
+            }
+        }
+    }
+
+    fn occupancy_blocks(&mut self, c: OccupancyMaxActiveBlocks) -> Result<i32, u32> {
+        let f = self.occupancy_function(c.func)?;
+        let mut n: i32 = 0;
+        let smem = usize::try_from(c.dynamic_smem).map_err(|_| INVALID_VALUE)?;
+        if c.flags == 0
+            && self
+                .driver
+                .cuda
+                .cuOccupancyMaxActiveBlocksPerMultiprocessor
+                .is_some()
+        {
+            cu!(
+                self,
+                cuOccupancyMaxActiveBlocksPerMultiprocessor(&mut n, f, c.block_size, smem)
+            )?;
+        } else {
+            cu!(
+                self,
+                cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+                    &mut n,
+                    f,
+                    c.block_size,
+                    smem,
+                    c.flags
+                )
+            )?;
+        }
+        Ok(n)
+    }
+
+    fn occupancy_block_size(
+        &mut self,
+        c: OccupancyMaxPotentialBlockSize,
+    ) -> Result<(i32, i32), u32> {
+        let f = self.occupancy_function(c.func)?;
+        let smem = usize::try_from(c.dynamic_smem).map_err(|_| INVALID_VALUE)?;
+        let (mut grid, mut block) = (0i32, 0i32);
+        if c.flags == 0 && self.driver.cuda.cuOccupancyMaxPotentialBlockSize.is_some() {
+            cu!(
+                self,
+                cuOccupancyMaxPotentialBlockSize(
+                    &mut grid,
+                    &mut block,
+                    f,
+                    None,
+                    smem,
+                    c.block_size_limit
+                )
+            )?;
+        } else {
+            cu!(
+                self,
+                cuOccupancyMaxPotentialBlockSizeWithFlags(
+                    &mut grid,
+                    &mut block,
+                    f,
+                    None,
+                    smem,
+                    c.block_size_limit,
+                    c.flags
+                )
+            )?;
+        }
+        Ok((grid, block))
+    }
+
+    /// A context is gone and its modules, functions and library pieces
+    /// with it.
+    pub(super) fn forget_code_of(&mut self, ctx: u64) -> usize {
+        let mods: Vec<u64> = self
+            .code
+            .modules
+            .iter()
+            .filter(|(_, m)| m.ctx == ctx)
+            .map(|(h, _)| h)
+            .collect();
+        for h in &mods {
+            if let Some(Module {
+                origin: ModuleOrigin::Library(l),
+                ..
+            }) = self.code.modules.get(*h)
+            {
+                let l = *l;
+                if let Some(lib) = self.code.libraries.get_mut(l) {
+                    lib.modules.remove(&ctx);
+                }
+            }
+            self.forget_module(*h);
+        }
+        let funcs: Vec<(u64, FuncOwner)> = self
+            .code
+            .functions
+            .iter()
+            .filter(|(_, f)| f.ctx == ctx)
+            .map(|(h, f)| (h, f.owner))
+            .collect();
+        for (h, owner) in &funcs {
+            self.code.functions.remove(*h);
+            if let FuncOwner::Kernel(k) = owner {
+                if let Some(k) = self.code.kernels.get_mut(*k) {
+                    k.functions.remove(&ctx);
+                }
+            }
+        }
+        let mut hidden = Vec::new();
+        let libs: Vec<u64> = self.code.libraries.iter().map(|(h, _)| h).collect();
+        for h in libs {
+            if let Some(lib) = self.code.libraries.get_mut(h) {
+                lib.globals.retain(|&(c, p, n)| {
+                    if c == ctx {
+                        hidden.push((p, n));
+                    }
+                    c != ctx
+                });
+            }
+        }
+        for (p, n) in hidden {
+            self.hide_global(p, n);
+        }
+        mods.len()
+    }
+
+    /// Session teardown: unloads the guest's modules and libraries.
+    /// Returns (modules, libraries) the driver took back.
+    pub(super) fn release_code(&mut self) -> (usize, usize) {
+        let loaded: Vec<(u64, CUmodule, u64)> = self
+            .code
+            .modules
+            .iter()
+            .filter(|(_, m)| matches!(m.origin, ModuleOrigin::Loaded))
+            .map(|(h, m)| (h, m.raw, m.ctx))
+            .collect();
+        let mut mods = 0;
+        for (h, raw, ctx) in loaded {
+            // A module of a context already gone went with it.
+            if self.enter(ctx).is_ok() {
+                match cu!(self, cuModuleUnload(raw)) {
+                    Ok(()) => mods += 1,
+                    Err(e) => tracing::warn!("session {}: cuModuleUnload: CUresult {e}", self.id),
+                }
+            }
+            self.forget_module(h);
+        }
+        let libs: Vec<(u64, CUlibrary)> = self
+            .code
+            .libraries
+            .iter()
+            .map(|(h, l)| (h, l.raw))
+            .collect();
+        let mut n = 0;
+        for (h, raw) in libs {
+            match cu!(self, cuLibraryUnload(raw)) {
+                Ok(()) => n += 1,
+                Err(e) => tracing::warn!("session {}: cuLibraryUnload: CUresult {e}", self.id),
+            }
+            self.forget_library(h);
+        }
+        self.code.modules.drain().for_each(drop);
+        self.code.functions.drain().for_each(drop);
+        self.code.kernels.drain().for_each(drop);
+        (mods, n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_bounded_before_the_driver_sees_them() {
+        assert_eq!(
+            prepare_image(b".version 8.0".to_vec()).unwrap().last(),
+            Some(&0)
+        );
+        let nul = b"ptx\0".to_vec();
+        assert_eq!(prepare_image(nul.clone()), Ok(nul));
+        assert_eq!(prepare_image(Vec::new()), Err(INVALID_VALUE));
+
+        let mut fb = Vec::new();
+        fb.extend_from_slice(&FATBIN_MAGIC.to_le_bytes());
+        fb.extend_from_slice(&1u16.to_le_bytes());
+        fb.extend_from_slice(&16u16.to_le_bytes());
+        fb.extend_from_slice(&8u64.to_le_bytes());
+        fb.extend_from_slice(&[0; 8]);
+        assert!(prepare_image(fb.clone()).is_ok());
+        fb.pop();
+        assert_eq!(prepare_image(fb), Err(INVALID_IMAGE));
+
+        let wrapper = FATBIN_WRAPPER_MAGIC.to_le_bytes().to_vec();
+        assert_eq!(prepare_image(wrapper), Err(INVALID_IMAGE));
+
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(ELF_MAGIC);
+        elf[4] = 2;
+        elf[5] = 1;
+        assert!(prepare_image(elf.clone()).is_ok());
+        // Section headers said to be at 64, 64 bytes each, 1 of them.
+        elf[40] = 64;
+        elf[58] = 64;
+        elf[60] = 1;
+        assert_eq!(prepare_image(elf.clone()), Err(INVALID_IMAGE));
+        elf.resize(128, 0);
+        assert!(prepare_image(elf).is_ok());
+    }
+}
