@@ -21,7 +21,8 @@ CACHE="${VGPU_CACHE:-$REPO/.cache}"
 VENV="$CACHE/venv"
 PYTHON="${PYTHON:-python3}"
 
-ALL_GROUPS=(apt nvml cudart nvcc)
+ALL_GROUPS=(apt nvml cudart nvcc numba)
+# Opt-in, not in ALL_GROUPS (5.3 GB): torch (tests/torch.rs, VGPU_TEST_TORCH=1).
 
 log() { printf 'test-deps: %s\n' "$*"; }
 
@@ -135,6 +136,42 @@ group_nvcc() {
     # `-cudart shared` links against libcudart.so, which the wheel lacks.
     [ -e "$nv/lib/libcudart.so" ] || ln -s libcudart.so.13 "$nv/lib/libcudart.so"
     log "nvcc: $("$nv/bin/nvcc" --version | tail -n 1)"
+}
+
+# numba-cuda and cuda-bindings (clients.md §4, tests/python_clients.rs) in
+# their own venv, $VGPU_CACHE/venv-numba, so the NVML venv stays small.
+# These are the versions `pip install 'numba-cuda[cu12]==0.30.4'` resolves,
+# pinned one by one, MINUS nvidia-nvjitlink-cu12: numba-cuda 0.30.4 reads no
+# switch for it (NUMBA_CUDA_ENABLE_PYNVJITLINK is gone); whenever cuda-bindings
+# can load libnvJitLink, numba compiles kernels to LTO-IR and cuda.core links
+# them in-process to a SASS-only cubin, which the software GPU cannot run.
+# Without the library, numba emits PTX and cuda.core links through the
+# driver's cuLink* API (cuda/core/_linker: _decide_nvjitlink_or_driver).
+NUMBA_PINS=(
+    numba-cuda==0.30.4 numba==0.68.1 llvmlite==0.50.0 numpy==2.4.6
+    cuda-bindings==12.9.10 cuda-core==1.2.2 cuda-pathfinder==1.9.1 packaging==26.4
+    "cuda-toolkit[cccl,cudart,nvcc,nvrtc]==12.9.2.0"
+    nvidia-cuda-cccl-cu12==12.9.27 nvidia-cuda-nvcc-cu12==12.9.86
+    nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79
+)
+group_numba() {
+    local VENV="$CACHE/venv-numba"
+    pip_group numba "${NUMBA_PINS[@]}"
+    local jl
+    for jl in "$VENV"/lib/python*/site-packages/nvidia/nvjitlink; do
+        if [ -e "$jl" ]; then
+            log "numba: removing nvidia-nvjitlink-cu12 (kernels must reach the driver as PTX)"
+            "$VENV/bin/python" -m pip uninstall -y -q --disable-pip-version-check nvidia-nvjitlink-cu12
+        fi
+    done
+}
+
+# torch 2.15.0 (+cu132, the PyPI default build; 2.8 GB download, 5.3 GB on
+# disk) in $VGPU_CACHE/venv-torch. Opt-in: tests/torch.rs runs this group
+# itself when VGPU_TEST_TORCH=1 and the venv is missing.
+group_torch() {
+    local VENV="$CACHE/venv-torch"
+    pip_group torch torch==2.15.0
 }
 
 # ---------------------------------------------------------------- main

@@ -556,3 +556,26 @@ pub fn soname(file: &Path) -> Option<String> {
     let end = line.rfind(']')?;
     Some(line[start..end].to_string())
 }
+
+// ---------------------------------------------------------------- slow guests
+
+/// [`run_guest`] with its own deadline instead of [`GUEST_TIMEOUT`], for guests
+/// that compile or import a lot first (numba's JIT, torch).
+#[track_caller]
+pub fn run_guest_with_timeout(
+    mut cmd: Command,
+    daemon: &Daemon,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> GuestOutput {
+    cmd.env("VGPU_HOST", daemon.host_env())
+        .env("LD_LIBRARY_PATH", shim_libdir())
+        .env("VGPU_LOG", "debug")
+        .env_remove("LD_PRELOAD")
+        .env_remove("VGPU_PCI_BUS_ID")
+        .env_remove("CUDA_VISIBLE_DEVICES");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_with_timeout(cmd, timeout)
+}

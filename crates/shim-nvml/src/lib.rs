@@ -8,6 +8,8 @@ use cuda_types::nvml::*;
 mod busid;
 mod device;
 mod errors;
+// nvmlInternalGetExportTable (nvidia-smi; in no header, so exported by hand).
+mod export_table;
 mod ffi;
 mod init;
 mod process;

@@ -1,0 +1,71 @@
+"""PyTorch (2.15.0, +cu132 default build) on the vgpu device: the first
+steps every torch user takes. Used by the opt-in tests/torch.rs
+(VGPU_TEST_TORCH=1).
+
+Every step prints `key=value`, or `key=ERROR:<type>: <message>` and the
+later steps that need it are skipped; warnings torch raises (e.g. why CUDA is
+unavailable) are printed as `warning=...`. Exit 0 only if every step worked.
+"""
+import sys
+import traceback
+import warnings
+
+warnings.simplefilter("always")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    text = str(message).replace("\n", " ")
+    print(f"warning={category.__name__}: {text}", flush=True)
+
+
+warnings.showwarning = _show_warning
+
+FAILED = []
+
+
+def step(key, fn):
+    try:
+        value = fn()
+    except Exception as e:  # report, keep going where possible
+        text = f"{type(e).__name__}: {e}".replace("\n", " | ")
+        print(f"{key}=ERROR:{text}", flush=True)
+        traceback.print_exc()
+        FAILED.append(key)
+        return None
+    print(f"{key}={value}", flush=True)
+    return value
+
+
+def main():
+    import torch
+
+    print(f"torch_version={torch.__version__}", flush=True)
+    print(f"torch_cuda_version={torch.version.cuda}", flush=True)
+    step("device_count", torch.cuda.device_count)
+    available = step("is_available", torch.cuda.is_available)
+    if not available:
+        # The error that made it unavailable.
+        step("init", torch.cuda.init)
+        FAILED.append("is_available")
+        return 1
+    step("device_name", lambda: torch.cuda.get_device_name(0))
+    step("capability", lambda: "%d.%d" % torch.cuda.get_device_capability(0))
+    step("total_memory", lambda: torch.cuda.get_device_properties(0).total_memory)
+    step("mem_get_info", lambda: "%d,%d" % torch.cuda.mem_get_info())
+    x = step("to_cuda", lambda: torch.arange(1024.0).cuda().device)
+    if x is not None:
+        def double():
+            x = torch.arange(1024.0).cuda()
+            y = (x * 2).cpu()
+            want = torch.arange(1024.0) * 2
+            return bool(torch.equal(y, want))
+
+        step("mul_roundtrip", double)
+        step("sum", lambda: float(torch.arange(1024.0, device="cuda").sum().item()))
+        step("synchronize", lambda: torch.cuda.synchronize() or "ok")
+    print(f"failed={','.join(FAILED) or 'none'}", flush=True)
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+//! PyTorch 2.15.0 (the PyPI default +cu132 build, clients.md §4) on the vgpu
+//! device: `torch.cuda.is_available()`, `get_device_name(0)`,
+//! `mem_get_info()`, and a tensor to the device and back.
+//!
+//! OPT-IN and long: runs only with `VGPU_TEST_TORCH=1`, because torch is a
+//! 2.8 GB download and 5.3 GB on disk. The venv `${VGPU_CACHE:-.cache}/venv-torch`
+//! is made by `scripts/test-deps.sh torch` (a group outside ALL_GROUPS); this
+//! test runs that itself when the venv is missing. Not run in CI.
+//!
+//! What torch needs from the driver: libcudart 13.2 inside torch's wheels,
+//! i.e. every dark-API table of cuda-runtime.md §6 with the integrity check,
+//! cuGetProcAddress, and module loading for torch's own kernels. Its
+//! elementwise kernels ship as SASS plus PTX; the software GPU can run only
+//! the PTX (`x * 2` is the first kernel launch).
+mod common;
+
+use common::{expected, Daemon};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// `pip install torch==2.15.0`: about 85 s on a fast link, far more on a slow one.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Importing torch and starting CUDA, then interpreting kernels on the CPU.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn enabled() -> bool {
+    std::env::var("VGPU_TEST_TORCH").as_deref() == Ok("1")
+}
+
+/// `python` of the torch venv, installed through scripts/test-deps.sh when
+/// missing (idempotent: the group's stamp makes a second run a no-op).
+fn torch_python() -> PathBuf {
+    let venv = common::cache_dir().join("venv-torch");
+    let py = venv.join("bin/python");
+    if !venv.join(".stamp-torch").is_file() {
+        eprintln!(
+            "installing torch into {} (scripts/test-deps.sh torch; ~2.8 GB download)",
+            venv.display()
+        );
+        let mut cmd = Command::new("bash");
+        cmd.arg(common::repo_root().join("scripts/test-deps.sh"))
+            .arg("torch");
+        let out = common::run_with_timeout(cmd, INSTALL_TIMEOUT);
+        out.assert_success();
+    }
+    assert!(py.is_file(), "no python at {}", py.display());
+    py
+}
+
+#[test]
+fn torch_cuda_basics() {
+    if !enabled() {
+        println!("skipped: set VGPU_TEST_TORCH=1");
+        return;
+    }
+    let py = torch_python();
+    let mut d = Daemon::start_emulated();
+    let mut cmd = Command::new(py);
+    cmd.arg(common::repo_root().join("tests/py/torch_probe.py"))
+        .env_remove("CUDA_HOME")
+        .env_remove("CUDA_PATH");
+    let env = [("PYTHONDONTWRITEBYTECODE", "1"), ("PYTHONUNBUFFERED", "1")];
+    let out = common::run_guest_with_timeout(cmd, &d, &env, RUN_TIMEOUT);
+    let kv: HashMap<&str, &str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let get = |k: &str| -> &str {
+        kv.get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("no {k}= line:\n{out}"))
+    };
+    assert_eq!(get("is_available"), "True", "{out}");
+    assert_eq!(get("device_count"), "1", "{out}");
+    assert_eq!(get("device_name"), expected::NAME, "{out}");
+    assert_eq!(get("capability"), "9.0", "{out}");
+    assert_eq!(
+        get("total_memory").parse::<u64>().ok(),
+        Some(expected::TOTAL_MEM_BYTES),
+        "{out}"
+    );
+    let (free, total) = get("mem_get_info")
+        .split_once(',')
+        .unwrap_or_else(|| panic!("mem_get_info not `free,total`:\n{out}"));
+    let free: u64 = free.parse().expect("free");
+    let total: u64 = total.parse().expect("total");
+    assert_eq!(total, expected::TOTAL_MEM_BYTES, "{out}");
+    assert!(free > 0 && free <= total, "{out}");
+    assert_eq!(get("to_cuda"), "cuda:0", "{out}");
+    assert_eq!(get("mul_roundtrip"), "True", "{out}");
+    assert_eq!(get("sum"), "523776.0", "{out}");
+    assert_eq!(get("synchronize"), "ok", "{out}");
+    assert_eq!(get("failed"), "none", "{out}");
+    out.assert_success();
+    d.assert_alive();
+}
