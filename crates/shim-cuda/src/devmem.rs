@@ -51,6 +51,8 @@ pub struct Range {
     /// `CUmemAccess_flags` last granted (VMM); plain allocations are
     /// read-write.
     pub access: u32,
+    /// The guest pages this range keeps reserved (see [`shadow`]).
+    shadow: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Range {
@@ -80,6 +82,7 @@ impl Range {
             device,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             access: ACCESS_READWRITE,
+            shadow: None,
         }
     }
 
@@ -190,9 +193,14 @@ impl Table {
 
     /// Drops every range of a context that is gone (the host freed them
     /// with it).
-    pub fn forget_context(&mut self, ctx: &Arc<Context>) {
-        self.map
-            .retain(|_, r| !r.ctx.as_ref().is_some_and(|c| Arc::ptr_eq(c, ctx)));
+    pub fn forget_context(&mut self, ctx: &Arc<Context>) -> Vec<Range> {
+        let bases: Vec<u64> = self
+            .map
+            .values()
+            .filter(|r| r.ctx.as_ref().is_some_and(|c| Arc::ptr_eq(c, ctx)))
+            .map(|r| r.base)
+            .collect();
+        bases.iter().filter_map(|b| self.map.remove(b)).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -211,37 +219,148 @@ pub fn find(ptr: u64) -> Option<Range> {
     TABLE.read().find(ptr).cloned()
 }
 
-/// VMM address reservations, base → size. Reserved space is device
-/// address space even where nothing is mapped: a unified copy naming it
-/// must go to the host (and fail there), never be read as guest memory.
-static RESERVED: RwLock<BTreeMap<u64, u64>> = RwLock::new(BTreeMap::new());
+// ---- guest address-space shadows ----
+//
+// Unified addressing only works if no guest buffer can sit at an address
+// that is also device memory. A local driver guarantees that by reserving
+// every device range in the process; the guest does the same with
+// inaccessible, unbacked mappings (PROT_NONE, MAP_NORESERVE: address space
+// only). A range whose addresses are already guest memory cannot be
+// shadowed — that is logged, and unified copies there are ambiguous.
+
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as u64,
+        _ => 4096,
+    })
+}
+
+/// The pages of `[base, end)` that no other range of `t` touches.
+fn own_pages(t: &Table, base: u64, end: u64) -> Option<(u64, u64)> {
+    let page = page_size();
+    let mut lo = base & !(page - 1);
+    let mut hi = end.checked_next_multiple_of(page)?;
+    if t.map
+        .range(..base)
+        .next_back()
+        .is_some_and(|(_, r)| r.end() > lo)
+    {
+        lo += page;
+    }
+    if t.map.range(end..).next().is_some_and(|(&b, _)| b < hi) {
+        hi -= page;
+    }
+    (lo < hi).then_some((lo, hi))
+}
+
+/// Reserves `[lo, hi)` in the guest unless something is already there.
+fn shadow(lo: u64, hi: u64) -> Option<(u64, u64)> {
+    let len = (hi - lo) as usize;
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; a new
+    // PROT_NONE mapping of free address space touches nothing else.
+    let p = unsafe {
+        libc::mmap(
+            lo as *mut libc::c_void,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_NORESERVE
+                | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    if p as u64 != lo {
+        // A kernel without MAP_FIXED_NOREPLACE took it as a hint.
+        // SAFETY: the mapping just made, at the address the kernel chose.
+        unsafe { libc::munmap(p, len) };
+        return None;
+    }
+    Some((lo, hi))
+}
+
+/// Releases what `shadow` reserved, except pages a remaining range of `t`
+/// still touches (they stay reserved).
+fn unshadow(t: &Table, r: &Range) {
+    let (Some((lo, hi)), Some((own_lo, own_hi))) = (r.shadow, own_pages(t, r.base, r.end())) else {
+        return;
+    };
+    let (lo, hi) = (lo.max(own_lo), hi.min(own_hi));
+    if lo < hi {
+        // SAFETY: pages of a PROT_NONE mapping this module made for `r`
+        // and that no other range needs.
+        unsafe { libc::munmap(lo as *mut libc::c_void, (hi - lo) as usize) };
+    }
+}
+
+/// Takes the range starting at `base` (if `pick` accepts it) out of the
+/// table and releases its shadow.
+pub fn take_base(base: u64, pick: impl Fn(&Range) -> bool) -> Option<Range> {
+    let mut t = TABLE.write();
+    let r = t.remove_base(base, pick)?;
+    unshadow(&t, &r);
+    Some(r)
+}
+
+/// Takes every range starting in `[lo, hi)` that `pick` accepts.
+pub fn take_within(lo: u64, hi: u64, pick: impl Fn(&Range) -> bool) -> Vec<Range> {
+    let mut t = TABLE.write();
+    let gone = t.remove_within(lo, hi, pick);
+    for r in &gone {
+        unshadow(&t, r);
+    }
+    gone
+}
+
+/// VMM address reservations: base → (size, the guest shadow). Reserved
+/// space is device address space even where nothing is mapped: a unified
+/// copy naming it must go to the host (and fail there), never be read as
+/// guest memory.
+type Reservations = BTreeMap<u64, (u64, Option<(u64, u64)>)>;
+static RESERVED: RwLock<Reservations> = RwLock::new(BTreeMap::new());
 
 fn reserved(ptr: u64) -> bool {
     RESERVED
         .read()
         .range(..=ptr)
         .next_back()
-        .is_some_and(|(&b, &s)| ptr - b < s)
+        .is_some_and(|(&b, &(s, _))| ptr - b < s)
 }
 
 pub fn reserve(base: u64, size: u64) {
-    RESERVED.write().insert(base, size);
+    let page = page_size();
+    let hi = base
+        .checked_add(size)
+        .and_then(|e| e.checked_next_multiple_of(page));
+    let sh = hi.and_then(|hi| shadow(base & !(page - 1), hi));
+    RESERVED.write().insert(base, (size, sh));
 }
 
 /// Forgets the reservation `[base, base + size)`; false when there is no
 /// such reservation (the exact pair is required, as by the driver).
 pub fn unreserve(base: u64, size: u64) -> bool {
     let mut r = RESERVED.write();
-    if r.get(&base) == Some(&size) {
-        r.remove(&base);
-        true
-    } else {
-        false
+    match r.get(&base) {
+        Some(&(s, sh)) if s == size => {
+            r.remove(&base);
+            if let Some((lo, hi)) = sh {
+                // SAFETY: the PROT_NONE mapping `reserve` made for it.
+                unsafe { libc::munmap(lo as *mut libc::c_void, (hi - lo) as usize) };
+            }
+            true
+        }
+        _ => false,
     }
 }
 
 pub fn is_reservation(base: u64, size: u64) -> bool {
-    RESERVED.read().get(&base) == Some(&size)
+    RESERVED.read().get(&base).is_some_and(|&(s, _)| s == size)
 }
 
 /// Whether unified addressing should treat `ptr` as device memory.
@@ -249,10 +368,22 @@ pub fn is_device(ptr: u64) -> bool {
     TABLE.read().find(ptr).is_some() || reserved(ptr)
 }
 
-/// Records what the host just handed out.
-pub fn record(r: Range) {
+/// Records what the host just handed out, reserving its addresses in the
+/// guest.
+pub fn record(mut r: Range) {
     let (base, size) = (r.base, r.size);
-    if TABLE.write().insert(r).is_err() {
+    let mut t = TABLE.write();
+    // A mapping inside a VMM reservation is covered by the reservation's.
+    if !reserved(base) {
+        r.shadow = own_pages(&t, base, r.end()).and_then(|(lo, hi)| shadow(lo, hi));
+        if r.shadow.is_none() {
+            vgpu_guest::vlog!(
+                vgpu_guest::log::Level::Warn,
+                "device range {base:#x}+{size} is guest memory too; unified copies there are ambiguous"
+            );
+        }
+    }
+    if t.insert(r).is_err() {
         vgpu_guest::vlog!(
             vgpu_guest::log::Level::Warn,
             "device range {base:#x}+{size} overlaps one the guest already knows; not tracked"
@@ -262,7 +393,10 @@ pub fn record(r: Range) {
 
 /// Forgets everything of a destroyed or reset context.
 pub fn forget_context(ctx: &Arc<Context>) {
-    TABLE.write().forget_context(ctx);
+    let mut t = TABLE.write();
+    for r in t.forget_context(ctx) {
+        unshadow(&t, &r);
+    }
 }
 
 #[cfg(test)]

@@ -741,9 +741,7 @@ pub fn free(ptr: u64) -> Result<(), CUresult> {
     if ptr == 0 {
         return Ok(());
     }
-    let taken = devmem::TABLE
-        .write()
-        .remove_base(ptr, |r| matches!(r.kind, Kind::Alloc | Kind::Async { .. }));
+    let taken = devmem::take_base(ptr, |r| matches!(r.kind, Kind::Alloc | Kind::Async { .. }));
     let Some(range) = taken else {
         return Err(reject(
             INVALID_VALUE,

@@ -206,9 +206,7 @@ pub unsafe fn mem_alloc_async_ptsz(
 /// order.
 fn free_async(ptr: CUdeviceptr, h: CUstream, null: Null) -> Result<(), CUresult> {
     let t = stream::target(h, null)?;
-    let taken = devmem::TABLE
-        .write()
-        .remove_base(ptr, |r| matches!(r.kind, Kind::Alloc | Kind::Async { .. }));
+    let taken = devmem::take_base(ptr, |r| matches!(r.kind, Kind::Alloc | Kind::Async { .. }));
     let Some(range) = taken else {
         return Err(reject(
             INVALID_VALUE,

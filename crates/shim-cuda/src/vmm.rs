@@ -300,9 +300,7 @@ pub fn unmap(ptr: CUdeviceptr, size: usize) -> Result<(), CUresult> {
         ptr,
         size: size as u64,
     })?;
-    devmem::TABLE
-        .write()
-        .remove_within(ptr, end, |r| matches!(r.kind, Kind::Mapped { .. }));
+    devmem::take_within(ptr, end, |r| matches!(r.kind, Kind::Mapped { .. }));
     Ok(())
 }
 

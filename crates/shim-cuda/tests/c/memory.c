@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 typedef int CUresult;
 typedef int CUdevice;
@@ -408,7 +409,17 @@ static void info_and_errors(void) {
     cuMemGetInfo_v2(&free1, &total);
     check(free0 - free1 >= ((size_t)1 << 30), "free drops by >= 1 GiB", "before %lld after %lld",
           (long long)free0, (long long)free1);
+    /* Unified addressing: the device range is reserved in this process, so
+     * no guest buffer can ever share its addresses. */
+    void *m = mmap((void *)(uintptr_t)(big + ((size_t)1 << 29)), 4096, PROT_READ,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    check(m == MAP_FAILED, "device range is reserved in the guest", "mapped at %llx%lld",
+          (long long)(uintptr_t)m, 0);
     RC(cuMemFree_v2(big), OK, "free 1 GiB");
+    m = mmap((void *)(uintptr_t)(big + ((size_t)1 << 29)), 4096, PROT_READ,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    check(m != MAP_FAILED, "freed range is released in the guest", "%lld %lld", 0, 0);
+    if (m != MAP_FAILED) munmap(m, 4096);
     cuMemGetInfo_v2(&free2, &total);
     check(free2 >= free1 + ((size_t)1 << 30), "free comes back", "during %lld after %lld", (long long)free1,
           (long long)free2);
