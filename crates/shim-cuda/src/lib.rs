@@ -29,6 +29,12 @@ mod pointer;
 mod stream;
 mod visible;
 mod vmm;
+// Kernels: images, modules/libraries, launches, events, host functions, cuLink*.
+mod event;
+mod image;
+mod launch;
+mod link;
+mod module;
 
 // The host-refusal marker and the virtual files' provider registration.
 vgpu_guest::shim_glue!();
@@ -215,6 +221,78 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuMemPoolGetAttribute => mempool::get_attribute,
         cuMemPoolSetAttribute => mempool::set_attribute,
         cuMemPoolTrimTo => mempool::trim_to,
+
+        cuModuleLoad => module::load_file,
+        cuModuleLoadData => module::load_data,
+        cuModuleLoadDataEx => module::load_data_ex,
+        cuModuleLoadFatBinary => module::load_fat_binary,
+        cuModuleUnload => module::unload,
+        cuModuleGetFunction => module::get_function,
+        cuModuleGetGlobal => module::get_global_v1,
+        cuModuleGetGlobal_v2 => module::get_global_v2,
+        cuLibraryLoadData => module::library_load_data,
+        cuLibraryLoadFromFile => module::library_load_from_file,
+        cuLibraryUnload => module::library_unload,
+        cuLibraryGetKernel => module::library_get_kernel,
+        cuLibraryGetModule => module::library_get_module,
+        cuLibraryGetGlobal => module::library_get_global,
+        cuKernelGetFunction => module::kernel_get_function,
+        cuKernelGetLibrary => module::kernel_get_library,
+        cuKernelGetName => module::kernel_get_name,
+        cuKernelGetParamInfo => module::kernel_get_param_info,
+        cuKernelGetParamCount => module::kernel_get_param_count,
+        cuKernelGetAttribute => module::kernel_get_attribute,
+        cuKernelSetAttribute => module::kernel_set_attribute,
+        cuKernelSetCacheConfig => module::kernel_set_cache_config,
+        cuFuncGetModule => module::func_get_module,
+        cuFuncGetName => module::func_get_name,
+        cuFuncGetParamInfo => module::func_get_param_info,
+        cuFuncGetParamCount => module::func_get_param_count,
+        cuFuncIsLoaded => module::func_is_loaded,
+        cuFuncLoad => module::func_load,
+        cuFuncGetAttribute => module::func_get_attribute,
+        cuFuncSetAttribute => module::func_set_attribute,
+        cuFuncSetCacheConfig => module::func_set_cache_config,
+
+        cuLaunchKernel => launch::launch_kernel,
+        cuLaunchKernel_ptsz => launch::launch_kernel_ptsz,
+        cuLaunchKernelEx => launch::launch_kernel_ex,
+        cuLaunchKernelEx_ptsz => launch::launch_kernel_ex_ptsz,
+        cuLaunchCooperativeKernel => launch::launch_cooperative,
+        cuLaunchCooperativeKernel_ptsz => launch::launch_cooperative_ptsz,
+        cuOccupancyMaxActiveBlocksPerMultiprocessor => launch::max_active_blocks,
+        cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags => launch::max_active_blocks_with_flags,
+        cuOccupancyMaxPotentialBlockSize => launch::max_potential_block_size,
+        cuOccupancyMaxPotentialBlockSizeWithFlags => launch::max_potential_block_size_with_flags,
+        cuLaunchHostFunc => launch::launch_host_func,
+        cuLaunchHostFunc_ptsz => launch::launch_host_func_ptsz,
+        cuLaunchHostFunc_v2 => launch::launch_host_func_v2,
+        cuLaunchHostFunc_v2_ptsz => launch::launch_host_func_v2_ptsz,
+        cuStreamAddCallback => launch::add_callback,
+        cuStreamAddCallback_ptsz => launch::add_callback_ptsz,
+
+        cuEventCreate => event::create,
+        cuEventDestroy => event::destroy,
+        cuEventDestroy_v2 => event::destroy,
+        cuEventRecord => event::record,
+        cuEventRecord_ptsz => event::record_ptsz,
+        cuEventRecordWithFlags => event::record_with_flags,
+        cuEventRecordWithFlags_ptsz => event::record_with_flags_ptsz,
+        cuEventQuery => event::query,
+        cuEventSynchronize => event::synchronize,
+        cuEventElapsedTime => event::elapsed_time,
+        cuEventElapsedTime_v2 => event::elapsed_time,
+        cuStreamWaitEvent => event::stream_wait,
+        cuStreamWaitEvent_ptsz => event::stream_wait_ptsz,
+
+        cuLinkCreate => link::create,
+        cuLinkCreate_v2 => link::create,
+        cuLinkAddData => link::add_data,
+        cuLinkAddData_v2 => link::add_data,
+        cuLinkAddFile => link::add_file,
+        cuLinkAddFile_v2 => link::add_file,
+        cuLinkComplete => link::complete,
+        cuLinkDestroy => link::destroy,
 
         cuGetProcAddress => procaddr::get_proc_address,
         cuGetProcAddress_v2 => procaddr::get_proc_address_v2,

@@ -1,0 +1,754 @@
+//! Kernel launches, occupancy questions and host functions in streams.
+//!
+//! A launch is queued (`vgpu_guest::client::queue`): no round trip, its
+//! failure reported by the next synchronizing call, as CUDA reports
+//! asynchronous errors. What can be checked locally (handles, dimensions,
+//! the argument protocol) fails at once.
+
+use crate::check::{self, reject, INVALID_VALUE, NOT_SUPPORTED};
+use crate::driver;
+use crate::module::{self, Func};
+use crate::stream::{self, Null};
+use cuda_types::cuda::{
+    CUdevice_attribute, CUfunction, CUhostFn, CUlaunchAttributeID, CUlaunchConfig,
+    CUoccupancyB2DSize, CUresult, CUstream, CUstreamCallback,
+    CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT, CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT,
+    CU_LAUNCH_PARAM_END_AS_INT,
+};
+use std::ffi::{c_int, c_uint, c_void};
+use vgpu_guest::ffi::OutPtr;
+use vgpu_guest::log::Level;
+use vgpu_guest::{client, vlog};
+use vgpu_transport::codec::Bytes;
+use vgpu_transport::proto::{
+    LaunchKernel, OccupancyMaxActiveBlocks, OccupancyMaxPotentialBlockSize, StreamSynchronize,
+};
+
+/// The first host driver with `cuFuncGetParamInfo` (12.4): from it on, an
+/// empty layout means "no parameters"; before, "unknown".
+const PARAM_INFO_DRIVER: i32 = 12040;
+
+/// Copies each argument `kernel_params[i]` points at to its offset.
+///
+/// # Safety
+/// `kernel_params` holds one readable pointer per entry of `layout`, each
+/// to at least that entry's size of bytes (the API contract).
+pub unsafe fn pack(layout: &[(u32, u32)], kernel_params: *const *const c_void) -> Vec<u8> {
+    let mut buf = vec![0u8; module::params_size(layout)];
+    for (i, &(off, size)) in layout.iter().enumerate() {
+        // SAFETY: the caller's contract: one pointer per parameter.
+        let arg = unsafe { *kernel_params.add(i) } as *const u8;
+        let dst = &mut buf[off as usize..off as usize + size as usize];
+        if arg.is_null() {
+            continue;
+        }
+        // SAFETY: the argument is `size` readable bytes (contract).
+        dst.copy_from_slice(unsafe { std::slice::from_raw_parts(arg, size as usize) });
+    }
+    buf
+}
+
+/// The packed buffer an `extra` array describes:
+/// `{CU_LAUNCH_PARAM_BUFFER_POINTER, buf, CU_LAUNCH_PARAM_BUFFER_SIZE,
+/// &size, CU_LAUNCH_PARAM_END}`, in either order, both required.
+///
+/// # Safety
+/// `extra` is an END-terminated array of key/value pointers; the buffer
+/// holds the size it announces.
+pub unsafe fn extra_buffer(extra: *const *const c_void) -> Result<Vec<u8>, CUresult> {
+    let (mut buf, mut size) = (None::<*const u8>, None::<usize>);
+    let bad = |why: std::fmt::Arguments<'_>| reject(INVALID_VALUE, why);
+    // A real array has at most the two pairs and END; anything longer is
+    // a missing terminator.
+    for i in (0..16).step_by(2) {
+        // SAFETY: the array continues until END (contract).
+        let key = unsafe { *extra.add(i) } as usize;
+        if key == CU_LAUNCH_PARAM_END_AS_INT as usize {
+            {
+                let (Some(b), Some(s)) = (buf, size) else {
+                    return Err(bad(format_args!(
+                        "launch extra: needs both BUFFER_POINTER and BUFFER_SIZE"
+                    )));
+                };
+                if s == 0 {
+                    return Ok(Vec::new());
+                }
+                if b.is_null() {
+                    return Err(bad(format_args!("launch extra: NULL buffer of {s} bytes")));
+                }
+                if s > vgpu_transport::frame::MAX_PAYLOAD as usize / 2 {
+                    return Err(bad(format_args!("launch extra: {s} bytes of arguments")));
+                }
+                // SAFETY: the buffer holds `s` bytes (contract).
+                return Ok(unsafe { std::slice::from_raw_parts(b, s) }.to_vec());
+            }
+        } else if key == CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT as usize {
+            {
+                // SAFETY: a key's value follows it.
+                buf = Some(unsafe { *extra.add(i + 1) } as *const u8);
+            }
+        } else if key == CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT as usize {
+            {
+                // SAFETY: a key's value follows it.
+                let p = unsafe { *extra.add(i + 1) } as *const usize;
+                if p.is_null() {
+                    return Err(bad(format_args!("launch extra: NULL BUFFER_SIZE")));
+                }
+                // SAFETY: BUFFER_SIZE's value points at a size_t (contract).
+                size = Some(unsafe { p.read_unaligned() });
+            }
+        } else {
+            return Err(bad(format_args!("launch extra: unknown key {key:#x}")));
+        }
+    }
+    Err(bad(format_args!("launch extra: no CU_LAUNCH_PARAM_END")))
+}
+
+/// The argument buffer of a launch from one of the two ways to pass it.
+///
+/// # Safety
+/// As [`pack`] and [`extra_buffer`].
+unsafe fn arguments(
+    f: &Func,
+    kernel_params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> Result<Vec<u8>, CUresult> {
+    match (kernel_params.is_null(), extra.is_null()) {
+        (false, false) => Err(reject(
+            INVALID_VALUE,
+            format_args!("launch of {:?}: both kernelParams and extra", f.name),
+        )),
+        // SAFETY: forwarded.
+        (true, false) => unsafe { extra_buffer(extra as *const *const c_void) },
+        (false, true) => {
+            if f.params.is_empty() {
+                let version = driver::get()?.inventory.host.cuda_driver_version;
+                if version < PARAM_INFO_DRIVER {
+                    return Err(reject(
+                        NOT_SUPPORTED,
+                        format_args!(
+                            "launch of {:?} with kernelParams: the host driver ({version}) cannot \
+                             say where parameters go (needs cuFuncGetParamInfo, 12.4+); use extra",
+                            f.name
+                        ),
+                    ));
+                }
+            }
+            // SAFETY: forwarded.
+            Ok(unsafe { pack(&f.params, kernel_params as *const *const c_void) })
+        }
+        // No arguments at all: fine for a kernel without parameters; one
+        // with parameters reads zeros, as a real launch would read garbage.
+        (true, true) => Ok(vec![0; f.params_size()]),
+    }
+}
+
+/// Everything a launch needs besides the function.
+struct Shape {
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_mem: u32,
+    stream: CUstream,
+    cooperative: bool,
+}
+
+/// # Safety
+/// As [`arguments`].
+unsafe fn launch(
+    f: CUfunction,
+    shape: Shape,
+    null: Null,
+    kernel_params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> Result<(), CUresult> {
+    driver::get()?;
+    if shape.grid.contains(&0) || shape.block.contains(&0) {
+        return Err(reject(
+            INVALID_VALUE,
+            format_args!("launch: grid {:?} block {:?}", shape.grid, shape.block),
+        ));
+    }
+    let t = stream::target(shape.stream, null)?;
+    let func = module::launchable(f, &t.ctx)?;
+    // SAFETY: forwarded.
+    let params = unsafe { arguments(&func, kernel_params, extra) }?;
+    let call = LaunchKernel {
+        ctx: t.ctx_remote,
+        func: func.remote,
+        grid: shape.grid,
+        block: shape.block,
+        shared_mem: shape.shared_mem,
+        stream: t.stream,
+        params: Bytes(params),
+        cooperative: shape.cooperative,
+    };
+    client::queue(&call).map_err(driver::to_cuda)
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn launch_classic(
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    shared_mem: c_uint,
+    stream: CUstream,
+    kernel_params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+    null: Null,
+    cooperative: bool,
+) -> Result<(), CUresult> {
+    let shape = Shape {
+        grid: [gx, gy, gz],
+        block: [bx, by, bz],
+        shared_mem,
+        stream,
+        cooperative,
+    };
+    // SAFETY: forwarded caller contract.
+    unsafe { launch(f, shape, null, kernel_params, extra) }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn launch_kernel(
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    shared_mem: c_uint,
+    stream: CUstream,
+    kernel_params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        launch_classic(
+            f,
+            gx,
+            gy,
+            gz,
+            bx,
+            by,
+            bz,
+            shared_mem,
+            stream,
+            kernel_params,
+            extra,
+            Null::Legacy,
+            false,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn launch_kernel_ptsz(
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    shared_mem: c_uint,
+    stream: CUstream,
+    kernel_params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        launch_classic(
+            f,
+            gx,
+            gy,
+            gz,
+            bx,
+            by,
+            bz,
+            shared_mem,
+            stream,
+            kernel_params,
+            extra,
+            Null::PerThread,
+            false,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn launch_cooperative(
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    shared_mem: c_uint,
+    stream: CUstream,
+    kernel_params: *mut *mut c_void,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        launch_classic(
+            f,
+            gx,
+            gy,
+            gz,
+            bx,
+            by,
+            bz,
+            shared_mem,
+            stream,
+            kernel_params,
+            std::ptr::null_mut(),
+            Null::Legacy,
+            true,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn launch_cooperative_ptsz(
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    shared_mem: c_uint,
+    stream: CUstream,
+    kernel_params: *mut *mut c_void,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        launch_classic(
+            f,
+            gx,
+            gy,
+            gz,
+            bx,
+            by,
+            bz,
+            shared_mem,
+            stream,
+            kernel_params,
+            std::ptr::null_mut(),
+            Null::PerThread,
+            true,
+        )
+    }
+}
+
+/// `cuLaunchKernelEx`: of the launch attributes only `COOPERATIVE` changes
+/// what the host does; the others (cluster shape, priority, programmatic
+/// serialization, memory sync domains ...) are hints or features the
+/// remoted launch does not carry, and are dropped with a Debug line.
+unsafe fn launch_ex_in(
+    config: *const CUlaunchConfig,
+    f: CUfunction,
+    kernel_params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+    null: Null,
+) -> Result<(), CUresult> {
+    driver::get()?;
+    if config.is_null() {
+        return Err(reject(
+            INVALID_VALUE,
+            format_args!("cuLaunchKernelEx: NULL config"),
+        ));
+    }
+    // SAFETY: a readable config (contract).
+    let c = unsafe { config.read_unaligned() };
+    let mut cooperative = false;
+    if c.numAttrs > 0 {
+        if c.attrs.is_null() {
+            return Err(reject(
+                INVALID_VALUE,
+                format_args!("cuLaunchKernelEx: NULL attrs"),
+            ));
+        }
+        // SAFETY: numAttrs readable attributes (contract).
+        let attrs = unsafe { std::slice::from_raw_parts(c.attrs, c.numAttrs as usize) };
+        for a in attrs {
+            if a.id == CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE {
+                // SAFETY: the union member this id selects.
+                cooperative = unsafe { a.value.cooperative } != 0;
+            } else if a.id != CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_IGNORE {
+                vlog!(
+                    Level::Debug,
+                    "cuLaunchKernelEx: launch attribute {} not forwarded",
+                    a.id.0
+                );
+            }
+        }
+    }
+    let shape = Shape {
+        grid: [c.gridDimX, c.gridDimY, c.gridDimZ],
+        block: [c.blockDimX, c.blockDimY, c.blockDimZ],
+        shared_mem: c.sharedMemBytes,
+        stream: c.hStream,
+        cooperative,
+    };
+    // SAFETY: forwarded caller contract.
+    unsafe { launch(f, shape, null, kernel_params, extra) }
+}
+
+pub unsafe fn launch_kernel_ex(
+    config: *const CUlaunchConfig,
+    f: CUfunction,
+    kernel_params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded caller contract.
+    unsafe { launch_ex_in(config, f, kernel_params, extra, Null::Legacy) }
+}
+
+pub unsafe fn launch_kernel_ex_ptsz(
+    config: *const CUlaunchConfig,
+    f: CUfunction,
+    kernel_params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded caller contract.
+    unsafe { launch_ex_in(config, f, kernel_params, extra, Null::PerThread) }
+}
+
+// ---- occupancy ----
+
+/// The host handle occupancy questions are about: a kernel's function in
+/// the current context.
+fn occupancy_func(f: CUfunction) -> Result<u64, CUresult> {
+    let (ctx, _) = check::current()?;
+    Ok(module::launchable(f, &ctx)?.remote)
+}
+
+unsafe fn max_active_blocks_in(
+    out: *mut c_int,
+    f: CUfunction,
+    block_size: c_int,
+    dynamic_smem: usize,
+    flags: c_uint,
+) -> Result<(), CUresult> {
+    driver::get()?;
+    if out.is_null() {
+        return Err(reject(
+            INVALID_VALUE,
+            format_args!("occupancy: NULL out-pointer"),
+        ));
+    }
+    let func = occupancy_func(f)?;
+    let n = check::host(&OccupancyMaxActiveBlocks {
+        func,
+        block_size,
+        dynamic_smem: dynamic_smem as u64,
+        flags,
+    })?;
+    // SAFETY: checked non-null; writable by contract.
+    unsafe { out.write_or(n, INVALID_VALUE) }
+}
+
+pub unsafe fn max_active_blocks(
+    out: *mut c_int,
+    f: CUfunction,
+    block_size: c_int,
+    dynamic_smem: usize,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded caller contract.
+    unsafe { max_active_blocks_in(out, f, block_size, dynamic_smem, 0) }
+}
+
+pub unsafe fn max_active_blocks_with_flags(
+    out: *mut c_int,
+    f: CUfunction,
+    block_size: c_int,
+    dynamic_smem: usize,
+    flags: c_uint,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded caller contract.
+    unsafe { max_active_blocks_in(out, f, block_size, dynamic_smem, flags) }
+}
+
+/// `cuOccupancyMaxPotentialBlockSize[WithFlags]`.
+///
+/// With a fixed dynamic shared memory size the host answers in one round
+/// trip. With a `blockSizeToDynamicSMemSize` callback — a guest function
+/// the host cannot call — the search runs here: for every multiple of the
+/// warp size up to the limit, the callback gives the shared memory, the
+/// host the resident blocks per SM, and the block size with the most
+/// resident threads wins (the larger on a tie, as CUDA's own
+/// `cudaOccupancyMaxPotentialBlockSize` template decides). That is one
+/// round trip per candidate, at most 32 for 1024-thread blocks.
+#[allow(clippy::too_many_arguments)]
+unsafe fn max_potential_block_size_in(
+    min_grid: *mut c_int,
+    block: *mut c_int,
+    f: CUfunction,
+    to_smem: CUoccupancyB2DSize,
+    dynamic_smem: usize,
+    limit: c_int,
+    flags: c_uint,
+) -> Result<(), CUresult> {
+    let d = driver::get()?;
+    if min_grid.is_null() || block.is_null() {
+        return Err(reject(
+            INVALID_VALUE,
+            format_args!("occupancy: NULL out-pointer"),
+        ));
+    }
+    let func = occupancy_func(f)?;
+    let (grid, size) = match to_smem {
+        None => check::host(&OccupancyMaxPotentialBlockSize {
+            func,
+            dynamic_smem: dynamic_smem as u64,
+            block_size_limit: limit,
+            flags,
+        })?,
+        Some(cb) => {
+            let (ctx, _) = check::current()?;
+            let dev = d.device(ctx.device)?;
+            let attr = |a: CUdevice_attribute| dev.attribute(a.0 as i32).unwrap_or(0);
+            let warp = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_WARP_SIZE).max(1);
+            let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
+            let mut max_threads =
+                attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK);
+            let mut fattr = 0;
+            let fh = f;
+            // SAFETY: a local out-pointer.
+            if unsafe {
+                module::func_get_attribute(
+                    &mut fattr,
+                    cuda_types::cuda::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+                    fh,
+                )
+            }
+            .is_ok()
+                && fattr > 0
+            {
+                max_threads = max_threads.min(fattr);
+            }
+            if limit > 0 {
+                max_threads = max_threads.min(limit);
+            }
+            let mut best = (0i32, 0i32);
+            let mut size = max_threads - max_threads % warp;
+            while size > 0 {
+                // SAFETY: the application's callback, as CUDA would call it.
+                let smem = unsafe { cb(size) };
+                let blocks = check::host(&OccupancyMaxActiveBlocks {
+                    func,
+                    block_size: size,
+                    dynamic_smem: smem as u64,
+                    flags,
+                })?;
+                if blocks * size > best.0 * best.1 {
+                    best = (blocks, size);
+                }
+                size -= warp;
+            }
+            (best.0 * sms, best.1)
+        }
+    };
+    // SAFETY: checked non-null; writable by contract.
+    unsafe {
+        min_grid.write_or(grid, INVALID_VALUE)?;
+        block.write_or(size, INVALID_VALUE)
+    }
+}
+
+pub unsafe fn max_potential_block_size(
+    min_grid: *mut c_int,
+    block: *mut c_int,
+    f: CUfunction,
+    to_smem: CUoccupancyB2DSize,
+    dynamic_smem: usize,
+    limit: c_int,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded caller contract.
+    unsafe { max_potential_block_size_in(min_grid, block, f, to_smem, dynamic_smem, limit, 0) }
+}
+
+pub unsafe fn max_potential_block_size_with_flags(
+    min_grid: *mut c_int,
+    block: *mut c_int,
+    f: CUfunction,
+    to_smem: CUoccupancyB2DSize,
+    dynamic_smem: usize,
+    limit: c_int,
+    flags: c_uint,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded caller contract.
+    unsafe { max_potential_block_size_in(min_grid, block, f, to_smem, dynamic_smem, limit, flags) }
+}
+
+// ---- host functions ----
+//
+// A host function must run after everything queued before it on its
+// stream, and before anything queued after it. vgpu runs it on the calling
+// thread: it waits for the stream (a round trip, which also sends the
+// queue), calls the function, and only then returns, so later work cannot
+// overtake it. CUDA runs callbacks on a driver thread, but promises no
+// particular one, and they may not call CUDA anyway. The cost: the
+// enqueueing thread blocks until the stream drains.
+
+/// Waits for the stream a host function goes into.
+fn drain(h: CUstream, null: Null) -> Result<(), CUresult> {
+    let t = stream::target(h, null)?;
+    check::host(&StreamSynchronize { stream: t.stream })
+}
+
+/// `cuLaunchHostFunc`: per CUDA, not called when the context has failed;
+/// the failure is returned instead.
+fn host_func_in(h: CUstream, f: CUhostFn, user: *mut c_void, null: Null) -> Result<(), CUresult> {
+    driver::get()?;
+    let f = f.ok_or_else(|| reject(INVALID_VALUE, format_args!("cuLaunchHostFunc: NULL fn")))?;
+    drain(h, null)?;
+    // SAFETY: the application's function with its own argument.
+    unsafe { f(user) };
+    Ok(())
+}
+
+pub fn launch_host_func(h: CUstream, f: CUhostFn, user: *mut c_void) -> Result<(), CUresult> {
+    host_func_in(h, f, user, Null::Legacy)
+}
+
+pub fn launch_host_func_ptsz(h: CUstream, f: CUhostFn, user: *mut c_void) -> Result<(), CUresult> {
+    host_func_in(h, f, user, Null::PerThread)
+}
+
+/// The 13.x `_v2` adds a synchronization mode, which only says how the
+/// function may overlap later work: running it inline satisfies every mode.
+pub fn launch_host_func_v2(
+    h: CUstream,
+    f: CUhostFn,
+    user: *mut c_void,
+    _mode: c_uint,
+) -> Result<(), CUresult> {
+    host_func_in(h, f, user, Null::Legacy)
+}
+
+pub fn launch_host_func_v2_ptsz(
+    h: CUstream,
+    f: CUhostFn,
+    user: *mut c_void,
+    _mode: c_uint,
+) -> Result<(), CUresult> {
+    host_func_in(h, f, user, Null::PerThread)
+}
+
+/// `cuStreamAddCallback`: unlike a host function, the callback also runs
+/// after a failure, and is told the status.
+fn add_callback_in(
+    h: CUstream,
+    cb: CUstreamCallback,
+    user: *mut c_void,
+    flags: c_uint,
+    null: Null,
+) -> Result<(), CUresult> {
+    driver::get()?;
+    let cb = cb.ok_or_else(|| reject(INVALID_VALUE, format_args!("cuStreamAddCallback: NULL")))?;
+    if flags != 0 {
+        return Err(reject(
+            INVALID_VALUE,
+            format_args!("cuStreamAddCallback: flags {flags}"),
+        ));
+    }
+    // An invalid handle is the caller's error, not the stream's status.
+    stream::target(h, null)?;
+    let status = match drain(h, null) {
+        Ok(()) => CUresult::CUDA_SUCCESS,
+        Err(e) => e,
+    };
+    // SAFETY: the application's callback with its own stream and argument.
+    unsafe { cb(h, status, user) };
+    Ok(())
+}
+
+pub fn add_callback(
+    h: CUstream,
+    cb: CUstreamCallback,
+    user: *mut c_void,
+    flags: c_uint,
+) -> Result<(), CUresult> {
+    add_callback_in(h, cb, user, flags, Null::Legacy)
+}
+
+pub fn add_callback_ptsz(
+    h: CUstream,
+    cb: CUstreamCallback,
+    user: *mut c_void,
+    flags: c_uint,
+) -> Result<(), CUresult> {
+    add_callback_in(h, cb, user, flags, Null::PerThread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_struct_by_value_layout() {
+        // §9.3: (struct{float;double;char[3]}, char, struct(16){int[5]},
+        // short, const float*, double).
+        let layout = [(0, 24), (24, 1), (32, 32), (64, 2), (72, 8), (80, 8)];
+        let p0: Vec<u8> = (1..=24).collect();
+        let p1 = [0x7fu8];
+        let p2: Vec<u8> = (100..132).collect();
+        let p3 = 0xbeefu16.to_le_bytes();
+        let p4 = 0x7000_0000_1234u64.to_le_bytes();
+        let p5 = 2.5f64.to_le_bytes();
+        let ptrs: [*const c_void; 6] = [
+            p0.as_ptr().cast(),
+            p1.as_ptr().cast(),
+            p2.as_ptr().cast(),
+            p3.as_ptr().cast(),
+            p4.as_ptr().cast(),
+            p5.as_ptr().cast(),
+        ];
+        // SAFETY: one live argument of the right size per parameter.
+        let buf = unsafe { pack(&layout, ptrs.as_ptr()) };
+        assert_eq!(buf.len(), 88);
+        assert_eq!(&buf[0..24], &p0[..]);
+        assert_eq!(buf[24], 0x7f);
+        assert_eq!(&buf[25..32], &[0; 7]);
+        assert_eq!(&buf[32..64], &p2[..]);
+        assert_eq!(&buf[64..66], &p3);
+        assert_eq!(&buf[72..80], &p4);
+        assert_eq!(&buf[80..88], &p5);
+    }
+
+    fn extra(items: &[usize]) -> Result<Vec<u8>, CUresult> {
+        let v: Vec<*const c_void> = items.iter().map(|&i| i as *const c_void).collect();
+        // SAFETY: test arrays follow the protocol or end in END within 16.
+        unsafe { extra_buffer(v.as_ptr()) }
+    }
+
+    #[test]
+    fn extra_protocol() {
+        let args = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let size: usize = 8;
+        let (a, s) = (args.as_ptr() as usize, &size as *const usize as usize);
+        assert_eq!(extra(&[1, a, 2, s, 0]), Ok(args.to_vec()));
+        assert_eq!(extra(&[2, s, 1, a, 0]), Ok(args.to_vec()));
+        let e = Err(INVALID_VALUE);
+        assert_eq!(extra(&[1, a, 0]), e);
+        assert_eq!(extra(&[2, s, 0]), e);
+        assert_eq!(extra(&[0]), e);
+        assert_eq!(extra(&[3, a, 2, s, 0]), e);
+        assert_eq!(extra(&[1, a, 2, 0, 0]), e);
+        assert_eq!(extra(&[1, 0, 2, s, 0]), e);
+        let zero: usize = 0;
+        assert_eq!(
+            extra(&[1, 0, 2, &zero as *const usize as usize, 0]),
+            Ok(vec![])
+        );
+        let endless: Vec<usize> = [1, a].repeat(9);
+        assert_eq!(extra(&endless), e);
+    }
+}
