@@ -171,7 +171,7 @@ group_numba() {
 # itself when VGPU_TEST_TORCH=1 and the venv is missing.
 group_torch() {
     local VENV="$CACHE/venv-torch"
-    pip_group torch torch==2.15.0
+    pip_group torch torch==2.15.0 numpy==2.4.6
 }
 
 # ---------------------------------------------------------------- main
