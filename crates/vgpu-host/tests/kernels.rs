@@ -202,7 +202,12 @@ fn launch(ctx: u64, func: u64, grid: u32, block: u32, stream: u64, params: Bytes
 }
 
 /// Inputs and the vadd launch for `n` floats: (a, b, c pointers, launch).
-fn vadd_setup(c: &mut Client, ctx: u64, vadd: &FunctionInfo, n: usize) -> (Vec<f32>, u64, LaunchKernel) {
+fn vadd_setup(
+    c: &mut Client,
+    ctx: u64,
+    vadd: &FunctionInfo,
+    n: usize,
+) -> (Vec<f32>, u64, LaunchKernel) {
     let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
     let b: Vec<f32> = (0..n).map(|i| 0.5 * i as f32 + 1.0).collect();
     let pa = alloc_with(c, ctx, &floats(&a));
@@ -256,7 +261,10 @@ fn vadd_batched_on_a_stream_then_flush() {
     Batch::default().push(&l).send(&c);
     c.call(&Flush {}).unwrap();
     c.call(&StreamSynchronize { stream }).unwrap();
-    assert_eq!(to_floats(&dtoh(&mut c, ctx, pc, n as u64 * 4).unwrap()), want);
+    assert_eq!(
+        to_floats(&dtoh(&mut c, ctx, pc, n as u64 * 4).unwrap()),
+        want
+    );
 
     // A launch whose arguments are shorter than the layout never runs.
     let mut short = l.clone();
@@ -332,6 +340,26 @@ fn a_thousand_batched_launches_and_one_flush() {
         1000.0 / done.as_secs_f64()
     );
     assert_eq!(to_floats(&dtoh(&mut c, ctx, pc, 128).unwrap()), want);
+
+    // The loop's own cost per batched call, with a call the driver does
+    // next to nothing for.
+    let ev = c.call(&EventCreate { ctx, flags: 0 }).unwrap();
+    let mut b = Batch::default();
+    for _ in 0..10_000 {
+        b.push(&EventRecord {
+            event: ev,
+            stream: 0,
+            flags: 0,
+        });
+    }
+    let t = Instant::now();
+    b.send(&c);
+    c.call(&Flush {}).unwrap();
+    let el = t.elapsed();
+    eprintln!(
+        "10000 NO_REPLY event records: {el:?} ({:.0} calls/s)",
+        10_000.0 / el.as_secs_f64()
+    );
 }
 
 #[test]
@@ -421,7 +449,10 @@ fn unknown_and_foreign_handles_are_invalid() {
     let ev = a.call(&EventCreate { ctx, flags: 0 }).unwrap();
 
     let bogus = 0x3D12_3456_789A_BCDE;
-    assert_eq!(status(a.call(&ModuleUnload { module: bogus })), INVALID_HANDLE);
+    assert_eq!(
+        status(a.call(&ModuleUnload { module: bogus })),
+        INVALID_HANDLE
+    );
     assert_eq!(
         status(a.call(&ModuleGetFunction {
             module: bogus,
@@ -438,13 +469,25 @@ fn unknown_and_foreign_handles_are_invalid() {
         INVALID_HANDLE
     );
     // Handles of one kind are not another kind's.
-    assert_eq!(status(a.call(&ModuleUnload { module: vadd.handle })), INVALID_HANDLE);
+    assert_eq!(
+        status(a.call(&ModuleUnload {
+            module: vadd.handle
+        })),
+        INVALID_HANDLE
+    );
     assert_eq!(status(a.call(&EventQuery { event: m })), INVALID_HANDLE);
     // A batched launch of a bad function fails at the next collector; a bad
     // stream too. Only the first is reported, once.
     Batch::default()
         .push(&launch(ctx, bogus, 1, 1, 0, Bytes(vec![0; 28])))
-        .push(&launch(ctx, vadd.handle, 1, 1, 0x5700_0000_0000_0001, Bytes(vec![0; 28])))
+        .push(&launch(
+            ctx,
+            vadd.handle,
+            1,
+            1,
+            0x5700_0000_0000_0001,
+            Bytes(vec![0; 28]),
+        ))
         .send(&a);
     assert_eq!(status(a.call(&Flush {})), INVALID_HANDLE);
     a.call(&Flush {}).unwrap();
@@ -496,7 +539,14 @@ fn module_globals_are_addressable_until_unload() {
     let bump = function(&mut c, m, "bump");
     assert_eq!(bump.params, vec![(0, 4)]);
     Batch::default()
-        .push(&launch(ctx, bump.handle, 1, 1, 0, pack(&bump, &[&3u32.to_le_bytes()])))
+        .push(&launch(
+            ctx,
+            bump.handle,
+            1,
+            1,
+            0,
+            pack(&bump, &[&3u32.to_le_bytes()]),
+        ))
         .send(&c);
     c.call(&CtxSynchronize { ctx }).unwrap();
     assert_eq!(dtoh(&mut c, ctx, ptr, 4).unwrap(), 8u32.to_le_bytes());
@@ -527,7 +577,12 @@ fn libraries_kernels_attributes_and_occupancy() {
         })
         .unwrap();
     assert_eq!(k.params, vec![(0, 8), (8, 8), (16, 8), (24, 4)]);
-    let f = c.call(&KernelGetFunction { ctx, kernel: k.handle }).unwrap();
+    let f = c
+        .call(&KernelGetFunction {
+            ctx,
+            kernel: k.handle,
+        })
+        .unwrap();
     assert_eq!(f.params, k.params);
     assert_ne!(f.handle, k.handle);
     // Attributes answer for a kernel handle and a function handle alike.

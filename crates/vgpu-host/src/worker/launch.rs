@@ -39,13 +39,11 @@ impl Session {
 
     fn launch_kernel(&mut self, c: LaunchKernel) -> Result<(), u32> {
         let callable = self.callable(c.func)?;
-        // Validates the context and stream handles (before any driver call).
-        self.enter_stream(c.ctx, c.stream)?;
+        // Validates the context and stream handles and enters the context
+        // the work runs in, which the function must belong to.
+        let stream = self.enter_stream(c.ctx, c.stream)?;
         let ctx = self.stream_ctx(c.ctx, c.stream);
         let f = self.function_in(callable, ctx)?;
-        // function_in may have entered the context again; the stream is
-        // the same value either way.
-        let stream = self.enter_stream(c.ctx, c.stream)?;
         let layout = self.layout_of(callable, c.func);
         if let Some(need) = layout.iter().map(|&(o, s)| o as usize + s as usize).max() {
             if c.params.0.len() < need {

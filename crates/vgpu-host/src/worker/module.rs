@@ -280,7 +280,7 @@ impl Session {
     }
 
     /// The function of `callable` in context `ctx` (a kernel's, obtained
-    /// and cached on first use), with `ctx` current.
+    /// and cached on first use). The caller has made `ctx` current.
     pub(super) fn function_in(&mut self, callable: Callable, ctx: u64) -> Result<CUfunction, u32> {
         match callable {
             Callable::Function { raw, ctx: owner } => {
@@ -291,7 +291,6 @@ impl Session {
                     );
                     return Err(CUresult::CUDA_ERROR_INVALID_CONTEXT.0);
                 }
-                self.enter(ctx)?;
                 Ok(raw)
             }
             Callable::Kernel { handle, .. } => {
@@ -734,6 +733,7 @@ impl Session {
                     .map(|k| k.library)
                     .ok_or(INVALID_HANDLE)?;
                 let ctx = self.library(lib)?.ctx;
+                self.enter(ctx)?;
                 self.function_in(k, ctx)
             }
         }
