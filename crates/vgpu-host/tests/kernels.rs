@@ -1,7 +1,7 @@
 //! End-to-end modules, launches, events, linking and NO_REPLY batching:
 //! the real `vgpu` daemon with the software GPU as driver, a
-//! `vgpu_transport::Client` as guest, and batched calls written as raw
-//! frames with `FLAG_NO_REPLY` the way a guest's queue sends them.
+//! `vgpu_transport::Client` as guest, batched calls queued with
+//! `Client::queue` (frames with `FLAG_NO_REPLY`) as the shim queues them.
 //!
 //! Everything here needs the software GPU's module and launch support.
 //! Where it answers CUDA_ERROR_NOT_SUPPORTED the test says `SKIP:` on
@@ -11,11 +11,8 @@ mod common;
 
 use common::Daemon;
 use cuda_types::cuda::CUresult;
-use std::io::Write;
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Instant;
-use vgpu_transport::codec::{to_bytes, Bytes};
-use vgpu_transport::frame::{write_frame, Header, FLAG_NO_REPLY};
+use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
     Call, CtxSynchronize, EventCreate, EventDestroy, EventElapsedTime, EventQuery, EventRecord,
     EventSynchronize, Flush, FuncGetAttribute, FuncSetCacheConfig, FunctionInfo, KernelGetFunction,
@@ -80,34 +77,18 @@ fn supported<T>(r: Result<T, CallError>, what: &str) -> Option<T> {
     }
 }
 
-/// Batched calls: encoded frames with FLAG_NO_REPLY, written in one go.
-#[derive(Default)]
-struct Batch {
-    bytes: Vec<u8>,
-    seq: u32,
-}
+/// Calls queued the way a guest queues them (`Client::queue`: frames
+/// with FLAG_NO_REPLY, no reply awaited), then written in one go.
+struct Batch<'a>(&'a mut Client);
 
-impl Batch {
+impl Batch<'_> {
     fn push<C: Call>(&mut self, call: &C) -> &mut Self {
-        // Sequence numbers far from the client's own, for readable logs.
-        self.seq += 1;
-        let h = Header {
-            op: C::OP,
-            flags: FLAG_NO_REPLY,
-            seq: 0x8000_0000 | self.seq,
-            ..Default::default()
-        };
-        write_frame(&mut self.bytes, h, &to_bytes(call)).unwrap();
+        self.0.queue(call).unwrap();
         self
     }
 
-    fn send(&mut self, c: &Client) {
-        // SAFETY: the client's socket stays open for this borrow; the
-        // duplicate is closed when `sock` drops.
-        let fd = unsafe { BorrowedFd::borrow_raw(c.stream().as_raw_fd()) };
-        let mut sock = std::fs::File::from(fd.try_clone_to_owned().unwrap());
-        sock.write_all(&self.bytes).unwrap();
-        self.bytes.clear();
+    fn send(&mut self) {
+        self.0.flush_queued().unwrap();
     }
 }
 
@@ -258,7 +239,7 @@ fn vadd_batched_on_a_stream_then_flush() {
     let n = 1000;
     let (want, pc, mut l) = vadd_setup(&mut c, ctx, &vadd, n);
     l.stream = stream;
-    Batch::default().push(&l).send(&c);
+    Batch(&mut c).push(&l).send();
     c.call(&Flush {}).unwrap();
     c.call(&StreamSynchronize { stream }).unwrap();
     assert_eq!(
@@ -288,9 +269,9 @@ fn illegal_address_is_deferred_then_sticky_while_another_session_works() {
     let out = alloc_with(&mut c, ctx, &[0u8; 256]);
     // out[i + n] with n far past any allocation.
     let params = pack(&oob, &[&out.to_le_bytes(), &(1i32 << 30).to_le_bytes()]);
-    Batch::default()
+    Batch(&mut c)
         .push(&launch(ctx, oob.handle, 1, 32, 0, params))
-        .send(&c);
+        .send();
     assert_eq!(status(c.call(&CtxSynchronize { ctx })), ILLEGAL_ADDRESS);
     // The context stays broken, for every kind of call in it ...
     assert_eq!(status(c.call(&CtxSynchronize { ctx })), ILLEGAL_ADDRESS);
@@ -299,7 +280,7 @@ fn illegal_address_is_deferred_then_sticky_while_another_session_works() {
         ILLEGAL_ADDRESS
     );
     assert_eq!(status(dtoh(&mut c, ctx, out, 4)), ILLEGAL_ADDRESS);
-    Batch::default().push(&CtxSynchronize { ctx }).send(&c);
+    Batch(&mut c).push(&CtxSynchronize { ctx }).send();
     assert_eq!(status(c.call(&Flush {})), ILLEGAL_ADDRESS);
 
     // ... while another guest computes as usual.
@@ -308,7 +289,7 @@ fn illegal_address_is_deferred_then_sticky_while_another_session_works() {
     let m2 = load(&mut c2, ctx2, KERNELS_PTX).unwrap();
     let vadd = function(&mut c2, m2, "vadd");
     let (want, pc, l) = vadd_setup(&mut c2, ctx2, &vadd, 64);
-    Batch::default().push(&l).send(&c2);
+    Batch(&mut c2).push(&l).send();
     c2.call(&CtxSynchronize { ctx: ctx2 }).unwrap();
     assert_eq!(to_floats(&dtoh(&mut c2, ctx2, pc, 256).unwrap()), want);
 }
@@ -323,12 +304,11 @@ fn a_thousand_batched_launches_and_one_flush() {
     };
     let vadd = function(&mut c, m, "vadd");
     let (want, pc, l) = vadd_setup(&mut c, ctx, &vadd, 32);
-    let mut b = Batch::default();
     for _ in 0..1000 {
-        b.push(&l);
+        c.queue(&l).unwrap();
     }
+    // The Flush goes out in the same write as the queued launches.
     let t = Instant::now();
-    b.send(&c);
     c.call(&Flush {}).unwrap();
     let queued = t.elapsed();
     c.call(&CtxSynchronize { ctx }).unwrap();
@@ -344,16 +324,15 @@ fn a_thousand_batched_launches_and_one_flush() {
     // The loop's own cost per batched call, with a call the driver does
     // next to nothing for.
     let ev = c.call(&EventCreate { ctx, flags: 0 }).unwrap();
-    let mut b = Batch::default();
     for _ in 0..10_000 {
-        b.push(&EventRecord {
+        c.queue(&EventRecord {
             event: ev,
             stream: 0,
             flags: 0,
-        });
+        })
+        .unwrap();
     }
     let t = Instant::now();
-    b.send(&c);
     c.call(&Flush {}).unwrap();
     let el = t.elapsed();
     eprintln!(
@@ -389,7 +368,7 @@ fn events_time_a_launch_and_order_streams() {
     let end = c.call(&EventCreate { ctx, flags: 0 }).unwrap();
     let (want, pc, mut l) = vadd_setup(&mut c, ctx, &vadd, 4096);
     l.stream = s1;
-    Batch::default()
+    Batch(&mut c)
         .push(&EventRecord {
             event: start,
             stream: s1,
@@ -406,7 +385,7 @@ fn events_time_a_launch_and_order_streams() {
             event: end,
             flags: 0,
         })
-        .send(&c);
+        .send();
     c.call(&EventSynchronize { event: end }).unwrap();
     c.call(&EventQuery { event: end }).unwrap();
     c.call(&StreamSynchronize { stream: s2 }).unwrap();
@@ -415,7 +394,7 @@ fn events_time_a_launch_and_order_streams() {
     assert!(ms >= 0.0 && ms.is_finite(), "{ms}");
     assert_eq!(to_floats(&dtoh(&mut c, ctx, pc, 4096 * 4).unwrap()), want);
     // The built-in streams resolve in the event's context.
-    Batch::default()
+    Batch(&mut c)
         .push(&EventRecord {
             event: start,
             stream: 0,
@@ -426,7 +405,7 @@ fn events_time_a_launch_and_order_streams() {
             stream: 1,
             flags: 0,
         })
-        .send(&c);
+        .send();
     c.call(&Flush {}).unwrap();
 
     c.call(&EventDestroy { event: start }).unwrap();
@@ -478,7 +457,7 @@ fn unknown_and_foreign_handles_are_invalid() {
     assert_eq!(status(a.call(&EventQuery { event: m })), INVALID_HANDLE);
     // A batched launch of a bad function fails at the next collector; a bad
     // stream too. Only the first is reported, once.
-    Batch::default()
+    Batch(&mut a)
         .push(&launch(ctx, bogus, 1, 1, 0, Bytes(vec![0; 28])))
         .push(&launch(
             ctx,
@@ -488,7 +467,7 @@ fn unknown_and_foreign_handles_are_invalid() {
             0x5700_0000_0000_0001,
             Bytes(vec![0; 28]),
         ))
-        .send(&a);
+        .send();
     assert_eq!(status(a.call(&Flush {})), INVALID_HANDLE);
     a.call(&Flush {}).unwrap();
 
@@ -538,7 +517,7 @@ fn module_globals_are_addressable_until_unload() {
     assert_eq!(dtoh(&mut c, ctx, ptr, 4).unwrap(), 5u32.to_le_bytes());
     let bump = function(&mut c, m, "bump");
     assert_eq!(bump.params, vec![(0, 4)]);
-    Batch::default()
+    Batch(&mut c)
         .push(&launch(
             ctx,
             bump.handle,
@@ -547,7 +526,7 @@ fn module_globals_are_addressable_until_unload() {
             0,
             pack(&bump, &[&3u32.to_le_bytes()]),
         ))
-        .send(&c);
+        .send();
     c.call(&CtxSynchronize { ctx }).unwrap();
     assert_eq!(dtoh(&mut c, ctx, ptr, 4).unwrap(), 8u32.to_le_bytes());
     // One byte past the global is not the guest's.
@@ -616,7 +595,7 @@ fn libraries_kernels_attributes_and_occupancy() {
     // Launch through the kernel handle itself.
     let (want, pc, mut l) = vadd_setup(&mut c, ctx, &k, 300);
     l.func = k.handle;
-    Batch::default().push(&l).send(&c);
+    Batch(&mut c).push(&l).send();
     c.call(&CtxSynchronize { ctx }).unwrap();
     assert_eq!(to_floats(&dtoh(&mut c, ctx, pc, 1200).unwrap()), want);
 
