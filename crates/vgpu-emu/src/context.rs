@@ -101,6 +101,8 @@ pub fn current() -> Result<Arc<Context>, CUresult> {
     let top = STACK.with(|s| s.borrow().last().cloned());
     let c = top.ok_or(INVALID_CONTEXT)?;
     c.usable()?;
+    // A kernel fault makes the context answer every call with its error.
+    crate::launch::sticky_error(c.id)?;
     Ok(c)
 }
 
@@ -313,6 +315,9 @@ pub unsafe fn ctx_get_id(ctx: CUcontext, id: *mut c_ulonglong) -> Result<(), CUr
 fn release_objects(ctx: u64) {
     stream::release_context(ctx);
     event::release_context(ctx);
+    // Before memory: running kernels are stopped and module records dropped
+    // before the context's memory goes.
+    crate::launch::release_context(ctx);
     memory::release_context(ctx);
 }
 

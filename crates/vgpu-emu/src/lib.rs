@@ -16,7 +16,10 @@ mod errors;
 mod event;
 mod ffi;
 mod identity;
+mod launch;
+mod link;
 mod memory;
+mod module;
 mod nvml;
 pub mod profile;
 mod sensors;
@@ -24,7 +27,7 @@ mod stream;
 
 /// The CUDA driver API exports.
 pub mod cuda_exports {
-    use crate::{context, device, errors, event, memory, stream};
+    use crate::{context, device, errors, event, launch, link, memory, module, stream};
     use cuda_types::cuda::*;
 
     cuda_types::with_cuda_functions!(api_macros::export_functions {
@@ -235,6 +238,72 @@ pub mod cuda_exports {
             cuEventDestroy_v2 => event::event_destroy,
             cuEventElapsedTime => event::event_elapsed_time,
             cuEventElapsedTime_v2 => event::event_elapsed_time,
+
+            // Modules (PTX only: the software GPU interprets it)
+            cuModuleLoad => module::module_load,
+            cuModuleLoadData => module::module_load_data,
+            cuModuleLoadDataEx => module::module_load_data_ex,
+            cuModuleLoadFatBinary => module::module_load_fat_binary,
+            cuModuleUnload => module::module_unload,
+            cuModuleGetFunction => module::module_get_function,
+            cuModuleGetGlobal_v2 => module::module_get_global,
+            cuModuleGetLoadingMode => module::module_get_loading_mode,
+            cuModuleGetFunctionCount => module::module_get_function_count,
+            cuModuleEnumerateFunctions => module::module_enumerate_functions,
+
+            // Libraries and kernels (a CUkernel is accepted wherever a
+            // CUfunction is)
+            cuLibraryLoadData => module::library_load_data,
+            cuLibraryLoadFromFile => module::library_load_from_file,
+            cuLibraryUnload => module::library_unload,
+            cuLibraryGetModule => module::library_get_module,
+            cuLibraryGetKernel => module::library_get_kernel,
+            cuLibraryGetGlobal => module::library_get_global,
+            cuLibraryGetKernelCount => module::library_get_kernel_count,
+            cuLibraryEnumerateKernels => module::library_enumerate_kernels,
+            cuKernelGetFunction => module::kernel_get_function,
+            cuKernelGetLibrary => module::kernel_get_library,
+            cuKernelGetName => module::kernel_get_name,
+            cuKernelGetAttribute => module::kernel_get_attribute,
+            cuKernelSetAttribute => module::kernel_set_attribute,
+            cuKernelSetCacheConfig => module::kernel_set_cache_config,
+            cuKernelGetParamInfo => module::kernel_get_param_info,
+            cuKernelGetParamCount => module::kernel_get_param_count,
+
+            // Functions
+            cuFuncGetAttribute => module::func_get_attribute,
+            cuFuncSetAttribute => module::func_set_attribute,
+            cuFuncSetCacheConfig => module::func_set_cache_config,
+            cuFuncSetSharedMemConfig => module::func_set_shared_mem_config,
+            cuFuncGetName => module::func_get_name,
+            cuFuncGetModule => module::func_get_module,
+            cuFuncGetParamInfo => module::func_get_param_info,
+            cuFuncGetParamCount => module::func_get_param_count,
+            cuFuncIsLoaded => module::func_is_loaded,
+            cuFuncLoad => module::func_load,
+
+            // Launches (synchronous on the calling thread) and occupancy
+            cuLaunchKernel => launch::launch_kernel,
+            cuLaunchKernel_ptsz => launch::launch_kernel,
+            cuLaunchKernelEx => launch::launch_kernel_ex,
+            cuLaunchKernelEx_ptsz => launch::launch_kernel_ex,
+            cuLaunchCooperativeKernel => launch::launch_cooperative_kernel,
+            cuLaunchCooperativeKernel_ptsz => launch::launch_cooperative_kernel,
+            cuOccupancyMaxActiveBlocksPerMultiprocessor => launch::occupancy_max_active_blocks,
+            cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags => launch::occupancy_max_active_blocks_with_flags,
+            cuOccupancyMaxPotentialBlockSize => launch::occupancy_max_potential_block_size,
+            cuOccupancyMaxPotentialBlockSizeWithFlags => launch::occupancy_max_potential_block_size_with_flags,
+            cuOccupancyAvailableDynamicSMemPerBlock => launch::occupancy_available_dynamic_smem,
+
+            // The JIT linker (PTX inputs; the output is PTX)
+            cuLinkCreate => link::link_create,
+            cuLinkCreate_v2 => link::link_create,
+            cuLinkAddData => link::link_add_data,
+            cuLinkAddData_v2 => link::link_add_data,
+            cuLinkAddFile => link::link_add_file,
+            cuLinkAddFile_v2 => link::link_add_file,
+            cuLinkComplete => link::link_complete,
+            cuLinkDestroy => link::link_destroy,
         }
     });
 }

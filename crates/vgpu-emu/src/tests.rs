@@ -869,7 +869,8 @@ fn nvml_inventory_and_telemetry() {
 
         let mut u: nvmlUtilization_t = std::mem::zeroed();
         assert_eq!(nvmlDeviceGetUtilizationRates(d, &mut u), NV_OK);
-        assert_eq!(u.gpu, 0);
+        // Kernels other tests of this process ran in the last second count.
+        assert!(u.gpu <= 100, "{}", u.gpu);
 
         let mut mhz = 0;
         assert_eq!(
@@ -1028,4 +1029,5 @@ fn panics_become_error_codes() {
     );
 }
 
+mod kernels;
 mod runtime;

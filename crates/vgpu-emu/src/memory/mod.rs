@@ -13,11 +13,13 @@
 //! from unmapping a range mid-copy.
 
 mod copy;
+mod kernel_mem;
 mod pointer;
 mod pool;
 mod vmm;
 
 pub use copy::*;
+pub(crate) use kernel_mem::{alloc_module_block, free_module_block, with_kernel_memory};
 pub use pointer::*;
 pub use pool::*;
 pub use vmm::*;

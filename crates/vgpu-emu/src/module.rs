@@ -1,0 +1,1215 @@
+//! Modules, libraries, functions and kernels.
+//!
+//! Every handle is minted by `ffi::mint_handle` and looked up in one
+//! registry, never dereferenced, so a stale or forged handle is an error code.
+//! One registry for all four kinds is what lets a `CUkernel` stand in for a
+//! `CUfunction` (cudart 13 launches `(CUfunction)kernel`): the registry says
+//! which one a value names, and a kernel resolves to its library's module in
+//! the calling thread's current context.
+//!
+//! A module belongs to the context current when it was loaded: its `.global`
+//! and `.const` variables live in one device allocation of that context, and
+//! the module dies with the context. A library is context-free PTX, parsed
+//! once; it gets a module in each context that uses it, on first use.
+
+use crate::context::current;
+use crate::device::ensure_init;
+use crate::ffi::{mint_handle, read_c_string, write_out};
+use crate::memory;
+use cuda_types::cuda::{
+    CUdevice, CUdeviceptr, CUfunc_cache, CUfunction, CUfunctionLoadingState, CUfunction_attribute,
+    CUjit_option, CUkernel, CUlibrary, CUlibraryOption, CUmodule, CUmoduleLoadingMode, CUresult,
+};
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::sync::Arc;
+use vgpu_ptx::fatbin::{self, FatbinError};
+use vgpu_ptx::Memory;
+
+const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
+const INVALID_HANDLE: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
+const NOT_FOUND: CUresult = CUresult::CUDA_ERROR_NOT_FOUND;
+const INVALID_IMAGE: CUresult = CUresult::CUDA_ERROR_INVALID_IMAGE;
+const NO_BINARY: CUresult = CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU;
+
+/// The compute capability PTX is chosen for (H100).
+const SM: u32 = 90;
+/// A corrupt container header must not make us read gigabytes of memory.
+const MAX_IMAGE: u64 = 1 << 32;
+/// Default per-launch dynamic shared memory without opting in.
+pub(crate) const SHARED_DEFAULT: u32 = 48 * 1024;
+/// `CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN`.
+pub(crate) const SHARED_OPTIN: u32 = 227 * 1024;
+/// What `CU_FUNC_ATTRIBUTE_NUM_REGS` reports: the interpreter has no register
+/// allocation, and 32 keeps occupancy at the hardware's thread limit.
+pub(crate) const REGS_PER_THREAD: u32 = 32;
+
+/// Diagnostics a user needs to understand a failure (no PTX, bad PTX, an
+/// instruction the interpreter lacks, a kernel fault) always go to stderr:
+/// the software GPU has no other way to explain them.
+pub(crate) fn warn(msg: std::fmt::Arguments<'_>) {
+    eprintln!("vgpu-emu: {msg}");
+}
+
+fn verbose() -> bool {
+    std::env::var_os("VGPU_LOG").is_some()
+}
+
+/// Settable per-function attributes. Shared between a `CUkernel` and the
+/// functions it becomes in each context, so cuKernelSetAttribute and
+/// cuFuncSetAttribute on `(CUfunction)kernel` agree.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FuncAttrs {
+    pub max_dynamic_shared: u32,
+    pub carveout: c_int,
+    pub cache_config: c_uint,
+    pub non_portable_cluster: c_int,
+    pub cluster_policy: c_int,
+    pub required_cluster: [c_int; 3],
+}
+
+impl FuncAttrs {
+    fn new(static_shared: u32) -> Self {
+        FuncAttrs {
+            max_dynamic_shared: SHARED_DEFAULT.saturating_sub(static_shared),
+            carveout: -1,
+            cache_config: 0,
+            non_portable_cluster: 0,
+            cluster_policy: 0,
+            required_cluster: [0; 3],
+        }
+    }
+}
+
+pub(crate) struct LoadedModule {
+    handle: usize,
+    pub ctx: u64,
+    pub ptx: Arc<vgpu_ptx::Module>,
+    /// Device address of each allocated module variable, for launches.
+    pub symbols: HashMap<String, u64>,
+    sizes: HashMap<String, usize>,
+    /// The one allocation holding every variable.
+    block: Option<CUdeviceptr>,
+    /// Kernel name → function handle, in the module's order.
+    functions: Vec<(String, usize)>,
+}
+
+pub(crate) struct Function {
+    handle: usize,
+    pub module: Arc<LoadedModule>,
+    pub name: CString,
+    pub attrs: Arc<Mutex<FuncAttrs>>,
+}
+
+pub(crate) struct Library {
+    handle: usize,
+    ptx: Arc<vgpu_ptx::Module>,
+    kernels: Vec<Arc<Kernel>>,
+    /// Context id → the library's module there.
+    modules: Mutex<HashMap<u64, usize>>,
+}
+
+pub(crate) struct Kernel {
+    handle: usize,
+    library: usize,
+    name: CString,
+    attrs: Arc<Mutex<FuncAttrs>>,
+}
+
+#[derive(Clone)]
+enum Object {
+    Module(Arc<LoadedModule>),
+    Function(Arc<Function>),
+    Library(Arc<Library>),
+    Kernel(Arc<Kernel>),
+}
+
+static OBJECTS: Lazy<Mutex<HashMap<usize, Object>>> = Lazy::new(Default::default);
+
+fn object(h: usize) -> Option<Object> {
+    OBJECTS.lock().get(&h).cloned()
+}
+
+fn module(h: CUmodule) -> Result<Arc<LoadedModule>, CUresult> {
+    ensure_init()?;
+    match object(h as usize) {
+        Some(Object::Module(m)) => Ok(m),
+        _ => Err(INVALID_HANDLE),
+    }
+}
+
+fn library(h: usize) -> Result<Arc<Library>, CUresult> {
+    ensure_init()?;
+    match object(h) {
+        Some(Object::Library(l)) => Ok(l),
+        _ => Err(INVALID_HANDLE),
+    }
+}
+
+fn kernel(h: CUkernel) -> Result<Arc<Kernel>, CUresult> {
+    ensure_init()?;
+    match object(h as usize) {
+        Some(Object::Kernel(k)) => Ok(k),
+        _ => Err(INVALID_HANDLE),
+    }
+}
+
+/// A `CUfunction` argument, which may also be a `CUkernel`: that one is
+/// resolved in the current context (loading the library's module there).
+pub(crate) fn function(h: CUfunction) -> Result<Arc<Function>, CUresult> {
+    ensure_init()?;
+    match object(h as usize) {
+        Some(Object::Function(f)) => Ok(f),
+        Some(Object::Kernel(k)) => kernel_function(&k),
+        _ => Err(INVALID_HANDLE),
+    }
+}
+
+fn function_in(m: &LoadedModule, name: &str) -> Result<Arc<Function>, CUresult> {
+    let h = m
+        .functions
+        .iter()
+        .find(|(n, _)| n == name)
+        .ok_or(NOT_FOUND)?
+        .1;
+    match object(h) {
+        Some(Object::Function(f)) => Ok(f),
+        _ => Err(INVALID_HANDLE),
+    }
+}
+
+fn kernel_function(k: &Kernel) -> Result<Arc<Function>, CUresult> {
+    let lib = library(k.library)?;
+    let m = library_module(&lib)?;
+    function_in(&m, k.name.to_str().map_err(|_| INVALID_HANDLE)?)
+}
+
+/// The library's module in the current context, loaded on first use.
+fn library_module(lib: &Library) -> Result<Arc<LoadedModule>, CUresult> {
+    let ctx = current()?;
+    // Held across the load so two threads can't load it twice.
+    let mut mods = lib.modules.lock();
+    if let Some(&h) = mods.get(&ctx.id) {
+        match object(h) {
+            // A context's modules die with it; the primary context keeps its
+            // id across reset, hence the second check.
+            Some(Object::Module(m)) if m.ctx == ctx.id => return Ok(m),
+            _ => {
+                mods.remove(&ctx.id);
+            }
+        }
+    }
+    let attrs: HashMap<&str, Arc<Mutex<FuncAttrs>>> = lib
+        .kernels
+        .iter()
+        .map(|k| (k.name.to_str().unwrap_or(""), k.attrs.clone()))
+        .collect();
+    let m = instantiate(lib.ptx.clone(), |name| attrs.get(name).cloned())?;
+    mods.insert(ctx.id, m.handle);
+    Ok(m)
+}
+
+// ---- images -------------------------------------------------------------------
+
+/// Reads `n` bytes of an image the application passed.
+///
+/// # Safety
+/// `p` must be valid for `n` bytes of reads.
+unsafe fn image_bytes<'a>(p: *const u8, n: usize) -> &'a [u8] {
+    // SAFETY: per the caller.
+    unsafe { std::slice::from_raw_parts(p, n) }
+}
+
+fn fatbin_error(e: FatbinError) -> CUresult {
+    match e {
+        FatbinError::NoPtx => {
+            warn(format_args!(
+                "the fatbin holds no PTX; the software GPU runs PTX only \
+                 (build with -gencode arch=compute_XX,code=compute_XX)"
+            ));
+            NO_BINARY
+        }
+        e => {
+            warn(format_args!("cannot read the fatbin: {e}"));
+            INVALID_IMAGE
+        }
+    }
+}
+
+/// The PTX text of an image handed to cuModuleLoadData and friends: a fatbin
+/// wrapper, a fatbin container, a cubin ELF or PTX text.
+///
+/// # Safety
+/// `image` must point to a complete image of one of those formats (what the
+/// real driver requires too): the headers say how many bytes are read.
+pub(crate) unsafe fn image_ptx(image: *const c_void) -> Result<String, CUresult> {
+    if image.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let p = image.cast::<u8>();
+    // Byte by byte up to 4: a PTX string may be shorter than a magic number.
+    let mut head = [0u8; 4];
+    for (i, b) in head.iter_mut().enumerate() {
+        // SAFETY: every byte before a NUL belongs to the image, whatever its
+        // format; we stop at the first NUL.
+        *b = unsafe { p.add(i).read() };
+        if *b == 0 {
+            break;
+        }
+    }
+    let magic = u32::from_le_bytes(head);
+    if magic == fatbin::WRAPPER_MAGIC {
+        // SAFETY: a wrapper is 24 bytes.
+        let w = fatbin::parse_wrapper(unsafe { image_bytes(p, 24) }).map_err(fatbin_error)?;
+        if w.container == 0 {
+            return Err(INVALID_IMAGE);
+        }
+        let c = w.container as *const u8;
+        // SAFETY: the wrapper's container pointer names a container in this
+        // process (cudart's `.nv_fatbin`); its 16-byte header comes first.
+        let hdr = unsafe { image_bytes(c, 16) };
+        if u32::from_le_bytes(hdr[..4].try_into().expect("4 bytes")) != fatbin::CONTAINER_MAGIC {
+            return Err(INVALID_IMAGE);
+        }
+        // SAFETY: as for a container passed directly.
+        return unsafe { container_ptx(c) };
+    }
+    if magic == fatbin::CONTAINER_MAGIC {
+        // SAFETY: per the caller.
+        return unsafe { container_ptx(p) };
+    }
+    if head == [0x7f, b'E', b'L', b'F'] {
+        warn(format_args!(
+            "a cubin (SASS) cannot run on the software GPU, which runs PTX only"
+        ));
+        return Err(NO_BINARY);
+    }
+    // SAFETY: anything else must be NUL-terminated PTX text.
+    let text = unsafe { CStr::from_ptr(p.cast::<c_char>()) };
+    if text.to_bytes().starts_with(b"!<arch>") {
+        warn(format_args!("an archive cannot be loaded as a module"));
+        return Err(INVALID_IMAGE);
+    }
+    match text.to_str() {
+        Ok(s) if !s.trim().is_empty() => Ok(s.to_owned()),
+        _ => Err(INVALID_IMAGE),
+    }
+}
+
+/// # Safety
+/// `c` must point to a complete fatbin container.
+unsafe fn container_ptx(c: *const u8) -> Result<String, CUresult> {
+    // SAFETY: a container starts with its 16-byte header.
+    let hdr = unsafe { image_bytes(c, 16) };
+    let len = fatbin::image_len(hdr).ok_or(INVALID_IMAGE)?;
+    if len as u64 > MAX_IMAGE || len < 16 {
+        return Err(INVALID_IMAGE);
+    }
+    // SAFETY: the header says the container is `len` bytes long.
+    fatbin::extract_ptx(unsafe { image_bytes(c, len) }, SM).map_err(fatbin_error)
+}
+
+pub(crate) fn parse_ptx(text: &str) -> Result<vgpu_ptx::Module, (CUresult, String)> {
+    vgpu_ptx::Module::parse(text).map_err(|e| {
+        let msg = format!("invalid PTX: {e}");
+        warn(format_args!("{msg}"));
+        (CUresult::CUDA_ERROR_INVALID_PTX, msg)
+    })
+}
+
+// ---- module instantiation -----------------------------------------------------
+
+/// Allocates and initialises the module's variables in the current context
+/// and registers the module and its functions.
+fn instantiate(
+    ptx: Arc<vgpu_ptx::Module>,
+    shared_attrs: impl Fn(&str) -> Option<Arc<Mutex<FuncAttrs>>>,
+) -> Result<Arc<LoadedModule>, CUresult> {
+    let ctx = current()?;
+    if verbose() {
+        for u in ptx.unsupported() {
+            warn(format_args!(
+                "`{}` (line {}) in `{}` is not supported; launching it will fail",
+                u.inst, u.line, u.function
+            ));
+        }
+    }
+    // Lay every defined variable out in one block: one device allocation
+    // (2 MiB of accounting) per module rather than per variable.
+    let mut offsets = Vec::new();
+    let mut total = 0u64;
+    for g in ptx.globals().iter().filter(|g| !g.is_extern) {
+        let align = u64::from(g.align.max(1));
+        let off = total.next_multiple_of(align);
+        offsets.push((g, off));
+        total = off.checked_add(g.size).ok_or(INVALID_IMAGE)?;
+    }
+    let block = if total > 0 {
+        Some(memory::alloc_module_block(
+            usize::try_from(total).map_err(|_| CUresult::CUDA_ERROR_OUT_OF_MEMORY)?,
+        )?)
+    } else {
+        None
+    };
+    let base = block.unwrap_or(0);
+    let symbols: HashMap<String, u64> = offsets
+        .iter()
+        .map(|(g, off)| (g.name.clone(), base + off))
+        .collect();
+    let written = memory::with_kernel_memory(|mem| -> Result<(), vgpu_ptx::MemError> {
+        for (g, off) in &offsets {
+            if !g.init.is_empty() {
+                mem.write(base + off, &g.init)?;
+            }
+            for (at, sym) in &g.relocs {
+                let target = match symbols.get(sym) {
+                    Some(&a) => a,
+                    None => {
+                        // Function addresses in initializers (vtables) have
+                        // no meaning to the interpreter.
+                        warn(format_args!(
+                            "`{}` refers to `{sym}`, which has no device address; it reads as 0",
+                            g.name
+                        ));
+                        0
+                    }
+                };
+                mem.write(base + off + at, &target.to_le_bytes())?;
+            }
+        }
+        Ok(())
+    });
+    if written.is_err() {
+        if let Some(b) = block {
+            memory::free_module_block(b);
+        }
+        return Err(INVALID_IMAGE);
+    }
+    let handle = mint_handle();
+    let functions: Vec<(String, usize)> = ptx
+        .kernel_names()
+        .map(|n| (n.to_string(), mint_handle()))
+        .collect();
+    let m = Arc::new(LoadedModule {
+        handle,
+        ctx: ctx.id,
+        sizes: offsets
+            .iter()
+            .map(|(g, _)| (g.name.clone(), g.size as usize))
+            .collect(),
+        symbols,
+        block,
+        functions,
+        ptx,
+    });
+    let mut objs = OBJECTS.lock();
+    for (name, h) in &m.functions {
+        let static_shared = m.ptx.entry(name).map_or(0, |k| k.static_shared);
+        let attrs = shared_attrs(name)
+            .unwrap_or_else(|| Arc::new(Mutex::new(FuncAttrs::new(static_shared))));
+        let f = Function {
+            handle: *h,
+            module: m.clone(),
+            name: CString::new(name.as_str()).map_err(|_| INVALID_IMAGE)?,
+            attrs,
+        };
+        objs.insert(*h, Object::Function(Arc::new(f)));
+    }
+    objs.insert(handle, Object::Module(m.clone()));
+    Ok(m)
+}
+
+/// Drops a module's registry entries; frees its variables when asked (not at
+/// context teardown, where the context's memory goes as a whole).
+fn forget(m: &LoadedModule, free: bool) {
+    {
+        let mut objs = OBJECTS.lock();
+        objs.remove(&m.handle);
+        for (_, h) in &m.functions {
+            objs.remove(h);
+        }
+    }
+    if free {
+        if let Some(b) = m.block {
+            memory::free_module_block(b);
+        }
+    }
+}
+
+/// A context's modules die with it (destroy, primary release or reset).
+pub fn release_context(ctx: u64) {
+    let doomed: Vec<Arc<LoadedModule>> = OBJECTS
+        .lock()
+        .values()
+        .filter_map(|o| match o {
+            Object::Module(m) if m.ctx == ctx => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    for m in doomed {
+        forget(&m, false);
+    }
+}
+
+// ---- JIT options ----------------------------------------------------------------
+
+/// The log buffers of a JIT option list, which the driver fills in.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct JitLogs {
+    info: Option<(*mut c_char, usize, usize)>,
+    error: Option<(*mut c_char, usize, usize)>,
+    wall_time: Option<usize>,
+}
+
+// SAFETY: the raw pointers are the application's buffers, only written from
+// the thread that makes the call owning them (cuLinkComplete for a linker,
+// which CUDA requires not to run concurrently with other calls on the state).
+unsafe impl Send for JitLogs {}
+
+/// Validates a JIT option list and finds its log buffers.
+///
+/// # Safety
+/// `options` and `values` must be null or hold `n` entries.
+pub(crate) unsafe fn jit_options(
+    n: c_uint,
+    options: *const CUjit_option,
+    values: *mut *mut c_void,
+) -> Result<JitLogs, CUresult> {
+    let mut logs = JitLogs::default();
+    if n == 0 {
+        return Ok(logs);
+    }
+    if options.is_null() || values.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let mut sizes = [None, None];
+    let mut bufs = [None, None];
+    for i in 0..n as usize {
+        // SAFETY: both arrays hold `n` entries per the caller.
+        let (o, v) = unsafe { (options.add(i).read(), values.add(i).read()) };
+        match o.0 {
+            2 => logs.wall_time = Some(i),
+            3 => bufs[0] = Some((v.cast::<c_char>(), i)),
+            4 => sizes[0] = Some((v as usize, i)),
+            5 => bufs[1] = Some((v.cast::<c_char>(), i)),
+            6 => sizes[1] = Some((v as usize, i)),
+            x if x < CUjit_option::CU_JIT_NUM_OPTIONS.0 => {}
+            _ => return Err(INVALID_VALUE),
+        }
+    }
+    let pair = |b: Option<(*mut c_char, usize)>, s: Option<(usize, usize)>| match (b, s) {
+        (Some((b, _)), Some((s, si))) if !b.is_null() && s > 0 => Some((b, s, si)),
+        _ => None,
+    };
+    logs.info = pair(bufs[0], sizes[0]);
+    logs.error = pair(bufs[1], sizes[1]);
+    Ok(logs)
+}
+
+impl JitLogs {
+    /// Writes the logs back as the driver does: text into the buffers, the
+    /// bytes written (with the NUL) into the size slots.
+    ///
+    /// # Safety
+    /// The buffers and `values` must still be the caller's live arrays.
+    pub(crate) unsafe fn fill(&self, values: *mut *mut c_void, info: &str, error: &str) {
+        for (slot, text) in [(self.info, info), (self.error, error)] {
+            let Some((buf, size, size_index)) = slot else {
+                continue;
+            };
+            let n = text.len().min(size - 1);
+            // SAFETY: the buffer holds `size` bytes (the application said
+            // so), and `n + 1 <= size`; `values` holds the option array.
+            unsafe {
+                std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+                *buf.add(n) = 0;
+                *values.add(size_index) = (n + 1) as *mut c_void;
+            }
+        }
+        if let Some(i) = self.wall_time {
+            // SAFETY: CU_JIT_WALL_TIME's value slot receives a float (ms).
+            unsafe { values.add(i).cast::<f32>().write_unaligned(0.0) };
+        }
+    }
+}
+
+// ---- cuModule* ------------------------------------------------------------------
+
+/// Loads PTX text as a module of the current context.
+pub(crate) fn load_ptx_text(text: &str) -> Result<CUmodule, (CUresult, String)> {
+    current().map_err(|e| (e, String::new()))?;
+    let ptx = parse_ptx(text)?;
+    let m = instantiate(Arc::new(ptx), |_| None).map_err(|e| (e, String::new()))?;
+    Ok(m.handle as CUmodule)
+}
+
+/// # Safety
+/// `image` as for [`image_ptx`].
+unsafe fn load_image(out: *mut CUmodule, image: *const c_void) -> Result<(), (CUresult, String)> {
+    if out.is_null() {
+        return Err((INVALID_VALUE, String::new()));
+    }
+    current().map_err(|e| (e, String::new()))?;
+    // SAFETY: per the caller.
+    let text = unsafe { image_ptx(image) }.map_err(|e| (e, String::new()))?;
+    let h = load_ptx_text(&text)?;
+    // SAFETY: checked non-null; the caller passes a writable CUmodule.
+    unsafe { write_out(out, h, INVALID_VALUE) }.map_err(|e| (e, String::new()))
+}
+
+pub unsafe fn module_load_data(out: *mut CUmodule, image: *const c_void) -> Result<(), CUresult> {
+    // SAFETY: forwarded with the caller's guarantees.
+    unsafe { load_image(out, image) }.map_err(|(e, _)| e)
+}
+
+pub unsafe fn module_load_data_ex(
+    out: *mut CUmodule,
+    image: *const c_void,
+    n: c_uint,
+    options: *mut CUjit_option,
+    values: *mut *mut c_void,
+) -> Result<(), CUresult> {
+    // SAFETY: the option arrays hold `n` entries per the API.
+    let logs = unsafe { jit_options(n, options, values) }?;
+    // SAFETY: forwarded with the caller's guarantees.
+    let r = unsafe { load_image(out, image) };
+    let err = r.as_ref().err().map_or("", |(_, m)| m.as_str());
+    // SAFETY: the buffers were validated by `jit_options` and are live.
+    unsafe { logs.fill(values, "", err) };
+    r.map_err(|(e, _)| e)
+}
+
+pub unsafe fn module_load_fat_binary(
+    out: *mut CUmodule,
+    image: *const c_void,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded with the caller's guarantees.
+    unsafe { module_load_data(out, image) }
+}
+
+/// Reads a file the application names, failing the way the driver does.
+pub(crate) fn read_file(path: *const c_char) -> Result<Vec<u8>, CUresult> {
+    // SAFETY: the API passes a NUL-terminated path or null.
+    let path = unsafe { read_c_string(path) }.ok_or(INVALID_VALUE)?;
+    std::fs::read(&path).map_err(|e| {
+        warn(format_args!("cannot read {path}: {e}"));
+        CUresult::CUDA_ERROR_FILE_NOT_FOUND
+    })
+}
+
+pub unsafe fn module_load(out: *mut CUmodule, path: *const c_char) -> Result<(), CUresult> {
+    if out.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    current()?;
+    let mut bytes = read_file(path)?;
+    bytes.push(0);
+    // SAFETY: `bytes` is a complete file plus a NUL, so PTX text terminates
+    // and a fatbin's own headers bound what is read.
+    unsafe { module_load_data(out, bytes.as_ptr().cast()) }
+}
+
+pub fn module_unload(h: CUmodule) -> Result<(), CUresult> {
+    let m = module(h)?;
+    forget(&m, true);
+    Ok(())
+}
+
+pub unsafe fn module_get_function(
+    out: *mut CUfunction,
+    h: CUmodule,
+    name: *const c_char,
+) -> Result<(), CUresult> {
+    if out.is_null() || name.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let m = module(h)?;
+    // SAFETY: checked non-null; the API passes a NUL-terminated name.
+    let name = unsafe { read_c_string(name) }.ok_or(INVALID_VALUE)?;
+    let f = function_in(&m, &name)?;
+    // SAFETY: checked non-null; the caller passes a writable CUfunction.
+    unsafe { write_out(out, f.handle as CUfunction, INVALID_VALUE) }
+}
+
+/// # Safety
+/// Out-pointers null or writable; `name` NUL-terminated.
+unsafe fn global_of(
+    m: &LoadedModule,
+    dptr: *mut CUdeviceptr,
+    bytes: *mut usize,
+    name: *const c_char,
+) -> Result<(), CUresult> {
+    // SAFETY: the API passes a NUL-terminated name or null.
+    let name = unsafe { read_c_string(name) }.ok_or(INVALID_VALUE)?;
+    let addr = *m.symbols.get(&name).ok_or(NOT_FOUND)?;
+    let size = m.sizes.get(&name).copied().unwrap_or(0);
+    // SAFETY: both out-pointers are optional; non-null ones are writable.
+    unsafe {
+        if !dptr.is_null() {
+            dptr.write_unaligned(addr);
+        }
+        if !bytes.is_null() {
+            bytes.write_unaligned(size);
+        }
+    }
+    Ok(())
+}
+
+pub unsafe fn module_get_global(
+    dptr: *mut CUdeviceptr,
+    bytes: *mut usize,
+    h: CUmodule,
+    name: *const c_char,
+) -> Result<(), CUresult> {
+    let m = module(h)?;
+    // SAFETY: forwarded with the caller's guarantees.
+    unsafe { global_of(&m, dptr, bytes, name) }
+}
+
+pub unsafe fn module_get_loading_mode(mode: *mut CUmoduleLoadingMode) -> Result<(), CUresult> {
+    ensure_init()?;
+    // SAFETY: the caller passes a writable enum or null.
+    unsafe {
+        write_out(
+            mode,
+            CUmoduleLoadingMode::CU_MODULE_LAZY_LOADING,
+            INVALID_VALUE,
+        )
+    }
+}
+
+pub unsafe fn module_get_function_count(count: *mut c_uint, h: CUmodule) -> Result<(), CUresult> {
+    let m = module(h)?;
+    // SAFETY: the caller passes a writable uint or null.
+    unsafe { write_out(count, m.functions.len() as c_uint, INVALID_VALUE) }
+}
+
+pub unsafe fn module_enumerate_functions(
+    out: *mut CUfunction,
+    n: c_uint,
+    h: CUmodule,
+) -> Result<(), CUresult> {
+    if out.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let m = module(h)?;
+    for (i, (_, f)) in m.functions.iter().take(n as usize).enumerate() {
+        // SAFETY: the array holds `n` entries per the API; `i < n`.
+        unsafe { out.add(i).write(*f as CUfunction) };
+    }
+    Ok(())
+}
+
+// ---- cuLibrary* / cuKernel* -------------------------------------------------------
+
+/// # Safety
+/// The option arrays must hold their counts of entries.
+unsafe fn check_library_options(
+    nj: c_uint,
+    jit: *mut CUjit_option,
+    jit_values: *mut *mut c_void,
+    nl: c_uint,
+    lib_opts: *mut CUlibraryOption,
+    lib_values: *mut *mut c_void,
+) -> Result<(), CUresult> {
+    // SAFETY: per the caller.
+    unsafe { jit_options(nj, jit, jit_values) }?;
+    if nl > 0 && (lib_opts.is_null() || lib_values.is_null()) {
+        return Err(INVALID_VALUE);
+    }
+    for i in 0..nl as usize {
+        // SAFETY: `lib_opts` holds `nl` entries per the caller.
+        let o = unsafe { lib_opts.add(i).read() };
+        if o.0 >= CUlibraryOption::CU_LIBRARY_NUM_OPTIONS.0 {
+            return Err(INVALID_VALUE);
+        }
+    }
+    Ok(())
+}
+
+fn load_library(out: *mut CUlibrary, text: &str) -> Result<(), CUresult> {
+    let ptx = Arc::new(parse_ptx(text).map_err(|(e, _)| e)?);
+    let handle = mint_handle();
+    let kernels: Vec<Arc<Kernel>> = ptx
+        .kernel_names()
+        .map(|n| {
+            let static_shared = ptx.entry(n).map_or(0, |k| k.static_shared);
+            Arc::new(Kernel {
+                handle: mint_handle(),
+                library: handle,
+                name: CString::new(n).unwrap_or_default(),
+                attrs: Arc::new(Mutex::new(FuncAttrs::new(static_shared))),
+            })
+        })
+        .collect();
+    let lib = Arc::new(Library {
+        handle,
+        ptx,
+        kernels,
+        modules: Mutex::new(HashMap::new()),
+    });
+    {
+        let mut objs = OBJECTS.lock();
+        for k in &lib.kernels {
+            objs.insert(k.handle, Object::Kernel(k.clone()));
+        }
+        objs.insert(handle, Object::Library(lib));
+    }
+    // SAFETY: checked non-null by the callers; writable per the API.
+    unsafe { write_out(out, handle as CUlibrary, INVALID_VALUE) }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn library_load_data(
+    out: *mut CUlibrary,
+    code: *const c_void,
+    jit: *mut CUjit_option,
+    jit_values: *mut *mut c_void,
+    nj: c_uint,
+    lib_opts: *mut CUlibraryOption,
+    lib_values: *mut *mut c_void,
+    nl: c_uint,
+) -> Result<(), CUresult> {
+    if out.is_null() || code.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    ensure_init()?;
+    // SAFETY: the arrays hold their counts per the API.
+    unsafe { check_library_options(nj, jit, jit_values, nl, lib_opts, lib_values) }?;
+    // The PTX is copied out, so CU_LIBRARY_BINARY_IS_PRESERVED changes
+    // nothing. SAFETY: `code` is a complete image per the API.
+    let text = unsafe { image_ptx(code) }?;
+    load_library(out, &text)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn library_load_from_file(
+    out: *mut CUlibrary,
+    path: *const c_char,
+    jit: *mut CUjit_option,
+    jit_values: *mut *mut c_void,
+    nj: c_uint,
+    lib_opts: *mut CUlibraryOption,
+    lib_values: *mut *mut c_void,
+    nl: c_uint,
+) -> Result<(), CUresult> {
+    if out.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    ensure_init()?;
+    // SAFETY: the arrays hold their counts per the API.
+    unsafe { check_library_options(nj, jit, jit_values, nl, lib_opts, lib_values) }?;
+    let mut bytes = read_file(path)?;
+    bytes.push(0);
+    // SAFETY: a whole file plus a NUL, as in `module_load`.
+    let text = unsafe { image_ptx(bytes.as_ptr().cast()) }?;
+    load_library(out, &text)
+}
+
+pub fn library_unload(h: CUlibrary) -> Result<(), CUresult> {
+    let lib = library(h as usize)?;
+    {
+        let mut objs = OBJECTS.lock();
+        objs.remove(&lib.handle);
+        for k in &lib.kernels {
+            objs.remove(&k.handle);
+        }
+    }
+    let mods: Vec<usize> = lib.modules.lock().drain().map(|(_, m)| m).collect();
+    for m in mods {
+        if let Some(Object::Module(m)) = object(m) {
+            forget(&m, true);
+        }
+    }
+    Ok(())
+}
+
+pub unsafe fn library_get_module(out: *mut CUmodule, h: CUlibrary) -> Result<(), CUresult> {
+    if out.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let lib = library(h as usize)?;
+    let m = library_module(&lib)?;
+    // SAFETY: checked non-null; writable per the API.
+    unsafe { write_out(out, m.handle as CUmodule, INVALID_VALUE) }
+}
+
+pub unsafe fn library_get_kernel(
+    out: *mut CUkernel,
+    h: CUlibrary,
+    name: *const c_char,
+) -> Result<(), CUresult> {
+    if out.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let lib = library(h as usize)?;
+    // SAFETY: the API passes a NUL-terminated name or null.
+    let name = unsafe { read_c_string(name) }.ok_or(INVALID_VALUE)?;
+    let k = lib
+        .kernels
+        .iter()
+        .find(|k| k.name.to_bytes() == name.as_bytes())
+        .ok_or(NOT_FOUND)?;
+    // SAFETY: checked non-null; writable per the API.
+    unsafe { write_out(out, k.handle as CUkernel, INVALID_VALUE) }
+}
+
+pub unsafe fn library_get_global(
+    dptr: *mut CUdeviceptr,
+    bytes: *mut usize,
+    h: CUlibrary,
+    name: *const c_char,
+) -> Result<(), CUresult> {
+    let lib = library(h as usize)?;
+    let m = library_module(&lib)?;
+    // SAFETY: forwarded with the caller's guarantees.
+    unsafe { global_of(&m, dptr, bytes, name) }
+}
+
+pub unsafe fn library_get_kernel_count(count: *mut c_uint, h: CUlibrary) -> Result<(), CUresult> {
+    let lib = library(h as usize)?;
+    // SAFETY: writable uint or null per the API.
+    unsafe { write_out(count, lib.kernels.len() as c_uint, INVALID_VALUE) }
+}
+
+pub unsafe fn library_enumerate_kernels(
+    out: *mut CUkernel,
+    n: c_uint,
+    h: CUlibrary,
+) -> Result<(), CUresult> {
+    if out.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let lib = library(h as usize)?;
+    for (i, k) in lib.kernels.iter().take(n as usize).enumerate() {
+        // SAFETY: the array holds `n` entries per the API; `i < n`.
+        unsafe { out.add(i).write(k.handle as CUkernel) };
+    }
+    Ok(())
+}
+
+pub unsafe fn kernel_get_function(out: *mut CUfunction, k: CUkernel) -> Result<(), CUresult> {
+    if out.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let k = kernel(k)?;
+    let f = kernel_function(&k)?;
+    // SAFETY: checked non-null; writable per the API.
+    unsafe { write_out(out, f.handle as CUfunction, INVALID_VALUE) }
+}
+
+pub unsafe fn kernel_get_library(out: *mut CUlibrary, k: CUkernel) -> Result<(), CUresult> {
+    let k = kernel(k)?;
+    // SAFETY: writable or null per the API.
+    unsafe { write_out(out, k.library as CUlibrary, INVALID_VALUE) }
+}
+
+pub unsafe fn kernel_get_name(out: *mut *const c_char, k: CUkernel) -> Result<(), CUresult> {
+    let k = kernel(k)?;
+    // The string lives as long as the kernel handle, as the API promises.
+    // SAFETY: writable or null per the API.
+    unsafe { write_out(out, k.name.as_ptr(), INVALID_VALUE) }
+}
+
+/// The PTX module and settable attributes behind a kernel, without needing a
+/// context (cuKernelGetAttribute takes a device).
+type KernelParts = (Arc<vgpu_ptx::Module>, String, Arc<Mutex<FuncAttrs>>);
+
+fn kernel_parts(k: CUkernel) -> Result<KernelParts, CUresult> {
+    let k = kernel(k)?;
+    let lib = library(k.library)?;
+    let name = k.name.to_str().map_err(|_| INVALID_HANDLE)?.to_string();
+    Ok((lib.ptx.clone(), name, k.attrs.clone()))
+}
+
+fn check_dev(dev: CUdevice) -> Result<(), CUresult> {
+    crate::device::check_device(dev)
+}
+
+pub unsafe fn kernel_get_attribute(
+    out: *mut c_int,
+    attr: CUfunction_attribute,
+    k: CUkernel,
+    dev: CUdevice,
+) -> Result<(), CUresult> {
+    if out.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let (ptx, name, attrs) = kernel_parts(k)?;
+    check_dev(dev)?;
+    let v = attribute(&ptx, &name, &attrs.lock(), attr)?;
+    // SAFETY: checked non-null; writable per the API.
+    unsafe { write_out(out, v, INVALID_VALUE) }
+}
+
+pub fn kernel_set_attribute(
+    attr: CUfunction_attribute,
+    value: c_int,
+    k: CUkernel,
+    dev: CUdevice,
+) -> Result<(), CUresult> {
+    let (ptx, name, attrs) = kernel_parts(k)?;
+    check_dev(dev)?;
+    let mut a = attrs.lock();
+    set_attribute(&ptx, &name, &mut a, attr, value)
+}
+
+pub fn kernel_set_cache_config(
+    k: CUkernel,
+    config: CUfunc_cache,
+    dev: CUdevice,
+) -> Result<(), CUresult> {
+    let (_, _, attrs) = kernel_parts(k)?;
+    check_dev(dev)?;
+    let mut a = attrs.lock();
+    set_cache(&mut a, config)
+}
+
+pub unsafe fn kernel_get_param_info(
+    k: CUkernel,
+    index: usize,
+    offset: *mut usize,
+    size: *mut usize,
+) -> Result<(), CUresult> {
+    let (ptx, name, _) = kernel_parts(k)?;
+    // SAFETY: forwarded with the caller's guarantees.
+    unsafe { param_info(&ptx, &name, index, offset, size) }
+}
+
+pub unsafe fn kernel_get_param_count(k: CUkernel, count: *mut usize) -> Result<(), CUresult> {
+    let (ptx, name, _) = kernel_parts(k)?;
+    let n = ptx.entry(&name).ok_or(INVALID_HANDLE)?.params.len();
+    // SAFETY: writable or null per the API.
+    unsafe { write_out(count, n, INVALID_VALUE) }
+}
+
+// ---- cuFunc* --------------------------------------------------------------------
+
+/// The value of a function attribute.
+pub(crate) fn attribute(
+    ptx: &vgpu_ptx::Module,
+    name: &str,
+    attrs: &FuncAttrs,
+    attr: CUfunction_attribute,
+) -> Result<c_int, CUresult> {
+    let k = ptx.entry(name).ok_or(INVALID_HANDLE)?;
+    Ok(match attr.0 {
+        0 => max_threads(&k) as c_int,
+        1 => k.static_shared as c_int,
+        2 => ptx
+            .globals()
+            .iter()
+            .filter(|g| g.space == vgpu_ptx::GlobalSpace::Const && !g.is_extern)
+            .map(|g| g.size)
+            .sum::<u64>()
+            .min(c_int::MAX as u64) as c_int,
+        3 => k.local_bytes as c_int,
+        4 => REGS_PER_THREAD as c_int,
+        5 => ptx_arch(ptx),
+        6 => SM as c_int,
+        7 => 0,
+        8 => attrs.max_dynamic_shared as c_int,
+        9 => attrs.carveout,
+        10 => 0,
+        11..=13 => attrs.required_cluster[attr.0 as usize - 11],
+        14 => attrs.non_portable_cluster,
+        15 => attrs.cluster_policy,
+        16 | 17 => 0,
+        _ => return Err(INVALID_VALUE),
+    })
+}
+
+/// The block size limit a kernel declares (`.reqntid` / `.maxntid`).
+pub(crate) fn max_threads(k: &vgpu_ptx::Kernel<'_>) -> u32 {
+    k.reqntid
+        .or(k.maxntid)
+        .map_or(1024, |d| d.iter().product::<u32>().clamp(1, 1024))
+}
+
+/// The virtual architecture the PTX targets (`.target sm_80` → 80).
+fn ptx_arch(ptx: &vgpu_ptx::Module) -> c_int {
+    ptx.target
+        .split(',')
+        .next()
+        .and_then(|t| t.trim().strip_prefix("sm_"))
+        .map(|t| t.trim_end_matches(|c: char| c.is_ascii_alphabetic()))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(SM as c_int)
+}
+
+fn set_attribute(
+    ptx: &vgpu_ptx::Module,
+    name: &str,
+    attrs: &mut FuncAttrs,
+    attr: CUfunction_attribute,
+    value: c_int,
+) -> Result<(), CUresult> {
+    let k = ptx.entry(name).ok_or(INVALID_HANDLE)?;
+    match attr.0 {
+        8 => {
+            let v = u32::try_from(value).map_err(|_| INVALID_VALUE)?;
+            if v.saturating_add(k.static_shared) > SHARED_OPTIN {
+                return Err(INVALID_VALUE);
+            }
+            attrs.max_dynamic_shared = v;
+        }
+        9 => {
+            if !(-1..=100).contains(&value) {
+                return Err(INVALID_VALUE);
+            }
+            attrs.carveout = value;
+        }
+        11..=13 => {
+            // Clusters of one block are all the software GPU runs.
+            if !(0..=1).contains(&value) {
+                return Err(INVALID_VALUE);
+            }
+            attrs.required_cluster[attr.0 as usize - 11] = value;
+        }
+        14 => attrs.non_portable_cluster = value,
+        15 => attrs.cluster_policy = value,
+        _ => return Err(INVALID_VALUE),
+    }
+    Ok(())
+}
+
+fn set_cache(attrs: &mut FuncAttrs, config: CUfunc_cache) -> Result<(), CUresult> {
+    if config.0 > 3 {
+        return Err(INVALID_VALUE);
+    }
+    attrs.cache_config = config.0;
+    Ok(())
+}
+
+/// # Safety
+/// Out-pointers null or writable.
+unsafe fn param_info(
+    ptx: &vgpu_ptx::Module,
+    name: &str,
+    index: usize,
+    offset: *mut usize,
+    size: *mut usize,
+) -> Result<(), CUresult> {
+    let k = ptx.entry(name).ok_or(INVALID_HANDLE)?;
+    let p = k.params.get(index).ok_or(INVALID_VALUE)?;
+    if offset.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    // SAFETY: `offset` checked non-null; `size` is optional; both writable
+    // per the API.
+    unsafe {
+        offset.write_unaligned(p.offset as usize);
+        if !size.is_null() {
+            size.write_unaligned(p.size as usize);
+        }
+    }
+    Ok(())
+}
+
+pub unsafe fn func_get_attribute(
+    out: *mut c_int,
+    attr: CUfunction_attribute,
+    f: CUfunction,
+) -> Result<(), CUresult> {
+    if out.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    let f = function(f)?;
+    let v = attribute(
+        &f.module.ptx,
+        f.name.to_str().unwrap_or(""),
+        &f.attrs.lock(),
+        attr,
+    )?;
+    // SAFETY: checked non-null; writable per the API.
+    unsafe { write_out(out, v, INVALID_VALUE) }
+}
+
+pub fn func_set_attribute(
+    f: CUfunction,
+    attr: CUfunction_attribute,
+    value: c_int,
+) -> Result<(), CUresult> {
+    let f = function(f)?;
+    let name = f.name.to_str().unwrap_or("");
+    let mut a = f.attrs.lock();
+    set_attribute(&f.module.ptx, name, &mut a, attr, value)
+}
+
+pub fn func_set_cache_config(f: CUfunction, config: CUfunc_cache) -> Result<(), CUresult> {
+    let f = function(f)?;
+    let mut a = f.attrs.lock();
+    set_cache(&mut a, config)
+}
+
+/// Bank size is a Kepler setting; later boards accept and ignore it.
+pub fn func_set_shared_mem_config(
+    f: CUfunction,
+    config: cuda_types::cuda::CUsharedconfig,
+) -> Result<(), CUresult> {
+    function(f)?;
+    if config.0 > 2 {
+        return Err(INVALID_VALUE);
+    }
+    Ok(())
+}
+
+pub unsafe fn func_get_name(out: *mut *const c_char, f: CUfunction) -> Result<(), CUresult> {
+    let f = function(f)?;
+    // The string lives as long as the function's module.
+    // SAFETY: writable or null per the API.
+    unsafe { write_out(out, f.name.as_ptr(), INVALID_VALUE) }
+}
+
+pub unsafe fn func_get_module(out: *mut CUmodule, f: CUfunction) -> Result<(), CUresult> {
+    let f = function(f)?;
+    // SAFETY: writable or null per the API.
+    unsafe { write_out(out, f.module.handle as CUmodule, INVALID_VALUE) }
+}
+
+pub unsafe fn func_get_param_info(
+    f: CUfunction,
+    index: usize,
+    offset: *mut usize,
+    size: *mut usize,
+) -> Result<(), CUresult> {
+    let f = function(f)?;
+    let name = f.name.to_str().unwrap_or("");
+    // SAFETY: forwarded with the caller's guarantees.
+    unsafe { param_info(&f.module.ptx, name, index, offset, size) }
+}
+
+pub unsafe fn func_get_param_count(f: CUfunction, count: *mut usize) -> Result<(), CUresult> {
+    let f = function(f)?;
+    let n = f
+        .module
+        .ptx
+        .entry(f.name.to_str().unwrap_or(""))
+        .ok_or(INVALID_HANDLE)?
+        .params
+        .len();
+    // SAFETY: writable or null per the API.
+    unsafe { write_out(count, n, INVALID_VALUE) }
+}
+
+/// Modules load whole, so every function is loaded.
+pub unsafe fn func_is_loaded(
+    out: *mut CUfunctionLoadingState,
+    f: CUfunction,
+) -> Result<(), CUresult> {
+    function(f)?;
+    // SAFETY: writable or null per the API.
+    unsafe {
+        write_out(
+            out,
+            CUfunctionLoadingState::CU_FUNCTION_LOADING_STATE_LOADED,
+            INVALID_VALUE,
+        )
+    }
+}
+
+pub fn func_load(f: CUfunction) -> Result<(), CUresult> {
+    function(f).map(drop)
+}
