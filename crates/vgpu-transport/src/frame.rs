@@ -14,8 +14,9 @@ pub const HEADER_LEN: usize = 16;
 /// below this, so no single message holds a whole large buffer.
 pub const MAX_PAYLOAD: u32 = 64 * 1024 * 1024 + 4096;
 
-/// Request flag: the sender does not wait for a reply (batched calls); the
-/// receiver sends none unless the call fails before it is queued.
+/// Request flag: the sender does not wait for a reply (batched calls). The
+/// receiver never replies to such a frame; a failure becomes the session's
+/// pending error, returned by the next synchronizing call.
 pub const FLAG_NO_REPLY: u16 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
