@@ -9,7 +9,7 @@
 
 use crate::device::ensure_init;
 use crate::ffi::{mint_handle, read_c_string};
-use crate::module::{image_ptx, jit_options, parse_ptx, read_file, warn, JitLogs};
+use crate::module::{image_ptx, jit_options, no_ptx, parse_ptx, read_file, warn, JitLogs};
 use cuda_types::cuda::{CUjitInputType, CUjit_option, CUlinkState, CUresult};
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
@@ -79,7 +79,9 @@ fn input_ptx(kind: CUjitInputType, bytes: &[u8], name: &str) -> Result<Option<St
             owned.push(0);
             // SAFETY: a complete fatbin copied into `owned`, NUL-terminated
             // in case it is really PTX text.
-            unsafe { image_ptx(owned.as_ptr().cast()) }.map(Some)
+            unsafe { image_ptx(owned.as_ptr().cast()) }
+                .map(Some)
+                .map_err(no_ptx)
         }
         // numba and cupy add libcudadevrt for device-side launches, which the
         // interpreter doesn't do; kernels not using it link without it.

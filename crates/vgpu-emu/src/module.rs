@@ -94,6 +94,8 @@ pub(crate) struct LoadedModule {
     block: Option<CUdeviceptr>,
     /// Kernel name → function handle, in the module's order.
     functions: Vec<(String, usize)>,
+    /// Made from an image with no PTX (see [`Library::no_code`]).
+    no_code: bool,
 }
 
 pub(crate) struct Function {
@@ -107,6 +109,11 @@ pub(crate) struct Library {
     handle: usize,
     ptx: Arc<vgpu_ptx::Module>,
     kernels: Vec<Arc<Kernel>>,
+    /// The image had only cubins. nvcc 13 emits a second, PTX-less fatbin
+    /// per program that cudart loads eagerly under CUDA_MODULE_LOADING=EAGER;
+    /// failing that load would fail the program, so the library loads empty
+    /// and only looking a kernel up in it fails (NO_BINARY_FOR_GPU).
+    no_code: bool,
     /// Context id → the library's module there.
     modules: Mutex<HashMap<u64, usize>>,
 }
@@ -172,11 +179,22 @@ fn function_in(m: &LoadedModule, name: &str) -> Result<Arc<Function>, CUresult> 
         .functions
         .iter()
         .find(|(n, _)| n == name)
-        .ok_or(NOT_FOUND)?
+        .ok_or_else(|| not_found(m.no_code, name))?
         .1;
     match object(h) {
         Some(Object::Function(f)) => Ok(f),
         _ => Err(INVALID_HANDLE),
+    }
+}
+
+fn not_found(no_code: bool, name: &str) -> CUresult {
+    if no_code {
+        warn(format_args!(
+            "`{name}` is in a fatbin without PTX; the software GPU runs PTX only"
+        ));
+        NO_BINARY
+    } else {
+        NOT_FOUND
     }
 }
 
@@ -206,7 +224,9 @@ fn library_module(lib: &Library) -> Result<Arc<LoadedModule>, CUresult> {
         .iter()
         .map(|k| (k.name.to_str().unwrap_or(""), k.attrs.clone()))
         .collect();
-    let m = instantiate(lib.ptx.clone(), |name| attrs.get(name).cloned())?;
+    let m = instantiate(lib.ptx.clone(), lib.no_code, |name| {
+        attrs.get(name).cloned()
+    })?;
     mods.insert(ctx.id, m.handle);
     Ok(m)
 }
@@ -224,13 +244,7 @@ unsafe fn image_bytes<'a>(p: *const u8, n: usize) -> &'a [u8] {
 
 fn fatbin_error(e: FatbinError) -> CUresult {
     match e {
-        FatbinError::NoPtx => {
-            warn(format_args!(
-                "the fatbin holds no PTX; the software GPU runs PTX only \
-                 (build with -gencode arch=compute_XX,code=compute_XX)"
-            ));
-            NO_BINARY
-        }
+        FatbinError::NoPtx => NO_BINARY,
         e => {
             warn(format_args!("cannot read the fatbin: {e}"));
             INVALID_IMAGE
@@ -239,7 +253,8 @@ fn fatbin_error(e: FatbinError) -> CUresult {
 }
 
 /// The PTX text of an image handed to cuModuleLoadData and friends: a fatbin
-/// wrapper, a fatbin container, a cubin ELF or PTX text.
+/// wrapper, a fatbin container, a cubin ELF or PTX text. An image without
+/// PTX is NO_BINARY_FOR_GPU, which the caller explains (see [`no_ptx`]).
 ///
 /// # Safety
 /// `image` must point to a complete image of one of those formats (what the
@@ -281,9 +296,6 @@ pub(crate) unsafe fn image_ptx(image: *const c_void) -> Result<String, CUresult>
         return unsafe { container_ptx(p) };
     }
     if head == [0x7f, b'E', b'L', b'F'] {
-        warn(format_args!(
-            "a cubin (SASS) cannot run on the software GPU, which runs PTX only"
-        ));
         return Err(NO_BINARY);
     }
     // SAFETY: anything else must be NUL-terminated PTX text.
@@ -311,6 +323,17 @@ unsafe fn container_ptx(c: *const u8) -> Result<String, CUresult> {
     fatbin::extract_ptx(unsafe { image_bytes(c, len) }, SM).map_err(fatbin_error)
 }
 
+/// Says why an image without PTX can't load, where that is final.
+pub(crate) fn no_ptx(e: CUresult) -> CUresult {
+    if e == NO_BINARY {
+        warn(format_args!(
+            "the image holds no PTX (only SASS cubins); the software GPU runs PTX only: \
+             build with -gencode arch=compute_XX,code=compute_XX to embed it"
+        ));
+    }
+    e
+}
+
 pub(crate) fn parse_ptx(text: &str) -> Result<vgpu_ptx::Module, (CUresult, String)> {
     vgpu_ptx::Module::parse(text).map_err(|e| {
         let msg = format!("invalid PTX: {e}");
@@ -325,6 +348,7 @@ pub(crate) fn parse_ptx(text: &str) -> Result<vgpu_ptx::Module, (CUresult, Strin
 /// and registers the module and its functions.
 fn instantiate(
     ptx: Arc<vgpu_ptx::Module>,
+    no_code: bool,
     shared_attrs: impl Fn(&str) -> Option<Arc<Mutex<FuncAttrs>>>,
 ) -> Result<Arc<LoadedModule>, CUresult> {
     let ctx = current()?;
@@ -402,6 +426,7 @@ fn instantiate(
         symbols,
         block,
         functions,
+        no_code,
         ptx,
     });
     let mut objs = OBJECTS.lock();
@@ -541,7 +566,7 @@ impl JitLogs {
 pub(crate) fn load_ptx_text(text: &str) -> Result<CUmodule, (CUresult, String)> {
     current().map_err(|e| (e, String::new()))?;
     let ptx = parse_ptx(text)?;
-    let m = instantiate(Arc::new(ptx), |_| None).map_err(|e| (e, String::new()))?;
+    let m = instantiate(Arc::new(ptx), false, |_| None).map_err(|e| (e, String::new()))?;
     Ok(m.handle as CUmodule)
 }
 
@@ -553,7 +578,7 @@ unsafe fn load_image(out: *mut CUmodule, image: *const c_void) -> Result<(), (CU
     }
     current().map_err(|e| (e, String::new()))?;
     // SAFETY: per the caller.
-    let text = unsafe { image_ptx(image) }.map_err(|e| (e, String::new()))?;
+    let text = unsafe { image_ptx(image) }.map_err(|e| (no_ptx(e), String::new()))?;
     let h = load_ptx_text(&text)?;
     // SAFETY: checked non-null; the caller passes a writable CUmodule.
     unsafe { write_out(out, h, INVALID_VALUE) }.map_err(|e| (e, String::new()))
@@ -729,8 +754,17 @@ unsafe fn check_library_options(
     Ok(())
 }
 
-fn load_library(out: *mut CUlibrary, text: &str) -> Result<(), CUresult> {
-    let ptx = Arc::new(parse_ptx(text).map_err(|(e, _)| e)?);
+/// PTX with nothing in it, for a library whose image has no PTX.
+const EMPTY_PTX: &str = ".version 8.0\n.target sm_90\n.address_size 64\n";
+
+/// A library from what [`image_ptx`] made of its image.
+fn load_library(out: *mut CUlibrary, image: Result<String, CUresult>) -> Result<(), CUresult> {
+    let (text, no_code) = match image {
+        Ok(t) => (t, false),
+        Err(NO_BINARY) => (EMPTY_PTX.to_string(), true),
+        Err(e) => return Err(e),
+    };
+    let ptx = Arc::new(parse_ptx(&text).map_err(|(e, _)| e)?);
     let handle = mint_handle();
     let kernels: Vec<Arc<Kernel>> = ptx
         .kernel_names()
@@ -748,6 +782,7 @@ fn load_library(out: *mut CUlibrary, text: &str) -> Result<(), CUresult> {
         handle,
         ptx,
         kernels,
+        no_code,
         modules: Mutex::new(HashMap::new()),
     });
     {
@@ -780,8 +815,8 @@ pub unsafe fn library_load_data(
     unsafe { check_library_options(nj, jit, jit_values, nl, lib_opts, lib_values) }?;
     // The PTX is copied out, so CU_LIBRARY_BINARY_IS_PRESERVED changes
     // nothing. SAFETY: `code` is a complete image per the API.
-    let text = unsafe { image_ptx(code) }?;
-    load_library(out, &text)
+    let image = unsafe { image_ptx(code) };
+    load_library(out, image)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -804,8 +839,8 @@ pub unsafe fn library_load_from_file(
     let mut bytes = read_file(path)?;
     bytes.push(0);
     // SAFETY: a whole file plus a NUL, as in `module_load`.
-    let text = unsafe { image_ptx(bytes.as_ptr().cast()) }?;
-    load_library(out, &text)
+    let image = unsafe { image_ptx(bytes.as_ptr().cast()) };
+    load_library(out, image)
 }
 
 pub fn library_unload(h: CUlibrary) -> Result<(), CUresult> {
@@ -851,7 +886,7 @@ pub unsafe fn library_get_kernel(
         .kernels
         .iter()
         .find(|k| k.name.to_bytes() == name.as_bytes())
-        .ok_or(NOT_FOUND)?;
+        .ok_or_else(|| not_found(lib.no_code, &name))?;
     // SAFETY: checked non-null; writable per the API.
     unsafe { write_out(out, k.handle as CUkernel, INVALID_VALUE) }
 }

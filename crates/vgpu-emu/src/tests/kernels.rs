@@ -751,3 +751,55 @@ fn linker_passes_ptx_through() {
     }
     destroy(ctx);
 }
+
+/// nvcc 13 emits a second fatbin holding only a cubin; cudart may load it
+/// eagerly, so the load succeeds and only a kernel lookup fails.
+#[test]
+fn library_without_ptx_loads_empty() {
+    let _g = SERIAL.lock();
+    let ctx = new_ctx();
+    // A container with one ELF entry: 16-byte header, 64-byte entry header,
+    // an 8-byte payload.
+    let mut c = Vec::new();
+    c.extend_from_slice(&0xBA55ED50u32.to_le_bytes());
+    c.extend_from_slice(&1u16.to_le_bytes());
+    c.extend_from_slice(&16u16.to_le_bytes());
+    c.extend_from_slice(&72u64.to_le_bytes());
+    let mut e = [0u8; 64];
+    e[0..2].copy_from_slice(&2u16.to_le_bytes());
+    e[2..4].copy_from_slice(&0x0101u16.to_le_bytes());
+    e[4..8].copy_from_slice(&64u32.to_le_bytes());
+    e[8..16].copy_from_slice(&8u64.to_le_bytes());
+    e[28..32].copy_from_slice(&80u32.to_le_bytes());
+    e[40..48].copy_from_slice(&0x11u64.to_le_bytes());
+    c.extend_from_slice(&e);
+    c.extend_from_slice(&[0x7f, b'E', b'L', b'F', 0, 0, 0, 0]);
+    let (mut lib, mut m, mut k, mut f) = (null_mut(), null_mut(), null_mut(), null_mut());
+    // SAFETY: a complete container, local out-slots, C strings.
+    unsafe {
+        let r = cuModuleLoadData(&mut m, c.as_ptr().cast());
+        assert_eq!(r, CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU);
+        let r = cuLibraryLoadData(
+            &mut lib,
+            c.as_ptr().cast(),
+            null_mut(),
+            null_mut(),
+            0,
+            null_mut(),
+            null_mut(),
+            0,
+        );
+        assert_eq!(r, OK);
+        assert_eq!(cuLibraryGetModule(&mut m, lib), OK);
+        assert_eq!(
+            cuModuleGetFunction(&mut f, m, c"vadd".as_ptr()),
+            CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU
+        );
+        assert_eq!(
+            cuLibraryGetKernel(&mut k, lib, c"vadd".as_ptr()),
+            CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU
+        );
+        assert_eq!(cuLibraryUnload(lib), OK);
+    }
+    destroy(ctx);
+}
