@@ -1,0 +1,387 @@
+/* Kernels through libvgpu_cuda.so's driver API, with hand-written PTX:
+ * modules, libraries, kernels as functions, launches (kernelParams, extra,
+ * cuLaunchKernelEx), events, host functions, cuLink*, and a deferred
+ * launch error reported at the next synchronization.
+ *
+ *   kernels LIB
+ *
+ * Prints "ok NAME" or "FAIL NAME: ..." per check; exits 1 if any failed. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef void *CUcontext, *CUmodule, *CUfunction, *CUlibrary, *CUkernel, *CUstream, *CUevent, *CUlinkState;
+typedef unsigned long long CUdeviceptr;
+
+typedef struct {
+    unsigned gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes;
+    CUstream hStream;
+    void *attrs;
+    unsigned numAttrs;
+} CUlaunchConfig;
+
+typedef struct {
+    unsigned id;
+    char pad[4];
+    union {
+        char bytes[64];
+        int cooperative;
+    } value;
+} CUlaunchAttribute;
+
+static const char PTX[] =
+    ".version 7.0\n"
+    ".target sm_50\n"
+    ".address_size 64\n"
+    ".visible .global .u32 counter = 7;\n"
+    ".visible .entry vadd(.param .u64 a, .param .u64 b, .param .u64 c, .param .u32 n)\n"
+    "{\n"
+    "  .reg .pred %p<2>;\n"
+    "  .reg .b32 %r<6>;\n"
+    "  .reg .b64 %rd<11>;\n"
+    "  .reg .f32 %f<4>;\n"
+    "  ld.param.u64 %rd1, [a];\n"
+    "  ld.param.u64 %rd2, [b];\n"
+    "  ld.param.u64 %rd3, [c];\n"
+    "  ld.param.u32 %r1, [n];\n"
+    "  mov.u32 %r2, %ctaid.x;\n"
+    "  mov.u32 %r3, %ntid.x;\n"
+    "  mov.u32 %r4, %tid.x;\n"
+    "  mad.lo.s32 %r5, %r2, %r3, %r4;\n"
+    "  setp.ge.s32 %p1, %r5, %r1;\n"
+    "  @%p1 bra DONE;\n"
+    "  cvta.to.global.u64 %rd4, %rd1;\n"
+    "  cvta.to.global.u64 %rd5, %rd2;\n"
+    "  cvta.to.global.u64 %rd6, %rd3;\n"
+    "  mul.wide.s32 %rd7, %r5, 4;\n"
+    "  add.s64 %rd8, %rd4, %rd7;\n"
+    "  ld.global.f32 %f1, [%rd8];\n"
+    "  add.s64 %rd9, %rd5, %rd7;\n"
+    "  ld.global.f32 %f2, [%rd9];\n"
+    "  add.f32 %f3, %f1, %f2;\n"
+    "  add.s64 %rd10, %rd6, %rd7;\n"
+    "  st.global.f32 [%rd10], %f3;\n"
+    "DONE:\n"
+    "  ret;\n"
+    "}\n"
+    /* out[tid] = s.mul * tid + s.add, with s a struct by value at offset
+     * 0 and `out` at offset 16. */
+    ".visible .entry affine(.param .align 8 .b8 s[16], .param .u64 out)\n"
+    "{\n"
+    "  .reg .b32 %r<6>;\n"
+    "  .reg .b64 %rd<5>;\n"
+    "  ld.param.u32 %r1, [s];\n"
+    "  ld.param.u32 %r2, [s+8];\n"
+    "  ld.param.u64 %rd1, [out];\n"
+    "  mov.u32 %r3, %tid.x;\n"
+    "  mad.lo.s32 %r4, %r3, %r1, %r2;\n"
+    "  cvta.to.global.u64 %rd2, %rd1;\n"
+    "  mul.wide.u32 %rd3, %r3, 4;\n"
+    "  add.s64 %rd4, %rd2, %rd3;\n"
+    "  st.global.u32 [%rd4], %r4;\n"
+    "  ret;\n"
+    "}\n"
+    /* Writes far outside any allocation. */
+    ".visible .entry wild(.param .u64 p)\n"
+    "{\n"
+    "  .reg .b64 %rd<3>;\n"
+    "  ld.param.u64 %rd1, [p];\n"
+    "  add.s64 %rd2, %rd1, 68719476736;\n"
+    "  st.global.u32 [%rd2], 1;\n"
+    "  ret;\n"
+    "}\n";
+
+static void *lib;
+static int failures;
+
+static void *sym(const char *name) {
+    void *p = dlsym(lib, name);
+    if (!p) {
+        printf("FAIL dlsym %s\n", name);
+        exit(2);
+    }
+    return p;
+}
+
+#define FN(ret, name, args) ret(*name) args = (ret(*) args)sym(#name)
+
+static void check(int cond, const char *name, const char *fmt, long long a, long long b) {
+    if (cond) {
+        printf("ok %s\n", name);
+    } else {
+        printf("FAIL %s: ", name);
+        printf(fmt, a, b);
+        printf("\n");
+        failures++;
+    }
+}
+
+#define RC(call, want, name)                                                 \
+    do {                                                                     \
+        CUresult r_ = (call);                                                \
+        check(r_ == (want), name, "returned %lld, wanted %lld", r_, (want)); \
+    } while (0)
+
+static int host_fn_runs;
+static void host_fn(void *arg) { host_fn_runs += *(int *)arg; }
+
+static int callback_status = -1;
+static void callback(CUstream s, CUresult status, void *arg) {
+    (void)s;
+    (void)arg;
+    callback_status = status;
+}
+
+#define N 1000
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        printf("FAIL dlopen: %s\n", dlerror());
+        return 2;
+    }
+    FN(CUresult, cuInit, (unsigned));
+    FN(CUresult, cuDeviceGet, (CUdevice *, int));
+    FN(CUresult, cuCtxCreate_v2, (CUcontext *, unsigned, CUdevice));
+    FN(CUresult, cuCtxSynchronize, (void));
+    FN(CUresult, cuCtxDestroy_v2, (CUcontext));
+    FN(CUresult, cuMemAlloc_v2, (CUdeviceptr *, size_t));
+    FN(CUresult, cuMemFree_v2, (CUdeviceptr));
+    FN(CUresult, cuMemcpyHtoD_v2, (CUdeviceptr, const void *, size_t));
+    FN(CUresult, cuMemcpyDtoH_v2, (void *, CUdeviceptr, size_t));
+    FN(CUresult, cuModuleLoadData, (CUmodule *, const void *));
+    FN(CUresult, cuModuleUnload, (CUmodule));
+    FN(CUresult, cuModuleGetFunction, (CUfunction *, CUmodule, const char *));
+    FN(CUresult, cuModuleGetGlobal_v2, (CUdeviceptr *, size_t *, CUmodule, const char *));
+    FN(CUresult, cuFuncGetParamInfo, (CUfunction, size_t, size_t *, size_t *));
+    FN(CUresult, cuFuncGetParamCount, (CUfunction, size_t *));
+    FN(CUresult, cuFuncGetName, (const char **, CUfunction));
+    FN(CUresult, cuFuncGetAttribute, (int *, int, CUfunction));
+    FN(CUresult, cuLaunchKernel, (CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                                  unsigned, CUstream, void **, void **));
+    FN(CUresult, cuLaunchKernelEx, (const CUlaunchConfig *, CUfunction, void **, void **));
+    FN(CUresult, cuLibraryLoadData, (CUlibrary *, const void *, void *, void **, unsigned, void *, void **,
+                                     unsigned));
+    FN(CUresult, cuLibraryGetKernel, (CUkernel *, CUlibrary, const char *));
+    FN(CUresult, cuLibraryGetModule, (CUmodule *, CUlibrary));
+    FN(CUresult, cuLibraryUnload, (CUlibrary));
+    FN(CUresult, cuKernelGetFunction, (CUfunction *, CUkernel));
+    FN(CUresult, cuKernelGetParamInfo, (CUkernel, size_t, size_t *, size_t *));
+    FN(CUresult, cuStreamCreate, (CUstream *, unsigned));
+    FN(CUresult, cuStreamDestroy_v2, (CUstream));
+    FN(CUresult, cuStreamSynchronize, (CUstream));
+    FN(CUresult, cuEventCreate, (CUevent *, unsigned));
+    FN(CUresult, cuEventDestroy_v2, (CUevent));
+    FN(CUresult, cuEventRecord, (CUevent, CUstream));
+    FN(CUresult, cuEventQuery, (CUevent));
+    FN(CUresult, cuEventSynchronize, (CUevent));
+    FN(CUresult, cuEventElapsedTime, (float *, CUevent, CUevent));
+    FN(CUresult, cuStreamWaitEvent, (CUstream, CUevent, unsigned));
+    FN(CUresult, cuLaunchHostFunc, (CUstream, void (*)(void *), void *));
+    FN(CUresult, cuStreamAddCallback, (CUstream, void (*)(CUstream, CUresult, void *), void *, unsigned));
+    FN(CUresult, cuLinkCreate_v2, (unsigned, void *, void **, CUlinkState *));
+    FN(CUresult, cuLinkAddData_v2, (CUlinkState, int, void *, size_t, const char *, unsigned, void *, void **));
+    FN(CUresult, cuLinkComplete, (CUlinkState, void **, size_t *));
+    FN(CUresult, cuLinkDestroy, (CUlinkState));
+    FN(CUresult, cuOccupancyMaxActiveBlocksPerMultiprocessor, (int *, CUfunction, int, size_t));
+
+    RC(cuInit(0), 0, "init");
+    CUdevice dev;
+    CUcontext ctx;
+    RC(cuDeviceGet(&dev, 0), 0, "device");
+    RC(cuCtxCreate_v2(&ctx, 0, dev), 0, "ctx create");
+
+    /* ---- images ---- */
+    CUmodule mod = NULL;
+    static const unsigned char garbage[] = {0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0};
+    RC(cuModuleLoadData(&mod, garbage), 200, "garbage image is INVALID_IMAGE");
+    RC(cuModuleLoadData(&mod, PTX), 0, "load PTX");
+
+    CUfunction vadd = NULL, again = NULL, missing = NULL;
+    RC(cuModuleGetFunction(&vadd, mod, "vadd"), 0, "get vadd");
+    RC(cuModuleGetFunction(&again, mod, "vadd"), 0, "get vadd again");
+    check(vadd == again, "same function handle", "%llx vs %llx", (long long)(intptr_t)vadd,
+          (long long)(intptr_t)again);
+    RC(cuModuleGetFunction(&missing, mod, "nope"), 500, "missing function is NOT_FOUND");
+    RC(cuModuleGetFunction(&missing, (CUmodule)0x1234, "vadd"), 400, "invented module is INVALID_HANDLE");
+
+    size_t count = 0, off = 0, size = 0;
+    RC(cuFuncGetParamCount(vadd, &count), 0, "param count");
+    check(count == 4, "vadd has 4 params", "%lld %lld", (long long)count, 0);
+    RC(cuFuncGetParamInfo(vadd, 3, &off, &size), 0, "param 3 info");
+    check(off == 24 && size == 4, "param 3 at 24, 4 bytes", "%lld/%lld", (long long)off, (long long)size);
+    RC(cuFuncGetParamInfo(vadd, 4, &off, &size), 1, "param 4 is INVALID_VALUE");
+    const char *name = NULL;
+    RC(cuFuncGetName(&name, vadd), 0, "func name");
+    check(name && !strcmp(name, "vadd"), "name is vadd", "%lld %lld", 0, 0);
+    int regs = -1;
+    RC(cuFuncGetAttribute(&regs, 4 /* NUM_REGS */, vadd), 0, "func attribute");
+
+    CUdeviceptr g = 0;
+    size_t gsize = 0;
+    unsigned gval = 0;
+    RC(cuModuleGetGlobal_v2(&g, &gsize, mod, "counter"), 0, "get global");
+    check(gsize == 4, "global is 4 bytes", "%lld %lld", (long long)gsize, 0);
+    RC(cuMemcpyDtoH_v2(&gval, g, 4), 0, "read global");
+    check(gval == 7, "global initialised", "%lld %lld", gval, 0);
+
+    /* ---- launches ---- */
+    float a[N], b[N], c[N];
+    for (int i = 0; i < N; i++) {
+        a[i] = i * 0.5f;
+        b[i] = 100.f - i;
+    }
+    CUdeviceptr da, db, dc;
+    RC(cuMemAlloc_v2(&da, sizeof a), 0, "alloc a");
+    RC(cuMemAlloc_v2(&db, sizeof b), 0, "alloc b");
+    RC(cuMemAlloc_v2(&dc, sizeof c), 0, "alloc c");
+    RC(cuMemcpyHtoD_v2(da, a, sizeof a), 0, "copy a");
+    RC(cuMemcpyHtoD_v2(db, b, sizeof b), 0, "copy b");
+    int n = N;
+    void *params[] = {&da, &db, &dc, &n};
+    RC(cuLaunchKernel(vadd, (N + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, params, NULL), 0, "launch kernelParams");
+    memset(c, 0, sizeof c);
+    RC(cuMemcpyDtoH_v2(c, dc, sizeof c), 0, "copy c back");
+    int bad = 0;
+    for (int i = 0; i < N; i++) bad += c[i] != a[i] + b[i];
+    check(!bad, "vadd kernelParams result", "%lld wrong %lld", bad, 0);
+
+    struct {
+        CUdeviceptr a, b, c;
+        int n;
+        int pad;
+    } packed = {da, db, dc, N, 0};
+    size_t packed_size = 28;
+    void *extra[] = {(void *)1, &packed, (void *)2, &packed_size, (void *)0};
+    RC(cuMemcpyHtoD_v2(dc, a, sizeof a), 0, "clear c");
+    RC(cuLaunchKernel(vadd, (N + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, NULL, extra), 0, "launch extra");
+    RC(cuMemcpyDtoH_v2(c, dc, sizeof c), 0, "copy c back (extra)");
+    bad = 0;
+    for (int i = 0; i < N; i++) bad += c[i] != a[i] + b[i];
+    check(!bad, "vadd extra result", "%lld wrong %lld", bad, 0);
+
+    RC(cuLaunchKernel(vadd, 1, 1, 1, 1, 1, 1, 0, NULL, params, extra), 1, "params and extra is INVALID_VALUE");
+    RC(cuLaunchKernel(vadd, 0, 1, 1, 1, 1, 1, 0, NULL, params, NULL), 1, "zero grid is INVALID_VALUE");
+    void *bad_extra[] = {(void *)7, NULL, (void *)0};
+    RC(cuLaunchKernel(vadd, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, bad_extra), 1, "unknown extra key is INVALID_VALUE");
+
+    /* Struct by value, through cuLaunchKernelEx on a created stream. */
+    CUfunction affine;
+    RC(cuModuleGetFunction(&affine, mod, "affine"), 0, "get affine");
+    RC(cuFuncGetParamInfo(affine, 1, &off, &size), 0, "affine param 1");
+    check(off == 16 && size == 8, "out at 16", "%lld/%lld", (long long)off, (long long)size);
+    CUstream s;
+    RC(cuStreamCreate(&s, 0), 0, "stream");
+    struct {
+        int mul;
+        int unused;
+        int add;
+        int unused2;
+    } sv = {3, -1, 11, -1};
+    CUdeviceptr dout;
+    int out[64];
+    RC(cuMemAlloc_v2(&dout, sizeof out), 0, "alloc out");
+    void *aparams[] = {&sv, &dout};
+    CUlaunchAttribute attr;
+    memset(&attr, 0, sizeof attr);
+    attr.id = 8; /* PRIORITY: not forwarded, must not fail */
+    CUlaunchConfig cfg = {1, 1, 1, 64, 1, 1, 0, s, &attr, 1};
+    RC(cuLaunchKernelEx(&cfg, affine, aparams, NULL), 0, "launch ex");
+    RC(cuStreamSynchronize(s), 0, "stream sync");
+    RC(cuMemcpyDtoH_v2(out, dout, sizeof out), 0, "copy out");
+    bad = 0;
+    for (int i = 0; i < 64; i++) bad += out[i] != 3 * i + 11;
+    check(!bad, "struct by value result", "%lld wrong %lld", bad, 0);
+
+    int blocks = -1;
+    RC(cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, vadd, 128, 0), 0, "occupancy");
+    check(blocks > 0, "occupancy positive", "%lld %lld", blocks, 0);
+
+    /* ---- events, host functions ---- */
+    CUevent e0, e1;
+    RC(cuEventCreate(&e0, 0), 0, "event create");
+    RC(cuEventCreate(&e1, 0), 0, "event create 2");
+    RC(cuEventRecord(e0, s), 0, "record start");
+    RC(cuLaunchKernel(vadd, (N + 127) / 128, 1, 1, 128, 1, 1, 0, s, params, NULL), 0, "launch on stream");
+    RC(cuEventRecord(e1, s), 0, "record stop");
+    RC(cuStreamWaitEvent(NULL, e1, 0), 0, "wait event");
+    int one = 1;
+    RC(cuLaunchHostFunc(s, host_fn, &one), 0, "host func");
+    check(host_fn_runs == 1, "host func ran before return", "%lld %lld", host_fn_runs, 0);
+    RC(cuStreamAddCallback(s, callback, NULL, 0), 0, "stream callback");
+    check(callback_status == 0, "callback saw success", "%lld %lld", callback_status, 0);
+    RC(cuEventSynchronize(e1), 0, "event sync");
+    RC(cuEventQuery(e1), 0, "event query");
+    float ms = -1;
+    RC(cuEventElapsedTime(&ms, e0, e1), 0, "elapsed");
+    check(ms >= 0, "elapsed non-negative", "%lld %lld", (long long)ms, 0);
+    RC(cuEventRecord((CUevent)0x77, s), 400, "invented event is INVALID_HANDLE");
+    RC(cuEventDestroy_v2(e0), 0, "event destroy");
+    RC(cuEventDestroy_v2(e1), 0, "event destroy 2");
+
+    /* ---- libraries: a CUkernel where a CUfunction goes ---- */
+    CUlibrary libh;
+    CUkernel k;
+    RC(cuLibraryLoadData(&libh, PTX, NULL, NULL, 0, NULL, NULL, 0), 0, "library load");
+    RC(cuLibraryGetKernel(&k, libh, "vadd"), 0, "library kernel");
+    RC(cuKernelGetParamInfo(k, 2, &off, &size), 0, "kernel param info");
+    check(off == 16 && size == 8, "kernel param 2", "%lld/%lld", (long long)off, (long long)size);
+    RC(cuMemcpyHtoD_v2(dc, a, sizeof a), 0, "clear c (kernel)");
+    RC(cuLaunchKernel((CUfunction)k, (N + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, params, NULL), 0,
+       "launch CUkernel");
+    RC(cuMemcpyDtoH_v2(c, dc, sizeof c), 0, "copy c back (kernel)");
+    bad = 0;
+    for (int i = 0; i < N; i++) bad += c[i] != a[i] + b[i];
+    check(!bad, "CUkernel launch result", "%lld wrong %lld", bad, 0);
+    CUfunction kf;
+    CUmodule lm;
+    RC(cuKernelGetFunction(&kf, k), 0, "kernel function");
+    RC(cuLibraryGetModule(&lm, libh), 0, "library module");
+    RC(cuLibraryUnload(libh), 0, "library unload");
+    RC(cuLaunchKernel((CUfunction)k, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL), 400,
+       "unloaded kernel is INVALID_HANDLE");
+
+    /* ---- cuLink* ---- */
+    CUlinkState link;
+    void *cubin = NULL;
+    size_t cubin_size = 0;
+    RC(cuLinkCreate_v2(0, NULL, NULL, &link), 0, "link create");
+    RC(cuLinkAddData_v2(link, 1 /* PTX */, (void *)PTX, sizeof PTX, "k.ptx", 0, NULL, NULL), 0, "link add");
+    RC(cuLinkComplete(link, &cubin, &cubin_size), 0, "link complete");
+    check(cubin && cubin_size > 0, "linked image", "%lld bytes %lld", (long long)cubin_size, 0);
+    CUmodule linked = NULL;
+    RC(cuModuleLoadData(&linked, cubin), 0, "load linked image");
+    CUfunction lf;
+    RC(cuModuleGetFunction(&lf, linked, "vadd"), 0, "linked vadd");
+    RC(cuModuleUnload(linked), 0, "unload linked");
+    RC(cuLinkDestroy(link), 0, "link destroy");
+
+    RC(cuModuleUnload(mod), 0, "unload");
+    RC(cuModuleGetFunction(&again, mod, "vadd"), 400, "unloaded module is INVALID_HANDLE");
+    RC(cuLaunchKernel(vadd, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL), 400, "unloaded function is INVALID_HANDLE");
+
+    /* ---- a deferred failure: reported by the next synchronization ---- */
+    CUmodule m2;
+    CUfunction wild;
+    RC(cuModuleLoadData(&m2, PTX), 0, "reload");
+    RC(cuModuleGetFunction(&wild, m2, "wild"), 0, "get wild");
+    void *wparams[] = {&da};
+    RC(cuLaunchKernel(wild, 1, 1, 1, 1, 1, 1, 0, NULL, wparams, NULL), 0, "bad launch is queued");
+    RC(cuCtxSynchronize(), 700, "sync reports ILLEGAL_ADDRESS");
+    RC(cuCtxSynchronize(), 700, "and again (sticky)");
+
+    cuMemFree_v2(da);
+    cuMemFree_v2(db);
+    cuMemFree_v2(dc);
+    cuMemFree_v2(dout);
+    cuStreamDestroy_v2(s);
+    cuCtxDestroy_v2(ctx);
+    printf("done failures=%d\n", failures);
+    return failures ? 1 : 0;
+}
