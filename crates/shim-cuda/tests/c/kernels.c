@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef int CUresult;
 typedef int CUdevice;
@@ -137,6 +138,12 @@ static void callback(CUstream s, CUresult status, void *arg) {
     callback_status = status;
 }
 
+static int smem_calls;
+static size_t smem_per_block(int block) {
+    smem_calls++;
+    return (size_t)block * 4;
+}
+
 #define N 1000
 
 int main(int argc, char **argv) {
@@ -190,6 +197,10 @@ int main(int argc, char **argv) {
     FN(CUresult, cuLinkComplete, (CUlinkState, void **, size_t *));
     FN(CUresult, cuLinkDestroy, (CUlinkState));
     FN(CUresult, cuOccupancyMaxActiveBlocksPerMultiprocessor, (int *, CUfunction, int, size_t));
+    FN(CUresult, cuOccupancyMaxPotentialBlockSize, (int *, int *, CUfunction, size_t (*)(int), size_t, int));
+    FN(CUresult, cuModuleLoad, (CUmodule *, const char *));
+    FN(CUresult, cuLibraryLoadFromFile, (CUlibrary *, const char *, void *, void **, unsigned, void *, void **,
+                                         unsigned));
 
     RC(cuInit(0), 0, "init");
     CUdevice dev;
@@ -302,6 +313,33 @@ int main(int argc, char **argv) {
     int blocks = -1;
     RC(cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, vadd, 128, 0), 0, "occupancy");
     check(blocks > 0, "occupancy positive", "%lld %lld", blocks, 0);
+
+    int min_grid = -1, block = -1, cb_grid = -1, cb_block = -1;
+    RC(cuOccupancyMaxPotentialBlockSize(&min_grid, &block, vadd, NULL, 0, 0), 0, "potential block size");
+    check(min_grid > 0 && block > 0 && block % 32 == 0, "potential block size sane", "grid %lld block %lld",
+          min_grid, block);
+    RC(cuOccupancyMaxPotentialBlockSize(&cb_grid, &cb_block, vadd, smem_per_block, 0, 256), 0,
+       "potential block size, callback");
+    check(cb_block > 0 && cb_block <= 256 && cb_grid > 0, "callback search within the limit", "grid %lld block %lld",
+          cb_grid, cb_block);
+    check(smem_calls > 0, "callback asked", "%lld calls %lld", smem_calls, 0);
+
+    /* ---- from files ---- */
+    char path[] = "/tmp/vgpu-kernels-XXXXXX";
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    fwrite(PTX, 1, sizeof PTX - 1, f); /* no NUL on disk */
+    fclose(f);
+    CUmodule fm;
+    CUlibrary fl;
+    CUfunction ff;
+    RC(cuModuleLoad(&fm, path), 0, "module from file");
+    RC(cuModuleGetFunction(&ff, fm, "affine"), 0, "function of file module");
+    RC(cuModuleUnload(fm), 0, "unload file module");
+    RC(cuLibraryLoadFromFile(&fl, path, NULL, NULL, 0, NULL, NULL, 0), 0, "library from file");
+    RC(cuLibraryUnload(fl), 0, "unload file library");
+    unlink(path);
+    RC(cuModuleLoad(&fm, "/nonexistent/k.ptx"), 301, "missing file is FILE_NOT_FOUND");
 
     /* ---- events, host functions ---- */
     CUevent e0, e1;
