@@ -125,6 +125,9 @@ pub unsafe fn find(p: *const c_void) -> Result<Image, CUresult> {
     let head: [u8; 4] = unsafe { read(p) };
     let magic = u32::from_le_bytes(head);
     match magic {
+        // A v2 wrapper's pre-linked array (+16) is not shipped: the wire
+        // carries one image, and the nvcc 13.5 v2 wrappers observed (§8.1)
+        // run from their container alone.
         WRAPPER_MAGIC => {
             // SAFETY: a wrapper is 24 bytes; +8 holds the container pointer.
             let container = unsafe { u64_at(p, 8) } as *const u8;
@@ -188,28 +191,28 @@ unsafe fn ptx_prefix_nul(p: *const u8, max: usize) -> Option<usize> {
 /// `p` is NUL-terminated.
 unsafe fn ptx(p: *const u8) -> Result<Image, CUresult> {
     let text = |b: u8| b.is_ascii_graphic() || b.is_ascii_whitespace();
-    let mut n = 0usize;
-    loop {
+    // The first bytes decide; later bytes may be anything but NUL
+    // (comments, string literals in UTF-8).
+    for i in 0..64 {
         // SAFETY: stops at the NUL the caller promises.
-        let b = unsafe { *p.add(n) };
+        let b = unsafe { *p.add(i) };
         if b == 0 {
             break;
         }
-        // The first bytes decide; later bytes may be anything but NUL
-        // (comments, string literals in UTF-8).
-        if n < 64 && !text(b) {
+        if !text(b) {
             return Err(crate::check::reject(
                 INVALID_IMAGE,
-                format_args!("image {p:p}: not a fatbin, cubin or PTX text (byte {b:#04x} at {n})"),
+                format_args!("image {p:p}: not a fatbin, cubin or PTX text (byte {b:#04x} at {i})"),
             ));
         }
-        n += 1;
-        if n as u64 >= MAX_IMAGE {
-            return Err(crate::check::reject(
-                INVALID_IMAGE,
-                format_args!("PTX at {p:p}: no NUL in the first {MAX_IMAGE} bytes"),
-            ));
-        }
+    }
+    // SAFETY: NUL-terminated (caller), and strnlen reads no further.
+    let n = unsafe { libc::strnlen(p as *const libc::c_char, MAX_IMAGE as usize) };
+    if n as u64 >= MAX_IMAGE {
+        return Err(crate::check::reject(
+            INVALID_IMAGE,
+            format_args!("PTX at {p:p}: no NUL in the first {MAX_IMAGE} bytes"),
+        ));
     }
     Ok(Image {
         format: Format::Ptx,
