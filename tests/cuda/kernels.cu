@@ -102,6 +102,15 @@ __global__ void busy(float *p, int n, int rounds) {
     p[i] = v;
 }
 
+__device__ int table[16];
+__constant__ int bias[16];
+
+__global__ void use_globals(int *out) {
+    int i = threadIdx.x;
+    table[i] = table[i] * 2 + bias[i];
+    out[i] = table[i];
+}
+
 __global__ void out_of_bounds(int *p) { p[threadIdx.x + (1 << 28)] = 1; }
 
 static int callbacks_seen = 0;
@@ -255,6 +264,25 @@ int main(int argc, char **argv) {
         CHECK(cudaEventDestroy(start)); CHECK(cudaEventDestroy(stop)); CHECK(cudaEventDestroy(mid));
         cudaFree(d1); cudaFree(d2); cudaFreeHost(h1); cudaFreeHost(h2);
         printf("streams ok=1 elapsed_ms=%f\n", ms);
+    }
+    if (all || !strcmp(only, "globals")) {
+        int init[16], b[16], out[16], back[16], *dout, *addr;
+        for (int i = 0; i < 16; i++) { init[i] = i; b[i] = 100 * i; }
+        CHECK(cudaMemcpyToSymbol(table, init, sizeof init));
+        CHECK(cudaMemcpyToSymbol(bias, b, sizeof b));
+        CHECK(cudaMalloc(&dout, sizeof out));
+        use_globals<<<1, 16>>>(dout);
+        CHECK(cudaMemcpy(out, dout, sizeof out, cudaMemcpyDeviceToHost));
+        CHECK(cudaMemcpyFromSymbol(back, table, sizeof back));
+        // A symbol's address used with unified copies (cudaMemcpyDefault).
+        CHECK(cudaGetSymbolAddress((void **)&addr, table));
+        int viadefault[16];
+        CHECK(cudaMemcpy(viadefault, addr, sizeof viadefault, cudaMemcpyDefault));
+        for (int i = 0; i < 16; i++)
+            if (out[i] != 2 * i + 100 * i || back[i] != out[i] || viadefault[i] != out[i])
+                fail("module globals");
+        cudaFree(dout);
+        printf("globals ok=1\n");
     }
     if (!strcmp(only, "oob")) {
         int *p;

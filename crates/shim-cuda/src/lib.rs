@@ -195,6 +195,7 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuMemSetAccess => vmm::set_access,
         cuMemGetAccess => vmm::get_access,
 
+        cuCtxGetStreamPriorityRange => stream::priority_range,
         cuStreamCreate => stream::create_default,
         cuStreamCreateWithPriority => stream::create_with_priority,
         cuStreamDestroy => stream::destroy,

@@ -314,6 +314,7 @@ fn release(s: Shared, library: bool) -> Result<(), CUresult> {
             shipped.remove(&key_tuple(k));
         }
     }
+    forget_globals(s.remote);
     if library {
         check::host(&LibraryUnload { library: s.remote })
     } else {
@@ -408,8 +409,6 @@ unsafe fn load_into(out: *mut CUmodule, image: *const c_void) -> Result<(), CUre
 /// For the dark API's module loaders (CUDART_INTERFACE slots 1, 6, 8):
 /// a module from a fatbin wrapper (or any other image) in the current
 /// context, with what cuModuleLoadData would return.
-// Called by darkapi/cudart.rs once its slots 1, 6 and 8 are wired to it.
-#[allow(dead_code)]
 pub fn load_module_from_wrapper(wrapper: *const c_void) -> Result<CUmodule, CUresult> {
     driver::get()?;
     // SAFETY: cudart passes its registered wrapper, valid for the process.
@@ -501,6 +500,35 @@ pub fn unload(h: CUmodule) -> Result<(), CUresult> {
         return Ok(());
     }
     release(m.shared, false)
+}
+
+/// Device globals handed out per host module or library (its remote
+/// handle), so they can leave the device table when it is unloaded.
+static GLOBALS: Mutex<BTreeMap<u64, Vec<(u64, u64)>>> = Mutex::new(BTreeMap::new());
+
+/// Makes a global known as device memory: a unified `cuMemcpy` naming it
+/// (cudaMemcpyToSymbol with cudaMemcpyDefault) must go to the host, never be
+/// read as guest memory.
+fn remember_global(owner: u64, ctx: &Arc<Context>, (ptr, size): (u64, u64)) {
+    if size == 0 || crate::devmem::find(ptr).is_some() {
+        return;
+    }
+    crate::devmem::record(crate::devmem::Range::new(
+        ptr,
+        size,
+        crate::devmem::Kind::External,
+        Some(ctx.clone()),
+        ctx.device,
+    ));
+    GLOBALS.lock().entry(owner).or_default().push((ptr, size));
+}
+
+/// Drops the globals of an unloaded module or library from the device table.
+fn forget_globals(owner: u64) {
+    let gone = GLOBALS.lock().remove(&owner).unwrap_or_default();
+    for (ptr, size) in gone {
+        crate::devmem::take_within(ptr, ptr + size, |r| r.kind == crate::devmem::Kind::External);
+    }
 }
 
 fn c_name(name: *const c_char) -> Result<(CString, String), CUresult> {
@@ -599,6 +627,7 @@ pub unsafe fn get_global_v2(
         module: m.remote(),
         name,
     })?;
+    remember_global(m.remote(), &m.ctx, g);
     // SAFETY: forwarded caller contract.
     unsafe { write_global(dptr, bytes, g, |p, s| Some((p, s as usize))) }
 }
@@ -616,6 +645,7 @@ pub unsafe fn get_global_v1(
         module: m.remote(),
         name,
     })?;
+    remember_global(m.remote(), &m.ctx, g);
     // SAFETY: forwarded caller contract.
     unsafe {
         write_global(dptr, bytes, g, |p, s| {
@@ -852,12 +882,13 @@ pub unsafe fn library_get_global(
     driver::get()?;
     let l = lookup_library(h)?;
     let (_, name) = c_name(name)?;
-    let (_, ctx) = check::current()?;
+    let (cur, ctx) = check::current()?;
     let g = check::host(&LibraryGetGlobal {
         ctx,
         library: l.shared.remote,
         name,
     })?;
+    remember_global(l.shared.remote, &cur, g);
     // SAFETY: forwarded caller contract.
     unsafe { write_global(dptr, bytes, g, |p, s| Some((p, s as usize))) }
 }

@@ -341,6 +341,23 @@ pub fn forget_context(ctx: &Arc<Context>) {
     LIVE.write().retain(|_, s| !Arc::ptr_eq(&s.ctx, ctx));
 }
 
+/// `cuCtxGetStreamPriorityRange`: the device's fixed range, answered
+/// locally (PyTorch asks before its first allocation). Either output may be
+/// NULL.
+pub unsafe fn priority_range(least: *mut c_int, greatest: *mut c_int) -> Result<(), CUresult> {
+    driver::get()?;
+    // SAFETY: each output is NULL or writable (API contract).
+    unsafe {
+        if !least.is_null() {
+            least.write_unaligned(PRIORITY_LEAST);
+        }
+        if !greatest.is_null() {
+            greatest.write_unaligned(PRIORITY_GREATEST);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

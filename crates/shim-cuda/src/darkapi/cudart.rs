@@ -3,10 +3,9 @@
 
 use super::{fun, stubs, Slot, Table, T_CUDART};
 use crate::driver;
-use cuda_types::cuda::{CUcontext, CUdevice, CUresult};
-use std::ffi::c_void;
-use std::sync::atomic::AtomicBool;
-use vgpu_guest::ffi::{cuda_boundary, cuda_not_supported, OutPtr};
+use cuda_types::cuda::{CUcontext, CUdevice, CUjit_option, CUmodule, CUresult};
+use std::ffi::{c_char, c_uint, c_void};
+use vgpu_guest::ffi::{cuda_boundary, OutPtr};
 
 pub static TABLE: Table<13> = {
     let s = stubs!(T_CUDART; 3 4 5 9 10 11 12);
@@ -40,27 +39,45 @@ unsafe extern "C" fn primary_context(pctx: *mut CUcontext, dev: CUdevice) -> CUr
     })
 }
 
-// Slots 1, 6 and 8 load a module from a fatbin wrapper or an image (cudart
-// 11.x at the first launch of a kernel; 12+ uses cuLibraryLoadData). Module
-// loading is not remoted yet: refuse, and say so once.
+// Slots 1, 6 and 8 load a module from a fatbin wrapper or an image: cudart
+// 11.x does so at the first launch of a kernel (12+ uses cuLibraryLoadData).
 
 /// Slot 1: `(CUmodule*, const void *fatbinWrapper)`.
-extern "C" fn load_fatbin() -> CUresult {
-    static LOGGED: AtomicBool = AtomicBool::new(false);
-    cuda_not_supported("CUDART_INTERFACE[1] (module from fatbin)", &LOGGED)
+unsafe extern "C" fn load_fatbin(out: *mut CUmodule, wrapper: *const c_void) -> CUresult {
+    cuda_boundary("CUDART_INTERFACE[1]", || {
+        let m = crate::module::load_module_from_wrapper(wrapper)?;
+        // SAFETY: API contract: `out` is writable or null.
+        unsafe { out.write_or(m, CUresult::CUDA_ERROR_INVALID_VALUE) }
+    })
 }
 
 /// Slot 6: `(CUmodule*, const void *wrapper, const char **names, void
-/// **addrs, unsigned count)`.
-extern "C" fn load_fatbin_with_symbols() -> CUresult {
-    static LOGGED: AtomicBool = AtomicBool::new(false);
-    cuda_not_supported("CUDART_INTERFACE[6] (module from fatbin)", &LOGGED)
+/// **addrs, unsigned count)`. The symbol arrays describe host-side shadows
+/// of device variables (cudart 11.8 passes none); the module is the point.
+unsafe extern "C" fn load_fatbin_with_symbols(
+    out: *mut CUmodule,
+    wrapper: *const c_void,
+    _names: *const *const c_char,
+    _addrs: *const *mut c_void,
+    _count: c_uint,
+) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    unsafe { load_fatbin(out, wrapper) }
 }
 
-/// Slot 8: `(const void *image, CUmodule*, CUjit_option*, void**, unsigned)`.
-extern "C" fn load_image() -> CUresult {
-    static LOGGED: AtomicBool = AtomicBool::new(false);
-    cuda_not_supported("CUDART_INTERFACE[8] (module from image)", &LOGGED)
+/// Slot 8: `(const void *image, CUmodule*, CUjit_option*, void**, unsigned)`:
+/// `cuModuleLoadDataEx` with its first two arguments swapped.
+unsafe extern "C" fn load_image(
+    image: *const c_void,
+    out: *mut CUmodule,
+    options: *mut CUjit_option,
+    values: *mut *mut c_void,
+    n: c_uint,
+) -> CUresult {
+    cuda_boundary("CUDART_INTERFACE[8]", || {
+        // SAFETY: forwarded caller contract.
+        unsafe { crate::module::load_data_ex(out, image, n, options, values) }
+    })
 }
 
 /// Slot 7: cudart 11.8 says a fatbin wrapper is gone (at exit). Nothing is
@@ -76,7 +93,17 @@ mod tests {
         assert_eq!(TABLE.0[0].addr(), 104);
         assert_eq!(TABLE.0[2].addr(), primary_context as *const () as usize);
         assert!(TABLE.0.iter().all(|s| s.addr() != 0));
-        assert_eq!(load_image(), CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        // SAFETY: NULL image and out-pointer: refused before anything is read.
+        let r = unsafe {
+            load_image(
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_ne!(r, CUresult::CUDA_SUCCESS);
         fatbin_unregistered(std::ptr::null());
         // Before cuInit there is no primary context to hand out.
         let mut ctx: CUcontext = std::ptr::null_mut();
