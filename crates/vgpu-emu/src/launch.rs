@@ -94,7 +94,9 @@ fn check_dims(f: &Function, d: &Dims) -> Result<(), CUresult> {
         return Err(INVALID_VALUE);
     }
     let attrs = *f.attrs.lock();
-    if d.shared > attrs.max_dynamic_shared || d.shared + k.static_shared > SHARED_OPTIN {
+    if d.shared > attrs.max_dynamic_shared
+        || d.shared.saturating_add(k.static_shared) > SHARED_OPTIN
+    {
         return Err(INVALID_VALUE);
     }
     Ok(())
