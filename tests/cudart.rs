@@ -123,6 +123,10 @@ fn check_runtime(version: &str, runtime_version: i32) {
         out.line("mallocasync ok=1");
     }
     out.line("threads n=8 ok=1");
+    // A hand-built fatbin registered like nvcc's code does and launched with
+    // cudaLaunchKernel: cudart 11 loads it through CUDART_INTERFACE, 12+
+    // through cuLibraryLoadData.
+    out.line("kernel registered=1 ok=1");
     out.line("done ok=1");
 }
 
