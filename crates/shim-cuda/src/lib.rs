@@ -10,6 +10,7 @@
 
 use cuda_types::cuda::*;
 
+mod capture;
 mod context;
 pub mod contexts;
 mod darkapi;
@@ -196,6 +197,15 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuMemGetAccess => vmm::get_access,
 
         cuCtxGetStreamPriorityRange => stream::priority_range,
+        cuStreamIsCapturing => capture::is_capturing,
+        cuStreamIsCapturing_ptsz => capture::is_capturing_ptsz,
+        cuStreamGetCaptureInfo => capture::info_v1,
+        cuStreamGetCaptureInfo_ptsz => capture::info_v1_ptsz,
+        cuStreamGetCaptureInfo_v2 => capture::info_v2,
+        cuStreamGetCaptureInfo_v2_ptsz => capture::info_v2_ptsz,
+        cuStreamGetCaptureInfo_v3 => capture::info_v3,
+        cuStreamGetCaptureInfo_v3_ptsz => capture::info_v3_ptsz,
+        cuThreadExchangeStreamCaptureMode => capture::exchange_mode,
         cuStreamCreate => stream::create_default,
         cuStreamCreateWithPriority => stream::create_with_priority,
         cuStreamDestroy => stream::destroy,
