@@ -15,6 +15,7 @@ fn bench_reports_latency_and_launch_rates() {
     for line in [
         "raw unix ping-pong",
         "vgpu sync call (Ping)",
+        "launch call (guest side)",
         "launches, batched",
         "launches, sync after each",
         "batching speed-up",

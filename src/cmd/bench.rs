@@ -92,6 +92,9 @@ fn vgpu_ping(ep: &Endpoint, n: usize) -> Result<Vec<Duration>, String> {
 }
 
 struct Launches {
+    /// The launch calls alone: what the application thread pays.
+    submitted: Duration,
+    /// Those launches and the synchronize that waits for all of them.
     batched: Duration,
     synced: Duration,
     n_synced: usize,
@@ -162,6 +165,7 @@ fn shim_launches(n: usize) -> Result<Launches, String> {
     for _ in 0..n {
         launch(&t)?;
     }
+    let submitted = start.elapsed();
     cu!(t, cuCtxSynchronize());
     let batched = start.elapsed();
 
@@ -175,6 +179,7 @@ fn shim_launches(n: usize) -> Result<Launches, String> {
     cu!(t, cuModuleUnload(module));
     cu!(t, cuCtxDestroy_v2(ctx));
     Ok(Launches {
+        submitted,
         batched,
         synced,
         n_synced,
@@ -224,6 +229,11 @@ pub fn bench(args: BenchArgs) -> ExitCode {
         Ok(l) => {
             let batched_rate = args.launches as f64 / l.batched.as_secs_f64();
             let synced_rate = l.n_synced as f64 / l.synced.as_secs_f64();
+            println!(
+                "launch call (guest side):    {:10.2} us each   ({:.2} sync round trips: no round trip per launch)",
+                us(l.submitted) / args.launches as f64,
+                us(l.submitted) / args.launches as f64 / us(ping_p50).max(1e-9)
+            );
             println!(
                 "launches, batched:           {:10.0} launches/s   ({:.2} us each, {} launches + 1 sync)",
                 batched_rate,

@@ -15,7 +15,6 @@ use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::ffi::c_uint;
 use std::sync::Arc;
-use vgpu_guest::client;
 use vgpu_transport::proto::{
     EventCreate, EventDestroy, EventElapsedTime, EventQuery, EventRecord, EventSynchronize,
     StreamWaitEvent,
@@ -64,8 +63,8 @@ fn lookup(h: CUevent) -> Result<Arc<Event>, CUresult> {
 }
 
 /// Sends stream-ordered work without waiting for its answer.
-fn enqueue<C: Call>(c: &C) -> Result<(), CUresult> {
-    client::queue(c).map_err(driver::to_cuda)
+fn enqueue<C: Call<Reply = ()>>(c: &C) -> Result<(), CUresult> {
+    crate::stream::submit(c)
 }
 
 pub unsafe fn create(out: *mut CUevent, flags: c_uint) -> Result<(), CUresult> {

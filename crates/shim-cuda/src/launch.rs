@@ -18,7 +18,7 @@ use cuda_types::cuda::{
 use std::ffi::{c_int, c_uint, c_void};
 use vgpu_guest::ffi::OutPtr;
 use vgpu_guest::log::Level;
-use vgpu_guest::{client, vlog};
+use vgpu_guest::vlog;
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
     LaunchKernel, OccupancyMaxActiveBlocks, OccupancyMaxPotentialBlockSize, StreamSynchronize,
@@ -182,7 +182,7 @@ unsafe fn launch(
         params: Bytes(params),
         cooperative: shape.cooperative,
     };
-    client::queue(&call).map_err(driver::to_cuda)
+    stream::submit(&call)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -122,11 +122,13 @@ pub fn target(h: CUstream, null: Null) -> Result<Target, CUresult> {
     })
 }
 
-/// Sends work the application observes only at a later synchronisation.
-/// Today it goes at once and its error comes back here; batching will
-/// queue it and report the first deferred error at the next sync.
+/// Sends work the application observes only at a later synchronisation
+/// (launches, async copies and memsets, event records, stream waits): the
+/// one place such work is queued. No round trip: the call goes out with the
+/// next synchronizing call (or when the queue grows), and the host reports
+/// its failure there, as CUDA reports asynchronous errors.
 pub fn submit<C: Call<Reply = ()>>(call: &C) -> Result<(), CUresult> {
-    check::host(call)
+    vgpu_guest::client::queue(call).map_err(driver::to_cuda)
 }
 
 unsafe fn create(ph: *mut CUstream, flags: c_uint, priority: c_int) -> Result<(), CUresult> {
