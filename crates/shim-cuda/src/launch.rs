@@ -9,11 +9,10 @@ use crate::check::{self, reject, INVALID_VALUE, NOT_SUPPORTED};
 use crate::driver;
 use crate::module::{self, Func};
 use crate::stream::{self, Null};
+use cuda_abi::launch::{self as abi, ExtraError, NullArgs, EXTRA_WORDS};
 use cuda_types::cuda::{
     CUdevice_attribute, CUfunction, CUhostFn, CUlaunchAttributeID, CUlaunchConfig,
     CUoccupancyB2DSize, CUresult, CUstream, CUstreamCallback,
-    CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT, CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT,
-    CU_LAUNCH_PARAM_END_AS_INT,
 };
 use std::ffi::{c_int, c_uint, c_void};
 use vgpu_guest::ffi::OutPtr;
@@ -28,86 +27,41 @@ use vgpu_transport::proto::{
 /// empty layout means "no parameters"; before, "unknown".
 const PARAM_INFO_DRIVER: i32 = 12040;
 
-/// Copies each argument `kernel_params[i]` points at to its offset.
+/// The packed buffer an `extra` array describes, both keys required.
 ///
 /// # Safety
-/// `kernel_params` holds one readable pointer per entry of `layout`, each
-/// to at least that entry's size of bytes (the API contract).
-pub unsafe fn pack(layout: &[(u32, u32)], kernel_params: *const *const c_void) -> Vec<u8> {
-    let mut buf = vec![0u8; module::params_size(layout)];
-    for (i, &(off, size)) in layout.iter().enumerate() {
-        // SAFETY: the caller's contract: one pointer per parameter.
-        let arg = unsafe { *kernel_params.add(i) } as *const u8;
-        let dst = &mut buf[off as usize..off as usize + size as usize];
-        if arg.is_null() {
-            continue;
-        }
-        // SAFETY: the argument is `size` readable bytes (contract).
-        dst.copy_from_slice(unsafe { std::slice::from_raw_parts(arg, size as usize) });
-    }
-    buf
-}
-
-/// The packed buffer an `extra` array describes:
-/// `{CU_LAUNCH_PARAM_BUFFER_POINTER, buf, CU_LAUNCH_PARAM_BUFFER_SIZE,
-/// &size, CU_LAUNCH_PARAM_END}`, in either order, both required.
-///
-/// # Safety
-/// `extra` is an END-terminated array of key/value pointers; the buffer
+/// As [`cuda_abi::launch::parse_extra`] with [`EXTRA_WORDS`]; the buffer
 /// holds the size it announces.
 pub unsafe fn extra_buffer(extra: *const *const c_void) -> Result<Vec<u8>, CUresult> {
-    let (mut buf, mut size) = (None::<*const u8>, None::<usize>);
     let bad = |why: std::fmt::Arguments<'_>| reject(INVALID_VALUE, why);
-    // A real array has at most the two pairs and END; anything longer is
-    // a missing terminator.
-    for i in (0..16).step_by(2) {
-        // SAFETY: the array continues until END (contract).
-        let key = unsafe { *extra.add(i) } as usize;
-        if key == CU_LAUNCH_PARAM_END_AS_INT as usize {
-            {
-                let (Some(b), Some(s)) = (buf, size) else {
-                    return Err(bad(format_args!(
-                        "launch extra: needs both BUFFER_POINTER and BUFFER_SIZE"
-                    )));
-                };
-                if s == 0 {
-                    return Ok(Vec::new());
-                }
-                if b.is_null() {
-                    return Err(bad(format_args!("launch extra: NULL buffer of {s} bytes")));
-                }
-                if s > vgpu_transport::frame::MAX_PAYLOAD as usize / 2 {
-                    return Err(bad(format_args!("launch extra: {s} bytes of arguments")));
-                }
-                // SAFETY: the buffer holds `s` bytes (contract).
-                return Ok(unsafe { std::slice::from_raw_parts(b, s) }.to_vec());
-            }
-        } else if key == CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT as usize {
-            {
-                // SAFETY: a key's value follows it.
-                buf = Some(unsafe { *extra.add(i + 1) } as *const u8);
-            }
-        } else if key == CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT as usize {
-            {
-                // SAFETY: a key's value follows it.
-                let p = unsafe { *extra.add(i + 1) } as *const usize;
-                if p.is_null() {
-                    return Err(bad(format_args!("launch extra: NULL BUFFER_SIZE")));
-                }
-                // SAFETY: BUFFER_SIZE's value points at a size_t (contract).
-                size = Some(unsafe { p.read_unaligned() });
-            }
-        } else {
-            return Err(bad(format_args!("launch extra: unknown key {key:#x}")));
-        }
+    // SAFETY: forwarded.
+    let found = unsafe { abi::parse_extra(extra, EXTRA_WORDS) }.map_err(|e| match e {
+        ExtraError::NullSize => bad(format_args!("launch extra: NULL BUFFER_SIZE")),
+        ExtraError::UnknownKey(key) => bad(format_args!("launch extra: unknown key {key:#x}")),
+        ExtraError::NoEnd => bad(format_args!("launch extra: no CU_LAUNCH_PARAM_END")),
+    })?;
+    let (Some(b), Some(s)) = (found.buffer, found.size) else {
+        return Err(bad(format_args!(
+            "launch extra: needs both BUFFER_POINTER and BUFFER_SIZE"
+        )));
+    };
+    if s == 0 {
+        return Ok(Vec::new());
     }
-    Err(bad(format_args!("launch extra: no CU_LAUNCH_PARAM_END")))
+    if b.is_null() {
+        return Err(bad(format_args!("launch extra: NULL buffer of {s} bytes")));
+    }
+    if s > vgpu_transport::frame::MAX_PAYLOAD as usize / 2 {
+        return Err(bad(format_args!("launch extra: {s} bytes of arguments")));
+    }
+    // SAFETY: the buffer holds `s` bytes (contract).
+    Ok(unsafe { std::slice::from_raw_parts(b, s) }.to_vec())
 }
 
 /// The argument buffer of a launch from one of the two ways to pass it.
 ///
 /// # Safety
-/// As [`pack`] and [`extra_buffer`].
+/// As [`cuda_abi::launch::pack`] and [`extra_buffer`].
 unsafe fn arguments(
     f: &Func,
     kernel_params: *mut *mut c_void,
@@ -134,8 +88,18 @@ unsafe fn arguments(
                     ));
                 }
             }
-            // SAFETY: forwarded.
-            Ok(unsafe { pack(&f.params, kernel_params as *const *const c_void) })
+            let layout = f.params.iter().copied();
+            // SAFETY: forwarded; the array is non-NULL (matched above), and
+            // a NULL argument is zeros, so packing cannot fail.
+            let packed = unsafe {
+                abi::pack(
+                    layout,
+                    f.params_size(),
+                    kernel_params as *const *const c_void,
+                    NullArgs::Zero,
+                )
+            };
+            Ok(packed.expect("NullArgs::Zero and a non-NULL array"))
         }
         // No arguments at all: fine for a kernel without parameters; one
         // with parameters reads zeros, as a real launch would read garbage.
@@ -691,37 +655,6 @@ pub fn add_callback_ptsz(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn packs_struct_by_value_layout() {
-        // §9.3: (struct{float;double;char[3]}, char, struct(16){int[5]},
-        // short, const float*, double).
-        let layout = [(0, 24), (24, 1), (32, 32), (64, 2), (72, 8), (80, 8)];
-        let p0: Vec<u8> = (1..=24).collect();
-        let p1 = [0x7fu8];
-        let p2: Vec<u8> = (100..132).collect();
-        let p3 = 0xbeefu16.to_le_bytes();
-        let p4 = 0x7000_0000_1234u64.to_le_bytes();
-        let p5 = 2.5f64.to_le_bytes();
-        let ptrs: [*const c_void; 6] = [
-            p0.as_ptr().cast(),
-            p1.as_ptr().cast(),
-            p2.as_ptr().cast(),
-            p3.as_ptr().cast(),
-            p4.as_ptr().cast(),
-            p5.as_ptr().cast(),
-        ];
-        // SAFETY: one live argument of the right size per parameter.
-        let buf = unsafe { pack(&layout, ptrs.as_ptr()) };
-        assert_eq!(buf.len(), 88);
-        assert_eq!(&buf[0..24], &p0[..]);
-        assert_eq!(buf[24], 0x7f);
-        assert_eq!(&buf[25..32], &[0; 7]);
-        assert_eq!(&buf[32..64], &p2[..]);
-        assert_eq!(&buf[64..66], &p3);
-        assert_eq!(&buf[72..80], &p4);
-        assert_eq!(&buf[80..88], &p5);
-    }
 
     fn extra(items: &[usize]) -> Result<Vec<u8>, CUresult> {
         let v: Vec<*const c_void> = items.iter().map(|&i| i as *const c_void).collect();

@@ -78,7 +78,7 @@ impl Func {
 
     /// Bytes of the packed argument buffer.
     pub fn params_size(&self) -> usize {
-        params_size(&self.params)
+        cuda_abi::launch::params_size(&self.params)
     }
 
     /// What a launch in `ctx` runs: a function as it is; a kernel through
@@ -105,15 +105,6 @@ impl Func {
         map.insert(ctx.id, f.clone());
         Ok(f)
     }
-}
-
-/// Bytes of an argument buffer with this layout.
-pub fn params_size(params: &[(u32, u32)]) -> usize {
-    params
-        .iter()
-        .map(|&(o, s)| o as usize + s as usize)
-        .max()
-        .unwrap_or(0)
 }
 
 /// The host object behind a guest module or library; with a key, other
@@ -1125,16 +1116,6 @@ pub fn launchable(h: CUfunction, ctx: &Arc<Context>) -> Result<Arc<Func>, CUresu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn layout_size_is_the_furthest_end() {
-        // §9.3: struct{float;double;char[3]}, char, struct(16){int[5]},
-        // short, const float*, double.
-        let l = [(0, 24), (24, 1), (32, 32), (64, 2), (72, 8), (80, 8)];
-        assert_eq!(params_size(&l), 88);
-        assert_eq!(params_size(&[]), 0);
-        assert_eq!(params_size(&[(8, 8), (0, 4)]), 16);
-    }
 
     #[test]
     fn kernels_resolve_as_functions_but_not_back() {

@@ -12,6 +12,7 @@
 use crate::context::current;
 use crate::module::{self, max_threads, warn, Function, REGS_PER_THREAD, SHARED_OPTIN};
 use crate::{memory, profile, sensors, stream};
+use cuda_abi::launch::{self as abi, NullArgs};
 use cuda_types::cuda::{
     CUfunction, CUlaunchAttributeID, CUlaunchConfig, CUoccupancyB2DSize, CUresult, CUstream,
 };
@@ -123,29 +124,12 @@ unsafe fn pack_params(
         return Err(INVALID_VALUE);
     }
     if !extra.is_null() {
-        let (mut buf, mut len): (*const u8, Option<usize>) = (std::ptr::null(), None);
-        let mut i = 0;
-        loop {
-            // SAFETY: the list is terminated by END per the caller; each key
-            // but END is followed by its value.
-            let key = unsafe { extra.add(i).read() } as usize;
-            match key {
-                0 => break,
-                1 => buf = unsafe { extra.add(i + 1).read() }.cast::<u8>().cast_const(),
-                2 => {
-                    // SAFETY: the value after BUFFER_SIZE points to a size_t.
-                    let p = unsafe { extra.add(i + 1).read() }.cast::<usize>();
-                    if p.is_null() {
-                        return Err(INVALID_VALUE);
-                    }
-                    // SAFETY: non-null, and a size_t per the API.
-                    len = Some(unsafe { p.read_unaligned() });
-                }
-                _ => return Err(INVALID_VALUE),
-            }
-            i += 2;
-        }
-        let len = len.ok_or(INVALID_VALUE)?;
+        // The software GPU walks to END however long the array is, as it
+        // always has; only the guest shim bounds the walk.
+        // SAFETY: END-terminated, per the caller.
+        let found = unsafe { abi::parse_extra(extra.cast_const().cast(), usize::MAX) }
+            .map_err(|_| INVALID_VALUE)?;
+        let len = found.size.ok_or(INVALID_VALUE)?;
         // The buffer is the argument struct, so trailing padding up to the
         // widest alignment may follow the last parameter.
         if len < size || len > size.next_multiple_of(16).max(16) || len > MAX_PARAM_BYTES {
@@ -154,37 +138,18 @@ unsafe fn pack_params(
         if size == 0 {
             return Ok(Vec::new());
         }
+        let buf = found.buffer.unwrap_or(std::ptr::null());
         if buf.is_null() {
             return Err(INVALID_VALUE);
         }
         // SAFETY: the application says `buf` holds `len >= size` bytes.
         return Ok(unsafe { std::slice::from_raw_parts(buf, size) }.to_vec());
     }
-    let mut out = vec![0u8; size];
-    if k.params.is_empty() {
-        return Ok(out);
-    }
-    if params.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    for (i, p) in k.params.iter().enumerate() {
-        // SAFETY: one pointer per parameter per the caller.
-        let src = unsafe { params.add(i).read() }.cast::<u8>().cast_const();
-        if src.is_null() {
-            return Err(INVALID_VALUE);
-        }
-        let at = p.offset as usize;
-        // SAFETY: `src` points to a value of the parameter's size per the
-        // caller, and `at + size <= param_size == out.len()` by the layout.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                src,
-                out[at..at + p.size as usize].as_mut_ptr(),
-                p.size as usize,
-            )
-        };
-    }
-    Ok(out)
+    let layout = k.params.iter().map(|p| (p.offset, p.size));
+    // SAFETY: one pointer per parameter, each to a value of its size, per
+    // the caller; the layout ends at `param_size`, the buffer's length.
+    unsafe { abi::pack(layout, size, params.cast_const().cast(), NullArgs::Reject) }
+        .map_err(|_| INVALID_VALUE)
 }
 
 fn exec_error(ctx: u64, kernel: &str, e: ExecError) -> CUresult {

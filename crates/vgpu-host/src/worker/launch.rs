@@ -8,8 +8,8 @@
 
 use super::module::Callable;
 use super::{cu, handle, Handler, Session};
+use cuda_abi::launch as abi;
 use cuda_types::cuda::{CUfunction, CUresult, CUstream};
-use std::ffi::c_void;
 use vgpu_transport::proto::{Call, LaunchKernel};
 
 pub const HANDLERS: &[(u16, Handler)] = &[(LaunchKernel::OP, |s, p| {
@@ -17,15 +17,6 @@ pub const HANDLERS: &[(u16, Handler)] = &[(LaunchKernel::OP, |s, p| {
 })];
 
 const INVALID_VALUE: u32 = CUresult::CUDA_ERROR_INVALID_VALUE.0;
-
-// cuda.h's CU_LAUNCH_PARAM_* are these small integers cast to pointers.
-const PARAM_END: usize = 0;
-const PARAM_BUFFER_POINTER: usize = 1;
-const PARAM_BUFFER_SIZE: usize = 2;
-
-fn marker(v: usize) -> *mut c_void {
-    std::ptr::without_provenance_mut(v)
-}
 
 impl Session {
     /// The context a stream-ordered call actually runs in: the stream's
@@ -45,15 +36,14 @@ impl Session {
         let ctx = self.stream_ctx(c.ctx, c.stream);
         let f = self.function_in(callable, ctx)?;
         let layout = self.layout_of(callable, c.func);
-        if let Some(need) = layout.iter().map(|&(o, s)| o as usize + s as usize).max() {
-            if c.params.0.len() < need {
-                tracing::debug!(
-                    "session {}: launch with {} argument bytes, the kernel takes {need}",
-                    self.id,
-                    c.params.0.len()
-                );
-                return Err(INVALID_VALUE);
-            }
+        let need = abi::params_size(&layout);
+        if c.params.0.len() < need {
+            tracing::debug!(
+                "session {}: launch with {} argument bytes, the kernel takes {need}",
+                self.id,
+                c.params.0.len()
+            );
+            return Err(INVALID_VALUE);
         }
         let mut params = c.params.0;
         if c.cooperative {
@@ -108,13 +98,7 @@ impl Session {
             );
         }
         let mut size: usize = params.len();
-        let mut extra: [*mut c_void; 5] = [
-            marker(PARAM_BUFFER_POINTER),
-            params.as_mut_ptr().cast(),
-            marker(PARAM_BUFFER_SIZE),
-            (&mut size as *mut usize).cast(),
-            marker(PARAM_END),
-        ];
+        let mut extra = abi::extra_array(params.as_mut_ptr().cast(), &mut size);
         // `extra`, the buffer and `size` outlive the call; the driver copies
         // the arguments before it returns.
         cu!(
@@ -155,12 +139,8 @@ impl Session {
             );
             return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
         }
-        let base = params.as_mut_ptr();
         // Bounds were checked against the layout by the caller.
-        let mut ptrs: Vec<*mut c_void> = layout
-            .iter()
-            .map(|&(off, _)| base.wrapping_add(off as usize).cast())
-            .collect();
+        let mut ptrs = abi::arg_pointers(params, layout);
         let kernel_params = if ptrs.is_empty() {
             std::ptr::null_mut()
         } else {

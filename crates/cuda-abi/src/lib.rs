@@ -1,0 +1,10 @@
+//! The CUDA binary conventions that the shim, the software GPU, the PTX
+//! crate and the host worker must all read the same way: how long a module
+//! image is and what it holds (cuda-runtime.md §8), and how a launch's
+//! arguments are laid out (§9).
+//!
+//! Pure functions only: no exports, no threads, no I/O, no logging. Callers
+//! turn the errors into their own CUresult and diagnostics, so each keeps
+//! the codes and messages it always had while the parsing itself exists once.
+
+pub mod launch;
