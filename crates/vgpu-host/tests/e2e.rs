@@ -1,11 +1,9 @@
 //! End-to-end: the real `vgpu` binary as daemon, the software GPU as driver,
 //! `vgpu_transport::Client` as guest.
 
-mod common;
-
-use common::{connect, Daemon, TempDir};
 use cuda_types::cuda::CUresult;
 use std::time::Duration;
+use vgpu_test_support::{artifacts, connect, Daemon, TempDir};
 use vgpu_transport::proto::{
     nvml_kind, CtxCreate, CtxDestroy, CtxSynchronize, GetInventory, MemGetInfo, NvmlAnswer,
     NvmlQuery, Ping, PrimaryCtxGetState, PrimaryCtxRelease, PrimaryCtxRetain,
@@ -18,7 +16,7 @@ const MIB: u64 = 1 << 20;
 #[test]
 fn inventory_nvml_and_contexts() {
     let d = Daemon::start(&[]);
-    let first = d.log().lines().next().unwrap_or_default().to_string();
+    let first = d.logs().lines().next().unwrap_or_default().to_string();
     assert!(
         first.contains("driver: emulated (software GPU, ") && first.contains("libvgpu_emu.so"),
         "first log line: {first}"
@@ -233,7 +231,7 @@ fn sigterm_stops_workers_and_removes_the_socket() {
 
 #[test]
 fn exposed_tcp_without_token_is_refused_at_startup() {
-    let out = std::process::Command::new(common::vgpu_bin())
+    let out = std::process::Command::new(&artifacts().vgpu)
         .args(["host", "--listen", "tcp:0.0.0.0:0", "--driver", "emulated"])
         .output()
         .unwrap();
@@ -247,7 +245,7 @@ fn exposed_tcp_without_token_is_refused_at_startup() {
 fn a_driver_the_worker_cannot_load_is_a_refusal_not_a_hang() {
     let tmp = TempDir::new("drv");
     let lib = tmp.0.join("libvgpu_emu.so");
-    std::fs::copy(common::target_dir().join("libvgpu_emu.so"), &lib).unwrap();
+    std::fs::copy(&artifacts().emu, &lib).unwrap();
     let lib_arg = lib.display().to_string();
     let d = Daemon::start(&["--driver", &lib_arg]);
     d.connect().call(&Ping {}).unwrap();
@@ -266,7 +264,7 @@ fn a_driver_the_worker_cannot_load_is_a_refusal_not_a_hang() {
 
 #[test]
 fn a_vgpu_shim_is_never_used_as_the_driver() {
-    let shim = common::target_dir().join("libvgpu_cuda.so");
+    let shim = artifacts().cuda_shim.clone();
     if !shim.is_file() {
         eprintln!(
             "skipped: {} not built (cargo build --workspace)",
@@ -274,7 +272,7 @@ fn a_vgpu_shim_is_never_used_as_the_driver() {
         );
         return;
     }
-    let out = std::process::Command::new(common::vgpu_bin())
+    let out = std::process::Command::new(&artifacts().vgpu)
         .args(["host", "--listen", "unix:/nonexistent/s", "--driver"])
         .arg(&shim)
         .output()

@@ -7,11 +7,9 @@
 //! Where it answers CUDA_ERROR_NOT_SUPPORTED the test says `SKIP:` on
 //! stderr and stops, so the suite tightens by itself as the emulator grows.
 
-mod common;
-
-use common::Daemon;
 use cuda_types::cuda::CUresult;
 use std::time::Instant;
+use vgpu_test_support::Daemon;
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
     Call, CtxSynchronize, EventCreate, EventDestroy, EventElapsedTime, EventQuery, EventRecord,

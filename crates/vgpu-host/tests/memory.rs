@@ -5,11 +5,9 @@
 //! CUDA_ERROR_NOT_SUPPORTED) are skipped with a `SKIP:` line on stderr, so
 //! the tests tighten by themselves as the emulator grows.
 
-mod common;
-
-use common::Daemon;
 use cuda_types::cuda::CUresult;
 use std::time::Duration;
+use vgpu_test_support::Daemon;
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
     nvml_kind, CtxCreate, CtxDestroy, DeviceGetDefaultMemPool, GetInventory, MemAccess,
@@ -1165,5 +1163,5 @@ fn hostile_arguments_are_errors_not_crashes() {
     // The worker is unharmed and the allocation intact.
     htod(&mut c, ctx, a, &[3; 3]).unwrap();
     assert_eq!(dtoh(&mut c, ctx, a, 3).unwrap(), vec![3; 3]);
-    assert!(!d.log().contains("panicked"), "{}", d.log());
+    assert!(!d.logs().contains("panicked"), "{}", d.logs());
 }

@@ -1,14 +1,12 @@
 //! The wire is hostile: malformed input gets an error reply or a closed
 //! connection, and never disturbs another guest.
 
-mod common;
-
-use common::{connect, Daemon};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vgpu_test_support::{connect, hexs, Daemon, TempDir};
 use vgpu_transport::frame::{read_frame, write_frame, Header};
 use vgpu_transport::proto::{
     refusal, CtxCreate, Hello, MemGetInfo, Ping, HELLO_OP, PROTOCOL_VERSION, STATUS_BAD_REQUEST,
@@ -226,7 +224,7 @@ fn hostile_input_never_disturbs_a_well_behaved_guest() {
     assert!(calls.load(Ordering::SeqCst) > before, "good guest stalled");
     c.call(&Ping {}).unwrap();
     assert!(d.child.is_some());
-    assert!(!d.log().contains("panicked"), "{}", d.log());
+    assert!(!d.logs().contains("panicked"), "{}", d.logs());
 }
 
 #[test]
@@ -246,7 +244,7 @@ fn a_silent_client_is_dropped_after_the_handshake_timeout() {
 
 #[test]
 fn tcp_requires_the_token() {
-    let tmp = common::TempDir::new("tok");
+    let tmp = TempDir::new("tok");
     let tok = tmp.0.join("token");
     std::fs::write(&tok, "s3cret-token\n").unwrap();
     let tok_arg = tok.display().to_string();
@@ -269,6 +267,6 @@ fn tcp_requires_the_token() {
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let hay = String::from_utf8_lossy(&cmd).to_string();
         assert!(!hay.contains("s3cret"), "{hay}");
-        assert!(!hay.contains(&common::hexs(b"s3cret")), "{hay}");
+        assert!(!hay.contains(&hexs(b"s3cret")), "{hay}");
     }
 }
