@@ -4,7 +4,7 @@
 //! workspace built first (`cargo build --workspace`, same CARGO_TARGET_DIR).
 
 use std::ffi::{c_void, CString};
-use std::path::PathBuf;
+use vgpu_test_support::artifacts;
 
 type GetExportTable = unsafe extern "C" fn(*mut *const c_void, *const c_void) -> u32;
 type SlotFn = unsafe extern "C" fn() -> u32;
@@ -17,24 +17,9 @@ const SMI_ID: [u8; 16] = [
     0xc4, 0xfe, 0x3e, 0x6c, 0xc9, 0x8f, 0x6c, 0x4e, 0xa3, 0x27, 0xee, 0x69, 0x6e, 0x12, 0xf7, 0xc4,
 ];
 
-fn shim_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("exe dir").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let p = dir.join("libvgpu_nvml.so");
-    assert!(
-        p.is_file(),
-        "{} is missing: run cargo build --workspace first (same profile and CARGO_TARGET_DIR)",
-        p.display()
-    );
-    p
-}
-
 /// dlopen the shim and dlsym the entry point, as nvidia-smi does.
 fn entry_point() -> GetExportTable {
-    let path = CString::new(shim_path().into_os_string().into_encoded_bytes()).unwrap();
+    let path = CString::new(artifacts().nvml_shim.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a NUL-terminated path; the handle is kept for the process.
     let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     assert!(!handle.is_null(), "dlopen {path:?} failed");
