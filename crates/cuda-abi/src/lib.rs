@@ -7,4 +7,5 @@
 //! turn the errors into their own CUresult and diagnostics, so each keeps
 //! the codes and messages it always had while the parsing itself exists once.
 
+pub mod image;
 pub mod launch;

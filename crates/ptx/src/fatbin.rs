@@ -2,21 +2,14 @@
 //! container (`.nv_fatbin`), and its entries (PTX text or ELF cubins,
 //! optionally LZ4- or ZSTD-compressed). See cuda-runtime.md §8.
 
+use cuda_abi::image::{self as abi, ContainerHeader, EntryHeader, Measured, MIN_ENTRY_HEADER};
 use std::fmt;
 use std::io::Read;
 
-pub const WRAPPER_MAGIC: u32 = 0x466243B1;
-pub const CONTAINER_MAGIC: u32 = 0xBA55ED50;
-const ELF_MAGIC: [u8; 4] = [0x7f, b'E', b'L', b'F'];
+pub use cuda_abi::image::{
+    ImageKind, Wrapper, CONTAINER_MAGIC, FLAG_LZ4, FLAG_ZSTD, KIND_ELF, KIND_PTX, WRAPPER_MAGIC,
+};
 
-pub const KIND_PTX: u16 = 1;
-pub const KIND_ELF: u16 = 2;
-
-pub const FLAG_LZ4: u64 = 0x2000;
-pub const FLAG_ZSTD: u64 = 0x8000;
-
-/// Entries smaller than this cannot hold the fields we read.
-const MIN_ENTRY_HEADER: usize = 64;
 /// Decompressed PTX larger than this is treated as corrupt rather than
 /// allocated (a hostile header could otherwise ask for terabytes).
 const MAX_UNCOMPRESSED: u64 = 1 << 30;
@@ -64,46 +57,8 @@ impl fmt::Display for FatbinError {
 
 impl std::error::Error for FatbinError {}
 
-fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(off..off + 2)?.try_into().ok()?))
-}
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
-}
-fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(off..off + 8)?.try_into().ok()?))
-}
-
-/// What an image handed to `cuModuleLoadData` and friends is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageKind {
-    Wrapper,
-    Container,
-    Elf,
-    Archive,
-    Ptx,
-    Unknown,
-}
-
 pub fn image_kind(bytes: &[u8]) -> ImageKind {
-    match bytes.get(..4) {
-        Some(m) if u32::from_le_bytes(m.try_into().unwrap()) == WRAPPER_MAGIC => ImageKind::Wrapper,
-        Some(m) if u32::from_le_bytes(m.try_into().unwrap()) == CONTAINER_MAGIC => {
-            ImageKind::Container
-        }
-        Some(m) if m == ELF_MAGIC => ImageKind::Elf,
-        _ if bytes.starts_with(b"!<arch>\n") => ImageKind::Archive,
-        _ if bytes
-            .iter()
-            .take(16)
-            .take_while(|&&c| c != 0)
-            .all(|&c| c.is_ascii_graphic() || c.is_ascii_whitespace())
-            && bytes.first().is_some_and(|&c| c != 0) =>
-        {
-            ImageKind::Ptx
-        }
-        _ => ImageKind::Unknown,
-    }
+    abi::kind(bytes)
 }
 
 /// Length in bytes of the image at the start of `bytes` (cuda-runtime.md §8.4).
@@ -113,79 +68,21 @@ pub fn image_kind(bytes: &[u8]) -> ImageKind {
 /// the format is unknown (archives carry no length of their own) or when the
 /// headers claim more bytes than `bytes` holds for ELF/PTX scanning.
 pub fn image_len(bytes: &[u8]) -> Option<usize> {
-    match image_kind(bytes) {
-        ImageKind::Wrapper => Some(24),
-        ImageKind::Container => {
-            let hsize = u16_at(bytes, 6)? as u64;
-            let fat = u64_at(bytes, 8)?;
-            usize::try_from(hsize.checked_add(fat)?).ok()
-        }
-        ImageKind::Elf => elf_len(bytes),
-        ImageKind::Ptx => bytes.iter().position(|&c| c == 0).map(|n| n + 1),
-        ImageKind::Archive | ImageKind::Unknown => None,
+    // A slice bounds every read; lengths are bounded only by the address
+    // space, as the headers of an image already in memory may claim.
+    match abi::measure(bytes, u64::MAX).ok()? {
+        Measured::Wrapper(_) => Some(24),
+        Measured::Image { len, .. } => Some(len),
     }
-}
-
-fn elf_len(b: &[u8]) -> Option<usize> {
-    // Only ELF64 little-endian: every CUDA cubin since 64-bit hosts.
-    if b.get(4) != Some(&2) || b.get(5) != Some(&1) {
-        return None;
-    }
-    let phoff = u64_at(b, 0x20)?;
-    let shoff = u64_at(b, 0x28)?;
-    let ehsize = u16_at(b, 0x34)? as u64;
-    let phentsize = u16_at(b, 0x36)? as u64;
-    let phnum = u16_at(b, 0x38)? as u64;
-    let shentsize = u16_at(b, 0x3a)? as u64;
-    let shnum = u16_at(b, 0x3c)? as u64;
-    let mut end = ehsize.max(64);
-    if phnum > 0 {
-        end = end.max(phoff.checked_add(phnum * phentsize)?);
-        for i in 0..phnum {
-            let p = usize::try_from(phoff + i * phentsize).ok()?;
-            let off = u64_at(b, p + 8)?;
-            let filesz = u64_at(b, p + 32)?;
-            end = end.max(off.checked_add(filesz)?);
-        }
-    }
-    if shnum > 0 {
-        end = end.max(shoff.checked_add(shnum * shentsize)?);
-        for i in 0..shnum {
-            let s = usize::try_from(shoff + i * shentsize).ok()?;
-            let ty = u32_at(b, s + 4)?;
-            // NOBITS sections (.bss, .nv.shared.*) occupy no file bytes.
-            if ty == 8 {
-                continue;
-            }
-            let off = u64_at(b, s + 24)?;
-            let size = u64_at(b, s + 32)?;
-            end = end.max(off.checked_add(size)?);
-        }
-    }
-    usize::try_from(end).ok()
-}
-
-/// The 24-byte `__fatBinC_Wrapper_t`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Wrapper {
-    pub version: u32,
-    /// Address of the container in the process that registered it.
-    pub container: u64,
-    /// v2: address of a NULL-terminated array of pre-linked fatbins.
-    pub prelinked: u64,
 }
 
 pub fn parse_wrapper(bytes: &[u8]) -> Result<Wrapper, FatbinError> {
-    let magic = u32_at(bytes, 0).ok_or(FatbinError::Truncated { what: "wrapper" })?;
+    let t = FatbinError::Truncated { what: "wrapper" };
+    let magic = abi::magic(bytes).ok_or(t.clone())?;
     if magic != WRAPPER_MAGIC {
         return Err(FatbinError::BadMagic { found: magic });
     }
-    let t = FatbinError::Truncated { what: "wrapper" };
-    Ok(Wrapper {
-        version: u32_at(bytes, 4).ok_or(t.clone())?,
-        container: u64_at(bytes, 8).ok_or(t.clone())?,
-        prelinked: u64_at(bytes, 16).ok_or(t)?,
-    })
+    Wrapper::read(bytes).ok_or(t)
 }
 
 /// One entry of a container, payload still as stored.
@@ -256,7 +153,8 @@ pub fn parse_entries(bytes: &[u8]) -> Result<Vec<Entry<'_>>, FatbinError> {
     let mut pos = 0usize;
     loop {
         let rest = &bytes[pos..];
-        let magic = u32_at(rest, 0).ok_or(FatbinError::Truncated { what: "container" })?;
+        let t = FatbinError::Truncated { what: "container" };
+        let magic = abi::magic(rest).ok_or(t.clone())?;
         if magic != CONTAINER_MAGIC {
             if magic == WRAPPER_MAGIC {
                 let w = parse_wrapper(rest)?;
@@ -266,18 +164,18 @@ pub fn parse_entries(bytes: &[u8]) -> Result<Vec<Entry<'_>>, FatbinError> {
             }
             return Err(FatbinError::BadMagic { found: magic });
         }
-        let hsize = u16_at(rest, 6).ok_or(FatbinError::Truncated { what: "container" })? as usize;
-        let fat = u64_at(rest, 8).ok_or(FatbinError::Truncated { what: "container" })?;
-        let end = usize::try_from(fat)
-            .ok()
-            .and_then(|f| f.checked_add(hsize))
+        let h = ContainerHeader::read(rest).ok_or(t.clone())?;
+        let hsize = usize::from(h.header_size);
+        let end = h
+            .total()
+            .and_then(|e| usize::try_from(e).ok())
             .filter(|&e| e <= rest.len() && hsize >= 16)
-            .ok_or(FatbinError::Truncated { what: "container" })?;
+            .ok_or(t)?;
         parse_container_entries(&rest[hsize..end], &mut out)?;
         pos += end;
         // Further containers start at the next 8-byte boundary, if any.
         pos = (pos + 7) & !7;
-        if pos + 16 > bytes.len() || u32_at(bytes, pos) != Some(CONTAINER_MAGIC) {
+        if pos + 16 > bytes.len() || abi::magic(&bytes[pos..]) != Some(CONTAINER_MAGIC) {
             break;
         }
     }
@@ -290,36 +188,29 @@ fn parse_container_entries<'a>(
 ) -> Result<(), FatbinError> {
     let t = FatbinError::Truncated { what: "entry" };
     while !b.is_empty() {
-        let kind = u16_at(b, 0).ok_or(t.clone())?;
-        let hsize = u32_at(b, 4).ok_or(t.clone())? as usize;
-        let psize = u64_at(b, 8).ok_or(t.clone())?;
+        let h = EntryHeader::read(b).ok_or(t.clone())?;
+        let hsize = h.header_size as usize;
         if hsize < MIN_ENTRY_HEADER || hsize > b.len() {
             return Err(t);
         }
-        let pend = usize::try_from(psize)
+        let pend = usize::try_from(h.payload_size)
             .ok()
             .and_then(|p| p.checked_add(hsize))
             .filter(|&e| e <= b.len())
             .ok_or(t.clone())?;
-        let csize = u32_at(b, 16).ok_or(t.clone())? as usize;
-        let minor = u16_at(b, 24).ok_or(t.clone())?;
-        let major = u16_at(b, 26).ok_or(t.clone())?;
-        let arch = u32_at(b, 28).ok_or(t.clone())?;
-        let flags = u64_at(b, 40).ok_or(t.clone())?;
-        let usize_ = u64_at(b, 56).ok_or(t.clone())?;
-        let compressed = flags & (FLAG_LZ4 | FLAG_ZSTD) != 0;
+        let csize = h.compressed_size as usize;
         let payload = &b[hsize..pend];
-        let payload = if compressed && csize > 0 && csize <= payload.len() {
+        let payload = if h.is_compressed() && csize > 0 && csize <= payload.len() {
             &payload[..csize]
         } else {
             payload
         };
         out.push(Entry {
-            kind,
-            version: (major, minor),
-            arch,
-            flags,
-            uncompressed_size: usize_,
+            kind: h.kind,
+            version: (h.major, h.minor),
+            arch: h.arch,
+            flags: h.flags,
+            uncompressed_size: h.uncompressed_size,
             payload,
         });
         b = &b[pend..];

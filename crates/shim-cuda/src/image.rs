@@ -6,28 +6,21 @@
 //! formats: a fatbin wrapper (cudart's `__fatBinC_Wrapper_t`, pointing at a
 //! container), a fatbin container, a cubin ELF, NUL-terminated PTX.
 //!
-//! Nothing here can prove that a pointer is readable, so every length read
-//! from a header is bounded by [`MAX_IMAGE`]: garbage is refused with
-//! CUDA_ERROR_INVALID_IMAGE instead of turning into a read across the
-//! address space.
+//! The formats are parsed by `cuda_abi::image`, the same code the software
+//! GPU and the host read images with; this module points it at the
+//! application's memory, follows a wrapper's pointer and turns refusals
+//! into CUDA_ERROR_INVALID_IMAGE. Nothing can prove that a pointer is
+//! readable, so the reader never goes past [`MAX_IMAGE`] bytes and no length
+//! read from a header may exceed it: garbage is refused instead of turning
+//! into a read across the address space.
 
+use cuda_abi::image::{self as abi, ImageError, ImageKind, Measured, RawImage};
 use cuda_types::cuda::CUresult;
 use std::ffi::c_void;
 
+pub use cuda_abi::image::MAX_IMAGE;
+
 pub const INVALID_IMAGE: CUresult = CUresult::CUDA_ERROR_INVALID_IMAGE;
-
-/// No real image comes near this; the transport refuses anything larger
-/// than one frame anyway.
-pub const MAX_IMAGE: u64 = 1 << 30;
-
-pub const WRAPPER_MAGIC: u32 = 0x4662_43b1;
-pub const CONTAINER_MAGIC: u32 = 0xba55_ed50;
-const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
-const ARCHIVE_MAGIC: &[u8; 8] = b"!<arch>\n";
-
-/// `SHT_NOBITS`: a section that occupies no bytes in the file (.bss,
-/// `.nv.shared.*`), so its offset+size says nothing about the file's end.
-const SHT_NOBITS: u32 = 8;
 
 /// What a pointer passed as an image turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,42 +51,16 @@ impl Image {
     }
 }
 
-/// # Safety
-/// `p` must be readable for `n` bytes.
-unsafe fn read<const N: usize>(p: *const u8) -> [u8; N] {
-    // SAFETY: forwarded; unaligned because images need not be.
-    unsafe { (p as *const [u8; N]).read_unaligned() }
+fn refuse(p: *const u8, e: ImageError) -> CUresult {
+    crate::check::reject(INVALID_IMAGE, format_args!("image {p:p}: {e}"))
 }
 
 /// # Safety
-/// `p + off` must be readable for 2 bytes.
-unsafe fn u16_at(p: *const u8, off: u64) -> u16 {
-    // SAFETY: forwarded.
-    u16::from_le_bytes(unsafe { read(p.add(off as usize)) })
-}
-
-/// # Safety
-/// `p + off` must be readable for 4 bytes.
-unsafe fn u32_at(p: *const u8, off: u64) -> u32 {
-    // SAFETY: forwarded.
-    u32::from_le_bytes(unsafe { read(p.add(off as usize)) })
-}
-
-/// # Safety
-/// `p + off` must be readable for 8 bytes.
-unsafe fn u64_at(p: *const u8, off: u64) -> u64 {
-    // SAFETY: forwarded.
-    u64::from_le_bytes(unsafe { read(p.add(off as usize)) })
-}
-
-fn bounded(len: u64, what: &str) -> Result<usize, CUresult> {
-    if len == 0 || len > MAX_IMAGE {
-        return Err(crate::check::reject(
-            INVALID_IMAGE,
-            format_args!("{what}: implausible length {len}"),
-        ));
-    }
-    Ok(len as usize)
+/// `p` is non-NULL and holds an image as [`RawImage::new`] requires.
+unsafe fn raw(p: *const u8) -> RawImage {
+    // SAFETY: forwarded; the cap keeps a garbage header from announcing
+    // more than MAX_IMAGE bytes.
+    unsafe { RawImage::new(p, MAX_IMAGE as usize) }
 }
 
 /// Measures the image at `p`.
@@ -106,31 +73,14 @@ pub unsafe fn find(p: *const c_void) -> Result<Image, CUresult> {
     if p.is_null() {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }
-    // Read byte by byte up to the first NUL: a PTX string may be shorter
-    // than any magic number, and must not be over-read. The binary magics
-    // have no zero byte, so a NUL within them means text.
-    // SAFETY: stops at the first NUL; a valid image is at least that long.
-    match unsafe { ptx_prefix_nul(p, 4) } {
-        Some(0) => {
-            return Err(crate::check::reject(
-                INVALID_IMAGE,
-                format_args!("empty image"),
-            ))
-        }
-        // SAFETY: a short string, NUL-terminated (just read).
-        Some(_) => return unsafe { ptx(p) },
-        None => {}
-    }
-    // SAFETY: 4 non-NUL bytes were just read.
-    let head: [u8; 4] = unsafe { read(p) };
-    let magic = u32::from_le_bytes(head);
-    match magic {
+    // SAFETY: non-NULL, and a valid image per the caller.
+    let r = unsafe { raw(p) };
+    let (kind, len) = match abi::measure(&r, MAX_IMAGE).map_err(|e| refuse(p, e))? {
         // A v2 wrapper's pre-linked array (+16) is not shipped: the wire
         // carries one image, and the nvcc 13.5 v2 wrappers observed (§8.1)
         // run from their container alone.
-        WRAPPER_MAGIC => {
-            // SAFETY: a wrapper is 24 bytes; +8 holds the container pointer.
-            let container = unsafe { u64_at(p, 8) } as *const u8;
+        Measured::Wrapper(w) => {
+            let container = w.container as *const u8;
             if container.is_null() {
                 return Err(crate::check::reject(
                     INVALID_IMAGE,
@@ -138,164 +88,26 @@ pub unsafe fn find(p: *const c_void) -> Result<Image, CUresult> {
                 ));
             }
             // SAFETY: the wrapper's contract: +8 points at a container.
-            let c = unsafe { container_len(container) }?;
-            Ok(Image {
+            let c = unsafe { raw(container) };
+            let len = abi::container_len(&c, MAX_IMAGE).map_err(|e| refuse(container, e))?;
+            return Ok(Image {
                 format: Format::Wrapper,
                 ptr: container,
-                len: c,
-            })
+                len,
+            });
         }
-        CONTAINER_MAGIC => Ok(Image {
-            format: Format::Container,
-            ptr: p,
-            // SAFETY: a container header is 16 bytes.
-            len: unsafe { container_len(p) }?,
-        }),
-        _ if head == ELF_MAGIC => Ok(Image {
-            format: Format::Elf,
-            ptr: p,
-            // SAFETY: the ELF header announces the rest.
-            len: unsafe { elf_len(p) }?,
-        }),
-        // SAFETY: "!<ar" is text: the NUL-terminated string is readable up
-        // to 8 bytes or its NUL, whichever comes first.
-        _ if unsafe { ptx_prefix_nul(p, 8) }.is_none()
-            && unsafe { read::<8>(p) } == *ARCHIVE_MAGIC =>
-        {
-            Err(crate::check::reject(
-                INVALID_IMAGE,
-                format_args!("an archive is only an input to cuLink*, not a module image"),
-            ))
-        }
-        // SAFETY: anything else must be NUL-terminated PTX.
-        _ => unsafe { ptx(p) },
-    }
-}
-
-/// The length of a string shorter than `max`, if there is a NUL in its
-/// first `max` bytes; reads byte by byte so a short PTX string is never
-/// over-read.
-///
-/// # Safety
-/// `p` is readable up to its first NUL or `max` bytes.
-unsafe fn ptx_prefix_nul(p: *const u8, max: usize) -> Option<usize> {
-    // SAFETY: forwarded; stops at the first NUL.
-    (0..max).find(|&i| unsafe { *p.add(i) } == 0)
-}
-
-/// PTX: text up to its NUL, the NUL included. The first bytes must look
-/// like text, so random binary data is refused instead of scanned to some
-/// distant zero.
-///
-/// # Safety
-/// `p` is NUL-terminated.
-unsafe fn ptx(p: *const u8) -> Result<Image, CUresult> {
-    let text = |b: u8| b.is_ascii_graphic() || b.is_ascii_whitespace();
-    // The first bytes decide; later bytes may be anything but NUL
-    // (comments, string literals in UTF-8).
-    for i in 0..64 {
-        // SAFETY: stops at the NUL the caller promises.
-        let b = unsafe { *p.add(i) };
-        if b == 0 {
-            break;
-        }
-        if !text(b) {
-            return Err(crate::check::reject(
-                INVALID_IMAGE,
-                format_args!("image {p:p}: not a fatbin, cubin or PTX text (byte {b:#04x} at {i})"),
-            ));
-        }
-    }
-    // SAFETY: NUL-terminated (caller), and strnlen reads no further.
-    let n = unsafe { libc::strnlen(p as *const libc::c_char, MAX_IMAGE as usize) };
-    if n as u64 >= MAX_IMAGE {
-        return Err(crate::check::reject(
-            INVALID_IMAGE,
-            format_args!("PTX at {p:p}: no NUL in the first {MAX_IMAGE} bytes"),
-        ));
-    }
-    Ok(Image {
-        format: Format::Ptx,
-        ptr: p,
-        len: n + 1,
-    })
-}
-
-/// # Safety
-/// `p` points at a 16-byte container header.
-unsafe fn container_len(p: *const u8) -> Result<usize, CUresult> {
-    // SAFETY: the caller's contract.
-    let (magic, header, fat) = unsafe { (u32_at(p, 0), u16_at(p, 6), u64_at(p, 8)) };
-    if magic != CONTAINER_MAGIC || header < 16 {
-        return Err(crate::check::reject(
-            INVALID_IMAGE,
-            format_args!("{p:p}: not a fatbin container (magic {magic:#x}, header {header})"),
-        ));
-    }
-    bounded(u64::from(header).saturating_add(fat), "fatbin container")
-}
-
-/// The end of the last thing an ELF file's headers place in the file.
-///
-/// # Safety
-/// `p` points at a complete ELF header and the tables it announces.
-unsafe fn elf_len(p: *const u8) -> Result<usize, CUresult> {
-    // SAFETY: e_ident is 16 bytes, checked as ELF by the caller.
-    let ident: [u8; 16] = unsafe { read(p) };
-    // cubins are ELFCLASS64, little-endian.
-    if ident[4] != 2 || ident[5] != 1 {
-        return Err(crate::check::reject(
-            INVALID_IMAGE,
-            format_args!(
-                "ELF at {p:p}: class {} data {}, not a 64-bit LE cubin",
-                ident[4], ident[5]
-            ),
-        ));
-    }
-    // SAFETY: the 64-byte ELF64 header.
-    let (phoff, shoff, ehsize, phentsize, phnum, shentsize, shnum) = unsafe {
-        (
-            u64_at(p, 32),
-            u64_at(p, 40),
-            u16_at(p, 52),
-            u16_at(p, 54),
-            u16_at(p, 56),
-            u16_at(p, 58),
-            u16_at(p, 60),
-        )
+        Measured::Image { kind, len } => (kind, len),
     };
-    let bad = |why: std::fmt::Arguments<'_>| crate::check::reject(INVALID_IMAGE, why);
-    if (phnum > 0 && phentsize < 56) || (shnum > 0 && shentsize < 64) {
-        return Err(bad(format_args!(
-            "ELF at {p:p}: header entries too small ({phentsize}, {shentsize})"
-        )));
-    }
-    // Tables must lie within the bound before any entry is read.
-    let table_end =
-        |off: u64, n: u16, size: u16| off.saturating_add(u64::from(n) * u64::from(size));
-    let ph_end = table_end(phoff, phnum, phentsize);
-    let sh_end = table_end(shoff, shnum, shentsize);
-    if ph_end > MAX_IMAGE || sh_end > MAX_IMAGE {
-        return Err(bad(format_args!(
-            "ELF at {p:p}: header tables out of range"
-        )));
-    }
-    let mut end = u64::from(ehsize.max(64)).max(ph_end).max(sh_end);
-    for i in 0..u64::from(phnum) {
-        let e = phoff + i * u64::from(phentsize);
-        // SAFETY: inside the program header table the header announced.
-        let (off, filesz) = unsafe { (u64_at(p, e + 8), u64_at(p, e + 32)) };
-        end = end.max(off.saturating_add(filesz));
-    }
-    for i in 0..u64::from(shnum) {
-        let e = shoff + i * u64::from(shentsize);
-        // SAFETY: inside the section header table the header announced.
-        let (ty, off, size) = unsafe { (u32_at(p, e + 4), u64_at(p, e + 24), u64_at(p, e + 32)) };
-        if ty != SHT_NOBITS {
-            end = end.max(off.saturating_add(size));
-        }
-    }
-    bounded(end, "ELF image")
+    let format = match kind {
+        ImageKind::Container => Format::Container,
+        ImageKind::Elf => Format::Elf,
+        _ => Format::Ptx,
+    };
+    Ok(Image {
+        format,
+        ptr: p,
+        len,
+    })
 }
 
 /// FNV-1a over the bytes: tells apart two images that happen to sit at
@@ -310,6 +122,9 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cuda_abi::image::{CONTAINER_MAGIC, ELF_MAGIC, WRAPPER_MAGIC};
+
+    const SHT_NOBITS: u32 = 8;
 
     fn container(payload: usize) -> Vec<u8> {
         let mut c = Vec::new();

@@ -16,6 +16,7 @@ use crate::context::current;
 use crate::device::ensure_init;
 use crate::ffi::{mint_handle, read_c_string, write_out};
 use crate::memory;
+use cuda_abi::image::{self, ImageBytes, ImageKind, RawImage, Wrapper};
 use cuda_types::cuda::{
     CUdevice, CUdeviceptr, CUfunc_cache, CUfunction, CUfunctionLoadingState, CUfunction_attribute,
     CUjit_option, CUkernel, CUlibrary, CUlibraryOption, CUmodule, CUmoduleLoadingMode, CUresult,
@@ -233,15 +234,6 @@ fn library_module(lib: &Library) -> Result<Arc<LoadedModule>, CUresult> {
 
 // ---- images -------------------------------------------------------------------
 
-/// Reads `n` bytes of an image the application passed.
-///
-/// # Safety
-/// `p` must be valid for `n` bytes of reads.
-unsafe fn image_bytes<'a>(p: *const u8, n: usize) -> &'a [u8] {
-    // SAFETY: per the caller.
-    unsafe { std::slice::from_raw_parts(p, n) }
-}
-
 fn fatbin_error(e: FatbinError) -> CUresult {
     match e {
         FatbinError::NoPtx => NO_BINARY,
@@ -250,6 +242,14 @@ fn fatbin_error(e: FatbinError) -> CUresult {
             INVALID_IMAGE
         }
     }
+}
+
+/// # Safety
+/// `p` is non-NULL and holds an image as [`RawImage::new`] requires.
+unsafe fn raw(p: *const u8) -> RawImage {
+    // SAFETY: forwarded; the cap keeps a corrupt header from making us read
+    // gigabytes.
+    unsafe { RawImage::new(p, MAX_IMAGE as usize) }
 }
 
 /// The PTX text of an image handed to cuModuleLoadData and friends: a fatbin
@@ -264,39 +264,24 @@ pub(crate) unsafe fn image_ptx(image: *const c_void) -> Result<String, CUresult>
         return Err(INVALID_VALUE);
     }
     let p = image.cast::<u8>();
-    // Byte by byte up to 4: a PTX string may be shorter than a magic number.
-    let mut head = [0u8; 4];
-    for (i, b) in head.iter_mut().enumerate() {
-        // SAFETY: every byte before a NUL belongs to the image, whatever its
-        // format; we stop at the first NUL.
-        *b = unsafe { p.add(i).read() };
-        if *b == 0 {
-            break;
+    // SAFETY: non-NULL, and a complete image per the caller.
+    let r = unsafe { raw(p) };
+    match image::kind(&r) {
+        ImageKind::Wrapper => {
+            let w = Wrapper::read(&r).ok_or(INVALID_IMAGE)?;
+            if w.container == 0 {
+                return Err(INVALID_IMAGE);
+            }
+            // SAFETY: the wrapper's container pointer names a container in
+            // this process (cudart's `.nv_fatbin`).
+            return unsafe { container_ptx(w.container as *const u8) };
         }
-    }
-    let magic = u32::from_le_bytes(head);
-    if magic == fatbin::WRAPPER_MAGIC {
-        // SAFETY: a wrapper is 24 bytes.
-        let w = fatbin::parse_wrapper(unsafe { image_bytes(p, 24) }).map_err(fatbin_error)?;
-        if w.container == 0 {
-            return Err(INVALID_IMAGE);
-        }
-        let c = w.container as *const u8;
-        // SAFETY: the wrapper's container pointer names a container in this
-        // process (cudart's `.nv_fatbin`); its 16-byte header comes first.
-        let hdr = unsafe { image_bytes(c, 16) };
-        if u32::from_le_bytes(hdr[..4].try_into().expect("4 bytes")) != fatbin::CONTAINER_MAGIC {
-            return Err(INVALID_IMAGE);
-        }
-        // SAFETY: as for a container passed directly.
-        return unsafe { container_ptx(c) };
-    }
-    if magic == fatbin::CONTAINER_MAGIC {
         // SAFETY: per the caller.
-        return unsafe { container_ptx(p) };
-    }
-    if head == [0x7f, b'E', b'L', b'F'] {
-        return Err(NO_BINARY);
+        ImageKind::Container => return unsafe { container_ptx(p) },
+        ImageKind::Elf => return Err(NO_BINARY),
+        // The interpreter's own judgement of text: whatever is UTF-8 up to
+        // the NUL, and not blank, goes to the PTX parser.
+        _ => {}
     }
     // SAFETY: anything else must be NUL-terminated PTX text.
     let text = unsafe { CStr::from_ptr(p.cast::<c_char>()) };
@@ -313,14 +298,11 @@ pub(crate) unsafe fn image_ptx(image: *const c_void) -> Result<String, CUresult>
 /// # Safety
 /// `c` must point to a complete fatbin container.
 unsafe fn container_ptx(c: *const u8) -> Result<String, CUresult> {
-    // SAFETY: a container starts with its 16-byte header.
-    let hdr = unsafe { image_bytes(c, 16) };
-    let len = fatbin::image_len(hdr).ok_or(INVALID_IMAGE)?;
-    if len as u64 > MAX_IMAGE || len < 16 {
-        return Err(INVALID_IMAGE);
-    }
-    // SAFETY: the header says the container is `len` bytes long.
-    fatbin::extract_ptx(unsafe { image_bytes(c, len) }, SM).map_err(fatbin_error)
+    // SAFETY: per the caller.
+    let r = unsafe { raw(c) };
+    let len = image::container_len(&r, MAX_IMAGE).map_err(|_| INVALID_IMAGE)?;
+    let bytes = r.get(0, len).ok_or(INVALID_IMAGE)?;
+    fatbin::extract_ptx(bytes, SM).map_err(fatbin_error)
 }
 
 /// Says why an image without PTX can't load, where that is final.

@@ -15,6 +15,9 @@
 //! guest can pack `kernelParams` into the buffer a launch carries.
 
 use super::{cu, handle, handles, Handler, Session};
+use cuda_abi::image::{
+    self, ContainerHeader, ElfHeader, CONTAINER_MAGIC, ELF_MAGIC, WRAPPER_MAGIC,
+};
 use cuda_types::cuda::{
     CUdevice, CUfunc_cache, CUfunction, CUfunction_attribute, CUkernel, CUlibrary, CUmodule,
     CUresult,
@@ -174,69 +177,39 @@ pub(super) enum Callable {
     Kernel { raw: CUkernel, handle: u64 },
 }
 
-const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
-/// `fatBinaryHeader` magic, little-endian.
-const FATBIN_MAGIC: u32 = 0xBA55_ED50;
-/// `__fatBinC_Wrapper_t` magic: a struct holding a *pointer* to the fatbin,
-/// meaningless in this process.
-const FATBIN_WRAPPER_MAGIC: u32 = 0x4662_43B1;
-
 /// Makes an image safe to hand to the driver: the driver finds the end of
 /// PTX by its NUL and the end of a container from its own headers, so both
 /// must lie inside the bytes we hold.
 pub(super) fn prepare_image(mut image: Vec<u8>) -> Result<Vec<u8>, u32> {
-    let u32_at = |b: &[u8], i: usize| -> Option<u32> {
-        b.get(i..i + 4)
-            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-    };
-    let u64_at = |b: &[u8], i: usize| -> Option<u64> {
-        b.get(i..i + 8).map(|x| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(x);
-            u64::from_le_bytes(a)
-        })
-    };
-    let u16_at = |b: &[u8], i: usize| -> Option<u64> {
-        b.get(i..i + 2)
-            .map(|x| u16::from_le_bytes([x[0], x[1]]) as u64)
-    };
-    match u32_at(&image, 0) {
-        Some(FATBIN_WRAPPER_MAGIC) => {
+    match image::magic(&image[..]) {
+        // A struct holding a *pointer* to the fatbin, meaningless here.
+        Some(WRAPPER_MAGIC) => {
             tracing::warn!("image is a fatbin wrapper (holds a guest pointer); refused");
             Err(INVALID_IMAGE)
         }
-        Some(FATBIN_MAGIC) => {
-            // magic u32, version u16, header size u16, payload size u64.
-            let header = u16_at(&image, 6).ok_or(INVALID_IMAGE)?;
-            let body = u64_at(&image, 8).ok_or(INVALID_IMAGE)?;
-            match header.checked_add(body) {
+        Some(CONTAINER_MAGIC) => {
+            let h = ContainerHeader::read(&image[..]).ok_or(INVALID_IMAGE)?;
+            match h.total() {
                 Some(total) if total <= image.len() as u64 => Ok(image),
                 _ => {
                     tracing::warn!(
-                        "fatbin claims {header}+{body} bytes, {} arrived; refused",
+                        "fatbin claims {}+{} bytes, {} arrived; refused",
+                        h.header_size,
+                        h.fat_size,
                         image.len()
                     );
                     Err(INVALID_IMAGE)
                 }
             }
         }
-        _ if image.starts_with(ELF_MAGIC) => {
+        _ if image.starts_with(&ELF_MAGIC) => {
             // Only 64-bit little-endian ELF is a CUDA cubin.
             if image.get(4) != Some(&2) || image.get(5) != Some(&1) {
                 return Err(INVALID_IMAGE);
             }
-            let ends = [
-                // Program headers: e_phoff, e_phentsize × e_phnum.
-                (u64_at(&image, 32), u16_at(&image, 54), u16_at(&image, 56)),
-                // Section headers: e_shoff, e_shentsize × e_shnum.
-                (u64_at(&image, 40), u16_at(&image, 58), u16_at(&image, 60)),
-            ];
-            for (off, size, n) in ends {
-                let (Some(off), Some(size), Some(n)) = (off, size, n) else {
-                    return Err(INVALID_IMAGE);
-                };
-                let end = off.checked_add(size * n);
-                if n > 0 && end.is_none_or(|e| e > image.len() as u64) {
+            let h = ElfHeader::read(&image[..]).ok_or(INVALID_IMAGE)?;
+            for (n, end) in [(h.phnum, h.ph_end()), (h.shnum, h.sh_end())] {
+                if n > 0 && end > image.len() as u64 {
                     tracing::warn!("ELF image's headers extend past its end; refused");
                     return Err(INVALID_IMAGE);
                 }
@@ -918,7 +891,7 @@ mod tests {
         assert_eq!(prepare_image(Vec::new()), Err(INVALID_VALUE));
 
         let mut fb = Vec::new();
-        fb.extend_from_slice(&FATBIN_MAGIC.to_le_bytes());
+        fb.extend_from_slice(&CONTAINER_MAGIC.to_le_bytes());
         fb.extend_from_slice(&1u16.to_le_bytes());
         fb.extend_from_slice(&16u16.to_le_bytes());
         fb.extend_from_slice(&8u64.to_le_bytes());
@@ -927,11 +900,11 @@ mod tests {
         fb.pop();
         assert_eq!(prepare_image(fb), Err(INVALID_IMAGE));
 
-        let wrapper = FATBIN_WRAPPER_MAGIC.to_le_bytes().to_vec();
+        let wrapper = WRAPPER_MAGIC.to_le_bytes().to_vec();
         assert_eq!(prepare_image(wrapper), Err(INVALID_IMAGE));
 
         let mut elf = vec![0u8; 64];
-        elf[..4].copy_from_slice(ELF_MAGIC);
+        elf[..4].copy_from_slice(&ELF_MAGIC);
         elf[4] = 2;
         elf[5] = 1;
         assert!(prepare_image(elf.clone()).is_ok());
