@@ -119,22 +119,21 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+// How each format is measured is tested in cuda-abi; these test what this
+// module adds: the wrapper's pointer followed, the format each kind ships
+// as, and every refusal as the CUresult an application sees.
 #[cfg(test)]
 mod tests {
     use super::*;
     use cuda_abi::image::{CONTAINER_MAGIC, ELF_MAGIC, WRAPPER_MAGIC};
 
-    const SHT_NOBITS: u32 = 8;
-
-    fn container(payload: usize) -> Vec<u8> {
-        let mut c = Vec::new();
-        c.extend_from_slice(&CONTAINER_MAGIC.to_le_bytes());
-        c.extend_from_slice(&1u16.to_le_bytes());
-        c.extend_from_slice(&16u16.to_le_bytes());
-        c.extend_from_slice(&(payload as u64).to_le_bytes());
-        c.extend(std::iter::repeat_n(0xabu8, payload));
-        // Whatever follows in .nv_fatbin must not count.
-        c.extend_from_slice(&[0x11; 32]);
+    /// A container header announcing 24 bytes of entries, then those bytes
+    /// and 8 that are not the container's.
+    fn container() -> [u8; 48] {
+        let mut c = [0xab; 48];
+        c[..4].copy_from_slice(&CONTAINER_MAGIC.to_le_bytes());
+        c[4..8].copy_from_slice(&[1, 0, 16, 0]);
+        c[8..16].copy_from_slice(&24u64.to_le_bytes());
         c
     }
 
@@ -144,14 +143,21 @@ mod tests {
     }
 
     #[test]
-    fn container_is_header_plus_fat_size() {
-        let c = container(40);
-        assert_eq!(measure(c.as_ptr()), Ok((Format::Container, c.as_ptr(), 56)));
+    fn formats_ship_from_their_own_address() {
+        let c = container();
+        assert_eq!(measure(c.as_ptr()), Ok((Format::Container, c.as_ptr(), 40)));
+        let mut e = [0u8; 80];
+        e[..4].copy_from_slice(&ELF_MAGIC);
+        e[4] = 2;
+        e[5] = 1;
+        assert_eq!(measure(e.as_ptr()), Ok((Format::Elf, e.as_ptr(), 64)));
+        let ptx = b".version 8.0\n.target sm_80\n.address_size 64\n\0junk";
+        assert_eq!(measure(ptx.as_ptr()), Ok((Format::Ptx, ptx.as_ptr(), 45)));
     }
 
     #[test]
     fn wrapper_ships_its_container() {
-        let c = container(24);
+        let c = container();
         for version in [1u32, 2] {
             let prelinked: [u64; 1] = [0];
             let mut w = Vec::new();
@@ -169,87 +175,18 @@ mod tests {
         let mut w = [0u8; 24];
         w[..4].copy_from_slice(&WRAPPER_MAGIC.to_le_bytes());
         assert_eq!(measure(w.as_ptr()).err(), Some(INVALID_IMAGE));
-    }
-
-    /// A 64-bit ELF: header, 1 program header, 3 sections, one of them
-    /// NOBITS reaching far past the file, the section table last.
-    fn elf() -> Vec<u8> {
-        let mut e = vec![0u8; 64];
-        e[..4].copy_from_slice(&ELF_MAGIC);
-        e[4] = 2;
-        e[5] = 1;
-        let phoff = 64u64;
-        let data_off = phoff + 56;
-        let data_len = 100u64;
-        let shoff = data_off + data_len + 4;
-        e[32..40].copy_from_slice(&phoff.to_le_bytes());
-        e[40..48].copy_from_slice(&shoff.to_le_bytes());
-        e[52..54].copy_from_slice(&64u16.to_le_bytes());
-        e[54..56].copy_from_slice(&56u16.to_le_bytes());
-        e[56..58].copy_from_slice(&1u16.to_le_bytes());
-        e[58..60].copy_from_slice(&64u16.to_le_bytes());
-        e[60..62].copy_from_slice(&3u16.to_le_bytes());
-        let mut ph = vec![0u8; 56];
-        ph[8..16].copy_from_slice(&data_off.to_le_bytes());
-        ph[32..40].copy_from_slice(&data_len.to_le_bytes());
-        e.extend_from_slice(&ph);
-        e.extend(std::iter::repeat_n(0x5au8, (data_len + 4) as usize));
-        let section = |ty: u32, off: u64, size: u64| {
-            let mut s = vec![0u8; 64];
-            s[4..8].copy_from_slice(&ty.to_le_bytes());
-            s[24..32].copy_from_slice(&off.to_le_bytes());
-            s[32..40].copy_from_slice(&size.to_le_bytes());
-            s
-        };
-        e.extend(section(0, 0, 0));
-        e.extend(section(1, data_off, data_len + 4));
-        e.extend(section(SHT_NOBITS, data_off, 1 << 20));
-        assert_eq!(e.len() as u64, shoff + 3 * 64);
-        e.extend_from_slice(&[0x77; 16]);
-        e
-    }
-
-    #[test]
-    fn elf_ignores_nobits_and_trailing_bytes() {
-        let e = elf();
-        let len = e.len() - 16;
-        assert_eq!(measure(e.as_ptr()), Ok((Format::Elf, e.as_ptr(), len)));
-    }
-
-    #[test]
-    fn elf_section_past_the_tables_counts() {
-        let mut e = elf();
-        // The data section now ends after the section table.
-        let shoff = u64::from_le_bytes(e[40..48].try_into().unwrap()) as usize;
-        let s1 = shoff + 64;
-        let off = u64::from_le_bytes(e[s1 + 24..s1 + 32].try_into().unwrap());
-        let new_size = (e.len() as u64 - off) + 8;
-        e[s1 + 32..s1 + 40].copy_from_slice(&new_size.to_le_bytes());
-        e.extend_from_slice(&[0; 8]);
-        let want = (off + new_size) as usize;
-        assert_eq!(measure(e.as_ptr()).unwrap().2, want);
-    }
-
-    #[test]
-    fn elf_garbage_is_refused() {
-        let mut e = elf();
-        e[4] = 1;
-        assert_eq!(measure(e.as_ptr()).err(), Some(INVALID_IMAGE));
-        let mut e = elf();
-        e[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert_eq!(measure(e.as_ptr()).err(), Some(INVALID_IMAGE));
-    }
-
-    #[test]
-    fn ptx_is_strlen_plus_one() {
-        let ptx = b".version 8.0\n.target sm_80\n.address_size 64\n\0junk";
-        assert_eq!(measure(ptx.as_ptr()), Ok((Format::Ptx, ptx.as_ptr(), 45)));
-        let tiny = b"x\0";
-        assert_eq!(measure(tiny.as_ptr()).unwrap().2, 2);
+        // A container pointer to something else.
+        let other = [0x5au8; 16];
+        w[8..16].copy_from_slice(&(other.as_ptr() as u64).to_le_bytes());
+        assert_eq!(measure(w.as_ptr()).err(), Some(INVALID_IMAGE));
     }
 
     #[test]
     fn garbage_is_refused() {
+        let mut e = [0u8; 64];
+        e[..4].copy_from_slice(&ELF_MAGIC);
+        e[4] = 1;
+        assert_eq!(measure(e.as_ptr()).err(), Some(INVALID_IMAGE));
         assert_eq!(measure(c"".as_ptr().cast()).err(), Some(INVALID_IMAGE));
         assert_eq!(
             measure(c"\x01\x02\x03\x04\x05\x06\x07\x08\x09".as_ptr().cast()).err(),

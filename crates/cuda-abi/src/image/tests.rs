@@ -118,7 +118,7 @@ fn elf_section_past_the_tables_counts() {
     e[s1 + 32..s1 + 40].copy_from_slice(&new_size.to_le_bytes());
     e.extend_from_slice(&[0; 8]);
     let want = (off + new_size) as usize;
-    assert_eq!(elf_len(&e[..], MAX_IMAGE), Ok(want));
+    assert_eq!(measure_both(&e), sized(ImageKind::Elf, want));
 }
 
 #[test]
