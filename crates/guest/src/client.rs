@@ -11,10 +11,14 @@ use crate::log::Level;
 use crate::vlog;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
+use vgpu_transport::codec::{from_bytes, to_bytes};
+use vgpu_transport::frame::FLAG_NO_REPLY;
 use vgpu_transport::proto::{caps, DeviceInfo, GetInventory, Hello, Inventory};
-use vgpu_transport::{Call, CallError, Client, HandshakeError};
+use vgpu_transport::{Call, Client, HandshakeError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestError {
@@ -124,9 +128,186 @@ impl GuestInventory {
 }
 
 struct Session {
-    client: Client,
+    link: Link,
     pid: u32,
     inventory: Arc<GuestInventory>,
+}
+
+/// How this shim reaches the host.
+enum Link {
+    /// Its own connection.
+    Own(Client),
+    /// Through the CUDA shim's connection, so a process that loads both
+    /// shims holds one session (one worker, one view of its memory).
+    Shared(SharedCall),
+}
+
+/// `vgpu_guest_call_v1` of the shim that owns the connection: `op` with an
+/// encoded payload; `flags` as in a frame header (`FLAG_NO_REPLY` queues);
+/// op 0 flushes the queue. The reply payload goes to `sink(ctx, ..)`; the
+/// return value is the host's status, or [`SHARED_UNAVAILABLE`] /
+/// [`SHARED_LOST`].
+pub type SharedCall = unsafe extern "C" fn(
+    op: u16,
+    flags: u16,
+    payload: *const u8,
+    len: usize,
+    sink: extern "C" fn(*mut c_void, *const u8, usize),
+    ctx: *mut c_void,
+) -> u32;
+
+/// The owner has no host to offer (nothing listening, refused).
+pub const SHARED_UNAVAILABLE: u32 = 0xFFFF_FFFE;
+/// The owner's connection broke during the call.
+pub const SHARED_LOST: u32 = 0xFFFF_FFFF;
+
+impl Link {
+    /// One round trip → (status, reply payload).
+    fn round_trip(&mut self, op: u16, payload: &[u8]) -> Result<(u32, Vec<u8>), GuestError> {
+        match self {
+            Link::Own(c) => c
+                .round_trip(op, payload)
+                .map(|f| (f.header.status, f.payload))
+                .map_err(|e| GuestError::Lost(e.to_string())),
+            Link::Shared(call) => shared(*call, op, 0, payload),
+        }
+    }
+
+    fn queue(&mut self, op: u16, payload: &[u8]) -> Result<(), GuestError> {
+        match self {
+            Link::Own(c) => c
+                .queue_raw(op, payload)
+                .map_err(|e| GuestError::Lost(e.to_string())),
+            Link::Shared(call) => shared(*call, op, FLAG_NO_REPLY, payload).map(drop),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), GuestError> {
+        match self {
+            Link::Own(c) => c
+                .flush_queued()
+                .map_err(|e| GuestError::Lost(e.to_string())),
+            Link::Shared(call) => shared(*call, 0, 0, &[]).map(drop),
+        }
+    }
+}
+
+extern "C" fn collect(ctx: *mut c_void, data: *const u8, len: usize) {
+    // SAFETY: `ctx` is the `Vec<u8>` `shared` passed; `data` holds `len`
+    // bytes for the duration of this call (the owner's contract).
+    unsafe {
+        let out = &mut *(ctx as *mut Vec<u8>);
+        out.extend_from_slice(std::slice::from_raw_parts(data, len));
+    }
+}
+
+fn shared(
+    call: SharedCall,
+    op: u16,
+    flags: u16,
+    payload: &[u8],
+) -> Result<(u32, Vec<u8>), GuestError> {
+    let mut reply = Vec::new();
+    // SAFETY: the owner's exported function, with a payload valid for its
+    // length and a sink that copies into `reply`.
+    let st = unsafe {
+        call(
+            op,
+            flags,
+            payload.as_ptr(),
+            payload.len(),
+            collect,
+            &mut reply as *mut Vec<u8> as *mut c_void,
+        )
+    };
+    match st {
+        SHARED_UNAVAILABLE => Err(GuestError::Unavailable(
+            "the CUDA shim's host is unavailable".into(),
+        )),
+        SHARED_LOST => Err(GuestError::Lost("the CUDA shim's connection broke".into())),
+        st => Ok((st, reply)),
+    }
+}
+
+const ROLE_OWNER: u8 = 0;
+const ROLE_DELEGATE: u8 = 1;
+static ROLE: AtomicU8 = AtomicU8::new(ROLE_OWNER);
+
+/// Makes this shim use the CUDA shim's connection whenever that shim is
+/// loaded (the NVML shim calls it at load time). Only one side delegates,
+/// so two shims can never wait on each other.
+pub fn delegate_to_cuda_shim() {
+    ROLE.store(ROLE_DELEGATE, Ordering::Relaxed);
+}
+
+/// Distinguishes this copy of the client from the other shim's.
+pub fn identity() -> usize {
+    &SESSION as *const _ as usize
+}
+
+/// The CUDA shim's `vgpu_guest_call_v1`, if that shim is loaded in this
+/// process (found by SONAME, whatever scope it was loaded into).
+fn find_owner() -> Option<SharedCall> {
+    // SAFETY: RTLD_NOLOAD only looks up an already loaded object; the
+    // handle is kept (never closed) because its functions are kept.
+    let h = unsafe { libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    if h.is_null() {
+        return None;
+    }
+    // SAFETY: dlsym on a live handle.
+    let id = unsafe { libc::dlsym(h, c"vgpu_guest_id_v1".as_ptr()) };
+    // SAFETY: as above.
+    let call = unsafe { libc::dlsym(h, c"vgpu_guest_call_v1".as_ptr()) };
+    if id.is_null() || call.is_null() {
+        // NVIDIA's libcuda, or an older shim.
+        return None;
+    }
+    // SAFETY: the shim exports `vgpu_guest_id_v1` as `extern "C" fn() -> usize`.
+    let id: extern "C" fn() -> usize = unsafe { std::mem::transmute(id) };
+    if id() == identity() {
+        return None;
+    }
+    // SAFETY: exported with exactly the `SharedCall` signature.
+    Some(unsafe { std::mem::transmute::<*mut c_void, SharedCall>(call) })
+}
+
+/// The owner's side of [`SharedCall`] (exported by `shim_glue!`).
+///
+/// # Safety
+/// `payload` is valid for `len` bytes; `sink` may be called with `ctx`.
+pub unsafe fn serve_shared(
+    op: u16,
+    flags: u16,
+    payload: *const u8,
+    len: usize,
+    sink: extern "C" fn(*mut c_void, *const u8, usize),
+    ctx: *mut c_void,
+) -> u32 {
+    let run = || {
+        // SAFETY: the caller's contract.
+        let payload = if len == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(payload, len) }
+        };
+        with_session(|s| {
+            if op == 0 {
+                s.link.flush().map(|_| 0)
+            } else if flags & FLAG_NO_REPLY != 0 {
+                s.link.queue(op, payload).map(|_| 0)
+            } else {
+                let (st, reply) = s.link.round_trip(op, payload)?;
+                sink(ctx, reply.as_ptr(), reply.len());
+                Ok(st)
+            }
+        })
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Ok(st)) => st,
+        Ok(Err(GuestError::Status(st))) => st,
+        Ok(Err(GuestError::Unavailable(_))) => SHARED_UNAVAILABLE,
+        Ok(Err(GuestError::Lost(_))) | Err(_) => SHARED_LOST,
+    }
 }
 
 static SESSION: Mutex<Option<Session>> = Mutex::new(None);
@@ -155,6 +336,11 @@ fn register_atfork() {
 
 fn open_session() -> Result<Session, GuestError> {
     let config = Config::from_env().map_err(GuestError::Unavailable)?;
+    if ROLE.load(Ordering::Relaxed) == ROLE_DELEGATE {
+        if let Some(call) = find_owner() {
+            return open_shared(call, &config);
+        }
+    }
     let stream = config
         .endpoint
         .connect(config.connect_timeout)
@@ -193,14 +379,85 @@ fn open_session() -> Result<Session, GuestError> {
     );
     register_atfork();
     Ok(Session {
-        client,
+        link: Link::Own(client),
         pid: std::process::id(),
         inventory,
     })
 }
 
+/// A session on the CUDA shim's connection: only the inventory is fetched
+/// (this shim keeps its own guest-visible view of it).
+fn open_shared(call: SharedCall, config: &Config) -> Result<Session, GuestError> {
+    let mut link = Link::Shared(call);
+    let (st, bytes) = link.round_trip(<GetInventory as Call>::OP, &to_bytes(&GetInventory {}))?;
+    if st != 0 {
+        return Err(GuestError::Unavailable(format!(
+            "inventory: host status {st}"
+        )));
+    }
+    let host: Inventory =
+        from_bytes(&bytes).map_err(|e| GuestError::Unavailable(format!("inventory: {e}")))?;
+    let kind = host.driver_kind.clone();
+    let inventory = Arc::new(GuestInventory::new(host, config.pci_address, kind, 0));
+    vlog!(
+        Level::Info,
+        "sharing the CUDA shim's connection ({} device(s))",
+        inventory.devices.len()
+    );
+    register_atfork();
+    Ok(Session {
+        link,
+        pid: std::process::id(),
+        inventory,
+    })
+}
+
+thread_local! {
+    /// This thread holds SESSION (opening or using it).
+    static IN_SESSION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the thread as inside [`with_session`] until dropped.
+struct InSession;
+
+impl InSession {
+    fn enter() -> InSession {
+        IN_SESSION.with(|f| f.set(true));
+        InSession
+    }
+}
+
+impl Drop for InSession {
+    fn drop(&mut self) {
+        IN_SESSION.with(|f| f.set(false));
+    }
+}
+
 fn with_session<R>(f: impl FnOnce(&mut Session) -> Result<R, GuestError>) -> Result<R, GuestError> {
-    let mut guard = SESSION.lock();
+    session_then(true, f).unwrap_or_else(|| unreachable!("a blocking lock always returns"))
+}
+
+/// Runs `f` on the session, opening it first if needed. With `wait` false,
+/// returns `None` instead of waiting for a lock another thread holds.
+fn session_then<R>(
+    wait: bool,
+    f: impl FnOnce(&mut Session) -> Result<R, GuestError>,
+) -> Option<Result<R, GuestError>> {
+    // A thread already inside can come back here through a libc hook (the
+    // virtual files ask for the inventory) while the session is being
+    // opened — possibly by way of the other shim. The lock is not
+    // re-entrant: waiting would never end, and there is no session to give.
+    if IN_SESSION.with(|f| f.get()) {
+        return Some(Err(GuestError::Unavailable(
+            "the connection is being opened on this thread".into(),
+        )));
+    }
+    let mut guard = if wait {
+        SESSION.lock()
+    } else {
+        SESSION.try_lock()?
+    };
+    let _inside = InSession::enter();
     let pid = std::process::id();
     if guard.as_ref().is_some_and(|s| s.pid != pid) {
         // A forked child: the socket is the parent's. Dropping our copy of
@@ -209,15 +466,41 @@ fn with_session<R>(f: impl FnOnce(&mut Session) -> Result<R, GuestError>) -> Res
         *guard = None;
     }
     if guard.is_none() {
-        *guard = Some(open_session()?);
+        match open_session() {
+            Ok(s) => {
+                *OPENED.lock() = Some((s.pid, s.inventory.clone()));
+                *guard = Some(s);
+            }
+            Err(e) => return Some(Err(e)),
+        }
     }
     let session = guard.as_mut().expect("just set");
     let r = f(session);
     if matches!(r, Err(GuestError::Lost(_))) {
         *guard = None;
     }
-    r
+    Some(r)
 }
+
+/// The inventory for the virtual files: like [`inventory`], but never waits
+/// for a session lock another thread holds. The files are asked for from
+/// inside libc hooks, on threads that may hold the other shim's session
+/// lock; waiting here could close a cycle between the two shims' locks. A
+/// miss is not remembered: the next probe asks again.
+pub fn inventory_nowait() -> Option<Arc<GuestInventory>> {
+    let pid = std::process::id();
+    if let Some((p, inv)) = OPENED.lock().as_ref() {
+        if *p == pid {
+            return Some(inv.clone());
+        }
+    }
+    session_then(false, |s| Ok(s.inventory.clone()))?.ok()
+}
+
+/// The inventory of the last session opened (and by which process), under a
+/// lock never held across I/O, so the virtual files can have it while
+/// another thread is in a long call on the session itself.
+static OPENED: Mutex<Option<(u32, Arc<GuestInventory>)>> = Mutex::new(None);
 
 /// The inventory, connecting first if needed.
 pub fn inventory() -> Result<Arc<GuestInventory>, GuestError> {
@@ -236,12 +519,15 @@ pub fn inventory_if_connected() -> Option<Arc<GuestInventory>> {
 /// One call to the host, connecting first if needed.
 pub fn call<C: Call>(c: &C) -> Result<C::Reply, GuestError> {
     with_session(|s| {
-        s.client.call(c).map_err(|e| match e {
-            CallError::Status(st) => GuestError::Status(st),
-            e => {
-                vlog!(Level::Error, "{}: {e}", C::NAME);
-                GuestError::Lost(e.to_string())
-            }
+        let (st, reply) = s.link.round_trip(C::OP, &to_bytes(c)).inspect_err(|e| {
+            vlog!(Level::Error, "{}: {e}", C::NAME);
+        })?;
+        if st != 0 {
+            return Err(GuestError::Status(st));
+        }
+        from_bytes::<C::Reply>(&reply).map_err(|e| {
+            vlog!(Level::Error, "{}: bad reply: {e}", C::NAME);
+            GuestError::Lost(format!("bad reply: {e}"))
         })
     })
 }
@@ -252,9 +538,8 @@ pub fn call<C: Call>(c: &C) -> Result<C::Reply, GuestError> {
 /// large), and the host reports a deferred failure through that call.
 pub fn queue<C: Call>(c: &C) -> Result<(), GuestError> {
     with_session(|s| {
-        s.client.queue(c).map_err(|e| {
+        s.link.queue(C::OP, &to_bytes(c)).inspect_err(|e| {
             vlog!(Level::Error, "{}: {e}", C::NAME);
-            GuestError::Lost(e.to_string())
         })
     })
 }
@@ -262,11 +547,7 @@ pub fn queue<C: Call>(c: &C) -> Result<(), GuestError> {
 /// Writes out queued calls without waiting (e.g. before blocking on
 /// something the host must first execute).
 pub fn flush() -> Result<(), GuestError> {
-    with_session(|s| {
-        s.client
-            .flush_queued()
-            .map_err(|e| GuestError::Lost(e.to_string()))
-    })
+    with_session(|s| s.link.flush())
 }
 
 /// Drops the connection (tests; `nvmlShutdown` does not need it).

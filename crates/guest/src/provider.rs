@@ -8,7 +8,7 @@ use crate::vfiles::{self, VirtualGpu};
 /// needed). `None` while no host is reachable: the hooks then pass every
 /// path through and ask again on the next probe.
 pub fn from_inventory() -> Option<VirtualGpu> {
-    let inv = client::inventory().ok()?;
+    let inv = client::inventory_nowait()?;
     let d = inv.devices.first()?;
     // NVML packs (device << 16 | vendor) for both ids.
     let sub = d.info.pci_subsystem_id;
@@ -43,19 +43,53 @@ pub fn install() {
 /// at load time.
 #[macro_export]
 macro_rules! shim_glue {
-    () => {
+    // The CUDA shim: owns the process's connection.
+    (owner) => {
+        $crate::shim_glue!(@common {});
+    };
+    // The NVML shim: uses the CUDA shim's connection when that is loaded.
+    (delegate) => {
+        $crate::shim_glue!(@common { $crate::client::delegate_to_cuda_shim(); });
+    };
+    (@common { $($at_load:tt)* }) => {
         $crate::__vgpu_export_libc_hooks!();
 
         #[no_mangle]
         pub static vgpu_shim_marker: u32 = 1;
 
+        /// This shim's copy of the guest client, told apart from the other
+        /// shim's (see `vgpu_guest::client::identity`).
+        #[no_mangle]
+        pub extern "C" fn vgpu_guest_id_v1() -> usize {
+            $crate::client::identity()
+        }
+
+        /// The connection, offered to the other shim of this process
+        /// (`vgpu_guest::client::SharedCall`).
+        ///
+        /// # Safety
+        /// `payload` is valid for `len` bytes.
+        #[no_mangle]
+        pub unsafe extern "C" fn vgpu_guest_call_v1(
+            op: u16,
+            flags: u16,
+            payload: *const u8,
+            len: usize,
+            sink: extern "C" fn(*mut ::std::ffi::c_void, *const u8, usize),
+            ctx: *mut ::std::ffi::c_void,
+        ) -> u32 {
+            // SAFETY: forwarded caller contract.
+            unsafe { $crate::client::serve_shared(op, flags, payload, len, sink, ctx) }
+        }
+
         #[used]
         #[link_section = ".init_array"]
-        static VGPU_REGISTER_VIRTUAL_FILES: extern "C" fn() = {
-            extern "C" fn register() {
+        static VGPU_AT_LOAD: extern "C" fn() = {
+            extern "C" fn at_load() {
                 $crate::provider::install();
+                $($at_load)*
             }
-            register
+            at_load
         };
     };
 }

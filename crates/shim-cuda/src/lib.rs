@@ -38,7 +38,7 @@ mod link;
 mod module;
 
 // The host-refusal marker and the virtual files' provider registration.
-vgpu_guest::shim_glue!();
+vgpu_guest::shim_glue!(owner);
 
 cuda_types::with_cuda_functions!(api_macros::export_functions {
     boundary = vgpu_guest::ffi::cuda_boundary,

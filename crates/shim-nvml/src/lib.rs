@@ -17,7 +17,7 @@ mod query;
 mod system;
 
 // The host-refusal marker and the virtual files' provider registration.
-vgpu_guest::shim_glue!();
+vgpu_guest::shim_glue!(delegate);
 
 cuda_types::with_nvml_functions!(api_macros::export_functions {
     boundary = crate::ffi::boundary,

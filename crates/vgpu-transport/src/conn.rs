@@ -155,14 +155,19 @@ impl Client {
     /// (a launch, an async copy, an event record): no round trip now; the
     /// host reports a failure at the next synchronizing call.
     pub fn queue<C: Call>(&mut self, call: &C) -> Result<(), CallError> {
+        self.queue_raw(C::OP, &to_bytes(call))
+    }
+
+    /// [`Client::queue`] for an already encoded payload.
+    pub fn queue_raw(&mut self, op: u16, payload: &[u8]) -> Result<(), CallError> {
         let seq = self.take_seq();
         let header = Header {
-            op: C::OP,
+            op,
             seq,
             flags: crate::frame::FLAG_NO_REPLY,
             ..Default::default()
         };
-        encode_frame(&mut self.queued, header, &to_bytes(call)).map_err(FrameError::Io)?;
+        encode_frame(&mut self.queued, header, payload).map_err(FrameError::Io)?;
         self.queued_calls += 1;
         if self.queued.len() >= QUEUE_FLUSH_BYTES {
             self.flush_queued()?;

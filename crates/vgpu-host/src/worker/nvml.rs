@@ -168,6 +168,19 @@ fn processes(
     Err(missing())
 }
 
+/// The driver knows this guest's work as the worker's process; the guest
+/// knows itself by its own pid. Other entries (other guests' workers,
+/// host processes) keep their host pids.
+fn as_guest(mut list: Vec<ProcessInfo>, guest_pid: u32) -> Vec<ProcessInfo> {
+    let me = std::process::id();
+    for p in &mut list {
+        if p.pid == me {
+            p.pid = guest_pid;
+        }
+    }
+    list
+}
+
 /// NVML's text form of a CUDA UUID, "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx".
 pub fn nvml_uuid_string(u: &[u8; 16]) -> String {
     let mut s = String::from("GPU-");
@@ -215,6 +228,7 @@ impl Session {
 
     fn nvml_query(&mut self, q: NvmlQuery) -> Result<NvmlAnswer, u32> {
         let d = self.nvml_device(q.device)?;
+        let guest_pid = self.guest_pid;
         let n = &self.driver.nvml;
         let (a0, a1) = (q.arg0, q.arg1);
         let mut ans = NvmlAnswer::default();
@@ -295,21 +309,27 @@ impl Session {
                 vec![c]
             }
             k::COMPUTE_PROCESSES => {
-                ans.processes = processes(
-                    n.nvmlDeviceGetComputeRunningProcesses_v3,
-                    n.nvmlDeviceGetComputeRunningProcesses_v2,
-                    n.nvmlDeviceGetComputeRunningProcesses,
-                    d,
-                )?;
+                ans.processes = as_guest(
+                    processes(
+                        n.nvmlDeviceGetComputeRunningProcesses_v3,
+                        n.nvmlDeviceGetComputeRunningProcesses_v2,
+                        n.nvmlDeviceGetComputeRunningProcesses,
+                        d,
+                    )?,
+                    guest_pid,
+                );
                 Vec::new()
             }
             k::GRAPHICS_PROCESSES => {
-                ans.processes = processes(
-                    n.nvmlDeviceGetGraphicsRunningProcesses_v3,
-                    n.nvmlDeviceGetGraphicsRunningProcesses_v2,
-                    n.nvmlDeviceGetGraphicsRunningProcesses,
-                    d,
-                )?;
+                ans.processes = as_guest(
+                    processes(
+                        n.nvmlDeviceGetGraphicsRunningProcesses_v3,
+                        n.nvmlDeviceGetGraphicsRunningProcesses_v2,
+                        n.nvmlDeviceGetGraphicsRunningProcesses,
+                        d,
+                    )?,
+                    guest_pid,
+                );
                 Vec::new()
             }
             k::TEMPERATURE_THRESHOLD => get_arg(
