@@ -30,10 +30,19 @@ impl Parse for Prototypes {
     }
 }
 
+/// What an implemented name forwards to: a function, and constant arguments
+/// appended after the C arguments (`name => f[Null::PerThread]`), so the
+/// variants of one entry point that differ only in such a constant (the
+/// `_ptsz`/`_ptds` per-thread-stream exports) share one implementation.
+struct Target {
+    path: Path,
+    extra: Vec<syn::Expr>,
+}
+
 /// `key = path,` pairs followed by an optional `implemented { name => path, ... }`.
 struct ExportArgs {
     settings: BTreeMap<String, Path>,
-    implemented: Vec<(Ident, Path)>,
+    implemented: Vec<(Ident, Target)>,
 }
 
 impl Parse for ExportArgs {
@@ -48,8 +57,17 @@ impl Parse for ExportArgs {
                 while !body.is_empty() {
                     let name: Ident = body.parse()?;
                     body.parse::<Token![=>]>()?;
-                    let target: Path = body.parse()?;
-                    implemented.push((name, target));
+                    let path: Path = body.parse()?;
+                    let mut extra = Vec::new();
+                    if body.peek(syn::token::Bracket) {
+                        let args;
+                        syn::bracketed!(args in body);
+                        extra = args
+                            .parse_terminated(syn::Expr::parse, Token![,])?
+                            .into_iter()
+                            .collect();
+                    }
+                    implemented.push((name, Target { path, extra }));
                     if body.peek(Token![,]) {
                         body.parse::<Token![,]>()?;
                     }
@@ -112,11 +130,15 @@ fn arg_names(sig: &Signature) -> Vec<Ident> {
 ///     boundary = crate::ffi::boundary,          // fn(&'static str, impl FnOnce() -> Result<(), R>) -> R
 ///     not_supported = crate::ffi::not_supported, // fn(&'static str) -> R
 ///     lookup = exported_symbol,                  // generated: fn(&[u8]) -> Option<*const c_void>
-///     implemented { cuInit => crate::init::init, }
+///     implemented {
+///         cuInit => crate::init::init,
+///         cuLaunchKernel => crate::launch::launch_kernel[Null::Legacy],
+///         cuLaunchKernel_ptsz => crate::launch::launch_kernel[Null::PerThread],
+///     }
 /// });
 /// ```
-/// An implementation takes the C arguments in order and returns
-/// `Result<(), R>`; it may be an `unsafe fn`. Naming a function the list does
+/// An implementation takes the C arguments in order, then the bracketed
+/// constants if any, and returns `Result<(), R>`; it may be an `unsafe fn`. Naming a function the list does
 /// not contain is a compile error, so the status list cannot drift from the
 /// header. Also generated: `IMPLEMENTED` and `NOT_SUPPORTED`, the two halves
 /// of the list by name.
@@ -133,7 +155,7 @@ fn expand_exports(inv: Invocation<ExportArgs>) -> syn::Result<TokenStream2> {
     let boundary = setting(&inv.args, "boundary")?;
     let not_supported = setting(&inv.args, "not_supported")?;
     let lookup = setting(&inv.args, "lookup")?;
-    let mut implemented: BTreeMap<String, &Path> = BTreeMap::new();
+    let mut implemented: BTreeMap<String, &Target> = BTreeMap::new();
     for (name, target) in &inv.args.implemented {
         if implemented.insert(name.to_string(), target).is_some() {
             return Err(syn::Error::new(name.span(), "listed twice"));
@@ -174,12 +196,14 @@ fn expand_exports(inv: Invocation<ExportArgs>) -> syn::Result<TokenStream2> {
         let byte_name = syn::LitByteStr::new(name_str.as_bytes(), name.span());
         arms.push(quote! { #byte_name => Some(#name as *const ::core::ffi::c_void), });
         if let Some(target) = implemented.get(&name_str) {
+            let path = &target.path;
+            let extra = &target.extra;
             done_names.push(name_str.clone());
             items.push(quote! {
                 #[no_mangle]
                 #[allow(non_snake_case, unused_unsafe, clippy::missing_safety_doc)]
                 pub unsafe extern "C" fn #name(#(#names: #types),*) #ret {
-                    #boundary(#name_str, move || unsafe { #target(#(#names),*) })
+                    #boundary(#name_str, move || unsafe { #path(#(#names,)* #(#extra),*) })
                 }
             });
         } else {

@@ -15,10 +15,10 @@ const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 
 /// # Safety
 /// `status` is NULL or writable.
-unsafe fn not_capturing(
+pub unsafe fn is_capturing(
     h: CUstream,
-    null: Null,
     status: *mut CUstreamCaptureStatus,
+    null: Null,
 ) -> Result<(), CUresult> {
     // Validates the handle: an unknown stream is INVALID_HANDLE as usual.
     stream::target(h, null)?;
@@ -31,26 +31,6 @@ unsafe fn not_capturing(
     }
 }
 
-/// # Safety
-/// `status` is NULL or writable.
-pub unsafe fn is_capturing(
-    h: CUstream,
-    status: *mut CUstreamCaptureStatus,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded.
-    unsafe { not_capturing(h, Null::Legacy, status) }
-}
-
-/// # Safety
-/// `status` is NULL or writable.
-pub unsafe fn is_capturing_ptsz(
-    h: CUstream,
-    status: *mut CUstreamCaptureStatus,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded.
-    unsafe { not_capturing(h, Null::PerThread, status) }
-}
-
 /// `cuStreamGetCaptureInfo` (v1): with no capture, the id is not written.
 ///
 /// # Safety
@@ -59,20 +39,10 @@ pub unsafe fn info_v1(
     h: CUstream,
     status: *mut CUstreamCaptureStatus,
     _id: *mut cuuint64_t,
+    null: Null,
 ) -> Result<(), CUresult> {
     // SAFETY: forwarded.
-    unsafe { not_capturing(h, Null::Legacy, status) }
-}
-
-/// # Safety
-/// `status` is NULL or writable.
-pub unsafe fn info_v1_ptsz(
-    h: CUstream,
-    status: *mut CUstreamCaptureStatus,
-    _id: *mut cuuint64_t,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded.
-    unsafe { not_capturing(h, Null::PerThread, status) }
+    unsafe { is_capturing(h, status, null) }
 }
 
 /// `cuStreamGetCaptureInfo_v2`: the other outputs are only defined while
@@ -87,23 +57,10 @@ pub unsafe fn info_v2(
     _graph: *mut CUgraph,
     _deps: *mut *const CUgraphNode,
     _n: *mut usize,
+    null: Null,
 ) -> Result<(), CUresult> {
     // SAFETY: forwarded.
-    unsafe { not_capturing(h, Null::Legacy, status) }
-}
-
-/// # Safety
-/// `status` is NULL or writable.
-pub unsafe fn info_v2_ptsz(
-    h: CUstream,
-    status: *mut CUstreamCaptureStatus,
-    _id: *mut cuuint64_t,
-    _graph: *mut CUgraph,
-    _deps: *mut *const CUgraphNode,
-    _n: *mut usize,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded.
-    unsafe { not_capturing(h, Null::PerThread, status) }
+    unsafe { is_capturing(h, status, null) }
 }
 
 /// # Safety
@@ -117,25 +74,10 @@ pub unsafe fn info_v3(
     _deps: *mut *const CUgraphNode,
     _edges: *mut *const CUgraphEdgeData,
     _n: *mut usize,
+    null: Null,
 ) -> Result<(), CUresult> {
     // SAFETY: forwarded.
-    unsafe { not_capturing(h, Null::Legacy, status) }
-}
-
-/// # Safety
-/// `status` is NULL or writable.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn info_v3_ptsz(
-    h: CUstream,
-    status: *mut CUstreamCaptureStatus,
-    _id: *mut cuuint64_t,
-    _graph: *mut CUgraph,
-    _deps: *mut *const CUgraphNode,
-    _edges: *mut *const CUgraphEdgeData,
-    _n: *mut usize,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded.
-    unsafe { not_capturing(h, Null::PerThread, status) }
+    unsafe { is_capturing(h, status, null) }
 }
 
 thread_local! {

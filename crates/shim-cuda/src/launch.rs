@@ -149,8 +149,10 @@ unsafe fn launch(
     stream::submit(&call)
 }
 
+/// `cuLaunchKernel[_ptsz]` (`null` says which) and, with `cooperative`,
+/// `cuLaunchCooperativeKernel[_ptsz]`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn launch_classic(
+pub unsafe fn launch_kernel(
     f: CUfunction,
     gx: c_uint,
     gy: c_uint,
@@ -177,74 +179,6 @@ unsafe fn launch_classic(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn launch_kernel(
-    f: CUfunction,
-    gx: c_uint,
-    gy: c_uint,
-    gz: c_uint,
-    bx: c_uint,
-    by: c_uint,
-    bz: c_uint,
-    shared_mem: c_uint,
-    stream: CUstream,
-    kernel_params: *mut *mut c_void,
-    extra: *mut *mut c_void,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe {
-        launch_classic(
-            f,
-            gx,
-            gy,
-            gz,
-            bx,
-            by,
-            bz,
-            shared_mem,
-            stream,
-            kernel_params,
-            extra,
-            Null::Legacy,
-            false,
-        )
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn launch_kernel_ptsz(
-    f: CUfunction,
-    gx: c_uint,
-    gy: c_uint,
-    gz: c_uint,
-    bx: c_uint,
-    by: c_uint,
-    bz: c_uint,
-    shared_mem: c_uint,
-    stream: CUstream,
-    kernel_params: *mut *mut c_void,
-    extra: *mut *mut c_void,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe {
-        launch_classic(
-            f,
-            gx,
-            gy,
-            gz,
-            bx,
-            by,
-            bz,
-            shared_mem,
-            stream,
-            kernel_params,
-            extra,
-            Null::PerThread,
-            false,
-        )
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn launch_cooperative(
     f: CUfunction,
     gx: c_uint,
@@ -256,10 +190,11 @@ pub unsafe fn launch_cooperative(
     shared_mem: c_uint,
     stream: CUstream,
     kernel_params: *mut *mut c_void,
+    null: Null,
 ) -> Result<(), CUresult> {
     // SAFETY: forwarded caller contract.
     unsafe {
-        launch_classic(
+        launch_kernel(
             f,
             gx,
             gy,
@@ -271,40 +206,7 @@ pub unsafe fn launch_cooperative(
             stream,
             kernel_params,
             std::ptr::null_mut(),
-            Null::Legacy,
-            true,
-        )
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn launch_cooperative_ptsz(
-    f: CUfunction,
-    gx: c_uint,
-    gy: c_uint,
-    gz: c_uint,
-    bx: c_uint,
-    by: c_uint,
-    bz: c_uint,
-    shared_mem: c_uint,
-    stream: CUstream,
-    kernel_params: *mut *mut c_void,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe {
-        launch_classic(
-            f,
-            gx,
-            gy,
-            gz,
-            bx,
-            by,
-            bz,
-            shared_mem,
-            stream,
-            kernel_params,
-            std::ptr::null_mut(),
-            Null::PerThread,
+            null,
             true,
         )
     }
@@ -314,7 +216,7 @@ pub unsafe fn launch_cooperative_ptsz(
 /// what the host does; the others (cluster shape, priority, programmatic
 /// serialization, memory sync domains ...) are hints or features the
 /// remoted launch does not carry, and are dropped with a Debug line.
-unsafe fn launch_ex_in(
+pub unsafe fn launch_kernel_ex(
     config: *const CUlaunchConfig,
     f: CUfunction,
     kernel_params: *mut *mut c_void,
@@ -364,26 +266,6 @@ unsafe fn launch_ex_in(
     unsafe { launch(f, shape, null, kernel_params, extra) }
 }
 
-pub unsafe fn launch_kernel_ex(
-    config: *const CUlaunchConfig,
-    f: CUfunction,
-    kernel_params: *mut *mut c_void,
-    extra: *mut *mut c_void,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { launch_ex_in(config, f, kernel_params, extra, Null::Legacy) }
-}
-
-pub unsafe fn launch_kernel_ex_ptsz(
-    config: *const CUlaunchConfig,
-    f: CUfunction,
-    kernel_params: *mut *mut c_void,
-    extra: *mut *mut c_void,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { launch_ex_in(config, f, kernel_params, extra, Null::PerThread) }
-}
-
 // ---- occupancy ----
 
 /// The host handle occupancy questions are about: a kernel's function in
@@ -393,7 +275,7 @@ fn occupancy_func(f: CUfunction) -> Result<u64, CUresult> {
     Ok(module::launchable(f, &ctx)?.remote)
 }
 
-unsafe fn max_active_blocks_in(
+pub unsafe fn max_active_blocks(
     out: *mut c_int,
     f: CUfunction,
     block_size: c_int,
@@ -418,27 +300,6 @@ unsafe fn max_active_blocks_in(
     unsafe { out.write_or(n, INVALID_VALUE) }
 }
 
-pub unsafe fn max_active_blocks(
-    out: *mut c_int,
-    f: CUfunction,
-    block_size: c_int,
-    dynamic_smem: usize,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { max_active_blocks_in(out, f, block_size, dynamic_smem, 0) }
-}
-
-pub unsafe fn max_active_blocks_with_flags(
-    out: *mut c_int,
-    f: CUfunction,
-    block_size: c_int,
-    dynamic_smem: usize,
-    flags: c_uint,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { max_active_blocks_in(out, f, block_size, dynamic_smem, flags) }
-}
-
 /// `cuOccupancyMaxPotentialBlockSize[WithFlags]`.
 ///
 /// With a fixed dynamic shared memory size the host answers in one round
@@ -450,7 +311,7 @@ pub unsafe fn max_active_blocks_with_flags(
 /// `cudaOccupancyMaxPotentialBlockSize` template decides). That is one
 /// round trip per candidate, at most 32 for 1024-thread blocks.
 #[allow(clippy::too_many_arguments)]
-unsafe fn max_potential_block_size_in(
+pub unsafe fn max_potential_block_size(
     min_grid: *mut c_int,
     block: *mut c_int,
     f: CUfunction,
@@ -526,31 +387,6 @@ unsafe fn max_potential_block_size_in(
     }
 }
 
-pub unsafe fn max_potential_block_size(
-    min_grid: *mut c_int,
-    block: *mut c_int,
-    f: CUfunction,
-    to_smem: CUoccupancyB2DSize,
-    dynamic_smem: usize,
-    limit: c_int,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { max_potential_block_size_in(min_grid, block, f, to_smem, dynamic_smem, limit, 0) }
-}
-
-pub unsafe fn max_potential_block_size_with_flags(
-    min_grid: *mut c_int,
-    block: *mut c_int,
-    f: CUfunction,
-    to_smem: CUoccupancyB2DSize,
-    dynamic_smem: usize,
-    limit: c_int,
-    flags: c_uint,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { max_potential_block_size_in(min_grid, block, f, to_smem, dynamic_smem, limit, flags) }
-}
-
 // ---- host functions ----
 //
 // A host function must run after everything queued before it on its
@@ -569,21 +405,18 @@ fn drain(h: CUstream, null: Null) -> Result<(), CUresult> {
 
 /// `cuLaunchHostFunc`: per CUDA, not called when the context has failed;
 /// the failure is returned instead.
-fn host_func_in(h: CUstream, f: CUhostFn, user: *mut c_void, null: Null) -> Result<(), CUresult> {
+pub fn launch_host_func(
+    h: CUstream,
+    f: CUhostFn,
+    user: *mut c_void,
+    null: Null,
+) -> Result<(), CUresult> {
     driver::get()?;
     let f = f.ok_or_else(|| reject(INVALID_VALUE, format_args!("cuLaunchHostFunc: NULL fn")))?;
     drain(h, null)?;
     // SAFETY: the application's function with its own argument.
     unsafe { f(user) };
     Ok(())
-}
-
-pub fn launch_host_func(h: CUstream, f: CUhostFn, user: *mut c_void) -> Result<(), CUresult> {
-    host_func_in(h, f, user, Null::Legacy)
-}
-
-pub fn launch_host_func_ptsz(h: CUstream, f: CUhostFn, user: *mut c_void) -> Result<(), CUresult> {
-    host_func_in(h, f, user, Null::PerThread)
 }
 
 /// The 13.x `_v2` adds a synchronization mode, which only says how the
@@ -593,22 +426,14 @@ pub fn launch_host_func_v2(
     f: CUhostFn,
     user: *mut c_void,
     _mode: c_uint,
+    null: Null,
 ) -> Result<(), CUresult> {
-    host_func_in(h, f, user, Null::Legacy)
-}
-
-pub fn launch_host_func_v2_ptsz(
-    h: CUstream,
-    f: CUhostFn,
-    user: *mut c_void,
-    _mode: c_uint,
-) -> Result<(), CUresult> {
-    host_func_in(h, f, user, Null::PerThread)
+    launch_host_func(h, f, user, null)
 }
 
 /// `cuStreamAddCallback`: unlike a host function, the callback also runs
 /// after a failure, and is told the status.
-fn add_callback_in(
+pub fn add_callback(
     h: CUstream,
     cb: CUstreamCallback,
     user: *mut c_void,
@@ -632,24 +457,6 @@ fn add_callback_in(
     // SAFETY: the application's callback with its own stream and argument.
     unsafe { cb(h, status, user) };
     Ok(())
-}
-
-pub fn add_callback(
-    h: CUstream,
-    cb: CUstreamCallback,
-    user: *mut c_void,
-    flags: c_uint,
-) -> Result<(), CUresult> {
-    add_callback_in(h, cb, user, flags, Null::Legacy)
-}
-
-pub fn add_callback_ptsz(
-    h: CUstream,
-    cb: CUstreamCallback,
-    user: *mut c_void,
-    flags: c_uint,
-) -> Result<(), CUresult> {
-    add_callback_in(h, cb, user, flags, Null::PerThread)
 }
 
 #[cfg(test)]
