@@ -10,20 +10,16 @@
 //!
 //! Needs a running daemon (`VGPU_HOST`).
 
+use super::driver::{Cuda, Library};
 use super::libs::find_shims;
 use clap::Args;
-use std::ffi::{c_char, c_uint, c_void, CString};
+use std::ffi::{c_char, c_uint, c_void};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use vgpu_transport::proto::{caps, Hello, Ping};
 use vgpu_transport::{Client, Endpoint};
-
-mod table {
-    use cuda_types::cuda::*;
-    cuda_types::with_cuda_functions!(api_macros::driver_table { name = Cuda });
-}
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -102,9 +98,7 @@ struct Launches {
 
 macro_rules! cu {
     ($t:expr, $f:ident ( $($a:expr),* )) => {{
-        let f = $t.$f.ok_or_else(|| format!("{} missing from the shim", stringify!($f)))?;
-        // SAFETY: arguments follow the cuda.h prototype of the function.
-        let rc = unsafe { f($($a),*) };
+        let rc = super::driver::driver_call!($t, $f($($a),*), CUresult::CUDA_ERROR_NOT_FOUND);
         if rc.0 != 0 {
             return Err(format!("{} returned {}", stringify!($f), rc.0));
         }
@@ -114,15 +108,9 @@ macro_rules! cu {
 fn shim_launches(n: usize) -> Result<Launches, String> {
     use cuda_types::cuda::*;
     let [cuda, _] = find_shims()?;
-    let path = CString::new(cuda.file.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: dlopen of the shim; RTLD_LOCAL keeps its libc hooks out of
-    // this process's global scope.
-    let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    if h.is_null() {
-        return Err(format!("dlopen {}", cuda.file.display()));
-    }
-    // SAFETY: names resolve to the shim's functions of the pinned cuda.h.
-    let t = unsafe { table::Cuda::load(|name| libc::dlsym(h, name.as_ptr())) };
+    let t = Library::open(cuda.file.as_os_str().as_encoded_bytes())
+        .map_err(|e| format!("{}: {e}", cuda.file.display()))?
+        .cuda();
     let mut dev: CUdevice = 0;
     let mut ctx: CUcontext = std::ptr::null_mut();
     let mut module: CUmodule = std::ptr::null_mut();
@@ -138,7 +126,7 @@ fn shim_launches(n: usize) -> Result<Launches, String> {
         t,
         cuModuleGetFunction(&mut func, module, c"noop".as_ptr() as *const c_char)
     );
-    let launch = |t: &table::Cuda| -> Result<(), String> {
+    let launch = |t: &Cuda| -> Result<(), String> {
         cu!(
             t,
             cuLaunchKernel(

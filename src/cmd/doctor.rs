@@ -7,10 +7,11 @@
 //! LD_PRELOAD and LD_LIBRARY_PATH — and this process is not changed by
 //! loading a driver.
 
+use super::driver::{text, Cuda, Library, Nvml};
 use super::libs::is_vgpu_shim;
 use clap::Args;
 use std::collections::HashMap;
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -486,229 +487,146 @@ fn check_raw_syscalls() -> Outcome {
 
 // ---------------------------------------------------------------- probe
 
-type CuFn0 = unsafe extern "C" fn(u32) -> c_int;
-type CuIntOut = unsafe extern "C" fn(*mut c_int) -> c_int;
-
-fn dl(name: &str, flags: c_int) -> Result<*mut c_void, String> {
-    let c = CString::new(name).unwrap();
-    // SAFETY: dlopen with a valid C string.
-    let h = unsafe { libc::dlopen(c.as_ptr(), flags) };
-    if h.is_null() {
-        // SAFETY: dlerror returns null or a NUL-terminated string.
-        let e = unsafe { libc::dlerror() };
-        return Err(if e.is_null() {
-            "unknown".into()
-        } else {
-            // SAFETY: non-null dlerror text.
-            unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
-        });
-    }
-    Ok(h)
-}
-
-fn loaded_path(h: *mut c_void) -> String {
-    let mut map: *mut libc::c_void = std::ptr::null_mut();
-    // SAFETY: RTLD_DI_LINKMAP writes a `struct link_map *` into `map`.
-    let rc = unsafe { libc::dlinfo(h, libc::RTLD_DI_LINKMAP, &mut map as *mut _ as *mut c_void) };
-    if rc != 0 || map.is_null() {
-        return String::new();
-    }
-    // SAFETY: glibc's link_map starts with l_addr (a pointer-sized integer)
-    // followed by l_name (a NUL-terminated path).
-    let name = unsafe { *(map as *const *const c_char).add(1) };
-    if name.is_null() {
-        return String::new();
-    }
-    // SAFETY: l_name is a valid C string for the object's lifetime.
-    let p = unsafe { CStr::from_ptr(name) }
-        .to_string_lossy()
-        .into_owned();
-    std::fs::canonicalize(&p)
-        .map(|c| c.display().to_string())
-        .unwrap_or(p)
-}
-
-fn sym<T: Copy>(h: *mut c_void, name: &CStr) -> Option<T> {
-    // SAFETY: dlsym with a valid handle and name.
-    let p = unsafe { libc::dlsym(h, name.as_ptr()) };
-    if p.is_null() {
-        None
-    } else {
-        // SAFETY: the caller names the prototype the header gives the symbol.
-        Some(unsafe { std::mem::transmute_copy::<*mut c_void, T>(&p) })
-    }
-}
-
 fn say(k: &str, v: impl std::fmt::Display) {
     println!("{k}={v}");
+}
+
+/// Opens a driver library by SONAME, as an application would, and reports
+/// which file the loader picked.
+fn open_reported(key: &str, soname: &str) -> Option<Library> {
+    match Library::open(soname.as_bytes()) {
+        Ok(lib) => {
+            let p = lib.path();
+            say(&format!("{key}.path"), &p);
+            say(&format!("{key}.shim"), is_vgpu_shim(Path::new(&p)) as u8);
+            Some(lib)
+        }
+        Err(e) => {
+            say(&format!("{key}.error"), e);
+            None
+        }
+    }
 }
 
 /// What an application started from this environment gets from the loader
 /// and the driver libraries.
 fn probe() {
-    let cuda = match dl("libcuda.so.1", libc::RTLD_NOW | libc::RTLD_LOCAL) {
-        Ok(h) => {
-            let p = loaded_path(h);
-            say("cuda.path", &p);
-            say("cuda.shim", is_vgpu_shim(Path::new(&p)) as u8);
-            Some(h)
-        }
-        Err(e) => {
-            say("cuda.error", e);
-            None
-        }
-    };
-    let nvml = match dl("libnvidia-ml.so.1", libc::RTLD_NOW | libc::RTLD_LOCAL) {
-        Ok(h) => {
-            let p = loaded_path(h);
-            say("nvml.path", &p);
-            say("nvml.shim", is_vgpu_shim(Path::new(&p)) as u8);
-            Some(h)
-        }
-        Err(e) => {
-            say("nvml.error", e);
-            None
-        }
-    };
-    let uuid = cuda.and_then(probe_cuda);
-    if let Some(h) = nvml {
-        probe_nvml(h, uuid);
+    let cuda = open_reported("cuda", "libcuda.so.1");
+    let nvml = open_reported("nvml", "libnvidia-ml.so.1");
+    let uuid = cuda.and_then(|l| probe_cuda(&l.cuda()));
+    if let Some(l) = nvml {
+        probe_nvml(&l.nvml(), uuid);
     }
 }
 
 /// Reports the CUDA facts; returns device 0's UUID in NVML's form.
-fn probe_cuda(h: *mut c_void) -> Option<String> {
-    let (Some(init), Some(ver), Some(count)) = (
-        sym::<CuFn0>(h, c"cuInit"),
-        sym::<CuIntOut>(h, c"cuDriverGetVersion"),
-        sym::<CuIntOut>(h, c"cuDeviceGetCount"),
-    ) else {
-        say("cuda.missing_symbols", 1);
-        return None;
-    };
-    let mut uuid = None;
-    // SAFETY: prototypes from cuda.h.
-    unsafe {
-        say("cuda.init", init(0));
-        let mut v = 0;
-        if ver(&mut v) == 0 {
-            say("cuda.driver_version", v);
-        }
-        let mut n = 0;
-        if count(&mut n) != 0 || n < 1 {
-            say("cuda.count", 0);
-            return None;
-        }
-        say("cuda.count", n);
-        type Attr = unsafe extern "C" fn(*mut c_int, c_int, c_int) -> c_int;
-        type Name = unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_int;
-        type Uuid = unsafe extern "C" fn(*mut [u8; 16], c_int) -> c_int;
-        type Bus = unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_int;
-        let attr = |a: c_int| -> Option<c_int> {
-            let f = sym::<Attr>(h, c"cuDeviceGetAttribute")?;
-            let mut v = 0;
-            (f(&mut v, a, 0) == 0).then_some(v)
+fn probe_cuda(t: &Cuda) -> Option<String> {
+    use cuda_types::cuda::*;
+    macro_rules! cu {
+        ($f:ident ( $($a:expr),* )) => {
+            super::driver::driver_call!(t, $f($($a),*), CUresult::CUDA_ERROR_NOT_FOUND)
         };
-        if let (Some(ma), Some(mi)) = (attr(75), attr(76)) {
-            say("cuda.cc", format!("{ma}.{mi}"));
-        }
-        if let Some(v) = attr(102) {
-            say("cuda.vmm", v);
-        }
-        if let Some(f) = sym::<Name>(h, c"cuDeviceGetName") {
-            let mut b = [0 as c_char; 128];
-            if f(b.as_mut_ptr(), 128, 0) == 0 {
-                say("cuda.name", CStr::from_ptr(b.as_ptr()).to_string_lossy());
-            }
-        }
-        if let Some(f) = sym::<Bus>(h, c"cuDeviceGetPCIBusId") {
-            let mut b = [0 as c_char; 32];
-            if f(b.as_mut_ptr(), 32, 0) == 0 {
-                say(
-                    "cuda.busid",
-                    CStr::from_ptr(b.as_ptr()).to_string_lossy().to_lowercase(),
-                );
-            }
-        }
-        if let Some(f) = sym::<Uuid>(h, c"cuDeviceGetUuid") {
-            let mut u = [0u8; 16];
-            if f(&mut u, 0) == 0 {
-                let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
-                let s = format!(
-                    "GPU-{}-{}-{}-{}-{}",
-                    &hex[0..8],
-                    &hex[8..12],
-                    &hex[12..16],
-                    &hex[16..20],
-                    &hex[20..]
-                );
-                say("cuda.uuid", &s);
-                uuid = Some(s);
-            }
-        }
-        // CUmemAllocationProp for pinned device memory on device 0.
-        #[repr(C)]
-        struct Prop {
-            ty: c_int,
-            handle_types: c_int,
-            loc_type: c_int,
-            loc_id: c_int,
-            win32: *mut c_void,
-            alloc_flags: [u8; 8],
-        }
-        type Gran = unsafe extern "C" fn(*mut usize, *const Prop, c_int) -> c_int;
-        if let Some(f) = sym::<Gran>(h, c"cuMemGetAllocationGranularity") {
-            let prop = Prop {
-                ty: 1,
-                handle_types: 0,
-                loc_type: 1,
-                loc_id: 0,
-                win32: std::ptr::null_mut(),
-                alloc_flags: [0; 8],
-            };
-            let mut g = 0usize;
-            say("cuda.granularity_rc", f(&mut g, &prop, 1));
-        }
     }
+    say("cuda.init", cu!(cuInit(0)).0);
+    let mut v = 0;
+    if cu!(cuDriverGetVersion(&mut v)).0 == 0 {
+        say("cuda.driver_version", v);
+    }
+    let mut n = 0;
+    if cu!(cuDeviceGetCount(&mut n)).0 != 0 || n < 1 {
+        say("cuda.count", 0);
+        return None;
+    }
+    say("cuda.count", n);
+    let attr = |a: CUdevice_attribute| -> Option<c_int> {
+        let mut v = 0;
+        (cu!(cuDeviceGetAttribute(&mut v, a, 0)).0 == 0).then_some(v)
+    };
+    if let (Some(ma), Some(mi)) = (
+        attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
+        attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
+    ) {
+        say("cuda.cc", format!("{ma}.{mi}"));
+    }
+    if let Some(v) =
+        attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED)
+    {
+        say("cuda.vmm", v);
+    }
+    let mut b = [0 as c_char; 128];
+    if cu!(cuDeviceGetName(b.as_mut_ptr(), 128, 0)).0 == 0 {
+        say("cuda.name", text(&b));
+    }
+    let mut b = [0 as c_char; 32];
+    if cu!(cuDeviceGetPCIBusId(b.as_mut_ptr(), 32, 0)).0 == 0 {
+        say("cuda.busid", text(&b).to_lowercase());
+    }
+    let mut uuid = None;
+    let mut u = CUuuid::default();
+    if cu!(cuDeviceGetUuid(&mut u, 0)).0 == 0 {
+        let hex: String = u
+            .bytes
+            .iter()
+            .map(|b| format!("{:02x}", *b as u8))
+            .collect();
+        let s = format!(
+            "GPU-{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        );
+        say("cuda.uuid", &s);
+        uuid = Some(s);
+    }
+    // What ggml asks before using VMM: pinned device memory on device 0.
+    let prop = CUmemAllocationProp {
+        type_: CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
+        location: CUmemLocation {
+            type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
+            __bindgen_anon_1: CUmemLocation_st__bindgen_ty_1 { id: 0 },
+        },
+        ..Default::default()
+    };
+    let mut g = 0usize;
+    let rc = cu!(cuMemGetAllocationGranularity(
+        &mut g,
+        &prop,
+        CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_RECOMMENDED
+    ));
+    say("cuda.granularity_rc", rc.0);
     uuid
 }
 
-fn probe_nvml(h: *mut c_void, uuid: Option<String>) {
-    type Init = unsafe extern "C" fn() -> c_int;
-    type ByUuid = unsafe extern "C" fn(*const c_char, *mut *mut c_void) -> c_int;
-    type ByIndex = unsafe extern "C" fn(u32, *mut *mut c_void) -> c_int;
-    type Mem = unsafe extern "C" fn(*mut c_void, *mut [u64; 3]) -> c_int;
-    let Some(init) = sym::<Init>(h, c"nvmlInit_v2") else {
-        say("nvml.missing_symbols", 1);
+fn probe_nvml(t: &Nvml, uuid: Option<String>) {
+    use cuda_types::nvml::*;
+    macro_rules! nv {
+        ($f:ident ( $($a:expr),* )) => {
+            super::driver::driver_call!(t, $f($($a),*), nvmlReturn_t::NVML_ERROR_FUNCTION_NOT_FOUND)
+        };
+    }
+    let rc = nv!(nvmlInit_v2());
+    say("nvml.init", rc.0);
+    if rc.0 != 0 {
         return;
-    };
-    // SAFETY: prototypes from nvml.h.
-    unsafe {
-        let rc = init();
-        say("nvml.init", rc);
-        if rc != 0 {
-            return;
-        }
-        let mut dev: *mut c_void = std::ptr::null_mut();
-        if let Some(u) = uuid {
-            if let Some(f) = sym::<ByUuid>(h, c"nvmlDeviceGetHandleByUUID") {
-                let c = CString::new(u).unwrap();
-                say("nvml.by_uuid", f(c.as_ptr(), &mut dev));
-            }
-        }
-        if dev.is_null() {
-            if let Some(f) = sym::<ByIndex>(h, c"nvmlDeviceGetHandleByIndex_v2") {
-                f(0, &mut dev);
-            }
-        }
-        if let Some(f) = sym::<Mem>(h, c"nvmlDeviceGetMemoryInfo") {
-            let mut m = [0u64; 3];
-            let rc = f(dev, &mut m);
-            say("nvml.memory", rc);
-            if rc == 0 {
-                say("nvml.total", m[0]);
-            }
-        }
+    }
+    let mut dev: nvmlDevice_t = std::ptr::null_mut();
+    if let Some(u) = uuid {
+        let c = std::ffi::CString::new(u).expect("a UUID string has no NUL");
+        say(
+            "nvml.by_uuid",
+            nv!(nvmlDeviceGetHandleByUUID(c.as_ptr(), &mut dev)).0,
+        );
+    }
+    if dev.is_null() {
+        nv!(nvmlDeviceGetHandleByIndex_v2(0, &mut dev));
+    }
+    let mut m = nvmlMemory_t::default();
+    let rc = nv!(nvmlDeviceGetMemoryInfo(dev, &mut m));
+    say("nvml.memory", rc.0);
+    if rc.0 == 0 {
+        say("nvml.total", m.total);
     }
 }
 

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod doctor;
+pub mod driver;
 pub mod host;
 pub mod install;
 pub mod isolate;

@@ -4,14 +4,10 @@
 use super::libs::find_shims;
 use clap::Args;
 use cuda_types::nvml::*;
-use std::ffi::{c_char, c_uint, CStr, CString};
+use std::ffi::{c_char, c_uint, CStr};
 use std::process::ExitCode;
 
-mod table {
-    use cuda_types::nvml::*;
-    cuda_types::with_nvml_functions!(api_macros::driver_table { name = Nvml });
-}
-use table::Nvml;
+use super::driver::{text, Library, Nvml};
 
 #[derive(Args)]
 pub struct SmiArgs {
@@ -20,51 +16,9 @@ pub struct SmiArgs {
     pub library: Option<std::path::PathBuf>,
 }
 
-struct Loaded {
-    nvml: Nvml,
-}
-
-fn load(path: &std::path::Path) -> Result<Loaded, String> {
-    let c =
-        CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| "bad path".to_string())?;
-    // SAFETY: dlopen of a library path; RTLD_LOCAL keeps its symbols (incl.
-    // the shim's libc hooks) out of this process's global scope.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    if h.is_null() {
-        // SAFETY: dlerror returns a thread-local C string or null.
-        let err = unsafe { libc::dlerror() };
-        let msg = if err.is_null() {
-            "unknown error".into()
-        } else {
-            // SAFETY: non-null dlerror result is a NUL-terminated string.
-            unsafe { CStr::from_ptr(err) }
-                .to_string_lossy()
-                .into_owned()
-        };
-        return Err(format!("{}: {msg}", path.display()));
-    }
-    // SAFETY: every name is resolved in that library, whose functions have
-    // the prototypes of the pinned nvml.h.
-    let nvml = unsafe { Nvml::load(|name| libc::dlsym(h, name.as_ptr())) };
-    Ok(Loaded { nvml })
-}
-
-fn text(buf: &[c_char]) -> String {
-    let bytes: Vec<u8> = buf
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 macro_rules! call {
     ($nvml:expr, $f:ident ( $($a:expr),* )) => {
-        match $nvml.$f {
-            // SAFETY: arguments follow the NVML prototype of the function.
-            Some(f) => unsafe { f($($a),*) },
-            None => nvmlReturn_t::NVML_ERROR_FUNCTION_NOT_FOUND,
-        }
+        super::driver::driver_call!($nvml, $f($($a),*), nvmlReturn_t::NVML_ERROR_FUNCTION_NOT_FOUND)
     };
 }
 
@@ -87,14 +41,14 @@ pub fn smi(args: SmiArgs) -> ExitCode {
             }
         },
     };
-    let lib = match load(&path) {
-        Ok(l) => l,
+    let nvml = match Library::open(path.as_os_str().as_encoded_bytes()) {
+        Ok(l) => l.nvml(),
         Err(e) => {
-            eprintln!("vgpu smi: {e}");
+            eprintln!("vgpu smi: {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
     };
-    match print_table(&lib.nvml) {
+    match print_table(&nvml) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vgpu smi: {e}");
