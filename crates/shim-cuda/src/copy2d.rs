@@ -453,19 +453,13 @@ pub unsafe fn memcpy2d_v1(p: *const CUDA_MEMCPY2D_v1) -> Result<(), CUresult> {
     unsafe { copy_2d(&widen_2d(&read(p, "cuMemcpy2D")?), When::Sync) }
 }
 
-pub unsafe fn memcpy2d_async_v2(p: *const CUDA_MEMCPY2D, s: CUstream) -> Result<(), CUresult> {
+pub unsafe fn memcpy2d_async_v2(
+    p: *const CUDA_MEMCPY2D,
+    s: CUstream,
+    null: Null,
+) -> Result<(), CUresult> {
     // SAFETY: forwarded caller contract.
-    unsafe { copy_2d(&read(p, "cuMemcpy2DAsync")?, When::Async(s, Null::Legacy)) }
-}
-
-pub unsafe fn memcpy2d_async_v2_ptsz(p: *const CUDA_MEMCPY2D, s: CUstream) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe {
-        copy_2d(
-            &read(p, "cuMemcpy2DAsync")?,
-            When::Async(s, Null::PerThread),
-        )
-    }
+    unsafe { copy_2d(&read(p, "cuMemcpy2DAsync")?, When::Async(s, null)) }
 }
 
 pub unsafe fn memcpy2d_async_v1(p: *const CUDA_MEMCPY2D_v1, s: CUstream) -> Result<(), CUresult> {
@@ -488,19 +482,13 @@ pub unsafe fn memcpy3d_v1(p: *const CUDA_MEMCPY3D_v1) -> Result<(), CUresult> {
     unsafe { copy_3d(&widen_3d(&read(p, "cuMemcpy3D")?), When::Sync) }
 }
 
-pub unsafe fn memcpy3d_async_v2(p: *const CUDA_MEMCPY3D, s: CUstream) -> Result<(), CUresult> {
+pub unsafe fn memcpy3d_async_v2(
+    p: *const CUDA_MEMCPY3D,
+    s: CUstream,
+    null: Null,
+) -> Result<(), CUresult> {
     // SAFETY: forwarded caller contract.
-    unsafe { copy_3d(&read(p, "cuMemcpy3DAsync")?, When::Async(s, Null::Legacy)) }
-}
-
-pub unsafe fn memcpy3d_async_v2_ptsz(p: *const CUDA_MEMCPY3D, s: CUstream) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe {
-        copy_3d(
-            &read(p, "cuMemcpy3DAsync")?,
-            When::Async(s, Null::PerThread),
-        )
-    }
+    unsafe { copy_3d(&read(p, "cuMemcpy3DAsync")?, When::Async(s, null)) }
 }
 
 pub unsafe fn memcpy3d_async_v1(p: *const CUDA_MEMCPY3D_v1, s: CUstream) -> Result<(), CUresult> {

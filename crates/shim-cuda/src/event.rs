@@ -111,7 +111,7 @@ pub fn destroy(h: CUevent) -> Result<(), CUresult> {
     check::host(&EventDestroy { event: e.remote })
 }
 
-fn record_in(h: CUevent, s: CUstream, flags: c_uint, null: Null) -> Result<(), CUresult> {
+pub fn record(h: CUevent, s: CUstream, flags: c_uint, null: Null) -> Result<(), CUresult> {
     driver::get()?;
     if flags & !RECORD_FLAGS != 0 {
         return Err(reject(
@@ -132,22 +132,6 @@ fn record_in(h: CUevent, s: CUstream, flags: c_uint, null: Null) -> Result<(), C
         stream: t.stream,
         flags,
     })
-}
-
-pub fn record(h: CUevent, s: CUstream) -> Result<(), CUresult> {
-    record_in(h, s, 0, Null::Legacy)
-}
-
-pub fn record_ptsz(h: CUevent, s: CUstream) -> Result<(), CUresult> {
-    record_in(h, s, 0, Null::PerThread)
-}
-
-pub fn record_with_flags(h: CUevent, s: CUstream, flags: c_uint) -> Result<(), CUresult> {
-    record_in(h, s, flags, Null::Legacy)
-}
-
-pub fn record_with_flags_ptsz(h: CUevent, s: CUstream, flags: c_uint) -> Result<(), CUresult> {
-    record_in(h, s, flags, Null::PerThread)
 }
 
 /// CUDA_ERROR_NOT_READY while the record is pending (an answer, not a
@@ -191,7 +175,7 @@ pub unsafe fn elapsed_time(ms: *mut f32, start: CUevent, end: CUevent) -> Result
     Ok(())
 }
 
-fn wait_in(s: CUstream, h: CUevent, flags: c_uint, null: Null) -> Result<(), CUresult> {
+pub fn stream_wait(s: CUstream, h: CUevent, flags: c_uint, null: Null) -> Result<(), CUresult> {
     driver::get()?;
     if flags & !WAIT_FLAGS != 0 {
         return Err(reject(
@@ -208,14 +192,6 @@ fn wait_in(s: CUstream, h: CUevent, flags: c_uint, null: Null) -> Result<(), CUr
         event: e.remote,
         flags,
     })
-}
-
-pub fn stream_wait(s: CUstream, h: CUevent, flags: c_uint) -> Result<(), CUresult> {
-    wait_in(s, h, flags, Null::Legacy)
-}
-
-pub fn stream_wait_ptsz(s: CUstream, h: CUevent, flags: c_uint) -> Result<(), CUresult> {
-    wait_in(s, h, flags, Null::PerThread)
 }
 
 #[cfg(test)]

@@ -280,19 +280,10 @@ pub unsafe fn memcpy_async(
     src: CUdeviceptr,
     n: usize,
     s: CUstream,
+    null: Null,
 ) -> Result<(), CUresult> {
     // SAFETY: forwarded caller contract.
-    unsafe { unified(dst, src, n as u64, When::Async(s, Null::Legacy)) }
-}
-
-pub unsafe fn memcpy_async_ptsz(
-    dst: CUdeviceptr,
-    src: CUdeviceptr,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { unified(dst, src, n as u64, When::Async(s, Null::PerThread)) }
+    unsafe { unified(dst, src, n as u64, When::Async(s, null)) }
 }
 
 pub unsafe fn htod_v2(dst: CUdeviceptr, src: *const c_void, n: usize) -> Result<(), CUresult> {
@@ -310,19 +301,10 @@ pub unsafe fn htod_async_v2(
     src: *const c_void,
     n: usize,
     s: CUstream,
+    null: Null,
 ) -> Result<(), CUresult> {
     // SAFETY: forwarded caller contract.
-    unsafe { htod(dst, src, n as u64, When::Async(s, Null::Legacy)) }
-}
-
-pub unsafe fn htod_async_v2_ptsz(
-    dst: CUdeviceptr,
-    src: *const c_void,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { htod(dst, src, n as u64, When::Async(s, Null::PerThread)) }
+    unsafe { htod(dst, src, n as u64, When::Async(s, null)) }
 }
 
 pub unsafe fn htod_async_v1(
@@ -350,19 +332,10 @@ pub unsafe fn dtoh_async_v2(
     src: CUdeviceptr,
     n: usize,
     s: CUstream,
+    null: Null,
 ) -> Result<(), CUresult> {
     // SAFETY: forwarded caller contract.
-    unsafe { dtoh(dst, src, n as u64, When::Async(s, Null::Legacy)) }
-}
-
-pub unsafe fn dtoh_async_v2_ptsz(
-    dst: *mut c_void,
-    src: CUdeviceptr,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { dtoh(dst, src, n as u64, When::Async(s, Null::PerThread)) }
+    unsafe { dtoh(dst, src, n as u64, When::Async(s, null)) }
 }
 
 pub unsafe fn dtoh_async_v1(
@@ -388,17 +361,9 @@ pub fn dtod_async_v2(
     src: CUdeviceptr,
     n: usize,
     s: CUstream,
+    null: Null,
 ) -> Result<(), CUresult> {
-    dtod_checked(dst, src, n as u64, When::Async(s, Null::Legacy))
-}
-
-pub fn dtod_async_v2_ptsz(
-    dst: CUdeviceptr,
-    src: CUdeviceptr,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    dtod_checked(dst, src, n as u64, When::Async(s, Null::PerThread))
+    dtod_checked(dst, src, n as u64, When::Async(s, null))
 }
 
 pub fn dtod_async_v1(
@@ -460,19 +425,9 @@ pub fn peer_async(
     sc: CUcontext,
     n: usize,
     s: CUstream,
+    null: Null,
 ) -> Result<(), CUresult> {
-    peer(dst, dc, src, sc, n as u64, When::Async(s, Null::Legacy))
-}
-
-pub fn peer_async_ptsz(
-    dst: CUdeviceptr,
-    dc: CUcontext,
-    src: CUdeviceptr,
-    sc: CUcontext,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    peer(dst, dc, src, sc, n as u64, When::Async(s, Null::PerThread))
+    peer(dst, dc, src, sc, n as u64, When::Async(s, null))
 }
 
 // ---- memset ----
@@ -528,32 +483,30 @@ fn memset(
     })
 }
 
-/// The 1D and 2D memsets of one element size and one stream convention.
+/// The 1D and 2D memsets of one element size, synchronous or (with the
+/// stream and its NULL convention after the C arguments) stream-ordered.
 macro_rules! memset_entry_points {
-    (@when $null:expr) => { When::Sync };
-    (@when $null:expr, $s:ident) => { When::Async($s, $null) };
-    ($($name:ident, $name2d:ident, $value:ty, $elem:literal, $null:expr $(, $s:ident)?);* $(;)?) => {$(
-        pub fn $name(dst: CUdeviceptr, v: $value, n: usize $(, $s: CUstream)?) -> Result<(), CUresult> {
-            let when = memset_entry_points!(@when $null $(, $s)?);
+    (@when) => { When::Sync };
+    (@when $s:ident, $null:ident) => { When::Async($s, $null) };
+    ($($name:ident, $name2d:ident, $value:ty, $elem:literal $(, $s:ident, $null:ident)?);* $(;)?) => {$(
+        pub fn $name(dst: CUdeviceptr, v: $value, n: usize $(, $s: CUstream, $null: Null)?) -> Result<(), CUresult> {
+            let when = memset_entry_points!(@when $($s, $null)?);
             memset(dst, 0, u32::from(v), $elem, n as u64, 1, when)
         }
-        pub fn $name2d(dst: CUdeviceptr, pitch: usize, v: $value, w: usize, h: usize $(, $s: CUstream)?) -> Result<(), CUresult> {
-            let when = memset_entry_points!(@when $null $(, $s)?);
+        pub fn $name2d(dst: CUdeviceptr, pitch: usize, v: $value, w: usize, h: usize $(, $s: CUstream, $null: Null)?) -> Result<(), CUresult> {
+            let when = memset_entry_points!(@when $($s, $null)?);
             memset(dst, pitch as u64, u32::from(v), $elem, w as u64, h as u64, when)
         }
     )*};
 }
 
 memset_entry_points! {
-    memset_d8, memset_d2d8, c_uchar, 1, Null::Legacy;
-    memset_d16, memset_d2d16, c_ushort, 2, Null::Legacy;
-    memset_d32, memset_d2d32, c_uint, 4, Null::Legacy;
-    memset_d8_async, memset_d2d8_async, c_uchar, 1, Null::Legacy, s;
-    memset_d16_async, memset_d2d16_async, c_ushort, 2, Null::Legacy, s;
-    memset_d32_async, memset_d2d32_async, c_uint, 4, Null::Legacy, s;
-    memset_d8_async_ptsz, memset_d2d8_async_ptsz, c_uchar, 1, Null::PerThread, s;
-    memset_d16_async_ptsz, memset_d2d16_async_ptsz, c_ushort, 2, Null::PerThread, s;
-    memset_d32_async_ptsz, memset_d2d32_async_ptsz, c_uint, 4, Null::PerThread, s;
+    memset_d8, memset_d2d8, c_uchar, 1;
+    memset_d16, memset_d2d16, c_ushort, 2;
+    memset_d32, memset_d2d32, c_uint, 4;
+    memset_d8_async, memset_d2d8_async, c_uchar, 1, s, null;
+    memset_d16_async, memset_d2d16_async, c_ushort, 2, s, null;
+    memset_d32_async, memset_d2d32_async, c_uint, 4, s, null;
 }
 
 pub fn memset_d8_v1(dst: CUdeviceptr_v1, v: c_uchar, n: c_uint) -> Result<(), CUresult> {

@@ -145,7 +145,7 @@ pub fn trim_to(pool: CUmemoryPool, keep: usize) -> Result<(), CUresult> {
     })
 }
 
-unsafe fn alloc_async(
+pub unsafe fn mem_alloc_async(
     out: *mut CUdeviceptr,
     size: usize,
     h: CUstream,
@@ -183,28 +183,10 @@ unsafe fn alloc_async(
     unsafe { out.write_or(ptr, INVALID_VALUE) }
 }
 
-pub unsafe fn mem_alloc_async(
-    out: *mut CUdeviceptr,
-    size: usize,
-    h: CUstream,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { alloc_async(out, size, h, Null::Legacy) }
-}
-
-pub unsafe fn mem_alloc_async_ptsz(
-    out: *mut CUdeviceptr,
-    size: usize,
-    h: CUstream,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { alloc_async(out, size, h, Null::PerThread) }
-}
-
 /// Leaves the table at once: from the application's view the pointer is
 /// gone when the call returns, even though the host frees it in stream
 /// order.
-fn free_async(ptr: CUdeviceptr, h: CUstream, null: Null) -> Result<(), CUresult> {
+pub fn mem_free_async(ptr: CUdeviceptr, h: CUstream, null: Null) -> Result<(), CUresult> {
     let t = stream::target(h, null)?;
     let taken = devmem::take_base(ptr, |r| matches!(r.kind, Kind::Alloc | Kind::Async { .. }));
     let Some(range) = taken else {
@@ -219,14 +201,6 @@ fn free_async(ptr: CUdeviceptr, h: CUstream, null: Null) -> Result<(), CUresult>
         ptr,
     })
     .inspect_err(|_| devmem::record(range.clone()))
-}
-
-pub fn mem_free_async(ptr: CUdeviceptr, h: CUstream) -> Result<(), CUresult> {
-    free_async(ptr, h, Null::Legacy)
-}
-
-pub fn mem_free_async_ptsz(ptr: CUdeviceptr, h: CUstream) -> Result<(), CUresult> {
-    free_async(ptr, h, Null::PerThread)
 }
 
 #[cfg(test)]

@@ -131,7 +131,8 @@ pub fn submit<C: Call<Reply = ()>>(call: &C) -> Result<(), CUresult> {
     vgpu_guest::client::queue(call).map_err(driver::to_cuda)
 }
 
-unsafe fn create(ph: *mut CUstream, flags: c_uint, priority: c_int) -> Result<(), CUresult> {
+/// `cuStreamCreateWithPriority`, and `cuStreamCreate` at [`PRIORITY_LEAST`].
+pub unsafe fn create(ph: *mut CUstream, flags: c_uint, priority: c_int) -> Result<(), CUresult> {
     driver::get()?;
     if ph.is_null() {
         return Err(reject(
@@ -163,20 +164,6 @@ unsafe fn create(ph: *mut CUstream, flags: c_uint, priority: c_int) -> Result<()
     LIVE.write().insert(handle as usize, s);
     // SAFETY: checked non-null; writable by API contract.
     unsafe { ph.write_or(handle, INVALID_VALUE) }
-}
-
-pub unsafe fn create_default(ph: *mut CUstream, flags: c_uint) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { create(ph, flags, PRIORITY_LEAST) }
-}
-
-pub unsafe fn create_with_priority(
-    ph: *mut CUstream,
-    flags: c_uint,
-    priority: c_int,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { create(ph, flags, priority) }
 }
 
 /// Only the thread that takes the stream out of the registry tells the
@@ -211,21 +198,13 @@ fn wait(t: &Target) -> Result<(), CUresult> {
     }
 }
 
-fn synchronize_in(h: CUstream, null: Null) -> Result<(), CUresult> {
+pub fn synchronize(h: CUstream, null: Null) -> Result<(), CUresult> {
     wait(&target(h, null)?)
-}
-
-pub fn synchronize(h: CUstream) -> Result<(), CUresult> {
-    synchronize_in(h, Null::Legacy)
-}
-
-pub fn synchronize_ptsz(h: CUstream) -> Result<(), CUresult> {
-    synchronize_in(h, Null::PerThread)
 }
 
 /// A default stream is queried by waiting for it: "idle" is then the true
 /// answer, at the price of a blocking query.
-fn query_in(h: CUstream, null: Null) -> Result<(), CUresult> {
+pub fn query(h: CUstream, null: Null) -> Result<(), CUresult> {
     let t = target(h, null)?;
     match &t.object {
         Some(s) => check::host(&StreamQuery { stream: s.remote }),
@@ -233,68 +212,30 @@ fn query_in(h: CUstream, null: Null) -> Result<(), CUresult> {
     }
 }
 
-pub fn query(h: CUstream) -> Result<(), CUresult> {
-    query_in(h, Null::Legacy)
-}
-
-pub fn query_ptsz(h: CUstream) -> Result<(), CUresult> {
-    query_in(h, Null::PerThread)
-}
-
 /// The default streams have priority 0 and no flags; asking needs a
 /// current context, as every question about them does.
-unsafe fn get_priority_in(h: CUstream, out: *mut c_int, null: Null) -> Result<(), CUresult> {
+pub unsafe fn get_priority(h: CUstream, out: *mut c_int, null: Null) -> Result<(), CUresult> {
     let t = target(h, null)?;
     let p = t.object.map_or(PRIORITY_LEAST, |s| s.priority);
     // SAFETY: API contract: out is writable or null.
     unsafe { out.write_or(p, INVALID_VALUE) }
 }
 
-pub unsafe fn get_priority(h: CUstream, out: *mut c_int) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { get_priority_in(h, out, Null::Legacy) }
-}
-
-pub unsafe fn get_priority_ptsz(h: CUstream, out: *mut c_int) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { get_priority_in(h, out, Null::PerThread) }
-}
-
-unsafe fn get_flags_in(h: CUstream, out: *mut c_uint, null: Null) -> Result<(), CUresult> {
+pub unsafe fn get_flags(h: CUstream, out: *mut c_uint, null: Null) -> Result<(), CUresult> {
     let t = target(h, null)?;
     let f = t.object.map_or(0, |s| s.flags);
     // SAFETY: API contract: out is writable or null.
     unsafe { out.write_or(f, INVALID_VALUE) }
 }
 
-pub unsafe fn get_flags(h: CUstream, out: *mut c_uint) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { get_flags_in(h, out, Null::Legacy) }
-}
-
-pub unsafe fn get_flags_ptsz(h: CUstream, out: *mut c_uint) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { get_flags_in(h, out, Null::PerThread) }
-}
-
-unsafe fn get_ctx_in(h: CUstream, out: *mut CUcontext, null: Null) -> Result<(), CUresult> {
+pub unsafe fn get_ctx(h: CUstream, out: *mut CUcontext, null: Null) -> Result<(), CUresult> {
     let t = target(h, null)?;
     // SAFETY: API contract: out is writable or null.
     unsafe { out.write_or(t.ctx.handle(), INVALID_VALUE) }
 }
 
-pub unsafe fn get_ctx(h: CUstream, out: *mut CUcontext) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { get_ctx_in(h, out, Null::Legacy) }
-}
-
-pub unsafe fn get_ctx_ptsz(h: CUstream, out: *mut CUcontext) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { get_ctx_in(h, out, Null::PerThread) }
-}
-
 /// vgpu has no green contexts, so a stream's green context is always NULL.
-unsafe fn get_ctx_v2_in(
+pub unsafe fn get_ctx_v2(
     h: CUstream,
     out: *mut CUcontext,
     green: *mut CUgreenCtx,
@@ -318,24 +259,6 @@ unsafe fn get_ctx_v2_in(
         }
     }
     Ok(())
-}
-
-pub unsafe fn get_ctx_v2(
-    h: CUstream,
-    out: *mut CUcontext,
-    green: *mut CUgreenCtx,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { get_ctx_v2_in(h, out, green, Null::Legacy) }
-}
-
-pub unsafe fn get_ctx_v2_ptsz(
-    h: CUstream,
-    out: *mut CUcontext,
-    green: *mut CUgreenCtx,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { get_ctx_v2_in(h, out, green, Null::PerThread) }
 }
 
 /// Forgets the streams of a destroyed context (the host dropped them).
