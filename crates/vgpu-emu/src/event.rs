@@ -83,10 +83,6 @@ pub fn event_record_with_flags(ev: CUevent, s: CUstream, flags: c_uint) -> Resul
     Ok(())
 }
 
-pub fn event_record(ev: CUevent, s: CUstream) -> Result<(), CUresult> {
-    event_record_with_flags(ev, s, 0)
-}
-
 /// Complete whether or not it was recorded, as the driver documents.
 pub fn event_query(ev: CUevent) -> Result<(), CUresult> {
     check(ev)

@@ -380,16 +380,6 @@ pub unsafe fn occupancy_max_active_blocks_with_flags(
     Ok(())
 }
 
-pub unsafe fn occupancy_max_active_blocks(
-    out: *mut c_int,
-    f: CUfunction,
-    block: c_int,
-    dyn_smem: usize,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { occupancy_max_active_blocks_with_flags(out, f, block, dyn_smem, 0) }
-}
-
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn occupancy_max_potential_block_size_with_flags(
     min_grid: *mut c_int,
@@ -442,28 +432,6 @@ pub unsafe fn occupancy_max_potential_block_size_with_flags(
         block_size.write_unaligned(best_threads as c_int);
     }
     Ok(())
-}
-
-pub unsafe fn occupancy_max_potential_block_size(
-    min_grid: *mut c_int,
-    block_size: *mut c_int,
-    f: CUfunction,
-    smem_for_block: CUoccupancyB2DSize,
-    dyn_smem: usize,
-    limit: c_int,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe {
-        occupancy_max_potential_block_size_with_flags(
-            min_grid,
-            block_size,
-            f,
-            smem_for_block,
-            dyn_smem,
-            limit,
-            0,
-        )
-    }
 }
 
 pub unsafe fn occupancy_available_dynamic_smem(

@@ -202,7 +202,7 @@ pub mod cuda_exports {
             cuMemPoolSetAttribute => memory::pool_set_attribute,
 
             // Streams (work runs when enqueued: every stream is complete)
-            cuStreamCreate => stream::stream_create,
+            cuStreamCreate => stream::stream_create_with_priority[0],
             cuStreamCreateWithPriority => stream::stream_create_with_priority,
             cuStreamDestroy => stream::stream_destroy,
             cuStreamDestroy_v2 => stream::stream_destroy,
@@ -228,8 +228,8 @@ pub mod cuda_exports {
 
             // Events
             cuEventCreate => event::event_create,
-            cuEventRecord => event::event_record,
-            cuEventRecord_ptsz => event::event_record,
+            cuEventRecord => event::event_record_with_flags[0],
+            cuEventRecord_ptsz => event::event_record_with_flags[0],
             cuEventRecordWithFlags => event::event_record_with_flags,
             cuEventRecordWithFlags_ptsz => event::event_record_with_flags,
             cuEventQuery => event::event_query,
@@ -289,9 +289,9 @@ pub mod cuda_exports {
             cuLaunchKernelEx_ptsz => launch::launch_kernel_ex,
             cuLaunchCooperativeKernel => launch::launch_cooperative_kernel,
             cuLaunchCooperativeKernel_ptsz => launch::launch_cooperative_kernel,
-            cuOccupancyMaxActiveBlocksPerMultiprocessor => launch::occupancy_max_active_blocks,
+            cuOccupancyMaxActiveBlocksPerMultiprocessor => launch::occupancy_max_active_blocks_with_flags[0],
             cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags => launch::occupancy_max_active_blocks_with_flags,
-            cuOccupancyMaxPotentialBlockSize => launch::occupancy_max_potential_block_size,
+            cuOccupancyMaxPotentialBlockSize => launch::occupancy_max_potential_block_size_with_flags[0],
             cuOccupancyMaxPotentialBlockSizeWithFlags => launch::occupancy_max_potential_block_size_with_flags,
             cuOccupancyAvailableDynamicSMemPerBlock => launch::occupancy_available_dynamic_smem,
 
@@ -319,9 +319,9 @@ pub mod nvml_exports {
         lookup = exported_nvml_symbol,
         implemented {
             // Library
-            nvmlInit => nvml::init,
-            nvmlInit_v2 => nvml::init,
-            nvmlInitWithFlags => nvml::init_with_flags,
+            nvmlInit => nvml::init[0],
+            nvmlInit_v2 => nvml::init[0],
+            nvmlInitWithFlags => nvml::init,
             nvmlShutdown => nvml::shutdown,
             nvmlErrorString => errors::nvml_error_string,
             nvmlSystemGetDriverVersion => nvml::system_get_driver_version,

@@ -59,14 +59,11 @@ unsafe fn out_str(buf: *mut c_char, len: c_uint, s: &str) -> R {
     unsafe { write_c_string(buf, len as usize, s) }.map_err(|_| INSUFFICIENT_SIZE)
 }
 
-pub fn init() -> R {
+/// `nvmlInitWithFlags`, and `nvmlInit` with no flags: NO_GPUS (1) and
+/// NO_ATTACH (2) change nothing for a software device.
+pub fn init(_flags: c_uint) -> R {
     *REFCOUNT.lock() += 1;
     Ok(())
-}
-
-/// NO_GPUS (1) and NO_ATTACH (2) change nothing for a software device.
-pub fn init_with_flags(_flags: c_uint) -> R {
-    init()
 }
 
 pub fn shutdown() -> R {

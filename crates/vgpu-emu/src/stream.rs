@@ -92,7 +92,12 @@ pub fn release_context(ctx: u64) {
     STREAMS.lock().retain(|_, s| s.ctx.id != ctx);
 }
 
-fn create(out: *mut CUstream, flags: c_uint, priority: c_int) -> Result<(), CUresult> {
+/// `cuStreamCreateWithPriority`, and `cuStreamCreate` at priority 0.
+pub unsafe fn stream_create_with_priority(
+    out: *mut CUstream,
+    flags: c_uint,
+    priority: c_int,
+) -> Result<(), CUresult> {
     if out.is_null() || flags & !NON_BLOCKING != 0 {
         return Err(INVALID_VALUE);
     }
@@ -107,18 +112,6 @@ fn create(out: *mut CUstream, flags: c_uint, priority: c_int) -> Result<(), CUre
     STREAMS.lock().insert(handle, Arc::new(s));
     // SAFETY: checked non-null; the caller passes a writable CUstream.
     unsafe { write_out(out, handle as CUstream, INVALID_VALUE) }
-}
-
-pub unsafe fn stream_create(out: *mut CUstream, flags: c_uint) -> Result<(), CUresult> {
-    create(out, flags, 0)
-}
-
-pub unsafe fn stream_create_with_priority(
-    out: *mut CUstream,
-    flags: c_uint,
-    priority: c_int,
-) -> Result<(), CUresult> {
-    create(out, flags, priority)
 }
 
 /// The built-in streams cannot be destroyed.
