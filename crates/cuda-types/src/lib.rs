@@ -80,11 +80,29 @@ mod tests {
         assert_eq!(find("cuMemAlloc", 2000, false), Some("cuMemAlloc"));
         assert_eq!(find("cuCtxCreate", 11040, false), Some("cuCtxCreate_v3"));
         assert_eq!(find("cuCtxCreate", 12050, false), Some("cuCtxCreate_v4"));
-        assert_eq!(find("cuMemcpyHtoD", 7000, true), Some("cuMemcpyHtoD_v2_ptds"));
-        assert_eq!(find("cuLaunchKernel", 7000, true), Some("cuLaunchKernel_ptsz"));
-        assert_eq!(find("cuEventElapsedTime", 12080, false), Some("cuEventElapsedTime_v2"));
-        assert_eq!(find("cuGetProcAddress", 12000, false), Some("cuGetProcAddress_v2"));
-        assert_eq!(find("cuCtxSynchronize", 13000, false), Some("cuCtxSynchronize_v2"));
-        assert_eq!(find("cuStreamGetCaptureInfo", 12030, true), Some("cuStreamGetCaptureInfo_v3_ptsz"));
+        assert_eq!(
+            find("cuMemcpyHtoD", 7000, true),
+            Some("cuMemcpyHtoD_v2_ptds")
+        );
+        assert_eq!(
+            find("cuLaunchKernel", 7000, true),
+            Some("cuLaunchKernel_ptsz")
+        );
+        assert_eq!(
+            find("cuEventElapsedTime", 12080, false),
+            Some("cuEventElapsedTime_v2")
+        );
+        assert_eq!(
+            find("cuGetProcAddress", 12000, false),
+            Some("cuGetProcAddress_v2")
+        );
+        assert_eq!(
+            find("cuCtxSynchronize", 13000, false),
+            Some("cuCtxSynchronize_v2")
+        );
+        assert_eq!(
+            find("cuStreamGetCaptureInfo", 12030, true),
+            Some("cuStreamGetCaptureInfo_v3_ptsz")
+        );
     }
 }
