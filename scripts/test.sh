@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): build every artifact the end-to-end
-# tests start (the vgpu binary, the shims, the software GPU), then run all
-# tests. Tests cannot build these themselves: cargo holds the target-dir lock
+# The test command (README, .ci/run): formatting and lints, then build every
+# artifact the end-to-end tests start (the vgpu binary, the shims, the
+# software GPU), then run all tests. Tests cannot build these themselves: cargo holds the target-dir lock
 # while tests run.
 #
 #   scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo clippy --workspace --tests --locked -- -D warnings
 cargo build --workspace --locked
 cargo test --workspace --locked "$@"
