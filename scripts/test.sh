@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): formatting and lints, then build every
 # artifact the end-to-end tests start (the vgpu binary, the shims, the
-# software GPU), then run all tests. Tests cannot build these themselves: cargo holds the target-dir lock
-# while tests run.
+# software GPU), then run all tests. Tests cannot build these themselves:
+# cargo holds the target-dir lock while tests run.
 #
 #   scripts/test.sh [extra cargo test args]
 set -euo pipefail
