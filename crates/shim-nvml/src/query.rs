@@ -46,7 +46,29 @@ fn ints<const N: usize>(
         .ok_or(nvmlReturn_t::NVML_ERROR_UNKNOWN)
 }
 
-/// One `unsigned int` answer written to `out` (validated before the round trip).
+/// One answer written to `out` as `conv` makes it (validated before the
+/// round trip).
+///
+/// # Safety
+/// `out` must be null or writable.
+unsafe fn one<T>(
+    device: nvmlDevice_t,
+    out: *mut T,
+    kind: u32,
+    arg0: u32,
+    arg1: u32,
+    conv: impl FnOnce(u64) -> T,
+) -> Result<(), nvmlReturn_t> {
+    let d = resolve(device)?;
+    if out.is_null() {
+        return Err(INVALID_ARGUMENT);
+    }
+    let [v] = ints::<1>(&d, kind, arg0, arg1)?;
+    // SAFETY: forwarded from the caller.
+    unsafe { put(out, conv(v)) }
+}
+
+/// One `unsigned int` answer written to `out`.
 ///
 /// # Safety
 /// `out` must be null or writable.
@@ -57,13 +79,8 @@ unsafe fn one_uint(
     arg0: u32,
     arg1: u32,
 ) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    if out.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    let [v] = ints::<1>(&d, kind, arg0, arg1)?;
     // SAFETY: forwarded from the caller.
-    unsafe { put(out, uint(v)) }
+    unsafe { one(device, out, kind, arg0, arg1, uint) }
 }
 
 /// Two `unsigned int` answers (value + period, current + pending, ...).
@@ -269,13 +286,8 @@ pub unsafe fn total_energy(
     device: nvmlDevice_t,
     energy: *mut c_ulonglong,
 ) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    if energy.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    let [v] = ints::<1>(&d, nvml_kind::TOTAL_ENERGY, 0, 0)?;
     // SAFETY: forwarded from the caller.
-    unsafe { put(energy, v) }
+    unsafe { one(device, energy, nvml_kind::TOTAL_ENERGY, 0, 0, |v| v) }
 }
 
 /// # Safety
@@ -403,13 +415,17 @@ pub unsafe fn clocks_event_reasons(
     device: nvmlDevice_t,
     reasons: *mut c_ulonglong,
 ) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    if reasons.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    let [v] = ints::<1>(&d, nvml_kind::CLOCKS_EVENT_REASONS, 0, 0)?;
     // SAFETY: forwarded from the caller.
-    unsafe { put(reasons, v) }
+    unsafe {
+        one(
+            device,
+            reasons,
+            nvml_kind::CLOCKS_EVENT_REASONS,
+            0,
+            0,
+            |v| v,
+        )
+    }
 }
 
 /// # Safety
@@ -500,18 +516,17 @@ pub unsafe fn total_ecc_errors(
     counter_type: nvmlEccCounterType_t,
     ecc_counts: *mut c_ulonglong,
 ) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    if ecc_counts.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    let [v] = ints::<1>(
-        &d,
-        nvml_kind::TOTAL_ECC_ERRORS,
-        error_type.0,
-        counter_type.0,
-    )?;
     // SAFETY: forwarded from the caller.
-    unsafe { put(ecc_counts, v) }
+    unsafe {
+        one(
+            device,
+            ecc_counts,
+            nvml_kind::TOTAL_ECC_ERRORS,
+            error_type.0,
+            counter_type.0,
+            |v| v,
+        )
+    }
 }
 
 /// # Safety
