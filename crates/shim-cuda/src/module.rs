@@ -165,6 +165,17 @@ impl Obj {
 
 static LIVE: RwLock<BTreeMap<usize, Obj>> = RwLock::new(BTreeMap::new());
 
+/// Removes live object `h` if `pick` accepts it — in one step, so no other
+/// thread ever sees a handle of the wrong kind vanish and come back.
+fn take_live(h: usize, pick: impl FnOnce(&Obj) -> bool) -> Option<Obj> {
+    let mut live = LIVE.write();
+    if live.get(&h).is_some_and(pick) {
+        live.remove(&h)
+    } else {
+        None
+    }
+}
+
 fn insert(o: Obj) {
     LIVE.write().insert(o.addr(), o);
 }
@@ -462,22 +473,15 @@ pub unsafe fn load_file(out: *mut CUmodule, path: *const c_char) -> Result<(), C
 
 pub fn unload(h: CUmodule) -> Result<(), CUresult> {
     driver::get()?;
-    let m = match LIVE.write().remove(&(h as usize)) {
-        Some(Obj::Module(m)) if m.library.is_none() => m,
-        Some(other) => {
-            // A library's module, or not a module: put it back.
-            insert(other);
-            return Err(reject(
-                INVALID_HANDLE,
-                format_args!("cuModuleUnload: {h:p}"),
-            ));
-        }
-        None => {
-            return Err(reject(
-                INVALID_HANDLE,
-                format_args!("cuModuleUnload: {h:p}"),
-            ))
-        }
+    // A library's module goes with its library, not with cuModuleUnload.
+    let Some(Obj::Module(m)) = take_live(
+        h as usize,
+        |o| matches!(o, Obj::Module(m) if m.library.is_none()),
+    ) else {
+        return Err(reject(
+            INVALID_HANDLE,
+            format_args!("cuModuleUnload: {h:p}"),
+        ));
     };
     let functions = std::mem::take(&mut *m.functions.lock());
     {
@@ -753,21 +757,11 @@ pub unsafe fn library_load_from_file(
 
 pub fn library_unload(h: CUlibrary) -> Result<(), CUresult> {
     driver::get()?;
-    let l = match LIVE.write().remove(&(h as usize)) {
-        Some(Obj::Library(l)) => l,
-        Some(other) => {
-            insert(other);
-            return Err(reject(
-                INVALID_HANDLE,
-                format_args!("cuLibraryUnload: {h:p}"),
-            ));
-        }
-        None => {
-            return Err(reject(
-                INVALID_HANDLE,
-                format_args!("cuLibraryUnload: {h:p}"),
-            ))
-        }
+    let Some(Obj::Library(l)) = take_live(h as usize, |o| matches!(o, Obj::Library(_))) else {
+        return Err(reject(
+            INVALID_HANDLE,
+            format_args!("cuLibraryUnload: {h:p}"),
+        ));
     };
     let kernels = std::mem::take(&mut *l.kernels.lock());
     let modules = std::mem::take(&mut *l.modules.lock());
