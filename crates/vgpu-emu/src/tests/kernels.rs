@@ -1,6 +1,6 @@
 //! Modules, libraries, launches, function attributes, occupancy and the
 //! linker, through the exported entry points, on the nvcc fixtures of the
-//! ptx crate (crates/ptx/tests/cuda).
+//! ptx crate (crates/vgpu-ptx/tests/cuda).
 
 use super::{alloc, destroy, new_ctx, OK, SERIAL};
 use crate::cuda_exports::*;

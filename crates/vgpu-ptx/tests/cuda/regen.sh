@@ -2,7 +2,7 @@
 # Regenerates the committed PTX fixtures from kernels.cu. Needs nvcc from the
 # PyPI wheel nvidia-cuda-nvcc (13.x), e.g.:
 #   python3 -m venv .cache/nvcc-venv && .cache/nvcc-venv/bin/pip install nvidia-cuda-nvcc==13.5.37
-#   NVCC=.cache/nvcc-venv/lib/python3.11/site-packages/nvidia/cu13/bin/nvcc crates/ptx/tests/cuda/regen.sh
+#   NVCC=.cache/nvcc-venv/lib/python3.11/site-packages/nvidia/cu13/bin/nvcc crates/vgpu-ptx/tests/cuda/regen.sh
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 NVCC=${NVCC:-nvcc}

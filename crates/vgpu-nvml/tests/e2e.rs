@@ -164,7 +164,7 @@ fn stale_socket_is_driver_not_loaded_quickly() {
 /// A listener that never answers the handshake (a wedged daemon): init must
 /// still give up within 5 s.
 #[test]
-#[ignore = "the guest client's handshake timeout alone is 5 s (crates/guest/src/client.rs)"]
+#[ignore = "the guest client's handshake timeout alone is 5 s (crates/vgpu-guest/src/client.rs)"]
 fn stalled_listener_is_driver_not_loaded_within_5s() {
     let dir = TempDir::new("nvml");
     let path = dir.0.join("stall");

@@ -104,7 +104,7 @@ pub fn artifacts() -> &'static Artifacts {
     })
 }
 
-/// The repository root: this crate lives in `<root>/crates/test-support`.
+/// The repository root: this crate lives in `<root>/crates/vgpu-test-support`.
 pub fn repo_root() -> &'static Path {
     static R: OnceLock<PathBuf> = OnceLock::new();
     R.get_or_init(|| {
