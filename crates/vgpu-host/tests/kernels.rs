@@ -28,7 +28,7 @@ const NOT_FOUND: u32 = CUresult::CUDA_ERROR_NOT_FOUND.0;
 const ILLEGAL_ADDRESS: u32 = CUresult::CUDA_ERROR_ILLEGAL_ADDRESS.0;
 
 /// nvcc 13.5's PTX for crates/vgpu-ptx/tests/cuda/kernels.cu (vadd, oob_write ...).
-const KERNELS_PTX: &str = include_str!("../../ptx/tests/cuda/kernels_sm80.ptx");
+const KERNELS_PTX: &str = include_str!("../../vgpu-ptx/tests/cuda/kernels_sm80.ptx");
 
 /// A module global and a kernel that adds to it.
 const GLOBAL_PTX: &str = r#"
