@@ -238,8 +238,9 @@ macro_rules! calls {
         /// reply. Unknown op → `STATUS_UNKNOWN_OP`; undecodable payload →
         /// `STATUS_BAD_REQUEST`. Whether and how the reply is sent is the
         /// caller's business (see [`Meta`]).
-        pub fn dispatch<S: ?Sized>(server: &mut S, op: u16, payload: &[u8]) -> Result<Vec<u8>, Status>
+        pub fn dispatch<S>(server: &mut S, op: u16, payload: &[u8]) -> Result<Vec<u8>, Status>
         where
+            S: ?Sized,
             $(S: Serve<$name>,)*
         {
             match op {
@@ -683,7 +684,7 @@ mod tests {
             OPS.iter().filter(|m| m.collects).map(|m| m.name).collect();
         assert_eq!(collectors, expected);
         // Copies through a host buffer on a stream are not synchronizing.
-        assert!(!<MemcpyDtoHAsync as Call>::META.collects);
+        assert!(!meta(MemcpyDtoHAsync::OP).unwrap().collects);
         assert_eq!(<NvmlQuery as Call>::META.domain, Domain::Nvml);
         assert_eq!(<CtxSynchronize as Call>::META.domain, Domain::Cuda);
     }
@@ -695,8 +696,8 @@ mod tests {
             ..Default::default()
         };
         assert!(crate::codec::to_bytes(&call).len() <= crate::frame::MAX_PAYLOAD as usize);
-        assert!(<MemcpyHtoDAsync as Call>::META.bulk);
-        assert!(!<LaunchKernel as Call>::META.bulk);
+        assert!(meta(MemcpyHtoDAsync::OP).unwrap().bulk);
+        assert!(!meta(LaunchKernel::OP).unwrap().bulk);
     }
 
     /// Answers every call with its reply type's default value and counts.
@@ -712,7 +713,9 @@ mod tests {
         fn serve(&mut self, _: C) -> Result<C::Reply, Status> {
             self.served.push(C::OP);
             if C::OP == <MemFree as Call>::OP {
-                return Err(Status::Cuda(cuda_types::cuda::CUresult::CUDA_ERROR_INVALID_VALUE));
+                return Err(Status::Cuda(
+                    cuda_types::cuda::CUresult::CUDA_ERROR_INVALID_VALUE,
+                ));
             }
             Ok(C::Reply::default())
         }
@@ -726,7 +729,9 @@ mod tests {
         let err = dispatch(&mut s, MemFree::OP, &to_bytes(&MemFree::default()));
         assert_eq!(
             err,
-            Err(Status::Cuda(cuda_types::cuda::CUresult::CUDA_ERROR_INVALID_VALUE))
+            Err(Status::Cuda(
+                cuda_types::cuda::CUresult::CUDA_ERROR_INVALID_VALUE
+            ))
         );
         // Short, and one byte too long: the handler never sees either.
         assert_eq!(

@@ -120,7 +120,10 @@ mod tests {
     #[test]
     fn wire_codes_round_trip_in_their_domain() {
         let cases = [
-            (Domain::Cuda, Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE)),
+            (
+                Domain::Cuda,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE),
+            ),
             (
                 Domain::Nvml,
                 Status::Nvml(nvmlReturn_t::NVML_ERROR_NOT_SUPPORTED),
