@@ -527,6 +527,46 @@ calls! {
     118 Memcpy2DDtoDAsync [deferred] { ctx: u64, stream: u64, dst: u64, dst_pitch: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> ();
 }
 
+/// A synchronous copy or memset whose stream-ordered twin is the
+/// `...Async` op: the same fields plus `stream`. Lets the guest build one
+/// struct and send it either way, and the worker serve both with one
+/// method.
+pub trait OnStream: Call + Sized {
+    type Async: Call<Reply = Self::Reply>;
+    /// The same work ordered on `stream`.
+    fn on_stream(self, stream: u64) -> Self::Async;
+    /// The synchronous form of a twin, and its stream.
+    fn split(twin: Self::Async) -> (Self, u64);
+}
+
+/// Pairs each synchronous op with its twin. The field lists are checked by
+/// the compiler: a missing or extra field does not destructure.
+macro_rules! on_stream {
+    ($($sync:ident / $twin:ident { $($f:ident),* };)*) => {$(
+        impl OnStream for $sync {
+            type Async = $twin;
+            fn on_stream(self, stream: u64) -> $twin {
+                let $sync { $($f),* } = self;
+                $twin { stream, $($f),* }
+            }
+            fn split(twin: $twin) -> ($sync, u64) {
+                let $twin { stream, $($f),* } = twin;
+                ($sync { $($f),* }, stream)
+            }
+        }
+    )*};
+}
+
+on_stream! {
+    MemcpyHtoD / MemcpyHtoDAsync { ctx, dst, data };
+    MemcpyDtoH / MemcpyDtoHAsync { ctx, src, size };
+    MemcpyDtoD / MemcpyDtoDAsync { ctx, dst, src, size };
+    Memset / MemsetAsync { ctx, dst, pitch, value, elem_size, width, height };
+    Memcpy2DHtoD / Memcpy2DHtoDAsync { ctx, dst, dst_pitch, width, height, data };
+    Memcpy2DDtoH / Memcpy2DDtoHAsync { ctx, src, src_pitch, width, height };
+    Memcpy2DDtoD / Memcpy2DDtoDAsync { ctx, dst, dst_pitch, src, src_pitch, width, height };
+}
+
 wire_struct! {
     /// A function or kernel handle and what the guest needs to pack
     /// `kernelParams`: each parameter's (offset, size) in the argument buffer.
@@ -698,6 +738,23 @@ mod tests {
         assert!(crate::codec::to_bytes(&call).len() <= crate::frame::MAX_PAYLOAD as usize);
         assert!(meta(MemcpyHtoDAsync::OP).unwrap().bulk);
         assert!(!meta(LaunchKernel::OP).unwrap().bulk);
+    }
+
+    #[test]
+    fn twins_keep_every_field() {
+        let sync = Memcpy2DDtoD {
+            ctx: 1,
+            dst: 2,
+            dst_pitch: 3,
+            src: 4,
+            src_pitch: 5,
+            width: 6,
+            height: 7,
+        };
+        let twin = sync.clone().on_stream(9);
+        assert_eq!(twin.stream, 9);
+        assert_eq!((twin.ctx, twin.height), (1, 7));
+        assert_eq!(Memcpy2DDtoD::split(twin), (sync, 9));
     }
 
     /// Answers every call with its reply type's default value and counts.

@@ -8,7 +8,8 @@
 //! `CUDA_ERROR_INVALID_VALUE` with a log line, and the driver never sees it.
 //!
 //! Every copy and memset op has a synchronous form and a stream-ordered
-//! `...Async` twin (the same fields plus `stream`), served by one method.
+//! `...Async` twin (the same fields plus `stream`, see `proto::OnStream`),
+//! served by one method.
 //! Stream-ordered copies that use a host buffer (HtoD's payload, DtoH's
 //! reply) wait for their stream before returning: the buffer lives in this
 //! request, and DtoH's bytes must be in the reply.
@@ -22,7 +23,7 @@ use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
     MemAlloc, MemAllocPitch, MemFree, MemGetAddressRange, Memcpy2DDtoD, Memcpy2DDtoDAsync,
     Memcpy2DDtoH, Memcpy2DDtoHAsync, Memcpy2DHtoD, Memcpy2DHtoDAsync, MemcpyDtoD, MemcpyDtoDAsync,
-    MemcpyDtoH, MemcpyDtoHAsync, MemcpyHtoD, MemcpyHtoDAsync, Memset, MemsetAsync, Serve,
+    MemcpyDtoH, MemcpyDtoHAsync, MemcpyHtoD, MemcpyHtoDAsync, Memset, MemsetAsync, OnStream, Serve,
     COPY_CHUNK,
 };
 use vgpu_transport::Status;
@@ -514,42 +515,33 @@ impl Session {
     }
 }
 
-/// Serves a synchronous copy op and its `...Async` twin through one method
-/// taking the synchronous form and an optional stream: the twin is the
-/// synchronous struct plus `stream`.
+/// Serves a synchronous copy op and its `...Async` twin ([`OnStream`])
+/// through one method taking the synchronous form and an optional stream.
 macro_rules! sync_and_async {
-    ($($sync:ident / $async:ident => $method:ident -> $reply:ty { $($f:ident),* };)*) => {$(
+    ($($sync:ident / $twin:ident => $method:ident -> $reply:ty;)*) => {$(
         impl Serve<$sync> for Session {
             fn serve(&mut self, c: $sync) -> Result<$reply, Status> {
                 self.$method(c, None)
             }
         }
 
-        impl Serve<$async> for Session {
-            fn serve(&mut self, c: $async) -> Result<$reply, Status> {
-                let $async { stream, $($f),* } = c;
-                self.$method($sync { $($f),* }, Some(stream))
+        impl Serve<$twin> for Session {
+            fn serve(&mut self, c: $twin) -> Result<$reply, Status> {
+                let (c, stream) = $sync::split(c);
+                self.$method(c, Some(stream))
             }
         }
     )*};
 }
 
 sync_and_async! {
-    MemcpyHtoD / MemcpyHtoDAsync => memcpy_htod -> () { ctx, dst, data };
-    MemcpyDtoH / MemcpyDtoHAsync => memcpy_dtoh -> Bytes { ctx, src, size };
-    MemcpyDtoD / MemcpyDtoDAsync => memcpy_dtod -> () { ctx, dst, src, size };
-    Memset / MemsetAsync => memset -> () {
-        ctx, dst, pitch, value, elem_size, width, height
-    };
-    Memcpy2DHtoD / Memcpy2DHtoDAsync => memcpy2d_htod -> () {
-        ctx, dst, dst_pitch, width, height, data
-    };
-    Memcpy2DDtoH / Memcpy2DDtoHAsync => memcpy2d_dtoh -> Bytes {
-        ctx, src, src_pitch, width, height
-    };
-    Memcpy2DDtoD / Memcpy2DDtoDAsync => memcpy2d_dtod -> () {
-        ctx, dst, dst_pitch, src, src_pitch, width, height
-    };
+    MemcpyHtoD / MemcpyHtoDAsync => memcpy_htod -> ();
+    MemcpyDtoH / MemcpyDtoHAsync => memcpy_dtoh -> Bytes;
+    MemcpyDtoD / MemcpyDtoDAsync => memcpy_dtod -> ();
+    Memset / MemsetAsync => memset -> ();
+    Memcpy2DHtoD / Memcpy2DHtoDAsync => memcpy2d_htod -> ();
+    Memcpy2DDtoH / Memcpy2DDtoHAsync => memcpy2d_dtoh -> Bytes;
+    Memcpy2DDtoD / Memcpy2DDtoDAsync => memcpy2d_dtod -> ();
 }
 
 #[cfg(test)]
