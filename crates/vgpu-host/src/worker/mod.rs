@@ -144,7 +144,7 @@ pub struct Session {
     /// Modules, libraries, kernels and functions.
     pub code: module::Code,
     pub events: HandleTable<event::Event>,
-    /// Deferred errors of NO_REPLY calls and broken contexts.
+    /// Deferred errors of deferred calls, and broken contexts.
     pub batch: batch::Batch,
 }
 
