@@ -23,7 +23,7 @@ use vgpu_guest::ffi::OutPtr;
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
     MemAlloc, MemAllocPitch, MemFree, MemGetInfo, MemcpyDtoD, MemcpyDtoH, MemcpyHtoD, Memset,
-    COPY_CHUNK,
+    OnStream, COPY_CHUNK,
 };
 
 // ---- copy plumbing shared with the 2D/3D and host-memory code ----
@@ -36,8 +36,8 @@ pub enum When {
     Async(CUstream, Null),
 }
 
-/// Where a copy goes: the context and the stream value the host receives
-/// (0 = synchronous).
+/// Where a copy goes: the context, and whether it is stream-ordered on the
+/// stream value the host receives (then it travels as the `...Async` op).
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
     pub ctx: u64,
@@ -67,13 +67,14 @@ pub fn route(when: When) -> Result<Route, CUresult> {
 }
 
 impl Route {
-    /// Sends a call whose only result is its status: through the stream
-    /// queue when the app asked for stream order, straight otherwise.
-    pub fn send<C: vgpu_transport::Call<Reply = ()>>(&self, call: &C) -> Result<(), CUresult> {
+    /// Sends a copy or memset: as the synchronous op, or ordered on the
+    /// route's stream as its `...Async` twin when the app asked for stream
+    /// order (the protocol's table says how each travels).
+    pub fn send<C: OnStream>(&self, call: C) -> Result<C::Reply, CUresult> {
         if self.asynchronous {
-            stream::submit(call)
+            check::host(&call.on_stream(self.stream))
         } else {
-            check::host(call)
+            check::host(&call)
         }
     }
 }
@@ -114,9 +115,8 @@ pub fn check_device_span(ptr: u64, len: u64, what: &str) -> Result<(), CUresult>
 pub fn put(route: &Route, dst: u64, src: &[u8]) -> Result<(), CUresult> {
     for (off, len) in chunks(src.len() as u64, COPY_CHUNK) {
         let piece = &src[off as usize..(off + len) as usize];
-        route.send(&MemcpyHtoD {
+        route.send(MemcpyHtoD {
             ctx: route.ctx,
-            stream: route.stream,
             dst: dst + off,
             data: Bytes(piece.to_vec()),
         })?;
@@ -129,9 +129,8 @@ pub fn put(route: &Route, dst: u64, src: &[u8]) -> Result<(), CUresult> {
 /// entry point returns, which is one valid schedule of it.
 pub fn get(route: &Route, dst: &mut [u8], src: u64) -> Result<(), CUresult> {
     for (off, len) in chunks(dst.len() as u64, COPY_CHUNK) {
-        let Bytes(data) = check::host(&MemcpyDtoH {
+        let Bytes(data) = route.send(MemcpyDtoH {
             ctx: route.ctx,
-            stream: route.stream,
             src: src + off,
             size: len,
         })?;
@@ -151,9 +150,8 @@ pub fn get(route: &Route, dst: &mut [u8], src: u64) -> Result<(), CUresult> {
 
 /// Device to device needs no payload, so it is one call whatever its size.
 pub fn dtod(route: &Route, dst: u64, src: u64, len: u64) -> Result<(), CUresult> {
-    route.send(&MemcpyDtoD {
+    route.send(MemcpyDtoD {
         ctx: route.ctx,
-        stream: route.stream,
         dst,
         src,
         size: len,
@@ -471,9 +469,8 @@ fn memset(
         .and_then(|v| v.checked_add(row))
         .ok_or_else(|| reject(INVALID_VALUE, format_args!("{what}: extent overflows")))?;
     check_device_span(dst, span, what)?;
-    route.send(&Memset {
+    route.send(Memset {
         ctx: route.ctx,
-        stream: route.stream,
         dst,
         pitch: if height > 1 { pitch } else { row },
         value,

@@ -1,7 +1,7 @@
 //! End-to-end modules, launches, events, linking and NO_REPLY batching:
 //! the real `vgpu` daemon with the software GPU as driver, a
-//! `vgpu_transport::Client` as guest, batched calls queued with
-//! `Client::queue` (frames with `FLAG_NO_REPLY`) as the shim queues them.
+//! `vgpu_transport::Client` as guest, deferred calls queued by
+//! `Client::call` (frames with `FLAG_NO_REPLY`) as the shim queues them.
 //!
 //! Everything here needs the software GPU's module and launch support.
 //! Where it answers CUDA_ERROR_NOT_SUPPORTED the test says `SKIP:` on
@@ -19,13 +19,13 @@ use vgpu_transport::proto::{
     ModuleLoadData, ModuleUnload, OccupancyMaxPotentialBlockSize, PrimaryCtxRetain, StreamCreate,
     StreamSynchronize, StreamWaitEvent,
 };
-use vgpu_transport::{CallError, Client};
+use vgpu_transport::{CallError, Client, Status};
 
-const INVALID_VALUE: u32 = CUresult::CUDA_ERROR_INVALID_VALUE.0;
-const INVALID_HANDLE: u32 = CUresult::CUDA_ERROR_INVALID_HANDLE.0;
-const NOT_SUPPORTED: u32 = CUresult::CUDA_ERROR_NOT_SUPPORTED.0;
-const NOT_FOUND: u32 = CUresult::CUDA_ERROR_NOT_FOUND.0;
-const ILLEGAL_ADDRESS: u32 = CUresult::CUDA_ERROR_ILLEGAL_ADDRESS.0;
+const INVALID_VALUE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE);
+const INVALID_HANDLE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE);
+const NOT_SUPPORTED: Status = Status::Cuda(CUresult::CUDA_ERROR_NOT_SUPPORTED);
+const NOT_FOUND: Status = Status::Cuda(CUresult::CUDA_ERROR_NOT_FOUND);
+const ILLEGAL_ADDRESS: Status = Status::Cuda(CUresult::CUDA_ERROR_ILLEGAL_ADDRESS);
 
 /// nvcc 13.5's PTX for crates/vgpu-ptx/tests/cuda/kernels.cu (vadd, oob_write ...).
 const KERNELS_PTX: &str = include_str!("../../vgpu-ptx/tests/cuda/kernels_sm80.ptx");
@@ -55,11 +55,19 @@ const GLOBAL_PTX: &str = r#"
 "#;
 
 #[track_caller]
-fn status<T: std::fmt::Debug>(r: Result<T, CallError>) -> u32 {
+fn status<T: std::fmt::Debug>(r: Result<T, CallError>) -> Status {
     match r {
         Err(CallError::Status(s)) => s,
         other => panic!("expected an error status, got {other:?}"),
     }
+}
+
+/// The status a deferred call failed with: it is queued without a reply,
+/// and the next `Flush` reports it.
+#[track_caller]
+fn deferred<C: Call<Reply = ()>>(c: &mut Client, call: &C) -> Status {
+    c.call(call).unwrap();
+    status(c.call(&Flush {}))
 }
 
 /// `Some(value)`, or `None` with a SKIP line when the software GPU lacks it.
@@ -75,13 +83,15 @@ fn supported<T>(r: Result<T, CallError>, what: &str) -> Option<T> {
     }
 }
 
-/// Calls queued the way a guest queues them (`Client::queue`: frames
-/// with FLAG_NO_REPLY, no reply awaited), then written in one go.
+/// Deferred calls queued the way a guest queues them (frames with
+/// FLAG_NO_REPLY, no reply awaited), then written in one go.
 struct Batch<'a>(&'a mut Client);
 
 impl Batch<'_> {
-    fn push<C: Call>(&mut self, call: &C) -> &mut Self {
-        self.0.queue(call).unwrap();
+    #[track_caller]
+    fn push<C: Call<Reply = ()>>(&mut self, call: &C) -> &mut Self {
+        assert!(!C::META.answered(), "{} is not a deferred op", C::NAME);
+        self.0.call(call).unwrap();
         self
     }
 
@@ -103,7 +113,6 @@ fn alloc_with(c: &mut Client, ctx: u64, data: &[u8]) -> u64 {
         .unwrap();
     c.call(&MemcpyHtoD {
         ctx,
-        stream: 0,
         dst: p,
         data: Bytes(data.to_vec()),
     })
@@ -112,13 +121,7 @@ fn alloc_with(c: &mut Client, ctx: u64, data: &[u8]) -> u64 {
 }
 
 fn dtoh(c: &mut Client, ctx: u64, src: u64, size: u64) -> Result<Vec<u8>, CallError> {
-    c.call(&MemcpyDtoH {
-        ctx,
-        stream: 0,
-        src,
-        size,
-    })
-    .map(|b| b.0)
+    c.call(&MemcpyDtoH { ctx, src, size }).map(|b| b.0)
 }
 
 fn floats(v: &[f32]) -> Vec<u8> {
@@ -248,10 +251,10 @@ fn vadd_batched_on_a_stream_then_flush() {
     // A launch whose arguments are shorter than the layout never runs.
     let mut short = l.clone();
     short.params.0.truncate(20);
-    assert_eq!(status(c.call(&short)), INVALID_VALUE);
+    assert_eq!(deferred(&mut c, &short), INVALID_VALUE);
 
     c.call(&ModuleUnload { module: m }).unwrap();
-    assert_eq!(status(c.call(&l)), INVALID_HANDLE);
+    assert_eq!(deferred(&mut c, &l), INVALID_HANDLE);
     assert_eq!(status(c.call(&ModuleUnload { module: m })), INVALID_HANDLE);
 }
 
@@ -268,7 +271,7 @@ fn illegal_address_is_deferred_then_sticky_while_another_session_works() {
     // out[i + n] with n far past any allocation.
     let params = pack(&oob, &[&out.to_le_bytes(), &(1i32 << 30).to_le_bytes()]);
     Batch(&mut c)
-        .push(&launch(ctx, oob.handle, 1, 32, 0, params))
+        .push(&launch(ctx, oob.handle, 1, 32, 0, params.clone()))
         .send();
     assert_eq!(status(c.call(&CtxSynchronize { ctx })), ILLEGAL_ADDRESS);
     // The context stays broken, for every kind of call in it ...
@@ -278,7 +281,9 @@ fn illegal_address_is_deferred_then_sticky_while_another_session_works() {
         ILLEGAL_ADDRESS
     );
     assert_eq!(status(dtoh(&mut c, ctx, out, 4)), ILLEGAL_ADDRESS);
-    Batch(&mut c).push(&CtxSynchronize { ctx }).send();
+    Batch(&mut c)
+        .push(&launch(ctx, oob.handle, 1, 32, 0, params))
+        .send();
     assert_eq!(status(c.call(&Flush {})), ILLEGAL_ADDRESS);
 
     // ... while another guest computes as usual.
@@ -303,7 +308,7 @@ fn a_thousand_batched_launches_and_one_flush() {
     let vadd = function(&mut c, m, "vadd");
     let (want, pc, l) = vadd_setup(&mut c, ctx, &vadd, 32);
     for _ in 0..1000 {
-        c.queue(&l).unwrap();
+        c.call(&l).unwrap();
     }
     // The Flush goes out in the same write as the queued launches.
     let t = Instant::now();
@@ -323,7 +328,7 @@ fn a_thousand_batched_launches_and_one_flush() {
     // next to nothing for.
     let ev = c.call(&EventCreate { ctx, flags: 0 }).unwrap();
     for _ in 0..10_000 {
-        c.queue(&EventRecord {
+        c.call(&EventRecord {
             event: ev,
             stream: 0,
             flags: 0,
@@ -482,7 +487,10 @@ fn unknown_and_foreign_handles_are_invalid() {
     );
     assert_eq!(status(b.call(&EventQuery { event: ev })), INVALID_HANDLE);
     assert_eq!(
-        status(b.call(&launch(ctx_b, vadd.handle, 1, 1, 0, Bytes(vec![0; 28])))),
+        deferred(
+            &mut b,
+            &launch(ctx_b, vadd.handle, 1, 1, 0, Bytes(vec![0; 28]))
+        ),
         INVALID_HANDLE
     );
     // And they still work where they belong.
@@ -598,7 +606,7 @@ fn libraries_kernels_attributes_and_occupancy() {
     assert_eq!(to_floats(&dtoh(&mut c, ctx, pc, 1200).unwrap()), want);
 
     c.call(&LibraryUnload { library: lib }).unwrap();
-    assert_eq!(status(c.call(&l)), INVALID_HANDLE);
+    assert_eq!(deferred(&mut c, &l), INVALID_HANDLE);
     assert_eq!(
         status(c.call(&ModuleGetFunction {
             module,

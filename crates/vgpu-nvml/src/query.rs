@@ -6,15 +6,16 @@ use crate::ffi::{put, uint, INVALID_ARGUMENT};
 use cuda_types::nvml::*;
 use std::ffi::{c_int, c_uint, c_ulonglong};
 use vgpu_guest::client::{self, GuestError};
-use vgpu_transport::proto::{self, nvml_kind, NvmlAnswer, NvmlQuery};
+use vgpu_transport::proto::{nvml_kind, NvmlAnswer, NvmlQuery};
+use vgpu_transport::Status;
 
 /// How a failed host call reads to an NVML caller.
 pub fn host_error(e: &GuestError) -> nvmlReturn_t {
     match e {
-        // Below the protocol's own codes, the status is the host NVML's.
-        GuestError::Status(s) if *s < proto::STATUS_BAD_REQUEST => nvmlReturn_t(*s),
+        // The host NVML's own answer.
+        GuestError::Status(Status::Nvml(r)) => *r,
         // An older host that has no such query: the feature is absent.
-        GuestError::Status(proto::STATUS_UNKNOWN_OP) => nvmlReturn_t::NVML_ERROR_NOT_SUPPORTED,
+        GuestError::Status(Status::UNKNOWN_OP) => nvmlReturn_t::NVML_ERROR_NOT_SUPPORTED,
         GuestError::Status(_) => nvmlReturn_t::NVML_ERROR_UNKNOWN,
         // The session broke after init: for the caller the GPU went away.
         GuestError::Lost(_) | GuestError::Unavailable(_) => nvmlReturn_t::NVML_ERROR_GPU_IS_LOST,
@@ -22,7 +23,7 @@ pub fn host_error(e: &GuestError) -> nvmlReturn_t {
 }
 
 pub fn ask(d: &Dev, kind: u32, arg0: u32, arg1: u32) -> Result<NvmlAnswer, nvmlReturn_t> {
-    client::call(&NvmlQuery {
+    client::send(&NvmlQuery {
         device: d.host_index(),
         kind,
         arg0,
@@ -605,19 +606,19 @@ mod tests {
     #[test]
     fn host_failures_map_to_nvml_codes() {
         assert_eq!(
-            host_error(&GuestError::Status(3)),
+            host_error(&GuestError::Status(Status::Nvml(nvmlReturn_t(3)))),
             nvmlReturn_t::NVML_ERROR_NOT_SUPPORTED
         );
         assert_eq!(
-            host_error(&GuestError::Status(999)),
+            host_error(&GuestError::Status(Status::Nvml(nvmlReturn_t(999)))),
             nvmlReturn_t::NVML_ERROR_UNKNOWN
         );
         assert_eq!(
-            host_error(&GuestError::Status(proto::STATUS_UNKNOWN_OP)),
+            host_error(&GuestError::Status(Status::UNKNOWN_OP)),
             nvmlReturn_t::NVML_ERROR_NOT_SUPPORTED
         );
         assert_eq!(
-            host_error(&GuestError::Status(proto::STATUS_HOST_ERROR)),
+            host_error(&GuestError::Status(Status::HOST_ERROR)),
             nvmlReturn_t::NVML_ERROR_UNKNOWN
         );
         assert_eq!(

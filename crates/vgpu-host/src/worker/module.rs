@@ -14,7 +14,7 @@
 //! layout comes from `cuFuncGetParamInfo` / `cuKernelGetParamInfo` so the
 //! guest can pack `kernelParams` into the buffer a launch carries.
 
-use super::{cu, handle, handles, Handler, Session};
+use super::{cu, handles, Session};
 use cuda_abi::image::{
     self, ContainerHeader, ElfHeader, CONTAINER_MAGIC, ELF_MAGIC, WRAPPER_MAGIC,
 };
@@ -25,68 +25,19 @@ use cuda_types::cuda::{
 use std::collections::HashMap;
 use std::ffi::{c_char, CString};
 use vgpu_transport::proto::{
-    Call, FuncGetAttribute, FuncSetAttribute, FuncSetCacheConfig, FunctionInfo, KernelGetFunction,
+    FuncGetAttribute, FuncSetAttribute, FuncSetCacheConfig, FunctionInfo, KernelGetFunction,
     LibraryGetGlobal, LibraryGetKernel, LibraryGetModule, LibraryLoadData, LibraryUnload,
     ModuleGetFunction, ModuleGetGlobal, ModuleLoadData, ModuleUnload, OccupancyMaxActiveBlocks,
-    OccupancyMaxPotentialBlockSize,
+    OccupancyMaxPotentialBlockSize, Serve,
 };
+use vgpu_transport::Status;
 
 use super::handles::HandleTable;
 
-pub const HANDLERS: &[(u16, Handler)] = &[
-    (ModuleLoadData::OP, |s, p| {
-        handle(p, |c: ModuleLoadData| s.module_load(c))
-    }),
-    (ModuleUnload::OP, |s, p| {
-        handle(p, |c: ModuleUnload| s.module_unload(c.module))
-    }),
-    (ModuleGetFunction::OP, |s, p| {
-        handle(p, |c: ModuleGetFunction| s.module_get_function(c))
-    }),
-    (ModuleGetGlobal::OP, |s, p| {
-        handle(p, |c: ModuleGetGlobal| s.module_get_global(c))
-    }),
-    (LibraryLoadData::OP, |s, p| {
-        handle(p, |c: LibraryLoadData| s.library_load(c))
-    }),
-    (LibraryUnload::OP, |s, p| {
-        handle(p, |c: LibraryUnload| s.library_unload(c.library))
-    }),
-    (LibraryGetKernel::OP, |s, p| {
-        handle(p, |c: LibraryGetKernel| s.library_get_kernel(c))
-    }),
-    (LibraryGetModule::OP, |s, p| {
-        handle(p, |c: LibraryGetModule| s.library_get_module(c))
-    }),
-    (LibraryGetGlobal::OP, |s, p| {
-        handle(p, |c: LibraryGetGlobal| s.library_get_global(c))
-    }),
-    (KernelGetFunction::OP, |s, p| {
-        handle(p, |c: KernelGetFunction| s.kernel_get_function(c))
-    }),
-    (FuncGetAttribute::OP, |s, p| {
-        handle(p, |c: FuncGetAttribute| s.func_get_attribute(c))
-    }),
-    (FuncSetAttribute::OP, |s, p| {
-        handle(p, |c: FuncSetAttribute| s.func_set_attribute(c))
-    }),
-    (FuncSetCacheConfig::OP, |s, p| {
-        handle(p, |c: FuncSetCacheConfig| s.func_set_cache_config(c))
-    }),
-    (OccupancyMaxActiveBlocks::OP, |s, p| {
-        handle(p, |c: OccupancyMaxActiveBlocks| s.occupancy_blocks(c))
-    }),
-    (OccupancyMaxPotentialBlockSize::OP, |s, p| {
-        handle(p, |c: OccupancyMaxPotentialBlockSize| {
-            s.occupancy_block_size(c)
-        })
-    }),
-];
-
-const INVALID_HANDLE: u32 = CUresult::CUDA_ERROR_INVALID_HANDLE.0;
-const INVALID_VALUE: u32 = CUresult::CUDA_ERROR_INVALID_VALUE.0;
-const INVALID_IMAGE: u32 = CUresult::CUDA_ERROR_INVALID_IMAGE.0;
-const NOT_SUPPORTED: u32 = CUresult::CUDA_ERROR_NOT_SUPPORTED.0;
+const INVALID_HANDLE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE);
+const INVALID_VALUE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE);
+const INVALID_IMAGE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_IMAGE);
+const NOT_SUPPORTED: Status = Status::Cuda(CUresult::CUDA_ERROR_NOT_SUPPORTED);
 
 /// Kernel parameter space is at most 32764 bytes; no layout has more
 /// entries than that, so the probe loop ends even on a driver that never
@@ -180,7 +131,7 @@ pub(super) enum Callable {
 /// Makes an image safe to hand to the driver: the driver finds the end of
 /// PTX by its NUL and the end of a container from its own headers, so both
 /// must lie inside the bytes we hold.
-pub(super) fn prepare_image(mut image: Vec<u8>) -> Result<Vec<u8>, u32> {
+pub(super) fn prepare_image(mut image: Vec<u8>) -> Result<Vec<u8>, Status> {
     match image::magic(&image[..]) {
         // A struct holding a *pointer* to the fatbin, meaningless here.
         Some(WRAPPER_MAGIC) => {
@@ -229,13 +180,13 @@ pub(super) fn prepare_image(mut image: Vec<u8>) -> Result<Vec<u8>, u32> {
     }
 }
 
-fn c_name(name: &str) -> Result<CString, u32> {
+fn c_name(name: &str) -> Result<CString, Status> {
     CString::new(name).map_err(|_| INVALID_VALUE)
 }
 
 impl Session {
     /// A function or kernel handle of this session.
-    pub(super) fn callable(&self, h: u64) -> Result<Callable, u32> {
+    pub(super) fn callable(&self, h: u64) -> Result<Callable, Status> {
         if let Some(f) = self.code.functions.get(h) {
             return Ok(Callable::Function {
                 raw: f.raw,
@@ -254,7 +205,11 @@ impl Session {
 
     /// The function of `callable` in context `ctx` (a kernel's, obtained
     /// and cached on first use). The caller has made `ctx` current.
-    pub(super) fn function_in(&mut self, callable: Callable, ctx: u64) -> Result<CUfunction, u32> {
+    pub(super) fn function_in(
+        &mut self,
+        callable: Callable,
+        ctx: u64,
+    ) -> Result<CUfunction, Status> {
         match callable {
             Callable::Function { raw, ctx: owner } => {
                 if owner != ctx {
@@ -262,7 +217,7 @@ impl Session {
                         "session {}: function of context {owner:#x} used in {ctx:#x}",
                         self.id
                     );
-                    return Err(CUresult::CUDA_ERROR_INVALID_CONTEXT.0);
+                    return Err(Status::Cuda(CUresult::CUDA_ERROR_INVALID_CONTEXT));
                 }
                 Ok(raw)
             }
@@ -284,7 +239,7 @@ impl Session {
     fn param_layout(
         &mut self,
         what: &str,
-        query: impl Fn(&Session, usize, &mut usize, &mut usize) -> Result<(), u32>,
+        query: impl Fn(&Session, usize, &mut usize, &mut usize) -> Result<(), Status>,
     ) -> Vec<(u32, u32)> {
         let mut v = Vec::new();
         for i in 0..MAX_PARAMS {
@@ -305,7 +260,7 @@ impl Session {
                 }
                 Err(e) => {
                     tracing::warn!(
-                        "session {}: {what}({i}) failed with CUresult {e}; no layout",
+                        "session {}: {what}({i}) failed with {e}; no layout",
                         self.id
                     );
                     return Vec::new();
@@ -340,8 +295,10 @@ impl Session {
         self.mem.readable.remove(ptr, end);
         self.mem.writable.remove(ptr, end);
     }
+}
 
-    fn module_load(&mut self, c: ModuleLoadData) -> Result<u64, u32> {
+impl Serve<ModuleLoadData> for Session {
+    fn serve(&mut self, c: ModuleLoadData) -> Result<u64, Status> {
         let image = prepare_image(c.image.0)?;
         self.enter(c.ctx)?;
         let mut raw: CUmodule = std::ptr::null_mut();
@@ -358,9 +315,11 @@ impl Session {
             },
         ))
     }
+}
 
+impl Session {
     /// Enters a module's context and returns the driver's module.
-    fn enter_module(&mut self, h: u64) -> Result<CUmodule, u32> {
+    fn enter_module(&mut self, h: u64) -> Result<CUmodule, Status> {
         let (raw, ctx) = match self.code.modules.get(h) {
             Some(m) => (m.raw, m.ctx),
             None => {
@@ -371,22 +330,27 @@ impl Session {
         self.enter(ctx)?;
         Ok(raw)
     }
+}
 
-    fn module_unload(&mut self, h: u64) -> Result<(), u32> {
+impl Serve<ModuleUnload> for Session {
+    fn serve(&mut self, c: ModuleUnload) -> Result<(), Status> {
+        let h = c.module;
         if let Some(Module {
             origin: ModuleOrigin::Library(_),
             ..
         }) = self.code.modules.get(h)
         {
             // It lives and dies with its library.
-            return Err(CUresult::CUDA_ERROR_NOT_PERMITTED.0);
+            return Err(Status::Cuda(CUresult::CUDA_ERROR_NOT_PERMITTED));
         }
         let raw = self.enter_module(h)?;
         cu!(self, cuModuleUnload(raw))?;
         self.forget_module(h);
         Ok(())
     }
+}
 
+impl Session {
     /// Drops a module's handle, its functions' and its globals' ranges.
     fn forget_module(&mut self, h: u64) {
         let Some(m) = self.code.modules.remove(h) else {
@@ -399,8 +363,10 @@ impl Session {
             self.hide_global(p, n);
         }
     }
+}
 
-    fn module_get_function(&mut self, c: ModuleGetFunction) -> Result<FunctionInfo, u32> {
+impl Serve<ModuleGetFunction> for Session {
+    fn serve(&mut self, c: ModuleGetFunction) -> Result<FunctionInfo, Status> {
         let raw_mod = self.enter_module(c.module)?;
         if let Some(&h) = self
             .code
@@ -433,8 +399,10 @@ impl Session {
         }
         Ok(FunctionInfo { handle: h, params })
     }
+}
 
-    fn module_get_global(&mut self, c: ModuleGetGlobal) -> Result<(u64, u64), u32> {
+impl Serve<ModuleGetGlobal> for Session {
+    fn serve(&mut self, c: ModuleGetGlobal) -> Result<(u64, u64), Status> {
         let raw_mod = self.enter_module(c.module)?;
         let name = c_name(&c.name)?;
         let (mut ptr, mut size) = (0u64, 0usize);
@@ -461,8 +429,10 @@ impl Session {
         self.expose_global(ptr, size);
         Ok((ptr, size))
     }
+}
 
-    fn library_load(&mut self, c: LibraryLoadData) -> Result<u64, u32> {
+impl Serve<LibraryLoadData> for Session {
+    fn serve(&mut self, c: LibraryLoadData) -> Result<u64, Status> {
         let image = prepare_image(c.image.0)?;
         self.enter(c.ctx)?;
         let mut device: CUdevice = 0;
@@ -494,22 +464,29 @@ impl Session {
             },
         ))
     }
+}
 
-    fn library(&self, h: u64) -> Result<&Library, u32> {
+impl Session {
+    fn library(&self, h: u64) -> Result<&Library, Status> {
         self.code.libraries.get(h).ok_or_else(|| {
             tracing::debug!("session {}: unknown library handle {h:#x}", self.id);
             INVALID_HANDLE
         })
     }
+}
 
-    fn library_unload(&mut self, h: u64) -> Result<(), u32> {
+impl Serve<LibraryUnload> for Session {
+    fn serve(&mut self, c: LibraryUnload) -> Result<(), Status> {
+        let h = c.library;
         let raw = self.library(h)?.raw;
         // Libraries are context-independent: no context to enter.
         cu!(self, cuLibraryUnload(raw))?;
         self.forget_library(h);
         Ok(())
     }
+}
 
+impl Session {
     fn forget_library(&mut self, h: u64) {
         let Some(lib) = self.code.libraries.remove(h) else {
             return;
@@ -528,8 +505,10 @@ impl Session {
             self.hide_global(p, n);
         }
     }
+}
 
-    fn library_get_kernel(&mut self, c: LibraryGetKernel) -> Result<FunctionInfo, u32> {
+impl Serve<LibraryGetKernel> for Session {
+    fn serve(&mut self, c: LibraryGetKernel) -> Result<FunctionInfo, Status> {
         let lib = self.library(c.library)?;
         if let Some(&h) = lib.kernels.get(&c.name) {
             let params = self.code.kernels.get(h).map(|k| k.params.clone());
@@ -557,8 +536,10 @@ impl Session {
         }
         Ok(FunctionInfo { handle: h, params })
     }
+}
 
-    fn library_get_module(&mut self, c: LibraryGetModule) -> Result<u64, u32> {
+impl Serve<LibraryGetModule> for Session {
+    fn serve(&mut self, c: LibraryGetModule) -> Result<u64, Status> {
         let lib = self.library(c.library)?;
         let (raw_lib, cached) = (lib.raw, lib.modules.get(&c.ctx).copied());
         self.enter(c.ctx)?;
@@ -583,8 +564,10 @@ impl Session {
         }
         Ok(h)
     }
+}
 
-    fn library_get_global(&mut self, c: LibraryGetGlobal) -> Result<(u64, u64), u32> {
+impl Serve<LibraryGetGlobal> for Session {
+    fn serve(&mut self, c: LibraryGetGlobal) -> Result<(u64, u64), Status> {
         let raw_lib = self.library(c.library)?.raw;
         self.enter(c.ctx)?;
         let name = c_name(&c.name)?;
@@ -600,9 +583,11 @@ impl Session {
         self.expose_global(ptr, size);
         Ok((ptr, size))
     }
+}
 
+impl Session {
     /// A kernel's function in `ctx` (entered), minted once per context.
-    fn kernel_function(&mut self, kernel: u64, ctx: u64) -> Result<FunctionInfo, u32> {
+    fn kernel_function(&mut self, kernel: u64, ctx: u64) -> Result<FunctionInfo, Status> {
         let (raw_k, params, cached) = match self.code.kernels.get(kernel) {
             Some(k) => (k.raw, k.params.clone(), k.functions.get(&ctx).copied()),
             None => {
@@ -630,13 +615,17 @@ impl Session {
         }
         Ok(FunctionInfo { handle: h, params })
     }
+}
 
-    fn kernel_get_function(&mut self, c: KernelGetFunction) -> Result<FunctionInfo, u32> {
+impl Serve<KernelGetFunction> for Session {
+    fn serve(&mut self, c: KernelGetFunction) -> Result<FunctionInfo, Status> {
         self.kernel_function(c.kernel, c.ctx)
     }
+}
 
+impl Session {
     /// The device a kernel's attributes are asked for: its library's.
-    fn kernel_device(&self, kernel: u64) -> Result<CUdevice, u32> {
+    fn kernel_device(&self, kernel: u64) -> Result<CUdevice, Status> {
         let lib = self
             .code
             .kernels
@@ -647,15 +636,17 @@ impl Session {
     }
 
     /// Enters the function's context; a kernel needs none.
-    fn enter_callable(&mut self, h: u64) -> Result<Callable, u32> {
+    fn enter_callable(&mut self, h: u64) -> Result<Callable, Status> {
         let c = self.callable(h)?;
         if let Callable::Function { ctx, .. } = c {
             self.enter(ctx)?;
         }
         Ok(c)
     }
+}
 
-    fn func_get_attribute(&mut self, c: FuncGetAttribute) -> Result<i32, u32> {
+impl Serve<FuncGetAttribute> for Session {
+    fn serve(&mut self, c: FuncGetAttribute) -> Result<i32, Status> {
         let attr = CUfunction_attribute(c.attr as u32);
         let mut v: i32 = 0;
         match self.enter_callable(c.func)? {
@@ -667,8 +658,10 @@ impl Session {
         }
         Ok(v)
     }
+}
 
-    fn func_set_attribute(&mut self, c: FuncSetAttribute) -> Result<(), u32> {
+impl Serve<FuncSetAttribute> for Session {
+    fn serve(&mut self, c: FuncSetAttribute) -> Result<(), Status> {
         let attr = CUfunction_attribute(c.attr as u32);
         match self.enter_callable(c.func)? {
             Callable::Function { raw, .. } => cu!(self, cuFuncSetAttribute(raw, attr, c.value)),
@@ -678,8 +671,10 @@ impl Session {
             }
         }
     }
+}
 
-    fn func_set_cache_config(&mut self, c: FuncSetCacheConfig) -> Result<(), u32> {
+impl Serve<FuncSetCacheConfig> for Session {
+    fn serve(&mut self, c: FuncSetCacheConfig) -> Result<(), Status> {
         let config = CUfunc_cache(c.config);
         match self.enter_callable(c.func)? {
             Callable::Function { raw, .. } => cu!(self, cuFuncSetCacheConfig(raw, config)),
@@ -689,10 +684,12 @@ impl Session {
             }
         }
     }
+}
 
+impl Session {
     /// A function to compute occupancy for: a kernel's function in its
     /// library's context (occupancy depends on the device only).
-    fn occupancy_function(&mut self, h: u64) -> Result<CUfunction, u32> {
+    fn occupancy_function(&mut self, h: u64) -> Result<CUfunction, Status> {
         match self.callable(h)? {
             Callable::Function { raw, ctx } => {
                 self.enter(ctx)?;
@@ -711,8 +708,10 @@ impl Session {
             }
         }
     }
+}
 
-    fn occupancy_blocks(&mut self, c: OccupancyMaxActiveBlocks) -> Result<i32, u32> {
+impl Serve<OccupancyMaxActiveBlocks> for Session {
+    fn serve(&mut self, c: OccupancyMaxActiveBlocks) -> Result<i32, Status> {
         let f = self.occupancy_function(c.func)?;
         let mut n: i32 = 0;
         let smem = usize::try_from(c.dynamic_smem).map_err(|_| INVALID_VALUE)?;
@@ -741,11 +740,10 @@ impl Session {
         }
         Ok(n)
     }
+}
 
-    fn occupancy_block_size(
-        &mut self,
-        c: OccupancyMaxPotentialBlockSize,
-    ) -> Result<(i32, i32), u32> {
+impl Serve<OccupancyMaxPotentialBlockSize> for Session {
+    fn serve(&mut self, c: OccupancyMaxPotentialBlockSize) -> Result<(i32, i32), Status> {
         let f = self.occupancy_function(c.func)?;
         let smem = usize::try_from(c.dynamic_smem).map_err(|_| INVALID_VALUE)?;
         let (mut grid, mut block) = (0i32, 0i32);
@@ -777,7 +775,9 @@ impl Session {
         }
         Ok((grid, block))
     }
+}
 
+impl Session {
     /// A context is gone and its modules, functions and library pieces
     /// with it.
     pub(super) fn forget_code_of(&mut self, ctx: u64) -> usize {
@@ -850,7 +850,7 @@ impl Session {
             if self.enter(ctx).is_ok() {
                 match cu!(self, cuModuleUnload(raw)) {
                     Ok(()) => mods += 1,
-                    Err(e) => tracing::warn!("session {}: cuModuleUnload: CUresult {e}", self.id),
+                    Err(e) => tracing::warn!("session {}: cuModuleUnload: {e}", self.id),
                 }
             }
             self.forget_module(h);
@@ -865,7 +865,7 @@ impl Session {
         for (h, raw) in libs {
             match cu!(self, cuLibraryUnload(raw)) {
                 Ok(()) => n += 1,
-                Err(e) => tracing::warn!("session {}: cuLibraryUnload: CUresult {e}", self.id),
+                Err(e) => tracing::warn!("session {}: cuLibraryUnload: {e}", self.id),
             }
             self.forget_library(h);
         }
