@@ -19,7 +19,7 @@ pub const PROTOCOL_BASE: u32 = 0xF000_0000;
 pub const STATUS_BAD_REQUEST: u32 = 0xF000_0001;
 /// The op is not one this host knows.
 pub const STATUS_UNKNOWN_OP: u32 = 0xF000_0002;
-/// The host cannot serve this call (no driver function, worker failure).
+/// The host failed to serve this call (a handler panicked in the worker).
 pub const STATUS_HOST_ERROR: u32 = 0xF000_0003;
 
 /// A failed call's status. Success is not a `Status`: it is the `Ok` of a
