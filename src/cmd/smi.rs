@@ -7,7 +7,7 @@ use cuda_types::nvml::*;
 use std::ffi::{c_char, c_uint, CStr};
 use std::process::ExitCode;
 
-use super::driver::{text, Library, Nvml};
+use super::driver::{text, Library, NvmlDriver};
 
 #[derive(Args)]
 pub struct SmiArgs {
@@ -41,7 +41,7 @@ pub fn smi(args: SmiArgs) -> ExitCode {
             }
         },
     };
-    let nvml = match Library::open(path.as_os_str().as_encoded_bytes()) {
+    let nvml = match Library::open_any(&path) {
         Ok(l) => l.nvml(),
         Err(e) => {
             eprintln!("vgpu smi: {}: {e}", path.display());
@@ -57,7 +57,7 @@ pub fn smi(args: SmiArgs) -> ExitCode {
     }
 }
 
-fn error_string(nvml: &Nvml, r: nvmlReturn_t) -> String {
+fn error_string(nvml: &NvmlDriver, r: nvmlReturn_t) -> String {
     match nvml.nvmlErrorString {
         // SAFETY: nvmlErrorString takes a code and returns a static string.
         Some(f) => {
@@ -73,7 +73,7 @@ fn error_string(nvml: &Nvml, r: nvmlReturn_t) -> String {
     }
 }
 
-fn print_table(nvml: &Nvml) -> Result<(), String> {
+fn print_table(nvml: &NvmlDriver) -> Result<(), String> {
     let r = call!(nvml, nvmlInit_v2());
     if r != nvmlReturn_t::NVML_SUCCESS {
         return Err(format!(
