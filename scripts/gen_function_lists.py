@@ -56,6 +56,32 @@ def write_list(path, macro, doc, fns):
         f.write(f"pub const {const}: usize = {len(fns)};\n")
 
 
+CONST_RE = re.compile(r"pub const (\w+): \w+ = \w+\((\d+)\);")
+
+
+def enum_values(types_rs, enum):
+    """`(name, value)` of every constant of a bindgen newtype enum, in header order."""
+    text = open(types_rs).read()
+    m = re.search(r"impl " + enum + r" \{(.*?)\n\}", text, re.S)
+    assert m, f"enum {enum} not found"
+    return CONST_RE.findall(m.group(1))
+
+
+def write_enum_list(f, macro, doc, ty, values):
+    for line in doc:
+        f.write(f"/// {line}\n")
+    f.write("#[macro_export]\n")
+    f.write(f"macro_rules! {macro} {{\n")
+    f.write("    ($callback:path { $($args:tt)* }) => {\n")
+    f.write("        $callback! {\n")
+    f.write(f"            {{ $($args)* }} {ty}\n")
+    for name, value in values:
+        f.write(f"            {name} = {value};\n")
+    f.write("        }\n")
+    f.write("    };\n")
+    f.write("}\n\n")
+
+
 def write_types(src, dst, extra=""):
     body = open(src).read()
     with open(dst, "w") as f:
@@ -163,6 +189,31 @@ def main():
         ],
         nvml,
     )
+
+    with open(os.path.join(out, "results.rs"), "w") as f:
+        f.write(HEADER)
+        f.write("\n")
+        write_enum_list(
+            f,
+            "with_cuda_results",
+            [
+                "Every `CUresult` enumerator of the pinned cuda.h as `NAME = value;` items",
+                "passed to `$callback` after the type name, so error names are never typed",
+                "by hand.",
+            ],
+            "CUresult",
+            enum_values(os.path.join(work, "cuda_types.rs"), "cudaError_enum"),
+        )
+        write_enum_list(
+            f,
+            "with_nvml_returns",
+            [
+                "Every `nvmlReturn_t` enumerator of the pinned nvml.h, as",
+                "[`with_cuda_results`] lists `CUresult`.",
+            ],
+            "nvmlReturn_t",
+            enum_values(os.path.join(work, "nvml_types.rs"), "nvmlReturn_enum"),
+        )
 
     entries = pfn_entries([c12, c13])
     exported = {name for name, _, _ in cuda}

@@ -37,6 +37,7 @@ pub mod pfn {
 pub mod lists {
     include!("generated/cuda_functions.rs");
     include!("generated/nvml_functions.rs");
+    include!("generated/results.rs");
 }
 
 pub use lists::{CUDA_FUNCTIONS_COUNT, NVML_FUNCTIONS_COUNT};

@@ -17,7 +17,6 @@ pub mod contexts;
 mod darkapi;
 mod device;
 pub mod driver;
-mod error;
 mod init;
 mod memory;
 mod procaddr;
@@ -42,8 +41,6 @@ mod module;
 vgpu_guest::shim_glue!(owner);
 
 cuda_types::with_cuda_functions!(api_macros::export_functions {
-    boundary = vgpu_guest::ffi::cuda_boundary,
-    not_supported = vgpu_guest::ffi::cuda_not_supported,
     lookup = exported_symbol,
     implemented {
         cuInit => init::init,
@@ -311,7 +308,7 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuGetExportTable => darkapi::get_export_table,
         cuModuleGetLoadingMode => init::module_get_loading_mode,
 
-        cuGetErrorName => error::get_error_name,
-        cuGetErrorString => error::get_error_string,
+        cuGetErrorName => vgpu_ffi::entry::cu_get_error_name,
+        cuGetErrorString => vgpu_ffi::entry::cu_get_error_string,
     }
 });

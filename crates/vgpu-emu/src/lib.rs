@@ -12,7 +12,6 @@
 // rlib exposes the same `extern "C"` functions for in-process tests).
 mod context;
 mod device;
-mod errors;
 mod event;
 mod ffi;
 mod identity;
@@ -27,19 +26,17 @@ mod stream;
 
 /// The CUDA driver API exports.
 pub mod cuda_exports {
-    use crate::{context, device, errors, event, launch, link, memory, module, stream};
+    use crate::{context, device, event, launch, link, memory, module, stream};
     use cuda_types::cuda::*;
 
     cuda_types::with_cuda_functions!(api_macros::export_functions {
-        boundary = crate::ffi::cuda_boundary,
-        not_supported = crate::ffi::cuda_not_supported,
         lookup = exported_cuda_symbol,
         implemented {
             // Initialization, version, errors
             cuInit => device::init,
             cuDriverGetVersion => device::driver_get_version,
-            cuGetErrorName => errors::get_error_name,
-            cuGetErrorString => errors::get_error_string,
+            cuGetErrorName => vgpu_ffi::entry::cu_get_error_name,
+            cuGetErrorString => vgpu_ffi::entry::cu_get_error_string,
 
             // Devices
             cuDeviceGetCount => device::get_count,
@@ -310,12 +307,10 @@ pub mod cuda_exports {
 
 /// The NVML exports.
 pub mod nvml_exports {
-    use crate::{errors, nvml};
+    use crate::nvml;
     use cuda_types::nvml::*;
 
     cuda_types::with_nvml_functions!(api_macros::export_functions {
-        boundary = crate::ffi::nvml_boundary,
-        not_supported = crate::ffi::nvml_not_supported,
         lookup = exported_nvml_symbol,
         implemented {
             // Library
@@ -323,7 +318,7 @@ pub mod nvml_exports {
             nvmlInit_v2 => nvml::init[0],
             nvmlInitWithFlags => nvml::init,
             nvmlShutdown => nvml::shutdown,
-            nvmlErrorString => errors::nvml_error_string,
+            nvmlErrorString => vgpu_ffi::entry::nvml_error_string,
             nvmlSystemGetDriverVersion => nvml::system_get_driver_version,
             nvmlSystemGetNVMLVersion => nvml::system_get_nvml_version,
             nvmlSystemGetCudaDriverVersion => nvml::system_get_cuda_driver_version,

@@ -209,7 +209,7 @@ pub unsafe extern "C" fn nvmlInternalGetExportTable(
     pp_export_table: *mut *const c_void,
     p_id: *const c_void,
 ) -> nvmlReturn_t {
-    vgpu_guest::ffi::nvml_boundary("nvmlInternalGetExportTable", || {
+    vgpu_ffi::boundary("nvmlInternalGetExportTable", || {
         // SAFETY: the caller's promise, passed on.
         unsafe { get(pp_export_table, p_id.cast()) }
     })

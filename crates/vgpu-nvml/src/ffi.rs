@@ -2,46 +2,9 @@
 
 use cuda_types::nvml::nvmlReturn_t;
 use std::ffi::{c_char, c_uint};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use vgpu_guest::log::Level;
-use vgpu_guest::vlog;
 
 pub const INVALID_ARGUMENT: nvmlReturn_t = nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
 pub const INSUFFICIENT_SIZE: nvmlReturn_t = nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE;
-
-/// What an implementation hands back, and how it becomes the C return value.
-/// NVML has one export that does not return `nvmlReturn_t`
-/// (`nvmlErrorString`), so the boundary dispatches on the implementation's
-/// type instead of assuming a status code.
-pub trait Outcome: Sized {
-    type C;
-    fn run(name: &'static str, f: impl FnOnce() -> Self) -> Self::C;
-}
-
-impl Outcome for Result<(), nvmlReturn_t> {
-    type C = nvmlReturn_t;
-    fn run(name: &'static str, f: impl FnOnce() -> Self) -> nvmlReturn_t {
-        vgpu_guest::ffi::nvml_boundary(name, f)
-    }
-}
-
-impl Outcome for *const c_char {
-    type C = *const c_char;
-    fn run(name: &'static str, f: impl FnOnce() -> Self) -> *const c_char {
-        match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(p) => p,
-            Err(_) => {
-                vlog!(Level::Error, "{name}: internal panic");
-                c"Unknown Error".as_ptr()
-            }
-        }
-    }
-}
-
-/// `boundary` of the export list: no panic unwinds into C.
-pub fn boundary<O: Outcome>(name: &'static str, f: impl FnOnce() -> O) -> O::C {
-    O::run(name, f)
-}
 
 /// The text part of a host string: NVML strings end at the first NUL.
 fn text(s: &str) -> &[u8] {

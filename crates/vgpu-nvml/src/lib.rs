@@ -7,7 +7,6 @@ use cuda_types::nvml::*;
 
 mod busid;
 mod device;
-mod errors;
 // nvmlInternalGetExportTable (nvidia-smi; in no header, so exported by hand).
 mod export_table;
 mod ffi;
@@ -20,16 +19,14 @@ mod system;
 vgpu_guest::shim_glue!(delegate);
 
 cuda_types::with_nvml_functions!(api_macros::export_functions {
-    boundary = crate::ffi::boundary,
-    not_supported = vgpu_guest::ffi::nvml_not_supported,
     lookup = exported_symbol,
     implemented {
-        // init.rs, errors.rs
+        // init.rs
         nvmlInit => init::init_v1,
         nvmlInit_v2 => init::init_v2,
         nvmlInitWithFlags => init::init_with_flags,
         nvmlShutdown => init::shutdown,
-        nvmlErrorString => errors::error_string,
+        nvmlErrorString => vgpu_ffi::entry::nvml_error_string,
 
         // system.rs
         nvmlSystemGetDriverVersion => system::driver_version,

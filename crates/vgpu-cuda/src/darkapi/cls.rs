@@ -10,7 +10,8 @@ use crate::contexts::{self, ClsDtor};
 use crate::driver;
 use cuda_types::cuda::{CUcontext, CUresult};
 use std::ffi::c_void;
-use vgpu_guest::ffi::{cuda_boundary, OutPtr};
+use vgpu_ffi::boundary as cuda_boundary;
+use vgpu_guest::ffi::OutPtr;
 
 pub static TABLE: Table<3> = Table([fun!(put), fun!(delete), fun!(get)]);
 

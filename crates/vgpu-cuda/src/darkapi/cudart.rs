@@ -5,7 +5,8 @@ use super::{fun, stubs, Slot, Table, T_CUDART};
 use crate::driver;
 use cuda_types::cuda::{CUcontext, CUdevice, CUjit_option, CUmodule, CUresult};
 use std::ffi::{c_char, c_uint, c_void};
-use vgpu_guest::ffi::{cuda_boundary, OutPtr};
+use vgpu_ffi::boundary as cuda_boundary;
+use vgpu_guest::ffi::OutPtr;
 
 pub static TABLE: Table<13> = {
     let s = stubs!(T_CUDART; 3 4 5 9 10 11 12);

@@ -138,7 +138,7 @@ fn message(version: u32, unix_seconds: u64) -> Message {
 /// result[2])`. cudart calls it three times with version = CUDART_VERSION
 /// + 0, + 1, + 2.
 unsafe extern "C" fn check(version: u32, unix_seconds: u64, result: *mut u64) -> CUresult {
-    vgpu_guest::ffi::cuda_boundary("INTEGRITY_CHECK[1]", || {
+    vgpu_ffi::boundary("INTEGRITY_CHECK[1]", || {
         if result.is_null() {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }

@@ -8,8 +8,8 @@ use cuda_types::cuda::*;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr::{null, null_mut};
 
-const PTX: &str = include_str!("../../../ptx/tests/cuda/kernels_sm80.ptx");
-const FATBIN: &[u8] = include_bytes!("../../../ptx/tests/cuda/kernels.fatbin");
+const PTX: &str = include_str!("../../../vgpu-ptx/tests/cuda/kernels_sm80.ptx");
+const FATBIN: &[u8] = include_bytes!("../../../vgpu-ptx/tests/cuda/kernels.fatbin");
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 const ILLEGAL_ADDRESS: CUresult = CUresult::CUDA_ERROR_ILLEGAL_ADDRESS;
 
