@@ -30,7 +30,7 @@ log() { printf 'test-deps: %s\n' "$*"; }
 APT_PACKAGES=(
     gcc          # C harness in tests/c
     libc6-dev    # headers for the C harness (dlfcn.h, ...)
-    binutils     # nm, readelf (tests/exports.rs)
+    binutils     # nm, readelf (tests/exports.rs, crates/vgpu-guest/tests/vfiles.rs)
     python3      # venv for the NVML clients
     python3-venv # ensurepip for Debian's python3
     libclang-dev # bindgen's libclang (scripts/gen-bindings.sh --check in scripts/test.sh)
