@@ -3,9 +3,8 @@
 //! `vgpu_transport::Client` as guest, deferred calls queued by
 //! `Client::call` (frames with `FLAG_NO_REPLY`) as the shim queues them.
 //!
-//! Everything here needs the software GPU's module and launch support.
-//! Where it answers CUDA_ERROR_NOT_SUPPORTED the test says `SKIP:` on
-//! stderr and stops, so the suite tightens by itself as the emulator grows.
+//! Everything here needs the software GPU's module and launch support, which
+//! it has: any error, CUDA_ERROR_NOT_SUPPORTED included, fails the test.
 
 use cuda_types::cuda::CUresult;
 use std::time::Instant;
@@ -23,7 +22,6 @@ use vgpu_transport::{CallError, Client, Status};
 
 const INVALID_VALUE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE);
 const INVALID_HANDLE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE);
-const NOT_SUPPORTED: Status = Status::Cuda(CUresult::CUDA_ERROR_NOT_SUPPORTED);
 const NOT_FOUND: Status = Status::Cuda(CUresult::CUDA_ERROR_NOT_FOUND);
 const ILLEGAL_ADDRESS: Status = Status::Cuda(CUresult::CUDA_ERROR_ILLEGAL_ADDRESS);
 
@@ -70,15 +68,11 @@ fn deferred<C: Call<Reply = ()>>(c: &mut Client, call: &C) -> Status {
     status(c.call(&Flush {}))
 }
 
-/// `Some(value)`, or `None` with a SKIP line when the software GPU lacks it.
+/// The value of a call that must succeed; an error names the driver call.
 #[track_caller]
-fn supported<T>(r: Result<T, CallError>, what: &str) -> Option<T> {
+fn ok<T>(r: Result<T, CallError>, what: &str) -> T {
     match r {
-        Ok(v) => Some(v),
-        Err(CallError::Status(NOT_SUPPORTED)) => {
-            eprintln!("SKIP: {what}: the software GPU answers CUDA_ERROR_NOT_SUPPORTED");
-            None
-        }
+        Ok(v) => v,
         Err(e) => panic!("{what}: {e:?}"),
     }
 }
@@ -151,9 +145,10 @@ fn pack(info: &FunctionInfo, args: &[&[u8]]) -> Bytes {
     Bytes(buf)
 }
 
-/// The kernels module loaded in `ctx`, or `None` (SKIP) without modules.
-fn load(c: &mut Client, ctx: u64, ptx: &str) -> Option<u64> {
-    supported(
+/// The kernels module loaded in `ctx`.
+#[track_caller]
+fn load(c: &mut Client, ctx: u64, ptx: &str) -> u64 {
+    ok(
         c.call(&ModuleLoadData {
             ctx,
             image: Bytes(ptx.as_bytes().to_vec()),
@@ -214,9 +209,7 @@ fn vadd_batched_on_a_stream_then_flush() {
     let d = Daemon::start(&[]);
     let mut c = d.connect();
     let ctx = primary(&mut c);
-    let Some(m) = load(&mut c, ctx, KERNELS_PTX) else {
-        return;
-    };
+    let m = load(&mut c, ctx, KERNELS_PTX);
     let vadd = function(&mut c, m, "vadd");
     // const float *a, const float *b, float *c, int n
     assert_eq!(vadd.params, vec![(0, 8), (8, 8), (16, 8), (24, 4)]);
@@ -263,9 +256,7 @@ fn illegal_address_is_deferred_then_sticky_while_another_session_works() {
     let d = Daemon::start(&[]);
     let mut c = d.connect();
     let ctx = primary(&mut c);
-    let Some(m) = load(&mut c, ctx, KERNELS_PTX) else {
-        return;
-    };
+    let m = load(&mut c, ctx, KERNELS_PTX);
     let oob = function(&mut c, m, "oob_write");
     let out = alloc_with(&mut c, ctx, &[0u8; 256]);
     // out[i + n] with n far past any allocation.
@@ -289,7 +280,7 @@ fn illegal_address_is_deferred_then_sticky_while_another_session_works() {
     // ... while another guest computes as usual.
     let mut c2 = d.connect();
     let ctx2 = primary(&mut c2);
-    let m2 = load(&mut c2, ctx2, KERNELS_PTX).unwrap();
+    let m2 = load(&mut c2, ctx2, KERNELS_PTX);
     let vadd = function(&mut c2, m2, "vadd");
     let (want, pc, l) = vadd_setup(&mut c2, ctx2, &vadd, 64);
     Batch(&mut c2).push(&l).send();
@@ -302,9 +293,7 @@ fn a_thousand_batched_launches_and_one_flush() {
     let d = Daemon::start(&[]);
     let mut c = d.connect();
     let ctx = primary(&mut c);
-    let Some(m) = load(&mut c, ctx, KERNELS_PTX) else {
-        return;
-    };
+    let m = load(&mut c, ctx, KERNELS_PTX);
     let vadd = function(&mut c, m, "vadd");
     let (want, pc, l) = vadd_setup(&mut c, ctx, &vadd, 32);
     for _ in 0..1000 {
@@ -349,9 +338,7 @@ fn events_time_a_launch_and_order_streams() {
     let d = Daemon::start(&[]);
     let mut c = d.connect();
     let ctx = primary(&mut c);
-    let Some(m) = load(&mut c, ctx, KERNELS_PTX) else {
-        return;
-    };
+    let m = load(&mut c, ctx, KERNELS_PTX);
     let vadd = function(&mut c, m, "vadd");
     let s1 = c
         .call(&StreamCreate {
@@ -424,9 +411,7 @@ fn unknown_and_foreign_handles_are_invalid() {
     let d = Daemon::start(&[]);
     let mut a = d.connect();
     let ctx = primary(&mut a);
-    let Some(m) = load(&mut a, ctx, KERNELS_PTX) else {
-        return;
-    };
+    let m = load(&mut a, ctx, KERNELS_PTX);
     let vadd = function(&mut a, m, "vadd");
     let ev = a.call(&EventCreate { ctx, flags: 0 }).unwrap();
 
@@ -507,18 +492,14 @@ fn module_globals_are_addressable_until_unload() {
     let d = Daemon::start(&[]);
     let mut c = d.connect();
     let ctx = primary(&mut c);
-    let Some(m) = load(&mut c, ctx, GLOBAL_PTX) else {
-        return;
-    };
-    let Some((ptr, size)) = supported(
+    let m = load(&mut c, ctx, GLOBAL_PTX);
+    let (ptr, size) = ok(
         c.call(&ModuleGetGlobal {
             module: m,
             name: "counter".into(),
         }),
         "cuModuleGetGlobal",
-    ) else {
-        return;
-    };
+    );
     assert_eq!(size, 4);
     assert_eq!(dtoh(&mut c, ctx, ptr, 4).unwrap(), 5u32.to_le_bytes());
     let bump = function(&mut c, m, "bump");
@@ -546,15 +527,13 @@ fn libraries_kernels_attributes_and_occupancy() {
     let d = Daemon::start(&[]);
     let mut c = d.connect();
     let ctx = primary(&mut c);
-    let Some(lib) = supported(
+    let lib = ok(
         c.call(&LibraryLoadData {
             ctx,
             image: Bytes(KERNELS_PTX.as_bytes().to_vec()),
         }),
         "cuLibraryLoadData",
-    ) else {
-        return;
-    };
+    );
     let k = c
         .call(&LibraryGetKernel {
             library: lib,
@@ -582,7 +561,7 @@ fn libraries_kernels_attributes_and_occupancy() {
         assert!(v > 0, "{v}");
         c.call(&FuncSetCacheConfig { func: h, config: 1 }).unwrap();
     }
-    if let Some((grid, block)) = supported(
+    let (grid, block) = ok(
         c.call(&OccupancyMaxPotentialBlockSize {
             func: k.handle,
             dynamic_smem: 0,
@@ -590,9 +569,8 @@ fn libraries_kernels_attributes_and_occupancy() {
             flags: 0,
         }),
         "cuOccupancyMaxPotentialBlockSize",
-    ) {
-        assert!(grid > 0 && block > 0, "{grid} {block}");
-    }
+    );
+    assert!(grid > 0 && block > 0, "{grid} {block}");
     let module = c.call(&LibraryGetModule { ctx, library: lib }).unwrap();
     assert_eq!(
         c.call(&LibraryGetModule { ctx, library: lib }).unwrap(),
@@ -622,7 +600,7 @@ fn link_returns_a_loadable_image() {
     let mut c = d.connect();
     let ctx = primary(&mut c);
     let cu_jit_input_ptx = 1;
-    let Some(image) = supported(
+    let image = ok(
         c.call(&LinkComplete {
             ctx,
             inputs: vec![LinkInput {
@@ -632,9 +610,7 @@ fn link_returns_a_loadable_image() {
             }],
         }),
         "cuLinkComplete",
-    ) else {
-        return;
-    };
+    );
     assert!(!image.0.is_empty());
     let m = c.call(&ModuleLoadData { ctx, image }).unwrap();
     let vadd = function(&mut c, m, "vadd");
@@ -658,10 +634,8 @@ fn disconnect_unloads_modules() {
     let d = Daemon::start(&[]);
     let mut c = d.connect();
     let ctx = primary(&mut c);
-    let Some(_m) = load(&mut c, ctx, KERNELS_PTX) else {
-        return;
-    };
-    let _ = load(&mut c, ctx, GLOBAL_PTX).unwrap();
+    let _m = load(&mut c, ctx, KERNELS_PTX);
+    load(&mut c, ctx, GLOBAL_PTX);
     c.call(&EventCreate { ctx, flags: 0 }).unwrap();
     let session = c.hello.session;
     drop(c);
