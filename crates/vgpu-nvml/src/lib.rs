@@ -1,7 +1,8 @@
 //! `libnvidia-ml.so.1` for a machine without a GPU: every NVML entry point of
 //! the pinned header is exported; the ones below answer from the vgpu host
-//! (static facts from the inventory fetched at `nvmlInit`, live values by one
-//! `NvmlQuery` per call), every other one is a NOT_SUPPORTED stub.
+//! (static facts from the inventory fetched at `nvmlInit` — the versions real
+//! NVML reports before init from the guest client's session —, live values by
+//! one `NvmlQuery` per call), every other one is a NOT_SUPPORTED stub.
 
 use cuda_types::nvml::*;
 use device::{Fact, Text};
