@@ -140,6 +140,9 @@ fn no_daemon_is_driver_not_loaded_quickly() {
         "calls after a failed init are uninitialized"
     );
     assert_eq!(kv["shutdown_rc"], "1");
+    // Versions real NVML answers without init: no host, so no driver.
+    assert_eq!(kv["nvml_version_rc"], "9", "{}", show(&out));
+    assert_eq!(kv["cuda_version_rc"], "9", "{}", show(&out));
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "took {:?}",
