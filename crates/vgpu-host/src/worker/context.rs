@@ -41,7 +41,7 @@ const INVALID_CONTEXT: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_CONTEX
 impl Session {
     /// The driver context behind a handle of this session.
     pub fn ctx(&self, h: u64) -> Result<CUcontext, Status> {
-        match self.contexts.get(h) {
+        match self.contexts.find(h) {
             Some(c) if c.live => Ok(c.raw),
             _ => Err(INVALID_CONTEXT),
         }
@@ -77,14 +77,11 @@ impl Serve<CtxCreate> for Session {
         if let Err(e) = cu!(self, cuCtxPopCurrent_v2(&mut popped)) {
             tracing::debug!("session {}: cuCtxPopCurrent after create: {e}", self.id);
         }
-        let h = self.contexts.insert(
-            &mut self.minter,
-            Ctx {
-                raw,
-                kind: CtxKind::Created,
-                live: true,
-            },
-        );
+        let h = self.contexts.insert(Ctx {
+            raw,
+            kind: CtxKind::Created,
+            live: true,
+        });
         Ok(h)
     }
 }
@@ -92,7 +89,7 @@ impl Serve<CtxCreate> for Session {
 impl Serve<CtxDestroy> for Session {
     fn serve(&mut self, c: CtxDestroy) -> Result<(), Status> {
         let h = c.ctx;
-        match self.contexts.get(h) {
+        match self.contexts.find(h) {
             Some(Ctx {
                 kind: CtxKind::Created,
                 ..
@@ -141,21 +138,18 @@ impl Serve<PrimaryCtxRetain> for Session {
         if let Some(p) = self.primary.get_mut(&device) {
             p.retains += 1;
             let h = p.handle;
-            if let Some(c) = self.contexts.get_mut(h) {
+            if let Some(c) = self.contexts.find_mut(h) {
                 // After a release to zero the driver may hand out a new one.
                 c.raw = raw;
                 c.live = true;
             }
             return Ok(h);
         }
-        let handle = self.contexts.insert(
-            &mut self.minter,
-            Ctx {
-                raw,
-                kind: CtxKind::Primary { device },
-                live: true,
-            },
-        );
+        let handle = self.contexts.insert(Ctx {
+            raw,
+            kind: CtxKind::Primary { device },
+            live: true,
+        });
         self.primary.insert(device, Primary { handle, retains: 1 });
         Ok(handle)
     }
@@ -176,7 +170,7 @@ impl Serve<PrimaryCtxRelease> for Session {
         p.retains -= 1;
         if p.retains == 0 {
             let h = p.handle;
-            if let Some(c) = self.contexts.get_mut(h) {
+            if let Some(c) = self.contexts.find_mut(h) {
                 c.live = false;
             }
             // This worker is the process's only user, so the last release
@@ -293,7 +287,7 @@ impl Session {
             }
         }
         self.primary.clear();
-        for _ in self.contexts.drain() {}
+        self.contexts.take_all();
         (destroyed, released)
     }
 }

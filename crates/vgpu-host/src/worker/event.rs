@@ -23,7 +23,7 @@ const INVALID_HANDLE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE)
 
 impl Session {
     fn event(&self, h: u64) -> Result<(CUevent, u64), Status> {
-        match self.events.get(h) {
+        match self.events.find(h) {
             Some(e) => Ok((e.raw, e.ctx)),
             None => {
                 tracing::debug!("session {}: unknown event handle {h:#x}", self.id);
@@ -45,9 +45,7 @@ impl Serve<EventCreate> for Session {
         self.enter(c.ctx)?;
         let mut raw: CUevent = std::ptr::null_mut();
         cu!(self, cuEventCreate(&mut raw, c.flags))?;
-        Ok(self
-            .events
-            .insert(&mut self.minter, Event { raw, ctx: c.ctx }))
+        Ok(self.events.insert(Event { raw, ctx: c.ctx }))
     }
 }
 

@@ -21,7 +21,7 @@ impl Session {
     pub(super) fn stream_ctx(&self, ctx: u64, stream: u64) -> u64 {
         match stream {
             0 | super::stream::WIRE_LEGACY | super::stream::WIRE_PER_THREAD => ctx,
-            h => self.streams.get(h).map(|s| s.ctx).unwrap_or(ctx),
+            h => self.streams.find(h).map(|s| s.ctx).unwrap_or(ctx),
         }
     }
 }
@@ -65,8 +65,8 @@ impl Session {
     /// The parameter layout known for a function or kernel handle.
     fn layout_of(&self, callable: Callable, h: u64) -> Vec<(u32, u32)> {
         match callable {
-            Callable::Function { .. } => self.code.functions.get(h).map(|f| f.params.clone()),
-            Callable::Kernel { .. } => self.code.kernels.get(h).map(|k| k.params.clone()),
+            Callable::Function { .. } => self.code.functions.find(h).map(|f| f.params.clone()),
+            Callable::Kernel { .. } => self.code.kernels.find(h).map(|k| k.params.clone()),
         }
         .unwrap_or_default()
     }

@@ -37,7 +37,7 @@ fn attr_width(attr: u32) -> Option<usize> {
 
 impl Session {
     fn pool(&self, h: u64) -> Result<CUmemoryPool, Status> {
-        match self.pools.get(h) {
+        match self.pools.find(h) {
             Some(p) => Ok(p.raw),
             None => {
                 tracing::debug!("session {}: unknown pool handle {h:#x}", self.id);
@@ -56,7 +56,7 @@ impl Serve<MemAllocAsync> for Session {
         let mut p: CUdeviceptr = 0;
         cu!(self, cuMemAllocAsync(&mut p, c.size as usize, stream))?;
         // It was made in the stream's context, which need not be the named one.
-        let owner = self.streams.get(c.stream).map_or(c.ctx, |s| s.ctx);
+        let owner = self.streams.find(c.stream).map_or(c.ctx, |s| s.ctx);
         self.add_alloc(
             p,
             Alloc {
@@ -99,7 +99,7 @@ impl Serve<DeviceGetDefaultMemPool> for Session {
         }
         let mut raw: CUmemoryPool = std::ptr::null_mut();
         cu!(self, cuDeviceGetDefaultMemPool(&mut raw, dev))?;
-        Ok(self.pools.insert(&mut self.minter, Pool { raw, device }))
+        Ok(self.pools.insert(Pool { raw, device }))
     }
 }
 

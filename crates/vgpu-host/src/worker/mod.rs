@@ -45,7 +45,7 @@ pub mod vmm;
 use crate::driver::{Driver, ResolvedDriver};
 use cuda_types::cuda::{CUdevice, CUresult};
 use cuda_types::nvml::nvmlReturn_t;
-use handles::{HandleTable, Minter};
+use handles::{table, tag, HandleTable};
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use vgpu_transport::codec::to_bytes;
@@ -124,7 +124,6 @@ pub struct Session {
     pub id: u64,
     pub guest_pid: u32,
     pub driver: Driver,
-    pub minter: Minter,
     /// CUDA device handles by ordinal (the guest's device numbers).
     pub devices: Vec<CUdevice>,
     pub contexts: HandleTable<context::Ctx>,
@@ -156,20 +155,39 @@ impl Session {
             id,
             guest_pid,
             driver,
-            minter: Minter::new(),
             devices: Vec::new(),
-            contexts: HandleTable::new(handles::tag::CONTEXT),
+            contexts: table(
+                "context",
+                tag::CONTEXT,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_CONTEXT),
+            ),
             primary: HashMap::new(),
             nvml_devices: None,
             nvml_error: None,
             quota: Quota::default(),
             mem: memory::MemState::default(),
-            streams: HandleTable::new(handles::tag::STREAM),
-            physical: HandleTable::new(handles::tag::MEM_HANDLE),
+            streams: table(
+                "stream",
+                tag::STREAM,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE),
+            ),
+            physical: table(
+                "memory allocation handle",
+                tag::MEM_HANDLE,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE),
+            ),
             vmm: vmm::VmmState::default(),
-            pools: HandleTable::new(handles::tag::MEM_POOL),
+            pools: table(
+                "memory pool",
+                tag::MEM_POOL,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE),
+            ),
             code: module::Code::default(),
-            events: HandleTable::new(handles::tag::EVENT),
+            events: table(
+                "event",
+                tag::EVENT,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE),
+            ),
             batch: batch::Batch::default(),
         };
         cu!(s, cuInit(0)).map_err(|e| format!("cuInit failed: {e}"))?;
@@ -229,7 +247,7 @@ impl Session {
         );
         let streams = self.release_streams();
         let (unmapped, released, reservations) = self.release_vmm();
-        self.pools.drain().for_each(drop);
+        self.pools.take_all();
         tracing::info!(
             "session {}: freed {allocs} allocation(s), destroyed {streams} stream(s), \
              unmapped {unmapped} VMM mapping(s), released {released} VMM allocation(s), \

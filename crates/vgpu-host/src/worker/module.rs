@@ -14,7 +14,7 @@
 //! layout comes from `cuFuncGetParamInfo` / `cuKernelGetParamInfo` so the
 //! guest can pack `kernelParams` into the buffer a launch carries.
 
-use super::{cu, handles, Session};
+use super::{cu, Session};
 use cuda_abi::image::{
     self, ContainerHeader, ElfHeader, CONTAINER_MAGIC, ELF_MAGIC, WRAPPER_MAGIC,
 };
@@ -32,7 +32,7 @@ use vgpu_transport::proto::{
 };
 use vgpu_transport::Status;
 
-use super::handles::HandleTable;
+use super::handles::{table, tag, HandleTable};
 
 const INVALID_HANDLE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE);
 const INVALID_VALUE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE);
@@ -112,10 +112,10 @@ pub struct Code {
 impl Default for Code {
     fn default() -> Self {
         Code {
-            modules: HandleTable::new(handles::tag::MODULE),
-            libraries: HandleTable::new(handles::tag::LIBRARY),
-            kernels: HandleTable::new(handles::tag::KERNEL),
-            functions: HandleTable::new(handles::tag::FUNCTION),
+            modules: table("module", tag::MODULE, INVALID_HANDLE),
+            libraries: table("library", tag::LIBRARY, INVALID_HANDLE),
+            kernels: table("kernel", tag::KERNEL, INVALID_HANDLE),
+            functions: table("function", tag::FUNCTION, INVALID_HANDLE),
             warned_no_param_info: false,
         }
     }
@@ -187,13 +187,13 @@ fn c_name(name: &str) -> Result<CString, Status> {
 impl Session {
     /// A function or kernel handle of this session.
     pub(super) fn callable(&self, h: u64) -> Result<Callable, Status> {
-        if let Some(f) = self.code.functions.get(h) {
+        if let Some(f) = self.code.functions.find(h) {
             return Ok(Callable::Function {
                 raw: f.raw,
                 ctx: f.ctx,
             });
         }
-        if let Some(k) = self.code.kernels.get(h) {
+        if let Some(k) = self.code.kernels.find(h) {
             return Ok(Callable::Kernel {
                 raw: k.raw,
                 handle: h,
@@ -226,7 +226,7 @@ impl Session {
                 let raw = self
                     .code
                     .functions
-                    .get(info.handle)
+                    .find(info.handle)
                     .map(|f| f.raw)
                     .ok_or(INVALID_HANDLE)?;
                 Ok(raw)
@@ -303,24 +303,21 @@ impl Serve<ModuleLoadData> for Session {
         self.enter(c.ctx)?;
         let mut raw: CUmodule = std::ptr::null_mut();
         cu!(self, cuModuleLoadData(&mut raw, image.as_ptr().cast()))?;
-        Ok(self.code.modules.insert(
-            &mut self.minter,
-            Module {
-                raw,
-                ctx: c.ctx,
-                origin: ModuleOrigin::Loaded,
-                _image: image,
-                functions: HashMap::new(),
-                globals: Vec::new(),
-            },
-        ))
+        Ok(self.code.modules.insert(Module {
+            raw,
+            ctx: c.ctx,
+            origin: ModuleOrigin::Loaded,
+            _image: image,
+            functions: HashMap::new(),
+            globals: Vec::new(),
+        }))
     }
 }
 
 impl Session {
     /// Enters a module's context and returns the driver's module.
     fn enter_module(&mut self, h: u64) -> Result<CUmodule, Status> {
-        let (raw, ctx) = match self.code.modules.get(h) {
+        let (raw, ctx) = match self.code.modules.find(h) {
             Some(m) => (m.raw, m.ctx),
             None => {
                 tracing::debug!("session {}: unknown module handle {h:#x}", self.id);
@@ -338,7 +335,7 @@ impl Serve<ModuleUnload> for Session {
         if let Some(Module {
             origin: ModuleOrigin::Library(_),
             ..
-        }) = self.code.modules.get(h)
+        }) = self.code.modules.find(h)
         {
             // It lives and dies with its library.
             return Err(Status::Cuda(CUresult::CUDA_ERROR_NOT_PERMITTED));
@@ -371,10 +368,10 @@ impl Serve<ModuleGetFunction> for Session {
         if let Some(&h) = self
             .code
             .modules
-            .get(c.module)
+            .find(c.module)
             .and_then(|m| m.functions.get(&c.name))
         {
-            let params = self.code.functions.get(h).map(|f| f.params.clone());
+            let params = self.code.functions.find(h).map(|f| f.params.clone());
             return Ok(FunctionInfo {
                 handle: h,
                 params: params.unwrap_or_default(),
@@ -384,17 +381,14 @@ impl Serve<ModuleGetFunction> for Session {
         let mut raw: CUfunction = std::ptr::null_mut();
         cu!(self, cuModuleGetFunction(&mut raw, raw_mod, name.as_ptr()))?;
         let params = self.function_params(raw);
-        let ctx = self.code.modules.get(c.module).map(|m| m.ctx).unwrap_or(0);
-        let h = self.code.functions.insert(
-            &mut self.minter,
-            Func {
-                raw,
-                ctx,
-                owner: FuncOwner::Module(c.module),
-                params: params.clone(),
-            },
-        );
-        if let Some(m) = self.code.modules.get_mut(c.module) {
+        let ctx = self.code.modules.find(c.module).map(|m| m.ctx).unwrap_or(0);
+        let h = self.code.functions.insert(Func {
+            raw,
+            ctx,
+            owner: FuncOwner::Module(c.module),
+            params: params.clone(),
+        });
+        if let Some(m) = self.code.modules.find_mut(c.module) {
             m.functions.insert(c.name, h);
         }
         Ok(FunctionInfo { handle: h, params })
@@ -413,15 +407,15 @@ impl Serve<ModuleGetGlobal> for Session {
         let size = size as u64;
         // A library module's globals are the library's: recorded there, so
         // they go when the library does.
-        let owner = match self.code.modules.get(c.module).map(|m| &m.origin) {
+        let owner = match self.code.modules.find(c.module).map(|m| &m.origin) {
             Some(ModuleOrigin::Library(l)) => Some(*l),
             _ => None,
         };
-        let ctx = self.code.modules.get(c.module).map(|m| m.ctx).unwrap_or(0);
-        match owner.and_then(|l| self.code.libraries.get_mut(l)) {
+        let ctx = self.code.modules.find(c.module).map(|m| m.ctx).unwrap_or(0);
+        match owner.and_then(|l| self.code.libraries.find_mut(l)) {
             Some(lib) => lib.globals.push((ctx, ptr, size)),
             None => {
-                if let Some(m) = self.code.modules.get_mut(c.module) {
+                if let Some(m) = self.code.modules.find_mut(c.module) {
                     m.globals.push((ptr, size));
                 }
             }
@@ -451,24 +445,21 @@ impl Serve<LibraryLoadData> for Session {
                 0
             )
         )?;
-        Ok(self.code.libraries.insert(
-            &mut self.minter,
-            Library {
-                raw,
-                ctx: c.ctx,
-                device,
-                _image: image,
-                kernels: HashMap::new(),
-                modules: HashMap::new(),
-                globals: Vec::new(),
-            },
-        ))
+        Ok(self.code.libraries.insert(Library {
+            raw,
+            ctx: c.ctx,
+            device,
+            _image: image,
+            kernels: HashMap::new(),
+            modules: HashMap::new(),
+            globals: Vec::new(),
+        }))
     }
 }
 
 impl Session {
     fn library(&self, h: u64) -> Result<&Library, Status> {
-        self.code.libraries.get(h).ok_or_else(|| {
+        self.code.libraries.find(h).ok_or_else(|| {
             tracing::debug!("session {}: unknown library handle {h:#x}", self.id);
             INVALID_HANDLE
         })
@@ -511,7 +502,7 @@ impl Serve<LibraryGetKernel> for Session {
     fn serve(&mut self, c: LibraryGetKernel) -> Result<FunctionInfo, Status> {
         let lib = self.library(c.library)?;
         if let Some(&h) = lib.kernels.get(&c.name) {
-            let params = self.code.kernels.get(h).map(|k| k.params.clone());
+            let params = self.code.kernels.find(h).map(|k| k.params.clone());
             return Ok(FunctionInfo {
                 handle: h,
                 params: params.unwrap_or_default(),
@@ -522,16 +513,13 @@ impl Serve<LibraryGetKernel> for Session {
         let mut raw: CUkernel = std::ptr::null_mut();
         cu!(self, cuLibraryGetKernel(&mut raw, raw_lib, name.as_ptr()))?;
         let params = self.kernel_params(raw);
-        let h = self.code.kernels.insert(
-            &mut self.minter,
-            Kernel {
-                raw,
-                library: c.library,
-                params: params.clone(),
-                functions: HashMap::new(),
-            },
-        );
-        if let Some(lib) = self.code.libraries.get_mut(c.library) {
+        let h = self.code.kernels.insert(Kernel {
+            raw,
+            library: c.library,
+            params: params.clone(),
+            functions: HashMap::new(),
+        });
+        if let Some(lib) = self.code.libraries.find_mut(c.library) {
             lib.kernels.insert(c.name, h);
         }
         Ok(FunctionInfo { handle: h, params })
@@ -548,18 +536,15 @@ impl Serve<LibraryGetModule> for Session {
         }
         let mut raw: CUmodule = std::ptr::null_mut();
         cu!(self, cuLibraryGetModule(&mut raw, raw_lib))?;
-        let h = self.code.modules.insert(
-            &mut self.minter,
-            Module {
-                raw,
-                ctx: c.ctx,
-                origin: ModuleOrigin::Library(c.library),
-                _image: Vec::new(),
-                functions: HashMap::new(),
-                globals: Vec::new(),
-            },
-        );
-        if let Some(lib) = self.code.libraries.get_mut(c.library) {
+        let h = self.code.modules.insert(Module {
+            raw,
+            ctx: c.ctx,
+            origin: ModuleOrigin::Library(c.library),
+            _image: Vec::new(),
+            functions: HashMap::new(),
+            globals: Vec::new(),
+        });
+        if let Some(lib) = self.code.libraries.find_mut(c.library) {
             lib.modules.insert(c.ctx, h);
         }
         Ok(h)
@@ -577,7 +562,7 @@ impl Serve<LibraryGetGlobal> for Session {
             cuLibraryGetGlobal(&mut ptr, &mut size, raw_lib, name.as_ptr() as *const c_char)
         )?;
         let size = size as u64;
-        if let Some(lib) = self.code.libraries.get_mut(c.library) {
+        if let Some(lib) = self.code.libraries.find_mut(c.library) {
             lib.globals.push((c.ctx, ptr, size));
         }
         self.expose_global(ptr, size);
@@ -588,7 +573,7 @@ impl Serve<LibraryGetGlobal> for Session {
 impl Session {
     /// A kernel's function in `ctx` (entered), minted once per context.
     fn kernel_function(&mut self, kernel: u64, ctx: u64) -> Result<FunctionInfo, Status> {
-        let (raw_k, params, cached) = match self.code.kernels.get(kernel) {
+        let (raw_k, params, cached) = match self.code.kernels.find(kernel) {
             Some(k) => (k.raw, k.params.clone(), k.functions.get(&ctx).copied()),
             None => {
                 tracing::debug!("session {}: unknown kernel handle {kernel:#x}", self.id);
@@ -601,16 +586,13 @@ impl Session {
         }
         let mut raw: CUfunction = std::ptr::null_mut();
         cu!(self, cuKernelGetFunction(&mut raw, raw_k))?;
-        let h = self.code.functions.insert(
-            &mut self.minter,
-            Func {
-                raw,
-                ctx,
-                owner: FuncOwner::Kernel(kernel),
-                params: params.clone(),
-            },
-        );
-        if let Some(k) = self.code.kernels.get_mut(kernel) {
+        let h = self.code.functions.insert(Func {
+            raw,
+            ctx,
+            owner: FuncOwner::Kernel(kernel),
+            params: params.clone(),
+        });
+        if let Some(k) = self.code.kernels.find_mut(kernel) {
             k.functions.insert(ctx, h);
         }
         Ok(FunctionInfo { handle: h, params })
@@ -629,7 +611,7 @@ impl Session {
         let lib = self
             .code
             .kernels
-            .get(kernel)
+            .find(kernel)
             .map(|k| k.library)
             .ok_or(INVALID_HANDLE)?;
         Ok(self.library(lib)?.device)
@@ -699,7 +681,7 @@ impl Session {
                 let lib = self
                     .code
                     .kernels
-                    .get(handle)
+                    .find(handle)
                     .map(|k| k.library)
                     .ok_or(INVALID_HANDLE)?;
                 let ctx = self.library(lib)?.ctx;
@@ -792,10 +774,10 @@ impl Session {
             if let Some(Module {
                 origin: ModuleOrigin::Library(l),
                 ..
-            }) = self.code.modules.get(*h)
+            }) = self.code.modules.find(*h)
             {
                 let l = *l;
-                if let Some(lib) = self.code.libraries.get_mut(l) {
+                if let Some(lib) = self.code.libraries.find_mut(l) {
                     lib.modules.remove(&ctx);
                 }
             }
@@ -811,7 +793,7 @@ impl Session {
         for (h, owner) in &funcs {
             self.code.functions.remove(*h);
             if let FuncOwner::Kernel(k) = owner {
-                if let Some(k) = self.code.kernels.get_mut(*k) {
+                if let Some(k) = self.code.kernels.find_mut(*k) {
                     k.functions.remove(&ctx);
                 }
             }
@@ -819,7 +801,7 @@ impl Session {
         let mut hidden = Vec::new();
         let libs: Vec<u64> = self.code.libraries.iter().map(|(h, _)| h).collect();
         for h in libs {
-            if let Some(lib) = self.code.libraries.get_mut(h) {
+            if let Some(lib) = self.code.libraries.find_mut(h) {
                 lib.globals.retain(|&(c, p, n)| {
                     if c == ctx {
                         hidden.push((p, n));
@@ -869,9 +851,9 @@ impl Session {
             }
             self.forget_library(h);
         }
-        self.code.modules.drain().for_each(drop);
-        self.code.functions.drain().for_each(drop);
-        self.code.kernels.drain().for_each(drop);
+        self.code.modules.take_all();
+        self.code.functions.take_all();
+        self.code.kernels.take_all();
         (mods, n)
     }
 }

@@ -55,7 +55,7 @@ impl Session {
                 Ok(builtin(stream))
             }
             h => {
-                let (raw, owner) = match self.streams.get(h) {
+                let (raw, owner) = match self.streams.find(h) {
                     Some(s) => (s.raw, s.ctx),
                     None => {
                         tracing::debug!("session {}: unknown stream handle {h:#x}", self.id);
@@ -114,16 +114,14 @@ impl Serve<StreamCreate> for Session {
         } else {
             cu!(self, cuStreamCreate(&mut raw, c.flags))?;
         }
-        Ok(self
-            .streams
-            .insert(&mut self.minter, Strm { raw, ctx: c.ctx }))
+        Ok(self.streams.insert(Strm { raw, ctx: c.ctx }))
     }
 }
 
 impl Session {
     /// The stream behind a handle, with its context made current.
     fn enter_own_stream(&mut self, h: u64) -> Result<CUstream, Status> {
-        let (raw, ctx) = match self.streams.get(h) {
+        let (raw, ctx) = match self.streams.find(h) {
             Some(s) => (s.raw, s.ctx),
             None => return Err(INVALID_HANDLE),
         };

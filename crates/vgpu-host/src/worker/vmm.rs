@@ -126,15 +126,12 @@ impl Serve<MemCreate> for Session {
         let mut raw: CUmemGenericAllocationHandle = 0;
         cu!(self, cuMemCreate(&mut raw, c.size as usize, &prop, c.flags))?;
         self.quota.used = self.quota.used.saturating_add(c.size);
-        Ok(self.physical.insert(
-            &mut self.minter,
-            Physical {
-                raw,
-                size: c.size,
-                mappings: 0,
-                released: false,
-            },
-        ))
+        Ok(self.physical.insert(Physical {
+            raw,
+            size: c.size,
+            mappings: 0,
+            released: false,
+        }))
     }
 }
 
@@ -142,7 +139,7 @@ impl Session {
     /// The driver frees a physical allocation once it is released and
     /// unmapped; then its handle goes and its bytes leave the quota.
     fn reap_physical(&mut self, h: u64) {
-        if let Some(p) = self.physical.get(h) {
+        if let Some(p) = self.physical.find(h) {
             if p.released && p.mappings == 0 {
                 let size = p.size;
                 self.physical.remove(h);
@@ -155,7 +152,7 @@ impl Session {
 impl Serve<MemRelease> for Session {
     fn serve(&mut self, c: MemRelease) -> Result<(), Status> {
         let h = c.handle;
-        let raw = match self.physical.get(h) {
+        let raw = match self.physical.find(h) {
             Some(p) if !p.released => p.raw,
             _ => {
                 tracing::warn!(
@@ -166,7 +163,7 @@ impl Serve<MemRelease> for Session {
             }
         };
         cu!(self, cuMemRelease(raw))?;
-        if let Some(p) = self.physical.get_mut(h) {
+        if let Some(p) = self.physical.find_mut(h) {
             p.released = true;
         }
         self.reap_physical(h);
@@ -236,7 +233,7 @@ impl Serve<MemMap> for Session {
             Some(r) if c.size > 0 => r,
             _ => return Err(INVALID_VALUE),
         };
-        let (raw, phys_size) = match self.physical.get(c.handle) {
+        let (raw, phys_size) = match self.physical.find(c.handle) {
             Some(p) if !p.released => (p.raw, p.size),
             _ => {
                 tracing::warn!(
@@ -270,7 +267,7 @@ impl Serve<MemMap> for Session {
             },
         );
         self.vmm.mapped_set.insert(start, end);
-        if let Some(p) = self.physical.get_mut(c.handle) {
+        if let Some(p) = self.physical.find_mut(c.handle) {
             p.mappings += 1;
         }
         Ok(())
@@ -325,7 +322,7 @@ impl Session {
         self.vmm.mapped_set.remove(start, end);
         self.mem.readable.remove(start, end);
         self.mem.writable.remove(start, end);
-        if let Some(p) = self.physical.get_mut(m.handle) {
+        if let Some(p) = self.physical.find_mut(m.handle) {
             p.mappings = p.mappings.saturating_sub(1);
         }
         self.reap_physical(m.handle);
