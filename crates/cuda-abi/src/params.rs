@@ -108,7 +108,10 @@ pub enum LayoutError {
     /// parameter size the kernel declares.
     BadParam { ordinal: u32 },
     /// `EIATTR_CBANK_PARAM_SIZE` and `EIATTR_PARAM_CBANK` disagree.
-    Inconsistent { cbank_param_size: u32, param_cbank: u32 },
+    Inconsistent {
+        cbank_param_size: u32,
+        param_cbank: u32,
+    },
     /// PTX the signature reader cannot follow, at a 1-based line.
     Ptx { line: u32, what: &'static str },
     /// Two declarations of one PTX entry with different parameters.
@@ -162,7 +165,10 @@ impl fmt::Display for LayoutError {
             ),
             LayoutError::Ptx { line, what } => write!(f, "PTX line {line}: {what}"),
             LayoutError::Conflicting => {
-                write!(f, "the PTX declares the entry twice with different parameters")
+                write!(
+                    f,
+                    "the PTX declares the entry twice with different parameters"
+                )
             }
             LayoutError::NoKernel { kernel, source } => {
                 write!(f, "no kernel {kernel:?} in the {source}")

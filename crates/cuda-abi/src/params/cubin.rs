@@ -391,10 +391,7 @@ mod tests {
         );
         // A parameter record too short, or in the wrong format.
         let short = sval(EIATTR_KPARAM_INFO, &[0; 8]);
-        assert_eq!(
-            kernel_layout(&short),
-            Err(LayoutError::BadRecord { at: 0 })
-        );
+        assert_eq!(kernel_layout(&short), Err(LayoutError::BadRecord { at: 0 }));
         let as_hval = hval(EIATTR_KPARAM_INFO, 4);
         assert_eq!(
             kernel_layout(&as_hval),

@@ -2,7 +2,8 @@
 //!
 //! Only the signatures are read: the text is split into tokens (comments
 //! and string literals dropped), and at brace depth 0 every `.entry name (
-//! params )` is read; kernel bodies are skipped by counting braces. Each
+//! params )` that is followed by its body or a `;` is read; kernel bodies
+//! are skipped by counting braces. Each
 //! parameter is
 //!
 //! ```text
@@ -52,6 +53,10 @@ pub fn ptx_layouts(text: &[u8]) -> Result<KernelLayouts, LayoutError> {
                     // `.entry name { ... }`: no parameter list at all.
                     Ok(Vec::new())
                 };
+                // Only a signature followed by its body (or a `;`) is
+                // whole: text cut short after a name or a parameter must
+                // not read as a kernel with fewer parameters.
+                let layout = layout.and_then(|l| body(&mut toks, &mut depth, t.line).map(|()| l));
                 match out.get(&name) {
                     // A declaration and a definition of the same kernel.
                     Some(prev) if prev != &layout => {
@@ -69,13 +74,40 @@ pub fn ptx_layouts(text: &[u8]) -> Result<KernelLayouts, LayoutError> {
     Ok(out)
 }
 
+/// What follows a signature up to its body's `{` (counted in `depth`) or a
+/// declaration's `;`: performance directives, skipped.
+fn body(
+    toks: &mut std::iter::Peekable<Lexer<'_>>,
+    depth: &mut usize,
+    mut line: u32,
+) -> Result<(), LayoutError> {
+    let err = |line, what| LayoutError::Ptx { line, what };
+    loop {
+        match toks.peek().map(|t| (t.tok, t.line)) {
+            None => return Err(err(line, "the text ends before the kernel's body")),
+            Some((Tok::Word(b".entry"), line)) => {
+                return Err(err(line, "another .entry before the kernel's body"))
+            }
+            Some((tok, l)) => {
+                line = l;
+                toks.next();
+                match tok {
+                    Tok::Punct(b'{') => {
+                        *depth += 1;
+                        return Ok(());
+                    }
+                    Tok::Punct(b';') => return Ok(()),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 /// A parameter list after its `(`, through its `)`. On an error the rest of
 /// the list is left to the caller's scan, which only looks for braces and
 /// `.entry`.
-fn params<'a>(
-    toks: &mut std::iter::Peekable<Lexer<'a>>,
-    line: u32,
-) -> Result<Layout, LayoutError> {
+fn params<'a>(toks: &mut std::iter::Peekable<Lexer<'a>>, line: u32) -> Result<Layout, LayoutError> {
     let mut layout = Vec::new();
     let mut end = 0u32;
     let mut line = line;
@@ -107,7 +139,10 @@ fn params<'a>(
 }
 
 /// One parameter after its `.param`: (size, alignment).
-fn param(toks: &mut std::iter::Peekable<Lexer<'_>>, line: &mut u32) -> Result<(u32, u32), LayoutError> {
+fn param(
+    toks: &mut std::iter::Peekable<Lexer<'_>>,
+    line: &mut u32,
+) -> Result<(u32, u32), LayoutError> {
     let mut align = None;
     let mut vector = 1u32;
     let mut width = None;
@@ -193,7 +228,10 @@ fn type_width(t: &[u8]) -> Option<u32> {
 /// PTX identifiers: a letter followed by letters, digits, `_` and `$`, or
 /// `_`, `$` or `%` followed by at least one of those.
 fn is_name(w: &[u8]) -> bool {
-    let more = |r: &[u8]| r.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$');
+    let more = |r: &[u8]| {
+        r.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
+    };
     match w {
         [c, rest @ ..] if c.is_ascii_alphabetic() => more(rest),
         [b'_' | b'$' | b'%', rest @ ..] if !rest.is_empty() => more(rest),
@@ -252,7 +290,9 @@ impl<'a> Lexer<'a> {
             .position(|w| w == end)
             .map_or(rest.len(), |p| p + end.len());
         let lines = rest[..skip].iter().filter(|&&b| b == b'\n').count();
-        self.line = self.line.saturating_add(u32::try_from(lines).unwrap_or(u32::MAX));
+        self.line = self
+            .line
+            .saturating_add(u32::try_from(lines).unwrap_or(u32::MAX));
         self.i += skip;
     }
 }
@@ -325,8 +365,10 @@ mod tests {
 
     #[test]
     fn scalars_align_to_their_width() {
-        let l = one(".visible .entry k(.param .u8 a, .param .u16 b, .param .u8 c, \
-                     .param .f64 d, .param .b32 e)\n{ ret; }");
+        let l = one(
+            ".visible .entry k(.param .u8 a, .param .u16 b, .param .u8 c, \
+                     .param .f64 d, .param .b32 e)\n{ ret; }",
+        );
         assert_eq!(l, Ok(vec![(0, 1), (2, 2), (4, 1), (8, 8), (16, 4)]));
     }
 
@@ -342,10 +384,7 @@ mod tests {
                      .param .u64 .ptr.const.align 8 q, .param .v2 .u16 w[3], .param .b32 m[2][3])\n{}");
         // v: 16 bytes aligned 16; p: a u32 whose pointee alignment does not
         // count; q: u64; w: 3 × 4 bytes aligned 4; m: 2 × 3 × 4.
-        assert_eq!(
-            l,
-            Ok(vec![(0, 16), (16, 4), (24, 8), (32, 12), (44, 24)])
-        );
+        assert_eq!(l, Ok(vec![(0, 16), (16, 4), (24, 8), (32, 12), (44, 24)]));
     }
 
     #[test]
@@ -387,18 +426,68 @@ mod tests {
     #[test]
     fn what_the_reader_cannot_follow_is_an_error_with_its_line() {
         let cases: &[(&str, u32, &str)] = &[
-            (".entry k(.param .pred p) {}", 1, "unknown parameter type or qualifier"),
-            (".entry k(.param .texref t) {}", 1, "unknown parameter type or qualifier"),
-            (".entry k(\n.param .align 3 .b8 s[4]) {}", 2, ".align without a power of two"),
-            (".entry k(.param .b8 s[]) {}", 1, "an array parameter without a positive size"),
-            (".entry k(.param .b8 s[0]) {}", 1, "an array parameter without a positive size"),
-            (".entry k(.param .u32 a .param .u32 b) {}", 1, "expected ',' or ')' after a parameter"),
+            (
+                ".entry k(.param .pred p) {}",
+                1,
+                "unknown parameter type or qualifier",
+            ),
+            (
+                ".entry k(.param .texref t) {}",
+                1,
+                "unknown parameter type or qualifier",
+            ),
+            (
+                ".entry k(\n.param .align 3 .b8 s[4]) {}",
+                2,
+                ".align without a power of two",
+            ),
+            (
+                ".entry k(.param .b8 s[]) {}",
+                1,
+                "an array parameter without a positive size",
+            ),
+            (
+                ".entry k(.param .b8 s[0]) {}",
+                1,
+                "an array parameter without a positive size",
+            ),
+            (
+                ".entry k(.param .u32 a .param .u32 b) {}",
+                1,
+                "expected ',' or ')' after a parameter",
+            ),
             (".entry k(.param a) {}", 1, "a parameter without a type"),
-            (".entry k(.param .u32 .u64 a) {}", 1, "two types for one parameter"),
-            (".entry k(.reg .u32 a) {}", 1, "a kernel parameter that is not .param"),
-            (".entry k(.param .u32 a,\n\n", 1, "the text ends inside a parameter list"),
-            (".entry k(.param .u32 a; {}", 1, "expected ',' or ')' after a parameter"),
-            (".entry k(.param .b8 big[4294967295], .param .u32 x) {}", 1, "parameters past 4 GiB"),
+            (
+                ".entry k(.param .u32 .u64 a) {}",
+                1,
+                "two types for one parameter",
+            ),
+            (
+                ".entry k(.reg .u32 a) {}",
+                1,
+                "a kernel parameter that is not .param",
+            ),
+            (
+                ".entry k(.param .u32 a,\n\n",
+                1,
+                "the text ends inside a parameter list",
+            ),
+            (
+                ".entry k(.param .u32 a; {}",
+                1,
+                "expected ',' or ')' after a parameter",
+            ),
+            (
+                ".entry k(.param .u32 a)\n.maxntid 1, 1, 1",
+                2,
+                "the text ends before the kernel's body",
+            ),
+            (".entry k", 1, "the text ends before the kernel's body"),
+            (
+                ".entry k(.param .b8 big[4294967295], .param .u32 x) {}",
+                1,
+                "parameters past 4 GiB",
+            ),
         ];
         for &(ptx, line, what) in cases {
             assert_eq!(one(ptx), Err(LayoutError::Ptx { line, what }), "{ptx}");
@@ -410,6 +499,19 @@ mod tests {
                 what: "no kernel name after .entry"
             })
         );
+    }
+
+    #[test]
+    fn a_signature_without_a_body_does_not_swallow_the_next_kernel() {
+        let all = ptx_layouts(b".entry a(.param .u32 x)\n.entry b(.param .u64 y) {}").unwrap();
+        assert_eq!(
+            all["a"],
+            Err(LayoutError::Ptx {
+                line: 2,
+                what: "another .entry before the kernel's body"
+            })
+        );
+        assert_eq!(all["b"], Ok(vec![(0, 8)]));
     }
 
     #[test]
