@@ -202,6 +202,8 @@ pub fn param_layouts(image: &[u8], sm: u32) -> Result<Layouts, LayoutError> {
         }),
         ImageKind::Wrapper => Err(LayoutError::Wrapper),
         ImageKind::Archive => Err(LayoutError::Archive),
+        // `measure` says why the bytes are no image; it cannot succeed
+        // where `kind` found nothing.
         ImageKind::Unknown => Err(match image::measure(image, image.len() as u64) {
             Err(e) => LayoutError::Image(e),
             Ok(Measured::Wrapper(_)) => LayoutError::Wrapper,

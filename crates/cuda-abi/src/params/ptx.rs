@@ -3,8 +3,7 @@
 //! Only the signatures are read: the text is split into tokens (comments
 //! and string literals dropped), and at brace depth 0 every `.entry name (
 //! params )` that is followed by its body or a `;` is read; kernel bodies
-//! are skipped by counting braces. Each
-//! parameter is
+//! are skipped by counting braces. Each parameter is
 //!
 //! ```text
 //! .param [.align A] [.v2|.v4|.v8] .type [.ptr [.space] [.align P]] name [ '[' N ']' ]*
