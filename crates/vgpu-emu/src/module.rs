@@ -463,14 +463,13 @@ fn instantiate(
 }
 
 /// Drops a module's registry entries; frees its variables when asked (not at
-/// context teardown, where the context's memory goes as a whole).
-fn forget(m: &LoadedModule, free: bool) {
+/// context teardown, where the context's memory goes as a whole). Taken
+/// once: of two racing unloads, one does this and the other gets
+/// CUDA_ERROR_INVALID_HANDLE.
+fn forget(m: &LoadedModule, free: bool) -> Result<(), CUresult> {
     {
         let mut objs = OBJECTS.write();
-        // Taken once: of two racing unloads, one frees the variables.
-        if objs.take(m.handle).is_err() {
-            return;
-        }
+        objs.take(m.handle)?;
         for (_, h) in m.functions() {
             let _ = objs.take(*h);
         }
@@ -480,6 +479,7 @@ fn forget(m: &LoadedModule, free: bool) {
             memory::free_module_block(b);
         }
     }
+    Ok(())
 }
 
 /// A context's modules die with it (destroy, primary release or reset).
@@ -493,7 +493,8 @@ pub fn release_context(ctx: u64) {
         })
         .collect();
     for m in doomed {
-        forget(&m, false);
+        // Gone already if an unload won the race; nothing more to do.
+        let _ = forget(&m, false);
     }
 }
 
@@ -637,8 +638,7 @@ pub fn module_load(out: Out<CUmodule>, path: &CStr) -> Result<(), CUresult> {
 }
 
 pub fn module_unload(m: Live<LoadedModule>) -> Result<(), CUresult> {
-    forget(&m, true);
-    Ok(())
+    forget(&m, true)
 }
 
 pub fn module_get_function(
@@ -830,8 +830,9 @@ pub fn library_unload(lib: Live<Library>) -> Result<(), CUresult> {
     }
     let mods: Vec<u64> = lib.modules.lock().drain().map(|(_, m)| m).collect();
     for m in mods {
+        // A module its context took with it is gone already.
         if let Ok(Object::Module(m)) = OBJECTS.get(m) {
-            forget(&m, true);
+            let _ = forget(&m, true);
         }
     }
     Ok(())
