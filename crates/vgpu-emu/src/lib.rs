@@ -330,7 +330,9 @@ pub mod nvml_exports {
         require = crate::nvml::ensure_init,
         implemented {
             // Library
-            nvmlSystemGetDriverVersion => nvml::system_string[profile::DRIVER_VERSION],
+            // The library's version strings (NVML's own is answered before
+            // nvmlInit, the driver's is not).
+            nvmlSystemGetDriverVersion => crate::ffi::nvml_string[profile::DRIVER_VERSION],
 
             // Inventory and identity
             nvmlDeviceGetCount => nvml::device_get_count,
@@ -419,7 +421,7 @@ pub mod nvml_exports {
             // Checks the count itself, under the same lock it decrements.
             nvmlShutdown => nvml::shutdown,
             nvmlErrorString => vgpu_ffi::entry::nvml_error_string,
-            nvmlSystemGetNVMLVersion => nvml::system_string[profile::NVML_VERSION],
+            nvmlSystemGetNVMLVersion => crate::ffi::nvml_string[profile::NVML_VERSION],
             nvmlSystemGetCudaDriverVersion => nvml::system_get_cuda_driver_version,
             nvmlSystemGetCudaDriverVersion_v2 => nvml::system_get_cuda_driver_version,
         }

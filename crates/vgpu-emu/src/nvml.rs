@@ -68,16 +68,6 @@ pub fn shutdown() -> R {
     Ok(())
 }
 
-/// The library's version strings; the list gives which. The NVML version is
-/// answered before nvmlInit, the driver version is not.
-///
-/// # Safety
-/// `buf` holds `len` bytes.
-pub unsafe fn system_string(buf: Out<c_char>, len: c_uint, s: &str) -> R {
-    // SAFETY: per the caller.
-    unsafe { nvml_string(buf, len, s) }
-}
-
 /// The answer of every query whose value never changes: the list gives it
 /// (a property of the emulated board, an H100 PCIe).
 pub fn answer<T>(_d: Device, out: Out<T>, value: T) -> R {
