@@ -652,10 +652,10 @@ pub fn module_get_function(
 }
 
 /// Both out-pointers are optional.
-fn global_of(
-    m: &LoadedModule,
+pub fn module_get_global(
     dptr: Option<Out<CUdeviceptr>>,
     bytes: Option<Out<usize>>,
+    m: Live<LoadedModule>,
     name: &CStr,
 ) -> Result<(), CUresult> {
     let name = name.to_string_lossy();
@@ -668,15 +668,6 @@ fn global_of(
         b.write(size);
     }
     Ok(())
-}
-
-pub fn module_get_global(
-    dptr: Option<Out<CUdeviceptr>>,
-    bytes: Option<Out<usize>>,
-    m: Live<LoadedModule>,
-    name: &CStr,
-) -> Result<(), CUresult> {
-    global_of(&m, dptr, bytes, name)
 }
 
 pub fn module_get_loading_mode(mode: Out<CUmoduleLoadingMode>) -> Result<(), CUresult> {
@@ -857,14 +848,14 @@ pub fn library_get_kernel(
     Ok(())
 }
 
+/// A global of the library's module in the current context.
 pub fn library_get_global(
     dptr: Option<Out<CUdeviceptr>>,
     bytes: Option<Out<usize>>,
     lib: Live<Library>,
     name: &CStr,
 ) -> Result<(), CUresult> {
-    let m = library_module(&lib)?;
-    global_of(&m, dptr, bytes, name)
+    module_get_global(dptr, bytes, Live(library_module(&lib)?), name)
 }
 
 pub fn library_get_kernel_count(count: Out<c_uint>, lib: Live<Library>) -> Result<(), CUresult> {

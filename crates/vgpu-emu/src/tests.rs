@@ -613,10 +613,8 @@ fn memsets() {
     let mut back = [0u8; 4096];
     let read = |back: &mut [u8; 4096]| {
         // SAFETY: `back` is 4096 bytes.
-        assert_eq!(
-            unsafe { cuMemcpyDtoH_v2(back.as_mut_ptr().cast(), a, 4096) },
-            OK
-        );
+        let r = unsafe { cuMemcpyDtoH_v2(back.as_mut_ptr().cast(), a, 4096) };
+        assert_eq!(r, OK);
     };
     // SAFETY: device ranges are validated by the library.
     unsafe {

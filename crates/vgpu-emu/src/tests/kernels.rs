@@ -281,10 +281,8 @@ fn fatbin_container_and_wrapper() {
     let ctx = new_ctx();
     let mut m = null_mut();
     // SAFETY: a complete fatbin container and a local out-slot.
-    assert_eq!(
-        unsafe { cuModuleLoadData(&mut m, FATBIN.as_ptr().cast()) },
-        OK
-    );
+    let r = unsafe { cuModuleLoadData(&mut m, FATBIN.as_ptr().cast()) };
+    assert_eq!(r, OK);
     check_vadd(get_fn(m, "vadd"));
 
     // The 24-byte __fatBinC_Wrapper_t cudart registers.
@@ -294,10 +292,8 @@ fn fatbin_container_and_wrapper() {
     wrapper[8..16].copy_from_slice(&(FATBIN.as_ptr() as u64).to_le_bytes());
     let mut m2 = null_mut();
     // SAFETY: a wrapper pointing at a live container.
-    assert_eq!(
-        unsafe { cuModuleLoadFatBinary(&mut m2, wrapper.as_ptr().cast()) },
-        OK
-    );
+    let r = unsafe { cuModuleLoadFatBinary(&mut m2, wrapper.as_ptr().cast()) };
+    assert_eq!(r, OK);
     check_vadd(get_fn(m2, "vadd"));
 
     // A cubin alone has no PTX to run.
@@ -424,17 +420,10 @@ fn module_globals_are_device_memory() {
     assert_eq!(dtoh::<f32>(out, 4), vec![4.0, 8.0, 12.0, 16.0]);
 
     let mut v = 0;
+    let attr = CUfunction_attribute::CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES;
     // SAFETY: local out-slot.
-    assert_eq!(
-        unsafe {
-            cuFuncGetAttribute(
-                &mut v,
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES,
-                f,
-            )
-        },
-        OK
-    );
+    let r = unsafe { cuFuncGetAttribute(&mut v, attr, f) };
+    assert_eq!(r, OK);
     assert_eq!(v, 4);
     destroy(ctx);
 }

@@ -692,10 +692,8 @@ fn vmm_posix_fd_export_import_aliases() {
 fn pool_u64(pool: CUmemoryPool, attr: CUmemPool_attribute) -> u64 {
     let mut v = 0u64;
     // SAFETY: a local u64 for a 64-bit attribute.
-    assert_eq!(
-        unsafe { cuMemPoolGetAttribute(pool, attr, (&mut v as *mut u64).cast()) },
-        OK
-    );
+    let r = unsafe { cuMemPoolGetAttribute(pool, attr, (&mut v as *mut u64).cast()) };
+    assert_eq!(r, OK);
     v
 }
 
