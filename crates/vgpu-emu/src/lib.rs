@@ -29,7 +29,8 @@ mod stream;
 /// (`vgpu_ffi::FromCuda`): out-pointers, strings, devices and handles.
 /// Bracketed values are constants appended to the C arguments: the plain
 /// form of a call that has flags, the synchronous form of a stream-ordered
-/// one (`Order::Sync`), the element type of a memset.
+/// one (`Order::Sync`); the widths of a family (memset elements, 32-bit
+/// legacy outputs) are the body's type parameter.
 pub mod cuda_exports {
     use crate::context::MaybeCtx;
     use crate::stream::Order;
