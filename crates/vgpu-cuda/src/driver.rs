@@ -93,7 +93,15 @@ thread_local! {
 }
 
 fn hold<T: Clone + 'static, E: Copy + 'static>(registry: &'static Shared<T, E>) {
-    HELD.with(|h| h.borrow_mut().push(Box::new(registry.write())));
+    let guard = registry.write();
+    // A thread whose TLS is already torn down cannot keep it: the lock is
+    // then released at once, as before there were these handlers.
+    let _ = HELD.try_with(|h| h.borrow_mut().push(Box::new(guard)));
+}
+
+fn held() -> Vec<Box<dyn Held>> {
+    HELD.try_with(|h| std::mem::take(&mut *h.borrow_mut()))
+        .unwrap_or_default()
 }
 
 /// Before `fork()`: every handle registry's lock is held across it, so the
@@ -112,7 +120,7 @@ extern "C" fn fork_prepare() {
 }
 
 extern "C" fn fork_parent() {
-    HELD.with(|h| h.borrow_mut().clear());
+    drop(held());
     // SAFETY: fork_prepare locked INIT on this thread and leaked the guard.
     unsafe { INIT.force_unlock() };
 }
@@ -122,8 +130,7 @@ extern "C" fn fork_parent() {
 /// thread (the child's only one) starts with no current context.
 extern "C" fn fork_child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
-    let held = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
-    for mut guard in held {
+    for mut guard in held() {
         guard.clear();
     }
     state::fork_child();

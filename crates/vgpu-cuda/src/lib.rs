@@ -332,3 +332,39 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuThreadExchangeStreamCaptureMode => capture::exchange_mode,
     }
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The list's `require`: no test process runs cuInit (there is no
+    /// host), so every entry point outside `without_init` refuses before
+    /// it looks at its arguments, and those inside still answer.
+    #[test]
+    fn initialisation_check_comes_first() {
+        const NOT_INITIALIZED: CUresult = CUresult::CUDA_ERROR_NOT_INITIALIZED;
+        let mut n = 0;
+        let mut name: *const std::ffi::c_char = std::ptr::null();
+        let mut mode = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL;
+        // SAFETY: live locals or NULL, which the checks refuse before any
+        // access.
+        unsafe {
+            assert_eq!(cuDeviceGetCount(&mut n), NOT_INITIALIZED);
+            assert_eq!(cuMemAlloc_v2(null_mut(), 0), NOT_INITIALIZED);
+            assert_eq!(cuMemcpy2D_v2(std::ptr::null()), NOT_INITIALIZED);
+            assert_eq!(cuStreamSynchronize(null_mut()), NOT_INITIALIZED);
+            assert_eq!(
+                cuDriverGetVersion(null_mut()),
+                CUresult::CUDA_ERROR_INVALID_VALUE
+            );
+            assert_eq!(
+                cuGetErrorName(NOT_INITIALIZED, &mut name),
+                CUresult::CUDA_SUCCESS
+            );
+            assert_eq!(
+                cuThreadExchangeStreamCaptureMode(&mut mode),
+                CUresult::CUDA_SUCCESS
+            );
+        }
+    }
+}

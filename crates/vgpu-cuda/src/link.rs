@@ -9,7 +9,7 @@ use cuda_types::cuda::{CUjitInputType, CUjit_option, CUlinkState, CUresult};
 use parking_lot::Mutex;
 use std::ffi::{c_uint, c_void, CStr};
 use std::sync::Arc;
-use vgpu_ffi::{FromCuda, Mint, Out, Shared};
+use vgpu_ffi::{FromCuda, In, Mint, Out, Shared};
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
 use vgpu_transport::codec::Bytes;
@@ -97,20 +97,20 @@ fn input_name(name: Option<&CStr>, fallback: &str) -> String {
 }
 
 /// # Safety
-/// `data` is NULL or holds `size` readable bytes; `options` is NULL or
-/// holds `n` entries (API contract).
+/// `data` holds `size` readable bytes; `options` is NULL or holds `n`
+/// entries (API contract).
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn add_data(
     l: Live<Link>,
     ty: CUjitInputType,
-    data: *mut c_void,
+    data: In<c_void>,
     size: usize,
     name: Option<&CStr>,
     n: c_uint,
     options: *mut CUjit_option,
     _values: *mut *mut c_void,
 ) -> Result<(), CUresult> {
-    if data.is_null() || size == 0 {
+    if size == 0 {
         return Err(reject(
             INVALID_VALUE,
             format_args!("cuLinkAddData: no data"),
@@ -124,7 +124,7 @@ pub unsafe fn add_data(
     }
     log_options("cuLinkAddData", n, options);
     // SAFETY: `size` readable bytes (API contract).
-    let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, size) }.to_vec();
+    let bytes = unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), size) }.to_vec();
     add(&l, ty, input_name(name, "data"), bytes)
 }
 

@@ -382,11 +382,10 @@ unsafe fn load(image: *const c_void) -> Result<Arc<Module>, CUresult> {
     Ok(Module::register(shipped, ctx, None))
 }
 
-/// For the dark API's module loaders (CUDART_INTERFACE slots 1, 6, 8):
-/// a module from a fatbin wrapper (or any other image) in the current
-/// context, with what cuModuleLoadData would return.
+/// For the dark API's module loaders (CUDART_INTERFACE slots 1 and 6, after
+/// their `driver::require`): a module from a fatbin wrapper (or any other
+/// image) in the current context, with what cuModuleLoadData would return.
 pub fn load_module_from_wrapper(wrapper: *const c_void) -> Result<CUmodule, CUresult> {
-    driver::require()?;
     // SAFETY: cudart passes its registered wrapper, valid for the process.
     unsafe { load(wrapper) }.map(|m| m.handle())
 }

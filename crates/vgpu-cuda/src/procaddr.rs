@@ -302,50 +302,48 @@ mod tests {
         let sentinel = 0x1234usize as *mut c_void;
         let mut p = sentinel;
         let mut st = CUdriverProcAddressQueryResult(99);
-        {
-            // v2, found.
-            get_proc_address_v2(c"cuInit".as_ptr(), &mut p, 2000, 0, &mut st).unwrap();
-            assert_eq!(p as *const c_void, export("cuInit"));
-            assert_eq!(
-                st,
-                CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SUCCESS
-            );
-            // v2, unknown: SUCCESS + NULL + status 1; NULL status allowed.
-            p = sentinel;
-            get_proc_address_v2(c"".as_ptr(), &mut p, 0, 0, &mut st).unwrap();
-            assert!(p.is_null());
-            assert_eq!(st, Miss::SymbolNotFound.status());
-            get_proc_address_v2(c"nope".as_ptr(), &mut p, 12000, 0, std::ptr::null_mut()).unwrap();
-            // v2, too new.
-            p = sentinel;
-            assert_eq!(
-                get_proc_address_v2(c"cuCtxGetId".as_ptr(), &mut p, 11000, 0, &mut st),
-                Err(CUresult::CUDA_ERROR_NOT_FOUND)
-            );
-            assert!(p.is_null());
-            assert_eq!(st, Miss::VersionNotSufficient.status());
-            // v1: found, then misses leave *pfn alone.
-            get_proc_address(c"cuMemAlloc".as_ptr(), &mut p, 3020, 0).unwrap();
-            assert_eq!(p as *const c_void, export("cuMemAlloc_v2"));
-            p = sentinel;
-            assert_eq!(
-                get_proc_address(c"nope".as_ptr(), &mut p, 12000, 0),
-                Err(CUresult::CUDA_ERROR_NOT_FOUND)
-            );
-            assert_eq!(
-                get_proc_address(c"cuCtxGetId".as_ptr(), &mut p, 11000, 0),
-                Err(CUresult::CUDA_ERROR_NOT_FOUND)
-            );
-            assert_eq!(p, sentinel);
-            // NULL arguments.
-            for r in [
-                get_proc_address(std::ptr::null(), &mut p, 12000, 0),
-                get_proc_address(c"cuInit".as_ptr(), std::ptr::null_mut(), 12000, 0),
-                get_proc_address_v2(std::ptr::null(), &mut p, 12000, 0, &mut st),
-                get_proc_address_v2(c"cuInit".as_ptr(), std::ptr::null_mut(), 12000, 0, &mut st),
-            ] {
-                assert_eq!(r, Err(CUresult::CUDA_ERROR_INVALID_VALUE));
-            }
+        // v2, found.
+        get_proc_address_v2(c"cuInit".as_ptr(), &mut p, 2000, 0, &mut st).unwrap();
+        assert_eq!(p as *const c_void, export("cuInit"));
+        assert_eq!(
+            st,
+            CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SUCCESS
+        );
+        // v2, unknown: SUCCESS + NULL + status 1; NULL status allowed.
+        p = sentinel;
+        get_proc_address_v2(c"".as_ptr(), &mut p, 0, 0, &mut st).unwrap();
+        assert!(p.is_null());
+        assert_eq!(st, Miss::SymbolNotFound.status());
+        get_proc_address_v2(c"nope".as_ptr(), &mut p, 12000, 0, std::ptr::null_mut()).unwrap();
+        // v2, too new.
+        p = sentinel;
+        assert_eq!(
+            get_proc_address_v2(c"cuCtxGetId".as_ptr(), &mut p, 11000, 0, &mut st),
+            Err(CUresult::CUDA_ERROR_NOT_FOUND)
+        );
+        assert!(p.is_null());
+        assert_eq!(st, Miss::VersionNotSufficient.status());
+        // v1: found, then misses leave *pfn alone.
+        get_proc_address(c"cuMemAlloc".as_ptr(), &mut p, 3020, 0).unwrap();
+        assert_eq!(p as *const c_void, export("cuMemAlloc_v2"));
+        p = sentinel;
+        assert_eq!(
+            get_proc_address(c"nope".as_ptr(), &mut p, 12000, 0),
+            Err(CUresult::CUDA_ERROR_NOT_FOUND)
+        );
+        assert_eq!(
+            get_proc_address(c"cuCtxGetId".as_ptr(), &mut p, 11000, 0),
+            Err(CUresult::CUDA_ERROR_NOT_FOUND)
+        );
+        assert_eq!(p, sentinel);
+        // NULL arguments.
+        for r in [
+            get_proc_address(std::ptr::null(), &mut p, 12000, 0),
+            get_proc_address(c"cuInit".as_ptr(), std::ptr::null_mut(), 12000, 0),
+            get_proc_address_v2(std::ptr::null(), &mut p, 12000, 0, &mut st),
+            get_proc_address_v2(c"cuInit".as_ptr(), std::ptr::null_mut(), 12000, 0, &mut st),
+        ] {
+            assert_eq!(r, Err(CUresult::CUDA_ERROR_INVALID_VALUE));
         }
     }
 

@@ -365,6 +365,30 @@ mod tests {
     }
 
     #[test]
+    fn context_arguments() {
+        let conv = |h: CUcontext| {
+            // SAFETY: plain handle values; nothing is dereferenced.
+            unsafe {
+                (
+                    vgpu_ffi::from_cuda::<_, Live<Context>, CUresult>(h).map(|c| c.id),
+                    vgpu_ffi::from_cuda::<_, CtxArg, CUresult>(h).map(|a| match a {
+                        CtxArg::Null => None,
+                        CtxArg::Given(c) => Some(c.id),
+                    }),
+                )
+            }
+        };
+        const INVALID: CUresult = CUresult::CUDA_ERROR_INVALID_CONTEXT;
+        let c = created();
+        assert_eq!(conv(c.handle()), (Ok(c.id), Ok(Some(c.id))));
+        assert_eq!(conv(std::ptr::null_mut()), (Err(INVALID), Ok(None)));
+        assert_eq!(conv(0x40 as CUcontext), (Err(INVALID), Err(INVALID)));
+        let h = c.handle();
+        assert!(unregister(&c));
+        assert_eq!(conv(h), (Err(INVALID), Err(INVALID)));
+    }
+
+    #[test]
     fn stack_semantics() {
         std::thread::spawn(|| {
             let a = created();
