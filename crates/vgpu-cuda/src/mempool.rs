@@ -11,7 +11,7 @@ use cuda_types::cuda::{CUdevice, CUdeviceptr, CUmemPool_attribute, CUmemoryPool,
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
-use vgpu_ffi::{In, Out};
+use vgpu_ffi::{FromCuda, In, Out};
 use vgpu_transport::proto::{
     DeviceGetDefaultMemPool, MemAllocAsync, MemFreeAsync, MemPoolGetAttribute, MemPoolSetAttribute,
     MemPoolTrimTo,
@@ -34,19 +34,26 @@ pub fn default_pool(dev: CUdevice) -> Result<u64, CUresult> {
     Ok(p)
 }
 
-fn known_pool(pool: CUmemoryPool, what: &str) -> Result<u64, CUresult> {
-    let h = pool as u64;
-    let known = DEFAULTS
-        .lock()
-        .as_ref()
-        .is_some_and(|m| m.values().any(|&p| p == h));
-    if known {
-        Ok(h)
-    } else {
-        Err(reject(
-            INVALID_VALUE,
-            format_args!("{what}: {pool:p} is not a pool of this process"),
-        ))
+/// A `CUmemoryPool` argument: the host's handle of a pool this process
+/// was given.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool(u64);
+
+impl FromCuda<CUmemoryPool, CUresult> for Pool {
+    unsafe fn from_cuda(pool: CUmemoryPool) -> Result<Self, CUresult> {
+        let h = pool as u64;
+        let known = DEFAULTS
+            .lock()
+            .as_ref()
+            .is_some_and(|m| m.values().any(|&p| p == h));
+        if known {
+            Ok(Pool(h))
+        } else {
+            Err(reject(
+                INVALID_VALUE,
+                format_args!("{pool:p} is not a memory pool of this process"),
+            ))
+        }
     }
 }
 
@@ -68,13 +75,12 @@ fn is_int_attribute(attr: CUmemPool_attribute) -> bool {
 /// # Safety
 /// `value` is valid for writing the attribute's type (API contract).
 pub unsafe fn get_attribute(
-    pool: CUmemoryPool,
+    pool: Pool,
     attr: CUmemPool_attribute,
     value: Out<c_void>,
 ) -> Result<(), CUresult> {
-    let h = known_pool(pool, "cuMemPoolGetAttribute")?;
     let v = check::host(&MemPoolGetAttribute {
-        pool: h,
+        pool: pool.0,
         attr: attr.0,
     })?;
     let value = value.as_ptr();
@@ -93,11 +99,10 @@ pub unsafe fn get_attribute(
 /// # Safety
 /// `value` is valid for reading the attribute's type (API contract).
 pub unsafe fn set_attribute(
-    pool: CUmemoryPool,
+    pool: Pool,
     attr: CUmemPool_attribute,
     value: In<c_void>,
 ) -> Result<(), CUresult> {
-    let h = known_pool(pool, "cuMemPoolSetAttribute")?;
     let value = value.as_ptr();
     // SAFETY: non-null (converted); the API contract sizes `value` by the
     // attribute.
@@ -109,16 +114,15 @@ pub unsafe fn set_attribute(
         }
     };
     check::host(&MemPoolSetAttribute {
-        pool: h,
+        pool: pool.0,
         attr: attr.0,
         value: v,
     })
 }
 
-pub fn trim_to(pool: CUmemoryPool, keep: usize) -> Result<(), CUresult> {
-    let h = known_pool(pool, "cuMemPoolTrimTo")?;
+pub fn trim_to(pool: Pool, keep: usize) -> Result<(), CUresult> {
     check::host(&MemPoolTrimTo {
-        pool: h,
+        pool: pool.0,
         keep: keep as u64,
     })
 }
