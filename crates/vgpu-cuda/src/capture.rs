@@ -13,25 +13,17 @@ use vgpu_ffi::Out;
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 
-/// The answer every capture query gives: the stream (already known to be
-/// valid) is not capturing.
-fn not_capturing(
-    s: &StreamArg,
-    status: Out<CUstreamCaptureStatus>,
-    null: Null,
-) -> Result<(), CUresult> {
-    // A default stream still needs a current context, as on the driver.
-    stream::target(s, null)?;
-    status.write(CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE);
-    Ok(())
-}
-
+/// `cuStreamIsCapturing`, and the answer of every capture query: the
+/// stream (already known to be valid) is not capturing.
 pub fn is_capturing(
     s: StreamArg,
     status: Out<CUstreamCaptureStatus>,
     null: Null,
 ) -> Result<(), CUresult> {
-    not_capturing(&s, status, null)
+    // A default stream still needs a current context, as on the driver.
+    stream::target(&s, null)?;
+    status.write(CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE);
+    Ok(())
 }
 
 /// `cuStreamGetCaptureInfo` (v1): with no capture, the id is not written.
@@ -41,7 +33,7 @@ pub fn info_v1(
     _id: *mut cuuint64_t,
     null: Null,
 ) -> Result<(), CUresult> {
-    not_capturing(&s, status, null)
+    is_capturing(s, status, null)
 }
 
 /// `cuStreamGetCaptureInfo_v2`: the other outputs are only defined while
@@ -55,7 +47,7 @@ pub fn info_v2(
     _n: *mut usize,
     null: Null,
 ) -> Result<(), CUresult> {
-    not_capturing(&s, status, null)
+    is_capturing(s, status, null)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -69,7 +61,7 @@ pub fn info_v3(
     _n: *mut usize,
     null: Null,
 ) -> Result<(), CUresult> {
-    not_capturing(&s, status, null)
+    is_capturing(s, status, null)
 }
 
 thread_local! {
