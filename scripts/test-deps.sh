@@ -21,8 +21,8 @@ CACHE="${VGPU_CACHE:-$REPO/.cache}"
 VENV="$CACHE/venv"
 PYTHON="${PYTHON:-python3}"
 
-ALL_GROUPS=(apt nvml cudart nvcc numba)
-# Opt-in, not in ALL_GROUPS (5.3 GB): torch (tests/torch.rs, VGPU_TEST_TORCH=1).
+ALL_GROUPS=(apt bindings nvml cudart nvcc numba)
+# Opt-in, not in ALL_GROUPS (5.3 GB): torch (tests/torch.rs, an #[ignore]d test).
 
 log() { printf 'test-deps: %s\n' "$*"; }
 
@@ -30,9 +30,10 @@ log() { printf 'test-deps: %s\n' "$*"; }
 APT_PACKAGES=(
     gcc          # C harness in tests/c
     libc6-dev    # headers for the C harness (dlfcn.h, ...)
-    binutils     # nm, readelf (tests/exports.rs)
+    binutils     # nm, readelf (tests/exports.rs, crates/vgpu-guest/tests/vfiles.rs)
     python3      # venv for the NVML clients
     python3-venv # ensurepip for Debian's python3
+    libclang-dev # bindgen's libclang (scripts/gen-bindings.sh --check in scripts/test.sh)
 )
 
 group_apt() {
@@ -90,6 +91,16 @@ pip_group() {
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@"
     printf '%s' "$want" > "$stamp"
     log "$name: installed"
+}
+
+# What `scripts/gen-bindings.sh --check` (run by scripts/test.sh) needs besides
+# libclang: the pinned bindgen-cli (built once into $VGPU_CACHE/tools/) and the
+# pinned NVIDIA headers ($VGPU_CACHE/headers/). The script owns those pins and
+# skips what is already there.
+group_bindings() {
+    ensure_venv
+    VGPU_CACHE="$CACHE" "$REPO/scripts/gen-bindings.sh" --deps
+    log "bindings: bindgen-cli and headers present"
 }
 
 # NVML clients (shared/reference/clients.md §3). All three pins were checked
@@ -167,8 +178,9 @@ group_numba() {
 }
 
 # torch 2.15.0 (+cu132, the PyPI default build; 2.8 GB download, 5.3 GB on
-# disk) in $VGPU_CACHE/venv-torch. Opt-in: tests/torch.rs runs this group
-# itself when VGPU_TEST_TORCH=1 and the venv is missing.
+# disk) in $VGPU_CACHE/venv-torch. Opt-in: tests/torch.rs is #[ignore]d and
+# needs this group first (`scripts/test-deps.sh torch`, then
+# `cargo test --test torch -- --ignored`).
 group_torch() {
     local VENV="$CACHE/venv-torch"
     pip_group torch torch==2.15.0 numpy==2.4.6

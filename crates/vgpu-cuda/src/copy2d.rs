@@ -204,9 +204,8 @@ unsafe fn run(c: &Copy2D, route: &Route, what: &str) -> Result<(), CUresult> {
                 // SAFETY: rows row0.. of the source extent.
                 let data =
                     unsafe { pack((s + row0 as usize * sp) as *const u8, sp, wu, rows as usize) };
-                route.send(&Memcpy2DHtoD {
+                route.send(Memcpy2DHtoD {
                     ctx: route.ctx,
-                    stream: route.stream,
                     dst: d + row0 * c.dst.pitch,
                     dst_pitch: c.dst.pitch,
                     width: w,
@@ -230,9 +229,8 @@ unsafe fn run(c: &Copy2D, route: &Route, what: &str) -> Result<(), CUresult> {
                 return Ok(());
             };
             for (row0, rows) in chunks(h, per) {
-                let Bytes(data) = check::host(&Memcpy2DDtoH {
+                let Bytes(data) = route.send(Memcpy2DDtoH {
                     ctx: route.ctx,
-                    stream: route.stream,
                     src: s + row0 * c.src.pitch,
                     src_pitch: c.src.pitch,
                     width: w,
@@ -256,9 +254,8 @@ unsafe fn run(c: &Copy2D, route: &Route, what: &str) -> Result<(), CUresult> {
         (Mem::Device(s), Mem::Device(d)) => {
             memory::check_device_span(s, src_extent, what)?;
             memory::check_device_span(d, dst_extent, what)?;
-            route.send(&Memcpy2DDtoD {
+            route.send(Memcpy2DDtoD {
                 ctx: route.ctx,
-                stream: route.stream,
                 dst: d,
                 dst_pitch: c.dst.pitch,
                 src: s,

@@ -19,8 +19,8 @@ use vgpu_ffi::{FromCuda, Shared};
 use vgpu_guest::client::{self, GuestDevice, GuestError, GuestInventory};
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
-use vgpu_transport::proto::{STATUS_BAD_REQUEST, STATUS_HOST_ERROR, STATUS_UNKNOWN_OP};
 use vgpu_transport::Call;
+use vgpu_transport::Status;
 
 pub struct Driver {
     /// The fork generation this state belongs to (see [`get`]).
@@ -278,17 +278,19 @@ impl FromCuda<CUdevice, CUresult> for Device {
 /// The CUresult an application sees for a failed host call.
 pub fn to_cuda(e: GuestError) -> CUresult {
     match e {
-        GuestError::Status(STATUS_UNKNOWN_OP) => CUresult::CUDA_ERROR_NOT_SUPPORTED,
-        GuestError::Status(STATUS_BAD_REQUEST | STATUS_HOST_ERROR) => CUresult::CUDA_ERROR_UNKNOWN,
-        GuestError::Status(code) => CUresult(code),
+        GuestError::Status(Status::Cuda(code)) => code,
+        GuestError::Status(Status::UNKNOWN_OP) => CUresult::CUDA_ERROR_NOT_SUPPORTED,
+        // A protocol failure, or an NVML code where none belongs.
+        GuestError::Status(_) => CUresult::CUDA_ERROR_UNKNOWN,
         // The GPU went away under us (daemon restarted, network gone).
         GuestError::Unavailable(_) | GuestError::Lost(_) => CUresult::CUDA_ERROR_DEVICE_UNAVAILABLE,
     }
 }
 
-/// One call to the host, with the answer as a CUresult.
+/// One call to the host, with the answer as a CUresult; it travels as its
+/// op is declared (a deferred op is queued and answers `()` at once).
 pub fn call<C: Call>(c: &C) -> Result<C::Reply, CUresult> {
-    client::call(c).map_err(|e| {
+    client::send(c).map_err(|e| {
         if !matches!(e, GuestError::Status(_)) {
             vlog!(Level::Error, "{}: {e}", C::NAME);
         }

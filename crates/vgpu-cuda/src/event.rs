@@ -18,7 +18,6 @@ use vgpu_transport::proto::{
     EventCreate, EventDestroy, EventElapsedTime, EventQuery, EventRecord, EventSynchronize,
     StreamWaitEvent,
 };
-use vgpu_transport::Call;
 
 const INVALID_HANDLE: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
 
@@ -60,11 +59,6 @@ impl FromCuda<CUevent, CUresult> for Live<Event> {
         }
         Ok(e)
     }
-}
-
-/// Sends stream-ordered work without waiting for its answer.
-fn enqueue<C: Call<Reply = ()>>(c: &C) -> Result<(), CUresult> {
-    crate::stream::submit(c)
 }
 
 pub fn create(out: Out<CUevent>, flags: c_uint) -> Result<(), CUresult> {
@@ -115,7 +109,7 @@ pub fn record(e: Live<Event>, s: StreamArg, flags: c_uint, null: Null) -> Result
             format_args!("cuEventRecord: event and stream are in different contexts"),
         ));
     }
-    enqueue(&EventRecord {
+    check::host(&EventRecord {
         event: e.remote,
         stream: t.stream,
         flags,
@@ -165,7 +159,7 @@ pub fn stream_wait(
     // The event may belong to another context (of the same device): a
     // cross-context wait is legal.
     let t = stream::target(&s, null)?;
-    enqueue(&StreamWaitEvent {
+    check::host(&StreamWaitEvent {
         stream: t.stream,
         event: e.remote,
         flags,

@@ -1,6 +1,6 @@
 //! Kernel launches, occupancy questions and host functions in streams.
 //!
-//! A launch is queued (`vgpu_guest::client::queue`): no round trip, its
+//! A launch is a deferred op (queued by `check::host`): no round trip, its
 //! failure reported by the next synchronizing call, as CUDA reports
 //! asynchronous errors. What can be checked locally (handles, dimensions,
 //! the argument protocol) fails at once.
@@ -146,7 +146,7 @@ unsafe fn launch(
         params: Bytes(params),
         cooperative: shape.cooperative,
     };
-    stream::submit(&call)
+    check::host(&call)
 }
 
 /// `cuLaunchKernel[_ptsz]` (`null` says which) and, with `cooperative`

@@ -27,7 +27,7 @@ use vgpu_ffi::{FromCuda, Out};
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
     MemAlloc, MemAllocPitch, MemFree, MemGetInfo, MemcpyDtoD, MemcpyDtoH, MemcpyHtoD, Memset,
-    COPY_CHUNK,
+    OnStream, COPY_CHUNK,
 };
 
 // ---- copy plumbing shared with the 2D/3D and host-memory code ----
@@ -48,8 +48,8 @@ impl FromCuda<CUstream, CUresult> for When {
     }
 }
 
-/// Where a copy goes: the context and the stream value the host receives
-/// (0 = synchronous).
+/// Where a copy goes: the context, and whether it is stream-ordered on the
+/// stream value the host receives (then it travels as the `...Async` op).
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
     pub ctx: u64,
@@ -80,13 +80,14 @@ pub fn route(when: &When, null: Null) -> Result<Route, CUresult> {
 }
 
 impl Route {
-    /// Sends a call whose only result is its status: through the stream
-    /// queue when the app asked for stream order, straight otherwise.
-    pub fn send<C: vgpu_transport::Call<Reply = ()>>(&self, call: &C) -> Result<(), CUresult> {
+    /// Sends a copy or memset: as the synchronous op, or ordered on the
+    /// route's stream as its `...Async` twin when the app asked for stream
+    /// order (the protocol's table says how each travels).
+    pub fn send<C: OnStream>(&self, call: C) -> Result<C::Reply, CUresult> {
         if self.asynchronous {
-            stream::submit(call)
+            check::host(&call.on_stream(self.stream))
         } else {
-            check::host(call)
+            check::host(&call)
         }
     }
 }
@@ -127,9 +128,8 @@ pub fn check_device_span(ptr: u64, len: u64, what: &str) -> Result<(), CUresult>
 pub fn put(route: &Route, dst: u64, src: &[u8]) -> Result<(), CUresult> {
     for (off, len) in chunks(src.len() as u64, COPY_CHUNK) {
         let piece = &src[off as usize..(off + len) as usize];
-        route.send(&MemcpyHtoD {
+        route.send(MemcpyHtoD {
             ctx: route.ctx,
-            stream: route.stream,
             dst: dst + off,
             data: Bytes(piece.to_vec()),
         })?;
@@ -142,9 +142,8 @@ pub fn put(route: &Route, dst: u64, src: &[u8]) -> Result<(), CUresult> {
 /// entry point returns, which is one valid schedule of it.
 pub fn get(route: &Route, dst: &mut [u8], src: u64) -> Result<(), CUresult> {
     for (off, len) in chunks(dst.len() as u64, COPY_CHUNK) {
-        let Bytes(data) = check::host(&MemcpyDtoH {
+        let Bytes(data) = route.send(MemcpyDtoH {
             ctx: route.ctx,
-            stream: route.stream,
             src: src + off,
             size: len,
         })?;
@@ -164,9 +163,8 @@ pub fn get(route: &Route, dst: &mut [u8], src: u64) -> Result<(), CUresult> {
 
 /// Device to device needs no payload, so it is one call whatever its size.
 pub fn dtod(route: &Route, dst: u64, src: u64, len: u64) -> Result<(), CUresult> {
-    route.send(&MemcpyDtoD {
+    route.send(MemcpyDtoD {
         ctx: route.ctx,
-        stream: route.stream,
         dst,
         src,
         size: len,
@@ -430,9 +428,8 @@ pub fn memset_2d(
         .and_then(|v| v.checked_add(row))
         .ok_or_else(|| reject(INVALID_VALUE, format_args!("{what}: extent overflows")))?;
     check_device_span(dst, span, what)?;
-    route.send(&Memset {
+    route.send(Memset {
         ctx: route.ctx,
-        stream: route.stream,
         dst,
         pitch: if height > 1 { pitch } else { row },
         value,

@@ -176,7 +176,7 @@ pub fn mem_free_async(ptr: CUdeviceptr, s: StreamArg, null: Null) -> Result<(), 
             format_args!("cuMemFreeAsync: {ptr:#x} is not the start of a live allocation"),
         ));
     };
-    stream::submit(&MemFreeAsync {
+    check::host(&MemFreeAsync {
         ctx: t.ctx_remote,
         stream: t.stream,
         ptr,

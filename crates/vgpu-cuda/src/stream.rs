@@ -11,13 +11,12 @@
 //! `_ptsz`/`_ptds` suffix read NULL as `CU_STREAM_PER_THREAD`.
 //!
 //! Work the application can only observe later (async copies, memsets,
-//! frees) leaves through [`submit`], the one place a queue for batching will
-//! go.
+//! frees) is a deferred op in the protocol's table: `check::host` queues
+//! it, and its failure is reported at the next synchronizing call.
 
 use crate::args::{self, Live};
 use crate::check::{self, reject, INVALID_VALUE};
 use crate::context::state::Context;
-use crate::driver;
 use cuda_types::cuda::{CUcontext, CUgreenCtx, CUresult, CUstream};
 use std::ffi::{c_int, c_uint};
 use std::sync::Arc;
@@ -25,7 +24,6 @@ use vgpu_ffi::{FromCuda, Mint, Out, Shared};
 use vgpu_transport::proto::{
     CtxSynchronize, StreamCreate, StreamDestroy, StreamQuery, StreamSynchronize,
 };
-use vgpu_transport::Call;
 
 const INVALID_HANDLE: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
 
@@ -150,15 +148,6 @@ pub fn target(s: &StreamArg, null: Null) -> Result<Target, CUresult> {
         stream,
         object: None,
     })
-}
-
-/// Sends work the application observes only at a later synchronisation
-/// (launches, async copies and memsets, event records, stream waits): the
-/// one place such work is queued. No round trip: the call goes out with the
-/// next synchronizing call (or when the queue grows), and the host reports
-/// its failure there, as CUDA reports asynchronous errors.
-pub fn submit<C: Call<Reply = ()>>(call: &C) -> Result<(), CUresult> {
-    vgpu_guest::client::queue(call).map_err(driver::to_cuda)
 }
 
 /// `cuStreamCreateWithPriority`, and `cuStreamCreate` at [`PRIORITY_LEAST`].

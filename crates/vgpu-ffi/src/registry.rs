@@ -163,6 +163,21 @@ impl<T, E: Copy> Registry<T, E> {
             .ok_or_else(|| miss(self.kind, h, self.missing))
     }
 
+    /// The object, where absence is an ordinary answer rather than the
+    /// caller's error (no log line).
+    pub fn find(&self, h: u64) -> Option<&T> {
+        self.live.get(&h)
+    }
+
+    pub fn find_mut(&mut self, h: u64) -> Option<&mut T> {
+        self.live.get_mut(&h)
+    }
+
+    /// [`Registry::take`] where absence is an ordinary answer.
+    pub fn remove(&mut self, h: u64) -> Option<T> {
+        self.live.remove(&h)
+    }
+
     pub fn contains(&self, h: u64) -> bool {
         self.live.contains_key(&h)
     }
