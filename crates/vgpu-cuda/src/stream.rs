@@ -7,8 +7,8 @@
 //! (an invented or destroyed handle is CUDA_ERROR_INVALID_HANDLE, never a
 //! dereference). The special values NULL, `CU_STREAM_LEGACY` and
 //! `CU_STREAM_PER_THREAD` are not objects: they reach the host as 0, 1 and
-//! 2. Entry points with the
-//! `_ptsz`/`_ptds` suffix read NULL as `CU_STREAM_PER_THREAD`.
+//! 2. Entry points with the `_ptsz`/`_ptds` suffix read NULL as
+//! `CU_STREAM_PER_THREAD`.
 //!
 //! Work the application can only observe later (async copies, memsets,
 //! frees) is a deferred op in the protocol's table: `check::host` queues
