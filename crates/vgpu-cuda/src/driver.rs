@@ -203,26 +203,13 @@ impl Driver {
         self.visible.len()
     }
 
+    /// An application's ordinal as an index into the per-ordinal tables
+    /// (see [`Device`]).
     fn check(&self, dev: CUdevice) -> Result<usize, CUresult> {
         usize::try_from(dev)
             .ok()
             .filter(|&d| d < self.visible.len())
             .ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE)
-    }
-
-    /// The device behind an application's ordinal.
-    pub fn device(&self, dev: CUdevice) -> Result<&GuestDevice, CUresult> {
-        let i = self.check(dev)?;
-        Ok(&self.inventory.devices[self.visible[i]])
-    }
-
-    /// The host's index for an application's ordinal.
-    pub fn host_device(&self, dev: CUdevice) -> Result<i32, CUresult> {
-        Ok(self.visible[self.check(dev)?] as i32)
-    }
-
-    pub fn primary(&self, dev: CUdevice) -> Result<&Arc<Context>, CUresult> {
-        Ok(&self.primaries[self.check(dev)?])
     }
 
     /// Guest ordinals with their devices, in the application's order.
