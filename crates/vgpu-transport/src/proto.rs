@@ -460,6 +460,8 @@ calls! {
     75 MemPoolGetAttribute [sync] { pool: u64, attr: u32 } -> u64;
     76 MemPoolSetAttribute [sync] { pool: u64, attr: u32, value: u64 } -> ();
     77 MemPoolTrimTo [sync] { pool: u64, keep: u64 } -> ();
+    /// `cuMemAllocFromPoolAsync` → device pointer.
+    78 MemAllocFromPoolAsync [sync] { ctx: u64, stream: u64, pool: u64, size: u64 } -> u64;
 
     // ---- modules, kernels, launches ----
     /// `cuModuleLoadData[Ex]` / `cuModuleLoadFatBinary`: `image` is the
