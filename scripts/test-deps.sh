@@ -103,7 +103,7 @@ group_bindings() {
     log "bindings: bindgen-cli and headers present"
 }
 
-# NVML clients (shared/reference/clients.md §3). All three pins were checked
+# NVML clients (docs/clients.md "NVML clients"). All three pins were checked
 # to exist on PyPI with `pip index versions`.
 group_nvml() {
     pip_group nvml nvidia-ml-py==13.615.71 nvitop==1.7.2 gpustat==1.1.1
@@ -127,7 +127,7 @@ pip_target() {
 }
 
 # Unmodified libcudart of every runtime the shims must satisfy
-# (shared/reference/cuda-runtime.md): $VGPU_CACHE/cudart/<version>/nvidia/...
+# (docs/clients.md "libcudart releases"): $VGPU_CACHE/cudart/<version>/nvidia/...
 group_cudart() {
     local spec ver
     for spec in nvidia-cuda-runtime-cu11==11.8.89 nvidia-cuda-runtime-cu12==12.4.127 \
@@ -138,7 +138,7 @@ group_cudart() {
     done
 }
 
-# The CUDA 13 compiler driver (nvcc, cicc, ptxas, fatbinary; clients.md §2)
+# The CUDA 13 compiler driver (nvcc, cicc, ptxas, fatbinary; docs/clients.md "nvcc and NVRTC")
 # and NVRTC 12/13, for test programs built at test time.
 group_nvcc() {
     pip_group nvcc nvidia-cuda-nvcc==13.5.37 nvidia-cuda-nvrtc==13.5.37 nvidia-cuda-nvrtc-cu12==12.9.86
@@ -149,7 +149,7 @@ group_nvcc() {
     log "nvcc: $("$nv/bin/nvcc" --version | tail -n 1)"
 }
 
-# numba-cuda and cuda-bindings (clients.md §4, tests/python_clients.rs) in
+# numba-cuda and cuda-bindings (docs/clients.md "Python CUDA clients", tests/python_clients.rs) in
 # their own venv, $VGPU_CACHE/venv-numba, so the NVML venv stays small.
 # These are the versions `pip install 'numba-cuda[cu12]==0.30.4'` resolves,
 # pinned one by one, MINUS nvidia-nvjitlink-cu12: numba-cuda 0.30.4 reads no
