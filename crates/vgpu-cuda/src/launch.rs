@@ -6,8 +6,8 @@
 //! the argument protocol) fails at once.
 
 use crate::args::Live;
-use crate::check::{self, reject, INVALID_VALUE, NOT_SUPPORTED};
-use crate::driver::{self, Device};
+use crate::check::{self, reject, INVALID_VALUE};
+use crate::driver::Device;
 use crate::module::{self, Func};
 use crate::stream::{self, Null, StreamArg};
 use cuda_abi::launch::{self as abi, ExtraError, NullArgs, EXTRA_WORDS};
@@ -23,10 +23,6 @@ use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
     LaunchKernel, OccupancyMaxActiveBlocks, OccupancyMaxPotentialBlockSize, StreamSynchronize,
 };
-
-/// The first host driver with `cuFuncGetParamInfo` (12.4): from it on, an
-/// empty layout means "no parameters"; before, "unknown".
-const PARAM_INFO_DRIVER: i32 = 12040;
 
 /// The packed buffer an `extra` array describes, both keys required.
 ///
@@ -76,20 +72,7 @@ unsafe fn arguments(
         // SAFETY: forwarded.
         (true, false) => unsafe { extra_buffer(extra as *const *const c_void) },
         (false, true) => {
-            if f.params.is_empty() {
-                let version = driver::get()?.inventory.host.cuda_driver_version;
-                if version < PARAM_INFO_DRIVER {
-                    return Err(reject(
-                        NOT_SUPPORTED,
-                        format_args!(
-                            "launch of {:?} with kernelParams: the host driver ({version}) cannot \
-                             say where parameters go (needs cuFuncGetParamInfo, 12.4+); use extra",
-                            f.name
-                        ),
-                    ));
-                }
-            }
-            let layout = f.params.iter().copied();
+            let layout = f.layout()?.iter().copied();
             // SAFETY: forwarded; the array is non-NULL (matched above), and
             // a NULL argument is zeros, so packing cannot fail.
             let packed = unsafe {
