@@ -19,11 +19,20 @@ different libllama fails loudly instead of reading garbage.
 As a program:
 
     python llama_generate.py --model M.gguf --backend cpu|cuda \\
-        [--flash-attn on|off] [--graphs on|off] [--threads N]
+        [--flash-attn on|off] [--graphs on|off] [--threads N] [--json]
 
 decodes PROMPT_1 + N_FIRST greedy tokens, then PROMPT_2 on the same KV cache
-+ N_SECOND greedy tokens, and prints one JSON object: the tokens and, at
-every step, the TOP_K (token, logit) pairs. `--graphs off` sets
++ N_SECOND greedy tokens, and prints the tokens and, at every step, the TOP_K
+(token, logit) pairs, as `key=value` lines (what tests/llama.rs reads):
+
+    device name=CUDA0 type=GPU description="NVIDIA H100 PCIe"
+    prompt_1 tokens=1,259,...
+    step index=0 phase=1 decoded=6 token=502 margin=13.2 top=502:29.61,134:16.40,...
+    text value="..."
+    done steps=24 min_margin=4.87 seconds=1.9
+
+or one JSON object with --json. Logits are printed exactly (Python's
+shortest round-trip repr of the float). `--graphs off` sets
 GGML_CUDA_DISABLE_GRAPHS=1 (read by ggml-cuda at each graph compute). Exit
 status 0 only if everything ran; errors go to stderr as
 `llama_generate: error: ...`.
@@ -468,6 +477,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log", choices=tuple(LOG_LEVELS), default="info",
                     help="least level of llama.cpp's log shown on stderr")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     a = ap.parse_args()
     if a.graphs == "off":
         os.environ["GGML_CUDA_DISABLE_GRAPHS"] = "1"
@@ -490,9 +500,33 @@ def main():
         "min_margin": min(margins(result)),
         "seconds": round(time.monotonic() - t0, 3),
     }
-    print(json.dumps(out), flush=True)
+    if a.json:
+        print(json.dumps(out), flush=True)
+    else:
+        print_lines(out)
     return 0
 
+
+def quote(text):
+    """A `key="value"` value: no quote or line break inside."""
+    return '"' + text.replace("\\", "\\\\").replace('"', "\\x22").replace("\n", "\\n") + '"'
+
+
+def print_lines(out):
+    print(f"model file={out['model']} backend={out['backend']} flash_attn={out['flash_attn']} "
+          f"graphs={out['graphs']}")
+    for d in out["devices"]:
+        print(f"device name={d['name']} type={d['type']} description={quote(d['description'])}")
+    for key in ("prompt_1", "prompt_2"):
+        print(f"{key} tokens={','.join(map(str, out[key]))}")
+    for i, st in enumerate(out["steps"]):
+        top = ",".join(f"{t}:{l!r}" for t, l in st["top"])
+        print(f"step index={i} phase={st['phase']} decoded={st['decoded']} token={st['token']} "
+              f"margin={st['top'][0][1] - st['top'][1][1]!r} seconds={st['seconds']} top={top}")
+    print(f"tokens value={','.join(map(str, out['tokens']))}")
+    print(f"text value={quote(out['text'])}")
+    print(f"done steps={len(out['steps'])} min_margin={out['min_margin']!r} seconds={out['seconds']}",
+          flush=True)
 
 if __name__ == "__main__":
     sys.exit(main())
