@@ -156,18 +156,23 @@ struct Step {
     top: Vec<(i32, f64)>,
 }
 
-/// What one `llama_generate.py` run printed.
-struct Generation {
-    devices: Vec<HashMap<String, String>>,
+/// The tokens and logits of one run.
+struct Trace {
     prompt_1: Vec<i32>,
     prompt_2: Vec<i32>,
     steps: Vec<Step>,
+}
+
+/// What one `llama_generate.py` run printed.
+struct Generation {
+    devices: Vec<HashMap<String, String>>,
+    trace: Trace,
     out: GuestOutput,
 }
 
 impl Generation {
     fn tokens(&self) -> Vec<i32> {
-        self.steps.iter().map(|s| s.token).collect()
+        self.trace.steps.iter().map(|s| s.token).collect()
     }
 
     /// The last `n` lines of stderr (llama.cpp's log), for failure messages.
@@ -224,15 +229,17 @@ fn parse(out: GuestOutput) -> Generation {
     out.line("done ");
     let g = Generation {
         devices,
-        prompt_1,
-        prompt_2,
-        steps,
+        trace: Trace {
+            prompt_1,
+            prompt_2,
+            steps,
+        },
         out,
     };
-    let phases: Vec<u32> = g.steps.iter().map(|s| s.phase).collect();
+    let phases: Vec<u32> = g.trace.steps.iter().map(|s| s.phase).collect();
     let want: Vec<u32> = [1; N_FIRST].into_iter().chain([2; N_SECOND]).collect();
     assert_eq!(phases, want, "steps by phase:\n{}", g.out);
-    for (i, s) in g.steps.iter().enumerate() {
+    for (i, s) in g.trace.steps.iter().enumerate() {
         assert_eq!(
             s.token, s.top[0].0,
             "step {i}: greedy token is not the top logit"
@@ -340,7 +347,7 @@ fn show_top(top: &[(i32, f64)]) -> String {
 /// greedy token at every step, and every token of either's top COMPARED among
 /// the other's whole printed top with a logit within `tol`. Otherwise the
 /// first differing step, described.
-fn compare(a: &Generation, b: &Generation, tol: f64, what: (&str, &str)) -> Result<(), String> {
+fn compare(a: &Trace, b: &Trace, tol: f64, what: (&str, &str)) -> Result<(), String> {
     let (na, nb) = what;
     if (&a.prompt_1, &a.prompt_2) != (&b.prompt_1, &b.prompt_2) {
         return Err(format!(
@@ -356,15 +363,8 @@ fn compare(a: &Generation, b: &Generation, tol: f64, what: (&str, &str)) -> Resu
         ));
     }
     for (i, (sa, sb)) in a.steps.iter().zip(&b.steps).enumerate() {
-        let at = format!(
-            "step {i} (phase {}, token {} of its phase)",
-            sa.phase,
-            if sa.phase == 1 {
-                i + 1
-            } else {
-                i + 1 - N_FIRST
-            }
-        );
+        let nth = a.steps[..=i].iter().filter(|s| s.phase == sa.phase).count();
+        let at = format!("step {i} (phase {}, token {nth} of its phase)", sa.phase);
         let detail = || {
             format!(
                 "\n  {na} top: {}\n  {nb} top: {}",
@@ -407,6 +407,69 @@ fn compare(a: &Generation, b: &Generation, tol: f64, what: (&str, &str)) -> Resu
     Ok(())
 }
 
+/// The comparison itself, on made-up traces: each kind of difference is
+/// reported at its step.
+#[test]
+fn compare_names_the_first_difference() {
+    let step = |phase, top: &[(i32, f64)]| Step {
+        phase,
+        token: top[0].0,
+        top: top.to_vec(),
+    };
+    let top = [(7, 9.0), (3, 5.0), (4, 4.9), (5, 4.0), (6, 3.0), (8, 2.0)];
+    let trace = |steps: Vec<Step>| Trace {
+        prompt_1: vec![1, 2],
+        prompt_2: vec![3],
+        steps,
+    };
+    let a = trace(vec![step(1, &top), step(2, &top)]);
+    assert_eq!(
+        compare(
+            &a,
+            &trace(vec![step(1, &top), step(2, &top)]),
+            0.0,
+            ("a", "b")
+        ),
+        Ok(())
+    );
+    // Ranks 2 and 3 swap within the tolerance: still the same.
+    let swapped = [(7, 9.0), (4, 4.95), (3, 4.94), (5, 4.0), (6, 3.0), (8, 2.0)];
+    let b = trace(vec![step(1, &top), step(2, &swapped)]);
+    assert_eq!(compare(&a, &b, 0.1, ("a", "b")), Ok(()));
+    let e = compare(&a, &b, 0.01, ("a", "b")).unwrap_err();
+    assert!(
+        e.starts_with("step 1 (phase 2, token 1 of its phase): token 3"),
+        "{e}"
+    );
+    // Another greedy token.
+    let other = [(3, 9.0), (7, 5.0), (4, 4.9), (5, 4.0), (6, 3.0), (8, 2.0)];
+    let b = trace(vec![step(1, &other), step(2, &top)]);
+    let e = compare(&a, &b, 1.0, ("CPU", "CUDA")).unwrap_err();
+    assert!(
+        e.starts_with("step 0 (phase 1, token 1 of its phase): CPU chose token 7, CUDA token 3"),
+        "{e}"
+    );
+    // A top-5 token missing from the other's top list.
+    let missing = [(7, 9.0), (3, 5.0), (4, 4.9), (5, 4.0), (9, 3.0), (8, 2.0)];
+    let b = trace(vec![step(1, &top), step(2, &missing)]);
+    let e = compare(&a, &b, 1.0, ("a", "b")).unwrap_err();
+    assert!(
+        e.contains("token 6 (logit 3.0000) is in a's top 5 but not in b's top 6"),
+        "{e}"
+    );
+    // Other prompt tokens, another number of steps.
+    let mut b = trace(vec![step(1, &top), step(2, &top)]);
+    b.prompt_2 = vec![4];
+    assert!(compare(&a, &b, 1.0, ("a", "b"))
+        .unwrap_err()
+        .contains("tokenize differently"));
+    let b = trace(vec![step(1, &top)]);
+    assert_eq!(
+        compare(&a, &b, 1.0, ("a", "b")),
+        Err("a ran 2 steps, b 1".to_string())
+    );
+}
+
 // ---------------------------------------------------------------- CPU
 
 #[test]
@@ -441,10 +504,24 @@ fn check_cpu(ftype: &str) {
     let a = run_cpu(m, false);
     let b = run_cpu(m, false);
     // Bit for bit: tolerance 0.
-    if let Err(e) = compare(&a, &b, 0.0, ("run 1", "run 2")) {
+    if let Err(e) = compare(&a.trace, &b.trace, 0.0, ("run 1", "run 2")) {
         panic!("{}: two CPU runs differ: {e}", m.name);
     }
     let fa = run_cpu(m, true);
+    // Flash attention computes attention in another order (and with half
+    // precision on the CPU): a difference of the kind CUDA's is, which the
+    // tolerance must absorb.
+    if let Err(e) = compare(
+        &a.trace,
+        &fa.trace,
+        m.tolerance,
+        ("flash attention off", "on"),
+    ) {
+        panic!(
+            "{}: the CPU backend with and without flash attention: {e}",
+            m.name
+        );
+    }
     for (g, recorded, label) in [(&a, &m.tokens_fa_off, "off"), (&fa, &m.tokens_fa_on, "on")] {
         assert_eq!(
             &g.tokens(),
@@ -453,7 +530,7 @@ fn check_cpu(ftype: &str) {
              written; rerun scripts/test-deps.sh llama",
             m.name
         );
-        for (i, st) in g.steps.iter().enumerate() {
+        for (i, st) in g.trace.steps.iter().enumerate() {
             let margin = st.top[0].1 - st.top[1].1;
             assert!(
                 margin >= s.margin,
@@ -500,10 +577,10 @@ fn check_cuda(ftype: &str, graphs: bool, fa: bool) {
         m.name,
         on_off(graphs),
         on_off(fa),
-        gpu.steps.len(),
+        gpu.trace.steps.len(),
         t0.elapsed()
     );
-    if let Err(e) = compare(&cpu, &gpu, m.tolerance, ("CPU", "CUDA")) {
+    if let Err(e) = compare(&cpu.trace, &gpu.trace, m.tolerance, ("CPU", "CUDA")) {
         panic!(
             "{} (CUDA graphs {}, flash attention {}): {e}\nthe CUDA run's log ends:\n{}",
             m.name,
