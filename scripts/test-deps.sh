@@ -21,7 +21,7 @@ CACHE="${VGPU_CACHE:-$REPO/.cache}"
 VENV="$CACHE/venv"
 PYTHON="${PYTHON:-python3}"
 
-ALL_GROUPS=(apt bindings nvml cudart nvcc numba)
+ALL_GROUPS=(apt bindings nvml cudart nvcc numba llama)
 # Opt-in, not in ALL_GROUPS (5.3 GB): torch (tests/torch.rs, an #[ignore]d test).
 
 log() { printf 'test-deps: %s\n' "$*"; }
@@ -184,6 +184,42 @@ group_numba() {
 group_torch() {
     local VENV="$CACHE/venv-torch"
     pip_group torch torch==2.15.0 numpy==2.4.6
+}
+
+# llama.cpp's prebuilt CUDA build (tests/llama.rs): the cyllama-cuda12 wheel
+# (llama.cpp b9190, ggml 0.12.0, kernels for sm_75 with compute_75 PTX; an
+# 88 MB download, 235 MB installed), the CUDA 12 runtime and cuBLAS its
+# libggml-cuda links (cuBLAS is most of the 1.2 GB venv), and gguf + numpy
+# for scripts/tiny-gguf.py, every pin of `pip install` of the first five,
+# in $VGPU_CACHE/venv-llama. Then the tiny test models into
+# $VGPU_CACHE/llama-models, rewritten only when tiny-gguf.py, the runner it
+# uses or the pins change.
+LLAMA_PINS=(
+    cyllama-cuda12==0.2.18 gguf==0.19.0 numpy==2.4.6
+    nvidia-cuda-runtime-cu12==12.9.79 nvidia-cublas-cu12==12.9.1.4
+    pyyaml==6.0.4 requests==2.34.2 tqdm==4.70.1 certifi==2026.10.19.post1
+    charset-normalizer==3.5.3 idna==3.21 urllib3==2.8.0
+)
+group_llama() {
+    local VENV="$CACHE/venv-llama"
+    pip_group llama "${LLAMA_PINS[@]}"
+    local out="$CACHE/llama-models" want
+    want="$(cat "$REPO/scripts/tiny-gguf.py" "$REPO/tests/py/llama_generate.py" | sha256sum | cut -d' ' -f1) ${LLAMA_PINS[*]}"
+    if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$want" ]; then
+        log "llama: models up to date in $out"
+        return
+    fi
+    log "llama: writing the tiny models into $out"
+    rm -rf "$out.tmp"
+    PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" "$REPO/scripts/tiny-gguf.py" "$out.tmp" 2>"$CACHE/llama-models.log" || {
+        tail -n 20 "$CACHE/llama-models.log"
+        log "llama: scripts/tiny-gguf.py failed (whole log: $CACHE/llama-models.log)"
+        exit 1
+    }
+    grep '^tiny-gguf:' "$CACHE/llama-models.log" || true
+    rm -rf "$out"
+    mv "$out.tmp" "$out"
+    printf '%s' "$want" > "$out/.stamp"
 }
 
 # ---------------------------------------------------------------- main
