@@ -46,35 +46,6 @@ impl Known {
     }
 }
 
-/// Bits one element takes in memory, by `CUtensorMapDataType` (the packed
-/// 4- and 6-bit types as stored: 16 values in 8 or 16 bytes).
-fn element_bits(data_type: u32) -> Option<u64> {
-    Some(match data_type {
-        0 => 8,                    // UINT8
-        1 | 6 | 9 => 16,           // UINT16, FLOAT16, BFLOAT16
-        2 | 3 | 7 | 10..=12 => 32, // UINT32, INT32, FLOAT32(_FTZ), TFLOAT32(_FTZ)
-        4 | 5 | 8 => 64,           // UINT64, INT64, FLOAT64
-        13 => 4,                   // 16U4_ALIGN8B
-        14 | 15 => 8,              // 16U4_ALIGN16B, 16U6_ALIGN16B
-        _ => return None,
-    })
-}
-
-/// Bytes from the tensor's start to just past its last element: the
-/// innermost dimension is contiguous, each outer one `strides[i - 1]`
-/// bytes apart. `None` for shapes the driver refuses anyway.
-fn tensor_extent(data_type: u32, dims: &[u64], strides: &[u64]) -> Option<u64> {
-    let (&inner, outer) = dims.split_first()?;
-    if dims.contains(&0) || strides.len() != outer.len() {
-        return None;
-    }
-    let mut end = inner.checked_mul(element_bits(data_type)?)?.div_ceil(8);
-    for (&d, &s) in outer.iter().zip(strides) {
-        end = end.checked_add((d - 1).checked_mul(s)?)?;
-    }
-    Some(end)
-}
-
 fn to_bytes(map: &CUtensorMap) -> [u8; TENSOR_MAP_BYTES] {
     let mut b = [0u8; TENSOR_MAP_BYTES];
     for (chunk, word) in b.chunks_exact_mut(8).zip(map.opaque) {
@@ -114,7 +85,8 @@ impl Session {
             tracing::debug!("session {}: {op}: arrays do not match rank {r}", self.id);
             return Err(INVALID_VALUE);
         }
-        let extent = tensor_extent(t.data_type, t.dims, t.strides).ok_or(INVALID_VALUE)?;
+        let extent =
+            cuda_abi::tensor_map::extent(t.data_type, t.dims, t.strides).ok_or(INVALID_VALUE)?;
         self.check_range(op, t.address, extent, Access::Read)?;
         Ok(extent)
     }
@@ -241,26 +213,6 @@ impl Serve<TensorMapReplaceAddress> for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn extents() {
-        // 1D: 100 floats.
-        assert_eq!(tensor_extent(7, &[100], &[]), Some(400));
-        // 2D: 3 rows of 10 halves, rows 32 bytes apart: 2 * 32 + 20.
-        assert_eq!(tensor_extent(6, &[10, 3], &[32]), Some(84));
-        // 3D: 2 planes of 4 rows of 8 bytes; rows 16 apart, planes 64.
-        assert_eq!(
-            tensor_extent(0, &[8, 4, 2], &[16, 64]),
-            Some(64 + 3 * 16 + 8)
-        );
-        // Packed 4-bit values: 128 of them in 64 bytes, or 128 with gaps.
-        assert_eq!(tensor_extent(13, &[128], &[]), Some(64));
-        assert_eq!(tensor_extent(14, &[128], &[]), Some(128));
-        assert_eq!(tensor_extent(16, &[1], &[]), None);
-        assert_eq!(tensor_extent(0, &[0], &[]), None);
-        assert_eq!(tensor_extent(0, &[4, 2], &[]), None);
-        assert_eq!(tensor_extent(8, &[1, u64::MAX], &[u64::MAX]), None);
-    }
 
     #[test]
     fn descriptors_round_trip_and_are_forgotten_oldest_first() {
