@@ -28,7 +28,7 @@ use crate::context::{self, Context, MaybeCtx};
 use crate::event::{self, Event};
 use crate::ffi::{insert_new, Live};
 use crate::launch::{self, Attrs, Dims, Target};
-use crate::memory::{self, Run};
+use crate::memory::{self, Association, Run};
 use crate::module::Function;
 use crate::stream::Stream;
 use cuda_types::cuda::{
@@ -100,12 +100,29 @@ struct KernelWork {
 struct MemsetWork {
     p: CUDA_MEMSET_NODE_PARAMS,
     ctx: Arc<Context>,
+    /// What the destination was when the node was set, which an update
+    /// must keep (even if the memory has been freed since).
+    dst: Option<Association>,
 }
 
 #[derive(Clone)]
 struct CopyWork {
     p: Copy3d,
     ctx: Arc<Context>,
+    /// Each side's memory type and association when the node was set.
+    sides: [Side; 2],
+}
+
+/// A copy operand's memory type and what its address belonged to.
+type Side = (CUmemorytype, Option<Association>);
+
+/// Host memory has no association; a device or unified address has the
+/// one of what it points into (none for plain host memory).
+fn side(kind: CUmemorytype, device: u64) -> Side {
+    let assoc = (kind != CUmemorytype::CU_MEMORYTYPE_HOST)
+        .then(|| memory::association(device))
+        .flatten();
+    (kind, assoc)
 }
 
 /// A copy's descriptor. Its host pointers are the application's, which
@@ -278,13 +295,24 @@ fn memset_work(p: CUDA_MEMSET_NODE_PARAMS, ctx: MaybeCtx) -> Result<MemsetWork, 
         p.height,
         Run::CheckOnly,
     )?;
-    Ok(MemsetWork { p, ctx })
+    Ok(MemsetWork {
+        p,
+        ctx,
+        dst: memory::association(p.dst),
+    })
 }
 
 fn copy_work(p: CUDA_MEMCPY3D, ctx: MaybeCtx) -> Result<CopyWork, CUresult> {
     let ctx = ctx.or_current()?;
     memory::copy_3d_desc(&p, Run::CheckOnly, false)?;
-    Ok(CopyWork { p: Copy3d(p), ctx })
+    Ok(CopyWork {
+        p: Copy3d(p),
+        ctx,
+        sides: [
+            side(p.srcMemoryType, p.srcDevice),
+            side(p.dstMemoryType, p.dstDevice),
+        ],
+    })
 }
 
 fn run(work: &Work) -> Result<(), CUresult> {
@@ -678,15 +706,14 @@ pub fn exec_memset_node_set_params(
         let o = &old.p;
         let same_shape = (p.width, p.height, p.elementSize, p.pitch)
             == (o.width, o.height, o.elementSize, o.pitch);
-        if p.width == 0
-            || p.height == 0
-            || p.height != o.height
-            || (o.height > 1 && !same_shape)
-            || memory::association(p.dst) != memory::association(o.dst)
-        {
+        if p.width == 0 || p.height == 0 || p.height != o.height || (o.height > 1 && !same_shape) {
             return Err(INVALID_VALUE);
         }
-        n.work = Work::Memset(memset_work(p, ctx)?);
+        let new = memset_work(p, ctx)?;
+        if new.dst != old.dst {
+            return Err(INVALID_VALUE);
+        }
+        n.work = Work::Memset(new);
         Ok(())
     })
 }
@@ -701,27 +728,18 @@ pub fn exec_memcpy_node_set_params(
 ) -> Result<(), CUresult> {
     let p = params.read();
     let one_d = |c: &CUDA_MEMCPY3D| c.Height <= 1 && c.Depth <= 1 && c.WidthInBytes > 0;
-    // Host memory has no association; device and unified addresses have
-    // the one of what they point into (none for plain host memory).
-    let side = |kind: CUmemorytype, device: u64| {
-        let assoc = (kind != CUmemorytype::CU_MEMORYTYPE_HOST)
-            .then(|| memory::association(device))
-            .flatten();
-        (kind, assoc)
-    };
     exec_node(&e, node, |n| {
         let Work::Memcpy(old) = &n.work else {
             return Err(INVALID_VALUE);
         };
-        let o = &old.p.0;
-        if !one_d(o)
-            || !one_d(&p)
-            || side(p.srcMemoryType, p.srcDevice) != side(o.srcMemoryType, o.srcDevice)
-            || side(p.dstMemoryType, p.dstDevice) != side(o.dstMemoryType, o.dstDevice)
-        {
+        if !one_d(&old.p.0) || !one_d(&p) {
             return Err(INVALID_VALUE);
         }
-        n.work = Work::Memcpy(copy_work(p, ctx)?);
+        let new = copy_work(p, ctx)?;
+        if new.sides != old.sides {
+            return Err(INVALID_VALUE);
+        }
+        n.work = Work::Memcpy(new);
         Ok(())
     })
 }

@@ -406,16 +406,17 @@ impl Session {
     fn exec(&self, h: u64) -> Result<(u64, CUgraphExec), Status> {
         match self.graphs.find(h) {
             Some(e) => Ok((e.ctx, e.exec)),
+            // The driver's code for a bad CUgraphExec.
             None => {
                 tracing::debug!("session {}: unknown graph exec handle {h:#x}", self.id);
-                Err(INVALID_HANDLE)
+                Err(INVALID_VALUE)
             }
         }
     }
 
     /// Checks every enabled node of an exec again (see the module docs).
     fn recheck(&self, op: &str, h: u64) -> Result<(), Status> {
-        let e = self.graphs.find(h).ok_or(INVALID_HANDLE)?;
+        let e = self.graphs.find(h).ok_or(INVALID_VALUE)?;
         for (i, n) in e.nodes.iter().enumerate() {
             if n.enabled {
                 if let Err(s) = self.check_node_refs(op, &n.desc) {

@@ -197,7 +197,7 @@ impl Session {
             graphs: table(
                 "graph exec",
                 tag::GRAPH_EXEC,
-                Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE),
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE),
             ),
             tensor_maps: tensormap::Known::default(),
             batch: batch::Batch::default(),
