@@ -251,12 +251,13 @@ impl Session {
         }
         // Graphs name events, functions and memory: they go first.
         let graphs = self.release_graphs(None);
+        tracing::info!("session {}: destroyed {graphs} graph exec(s)", self.id);
         let allocs = self.release_allocs();
         let events = self.release_events();
         let (modules, libraries) = self.release_code();
         tracing::info!(
-            "session {}: destroyed {graphs} graph(s), {events} event(s), unloaded {modules} \
-             module(s) and {libraries} library(ies)",
+            "session {}: destroyed {events} event(s), unloaded {modules} module(s) and \
+             {libraries} library(ies)",
             self.id
         );
         let streams = self.release_streams();
