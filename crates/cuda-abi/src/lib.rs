@@ -2,7 +2,9 @@
 //! crate and the host worker must all read the same way: how long a module
 //! image is and what it holds (cuda-runtime.md §8), how a launch's
 //! arguments are laid out (§9), and where each kernel's parameters go, read
-//! from the image itself for host drivers that cannot say (§9).
+//! from the image itself for host drivers that cannot say (§9) — and which
+//! devices `CUDA_VISIBLE_DEVICES` leaves a process, which the guest shim and
+//! the software GPU must decide alike.
 //!
 //! Pure functions only: no exports, no threads, no I/O, no logging. Callers
 //! turn the errors into their own CUresult and diagnostics, so each keeps
@@ -11,3 +13,4 @@
 pub mod image;
 pub mod launch;
 pub mod params;
+pub mod visible;
