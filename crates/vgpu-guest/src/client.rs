@@ -3,8 +3,13 @@
 //! Opened lazily by the first call that needs it (cuInit, nvmlInit, a
 //! virtual file), never in a constructor. If the host cannot be reached the
 //! caller gets [`GuestError::Unavailable`] at once (connect and handshake are
-//! bounded), so no API call hangs. After `fork()` the child notices the pid
-//! change and opens its own connection instead of sharing the parent's.
+//! bounded by a couple of seconds), so no API call hangs. The host answers
+//! the handshake at once and its inventory when its driver is ready, which
+//! on a cold host takes a while: that wait has its own, generous deadline
+//! (`VGPU_INIT_TIMEOUT`), and a wait longer than a second is logged as "host
+//! is initializing" (see [`fetch_inventory`]). After `fork()` the child
+//! notices the pid change and opens its own connection instead of sharing
+//! the parent's.
 
 use crate::config::{Config, PciAddress};
 use crate::log::Level;
@@ -12,9 +17,10 @@ use crate::vlog;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vgpu_transport::codec::{from_bytes, to_bytes};
 use vgpu_transport::frame::FLAG_NO_REPLY;
 use vgpu_transport::proto::{caps, DeviceInfo, GetInventory, Hello, Inventory};
@@ -334,6 +340,71 @@ fn register_atfork() {
     });
 }
 
+/// How long the inventory may take before a wait counts as the host
+/// initializing (and is said so).
+pub const INITIALIZING_NOTICE: Duration = Duration::from_secs(1);
+/// How long the inventory's frame may take to arrive once it has started.
+const REPLY_TRANSFER: Duration = Duration::from_secs(10);
+
+/// Waits until `fd` has something to read (data or hang-up), at most `t`.
+fn wait_readable(fd: std::os::fd::RawFd, t: Duration) -> std::io::Result<bool> {
+    let deadline = Instant::now() + t;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd, for the duration of the call.
+        match unsafe { libc::poll(&mut p, 1, ms) } {
+            n if n > 0 => return Ok(true),
+            0 if Instant::now() >= deadline => return Ok(false),
+            0 => continue,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// The host's inventory on a fresh connection, waiting up to `limit` for
+/// the host to initialize its driver. If it is not there within
+/// [`INITIALIZING_NOTICE`], `initializing` is called once (to say so) and
+/// the wait goes on. Past `limit` the connection is given up.
+pub fn fetch_inventory(
+    client: &mut Client,
+    limit: Duration,
+    initializing: impl FnOnce(),
+) -> Result<Inventory, GuestError> {
+    let start = Instant::now();
+    let mut gave_up = false;
+    let got = client.call_after(&GetInventory {}, |stream| {
+        let fd = stream.as_raw_fd();
+        if wait_readable(fd, INITIALIZING_NOTICE.min(limit))? {
+            return Ok(());
+        }
+        initializing();
+        if wait_readable(fd, limit.saturating_sub(start.elapsed()))? {
+            return Ok(());
+        }
+        gave_up = true;
+        Err(std::io::ErrorKind::TimedOut.into())
+    });
+    if gave_up {
+        return Err(GuestError::Unavailable(format!(
+            "the host did not finish initializing its GPU driver within {:.1} s              ({} sets how long to wait)",
+            limit.as_secs_f64(),
+            crate::config::INIT_TIMEOUT_ENV
+        )));
+    }
+    got.map_err(|e| GuestError::Unavailable(format!("inventory: {e}")))
+}
+
 fn open_session() -> Result<Session, GuestError> {
     let config = Config::from_env().map_err(GuestError::Unavailable)?;
     if ROLE.load(Ordering::Relaxed) == ROLE_DELEGATE {
@@ -353,15 +424,24 @@ fn open_session() -> Result<Session, GuestError> {
             }
             e => GuestError::Unavailable(format!("{}: {e}", config.endpoint)),
         })?;
-    // Still part of "is there a host": bounded like the handshake.
+    // The wait for the reply is the host initializing (see fetch_inventory);
+    // once it arrives, reading it is bounded.
     let bounded = |c: &Client, t| {
         c.set_timeout(t)
             .map_err(|e| GuestError::Unavailable(e.to_string()))
     };
-    bounded(&client, Some(Duration::from_secs(2)))?;
-    let host = client
-        .call(&GetInventory {})
-        .map_err(|e| GuestError::Unavailable(format!("inventory: {e}")))?;
+    bounded(&client, Some(REPLY_TRANSFER))?;
+    let endpoint = &config.endpoint;
+    let limit = config.init_timeout;
+    let host = fetch_inventory(&mut client, limit, || {
+        vlog!(
+            Level::Warn,
+            "host {endpoint} is initializing (its GPU driver is starting); waiting up to \
+             {:.0} s for its devices ({})",
+            limit.as_secs_f64(),
+            crate::config::INIT_TIMEOUT_ENV
+        )
+    })?;
     bounded(&client, None)?;
     let inventory = Arc::new(GuestInventory::new(
         host,
