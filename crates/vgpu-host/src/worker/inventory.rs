@@ -30,26 +30,42 @@ pub enum Lacks {
 /// Device attributes guests see as 0 (if the driver answers them at all),
 /// for every host driver.
 pub const MASKED: &[(A, Lacks)] = &[
-    (A::CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY, Lacks::Functions(&["cuMemAllocManaged"])),
+    (
+        A::CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY,
+        Lacks::Functions(&["cuMemAllocManaged"]),
+    ),
     (
         A::CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS,
-        Lacks::Functions(&["cuMemAllocManaged", "cuMemPrefetchAsync_v2", "cuMemAdvise_v2"]),
+        Lacks::Functions(&[
+            "cuMemAllocManaged",
+            "cuMemPrefetchAsync_v2",
+            "cuMemAdvise_v2",
+        ]),
     ),
     (
         A::CU_DEVICE_ATTRIBUTE_DIRECT_MANAGED_MEM_ACCESS_FROM_HOST,
         Lacks::Functions(&["cuMemAllocManaged"]),
     ),
-    (A::CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS, Lacks::GuestIsRemote),
+    (
+        A::CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS,
+        Lacks::GuestIsRemote,
+    ),
     (
         A::CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES,
         Lacks::GuestIsRemote,
     ),
-    (A::CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY, Lacks::GuestIsRemote),
+    (
+        A::CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY,
+        Lacks::GuestIsRemote,
+    ),
     (
         A::CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM,
         Lacks::GuestIsRemote,
     ),
-    (A::CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED, Lacks::GuestIsRemote),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
     (
         A::CU_DEVICE_ATTRIBUTE_ONLY_PARTIAL_HOST_NATIVE_ATOMIC_SUPPORTED,
         Lacks::GuestIsRemote,
@@ -60,11 +76,17 @@ pub const MASKED: &[(A, Lacks)] = &[
     ),
     (
         A::CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED,
-        Lacks::Functions(&["cuMemExportToShareableHandle", "cuMemImportFromShareableHandle"]),
+        Lacks::Functions(&[
+            "cuMemExportToShareableHandle",
+            "cuMemImportFromShareableHandle",
+        ]),
     ),
     (
         A::CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED,
-        Lacks::Functions(&["cuMemExportToShareableHandle", "cuMemImportFromShareableHandle"]),
+        Lacks::Functions(&[
+            "cuMemExportToShareableHandle",
+            "cuMemImportFromShareableHandle",
+        ]),
     ),
     (
         A::CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES,
@@ -121,7 +143,10 @@ pub const MASKED: &[(A, Lacks)] = &[
         A::CU_DEVICE_ATTRIBUTE_CAN_FLUSH_REMOTE_WRITES,
         Lacks::Functions(&["cuFlushGPUDirectRDMAWrites"]),
     ),
-    (A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_SUPPORTED, Lacks::GuestIsRemote),
+    (
+        A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
     (
         A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WITH_CUDA_VMM_SUPPORTED,
         Lacks::GuestIsRemote,
@@ -130,19 +155,34 @@ pub const MASKED: &[(A, Lacks)] = &[
         A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS,
         Lacks::GuestIsRemote,
     ),
-    (A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING, Lacks::GuestIsRemote),
+    (
+        A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING,
+        Lacks::GuestIsRemote,
+    ),
     (
         A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
         Lacks::GuestIsRemote,
     ),
-    (A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_MEMORY_POOLS_SUPPORTED, Lacks::GuestIsRemote),
-    (A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_MULTINODE_IPC_SUPPORTED, Lacks::GuestIsRemote),
-    (A::CU_DEVICE_ATTRIBUTE_HOST_MEMORY_POOLS_SUPPORTED, Lacks::GuestIsRemote),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_MEMORY_POOLS_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_MULTINODE_IPC_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_MEMORY_POOLS_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
     (
         A::CU_DEVICE_ATTRIBUTE_HOST_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
         Lacks::GuestIsRemote,
     ),
-    (A::CU_DEVICE_ATTRIBUTE_HOST_ALLOC_DMA_BUF_SUPPORTED, Lacks::GuestIsRemote),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_ALLOC_DMA_BUF_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
     (
         A::CU_DEVICE_ATTRIBUTE_MEM_DECOMPRESS_ALGORITHM_MASK,
         Lacks::Functions(&["cuMemBatchDecompressAsync"]),
