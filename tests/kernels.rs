@@ -1,7 +1,9 @@
 //! Kernels end to end: `tests/cuda/kernels.cu` compiled by the pinned nvcc
 //! (PTX-only and SASS+PTX, static and shared cudart), run unmodified through
-//! the shims on the software GPU, every number checked on the CPU by the
-//! program itself.
+//! the shims on the tests' daemon (the software GPU, or `VGPU_TEST_DRIVER`'s
+//! driver), every number checked on the CPU by the program itself. On a host
+//! without `cuFuncGetParamInfo` (the h100-cuda12.2 profile) the launches are
+//! refused for now: see `common::kernel_params_gap`.
 mod common;
 
 use common::Daemon;
@@ -79,12 +81,19 @@ fn build(variant: &str) -> PathBuf {
 }
 
 fn check_all(variant: &str) {
-    let daemon = Daemon::start_emulated();
+    let daemon = Daemon::start_target();
     let out = common::run_guest(
         Command::new(build(variant)),
         &daemon,
         &[("VGPU_LOG", "warn")],
     );
+    if common::kernel_params_gap() {
+        // Issue 13 item 1 (the lead's): the <<<>>> launches pass
+        // kernelParams, which a host without cuFuncGetParamInfo cannot
+        // place yet. When the fix lands, this branch goes.
+        assert!(!out.status.success() && out.stderr.contains("801 ("), "{out}");
+        return;
+    }
     out.assert_success();
     for name in [
         "vadd",
@@ -127,11 +136,16 @@ fn sass_and_ptx_shared_cudart() {
 /// serving another guest.
 #[test]
 fn out_of_bounds_is_illegal_address_and_daemon_survives() {
-    let daemon = Daemon::start_emulated();
+    let daemon = Daemon::start_target();
     let mut bad = Command::new(build("ptx-static"));
     bad.arg("oob");
     let out = common::run_guest(bad, &daemon, &[("VGPU_LOG", "warn")]);
     out.assert_success();
+    if common::kernel_params_gap() {
+        // Issue 13 item 1: the launch itself is refused (see check_all).
+        assert_eq!(common::field(out.line("oob error="), "error"), "801");
+        return;
+    }
     assert_eq!(
         common::field(out.line("oob error="), "error"),
         "700",
@@ -153,10 +167,18 @@ fn out_of_bounds_is_illegal_address_and_daemon_survives() {
 /// `cuLaunchKernel` with `kernelParams`, then with the `extra` buffer.
 #[test]
 fn nvrtc_ptx_through_the_driver_api() {
-    let daemon = Daemon::start_emulated();
+    let daemon = Daemon::start_target();
     let mut cmd = Command::new(common::compile_c("nvrtc_vadd.c", &[]));
     cmd.arg(cuda13().join("lib/libnvrtc.so.13"));
     let out = common::run_guest(cmd, &daemon, &[("VGPU_LOG", "warn")]);
+    if common::kernel_params_gap() {
+        // Issue 13 item 1 (see check_all).
+        assert!(
+            !out.status.success() && out.stderr.contains("cuLaunchKernel returned 801"),
+            "{out}"
+        );
+        return;
+    }
     out.assert_success();
     out.line("kernelparams ok=1");
     out.line("extra ok=1");
