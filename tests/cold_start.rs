@@ -42,7 +42,11 @@ fn past_the_deadline_cuinit_reports_no_device() {
     let out = common::run_guest(Command::new(exe), &d, &[("VGPU_INIT_TIMEOUT", "1")]);
     out.assert_success();
     let line = out.line("no_daemon ");
-    for (key, want) in [("cuInit", "100"), ("cuInit_again", "100"), ("nvmlInit_v2", "9")] {
+    for (key, want) in [
+        ("cuInit", "100"),
+        ("cuInit_again", "100"),
+        ("nvmlInit_v2", "9"),
+    ] {
         assert_eq!(common::field(line, key), want, "{key}:\n{out}");
     }
     for key in ["cuInit_ms", "cuInit_again_ms"] {

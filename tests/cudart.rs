@@ -190,7 +190,10 @@ fn cudart_13_5() {
 fn first_device(daemon: &Daemon, visible: Option<&str>) -> (String, String) {
     let mut cmd = client("12.9.79");
     cmd.args(["--sizes", "1", "--threads", "1"]);
-    let env: Vec<(&str, &str)> = visible.map(|v| ("CUDA_VISIBLE_DEVICES", v)).into_iter().collect();
+    let env: Vec<(&str, &str)> = visible
+        .map(|v| ("CUDA_VISIBLE_DEVICES", v))
+        .into_iter()
+        .collect();
     let out = common::run_guest(cmd, daemon, &env);
     out.line("threads n=1 ok=1");
     (
@@ -214,13 +217,26 @@ fn host_device_selection_and_cuda_visible_devices() {
     assert_eq!(n, "1");
     assert_ne!(u0, u1);
     let swapped = Daemon::start(&[
-        "--driver", "emulated", "--profile", "2x-h100", "--devices", "1,0",
+        "--driver",
+        "emulated",
+        "--profile",
+        "2x-h100",
+        "--devices",
+        "1,0",
     ]);
     assert_eq!(first_device(&swapped, None), (u1.clone(), "2".into()));
     assert_eq!(first_device(&swapped, Some("1")), (u0.clone(), "1".into()));
-    assert_eq!(first_device(&swapped, Some(&u0[..12])), (u0.clone(), "1".into()));
+    assert_eq!(
+        first_device(&swapped, Some(&u0[..12])),
+        (u0.clone(), "1".into())
+    );
     let one = Daemon::start(&[
-        "--driver", "emulated", "--profile", "2x-h100", "--devices", &u1[..12],
+        "--driver",
+        "emulated",
+        "--profile",
+        "2x-h100",
+        "--devices",
+        &u1[..12],
     ]);
     assert_eq!(first_device(&one, None), (u1, "1".into()));
 }

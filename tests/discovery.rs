@@ -160,9 +160,16 @@ fn check_identity_output(out: &common::GuestOutput, pci: &str) {
             assert_eq!(common::field(line, "name"), h.name, "{line}");
             assert_eq!(total, h.total_mem, "{line}");
             assert_eq!(nvml_total, h.nvml_total_mem, "{line}");
-            assert_eq!(common::field(line, "count"), h.devices.to_string(), "{line}");
+            assert_eq!(
+                common::field(line, "count"),
+                h.devices.to_string(),
+                "{line}"
+            );
         }
-        None => assert!(cuda_driver >= 11000 && total > 0 && nvml_total >= total, "{line}"),
+        None => assert!(
+            cuda_driver >= 11000 && total > 0 && nvml_total >= total,
+            "{line}"
+        ),
     }
 }
 
