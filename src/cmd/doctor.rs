@@ -158,7 +158,7 @@ fn check_daemon(host: &str) -> Outcome {
         // stderr: stdout is one line per check.
         eprintln!(
             "vgpu doctor: host is initializing (its GPU driver is starting); waiting up to \
-             {:.0} s ({})",
+             {:.1} s ({})",
             limit.as_secs_f64(),
             vgpu_guest::config::INIT_TIMEOUT_ENV
         );

@@ -396,18 +396,9 @@ pub fn release() -> &'static Release {
 /// `board().sm_count` yet (the launch checks).
 pub const SM_COUNT: i32 = 114;
 
-/// The release's version, unless `VGPU_EMU_CUDA_VERSION` (e.g. `12020`)
-/// asks for another — a number only, for tests of what runtimes make of a
-/// version; the h100-cuda12.2 profile is the whole older driver. Read once.
+/// `cuDriverGetVersion` (and NVML's CUDA driver version).
 pub fn cuda_driver_version() -> i32 {
-    static V: OnceLock<i32> = OnceLock::new();
-    *V.get_or_init(|| {
-        std::env::var("VGPU_EMU_CUDA_VERSION")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .filter(|v| *v > 0)
-            .unwrap_or(release().cuda)
-    })
+    release().cuda
 }
 
 /// The CUDA version whose headers first declare `symbol`: the oldest

@@ -372,6 +372,29 @@ fn wait_readable(fd: std::os::fd::RawFd, t: Duration) -> std::io::Result<bool> {
     }
 }
 
+/// Seconds as a person reads them: "60", "2.5".
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s:.1}")
+    }
+}
+
+/// The last time this process gave up waiting for an initializing host,
+/// and why: a new connection within as long again fails at once with the
+/// same reason instead of starting another worker that waits for its driver
+/// too (an application retrying, or the virtual files asked call by call,
+/// would otherwise pile up cold workers on the host).
+static GAVE_UP: Mutex<Option<(u32, Instant, Duration, String)>> = Mutex::new(None);
+
+fn recently_gave_up() -> Option<String> {
+    let g = GAVE_UP.lock();
+    let (pid, at, window, why) = g.as_ref()?;
+    (*pid == std::process::id() && at.elapsed() < *window).then(|| why.clone())
+}
+
 /// The host's inventory on a fresh connection, waiting up to `limit` for
 /// the host to initialize its driver. If it is not there within
 /// [`INITIALIZING_NOTICE`], `initializing` is called once (to say so) and
@@ -396,11 +419,15 @@ pub fn fetch_inventory(
         Err(std::io::ErrorKind::TimedOut.into())
     });
     if gave_up {
-        return Err(GuestError::Unavailable(format!(
-            "the host did not finish initializing its GPU driver within {:.1} s              ({} sets how long to wait)",
-            limit.as_secs_f64(),
+        let why = format!(
+            "the host did not finish initializing its GPU driver within {} s \
+             ({} sets how long to wait)",
+            seconds(limit),
             crate::config::INIT_TIMEOUT_ENV
-        )));
+        );
+        let window = limit.max(INITIALIZING_NOTICE);
+        *GAVE_UP.lock() = Some((std::process::id(), Instant::now(), window, why.clone()));
+        return Err(GuestError::Unavailable(why));
     }
     got.map_err(|e| GuestError::Unavailable(format!("inventory: {e}")))
 }
@@ -411,6 +438,11 @@ fn open_session() -> Result<Session, GuestError> {
         if let Some(call) = find_owner() {
             return open_shared(call, &config);
         }
+    }
+    if let Some(why) = recently_gave_up() {
+        return Err(GuestError::Unavailable(format!(
+            "{why}; not asked again yet"
+        )));
     }
     let stream = config
         .endpoint
@@ -437,8 +469,8 @@ fn open_session() -> Result<Session, GuestError> {
         vlog!(
             Level::Warn,
             "host {endpoint} is initializing (its GPU driver is starting); waiting up to \
-             {:.0} s for its devices ({})",
-            limit.as_secs_f64(),
+             {} s for its devices ({})",
+            seconds(limit),
             crate::config::INIT_TIMEOUT_ENV
         )
     })?;
@@ -636,6 +668,13 @@ pub fn disconnect() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_read_naturally() {
+        assert_eq!(seconds(Duration::from_secs(60)), "60");
+        assert_eq!(seconds(Duration::from_millis(2500)), "2.5");
+        assert_eq!(seconds(Duration::from_millis(500)), "0.5");
+    }
 
     #[test]
     fn uuid_format() {

@@ -433,7 +433,7 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra environment for the daemon, which its
     /// workers (and so the software GPU) inherit, e.g.
-    /// `VGPU_EMU_CUDA_VERSION`. `VGPU_LOG` is `debug` unless the test's
+    /// `VGPU_EMU_INIT_DELAY_MS`. `VGPU_LOG` is `debug` unless the test's
     /// environment or `env` sets it.
     #[track_caller]
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
