@@ -297,6 +297,22 @@ wire_struct! {
         pub architecture: u32,
         /// NVML `(major, minor)` compute capability.
         pub nvml_cc: (i32, i32),
+        /// What this device can do with each other device of the guest.
+        pub peers: Vec<PeerInfo>,
+    }
+}
+
+wire_struct! {
+    /// The link from one device to another (`cuDeviceCanAccessPeer`,
+    /// `cuDeviceGetP2PAttribute`); static, so it travels in the inventory.
+    pub struct PeerInfo {
+        /// The other device's guest ordinal (host order, before the guest's
+        /// `CUDA_VISIBLE_DEVICES`).
+        pub peer: u32,
+        pub can_access: bool,
+        /// `(CUdevice_P2PAttribute, value)` for every attribute the driver
+        /// answered.
+        pub attributes: Vec<(i32, i32)>,
     }
 }
 
@@ -407,6 +423,10 @@ calls! {
     23 CtxSynchronize [sync collects] { ctx: u64 } -> ();
     /// `cuMemGetInfo` in that context → (free, total).
     24 MemGetInfo [sync] { ctx: u64 } -> (u64, u64);
+    /// `cuCtxEnablePeerAccess` in `ctx` (the caller's current context) for
+    /// `peer`'s memory.
+    26 CtxEnablePeerAccess [sync] { ctx: u64, peer: u64, flags: u32 } -> ();
+    27 CtxDisablePeerAccess [sync] { ctx: u64, peer: u64 } -> ();
 
     // ---- memory (device addresses are the host driver's real values; the
     // worker checks every range against this session's allocations) ----
@@ -431,6 +451,11 @@ calls! {
     /// A 2D copy from device → `height` rows of `width` bytes, packed.
     41 Memcpy2DDtoH [sync collects bulk] { ctx: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> Bytes;
     42 Memcpy2DDtoD [sync] { ctx: u64, dst: u64, dst_pitch: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> ();
+    /// `cuMemcpyPeer`, issued in `ctx`: `size` bytes from `src` (memory of
+    /// context `src_ctx`) to `dst` (of `dst_ctx`).
+    43 MemcpyPeer [sync] { ctx: u64, dst: u64, dst_ctx: u64, src: u64, src_ctx: u64, size: u64 } -> ();
+    /// `cuMemcpyPeerAsync`, ordered on `stream` (see the `...Async` ops).
+    44 MemcpyPeerAsync [deferred] { ctx: u64, stream: u64, dst: u64, dst_ctx: u64, src: u64, src_ctx: u64, size: u64 } -> ();
 
     // ---- virtual memory management ----
     /// `cuMemGetAllocationGranularity` → bytes.
@@ -692,6 +717,7 @@ on_stream! {
     Memcpy2DHtoD / Memcpy2DHtoDAsync { ctx, dst, dst_pitch, width, height, data };
     Memcpy2DDtoH / Memcpy2DDtoHAsync { ctx, src, src_pitch, width, height };
     Memcpy2DDtoD / Memcpy2DDtoDAsync { ctx, dst, dst_pitch, src, src_pitch, width, height };
+    MemcpyPeer / MemcpyPeerAsync { ctx, dst, dst_ctx, src, src_ctx, size };
 }
 
 wire_struct! {

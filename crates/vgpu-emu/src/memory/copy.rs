@@ -201,8 +201,9 @@ fn memset_box<T: Copy>(
 
 // ---- peer copies ------------------------------------------------------------
 
-/// One device: a peer copy is a device-to-device copy between two valid
-/// contexts of it.
+/// Every device shares one address space here: a peer copy is a
+/// device-to-device copy between two valid contexts, with or without peer
+/// access enabled (the real driver stages it through the host then).
 pub fn copy_peer(
     dst: CUdeviceptr,
     _dst_ctx: Live<Context>,
