@@ -29,11 +29,15 @@
 //! collectives are executed for the lanes of a warp that stand at the same
 //! instruction, which is the independent-thread-scheduling model of sm_70+.
 
+#![forbid(unsafe_code)]
+
 mod exec;
 pub mod fatbin;
-pub mod ir;
+pub(crate) mod ir;
 mod lexer;
 mod memory;
+mod num;
+mod ops;
 mod parse;
 
 use std::collections::{HashMap, HashSet};
@@ -185,6 +189,9 @@ pub(crate) struct KernelMeta {
     /// Globals this kernel (and its callees) reference.
     pub globals_used: Vec<u32>,
     pub local_bytes: u32,
+    /// The kernel reads `%reserved_smem_offset_*`: its blocks get the
+    /// driver's reserved shared memory after their own.
+    pub reserved_smem: bool,
 }
 
 /// A parsed PTX module.
@@ -287,6 +294,21 @@ fn operands_syms(ops: &[ir::Opnd], f: &mut impl FnMut(ir::Sym)) {
     }
 }
 
+fn reads_reserved_smem(ops: &[ir::Opnd]) -> bool {
+    use ir::Sreg as S;
+    ops.iter().any(|o| match o {
+        ir::Opnd::Sreg(
+            S::ReservedSmemBegin
+            | S::ReservedSmemEnd
+            | S::ReservedSmemCap
+            | S::ReservedSmemOffset(_),
+        ) => true,
+        ir::Opnd::Addr(b, _) => reads_reserved_smem(std::slice::from_ref(b)),
+        ir::Opnd::Vec(v) => reads_reserved_smem(v),
+        _ => false,
+    })
+}
+
 /// Computes per-kernel layouts after all bodies are decoded.
 pub(crate) fn finish_module(m: &mut Module) -> Result<(), PtxError> {
     for (fi, f) in m.funcs.iter().enumerate() {
@@ -298,6 +320,7 @@ pub(crate) fn finish_module(m: &mut Module) -> Result<(), PtxError> {
         let mut shared_used = Vec::new();
         let mut globals_used = Vec::new();
         let mut local_max = 0u32;
+        let mut reserved_smem = false;
         while let Some(g) = todo.pop() {
             if !seen.insert(g) {
                 continue;
@@ -311,6 +334,7 @@ pub(crate) fn finish_module(m: &mut Module) -> Result<(), PtxError> {
             }
             local_max = local_max.max(func.local_frame);
             for i in &func.insts {
+                reserved_smem |= reads_reserved_smem(&i.ops);
                 operands_syms(&i.ops, &mut |s| match s {
                     ir::Sym::Shared(v) => shared_used.push(v),
                     ir::Sym::Global(v) => globals_used.push(v),
@@ -358,6 +382,7 @@ pub(crate) fn finish_module(m: &mut Module) -> Result<(), PtxError> {
                 dyn_base: static_shared.next_multiple_of(dyn_align),
                 globals_used,
                 local_bytes: local_max,
+                reserved_smem,
             },
         );
     }

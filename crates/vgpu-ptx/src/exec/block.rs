@@ -1,0 +1,124 @@
+//! One block: its threads run one at a time until each blocks at a barrier
+//! or a warp collective; then warps execute their collectives together and
+//! barriers release.
+
+use super::thread::{St, Thread};
+use super::{Launch, X};
+use crate::ir::Op;
+use crate::ops;
+
+/// Per-worker state: one block at a time.
+pub(crate) struct Block<'a, 'l> {
+    pub l: &'l Launch<'a>,
+    pub shared: Vec<u8>,
+    pub ctaid: [u32; 3],
+    pub smid: u32,
+    /// Backward branches taken, to poll for cancellation now and then.
+    pub loops: u64,
+}
+
+impl<'a, 'l> Block<'a, 'l> {
+    pub fn new(l: &'l Launch<'a>, shared: usize, smid: u32) -> Self {
+        Block {
+            l,
+            shared: vec![0u8; shared],
+            ctaid: [0; 3],
+            smid,
+            loops: 0,
+        }
+    }
+
+    pub fn run_block(&mut self, threads: &mut Vec<Thread>, linear_block: u64) -> X<()> {
+        let cfg = self.l.cfg;
+        let g = cfg.grid;
+        let lb = linear_block;
+        self.ctaid = [
+            (lb % g[0] as u64) as u32,
+            (lb / g[0] as u64 % g[1] as u64) as u32,
+            (lb / (g[0] as u64 * g[1] as u64)) as u32,
+        ];
+        let [bx, by, bz] = cfg.block;
+        let n = (bx * by * bz) as usize;
+        if threads.len() < n {
+            threads.resize_with(n, Thread::new);
+        }
+        threads.truncate(n);
+        let kf = &self.l.m.funcs[self.l.meta.func as usize];
+        let kparam_extra = (kf.param_frame.saturating_sub(self.l.kparam_len)) as usize;
+        for (k, t) in threads.iter_mut().enumerate() {
+            let k32 = k as u32;
+            t.tid = [k32 % bx, k32 / bx % by, k32 / (bx * by)];
+            t.linear = k32;
+            t.regs.clear();
+            t.regs.resize(kf.nregs as usize, 0);
+            t.func = self.l.meta.func;
+            t.pc = 0;
+            t.param_base = 0;
+            t.local_base = 0;
+            t.cc = false;
+            while let Some(f) = t.stack.pop() {
+                t.spare_regs.push(f.regs);
+            }
+            if t.params.len() < kparam_extra {
+                t.params.resize(kparam_extra, 0);
+            }
+            if t.local.len() < kf.local_frame as usize {
+                t.local.resize(kf.local_frame as usize, 0);
+            }
+            t.st = St::Run;
+        }
+        self.shared.iter_mut().for_each(|b| *b = 0);
+        loop {
+            for t in threads.iter_mut() {
+                if t.st == St::Run {
+                    self.run(t)?;
+                }
+            }
+            // Everyone is blocked or done. Warp collectives first: a warp
+            // whose lanes wait at the same instruction executes it together.
+            let mut any = false;
+            for w in 0..n.div_ceil(32) {
+                let lanes = w * 32..(w * 32 + 32).min(n);
+                let mut waiting: Vec<usize> =
+                    lanes.filter(|&k| threads[k].st == St::Warp).collect();
+                while let Some(&first) = waiting.first() {
+                    let key = (
+                        threads[first].func,
+                        threads[first].pc,
+                        threads[first].stack.len(),
+                    );
+                    let (group, rest): (Vec<usize>, Vec<usize>) = waiting.iter().partition(|&&k| {
+                        (threads[k].func, threads[k].pc, threads[k].stack.len()) == key
+                    });
+                    self.collective(threads, &group)?;
+                    waiting = rest;
+                    any = true;
+                }
+            }
+            if any {
+                continue;
+            }
+            if threads.iter().any(|t| t.st == St::Bar) {
+                ops::control::release_barrier(self, threads);
+                continue;
+            }
+            return Ok(());
+        }
+    }
+
+    /// Executes the warp collective at which the lanes in `group` stand,
+    /// then moves them past it.
+    fn collective(&mut self, threads: &mut [Thread], group: &[usize]) -> X<()> {
+        let i = threads[group[0]].inst(self.l.m);
+        match i.op {
+            Op::Warp(op) => ops::warp::exec(self, threads, group, i, op)?,
+            Op::Matrix(op) => ops::matrix::exec(self, threads, group, i, op)?,
+            _ => unreachable!("not a collective"),
+        }
+        for &g in group {
+            threads[g].pc += 1;
+            threads[g].st = St::Run;
+        }
+        Ok(())
+    }
+}
