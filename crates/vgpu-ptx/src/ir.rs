@@ -270,10 +270,19 @@ pub struct Inst {
     pub text: Box<str>,
 }
 
+/// What a call site calls.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Callee {
+    /// Index in `Module::funcs`.
+    Direct(u32),
+    /// Through a register holding a function address (`.callprototype`).
+    Indirect(Opnd),
+}
+
 /// A call site: how arguments and results move between frames.
 #[derive(Debug, Clone)]
 pub struct CallInfo {
-    pub callee: u32,
+    pub callee: Callee,
     pub args: Vec<Opnd>,
     pub rets: Vec<Opnd>,
 }
@@ -303,6 +312,8 @@ pub struct Function {
     pub calls: Vec<CallInfo>,
     /// Whether the body was given (not just a prototype).
     pub defined: bool,
+    /// A body-less runtime function the interpreter provides.
+    pub builtin: Option<crate::runtime::Builtin>,
     pub line: u32,
     /// `.reqntid` / `.maxntid`, when given.
     pub reqntid: Option<[u32; 3]>,

@@ -39,6 +39,7 @@ mod memory;
 mod num;
 mod ops;
 mod parse;
+mod runtime;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -46,6 +47,7 @@ use std::fmt;
 pub use exec::{launch, launch_with, LaunchConfig, LaunchOptions};
 pub use ir::Param;
 pub use memory::{ArenaMemory, MemError, Memory};
+pub use runtime::Builtin;
 
 /// A syntax or semantic error in PTX text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +112,15 @@ pub enum ExecError {
     Cancelled,
     /// An interpreter bug surfaced as a panic; reported instead of crashing.
     Internal(String),
+    /// A device-side `assert` failed (`__assertfail`): the caller reports
+    /// `CUDA_ERROR_ASSERT`, sticky. The launch output already holds CUDA's
+    /// message for it.
+    Assert {
+        message: String,
+        file: String,
+        line: u32,
+        function: String,
+    },
 }
 
 impl fmt::Display for ExecError {
@@ -139,6 +150,12 @@ impl fmt::Display for ExecError {
             ExecError::InvalidConfig(s) => write!(f, "invalid launch configuration: {s}"),
             ExecError::Cancelled => write!(f, "launch cancelled"),
             ExecError::Internal(s) => write!(f, "interpreter internal error: {s}"),
+            ExecError::Assert {
+                message,
+                file,
+                line,
+                function,
+            } => write!(f, "{file}:{line}: {function}: Assertion `{message}` failed"),
         }
     }
 }
@@ -294,6 +311,17 @@ fn operands_syms(ops: &[ir::Opnd], f: &mut impl FnMut(ir::Sym)) {
     }
 }
 
+fn operands_funcs(ops: &[ir::Opnd], f: &mut impl FnMut(u32)) {
+    for o in ops {
+        match o {
+            ir::Opnd::Func(g) => f(*g),
+            ir::Opnd::Addr(b, _) => operands_funcs(std::slice::from_ref(b), f),
+            ir::Opnd::Vec(v) => operands_funcs(v, f),
+            _ => {}
+        }
+    }
+}
+
 fn reads_reserved_smem(ops: &[ir::Opnd]) -> bool {
     use ir::Sreg as S;
     ops.iter().any(|o| match o {
@@ -326,6 +354,9 @@ pub(crate) fn finish_module(m: &mut Module) -> Result<(), PtxError> {
                 continue;
             }
             let func = &m.funcs[g as usize];
+            if func.builtin.is_some() {
+                continue;
+            }
             if !func.defined {
                 return Err(PtxError::new(
                     func.line,
@@ -340,9 +371,13 @@ pub(crate) fn finish_module(m: &mut Module) -> Result<(), PtxError> {
                     ir::Sym::Global(v) => globals_used.push(v),
                     _ => {}
                 });
+                // A function whose address is taken may be called indirectly.
+                operands_funcs(&i.ops, &mut |f| todo.push(f));
             }
             for c in &func.calls {
-                todo.push(c.callee);
+                if let ir::Callee::Direct(f) = c.callee {
+                    todo.push(f);
+                }
                 for o in c.args.iter().chain(&c.rets) {
                     operands_syms(std::slice::from_ref(o), &mut |s| {
                         if let ir::Sym::Global(v) = s {

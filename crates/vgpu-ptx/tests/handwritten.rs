@@ -549,6 +549,7 @@ fn spinning_kernel_can_be_cancelled() {
     let opts = vgpu_ptx::LaunchOptions {
         workers: 2,
         cancel: Some(&cancel),
+        ..Default::default()
     };
     let t = std::time::Instant::now();
     let r = std::thread::scope(|s| {

@@ -15,6 +15,8 @@ pub(crate) struct Block<'a, 'l> {
     pub smid: u32,
     /// Backward branches taken, to poll for cancellation now and then.
     pub loops: u64,
+    /// Device output (`printf`) of the current block, not yet delivered.
+    pub out: String,
 }
 
 impl<'a, 'l> Block<'a, 'l> {
@@ -25,6 +27,22 @@ impl<'a, 'l> Block<'a, 'l> {
             ctaid: [0; 3],
             smid,
             loops: 0,
+            out: String::new(),
+        }
+    }
+
+    /// Appends device output of the running block.
+    pub fn print(&mut self, text: &str) {
+        self.out.push_str(text);
+    }
+
+    /// Hands the block's output to the launch's sink.
+    pub fn flush_output(&mut self) {
+        if !self.out.is_empty() {
+            if let Some(f) = self.l.output {
+                f(&self.out);
+            }
+            self.out.clear();
         }
     }
 
@@ -100,6 +118,15 @@ impl<'a, 'l> Block<'a, 'l> {
             }
             if threads.iter().any(|t| t.st == St::Bar) {
                 ops::control::release_barrier(self, threads);
+                continue;
+            }
+            if threads.iter().any(|t| t.st == St::GridBar) {
+                // The whole block has arrived: wait for the rest of the grid.
+                self.flush_output();
+                self.l.grid.wait(self.l)?;
+                for t in threads.iter_mut().filter(|t| t.st == St::GridBar) {
+                    t.st = St::Run;
+                }
                 continue;
             }
             return Ok(());

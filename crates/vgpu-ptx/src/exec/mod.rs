@@ -13,8 +13,8 @@ pub(crate) mod thread;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::memory::Memory;
 use crate::{ExecError, KernelMeta, Module};
@@ -51,6 +51,12 @@ pub(crate) struct Launch<'a> {
     /// Where the reserved shared region starts in every block's window.
     pub reserved_smem: u32,
     pub envreg: [u32; 32],
+    /// All blocks run at once (one OS thread each) and may synchronise.
+    pub cooperative: bool,
+    /// The cooperative grid's workspace (`cudaCGGetIntrinsicHandle`), or 0.
+    pub grid_workspace: u64,
+    pub grid: GridBarrier,
+    pub output: Option<&'a (dyn Fn(&str) + Sync)>,
     /// Set when a block failed; other blocks stop early.
     pub stop: AtomicBool,
     pub cancel: Option<&'a AtomicBool>,
@@ -59,6 +65,62 @@ pub(crate) struct Launch<'a> {
 impl Launch<'_> {
     pub fn should_stop(&self) -> bool {
         self.stop.load(Ordering::Relaxed) || self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// A barrier across the blocks of a cooperative grid. Blocks that finished
+/// no longer count.
+pub(crate) struct GridBarrier {
+    /// (arrived, generation, live blocks)
+    state: Mutex<(u64, u64, u64)>,
+    cv: Condvar,
+}
+
+impl GridBarrier {
+    fn new(blocks: u64) -> Self {
+        GridBarrier {
+            state: Mutex::new((0, 0, blocks)),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, u64, u64)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every live block has arrived.
+    pub fn wait(&self, l: &Launch) -> X<()> {
+        let mut s = self.lock();
+        s.0 += 1;
+        if s.0 >= s.2 {
+            s.0 = 0;
+            s.1 += 1;
+            self.cv.notify_all();
+            return Ok(());
+        }
+        let generation = s.1;
+        while s.1 == generation {
+            if l.should_stop() {
+                return Err(ExecError::Cancelled);
+            }
+            s = self
+                .cv
+                .wait_timeout(s, Duration::from_millis(20))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// A block finished: the others no longer wait for it.
+    fn leave(&self) {
+        let mut s = self.lock();
+        s.2 = s.2.saturating_sub(1);
+        if s.0 > 0 && s.0 >= s.2 {
+            s.0 = 0;
+            s.1 += 1;
+            self.cv.notify_all();
+        }
     }
 }
 
@@ -85,7 +147,7 @@ pub fn launch(
 }
 
 /// Knobs of a launch beyond the CUDA configuration.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Copy, Default)]
 pub struct LaunchOptions<'a> {
     /// Worker threads running blocks; 0 means one per available CPU.
     pub workers: usize,
@@ -93,7 +155,34 @@ pub struct LaunchOptions<'a> {
     /// their next loop iteration with [`ExecError::Cancelled`]: a kernel
     /// that spins forever must not hold the daemon hostage.
     pub cancel: Option<&'a AtomicBool>,
+    /// A cooperative launch (`cuLaunchCooperativeKernel`): every block runs
+    /// at once, on its own OS thread, so grid-wide synchronisation works
+    /// (`cg::this_grid().sync()`, `cudaCGSynchronize`); the grid workspace
+    /// comes from [`crate::Memory::device_alloc`].
+    pub cooperative: bool,
+    /// Receives the launch's device output (`printf`, and the message of a
+    /// failed `assert`), one call per block with that block's text in the
+    /// order its threads produced it, as blocks finish. Without it the text
+    /// is dropped.
+    pub output: Option<&'a (dyn Fn(&str) + Sync)>,
 }
+
+impl std::fmt::Debug for LaunchOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaunchOptions")
+            .field("workers", &self.workers)
+            .field("cancel", &self.cancel)
+            .field("cooperative", &self.cooperative)
+            .field("output", &self.output.is_some())
+            .finish()
+    }
+}
+
+/// Most blocks a cooperative launch may have: each gets an OS thread.
+const MAX_COOPERATIVE_BLOCKS: u64 = 4096;
+
+/// Bytes of the cooperative grid workspace; the barrier word is at 4.
+const GRID_WORKSPACE: u64 = 16;
 
 /// [`launch`] with [`LaunchOptions`].
 pub fn launch_with(
@@ -151,7 +240,24 @@ pub fn launch_with(
             None => {}
         }
     }
-    let workers = workers.clamp(1, 64).min(blocks as usize);
+    if opts.cooperative && blocks > MAX_COOPERATIVE_BLOCKS {
+        return Err(ExecError::InvalidConfig(format!(
+            "cooperative launch of {blocks} blocks: at most {MAX_COOPERATIVE_BLOCKS} can run at once"
+        )));
+    }
+    let workers = if opts.cooperative {
+        blocks as usize
+    } else {
+        workers.clamp(1, 64).min(blocks as usize)
+    };
+    let mut envreg = [0u32; 32];
+    let grid_workspace = if opts.cooperative {
+        mem.device_alloc(GRID_WORKSPACE).unwrap_or(0)
+    } else {
+        0
+    };
+    envreg[1] = (grid_workspace >> 32) as u32;
+    envreg[2] = grid_workspace as u32;
     let l = Launch {
         m: module,
         meta,
@@ -163,7 +269,11 @@ pub fn launch_with(
         start: Instant::now(),
         nsm: workers as u32,
         reserved_smem,
-        envreg: [0; 32],
+        envreg,
+        cooperative: opts.cooperative,
+        grid_workspace,
+        grid: GridBarrier::new(blocks),
+        output: opts.output,
         stop: AtomicBool::new(false),
         cancel: opts.cancel,
     };
@@ -188,6 +298,8 @@ pub fn launch_with(
                     threads = Vec::new();
                     Err(ExecError::Internal(msg))
                 });
+            b.flush_output();
+            l.grid.leave();
             if let Err(e) = r {
                 l.stop.store(true, Ordering::Relaxed);
                 let mut fe = first_err.lock().unwrap_or_else(|e| e.into_inner());
@@ -204,6 +316,9 @@ pub fn launch_with(
                 s.spawn(move || work(w as u32));
             }
         });
+    }
+    if grid_workspace != 0 {
+        mem.device_free(grid_workspace);
     }
     match first_err.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(e) => Err(e),

@@ -29,6 +29,8 @@ pub(crate) enum St {
     Warp,
     /// Stopped at a block barrier (pc points at it).
     Bar,
+    /// Stopped in a grid-wide barrier (`cudaCGSynchronize`; pc is past it).
+    GridBar,
     Done,
 }
 
@@ -303,11 +305,34 @@ impl Block<'_, '_> {
         }
     }
 
-    pub(crate) fn call(&mut self, t: &mut Thread, i: &Inst) -> X<()> {
+    /// Calls a function, or runs a runtime builtin in place. Returns false
+    /// when the thread must stop (a builtin's grid barrier).
+    pub(crate) fn call(&mut self, t: &mut Thread, i: &Inst) -> X<bool> {
         let idx = self.get(t, &i.ops[0]) as u32;
         let m = self.l.m;
         let ci = &m.funcs[t.func as usize].calls[idx as usize];
-        let callee = &m.funcs[ci.callee as usize];
+        let target = match &ci.callee {
+            Callee::Direct(f) => *f,
+            Callee::Indirect(o) => {
+                let a = self.get(t, o);
+                let f = (a & WIN_MASK) as usize;
+                let ok = a >> TAG_SHIFT == FUNC_TAG
+                    && m.funcs.get(f).is_some_and(|f| {
+                        !f.is_entry
+                            && (f.defined || f.builtin.is_some())
+                            && f.params.len() == ci.args.len()
+                            && f.rets.len() >= ci.rets.len()
+                    });
+                if !ok {
+                    return Err(ExecError::IllegalAddress { addr: a, line: i.line });
+                }
+                f as u32
+            }
+        };
+        let callee = &m.funcs[target as usize];
+        if let Some(builtin) = callee.builtin {
+            return self.call_builtin(t, i, ci, callee, builtin);
+        }
         if t.stack.len() >= MAX_CALL_DEPTH {
             return Err(ExecError::StackOverflow { line: i.line });
         }
@@ -354,11 +379,58 @@ impl Block<'_, '_> {
             call: idx,
         };
         t.stack.push(saved);
-        t.func = ci.callee;
+        t.func = target;
         t.pc = 0;
         t.param_base = new_pbase;
         t.local_base = new_lbase;
-        Ok(())
+        Ok(true)
+    }
+
+    /// The value of call argument `arg` for a parameter of `size` bytes.
+    fn arg_value(&mut self, t: &mut Thread, arg: &Opnd, size: u32, line: u32) -> X<u64> {
+        match arg {
+            Opnd::Sym(Sym::Param(_)) => {
+                let mut buf = [0u8; 8];
+                let src = Loc::Param(self.get(t, arg));
+                let n = (size as usize).min(8);
+                self.load(t, src, &mut buf[..n], line)?;
+                Ok(u64::from_le_bytes(buf))
+            }
+            o => Ok(self.get(t, o)),
+        }
+    }
+
+    fn call_builtin(
+        &mut self,
+        t: &mut Thread,
+        i: &Inst,
+        ci: &CallInfo,
+        callee: &Function,
+        builtin: crate::runtime::Builtin,
+    ) -> X<bool> {
+        let mut args = [0u64; 8];
+        for (k, (arg, p)) in ci.args.iter().zip(&callee.params).enumerate().take(8) {
+            args[k] = self.arg_value(t, arg, p.size, i.line)?;
+        }
+        let n = ci.args.len().min(8);
+        let (ret, go_on) = match crate::runtime::call(self, t, builtin, &args[..n], i.line)? {
+            crate::runtime::After::Return(v) => (v, true),
+            crate::runtime::After::GridSync => (0, false),
+        };
+        if let (Some(dst), Some(p)) = (ci.rets.first(), callee.rets.first()) {
+            match dst {
+                Opnd::Sym(Sym::Param(_)) => {
+                    let d = Loc::Param(self.get(t, dst));
+                    let bytes = ret.to_le_bytes();
+                    self.store(t, d, &bytes[..(p.size as usize).min(8)], i.line)?;
+                }
+                o => Self::set(t, o, ret),
+            }
+        }
+        if !go_on {
+            t.st = St::GridBar;
+        }
+        Ok(go_on)
     }
 
     /// Returns false when the thread's kernel frame returned.

@@ -82,14 +82,22 @@ pub(crate) fn exec(b: &mut Block, t: &mut Thread, i: &Inst, op: CtlOp) -> X<Flow
                     if b.loops & 0xffff == 0 && b.l.should_stop() {
                         return Err(ExecError::Cancelled);
                     }
+                    // In a cooperative launch a loop may spin on another
+                    // block's progress: let that block's thread run.
+                    if b.l.cooperative && b.loops & 0xff == 0 {
+                        std::thread::yield_now();
+                    }
                 }
                 t.pc = l;
             }
             Flow::Next
         }
         CtlOp::Call => {
-            b.call(t, i)?;
-            Flow::Switched
+            if b.call(t, i)? {
+                Flow::Switched
+            } else {
+                Flow::Stop
+            }
         }
         CtlOp::Ret => {
             if b.ret(t, i.line)? {

@@ -119,6 +119,14 @@ impl<'m> Decoder<'m> {
                         other => return p.err(format!("unexpected directive `.{other}` in body")),
                     }
                 }
+                Tok::Ident(_)
+                    if p.peek_at(1) == Some(&Tok::Punct(':'))
+                        && matches!(p.peek_at(2), Some(Tok::Dot(d)) if d == "callprototype" || d == "calltargets") =>
+                {
+                    // `Fproto: .callprototype ...;` names an indirect call's
+                    // signature; calls check the callee's own at run time.
+                    p.skip_past(';')?;
+                }
                 Tok::Ident(n) if p.peek_at(1) == Some(&Tok::Punct(':')) => {
                     self.labels.insert(n.clone(), self.insts.len() as u32);
                     p.i += 2;
@@ -322,7 +330,7 @@ impl Decoder<'_> {
 
     fn decode_call(&mut self, ri: &RawInst) -> R<Opnd> {
         let line = ri.line;
-        // call (rets), func, (args)[, prototype]
+        // call (rets), target, (args)[, prototype | calltargets | table]
         let mut it = ri.ops.iter().peekable();
         let mut rets = Vec::new();
         if let Some(ROp::List(l)) = it.peek() {
@@ -330,12 +338,13 @@ impl Decoder<'_> {
             it.next();
         }
         let callee = match it.next() {
-            Some(ROp::Name(n)) => match self.m.func_index.get(n) {
-                Some(&f) => f,
-                None => {
+            Some(ROp::Name(n)) => match (self.m.func_index.get(n), self.lookup(n)) {
+                (Some(&f), _) => Callee::Direct(f),
+                (None, Some(Name::Reg(r))) => Callee::Indirect(Opnd::Reg(r)),
+                _ => {
                     return Err(PtxError::new(
                         line,
-                        format!("call to unknown or indirect target `{n}`"),
+                        format!("call to unknown target `{n}`"),
                     ))
                 }
             },
@@ -343,7 +352,8 @@ impl Decoder<'_> {
         };
         let args = match it.next() {
             Some(ROp::List(l)) => l.clone(),
-            None => Vec::new(),
+            // The prototype of an indirect call without arguments.
+            Some(ROp::Name(_)) | None => Vec::new(),
             _ => return Err(PtxError::new(line, "malformed call arguments")),
         };
         let conv = |d: &mut Self, v: &[ROp]| -> R<Vec<Opnd>> {
@@ -356,12 +366,15 @@ impl Decoder<'_> {
             args: conv(self, &args)?,
             rets: conv(self, &rets)?,
         };
-        let f = &self.m.funcs[callee as usize];
-        if info.args.len() != f.params.len() || info.rets.len() > f.rets.len() {
-            return Err(PtxError::new(
-                line,
-                format!("call to `{}` with the wrong number of arguments", f.name),
-            ));
+        // An indirect target's signature is checked when it is called.
+        if let Callee::Direct(callee) = info.callee {
+            let f = &self.m.funcs[callee as usize];
+            if info.args.len() != f.params.len() || info.rets.len() > f.rets.len() {
+                return Err(PtxError::new(
+                    line,
+                    format!("call to `{}` with the wrong number of arguments", f.name),
+                ));
+            }
         }
         self.calls.push(info);
         Ok(Opnd::Imm(self.calls.len() as u64 - 1))

@@ -377,6 +377,11 @@ fn build_module(
             insts: Vec::new(),
             calls: Vec::new(),
             defined: f.body.is_some(),
+            builtin: if f.body.is_none() {
+                crate::runtime::Builtin::from_name(&f.name)
+            } else {
+                None
+            },
             line: f.line,
             reqntid: f.reqntid,
             maxntid: f.maxntid,
