@@ -69,13 +69,7 @@ fn string(b: &mut Block, t: &mut Thread, a: u64, line: u32) -> X<String> {
     Ok(String::from_utf8_lossy(&read_cstr(b, t, a, line)?).into_owned())
 }
 
-pub(crate) fn call(
-    b: &mut Block,
-    t: &mut Thread,
-    f: Builtin,
-    args: &[u64],
-    line: u32,
-) -> X<After> {
+pub(crate) fn call(b: &mut Block, t: &mut Thread, f: Builtin, args: &[u64], line: u32) -> X<After> {
     let arg = |k: usize| args.get(k).copied().unwrap_or(0);
     Ok(match f {
         Builtin::Vprintf => {
@@ -231,7 +225,11 @@ fn format(
             b'd' | b'i' => {
                 n += 1;
                 let v = args.next(b, t, isize, line)?;
-                let v = if long { v as i64 } else { v as u32 as i32 as i64 };
+                let v = if long {
+                    v as i64
+                } else {
+                    v as u32 as i32 as i64
+                };
                 let digits = int_digits(v.unsigned_abs(), 10, false, s.prec);
                 let sign = if v < 0 {
                     "-"
@@ -386,7 +384,8 @@ fn float_body(v: f64, conv: u8, s: &Spec) -> String {
             } else {
                 // The exponent after rounding to p significant digits.
                 let e = format!("{v:.*e}", p - 1);
-                e.split_once('e').map_or(0, |(_, x)| x.parse::<i32>().unwrap_or(0))
+                e.split_once('e')
+                    .map_or(0, |(_, x)| x.parse::<i32>().unwrap_or(0))
             };
             let mut r = if x < -4 || x >= p as i32 {
                 exp_form(v, p - 1, upper)

@@ -262,7 +262,10 @@ fn f32_sample(rng: &mut Rng) -> f32 {
 #[test]
 fn cvt_f32_to_half_in_every_rounding_mode() {
     let mut rng = Rng(42);
-    let tabs = [(H::F16, "f16", table(H::F16)), (H::Bf16, "bf16", table(H::Bf16))];
+    let tabs = [
+        (H::F16, "f16", table(H::F16)),
+        (H::Bf16, "bf16", table(H::Bf16)),
+    ];
     let inputs: Vec<[u32; WORDS]> = (0..128)
         .map(|_| std::array::from_fn(|_| f32_sample(&mut rng).to_bits()))
         .collect();
@@ -360,7 +363,11 @@ fn round_f32_ref(x: f64, mode: Mode) -> u32 {
         }
     };
     let down = |f: f32| -up(-f);
-    let (lo, hi) = if (n as f64) < x { (n, up(n)) } else { (down(n), n) };
+    let (lo, hi) = if (n as f64) < x {
+        (n, up(n))
+    } else {
+        (down(n), n)
+    };
     let r = match mode {
         Mode::Rn => n,
         Mode::Rm => lo,

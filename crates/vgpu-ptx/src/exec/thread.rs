@@ -324,7 +324,10 @@ impl Block<'_, '_> {
                             && f.rets.len() >= ci.rets.len()
                     });
                 if !ok {
-                    return Err(ExecError::IllegalAddress { addr: a, line: i.line });
+                    return Err(ExecError::IllegalAddress {
+                        addr: a,
+                        line: i.line,
+                    });
                 }
                 f as u32
             }

@@ -341,12 +341,7 @@ impl Decoder<'_> {
             Some(ROp::Name(n)) => match (self.m.func_index.get(n), self.lookup(n)) {
                 (Some(&f), _) => Callee::Direct(f),
                 (None, Some(Name::Reg(r))) => Callee::Indirect(Opnd::Reg(r)),
-                _ => {
-                    return Err(PtxError::new(
-                        line,
-                        format!("call to unknown target `{n}`"),
-                    ))
-                }
+                _ => return Err(PtxError::new(line, format!("call to unknown target `{n}`"))),
             },
             _ => return Err(PtxError::new(line, "malformed call")),
         };
