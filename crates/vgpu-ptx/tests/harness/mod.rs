@@ -74,6 +74,7 @@ pub fn try_run(
         .collect();
     let inp = mem.alloc_init(&bytes);
     let outp = mem.alloc(bytes.len());
+    let syms = globals(&m, &mem);
     let mut params = inp.to_le_bytes().to_vec();
     params.extend_from_slice(&outp.to_le_bytes());
     let cfg = LaunchConfig {
@@ -88,7 +89,7 @@ pub fn try_run(
         output: Some(&sink),
         ..Default::default()
     };
-    let r = launch_with(&m, "k", &cfg, &params, &mem, &HashMap::new(), &opts);
+    let r = launch_with(&m, "k", &cfg, &params, &mem, &syms, &opts);
     let words = mem.read_u32s(outp, input.len() * WORDS);
     let out = words
         .chunks_exact(WORDS)
@@ -107,6 +108,23 @@ pub fn run(body: &str, input: &[[u32; WORDS]]) -> Vec<[u32; WORDS]> {
 /// One thread.
 pub fn run1(body: &str, input: [u32; WORDS]) -> [u32; WORDS] {
     run(body, &[input])[0]
+}
+
+/// Allocates and initialises the module's globals; name → address.
+pub fn globals(m: &Module, mem: &ArenaMemory) -> HashMap<String, u64> {
+    let mut syms = HashMap::new();
+    for g in m.globals() {
+        let mut init = g.init.clone();
+        init.resize(g.size as usize, 0);
+        syms.insert(g.name.clone(), mem.alloc_init(&init));
+    }
+    for g in m.globals() {
+        for (off, sym) in &g.relocs {
+            mem.write(syms[&g.name] + off, &syms[sym].to_le_bytes())
+                .unwrap();
+        }
+    }
+    syms
 }
 
 /// Deterministic pseudo-random numbers (xorshift).
