@@ -23,6 +23,9 @@ pub enum Ty {
     Bf16x2,
     /// TensorFloat-32, held in 32 bits (`cvt`, `mma`).
     Tf32,
+    /// Pairs of 8-bit floats (OCP FP8), held in 16 bits (`cvt`).
+    E4m3x2,
+    E5m2x2,
     F32,
     F64,
     Pred,
@@ -58,6 +61,8 @@ impl Ty {
             "bf16" => Ty::Bf16,
             "bf16x2" => Ty::Bf16x2,
             "tf32" => Ty::Tf32,
+            "e4m3x2" => Ty::E4m3x2,
+            "e5m2x2" => Ty::E5m2x2,
             "f32" => Ty::F32,
             "f64" => Ty::F64,
             "pred" => Ty::Pred,
@@ -68,7 +73,7 @@ impl Ty {
     pub fn bytes(self) -> u32 {
         match self {
             Ty::B8 | Ty::U8 | Ty::S8 => 1,
-            Ty::B16 | Ty::U16 | Ty::S16 | Ty::F16 | Ty::Bf16 => 2,
+            Ty::B16 | Ty::U16 | Ty::S16 | Ty::F16 | Ty::Bf16 | Ty::E4m3x2 | Ty::E5m2x2 => 2,
             Ty::B32 | Ty::U32 | Ty::S32 | Ty::F32 | Ty::F16x2 | Ty::Bf16x2 | Ty::Tf32 => 4,
             Ty::B64 | Ty::U64 | Ty::S64 | Ty::F64 => 8,
             Ty::B128 => 16,
@@ -86,9 +91,15 @@ impl Ty {
             Ty::B8 | Ty::B16 | Ty::B32 | Ty::B64 | Ty::B128 => Kind::Bits,
             Ty::U8 | Ty::U16 | Ty::U32 | Ty::U64 => Kind::Unsigned,
             Ty::S8 | Ty::S16 | Ty::S32 | Ty::S64 => Kind::Signed,
-            Ty::F16 | Ty::F16x2 | Ty::Bf16 | Ty::Bf16x2 | Ty::Tf32 | Ty::F32 | Ty::F64 => {
-                Kind::Float
-            }
+            Ty::F16
+            | Ty::F16x2
+            | Ty::Bf16
+            | Ty::Bf16x2
+            | Ty::Tf32
+            | Ty::E4m3x2
+            | Ty::E5m2x2
+            | Ty::F32
+            | Ty::F64 => Kind::Float,
             Ty::Pred => Kind::Pred,
         }
     }

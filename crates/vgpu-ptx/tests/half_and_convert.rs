@@ -487,3 +487,71 @@ fn cvt_between_integers_and_floats() {
     assert_eq!(o[12], 127);
     assert_eq!(o[13], 1);
 }
+
+#[test]
+fn cvt_to_and_from_fp8_pairs() {
+    // E4M3: bias 7, 3 mantissa bits, no infinities, S.1111.111 is NaN.
+    let e4m3 = |b: u8| -> f64 {
+        let s = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+        let (e, m) = ((b >> 3) & 15, (b & 7) as f64);
+        match e {
+            15 if m == 7.0 => f64::NAN,
+            0 => s * m / 8.0 / 64.0,
+            e => s * (1.0 + m / 8.0) * 2f64.powi(e as i32 - 7),
+        }
+    };
+    let inputs: Vec<[u32; WORDS]> = (0..128u32)
+        .map(|k| {
+            let mut w = [0u32; WORDS];
+            w[0] = (2 * k) | (2 * k + 1) << 8;
+            w
+        })
+        .collect();
+    let out = run(
+        "mov.b32 {%h0, %h1}, %r0;
+         cvt.rn.f16x2.e4m3x2 %r16, %h0;
+         cvt.rn.f16x2.e5m2x2 %r17, %h0;",
+        &inputs,
+    );
+    for (w, o) in inputs.iter().zip(&out) {
+        for half in 0..2 {
+            let code = (w[0] >> (8 * half)) as u8;
+            let got = half::f16::from_bits((o[0] >> (16 * half)) as u16).to_f64();
+            let want = e4m3(code);
+            assert!(
+                got == want || (got.is_nan() && want.is_nan()),
+                "e4m3 {code:#x}: {got} vs {want}"
+            );
+            // E5M2 is the top byte of an f16 (NaNs may be canonicalised).
+            let got = (o[1] >> (16 * half)) as u16;
+            let want = (code as u16) << 8;
+            if half::f16::from_bits(want).is_nan() {
+                assert!(half::f16::from_bits(got).is_nan(), "e5m2 {code:#x}");
+            } else {
+                assert_eq!(got, want, "e5m2 {code:#x}");
+            }
+        }
+    }
+    let mut w = [0u32; WORDS];
+    w[0] = 1000f32.to_bits();
+    w[1] = (-0.5f32).to_bits();
+    w[2] = f32::NAN.to_bits();
+    w[3] = 1.0f32.to_bits();
+    w[4] = 0.3f32.to_bits();
+    let o = run1(
+        "mov.b32 %f0, %r0; mov.b32 %f1, %r1; mov.b32 %f2, %r2; mov.b32 %f3, %r3; mov.b32 %f4, %r4;
+         cvt.rn.satfinite.e4m3x2.f32 %h0, %f0, %f1;
+         cvt.u32.u16 %r16, %h0;
+         cvt.rn.satfinite.e4m3x2.f32 %h1, %f2, %f3;
+         cvt.u32.u16 %r17, %h1;
+         cvt.rn.satfinite.relu.e5m2x2.f32 %h2, %f1, %f4;
+         cvt.u32.u16 %r18, %h2;",
+        w,
+    );
+    // 1000 saturates to 448 (0x7e); -0.5 is 0xb0.
+    assert_eq!(o[0], 0x7eb0);
+    // NaN is 0x7f; 1.0 is 0x38.
+    assert_eq!(o[1], 0x7f38);
+    // relu(-0.5) = 0; 0.3 rounds to 0.3125 = 0x35 in E5M2.
+    assert_eq!(o[2], 0x0035);
+}

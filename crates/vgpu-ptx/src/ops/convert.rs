@@ -35,16 +35,26 @@ pub(crate) fn decode(m: &Mods) -> Option<Decoded> {
         "cvt" if m.tys.len() == 2 => {
             let dty = m.tys[0];
             let sty = m.ty();
+            let satfinite = m.has("satfinite");
             let op = CvtOp::Cvt {
                 dty,
                 sty,
                 relu: m.has("relu"),
-                satfinite: m.has("satfinite"),
+                satfinite,
                 rna: m.has("rna"),
             };
-            let ok = |t: Ty| is_int(t) || t.is_f32_or_f64() || is_half(t) || t == Ty::Tf32;
-            let pair_ok = !matches!(dty, Ty::F16x2 | Ty::Bf16x2) || sty == Ty::F32;
-            if !(ok(dty) && ok(sty) && pair_ok) || matches!(sty, Ty::F16x2 | Ty::Bf16x2) {
+            let fp8 = |t: Ty| matches!(t, Ty::E4m3x2 | Ty::E5m2x2);
+            let ok = match (dty, sty) {
+                (Ty::F16x2, s) if fp8(s) => true,
+                (d, Ty::F32 | Ty::F16x2) if fp8(d) => satfinite,
+                (_, s) if fp8(s) || matches!(s, Ty::F16x2 | Ty::Bf16x2) => false,
+                (Ty::F16x2 | Ty::Bf16x2, s) => s == Ty::F32,
+                (d, s) => {
+                    let ok = |t: Ty| is_int(t) || t.is_f32_or_f64() || is_half(t) || t == Ty::Tf32;
+                    ok(d) && ok(s)
+                }
+            };
+            if !ok {
                 return super::unsupported(sty);
             }
             Some(Decoded::new(Op::Cvt(op), sty).fp(m).imm(1, sty).imm(2, sty))
@@ -242,7 +252,9 @@ pub(crate) fn exec(b: &mut Block, t: &mut Thread, i: &Inst, op: CvtOp) -> X<()> 
             rna,
         } => {
             let a = b.arg(t, i, 1);
-            if matches!(dty, Ty::F16x2 | Ty::Bf16x2) {
+            if let Some(r) = cvt_fp8(dty, sty, relu, a, b.arg(t, i, 2)) {
+                r
+            } else if matches!(dty, Ty::F16x2 | Ty::Bf16x2) {
                 // `a` goes to the upper half, `b` to the lower.
                 let half = if dty == Ty::F16x2 { Ty::F16 } else { Ty::Bf16 };
                 let c = b.arg(t, i, 2);
@@ -281,6 +293,78 @@ pub(crate) fn exec(b: &mut Block, t: &mut Thread, i: &Inst, op: CvtOp) -> X<()> 
     };
     Block::set(t, &i.ops[0], r);
     Ok(())
+}
+
+/// The value of an 8-bit float (OCP FP8: E4M3 without infinities, or E5M2).
+fn fp8_value(bits: u8, e5m2: bool) -> f64 {
+    let (ebits, mbits, bias) = if e5m2 { (5, 2, 15) } else { (4, 3, 7) };
+    let sign = if bits & 0x80 != 0 { -1.0 } else { 1.0 };
+    let e = ((bits >> mbits) & ((1 << ebits) - 1)) as i32;
+    let m = (bits & ((1 << mbits) - 1)) as f64;
+    let emax = (1 << ebits) - 1;
+    if e5m2 && e == emax {
+        return if m == 0.0 {
+            sign * f64::INFINITY
+        } else {
+            f64::NAN
+        };
+    }
+    if !e5m2 && e == emax && m == 7.0 {
+        return f64::NAN;
+    }
+    let scale = 2f64.powi(mbits as i32);
+    if e == 0 {
+        sign * m / scale * 2f64.powi(1 - bias)
+    } else {
+        sign * (1.0 + m / scale) * 2f64.powi(e - bias)
+    }
+}
+
+/// Rounds `x` to the nearest 8-bit float (ties to even), saturating to the
+/// largest finite value (`.satfinite`).
+fn fp8_encode(x: f64, e5m2: bool, relu: bool) -> u8 {
+    if x.is_nan() {
+        return 0x7f;
+    }
+    let x = if relu && x < 0.0 { 0.0 } else { x };
+    let mut best = 0u8;
+    let mut dist = f64::INFINITY;
+    for b in (0..=0x7fu8).filter(|&b| fp8_value(b, e5m2).is_finite()) {
+        let v = fp8_value(b, e5m2);
+        let d = (v - x.abs()).abs();
+        if d < dist || (d == dist && b & 1 == 0) {
+            best = b;
+            dist = d;
+        }
+    }
+    // Nearest among finite values is the saturated result beyond the top.
+    best | if x < 0.0 && best != 0 { 0x80 } else { 0 }
+}
+
+/// `cvt` to or from a pair of 8-bit floats; `None` for other types.
+fn cvt_fp8(dty: Ty, sty: Ty, relu: bool, a: u64, b: u64) -> Option<u64> {
+    match (dty, sty) {
+        (Ty::F16x2, Ty::E4m3x2 | Ty::E5m2x2) => {
+            let e5 = sty == Ty::E5m2x2;
+            let h = |v: u8| Fmt::F16.round(fp8_value(v, e5), Rnd::Rn);
+            Some(h(a as u8) | h((a >> 8) as u8) << 16)
+        }
+        (Ty::E4m3x2 | Ty::E5m2x2, Ty::F32) => {
+            let e5 = dty == Ty::E5m2x2;
+            // `a` goes to the upper byte, `b` to the lower.
+            let hi = fp8_encode(f32b(a) as f64, e5, relu) as u64;
+            let lo = fp8_encode(f32b(b) as f64, e5, relu) as u64;
+            Some(lo | hi << 8)
+        }
+        (Ty::E4m3x2 | Ty::E5m2x2, Ty::F16x2) => {
+            let e5 = dty == Ty::E5m2x2;
+            let v = |x: u64| Fmt::F16.to_f64(x & 0xffff);
+            let lo = fp8_encode(v(a), e5, relu) as u64;
+            let hi = fp8_encode(v(a >> 16), e5, relu) as u64;
+            Some(lo | hi << 8)
+        }
+        _ => None,
+    }
 }
 
 fn mov(b: &Block, t: &mut Thread, i: &Inst) {
