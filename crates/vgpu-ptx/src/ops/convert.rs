@@ -312,7 +312,7 @@ fn fp8_value(bits: u8, e5m2: bool) -> f64 {
     if !e5m2 && e == emax && m == 7.0 {
         return f64::NAN;
     }
-    let scale = 2f64.powi(mbits as i32);
+    let scale = 2f64.powi(mbits);
     if e == 0 {
         sign * m / scale * 2f64.powi(1 - bias)
     } else {
