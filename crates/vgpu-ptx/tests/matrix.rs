@@ -543,3 +543,195 @@ fn stmatrix_writes_rows_from_fragments() {
         }
     }
 }
+
+struct WmmaCase {
+    shape: &'static str,
+    m: usize,
+    n: usize,
+    k: usize,
+    ab: E,
+    cd: E,
+    a_row: bool,
+    b_row: bool,
+    regs: (usize, usize, usize),
+}
+
+/// Element `(r, c)` of a `rows x cols` matrix at its offset in memory.
+fn offset(row_major: bool, rows: usize, cols: usize, r: usize, c: usize) -> usize {
+    if row_major {
+        r * cols + c
+    } else {
+        c * rows + r
+    }
+}
+
+fn wmma_case(w: &WmmaCase, rng: &mut Rng) {
+    let WmmaCase {
+        m, n, k, ab, cd, ..
+    } = *w;
+    let am: Vec<i64> = (0..m * k).map(|_| ab.sample(rng)).collect();
+    let bm: Vec<i64> = (0..k * n).map(|_| ab.sample(rng)).collect();
+    let cm: Vec<i64> = (0..m * n).map(|_| cd.sample(rng)).collect();
+    let eb = |e: E| e.bits() / 8;
+    // Memory: A at 0, B at 1024, C (then D) at 2048; 4096 bytes in all.
+    let mut mem = vec![0u8; 4096];
+    let mut put = |base: usize, e: E, idx: usize, v: i64| {
+        let bytes = e.encode(v).to_le_bytes();
+        let at = base + idx * eb(e);
+        mem[at..at + eb(e)].copy_from_slice(&bytes[..eb(e)]);
+    };
+    for r in 0..m {
+        for c in 0..k {
+            put(0, ab, offset(w.a_row, m, k, r, c), am[r * k + c]);
+        }
+    }
+    for r in 0..k {
+        for c in 0..n {
+            put(1024, ab, offset(w.b_row, k, n, r, c), bm[r * n + c]);
+        }
+    }
+    for r in 0..m {
+        for c in 0..n {
+            put(2048, cd, r * n + c, cm[r * n + c]);
+        }
+    }
+    let inputs: Vec<[u32; WORDS]> = mem
+        .chunks(64)
+        .map(|c| {
+            std::array::from_fn(|i| u32::from_le_bytes(c[4 * i..4 * i + 4].try_into().unwrap()))
+        })
+        .collect();
+    let (ra, rb, rc) = w.regs;
+    let lay = |row: bool| if row { "row" } else { "col" };
+    let mma_types = if ab == E::F16 {
+        format!("{}.{}", cd.name(), cd.name())
+    } else {
+        format!("{}.{}.{}.{}", cd.name(), ab.name(), ab.name(), cd.name())
+    };
+    let body = format!(
+        "mul.wide.u32 %rd9, %tid, 64;
+         sub.s64 %rd10, %in, %rd9;
+         add.s64 %rd11, %rd10, 1024;
+         add.s64 %rd12, %rd10, 2048;
+         wmma.load.a.sync.aligned.{la}.{s}.global.{t} {a}, [%rd10];
+         wmma.load.b.sync.aligned.{lb}.{s}.global.{t} {b}, [%rd11];
+         wmma.load.c.sync.aligned.row.{s}.global.{c} {c_}, [%rd12];
+         wmma.mma.sync.aligned.{la}.{lb}.{s}.{mt} {c_}, {a}, {b}, {c_};
+         bar.sync 0;
+         wmma.store.d.sync.aligned.row.{s}.global.{c} [%rd12], {c_};
+         bar.sync 0;
+         and.b64 %rd14, %rd9, 2047;
+         add.s64 %rd13, %rd12, %rd14;
+         ld.global.v4.u32 {{%r16, %r17, %r18, %r19}}, [%rd13];
+         ld.global.v4.u32 {{%r20, %r21, %r22, %r23}}, [%rd13+16];
+         ld.global.v4.u32 {{%r24, %r25, %r26, %r27}}, [%rd13+32];
+         ld.global.v4.u32 {{%r28, %r29, %r30, %r31}}, [%rd13+48];",
+        la = lay(w.a_row),
+        lb = lay(w.b_row),
+        s = w.shape,
+        t = ab.name(),
+        c = cd.name(),
+        mt = mma_types,
+        a = regs("%r", 0, ra),
+        b = regs("%r", ra, rb),
+        c_ = regs("%r", 16, rc),
+    );
+    // Two warps run the same product: only the first 2048 bytes of D
+    // matter, and both write the same values.
+    let out = run(&body, &inputs[..64]);
+    let dbytes: Vec<u8> = out
+        .iter()
+        .flat_map(|o| o.iter().flat_map(|x| x.to_le_bytes()))
+        .collect();
+    for r in 0..m {
+        for c in 0..n {
+            let want = cm[r * n + c] + (0..k).map(|x| am[r * k + x] * bm[x * n + c]).sum::<i64>();
+            let at = (r * n + c) * eb(cd);
+            let mut b8 = [0u8; 8];
+            b8[..eb(cd)].copy_from_slice(&dbytes[at..at + eb(cd)]);
+            let got = cd.decode(u64::from_le_bytes(b8));
+            let want = if cd == E::S32 {
+                want as i32 as f64
+            } else {
+                want as f64
+            };
+            assert_eq!(got, want, "wmma {} {}: D[{r}][{c}]", w.shape, ab.name());
+        }
+    }
+}
+
+#[test]
+fn wmma_load_mma_store_round_trip() {
+    let mut rng = Rng(0xabc);
+    let cases = [
+        WmmaCase {
+            shape: "m16n16k16",
+            m: 16,
+            n: 16,
+            k: 16,
+            ab: E::F16,
+            cd: E::F32,
+            a_row: true,
+            b_row: false,
+            regs: (8, 8, 8),
+        },
+        WmmaCase {
+            shape: "m16n16k16",
+            m: 16,
+            n: 16,
+            k: 16,
+            ab: E::F16,
+            cd: E::F16,
+            a_row: false,
+            b_row: true,
+            regs: (8, 8, 4),
+        },
+        WmmaCase {
+            shape: "m32n8k16",
+            m: 32,
+            n: 8,
+            k: 16,
+            ab: E::Bf16,
+            cd: E::F32,
+            a_row: false,
+            b_row: true,
+            regs: (8, 2, 8),
+        },
+        WmmaCase {
+            shape: "m8n32k16",
+            m: 8,
+            n: 32,
+            k: 16,
+            ab: E::F16,
+            cd: E::F32,
+            a_row: true,
+            b_row: true,
+            regs: (8, 8, 8),
+        },
+        WmmaCase {
+            shape: "m16n16k16",
+            m: 16,
+            n: 16,
+            k: 16,
+            ab: E::S8,
+            cd: E::S32,
+            a_row: true,
+            b_row: false,
+            regs: (2, 2, 8),
+        },
+        WmmaCase {
+            shape: "m16n16k8",
+            m: 16,
+            n: 16,
+            k: 8,
+            ab: E::Tf32,
+            cd: E::F32,
+            a_row: true,
+            b_row: false,
+            regs: (4, 4, 8),
+        },
+    ];
+    for c in &cases {
+        wmma_case(c, &mut rng);
+    }
+}

@@ -58,6 +58,7 @@ pub enum MatrixOp {
         space: Space,
     },
     Movmatrix,
+    Wmma(super::wmma::WmmaOp),
 }
 
 fn shape_of(s: &str) -> Option<Shape> {
@@ -127,6 +128,7 @@ pub(crate) fn decode(m: &Mods) -> Option<Decoded> {
                 _ => return super::unsupported(ty),
             }
         }
+        "wmma" => return super::wmma::decode(m),
         "movmatrix" => {
             if !(m.has("m8n8") && m.has("trans") && ty == Ty::B16) {
                 return super::unsupported(ty);
@@ -373,6 +375,7 @@ pub(crate) fn exec(
     let base = group[0];
     match op {
         MatrixOp::Mma { .. } => mma(b, threads, group, i, op),
+        MatrixOp::Wmma(op) => super::wmma::exec(b, threads, base, i, op),
         MatrixOp::Ldmatrix { num, trans, space } => {
             let num = num as usize;
             let m = rows(b, threads, base, num, &i.ops[1], space, i.line)?;

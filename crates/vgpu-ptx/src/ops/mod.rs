@@ -18,6 +18,7 @@ pub(crate) mod matrix;
 pub(crate) mod memory;
 pub(crate) mod sreg;
 pub(crate) mod warp;
+pub(crate) mod wmma;
 
 use std::cell::Cell;
 
@@ -69,15 +70,16 @@ impl<'a> Mods<'a> {
         self.used.set(self.used.get() | 1 << k.min(63));
     }
 
-    /// Whether modifier `s` is present (and marks it handled).
+    /// Whether modifier `s` is present (and marks every occurrence handled).
     pub fn has(&self, s: &str) -> bool {
-        match self.mods.iter().position(|m| *m == s) {
-            Some(k) => {
+        let mut found = false;
+        for (k, m) in self.mods.iter().enumerate() {
+            if *m == s {
                 self.mark(k);
-                true
+                found = true;
             }
-            None => false,
         }
+        found
     }
 
     /// The first modifier that `f` recognises.
