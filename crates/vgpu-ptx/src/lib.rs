@@ -31,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 mod exec;
 pub mod fatbin;
 pub(crate) mod ir;

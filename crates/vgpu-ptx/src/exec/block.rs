@@ -17,6 +17,8 @@ pub(crate) struct Block<'a, 'l> {
     pub loops: u64,
     /// Device output (`printf`) of the current block, not yet delivered.
     pub out: String,
+    /// Instructions executed since the last report to the launch.
+    pub count: u64,
 }
 
 impl<'a, 'l> Block<'a, 'l> {
@@ -28,6 +30,7 @@ impl<'a, 'l> Block<'a, 'l> {
             smid,
             loops: 0,
             out: String::new(),
+            count: 0,
         }
     }
 

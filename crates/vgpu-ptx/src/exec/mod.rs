@@ -60,6 +60,8 @@ pub(crate) struct Launch<'a> {
     /// Set when a block failed; other blocks stop early.
     pub stop: AtomicBool,
     pub cancel: Option<&'a AtomicBool>,
+    /// Instructions executed by finished blocks.
+    pub executed: AtomicU64,
 }
 
 impl Launch<'_> {
@@ -194,6 +196,19 @@ pub fn launch_with(
     global_symbols: &HashMap<String, u64>,
     opts: &LaunchOptions<'_>,
 ) -> Result<(), ExecError> {
+    launch_counted(module, kernel, cfg, params, mem, global_symbols, opts).map(|_| ())
+}
+
+/// [`launch_with`], returning the number of instructions executed.
+pub(crate) fn launch_counted(
+    module: &Module,
+    kernel: &str,
+    cfg: &LaunchConfig,
+    params: &[u8],
+    mem: &dyn Memory,
+    global_symbols: &HashMap<String, u64>,
+    opts: &LaunchOptions<'_>,
+) -> Result<u64, ExecError> {
     let workers = match opts.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         w => w,
@@ -276,6 +291,7 @@ pub fn launch_with(
         output: opts.output,
         stop: AtomicBool::new(false),
         cancel: opts.cancel,
+        executed: AtomicU64::new(0),
     };
     let next = AtomicU64::new(0);
     let first_err: Mutex<Option<ExecError>> = Mutex::new(None);
@@ -299,6 +315,8 @@ pub fn launch_with(
                     Err(ExecError::Internal(msg))
                 });
             b.flush_output();
+            l.executed
+                .fetch_add(std::mem::take(&mut b.count), Ordering::Relaxed);
             l.grid.leave();
             if let Err(e) = r {
                 l.stop.store(true, Ordering::Relaxed);
@@ -322,6 +340,6 @@ pub fn launch_with(
     }
     match first_err.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(l.executed.load(Ordering::Relaxed)),
     }
 }

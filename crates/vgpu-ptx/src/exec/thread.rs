@@ -129,8 +129,19 @@ impl Block<'_, '_> {
         }
     }
 
-    #[inline]
+    /// An operand's value: registers and immediates inline, the rest out
+    /// of line.
+    #[inline(always)]
     pub(crate) fn get(&self, t: &Thread, o: &Opnd) -> u64 {
+        match o {
+            Opnd::Reg(r) => t.regs[*r as usize],
+            Opnd::Imm(v) => *v,
+            _ => self.get_other(t, o),
+        }
+    }
+
+    #[inline(never)]
+    fn get_other(&self, t: &Thread, o: &Opnd) -> u64 {
         match o {
             Opnd::Reg(r) => t.regs[*r as usize],
             Opnd::Imm(v) => *v,
@@ -144,12 +155,12 @@ impl Block<'_, '_> {
     }
 
     /// Operand `k` of `i`, or 0 when absent.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn arg(&self, t: &Thread, i: &Inst, k: usize) -> u64 {
         i.ops.get(k).map_or(0, |o| self.get(t, o))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set(t: &mut Thread, o: &Opnd, v: u64) {
         if let Opnd::Reg(r) = o {
             t.regs[*r as usize] = v;
@@ -164,6 +175,7 @@ impl Block<'_, '_> {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn addr(&self, t: &Thread, o: &Opnd) -> u64 {
         match o {
             Opnd::Addr(b, off) => self.get(t, b).wrapping_add(*off as u64),
@@ -266,6 +278,7 @@ impl Block<'_, '_> {
         let m = self.l.m;
         let mut insts: &[Inst] = &m.funcs[t.func as usize].insts;
         loop {
+            self.count += 1;
             let Some(i) = insts.get(t.pc as usize) else {
                 // Falling off the end of a body is an implicit return.
                 if !self.ret(t, 0)? {

@@ -141,6 +141,31 @@ pub(crate) fn exec(b: &mut Block, t: &mut Thread, i: &Inst, op: IntOp) -> X<()> 
     let ty = i.ty;
     let bits = ty.bits();
     let m = mask_bits(bits);
+    // The common forms first: no carry, no saturation, two sources.
+    match op {
+        IntOp::Add {
+            cin: false,
+            cout: false,
+        } if !i.sat => {
+            let r = b.arg(t, i, 1).wrapping_add(b.arg(t, i, 2)) & m;
+            Block::set(t, &i.ops[0], r);
+            return Ok(());
+        }
+        IntOp::Sub {
+            cin: false,
+            cout: false,
+        } if !i.sat => {
+            let r = b.arg(t, i, 1).wrapping_sub(b.arg(t, i, 2)) & m;
+            Block::set(t, &i.ops[0], r);
+            return Ok(());
+        }
+        IntOp::Mul(MulMode::Lo) => {
+            let r = b.arg(t, i, 1).wrapping_mul(b.arg(t, i, 2)) & m;
+            Block::set(t, &i.ops[0], r);
+            return Ok(());
+        }
+        _ => {}
+    }
     let signed = ty.is_signed();
     let x = b.arg(t, i, 1);
     let y = b.arg(t, i, 2);

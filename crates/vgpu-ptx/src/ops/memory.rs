@@ -166,6 +166,21 @@ fn ld(b: &mut Block, t: &mut Thread, i: &Inst, space: Space) -> X<()> {
     if a & (total as u64 - 1) != 0 {
         return Err(misaligned(a, i));
     }
+    if let (1, Opnd::Reg(r)) = (n, &i.ops[0]) {
+        // One scalar: no vector bookkeeping.
+        if es <= 8 {
+            let mut buf = [0u8; 8];
+            let loc = b.locate(space, a);
+            b.load(t, loc, &mut buf[..es], i.line)?;
+            let mut v = u64::from_le_bytes(buf);
+            if i.ty.is_signed() {
+                let rmask = b.l.m.funcs[t.func as usize].reg_mask[*r as usize];
+                v = sx(v, i.ty.bits()) as u64 & rmask;
+            }
+            t.regs[*r as usize] = v;
+            return Ok(());
+        }
+    }
     let mut buf = [0u8; 128];
     let loc = b.locate(space, a);
     b.load(t, loc, &mut buf[..total], i.line)?;
@@ -193,6 +208,11 @@ fn st(b: &mut Block, t: &mut Thread, i: &Inst, space: Space) -> X<()> {
     let total = es * n;
     if a & (total as u64 - 1) != 0 {
         return Err(misaligned(a, i));
+    }
+    if n == 1 && es <= 8 {
+        let v = b.get(t, &i.ops[1]).to_le_bytes();
+        let loc = b.locate(space, a);
+        return b.store(t, loc, &v[..es], i.line);
     }
     let mut buf = [0u8; 128];
     for (k, s) in Block::elems(&i.ops[1]).iter().enumerate().take(n) {
