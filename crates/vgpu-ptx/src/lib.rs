@@ -19,8 +19,21 @@
 //!   `extra` buffer as is; then [`launch_with`] on the stream's thread.
 //!   [`ExecError::IllegalAddress`] maps to `CUDA_ERROR_ILLEGAL_ADDRESS`,
 //!   `MisalignedAddress` to `CUDA_ERROR_MISALIGNED_ADDRESS`, `Trap` to
-//!   `CUDA_ERROR_LAUNCH_FAILED` (or `ASSERT`), `Unsupported` to
+//!   `CUDA_ERROR_LAUNCH_FAILED`, [`ExecError::Assert`] to
+//!   `CUDA_ERROR_ASSERT` (sticky, like the faults), `Unsupported` to
 //!   `CUDA_ERROR_NOT_SUPPORTED` with the message logged.
+//! - Device output: [`LaunchOptions::output`] receives `printf` text and
+//!   the message of a failed `assert`, block by block; the driver passes it
+//!   to the guest's stdout (the assert message to stderr) in order with
+//!   stream synchronisation.
+//! - `cuLaunchCooperativeKernel` (and the cooperative launch attribute):
+//!   set [`LaunchOptions::cooperative`]; every block then runs at once.
+//! - Device heap: implement [`Memory::device_alloc`] / [`Memory::device_free`]
+//!   on the driver's memory (within `CU_LIMIT_MALLOC_HEAP_SIZE`); device
+//!   `malloc` and the cooperative grid workspace use them. Without them
+//!   `malloc` returns NULL and grid synchronisation traps, as CUDA's
+//!   cooperative groups do without a workspace.
+//! - `vgpu bench`: [`bench::interpreter_throughput`].
 //!
 //! Execution model: blocks run in parallel on a small pool of OS threads;
 //! inside a block each CUDA thread is interpreted on its own until it reaches
@@ -28,6 +41,11 @@
 //! `shfl.sync`), where the block scheduler lines the participants up. Warp
 //! collectives are executed for the lanes of a warp that stand at the same
 //! instruction, which is the independent-thread-scheduling model of sm_70+.
+//!
+//! Layout: `parse/` turns text into the `ir` (resolving names), `ops/` holds
+//! one module per instruction family (its decoding and its execution),
+//! `exec/` schedules blocks, threads and warps, `runtime.rs` provides the
+//! device runtime functions, `num.rs` exact floating-point rounding.
 
 #![forbid(unsafe_code)]
 

@@ -420,3 +420,13 @@ fn cooperative_launches_synchronise_the_grid() {
     );
     assert!(matches!(r, Err(ExecError::InvalidConfig(_))), "{r:?}");
 }
+
+#[test]
+fn throughput_benchmark_counts_every_instruction() {
+    let two = vgpu_ptx::bench::interpreter_throughput(2, 1).unwrap();
+    let four = vgpu_ptx::bench::interpreter_throughput(4, 2).unwrap();
+    // Every block executes the same instructions.
+    assert!(two.instructions > 2 * 256 * 64 * 9);
+    assert_eq!(four.instructions, 2 * two.instructions);
+    assert!(four.per_second() > 0.0);
+}
