@@ -555,3 +555,57 @@ fn cvt_to_and_from_fp8_pairs() {
     // relu(-0.5) = 0; 0.3 rounds to 0.3125 = 0x35 in E5M2.
     assert_eq!(o[2], 0x0035);
 }
+
+#[test]
+fn f64_directed_rounding() {
+    let one_up = f64::from_bits(1.0f64.to_bits() + 1);
+    let tiny = 2f64.powi(-60);
+    let eps = f64::EPSILON;
+    let mut w = [0u32; WORDS];
+    let put = |w: &mut [u32; WORDS], k: usize, v: f64| {
+        w[k] = v.to_bits() as u32;
+        w[k + 1] = (v.to_bits() >> 32) as u32;
+    };
+    put(&mut w, 0, 1.0);
+    put(&mut w, 2, tiny);
+    put(&mut w, 4, 1.0 + eps);
+    put(&mut w, 6, 3.0);
+    let mut body = "mov.b64 %fd0, {%r0, %r1}; mov.b64 %fd1, {%r2, %r3};
+                    mov.b64 %fd2, {%r4, %r5}; mov.b64 %fd3, {%r6, %r7};\n"
+        .to_string();
+    let ops = [
+        "add.rz.f64 %fd4, %fd0, %fd1;",
+        "add.rp.f64 %fd4, %fd0, %fd1;",
+        "sub.rm.f64 %fd4, %fd0, %fd1;",
+        "mul.rm.f64 %fd4, %fd2, %fd2;",
+        "mul.rp.f64 %fd4, %fd2, %fd2;",
+        "div.rz.f64 %fd4, %fd0, %fd3;",
+        "div.rp.f64 %fd4, %fd0, %fd3;",
+        "fma.rp.f64 %fd4, %fd0, %fd0, %fd1;",
+    ];
+    for (k, op) in ops.iter().enumerate() {
+        body += &format!(
+            "{op}\n mov.b64 {{%r{}, %r{}}}, %fd4;\n",
+            16 + 2 * k,
+            17 + 2 * k
+        );
+    }
+    let o = run1(&body, w);
+    let got = |k: usize| f64::from_bits(o[2 * k] as u64 | (o[2 * k + 1] as u64) << 32);
+    let below = |x: f64| f64::from_bits(x.to_bits() - 1);
+    assert_eq!(got(0), 1.0);
+    assert_eq!(got(1), one_up);
+    // 1 - 2^-60 lies just below 1.
+    assert_eq!(got(2), below(1.0));
+    // (1 + eps)^2 = 1 + 2 eps + eps^2.
+    assert_eq!(got(3), 1.0 + 2.0 * eps);
+    assert_eq!(got(4), 1.0 + 3.0 * eps);
+    // 1/3 in binary is 0.0101...: the truncated and the next value up.
+    // 1/3 lies in [0.25, 0.5): f64 values there are m * 2^-54 with
+    // m < 2^53; the truncated one has m = floor(2^54 / 3).
+    let lo = (((1u128 << 54) / 3) as f64) * 2f64.powi(-54);
+    let hi = f64::from_bits(lo.to_bits() + 1);
+    assert_eq!(got(5), lo);
+    assert_eq!(got(6), hi);
+    assert_eq!(got(7), one_up);
+}

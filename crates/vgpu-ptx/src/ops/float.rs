@@ -199,8 +199,99 @@ fn exec_f32(i: &Inst, op: FloatOp, a: u64, b: u64, c: u64) -> u64 {
     bf32(if i.sat { sat01_32(r) } else { r })
 }
 
+/// The nearest f64 `r` to an exact result, moved to the directed rounding
+/// `rnd`'s choice given the sign of the error `exact - r`.
+fn direct64(r: f64, err: f64, rnd: Rnd) -> f64 {
+    let up = |x: f64| {
+        if x == 0.0 {
+            f64::from_bits(1)
+        } else if x > 0.0 {
+            f64::from_bits(x.to_bits() + 1)
+        } else {
+            f64::from_bits(x.to_bits() - 1)
+        }
+    };
+    let down = |x: f64| -up(-x);
+    if r.is_nan() {
+        return r;
+    }
+    if r.is_infinite() {
+        // Overflow: the directions that do not lead away from zero stop
+        // at the largest finite value.
+        let keep = match rnd {
+            Rnd::Rz => false,
+            Rnd::Rm => r < 0.0,
+            Rnd::Rp => r > 0.0,
+            _ => true,
+        };
+        return if keep { r } else { f64::MAX.copysign(r) };
+    }
+    if err == 0.0 || err.is_nan() {
+        return r;
+    }
+    match rnd {
+        Rnd::Rm if err < 0.0 => down(r),
+        Rnd::Rp if err > 0.0 => up(r),
+        Rnd::Rz if r > 0.0 && err < 0.0 => down(r),
+        Rnd::Rz if r < 0.0 && err > 0.0 => up(r),
+        _ => r,
+    }
+}
+
+/// f64 arithmetic in a directed rounding mode: the nearest result and the
+/// sign of its exact error.
+fn directed64(op: FloatOp, x: f64, y: f64, z: f64, rnd: Rnd) -> Option<f64> {
+    let (r, err) = match op {
+        FloatOp::Add | FloatOp::Sub => {
+            let y = if op == FloatOp::Sub { -y } else { y };
+            let s = x + y;
+            let bb = s - x;
+            (s, (x - (s - bb)) + (y - bb))
+        }
+        FloatOp::Mul => {
+            let p = x * y;
+            (p, x.mul_add(y, -p))
+        }
+        FloatOp::Div => {
+            let q = x / y;
+            let res = (-q).mul_add(y, x);
+            (q, if y < 0.0 { -res } else { res })
+        }
+        FloatOp::Rcp => {
+            let q = 1.0 / x;
+            let res = (-q).mul_add(x, 1.0);
+            (q, if x < 0.0 { -res } else { res })
+        }
+        FloatOp::Sqrt => {
+            let s = x.sqrt();
+            (s, (-s).mul_add(s, x))
+        }
+        FloatOp::Fma => {
+            let r = x.mul_add(y, z);
+            // exact = ph + pl + z; its difference from r, summed with
+            // error-free transformations.
+            let ph = x * y;
+            let pl = x.mul_add(y, -ph);
+            let s = ph + z;
+            let bb = s - ph;
+            let e1 = (ph - (s - bb)) + (z - bb);
+            let s2 = s + pl;
+            let bb2 = s2 - s;
+            let e2 = (s - (s2 - bb2)) + (pl - bb2);
+            (r, ((s2 - r) + e2) + e1)
+        }
+        _ => return None,
+    };
+    Some(direct64(r, err, rnd))
+}
+
 fn exec_f64(i: &Inst, op: FloatOp, a: u64, b: u64, c: u64) -> u64 {
     let (x, y, z) = (f64b(a), f64b(b), f64b(c));
+    if directed(i.rnd) {
+        if let Some(r) = directed64(op, x, y, z, i.rnd) {
+            return (if i.sat { sat01_64(r) } else { r }).to_bits();
+        }
+    }
     let r = match op {
         FloatOp::Add => x + y,
         FloatOp::Sub => x - y,
