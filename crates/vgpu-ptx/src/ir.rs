@@ -258,13 +258,6 @@ pub enum Op {
     Unsupported,
 }
 
-impl Op {
-    /// Instructions that the block scheduler executes for a whole warp group.
-    pub fn is_warp_collective(self) -> bool {
-        matches!(self, Op::Warp(_) | Op::Matrix(_))
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Inst {
     pub op: Op,

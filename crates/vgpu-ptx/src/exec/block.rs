@@ -99,20 +99,28 @@ impl<'a, 'l> Block<'a, 'l> {
             // whose lanes wait at the same instruction executes it together.
             let mut any = false;
             for w in 0..n.div_ceil(32) {
-                let lanes = w * 32..(w * 32 + 32).min(n);
-                let mut waiting: Vec<usize> =
-                    lanes.filter(|&k| threads[k].st == St::Warp).collect();
-                while let Some(&first) = waiting.first() {
-                    let key = (
-                        threads[first].func,
-                        threads[first].pc,
-                        threads[first].stack.len(),
-                    );
-                    let (group, rest): (Vec<usize>, Vec<usize>) = waiting.iter().partition(|&&k| {
-                        (threads[k].func, threads[k].pc, threads[k].stack.len()) == key
-                    });
-                    self.collective(threads, &group)?;
-                    waiting = rest;
+                let base = w * 32;
+                let lanes = (n - base).min(32);
+                let mut waiting: u32 = (0..lanes)
+                    .filter(|&k| threads[base + k].st == St::Warp)
+                    .fold(0, |m, k| m | 1 << k);
+                while waiting != 0 {
+                    let first = base + waiting.trailing_zeros() as usize;
+                    let key = |t: &Thread| (t.func, t.pc, t.stack.len());
+                    let k0 = key(&threads[first]);
+                    let mut group = [0usize; 32];
+                    let mut len = 0;
+                    let mut rest = waiting;
+                    while rest != 0 {
+                        let k = rest.trailing_zeros() as usize;
+                        rest &= rest - 1;
+                        if key(&threads[base + k]) == k0 {
+                            group[len] = base + k;
+                            len += 1;
+                            waiting &= !(1 << k);
+                        }
+                    }
+                    self.collective(threads, &group[..len])?;
                     any = true;
                 }
             }

@@ -294,10 +294,6 @@ impl Block<'_, '_> {
                     continue;
                 }
             }
-            if i.op.is_warp_collective() {
-                t.st = St::Warp;
-                return Ok(());
-            }
             t.pc += 1;
             match i.op {
                 Op::Int(op) => ops::int::exec(self, t, i, op)?,
@@ -312,7 +308,12 @@ impl Block<'_, '_> {
                     Flow::Switched => insts = &m.funcs[t.func as usize].insts,
                     Flow::Stop => return Ok(()),
                 },
-                Op::Warp(_) | Op::Matrix(_) => unreachable!("collectives stop above"),
+                Op::Warp(_) | Op::Matrix(_) => {
+                    // The block scheduler runs it with the rest of the warp.
+                    t.pc -= 1;
+                    t.st = St::Warp;
+                    return Ok(());
+                }
                 Op::Unsupported => return Err(unsupported(i)),
             }
         }
