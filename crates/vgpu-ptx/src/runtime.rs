@@ -173,144 +173,167 @@ fn format(
             continue;
         }
         i += 1;
-        let mut s = Spec::default();
-        while i < fmt.len() {
-            match fmt[i] {
-                b'-' => s.left = true,
-                b'+' => s.plus = true,
-                b' ' => s.space = true,
-                b'#' => s.alt = true,
-                b'0' => s.zero = true,
-                _ => break,
-            }
-            i += 1;
-        }
-        let mut number = |i: &mut usize, b: &mut Block, t: &mut Thread| -> X<Option<usize>> {
-            if fmt.get(*i) == Some(&b'*') {
-                *i += 1;
-                n += 1;
-                let v = args.next(b, t, 4, line)? as u32 as i32;
-                return Ok(Some(v.max(0) as usize));
-            }
-            let start = *i;
-            while fmt.get(*i).is_some_and(u8::is_ascii_digit) {
-                *i += 1;
-            }
-            Ok(std::str::from_utf8(&fmt[start..*i])
-                .ok()
-                .and_then(|d| d.parse().ok()))
-        };
-        s.width = number(&mut i, b, t)?;
-        if fmt.get(i) == Some(&b'.') {
-            i += 1;
-            s.prec = Some(number(&mut i, b, t)?.unwrap_or(0));
-        }
-        let mut long = false;
-        while let Some(&c) = fmt.get(i) {
-            match c {
-                b'l' | b'z' | b'j' | b't' | b'q' => long = true,
-                b'h' | b'L' => {}
-                _ => break,
-            }
-            i += 1;
-        }
+        let (mut s, long) = spec(b, t, fmt, &mut i, args, &mut n, line)?;
         let Some(&conv) = fmt.get(i) else { break };
         i += 1;
-        let isize = if long { 8 } else { 4 };
-        let body = match conv {
-            b'%' => {
-                out.push('%');
-                continue;
-            }
-            b'd' | b'i' => {
+        match conv {
+            b'%' => out.push('%'),
+            b'd' | b'i' | b'u' | b'x' | b'X' | b'o' | b'c' | b's' | b'p' | b'f' | b'F' | b'e'
+            | b'E' | b'g' | b'G' | b'a' | b'A' => {
                 n += 1;
-                let v = args.next(b, t, isize, line)?;
-                let v = if long {
-                    v as i64
-                } else {
-                    v as u32 as i32 as i64
-                };
-                let digits = int_digits(v.unsigned_abs(), 10, false, s.prec);
-                let sign = if v < 0 {
-                    "-"
-                } else if s.plus {
-                    "+"
-                } else if s.space {
-                    " "
-                } else {
-                    ""
-                };
-                (sign.to_string(), digits)
-            }
-            b'u' | b'x' | b'X' | b'o' => {
-                n += 1;
-                let v = args.next(b, t, isize, line)?;
-                let v = if long { v } else { v as u32 as u64 };
-                let (radix, upper) = match conv {
-                    b'u' => (10, false),
-                    b'o' => (8, false),
-                    b'x' => (16, false),
-                    _ => (16, true),
-                };
-                let digits = int_digits(v, radix, upper, s.prec);
-                let prefix = match conv {
-                    b'x' if s.alt && v != 0 => "0x",
-                    b'X' if s.alt && v != 0 => "0X",
-                    b'o' if s.alt && !digits.starts_with('0') => "0",
-                    _ => "",
-                };
-                (prefix.to_string(), digits)
-            }
-            b'c' => {
-                n += 1;
-                let v = args.next(b, t, 4, line)? as u8;
-                s.zero = false;
-                (String::new(), (v as char).to_string())
-            }
-            b's' => {
-                n += 1;
-                let a = args.next(b, t, 8, line)?;
-                let mut text = string(b, t, a, line)?;
-                if let Some(p) = s.prec {
-                    text = text.chars().take(p).collect();
-                }
-                s.zero = false;
-                (String::new(), text)
-            }
-            b'p' => {
-                n += 1;
-                let a = args.next(b, t, 8, line)?;
-                s.zero = false;
-                ("0x".to_string(), format!("{a:x}"))
-            }
-            b'f' | b'F' | b'e' | b'E' | b'g' | b'G' | b'a' | b'A' => {
-                n += 1;
-                let v = f64::from_bits(args.next(b, t, 8, line)?);
-                let sign = if v.is_sign_negative() && !v.is_nan() {
-                    "-"
-                } else if s.plus {
-                    "+"
-                } else if s.space {
-                    " "
-                } else {
-                    ""
-                };
-                let body = float_body(v.abs(), conv, &s);
-                if !v.is_finite() {
-                    s.zero = false;
-                }
-                (sign.to_string(), body)
+                let (prefix, body) = convert(b, t, conv, long, &mut s, args, line)?;
+                pad(&mut out, &s, &prefix, &body);
             }
             other => {
                 // Unknown conversion: print it as written, like glibc.
                 out.push('%');
                 out.push(other as char);
-                continue;
             }
-        };
-        pad(&mut out, &s, &body.0, &body.1);
+        }
     }
     Ok((out, n))
+}
+
+/// Parses flags, width, precision and length of a conversion starting at
+/// `fmt[*i]` (after the `%`); `*` widths take an argument. Returns the
+/// spec and whether a `l`-class length modifier asks for 64 bits.
+fn spec(
+    b: &mut Block,
+    t: &mut Thread,
+    fmt: &[u8],
+    i: &mut usize,
+    args: &mut ArgBuf,
+    n: &mut usize,
+    line: u32,
+) -> X<(Spec, bool)> {
+    let mut s = Spec::default();
+    while let Some(&c) = fmt.get(*i) {
+        match c {
+            b'-' => s.left = true,
+            b'+' => s.plus = true,
+            b' ' => s.space = true,
+            b'#' => s.alt = true,
+            b'0' => s.zero = true,
+            _ => break,
+        }
+        *i += 1;
+    }
+    let mut number = |i: &mut usize, b: &mut Block, t: &mut Thread| -> X<Option<usize>> {
+        if fmt.get(*i) == Some(&b'*') {
+            *i += 1;
+            *n += 1;
+            let v = args.next(b, t, 4, line)? as u32 as i32;
+            return Ok(Some(v.max(0) as usize));
+        }
+        let start = *i;
+        while fmt.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        Ok(std::str::from_utf8(&fmt[start..*i])
+            .ok()
+            .and_then(|d| d.parse().ok()))
+    };
+    s.width = number(i, b, t)?;
+    if fmt.get(*i) == Some(&b'.') {
+        *i += 1;
+        s.prec = Some(number(i, b, t)?.unwrap_or(0));
+    }
+    let mut long = false;
+    while let Some(&c) = fmt.get(*i) {
+        match c {
+            b'l' | b'z' | b'j' | b't' | b'q' => long = true,
+            b'h' | b'L' => {}
+            _ => break,
+        }
+        *i += 1;
+    }
+    Ok((s, long))
+}
+
+/// One conversion's sign/prefix and digits, reading its argument.
+fn convert(
+    b: &mut Block,
+    t: &mut Thread,
+    conv: u8,
+    long: bool,
+    s: &mut Spec,
+    args: &mut ArgBuf,
+    line: u32,
+) -> X<(String, String)> {
+    let isize = if long { 8 } else { 4 };
+    let sign = |neg: bool, s: &Spec| {
+        if neg {
+            "-"
+        } else if s.plus {
+            "+"
+        } else if s.space {
+            " "
+        } else {
+            ""
+        }
+        .to_string()
+    };
+    Ok(match conv {
+        b'd' | b'i' => {
+            let v = args.next(b, t, isize, line)?;
+            let v = if long {
+                v as i64
+            } else {
+                v as u32 as i32 as i64
+            };
+            (
+                sign(v < 0, s),
+                int_digits(v.unsigned_abs(), 10, false, s.prec),
+            )
+        }
+        b'u' | b'x' | b'X' | b'o' => {
+            let v = args.next(b, t, isize, line)?;
+            let v = if long { v } else { v as u32 as u64 };
+            let (radix, upper) = match conv {
+                b'u' => (10, false),
+                b'o' => (8, false),
+                b'x' => (16, false),
+                _ => (16, true),
+            };
+            let digits = int_digits(v, radix, upper, s.prec);
+            let prefix = match conv {
+                b'x' if s.alt && v != 0 => "0x",
+                b'X' if s.alt && v != 0 => "0X",
+                b'o' if s.alt && !digits.starts_with('0') => "0",
+                _ => "",
+            };
+            (prefix.to_string(), digits)
+        }
+        b'c' => {
+            let v = args.next(b, t, 4, line)? as u8;
+            s.zero = false;
+            (String::new(), (v as char).to_string())
+        }
+        b's' => {
+            let a = args.next(b, t, 8, line)?;
+            let mut text = string(b, t, a, line)?;
+            if let Some(p) = s.prec {
+                text = text.chars().take(p).collect();
+            }
+            s.zero = false;
+            (String::new(), text)
+        }
+        b'p' => {
+            let a = args.next(b, t, 8, line)?;
+            s.zero = false;
+            ("0x".to_string(), format!("{a:x}"))
+        }
+        _ => {
+            let v = f64::from_bits(args.next(b, t, 8, line)?);
+            if !v.is_finite() {
+                s.zero = false;
+            }
+            (
+                sign(v.is_sign_negative() && !v.is_nan(), s),
+                float_body(v.abs(), conv, s),
+            )
+        }
+    })
 }
 
 fn pad(out: &mut String, s: &Spec, prefix: &str, digits: &str) {

@@ -430,3 +430,48 @@ fn throughput_benchmark_counts_every_instruction() {
     assert_eq!(four.instructions, 2 * two.instructions);
     assert!(four.per_second() > 0.0);
 }
+
+#[test]
+fn vprintf_flags_widths_and_float_forms() {
+    let fmt = "%5d|%-5d|%05d|%+d|% d|%#x|%#o|%.3s|%10.4f|%-10.2e|%g|%g|%g|%G|%f|%f\n";
+    let decls = format!("{VPRINTF}{}{}", cstr("fmt", fmt), cstr("word", "hello"));
+    let body = "
+        .local .align 8 .b8 depot[104];
+        .reg .b64 %SP, %SPL;
+        mov.u64 %SPL, depot;
+        cvta.local.u64 %SP, %SPL;
+        st.local.u32 [%SPL], 42;
+        st.local.u32 [%SPL+4], 42;
+        st.local.u32 [%SPL+8], 42;
+        st.local.u32 [%SPL+12], 42;
+        st.local.u32 [%SPL+16], 42;
+        st.local.u32 [%SPL+20], 255;
+        st.local.u32 [%SPL+24], 8;
+        mov.u64 %rd0, word;
+        cvta.global.u64 %rd0, %rd0;
+        st.local.u64 [%SPL+32], %rd0;
+        st.local.f64 [%SPL+40], 0d400921FB53C8D4F1;
+        st.local.f64 [%SPL+48], 0d4097700000000000;
+        st.local.f64 [%SPL+56], 0d3EE4F8B588E368F1;
+        st.local.f64 [%SPL+64], 0d40F86A0000000000;
+        st.local.f64 [%SPL+72], 0d412E848000000000;
+        st.local.f64 [%SPL+80], 0d3FF8000000000000;
+        st.local.f64 [%SPL+88], 0d8000000000000000;
+        st.local.f64 [%SPL+96], 0d7FF0000000000000;
+        mov.u64 %rd1, fmt;
+        cvta.global.u64 %rd1, %rd1;
+        {
+        .param .b64 param0;
+        st.param.b64 [param0], %rd1;
+        .param .b64 param1;
+        st.param.b64 [param1], %SP;
+        .param .b32 retval0;
+        call.uni (retval0), vprintf, (param0, param1);
+        }";
+    let (r, out) = try_run(&decls, body, &[[0; WORDS]], 0);
+    r.unwrap();
+    assert_eq!(
+        out.text,
+        "   42|42   |00042|+42| 42|0xff|010|hel|    3.1416|1.50e+03  |1e-05|100000|1e+06|1.5|-0.000000|inf\n"
+    );
+}

@@ -199,55 +199,7 @@ pub(crate) fn exec(
             mnk,
             ety,
             space,
-        } => {
-            let (rows, cols) = dims(mnk, which);
-            let total = rows * cols;
-            let esize = (width(ety) / 8).max(1) as u64;
-            let (frag, addr) = if store { (1, 0) } else { (0, 1) };
-            for lane in 0..32 {
-                let t = &mut threads[base + lane];
-                let p = b.addr(t, &i.ops[addr]);
-                let stride = match i.ops.get(2) {
-                    Some(o) => b.get(t, o) as u32 as usize,
-                    None if row => cols,
-                    None => rows,
-                };
-                let dsts = Block::elems(&i.ops[frag]).to_vec();
-                let slots = dsts.len() * (32 / width(ety)).max(1);
-                let mut elems = if store {
-                    let regs: Vec<u64> = dsts.iter().map(|o| b.get(t, o)).collect();
-                    unpack(&regs, ety)
-                } else {
-                    vec![0u64; slots]
-                };
-                for (e, v) in elems.iter_mut().enumerate().take(slots) {
-                    let idx = (32 * e + lane) % total;
-                    let (r, c) = (idx / cols, idx % cols);
-                    let off = if row { r * stride + c } else { c * stride + r } as u64;
-                    let a = p.wrapping_add(off * esize);
-                    if !a.is_multiple_of(esize) {
-                        return Err(ExecError::MisalignedAddress {
-                            addr: a,
-                            line: i.line,
-                        });
-                    }
-                    let loc = b.locate(space, a);
-                    if store {
-                        b.store(t, loc, &v.to_le_bytes()[..esize as usize], i.line)?;
-                    } else {
-                        let mut buf = [0u8; 8];
-                        b.load(t, loc, &mut buf[..esize as usize], i.line)?;
-                        *v = u64::from_le_bytes(buf);
-                    }
-                }
-                if !store {
-                    for (d, v) in dsts.iter().zip(pack(&elems, ety, dsts.len())) {
-                        Block::set(t, d, v);
-                    }
-                }
-            }
-            Ok(())
-        }
+        } => access(b, threads, base, i, (which, store, row), mnk, ety, space),
         WmmaOp::Mma {
             mnk,
             d,
@@ -255,54 +207,126 @@ pub(crate) fn exec(
             b: bt,
             c,
             satfinite,
-        } => {
-            let (m, n, k) = (mnk.0 as usize, mnk.1 as usize, mnk.2 as usize);
-            let mut mats = [vec![0f64; m * k], vec![0f64; k * n], vec![0f64; m * n]];
-            let kinds = [(Which::A, a), (Which::B, bt), (Which::C, c)];
-            for (slot, (which, ty)) in kinds.iter().enumerate() {
-                let opnd = slot + 1;
-                let (rows, cols) = dims(mnk, *which);
-                let total = rows * cols;
-                for lane in 0..32 {
-                    let t = &threads[base + lane];
-                    let regs: Vec<u64> = Block::elems(&i.ops[opnd])
-                        .iter()
-                        .map(|o| b.get(t, o))
-                        .collect();
-                    for (e, v) in unpack(&regs, *ty).iter().enumerate() {
-                        let idx = (32 * e + lane) % total;
-                        mats[slot][idx] = value(*ty, *v);
-                    }
-                }
+        } => mma(b, threads, base, i, mnk, [d, a, bt, c], satfinite),
+    }
+}
+
+/// `wmma.load` / `wmma.store`: each lane moves its fragment's elements.
+#[allow(clippy::too_many_arguments)]
+fn access(
+    b: &mut Block,
+    threads: &mut [Thread],
+    base: usize,
+    i: &Inst,
+    (which, store, row): (Which, bool, bool),
+    mnk: (u8, u8, u8),
+    ety: Ty,
+    space: Space,
+) -> X<()> {
+    let (rows, cols) = dims(mnk, which);
+    let total = rows * cols;
+    let esize = (width(ety) / 8).max(1) as u64;
+    let (frag, addr) = if store { (1, 0) } else { (0, 1) };
+    for lane in 0..32 {
+        let t = &mut threads[base + lane];
+        let p = b.addr(t, &i.ops[addr]);
+        let stride = match i.ops.get(2) {
+            Some(o) => b.get(t, o) as u32 as usize,
+            None if row => cols,
+            None => rows,
+        };
+        let dsts = Block::elems(&i.ops[frag]).to_vec();
+        let slots = dsts.len() * (32 / width(ety)).max(1);
+        let mut elems = if store {
+            let regs: Vec<u64> = dsts.iter().map(|o| b.get(t, o)).collect();
+            unpack(&regs, ety)
+        } else {
+            vec![0u64; slots]
+        };
+        for (e, v) in elems.iter_mut().enumerate().take(slots) {
+            let idx = (32 * e + lane) % total;
+            let (r, c) = (idx / cols, idx % cols);
+            let off = if row { r * stride + c } else { c * stride + r } as u64;
+            let a = p.wrapping_add(off * esize);
+            if !a.is_multiple_of(esize) {
+                return Err(ExecError::MisalignedAddress {
+                    addr: a,
+                    line: i.line,
+                });
             }
-            let [am, bm, cm] = &mats;
-            let mut dm = vec![0u64; m * n];
-            for r in 0..m {
-                for col in 0..n {
-                    let acc =
-                        (0..k).fold(cm[r * n + col], |s, x| s + am[r * k + x] * bm[x * n + col]);
-                    dm[r * n + col] = match d {
-                        Ty::S32 if satfinite => {
-                            (acc as i64).clamp(i32::MIN as i64, i32::MAX as i64) as u32 as u64
-                        }
-                        Ty::S32 => (acc as i64) as u32 as u64,
-                        Ty::F16 => Fmt::F16.round(acc, Rnd::Rn),
-                        Ty::F64 => acc.to_bits(),
-                        Ty::F32 => Fmt::F32.round(acc, Rnd::Rn),
-                        _ => return Err(unsupported(i)),
-                    };
-                }
+            let loc = b.locate(space, a);
+            if store {
+                b.store(t, loc, &v.to_le_bytes()[..esize as usize], i.line)?;
+            } else {
+                let mut buf = [0u8; 8];
+                b.load(t, loc, &mut buf[..esize as usize], i.line)?;
+                *v = u64::from_le_bytes(buf);
             }
-            for lane in 0..32 {
-                let dsts = Block::elems(&i.ops[0]).to_vec();
-                let slots = dsts.len() * (32 / width(d)).max(1);
-                let elems: Vec<u64> = (0..slots).map(|e| dm[(32 * e + lane) % (m * n)]).collect();
-                let t = &mut threads[base + lane];
-                for (o, v) in dsts.iter().zip(pack(&elems, d, dsts.len())) {
-                    Block::set(t, o, v);
-                }
+        }
+        if !store {
+            for (d, v) in dsts.iter().zip(pack(&elems, ety, dsts.len())) {
+                Block::set(t, d, v);
             }
-            Ok(())
         }
     }
+    Ok(())
+}
+
+/// `wmma.mma`: gathers the three matrices from the warp's fragments,
+/// multiplies, and scatters D.
+fn mma(
+    b: &mut Block,
+    threads: &mut [Thread],
+    base: usize,
+    i: &Inst,
+    mnk: (u8, u8, u8),
+    [d, a, bt, c]: [Ty; 4],
+    satfinite: bool,
+) -> X<()> {
+    let (m, n, k) = (mnk.0 as usize, mnk.1 as usize, mnk.2 as usize);
+    let mut mats = [vec![0f64; m * k], vec![0f64; k * n], vec![0f64; m * n]];
+    let kinds = [(Which::A, a), (Which::B, bt), (Which::C, c)];
+    for (slot, (which, ty)) in kinds.iter().enumerate() {
+        let opnd = slot + 1;
+        let (rows, cols) = dims(mnk, *which);
+        let total = rows * cols;
+        for lane in 0..32 {
+            let t = &threads[base + lane];
+            let regs: Vec<u64> = Block::elems(&i.ops[opnd])
+                .iter()
+                .map(|o| b.get(t, o))
+                .collect();
+            for (e, v) in unpack(&regs, *ty).iter().enumerate() {
+                let idx = (32 * e + lane) % total;
+                mats[slot][idx] = value(*ty, *v);
+            }
+        }
+    }
+    let [am, bm, cm] = &mats;
+    let mut dm = vec![0u64; m * n];
+    for r in 0..m {
+        for col in 0..n {
+            let acc = (0..k).fold(cm[r * n + col], |s, x| s + am[r * k + x] * bm[x * n + col]);
+            dm[r * n + col] = match d {
+                Ty::S32 if satfinite => {
+                    (acc as i64).clamp(i32::MIN as i64, i32::MAX as i64) as u32 as u64
+                }
+                Ty::S32 => (acc as i64) as u32 as u64,
+                Ty::F16 => Fmt::F16.round(acc, Rnd::Rn),
+                Ty::F64 => acc.to_bits(),
+                Ty::F32 => Fmt::F32.round(acc, Rnd::Rn),
+                _ => return Err(unsupported(i)),
+            };
+        }
+    }
+    for lane in 0..32 {
+        let dsts = Block::elems(&i.ops[0]).to_vec();
+        let slots = dsts.len() * (32 / width(d)).max(1);
+        let elems: Vec<u64> = (0..slots).map(|e| dm[(32 * e + lane) % (m * n)]).collect();
+        let t = &mut threads[base + lane];
+        for (o, v) in dsts.iter().zip(pack(&elems, d, dsts.len())) {
+            Block::set(t, o, v);
+        }
+    }
+    Ok(())
 }
