@@ -45,6 +45,9 @@ pub(crate) enum After {
 /// Longest string read from device memory for `%s` and messages.
 const MAX_STRING: usize = 1 << 16;
 
+/// Widest field width or precision honoured.
+const MAX_FIELD: usize = 4096;
+
 /// Reads a NUL-terminated string at generic address `a`.
 fn read_cstr(b: &mut Block, t: &mut Thread, a: u64, line: u32) -> X<Vec<u8>> {
     let mut out = Vec::new();
@@ -89,7 +92,8 @@ pub(crate) fn call(b: &mut Block, t: &mut Thread, f: Builtin, args: &[u64], line
             let function = string(b, t, arg(3), line)?;
             let [bx, by, bz] = b.ctaid;
             let [tx, ty, tz] = t.tid;
-            b.print(&format!(
+            // Not subject to the printf buffer's limit.
+            b.out.push_str(&format!(
                 "{file}:{src_line}: {function}: block: [{bx},{by},{bz}], thread: \
                  [{tx},{ty},{tz}] Assertion `{message}` failed.\n"
             ));
@@ -233,10 +237,11 @@ fn spec(
             .ok()
             .and_then(|d| d.parse().ok()))
     };
-    s.width = number(i, b, t)?;
+    // A kernel must not make the driver build huge strings.
+    s.width = number(i, b, t)?.map(|w| w.min(MAX_FIELD));
     if fmt.get(*i) == Some(&b'.') {
         *i += 1;
-        s.prec = Some(number(i, b, t)?.unwrap_or(0));
+        s.prec = Some(number(i, b, t)?.unwrap_or(0).min(MAX_FIELD));
     }
     let mut long = false;
     while let Some(&c) = fmt.get(*i) {

@@ -34,9 +34,15 @@ impl<'a, 'l> Block<'a, 'l> {
         }
     }
 
-    /// Appends device output of the running block.
+    /// Appends device output of the running block. Like the GPU's printf
+    /// buffer (1 MiB by default), a launch keeps at most
+    /// [`super::MAX_OUTPUT`] bytes; the rest is dropped.
     pub fn print(&mut self, text: &str) {
-        self.out.push_str(text);
+        use std::sync::atomic::Ordering;
+        let used = self.l.output_bytes.fetch_add(text.len(), Ordering::Relaxed);
+        if used + text.len() <= super::MAX_OUTPUT {
+            self.out.push_str(text);
+        }
     }
 
     /// Hands the block's output to the launch's sink.

@@ -12,7 +12,7 @@ pub(crate) mod thread;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,8 @@ pub(crate) struct Launch<'a> {
     pub cancel: Option<&'a AtomicBool>,
     /// Instructions executed by finished blocks.
     pub executed: AtomicU64,
+    /// Bytes of device output produced so far.
+    pub output_bytes: AtomicUsize,
 }
 
 impl Launch<'_> {
@@ -183,6 +185,9 @@ impl std::fmt::Debug for LaunchOptions<'_> {
 /// Most blocks a cooperative launch may have: each gets an OS thread.
 const MAX_COOPERATIVE_BLOCKS: u64 = 4096;
 
+/// Device output one launch may produce (CUDA's default printf FIFO size).
+pub(crate) const MAX_OUTPUT: usize = 1 << 20;
+
 /// Bytes of the cooperative grid workspace; the barrier word is at 4.
 const GRID_WORKSPACE: u64 = 16;
 
@@ -292,6 +297,7 @@ pub(crate) fn launch_counted(
         stop: AtomicBool::new(false),
         cancel: opts.cancel,
         executed: AtomicU64::new(0),
+        output_bytes: AtomicUsize::new(0),
     };
     let next = AtomicU64::new(0);
     let first_err: Mutex<Option<ExecError>> = Mutex::new(None);
