@@ -609,3 +609,36 @@ fn f64_directed_rounding() {
     assert_eq!(got(6), hi);
     assert_eq!(got(7), one_up);
 }
+
+#[test]
+fn approximate_functions_in_half_and_single_precision() {
+    let f = |x: f32| half::f16::from_f32(x).to_bits();
+    let b = |x: f32| half::bf16::from_f32(x).to_bits();
+    let mut w = [0u32; WORDS];
+    w[0] = pack(f(1.0), f(-2.0));
+    w[1] = pack(b(0.5), b(-3.0));
+    w[2] = 0.5f32.to_bits();
+    let o = run1(
+        "ex2.approx.f16x2 %r16, %r0;
+         tanh.approx.bf16x2 %r17, %r1;
+         mov.b32 %f0, %r2;
+         tanh.approx.f32 %f1, %f0;
+         mov.b32 %r18, %f1;
+         ex2.approx.ftz.f32 %f2, %f0;
+         mov.b32 %r19, %f2;
+         mov.b32 {%h0, %h1}, %r0;
+         ex2.approx.f16 %h2, %h1;
+         mov.b32 %r20, {%h2, %h2};",
+        w,
+    );
+    let close = |got: f64, want: f64, tol: f64| (got - want).abs() <= tol * want.abs();
+    let h = |x: u32| half::f16::from_bits(x as u16).to_f64();
+    let bv = |x: u32| half::bf16::from_bits(x as u16).to_f64();
+    assert_eq!(h(o[0]), 2.0);
+    assert_eq!(h(o[0] >> 16), 0.25);
+    assert!(close(bv(o[1]), 0.5f64.tanh(), 1e-2));
+    assert!(close(bv(o[1] >> 16), (-3.0f64).tanh(), 1e-2));
+    assert!(close(f32::from_bits(o[2]) as f64, 0.5f64.tanh(), 1e-6));
+    assert!(close(f32::from_bits(o[3]) as f64, 2f64.sqrt(), 1e-6));
+    assert_eq!(h(o[4]), 0.25);
+}
