@@ -21,8 +21,8 @@ CACHE="${VGPU_CACHE:-$REPO/.cache}"
 VENV="$CACHE/venv"
 PYTHON="${PYTHON:-python3}"
 
-ALL_GROUPS=(apt nvml cudart nvcc numba)
-# Opt-in, not in ALL_GROUPS (5.3 GB): torch (tests/torch.rs, VGPU_TEST_TORCH=1).
+ALL_GROUPS=(apt bindings nvml cudart nvcc numba llama)
+# Opt-in, not in ALL_GROUPS (5.3 GB): torch (tests/torch.rs, an #[ignore]d test).
 
 log() { printf 'test-deps: %s\n' "$*"; }
 
@@ -30,9 +30,10 @@ log() { printf 'test-deps: %s\n' "$*"; }
 APT_PACKAGES=(
     gcc          # C harness in tests/c
     libc6-dev    # headers for the C harness (dlfcn.h, ...)
-    binutils     # nm, readelf (tests/exports.rs)
+    binutils     # nm, readelf (tests/exports.rs, crates/vgpu-guest/tests/vfiles.rs)
     python3      # venv for the NVML clients
     python3-venv # ensurepip for Debian's python3
+    libclang-dev # bindgen's libclang (scripts/gen-bindings.sh --check in scripts/test.sh)
 )
 
 group_apt() {
@@ -92,7 +93,17 @@ pip_group() {
     log "$name: installed"
 }
 
-# NVML clients (shared/reference/clients.md §3). All three pins were checked
+# What `scripts/gen-bindings.sh --check` (run by scripts/test.sh) needs besides
+# libclang: the pinned bindgen-cli (built once into $VGPU_CACHE/tools/) and the
+# pinned NVIDIA headers ($VGPU_CACHE/headers/). The script owns those pins and
+# skips what is already there.
+group_bindings() {
+    ensure_venv
+    VGPU_CACHE="$CACHE" "$REPO/scripts/gen-bindings.sh" --deps
+    log "bindings: bindgen-cli and headers present"
+}
+
+# NVML clients (docs/clients.md "NVML clients"). All three pins were checked
 # to exist on PyPI with `pip index versions`.
 group_nvml() {
     pip_group nvml nvidia-ml-py==13.615.71 nvitop==1.7.2 gpustat==1.1.1
@@ -116,7 +127,7 @@ pip_target() {
 }
 
 # Unmodified libcudart of every runtime the shims must satisfy
-# (shared/reference/cuda-runtime.md): $VGPU_CACHE/cudart/<version>/nvidia/...
+# (docs/clients.md "libcudart releases"): $VGPU_CACHE/cudart/<version>/nvidia/...
 group_cudart() {
     local spec ver
     for spec in nvidia-cuda-runtime-cu11==11.8.89 nvidia-cuda-runtime-cu12==12.4.127 \
@@ -127,7 +138,7 @@ group_cudart() {
     done
 }
 
-# The CUDA 13 compiler driver (nvcc, cicc, ptxas, fatbinary; clients.md §2)
+# The CUDA 13 compiler driver (nvcc, cicc, ptxas, fatbinary; docs/clients.md "nvcc and NVRTC")
 # and NVRTC 12/13, for test programs built at test time.
 group_nvcc() {
     pip_group nvcc nvidia-cuda-nvcc==13.5.37 nvidia-cuda-nvrtc==13.5.37 nvidia-cuda-nvrtc-cu12==12.9.86
@@ -138,7 +149,7 @@ group_nvcc() {
     log "nvcc: $("$nv/bin/nvcc" --version | tail -n 1)"
 }
 
-# numba-cuda and cuda-bindings (clients.md §4, tests/python_clients.rs) in
+# numba-cuda and cuda-bindings (docs/clients.md "Python CUDA clients", tests/python_clients.rs) in
 # their own venv, $VGPU_CACHE/venv-numba, so the NVML venv stays small.
 # These are the versions `pip install 'numba-cuda[cu12]==0.30.4'` resolves,
 # pinned one by one, MINUS nvidia-nvjitlink-cu12: numba-cuda 0.30.4 reads no
@@ -167,11 +178,48 @@ group_numba() {
 }
 
 # torch 2.15.0 (+cu132, the PyPI default build; 2.8 GB download, 5.3 GB on
-# disk) in $VGPU_CACHE/venv-torch. Opt-in: tests/torch.rs runs this group
-# itself when VGPU_TEST_TORCH=1 and the venv is missing.
+# disk) in $VGPU_CACHE/venv-torch. Opt-in: tests/torch.rs is #[ignore]d and
+# needs this group first (`scripts/test-deps.sh torch`, then
+# `cargo test --test torch -- --ignored`).
 group_torch() {
     local VENV="$CACHE/venv-torch"
     pip_group torch torch==2.15.0 numpy==2.4.6
+}
+
+# llama.cpp's prebuilt CUDA build (tests/llama.rs): the cyllama-cuda12 wheel
+# (llama.cpp b9190, ggml 0.12.0, kernels for sm_75 with compute_75 PTX; an
+# 88 MB download, 235 MB installed), the CUDA 12 runtime and cuBLAS its
+# libggml-cuda links (cuBLAS is most of the 1.2 GB venv), and gguf + numpy
+# for scripts/tiny-gguf.py, every pin of `pip install` of the first five,
+# in $VGPU_CACHE/venv-llama. Then the tiny test models into
+# $VGPU_CACHE/llama-models, rewritten only when tiny-gguf.py, the runner it
+# uses or the pins change.
+LLAMA_PINS=(
+    cyllama-cuda12==0.2.18 gguf==0.19.0 numpy==2.4.6
+    nvidia-cuda-runtime-cu12==12.9.79 nvidia-cublas-cu12==12.9.1.4
+    pyyaml==6.0.4 requests==2.34.2 tqdm==4.70.1 certifi==2026.10.19.post1
+    charset-normalizer==3.5.3 idna==3.21 urllib3==2.8.0
+)
+group_llama() {
+    local VENV="$CACHE/venv-llama"
+    pip_group llama "${LLAMA_PINS[@]}"
+    local out="$CACHE/llama-models" want
+    want="$(cat "$REPO/scripts/tiny-gguf.py" "$REPO/tests/py/llama_generate.py" | sha256sum | cut -d' ' -f1) ${LLAMA_PINS[*]}"
+    if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$want" ]; then
+        log "llama: models up to date in $out"
+        return
+    fi
+    log "llama: writing the tiny models into $out"
+    rm -rf "$out.tmp"
+    PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" "$REPO/scripts/tiny-gguf.py" "$out.tmp" 2>"$CACHE/llama-models.log" || {
+        tail -n 20 "$CACHE/llama-models.log"
+        log "llama: scripts/tiny-gguf.py failed (whole log: $CACHE/llama-models.log)"
+        exit 1
+    }
+    grep '^tiny-gguf:' "$CACHE/llama-models.log" || true
+    rm -rf "$out"
+    mv "$out.tmp" "$out"
+    printf '%s' "$want" > "$out/.stamp"
 }
 
 # ---------------------------------------------------------------- main

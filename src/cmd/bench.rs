@@ -10,7 +10,7 @@
 //!
 //! Needs a running daemon (`VGPU_HOST`).
 
-use super::driver::{Cuda, Library};
+use super::driver::{CudaDriver, Library};
 use super::libs::find_shims;
 use clap::Args;
 use std::ffi::{c_char, c_uint, c_void};
@@ -108,7 +108,7 @@ macro_rules! cu {
 fn shim_launches(n: usize) -> Result<Launches, String> {
     use cuda_types::cuda::*;
     let [cuda, _] = find_shims()?;
-    let t = Library::open(cuda.file.as_os_str().as_encoded_bytes())
+    let t = Library::open_any(&cuda.file)
         .map_err(|e| format!("{}: {e}", cuda.file.display()))?
         .cuda();
     let mut dev: CUdevice = 0;
@@ -126,7 +126,7 @@ fn shim_launches(n: usize) -> Result<Launches, String> {
         t,
         cuModuleGetFunction(&mut func, module, c"noop".as_ptr() as *const c_char)
     );
-    let launch = |t: &Cuda| -> Result<(), String> {
+    let launch = |t: &CudaDriver| -> Result<(), String> {
         cu!(
             t,
             cuLaunchKernel(

@@ -7,7 +7,7 @@
 //! LD_PRELOAD and LD_LIBRARY_PATH — and this process is not changed by
 //! loading a driver.
 
-use super::driver::{text, Cuda, Library, Nvml};
+use super::driver::{text, CudaDriver, Library, NvmlDriver};
 use super::libs::is_vgpu_shim;
 use clap::Args;
 use std::collections::HashMap;
@@ -494,11 +494,10 @@ fn say(k: &str, v: impl std::fmt::Display) {
 /// Opens a driver library by SONAME, as an application would, and reports
 /// which file the loader picked.
 fn open_reported(key: &str, soname: &str) -> Option<Library> {
-    match Library::open(soname.as_bytes()) {
+    match Library::open_any(Path::new(soname)) {
         Ok(lib) => {
-            let p = lib.path();
-            say(&format!("{key}.path"), &p);
-            say(&format!("{key}.shim"), is_vgpu_shim(Path::new(&p)) as u8);
+            say(&format!("{key}.path"), lib.path.display());
+            say(&format!("{key}.shim"), is_vgpu_shim(&lib.path) as u8);
             Some(lib)
         }
         Err(e) => {
@@ -520,7 +519,7 @@ fn probe() {
 }
 
 /// Reports the CUDA facts; returns device 0's UUID in NVML's form.
-fn probe_cuda(t: &Cuda) -> Option<String> {
+fn probe_cuda(t: &CudaDriver) -> Option<String> {
     use cuda_types::cuda::*;
     macro_rules! cu {
         ($f:ident ( $($a:expr),* )) => {
@@ -599,7 +598,7 @@ fn probe_cuda(t: &Cuda) -> Option<String> {
     uuid
 }
 
-fn probe_nvml(t: &Nvml, uuid: Option<String>) {
+fn probe_nvml(t: &NvmlDriver, uuid: Option<String>) {
     use cuda_types::nvml::*;
     macro_rules! nv {
         ($f:ident ( $($a:expr),* )) => {

@@ -7,7 +7,7 @@ use cuda_types::nvml::*;
 use std::ffi::{c_char, c_uint, CStr};
 use std::process::ExitCode;
 
-use super::driver::{text, Library, Nvml};
+use super::driver::{text, Library, NvmlDriver};
 
 #[derive(Args)]
 pub struct SmiArgs {
@@ -22,14 +22,6 @@ macro_rules! call {
     };
 }
 
-fn or_na<T>(r: nvmlReturn_t, v: T, f: impl FnOnce(T) -> String) -> String {
-    if r == nvmlReturn_t::NVML_SUCCESS {
-        f(v)
-    } else {
-        "N/A".into()
-    }
-}
-
 pub fn smi(args: SmiArgs) -> ExitCode {
     let path = match args.library {
         Some(p) => p,
@@ -41,7 +33,7 @@ pub fn smi(args: SmiArgs) -> ExitCode {
             }
         },
     };
-    let nvml = match Library::open(path.as_os_str().as_encoded_bytes()) {
+    let nvml = match Library::open_any(&path) {
         Ok(l) => l.nvml(),
         Err(e) => {
             eprintln!("vgpu smi: {}: {e}", path.display());
@@ -57,10 +49,10 @@ pub fn smi(args: SmiArgs) -> ExitCode {
     }
 }
 
-fn error_string(nvml: &Nvml, r: nvmlReturn_t) -> String {
+fn error_string(nvml: &NvmlDriver, r: nvmlReturn_t) -> String {
     match nvml.nvmlErrorString {
-        // SAFETY: nvmlErrorString takes a code and returns a static string.
         Some(f) => {
+            // SAFETY: nvmlErrorString takes a code and returns a static string.
             let p = unsafe { f(r) };
             if p.is_null() {
                 format!("error {}", r.0)
@@ -73,7 +65,61 @@ fn error_string(nvml: &Nvml, r: nvmlReturn_t) -> String {
     }
 }
 
-fn print_table(nvml: &Nvml) -> Result<(), String> {
+/// Reads everything the table shows, printing each part once it is read:
+/// the system line, one row per device, then the processes.
+fn print_table(nvml: &NvmlDriver) -> Result<(), String> {
+    let system = query_system(nvml)?;
+    print_header(&system);
+    let mut processes = Vec::new();
+    for i in 0..system.count {
+        match query_device(nvml, i) {
+            Ok(d) => {
+                print_device(i, &d);
+                processes.extend(d.processes.iter().map(|&p| (i, p)));
+            }
+            Err(why) => print_unavailable(i, &why),
+        }
+    }
+    print_processes(&processes);
+    let _ = call!(nvml, nvmlShutdown());
+    Ok(())
+}
+
+// ---------------------------------------------------------------- gathering
+
+/// What NVML says about the system; `None` where a query failed.
+struct System {
+    driver: Option<String>,
+    /// `nvmlSystemGetCudaDriverVersion_v2`, e.g. 13050 for 13.5.
+    cuda: Option<i32>,
+    count: c_uint,
+}
+
+/// What NVML says about one device; `None` where a query failed.
+struct Device {
+    name: Option<String>,
+    bus_id: Option<String>,
+    display_active: Option<nvmlEnableState_t>,
+    ecc_uncorrected: Option<u64>,
+    fan_percent: Option<c_uint>,
+    temperature_c: Option<c_uint>,
+    pstate: Option<nvmlPstates_t>,
+    power_mw: Option<c_uint>,
+    power_limit_mw: Option<c_uint>,
+    memory: Option<nvmlMemory_t>,
+    utilization: Option<nvmlUtilization_t>,
+    compute_mode: Option<nvmlComputeMode_t>,
+    uuid: Option<String>,
+    processes: Vec<nvmlProcessInfo_t>,
+}
+
+/// `v` as the call left it, if the call succeeded.
+fn answered<T>(r: nvmlReturn_t, v: T) -> Option<T> {
+    (r == nvmlReturn_t::NVML_SUCCESS).then_some(v)
+}
+
+/// Initializes NVML and reads the system facts; an error ends the command.
+fn query_system(nvml: &NvmlDriver) -> Result<System, String> {
     let r = call!(nvml, nvmlInit_v2());
     if r != nvmlReturn_t::NVML_SUCCESS {
         return Err(format!(
@@ -86,17 +132,145 @@ fn print_table(nvml: &Nvml) -> Result<(), String> {
         nvml,
         nvmlSystemGetDriverVersion(drv.as_mut_ptr(), drv.len() as c_uint)
     );
-    let driver = or_na(r, &drv, |d| text(d));
+    let driver = answered(r, &drv).map(|d| text(d));
     let mut cuda = 0i32;
     let r = call!(nvml, nvmlSystemGetCudaDriverVersion_v2(&mut cuda));
-    let cuda = or_na(r, cuda, |v| format!("{}.{}", v / 1000, (v % 1000) / 10));
+    let cuda = answered(r, cuda);
     let mut count: c_uint = 0;
     let r = call!(nvml, nvmlDeviceGetCount_v2(&mut count));
     if r != nvmlReturn_t::NVML_SUCCESS {
         return Err(format!("nvmlDeviceGetCount: {}", error_string(nvml, r)));
     }
+    Ok(System {
+        driver,
+        cuda,
+        count,
+    })
+}
 
-    let line = "+-----------------------------------------+------------------------+----------------------+";
+/// Reads device `i`; `Err` (NVML's error text) when it has no handle.
+fn query_device(nvml: &NvmlDriver, i: c_uint) -> Result<Device, String> {
+    let mut dev: nvmlDevice_t = std::ptr::null_mut();
+    let r = call!(nvml, nvmlDeviceGetHandleByIndex_v2(i, &mut dev));
+    if r != nvmlReturn_t::NVML_SUCCESS {
+        return Err(error_string(nvml, r));
+    }
+    let mut name = [0 as c_char; 96];
+    let r = call!(
+        nvml,
+        nvmlDeviceGetName(dev, name.as_mut_ptr(), name.len() as c_uint)
+    );
+    let name = answered(r, &name).map(|n| text(n));
+    let mut pci = nvmlPciInfo_t::default();
+    let r = call!(nvml, nvmlDeviceGetPciInfo_v3(dev, &mut pci));
+    let bus_id = answered(r, &pci).map(|p| text(&p.busId));
+    let mut disp = nvmlEnableState_t::NVML_FEATURE_DISABLED;
+    let r = call!(nvml, nvmlDeviceGetDisplayActive(dev, &mut disp));
+    let display_active = answered(r, disp);
+    let mut ecc = 0u64;
+    let r = call!(
+        nvml,
+        nvmlDeviceGetTotalEccErrors(
+            dev,
+            nvmlMemoryErrorType_t::NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+            nvmlEccCounterType_t::NVML_VOLATILE_ECC,
+            &mut ecc
+        )
+    );
+    let ecc_uncorrected = answered(r, ecc);
+    let mut fan: c_uint = 0;
+    let r = call!(nvml, nvmlDeviceGetFanSpeed(dev, &mut fan));
+    let fan_percent = answered(r, fan);
+    let mut temp: c_uint = 0;
+    let r = call!(
+        nvml,
+        nvmlDeviceGetTemperature(
+            dev,
+            nvmlTemperatureSensors_t::NVML_TEMPERATURE_GPU,
+            &mut temp
+        )
+    );
+    let temperature_c = answered(r, temp);
+    let mut pstate = nvmlPstates_t::NVML_PSTATE_UNKNOWN;
+    let r = call!(nvml, nvmlDeviceGetPerformanceState(dev, &mut pstate));
+    let pstate = answered(r, pstate);
+    let mut usage: c_uint = 0;
+    let r = call!(nvml, nvmlDeviceGetPowerUsage(dev, &mut usage));
+    let power_mw = answered(r, usage);
+    let mut limit: c_uint = 0;
+    let r = call!(nvml, nvmlDeviceGetEnforcedPowerLimit(dev, &mut limit));
+    let power_limit_mw = answered(r, limit);
+    let mut mem = nvmlMemory_t::default();
+    let r = call!(nvml, nvmlDeviceGetMemoryInfo(dev, &mut mem));
+    let memory = answered(r, mem);
+    let mut util = nvmlUtilization_t::default();
+    let r = call!(nvml, nvmlDeviceGetUtilizationRates(dev, &mut util));
+    let utilization = answered(r, util);
+    let mut mode = nvmlComputeMode_t::NVML_COMPUTEMODE_DEFAULT;
+    let r = call!(nvml, nvmlDeviceGetComputeMode(dev, &mut mode));
+    let compute_mode = answered(r, mode);
+    let mut uuid = [0 as c_char; 96];
+    let r = call!(
+        nvml,
+        nvmlDeviceGetUUID(dev, uuid.as_mut_ptr(), uuid.len() as c_uint)
+    );
+    let uuid = answered(r, &uuid).map(|u| text(u));
+    Ok(Device {
+        name,
+        bus_id,
+        display_active,
+        ecc_uncorrected,
+        fan_percent,
+        temperature_c,
+        pstate,
+        power_mw,
+        power_limit_mw,
+        memory,
+        utilization,
+        compute_mode,
+        uuid,
+        processes: query_processes(nvml, dev),
+    })
+}
+
+/// The device's compute processes (none when NVML cannot list them): a
+/// count query first, then the list with room for a few newcomers.
+fn query_processes(nvml: &NvmlDriver, dev: nvmlDevice_t) -> Vec<nvmlProcessInfo_t> {
+    let mut n: c_uint = 0;
+    let r = call!(
+        nvml,
+        nvmlDeviceGetComputeRunningProcesses_v3(dev, &mut n, std::ptr::null_mut())
+    );
+    if r != nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE || n == 0 {
+        return Vec::new();
+    }
+    let mut list = vec![nvmlProcessInfo_t::default(); n as usize + 4];
+    let mut cap = list.len() as c_uint;
+    let r = call!(
+        nvml,
+        nvmlDeviceGetComputeRunningProcesses_v3(dev, &mut cap, list.as_mut_ptr())
+    );
+    if r != nvmlReturn_t::NVML_SUCCESS {
+        return Vec::new();
+    }
+    list.truncate(cap as usize);
+    list
+}
+
+// ---------------------------------------------------------------- formatting
+
+/// The rule between the table's sections, its `+` at the column borders.
+const RULE: &str =
+    "+-----------------------------------------+------------------------+----------------------+";
+
+/// `f(v)`, or nvidia-smi's "N/A" for a value NVML did not give.
+fn na<T>(v: Option<T>, f: impl FnOnce(T) -> String) -> String {
+    v.map_or_else(|| "N/A".into(), f)
+}
+
+fn print_header(s: &System) {
+    let driver = na(s.driver.as_deref(), str::to_string);
+    let cuda = na(s.cuda, |v| format!("{}.{}", v / 1000, (v % 1000) / 10));
     println!("{}", "+".to_string() + &"-".repeat(89) + "+");
     println!(
         "| {:<87} |",
@@ -105,134 +279,68 @@ fn print_table(nvml: &Nvml) -> Result<(), String> {
             env!("CARGO_PKG_VERSION")
         )
     );
-    println!("{line}");
+    println!("{RULE}");
     println!("| GPU  Name                               | Bus-Id          Disp.A | Volatile Uncorr. ECC |");
     println!("| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |");
     println!("|=========================================+========================+======================|");
-    let mut processes = Vec::new();
-    for i in 0..count {
-        let mut dev: nvmlDevice_t = std::ptr::null_mut();
-        let r = call!(nvml, nvmlDeviceGetHandleByIndex_v2(i, &mut dev));
-        if r != nvmlReturn_t::NVML_SUCCESS {
-            println!(
-                "| {i:>3}  {:<82} |",
-                format!("unavailable: {}", error_string(nvml, r))
-            );
-            continue;
-        }
-        let mut name = [0 as c_char; 96];
-        let r = call!(
-            nvml,
-            nvmlDeviceGetName(dev, name.as_mut_ptr(), name.len() as c_uint)
-        );
-        let name = or_na(r, &name, |n| text(n));
-        let mut pci = nvmlPciInfo_t::default();
-        let r = call!(nvml, nvmlDeviceGetPciInfo_v3(dev, &mut pci));
-        let bus = or_na(r, &pci, |p| text(&p.busId));
-        let mut disp = nvmlEnableState_t::NVML_FEATURE_DISABLED;
-        let r = call!(nvml, nvmlDeviceGetDisplayActive(dev, &mut disp));
-        let disp = or_na(r, disp, |d| {
-            if d == nvmlEnableState_t::NVML_FEATURE_ENABLED {
-                "On"
-            } else {
-                "Off"
-            }
-            .into()
-        });
-        let mut ecc = 0u64;
-        let r = call!(
-            nvml,
-            nvmlDeviceGetTotalEccErrors(
-                dev,
-                nvmlMemoryErrorType_t::NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
-                nvmlEccCounterType_t::NVML_VOLATILE_ECC,
-                &mut ecc
-            )
-        );
-        let ecc = or_na(r, ecc, |e| e.to_string());
-        let mut fan: c_uint = 0;
-        let r = call!(nvml, nvmlDeviceGetFanSpeed(dev, &mut fan));
-        let fan = or_na(r, fan, |f| format!("{f}%"));
-        let mut temp: c_uint = 0;
-        let r = call!(
-            nvml,
-            nvmlDeviceGetTemperature(
-                dev,
-                nvmlTemperatureSensors_t::NVML_TEMPERATURE_GPU,
-                &mut temp
-            )
-        );
-        let temp = or_na(r, temp, |t| format!("{t}C"));
-        let mut pstate = nvmlPstates_t::NVML_PSTATE_UNKNOWN;
-        let r = call!(nvml, nvmlDeviceGetPerformanceState(dev, &mut pstate));
-        let perf = or_na(r, pstate, |p| format!("P{}", p.0));
-        let mut usage: c_uint = 0;
-        let r = call!(nvml, nvmlDeviceGetPowerUsage(dev, &mut usage));
-        let usage = or_na(r, usage, |u| format!("{}W", u / 1000));
-        let mut cap: c_uint = 0;
-        let r = call!(nvml, nvmlDeviceGetEnforcedPowerLimit(dev, &mut cap));
-        let cap = or_na(r, cap, |c| format!("{}W", c / 1000));
-        let mut mem = nvmlMemory_t::default();
-        let r = call!(nvml, nvmlDeviceGetMemoryInfo(dev, &mut mem));
-        let memory = or_na(r, mem, |m| {
-            format!("{}MiB / {}MiB", m.used >> 20, m.total >> 20)
-        });
-        let mut util = nvmlUtilization_t::default();
-        let r = call!(nvml, nvmlDeviceGetUtilizationRates(dev, &mut util));
-        let util = or_na(r, util, |u| format!("{}%", u.gpu));
-        let mut mode = nvmlComputeMode_t::NVML_COMPUTEMODE_DEFAULT;
-        let r = call!(nvml, nvmlDeviceGetComputeMode(dev, &mut mode));
-        let mode = or_na(r, mode, |m| match m {
-            nvmlComputeMode_t::NVML_COMPUTEMODE_DEFAULT => "Default".into(),
-            nvmlComputeMode_t::NVML_COMPUTEMODE_PROHIBITED => "Prohibited".into(),
-            nvmlComputeMode_t::NVML_COMPUTEMODE_EXCLUSIVE_PROCESS => "E. Process".into(),
-            other => format!("mode {}", other.0),
-        });
-        let mut uuid = [0 as c_char; 96];
-        let r = call!(
-            nvml,
-            nvmlDeviceGetUUID(dev, uuid.as_mut_ptr(), uuid.len() as c_uint)
-        );
-        let uuid = or_na(r, &uuid, |u| text(u));
+}
 
-        println!(
-            "| {:>3}  {:<34} | {:<16} {:>5} | {:>20} |",
-            i,
-            fit(&name, 34),
-            bus,
-            disp,
-            ecc
-        );
-        println!(
-            "| {:<4} {:>5}   {:<4} {:>21} | {:>22} | {:>8} {:>11} |",
-            fan,
-            temp,
-            perf,
-            format!("{usage} / {cap}"),
-            memory,
-            util,
-            mode
-        );
-        println!("| {:<87} |", format!("     {uuid}"));
-        println!("{line}");
+fn print_unavailable(i: c_uint, why: &str) {
+    println!("| {i:>3}  {:<82} |", format!("unavailable: {why}"));
+}
 
-        let mut n: c_uint = 0;
-        let r = call!(
-            nvml,
-            nvmlDeviceGetComputeRunningProcesses_v3(dev, &mut n, std::ptr::null_mut())
-        );
-        if r == nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE && n > 0 {
-            let mut list = vec![nvmlProcessInfo_t::default(); n as usize + 4];
-            let mut cap = list.len() as c_uint;
-            let r = call!(
-                nvml,
-                nvmlDeviceGetComputeRunningProcesses_v3(dev, &mut cap, list.as_mut_ptr())
-            );
-            if r == nvmlReturn_t::NVML_SUCCESS {
-                processes.extend(list.into_iter().take(cap as usize).map(|p| (i, p)));
-            }
+fn print_device(i: c_uint, d: &Device) {
+    let name = na(d.name.as_deref(), str::to_string);
+    let bus = na(d.bus_id.as_deref(), str::to_string);
+    let disp = na(d.display_active, |d| {
+        if d == nvmlEnableState_t::NVML_FEATURE_ENABLED {
+            "On"
+        } else {
+            "Off"
         }
-    }
+        .into()
+    });
+    let ecc = na(d.ecc_uncorrected, |e| e.to_string());
+    let fan = na(d.fan_percent, |f| format!("{f}%"));
+    let temp = na(d.temperature_c, |t| format!("{t}C"));
+    let perf = na(d.pstate, |p| format!("P{}", p.0));
+    let usage = na(d.power_mw, |u| format!("{}W", u / 1000));
+    let cap = na(d.power_limit_mw, |c| format!("{}W", c / 1000));
+    let memory = na(d.memory, |m| {
+        format!("{}MiB / {}MiB", m.used >> 20, m.total >> 20)
+    });
+    let util = na(d.utilization, |u| format!("{}%", u.gpu));
+    let mode = na(d.compute_mode, |m| match m {
+        nvmlComputeMode_t::NVML_COMPUTEMODE_DEFAULT => "Default".into(),
+        nvmlComputeMode_t::NVML_COMPUTEMODE_PROHIBITED => "Prohibited".into(),
+        nvmlComputeMode_t::NVML_COMPUTEMODE_EXCLUSIVE_PROCESS => "E. Process".into(),
+        other => format!("mode {}", other.0),
+    });
+    let uuid = na(d.uuid.as_deref(), str::to_string);
+    println!(
+        "| {:>3}  {:<34} | {:<16} {:>5} | {:>20} |",
+        i,
+        fit(&name, 34),
+        bus,
+        disp,
+        ecc
+    );
+    println!(
+        "| {:<4} {:>5}   {:<4} {:>21} | {:>22} | {:>8} {:>11} |",
+        fan,
+        temp,
+        perf,
+        format!("{usage} / {cap}"),
+        memory,
+        util,
+        mode
+    );
+    println!("| {:<87} |", format!("     {uuid}"));
+    println!("{RULE}");
+}
+
+/// The processes section: (device index, process) pairs.
+fn print_processes(processes: &[(c_uint, nvmlProcessInfo_t)]) {
     println!();
     println!("Processes:");
     println!(
@@ -251,8 +359,6 @@ fn print_table(nvml: &Nvml) -> Result<(), String> {
             p.usedGpuMemory >> 20
         );
     }
-    let _ = call!(nvml, nvmlShutdown());
-    Ok(())
 }
 
 /// `s` cut to `width` characters, as nvidia-smi cuts long product names, so

@@ -1,9 +1,16 @@
-/* Shared declarations for the C harness in tests/c.
+/* Shared declarations for the C harness in tests/c and the shims' own C
+ * tests (crates/vgpu-cuda/tests/c; the harness compiles every C test with
+ * -I tests/c).
  *
  * Like Ollama, the programs do not include cuda.h or nvml.h: they declare the
- * few types they use and reach every function through dlopen/dlsym. Every
- * program prints diagnostics to stderr, one result line to stdout, and exits 0
- * only when every check passed ("FAIL: ..." on stderr and exit 1 otherwise). */
+ * few types they use and reach every function through dlopen/dlsym. Two
+ * styles of reporting:
+ *  - stop at the first failure (tests/c): diagnostics on stderr, one result
+ *    line on stdout, exit 0 only when every check passed ("FAIL: ..." on
+ *    stderr and exit 1 otherwise); fail, CHECK, REQUIRE_SYM.
+ *  - check lists (the shims' tests): every check runs and prints "ok NAME" or
+ *    "FAIL NAME: why" on stdout; the program exits 1 if any failed; expect,
+ *    EXPECT_RC, open_test_lib, FN. */
 #ifndef VGPU_TEST_H
 #define VGPU_TEST_H
 
@@ -84,6 +91,58 @@ static inline void fail(const char *fmt, ...) {
         int rc_ = (call);                                                           \
         if (rc_ != 0)                                                               \
             fail("%s returned %d", #call, rc_);                                     \
+    } while (0)
+
+/* ---- check lists ---- */
+
+/* The library under test (open_test_lib) and the number of failed checks. */
+static void *test_lib __attribute__((unused));
+static int test_failures __attribute__((unused));
+
+/* dlopens PATH (RTLD_LOCAL, as applications load libcuda) into test_lib, or
+ * prints "FAIL dlopen: ..." and exits 2. */
+static inline void open_test_lib(const char *path) {
+    test_lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!test_lib) {
+        printf("FAIL dlopen: %s\n", dlerror());
+        exit(2);
+    }
+}
+
+/* NAME from test_lib, or "FAIL dlsym NAME" and exit 2: a missing export is
+ * not a check that can go on. */
+static inline void *lib_sym(const char *name) {
+    void *p = dlsym(test_lib, name);
+    if (!p) {
+        printf("FAIL dlsym %s\n", name);
+        exit(2);
+    }
+    return p;
+}
+
+/* Declares a local function pointer named like the library's function. */
+#define FN(ret, name, args) ret(*name) args = (ret(*) args)lib_sym(#name)
+
+/* One check: "ok NAME", or "FAIL NAME: " and FMT formatted with A and B. */
+static inline void expect(int cond, const char *name, const char *fmt, long long a, long long b)
+    __attribute__((format(printf, 3, 0)));
+static inline void expect(int cond, const char *name, const char *fmt, long long a, long long b) {
+    if (cond) {
+        printf("ok %s\n", name);
+        return;
+    }
+    printf("FAIL %s: ", name);
+    printf(fmt, a, b);
+    printf("\n");
+    test_failures++;
+}
+
+/* One check that CALL returns WANT (a CUresult or nvmlReturn_t). */
+#define EXPECT_RC(call, want, name)                                                 \
+    do {                                                                            \
+        long long r_ = (call);                                                      \
+        expect(r_ == (long long)(want), name, "returned %lld, wanted %lld", r_,      \
+               (long long)(want));                                                  \
     } while (0)
 
 /* Ollama's UUID text (ggml-cuda / mem_nvml / gpu_info_nvcuda.c). */

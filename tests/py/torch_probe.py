@@ -1,6 +1,5 @@
 """PyTorch (2.15.0, +cu132 default build) on the vgpu device: the first
-steps every torch user takes. Used by the opt-in tests/torch.rs
-(VGPU_TEST_TORCH=1).
+steps every torch user takes. Used by the opt-in (#[ignore]d) tests/torch.rs.
 
 Every step prints `key=value`, or `key=ERROR:<type>: <message>` and the
 later steps that need it are skipped; warnings torch raises (e.g. why CUDA is

@@ -39,10 +39,39 @@ struct Target {
     extra: Vec<syn::Expr>,
 }
 
-/// `key = path,` pairs followed by an optional `implemented { name => path, ... }`.
+/// `key = path,` pairs followed by the blocks `implemented { name => path, ... }`
+/// and, optionally, `without_init { ... }` (same syntax): entry points that
+/// work before the library is initialised skip the `require` check.
 struct ExportArgs {
     settings: BTreeMap<String, Path>,
-    implemented: Vec<(Ident, Target)>,
+    /// `(name, target, needs_init)`.
+    implemented: Vec<(Ident, Target, bool)>,
+}
+
+fn parse_entries(
+    body: ParseStream,
+    needs_init: bool,
+    out: &mut Vec<(Ident, Target, bool)>,
+) -> syn::Result<()> {
+    while !body.is_empty() {
+        let name: Ident = body.parse()?;
+        body.parse::<Token![=>]>()?;
+        let path: Path = body.parse()?;
+        let mut extra = Vec::new();
+        if body.peek(syn::token::Bracket) {
+            let args;
+            syn::bracketed!(args in body);
+            extra = args
+                .parse_terminated(syn::Expr::parse, Token![,])?
+                .into_iter()
+                .collect();
+        }
+        out.push((name, Target { path, extra }, needs_init));
+        if body.peek(Token![,]) {
+            body.parse::<Token![,]>()?;
+        }
+    }
+    Ok(())
 }
 
 impl Parse for ExportArgs {
@@ -51,27 +80,10 @@ impl Parse for ExportArgs {
         let mut implemented = Vec::new();
         while !input.is_empty() {
             let key: Ident = input.parse()?;
-            if key == "implemented" {
+            if key == "implemented" || key == "without_init" {
                 let body;
                 braced!(body in input);
-                while !body.is_empty() {
-                    let name: Ident = body.parse()?;
-                    body.parse::<Token![=>]>()?;
-                    let path: Path = body.parse()?;
-                    let mut extra = Vec::new();
-                    if body.peek(syn::token::Bracket) {
-                        let args;
-                        syn::bracketed!(args in body);
-                        extra = args
-                            .parse_terminated(syn::Expr::parse, Token![,])?
-                            .into_iter()
-                            .collect();
-                    }
-                    implemented.push((name, Target { path, extra }));
-                    if body.peek(Token![,]) {
-                        body.parse::<Token![,]>()?;
-                    }
-                }
+                parse_entries(&body, key == "implemented", &mut implemented)?;
             } else {
                 input.parse::<Token![=]>()?;
                 let value: Path = input.parse()?;
@@ -127,21 +139,36 @@ fn arg_names(sig: &Signature) -> Vec<Ident> {
 ///
 /// ```ignore
 /// cuda_types::with_cuda_functions!(api_macros::export_functions {
-///     boundary = crate::ffi::boundary,          // fn(&'static str, impl FnOnce() -> Result<(), R>) -> R
-///     not_supported = crate::ffi::not_supported, // fn(&'static str) -> R
-///     lookup = exported_symbol,                  // generated: fn(&[u8]) -> Option<*const c_void>
+///     lookup = exported_symbol,        // generated: fn(&[u8]) -> Option<*const c_void>
+///     require = crate::driver::require, // fn() -> Result<(), CUresult>, optional
 ///     implemented {
-///         cuInit => crate::init::init,
+///         cuMemAlloc_v2 => crate::memory::alloc,
 ///         cuLaunchKernel => crate::launch::launch_kernel[Null::Legacy],
 ///         cuLaunchKernel_ptsz => crate::launch::launch_kernel[Null::PerThread],
 ///     }
+///     without_init {
+///         cuInit => crate::init::init,
+///         cuGetErrorName => vgpu_ffi::entry::cu_get_error_name,
+///     }
 /// });
 /// ```
-/// An implementation takes the C arguments in order, then the bracketed
-/// constants if any, and returns `Result<(), R>`; it may be an `unsafe fn`. Naming a function the list does
-/// not contain is a compile error, so the status list cannot drift from the
-/// header. Also generated: `IMPLEMENTED` and `NOT_SUPPORTED`, the two halves
-/// of the list by name.
+///
+/// An implemented export runs inside `vgpu_ffi::boundary` (no panic unwinds
+/// into C): first `require()` unless the entry is under `without_init`,
+/// then every C argument converted by `vgpu_ffi::FromCuda` into the type
+/// the implementation's parameter declares (a conversion's error is the
+/// call's result and the body never runs), then the body with the
+/// converted arguments and the bracketed constants, if any. The body
+/// returns `Result<(), S>` for the export's status type `S`; it may be an
+/// `unsafe fn`. An export whose C return type is not a status (only
+/// `nvmlErrorString`) calls its body with the raw arguments through
+/// `vgpu_ffi::boundary_value` and returns what it returns.
+///
+/// Every other name becomes a stub returning NOT_SUPPORTED that logs its
+/// name once. Naming a function the list does not contain, or one twice,
+/// is a compile error, so the status list cannot drift from the header.
+/// Also generated: `IMPLEMENTED` and `NOT_SUPPORTED`, the two halves of the
+/// list by name.
 #[proc_macro]
 pub fn export_functions(input: TokenStream) -> TokenStream {
     let inv = syn::parse_macro_input!(input as Invocation<ExportArgs>);
@@ -151,13 +178,42 @@ pub fn export_functions(input: TokenStream) -> TokenStream {
     }
 }
 
+/// The C return type if it is a status the FFI runtime knows
+/// (`CUresult`, `nvmlReturn_t`), for the conversions' error type.
+fn status_type(ret: &syn::ReturnType) -> Option<&syn::Type> {
+    match ret {
+        syn::ReturnType::Type(_, ty) => match &**ty {
+            syn::Type::Path(p)
+                if p.path
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.ident == "CUresult" || s.ident == "nvmlReturn_t") =>
+            {
+                Some(ty)
+            }
+            _ => None,
+        },
+        syn::ReturnType::Default => None,
+    }
+}
+
 fn expand_exports(inv: Invocation<ExportArgs>) -> syn::Result<TokenStream2> {
-    let boundary = setting(&inv.args, "boundary")?;
-    let not_supported = setting(&inv.args, "not_supported")?;
     let lookup = setting(&inv.args, "lookup")?;
-    let mut implemented: BTreeMap<String, &Target> = BTreeMap::new();
-    for (name, target) in &inv.args.implemented {
-        if implemented.insert(name.to_string(), target).is_some() {
+    let require = inv.args.settings.get("require");
+    for key in inv.args.settings.keys() {
+        if !matches!(key.as_str(), "lookup" | "require") {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                format!("unknown setting `{key}`"),
+            ));
+        }
+    }
+    let mut implemented: BTreeMap<String, (&Target, bool)> = BTreeMap::new();
+    for (name, target, needs_init) in &inv.args.implemented {
+        if implemented
+            .insert(name.to_string(), (target, *needs_init))
+            .is_some()
+        {
             return Err(syn::Error::new(name.span(), "listed twice"));
         }
     }
@@ -167,7 +223,7 @@ fn expand_exports(inv: Invocation<ExportArgs>) -> syn::Result<TokenStream2> {
         .iter()
         .map(|s| s.ident.to_string())
         .collect();
-    for (name, _) in &inv.args.implemented {
+    for (name, _, _) in &inv.args.implemented {
         if !known.contains(&name.to_string()) {
             return Err(syn::Error::new(
                 name.span(),
@@ -195,18 +251,7 @@ fn expand_exports(inv: Invocation<ExportArgs>) -> syn::Result<TokenStream2> {
             .collect();
         let byte_name = syn::LitByteStr::new(name_str.as_bytes(), name.span());
         arms.push(quote! { #byte_name => Some(#name as *const ::core::ffi::c_void), });
-        if let Some(target) = implemented.get(&name_str) {
-            let path = &target.path;
-            let extra = &target.extra;
-            done_names.push(name_str.clone());
-            items.push(quote! {
-                #[no_mangle]
-                #[allow(non_snake_case, unused_unsafe, clippy::missing_safety_doc)]
-                pub unsafe extern "C" fn #name(#(#names: #types),*) #ret {
-                    #boundary(#name_str, move || unsafe { #path(#(#names,)* #(#extra),*) })
-                }
-            });
-        } else {
+        let Some((target, needs_init)) = implemented.get(&name_str) else {
             stub_names.push(name_str.clone());
             items.push(quote! {
                 #[no_mangle]
@@ -214,10 +259,49 @@ fn expand_exports(inv: Invocation<ExportArgs>) -> syn::Result<TokenStream2> {
                 pub unsafe extern "C" fn #name(#(_: #types),*) #ret {
                     static LOGGED: ::core::sync::atomic::AtomicBool =
                         ::core::sync::atomic::AtomicBool::new(false);
-                    #not_supported(#name_str, &LOGGED)
+                    ::vgpu_ffi::not_supported(#name_str, &LOGGED)
                 }
             });
-        }
+            continue;
+        };
+        done_names.push(name_str.clone());
+        let path = &target.path;
+        let extra = &target.extra;
+        let body = match status_type(ret) {
+            Some(status) => {
+                let check = match (needs_init, require) {
+                    (true, Some(require)) => quote! { #require()?; },
+                    _ => quote! {},
+                };
+                quote! {
+                    ::vgpu_ffi::boundary::<#status>(#name_str, move || {
+                        #check
+                        // SAFETY: the arguments come from a C caller under
+                        // this entry point's contract, which is what the
+                        // conversions and the implementation assume.
+                        unsafe {
+                            #path(
+                                #(::vgpu_ffi::from_cuda::<_, _, #status>(#names)?,)*
+                                #(#extra),*
+                            )
+                        }
+                    })
+                }
+            }
+            None => quote! {
+                ::vgpu_ffi::boundary_value(#name_str, move || {
+                    // SAFETY: as above; the raw arguments are passed on.
+                    unsafe { #path(#(#names,)* #(#extra),*) }
+                })
+            },
+        };
+        items.push(quote! {
+            #[no_mangle]
+            #[allow(non_snake_case, unused_unsafe, clippy::missing_safety_doc)]
+            pub unsafe extern "C" fn #name(#(#names: #types),*) #ret {
+                #body
+            }
+        });
     }
     Ok(quote! {
         #(#items)*

@@ -1,4 +1,4 @@
-//! Module images (cuda-runtime.md §8): what one is and how long it is, read
+//! Module images (docs/call-path.md, "Module images"): what one is and how long it is, read
 //! from its own headers, and the fatbin container and entry headers.
 //!
 //! `cuModuleLoadData` and friends take a bare pointer, so the shim must find
@@ -8,8 +8,9 @@
 //! knows, which refuses to read past a cap so that garbage cannot turn into
 //! a read across the address space.
 //!
-//! Decompression of entries is not here: it needs compression crates that
-//! the shim must not link.
+//! Decompression of entries ([`ContainerEntry::decompressed`]) needs
+//! compression crates that the shim must not link: it exists only with the
+//! `decompress` feature, which the host worker and the software GPU enable.
 
 use std::fmt;
 
@@ -172,6 +173,16 @@ pub enum ImageError {
     ElfTables,
     /// A header or table the image announces is not among the bytes.
     Truncated,
+    /// A compressed entry (its flags), and this build cannot decompress
+    /// (the `decompress` feature is off).
+    Compressed {
+        flags: u64,
+    },
+    /// A compressed entry whose data does not decompress to the size its
+    /// header announces.
+    Decompress {
+        codec: &'static str,
+    },
 }
 
 impl fmt::Display for ImageError {
@@ -202,6 +213,13 @@ impl fmt::Display for ImageError {
             }
             ImageError::ElfTables => write!(f, "ELF header tables out of range"),
             ImageError::Truncated => write!(f, "image ends inside a header it announces"),
+            ImageError::Compressed { flags } => write!(
+                f,
+                "compressed fatbin entry (flags {flags:#x}) in a build without decompression"
+            ),
+            ImageError::Decompress { codec } => {
+                write!(f, "{codec} data of a fatbin entry does not decompress")
+            }
         }
     }
 }
@@ -269,13 +287,13 @@ pub enum Measured {
     Image { kind: ImageKind, len: usize },
 }
 
-/// How long the image at the start of `r` is (cuda-runtime.md §8.4). No
+/// How long the image at the start of `r` is (docs/call-path.md, "Image length"). No
 /// length read from a header may exceed `cap`.
 pub fn measure<R: ImageBytes + ?Sized>(r: &R, cap: u64) -> Result<Measured, ImageError> {
     let kind = classify(r)?;
     let len = match kind {
         // A v2 wrapper's pre-linked array (+16) is left to the caller: the
-        // nvcc 13.5 v2 wrappers observed (§8.1) run from their container.
+        // nvcc 13.5 v2 wrappers observed (docs/call-path.md "Fatbin wrapper") run from their container.
         ImageKind::Wrapper => {
             return Wrapper::read(r)
                 .map(Measured::Wrapper)
@@ -293,7 +311,7 @@ pub fn measure<R: ImageBytes + ?Sized>(r: &R, cap: u64) -> Result<Measured, Imag
     Ok(Measured::Image { kind, len })
 }
 
-/// The 24-byte `__fatBinC_Wrapper_t` (§8.1).
+/// The 24-byte `__fatBinC_Wrapper_t` (docs/call-path.md "Fatbin wrapper").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Wrapper {
     pub version: u32,
@@ -314,7 +332,7 @@ impl Wrapper {
     }
 }
 
-/// A fatbin container's 16-byte header (§8.2).
+/// A fatbin container's 16-byte header (docs/call-path.md "Fatbin container").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContainerHeader {
     pub magic: u32,
@@ -353,7 +371,7 @@ pub fn container_len<R: ImageBytes + ?Sized>(r: &R, cap: u64) -> Result<usize, I
     bounded(h.total().unwrap_or(u64::MAX), cap, "fatbin container")
 }
 
-/// An entry header inside a container (§8.3); the payload follows at
+/// An entry header inside a container (docs/call-path.md "Fatbin entries"); the payload follows at
 /// `header_size` and the next entry at `header_size + payload_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryHeader {
@@ -390,6 +408,106 @@ impl EntryHeader {
     pub fn is_compressed(&self) -> bool {
         self.flags & (FLAG_LZ4 | FLAG_ZSTD) != 0
     }
+}
+
+/// One entry of a container: its header, and its payload as stored
+/// (exactly the compressed bytes when compressed, else the padded payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerEntry<'a> {
+    pub header: EntryHeader,
+    pub payload: &'a [u8],
+}
+
+impl<'a> ContainerEntry<'a> {
+    /// The payload, decompressed where the flags say it is compressed.
+    /// Without the `decompress` feature a compressed entry is
+    /// [`ImageError::Compressed`].
+    pub fn decompressed(&self) -> Result<std::borrow::Cow<'a, [u8]>, ImageError> {
+        use std::borrow::Cow;
+        if !self.header.is_compressed() {
+            return Ok(Cow::Borrowed(self.payload));
+        }
+        #[cfg(feature = "decompress")]
+        {
+            decompress(&self.header, self.payload).map(Cow::Owned)
+        }
+        #[cfg(not(feature = "decompress"))]
+        {
+            Err(ImageError::Compressed {
+                flags: self.header.flags,
+            })
+        }
+    }
+}
+
+/// Decompresses a payload to exactly the size the header announces, which
+/// bounds the allocation (by [`MAX_IMAGE`]) before any byte is produced.
+#[cfg(feature = "decompress")]
+fn decompress(h: &EntryHeader, payload: &[u8]) -> Result<Vec<u8>, ImageError> {
+    use std::io::Read;
+    let size = bounded(h.uncompressed_size, MAX_IMAGE, "uncompressed fatbin entry")?;
+    let (codec, out) = if h.flags & FLAG_ZSTD != 0 {
+        let out = ruzstd::decoding::StreamingDecoder::new(payload)
+            .ok()
+            .and_then(|dec| {
+                let mut out = Vec::with_capacity(size);
+                // One byte more than announced, to see a longer stream.
+                dec.take(size as u64 + 1).read_to_end(&mut out).ok()?;
+                Some(out)
+            });
+        ("ZSTD", out)
+    } else {
+        ("LZ4", lz4_flex::block::decompress(payload, size).ok())
+    };
+    out.filter(|o| o.len() == size)
+        .ok_or(ImageError::Decompress { codec })
+}
+
+/// The entries of the container at the start of `bytes`, in order. What
+/// follows the container (another one, in a `.nv_fatbin` section) is not
+/// read.
+pub fn container_entries(bytes: &[u8]) -> Result<Vec<ContainerEntry<'_>>, ImageError> {
+    let h = ContainerHeader::read(bytes).ok_or(ImageError::Truncated)?;
+    if h.magic != CONTAINER_MAGIC || h.header_size < 16 {
+        return Err(ImageError::NotContainer {
+            magic: h.magic,
+            header: h.header_size,
+        });
+    }
+    let end = h
+        .total()
+        .and_then(|t| usize::try_from(t).ok())
+        .filter(|&t| t <= bytes.len())
+        .ok_or(ImageError::Truncated)?;
+    let mut rest = &bytes[usize::from(h.header_size)..end];
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let e = EntryHeader::read(rest).ok_or(ImageError::Truncated)?;
+        let start = e.header_size as usize;
+        if start < MIN_ENTRY_HEADER {
+            return Err(ImageError::Implausible {
+                what: "fatbin entry header",
+                len: u64::from(e.header_size),
+            });
+        }
+        let next = usize::try_from(e.payload_size)
+            .ok()
+            .and_then(|p| p.checked_add(start))
+            .filter(|&n| n <= rest.len())
+            .ok_or(ImageError::Truncated)?;
+        let mut payload = &rest[start..next];
+        if e.is_compressed() && e.compressed_size != 0 {
+            payload = payload
+                .get(..e.compressed_size as usize)
+                .ok_or(ImageError::Implausible {
+                    what: "compressed fatbin entry",
+                    len: u64::from(e.compressed_size),
+                })?;
+        }
+        out.push(ContainerEntry { header: e, payload });
+        rest = &rest[next..];
+    }
+    Ok(out)
 }
 
 /// The ELF64 header fields that place things in the file.

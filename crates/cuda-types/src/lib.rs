@@ -11,7 +11,8 @@
     non_camel_case_types,
     non_snake_case,
     dead_code,
-    clippy::all
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
 )]
 pub mod cuda {
     include!("generated/cuda.rs");
@@ -22,7 +23,8 @@ pub mod cuda {
     non_camel_case_types,
     non_snake_case,
     dead_code,
-    clippy::all
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
 )]
 pub mod nvml {
     include!("generated/nvml.rs");
@@ -37,6 +39,7 @@ pub mod pfn {
 pub mod lists {
     include!("generated/cuda_functions.rs");
     include!("generated/nvml_functions.rs");
+    include!("generated/results.rs");
 }
 
 pub use lists::{CUDA_FUNCTIONS_COUNT, NVML_FUNCTIONS_COUNT};

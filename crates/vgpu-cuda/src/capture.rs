@@ -3,72 +3,57 @@
 //! framework makes before enqueueing work are answered locally, without a
 //! round trip — "not capturing" for any valid stream.
 
-use crate::stream::{self, Null};
+use crate::stream::{self, Null, StreamArg};
 use cuda_types::cuda::{
-    cuuint64_t, CUgraph, CUgraphEdgeData, CUgraphNode, CUresult, CUstream, CUstreamCaptureMode,
+    cuuint64_t, CUgraph, CUgraphEdgeData, CUgraphNode, CUresult, CUstreamCaptureMode,
     CUstreamCaptureStatus,
 };
 use std::cell::Cell;
-use vgpu_guest::ffi::OutPtr;
+use vgpu_ffi::Out;
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 
-/// # Safety
-/// `status` is NULL or writable.
-pub unsafe fn is_capturing(
-    h: CUstream,
-    status: *mut CUstreamCaptureStatus,
+/// `cuStreamIsCapturing`, and the answer of every capture query: the
+/// stream (already known to be valid) is not capturing.
+pub fn is_capturing(
+    s: StreamArg,
+    status: Out<CUstreamCaptureStatus>,
     null: Null,
 ) -> Result<(), CUresult> {
-    // Validates the handle: an unknown stream is INVALID_HANDLE as usual.
-    stream::target(h, null)?;
-    // SAFETY: the caller's contract.
-    unsafe {
-        status.write_or(
-            CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE,
-            INVALID_VALUE,
-        )
-    }
+    // A default stream still needs a current context, as on the driver.
+    stream::target(&s, null)?;
+    status.write(CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE);
+    Ok(())
 }
 
 /// `cuStreamGetCaptureInfo` (v1): with no capture, the id is not written.
-///
-/// # Safety
-/// `status` is NULL or writable.
-pub unsafe fn info_v1(
-    h: CUstream,
-    status: *mut CUstreamCaptureStatus,
+pub fn info_v1(
+    s: StreamArg,
+    status: Out<CUstreamCaptureStatus>,
     _id: *mut cuuint64_t,
     null: Null,
 ) -> Result<(), CUresult> {
-    // SAFETY: forwarded.
-    unsafe { is_capturing(h, status, null) }
+    is_capturing(s, status, null)
 }
 
 /// `cuStreamGetCaptureInfo_v2`: the other outputs are only defined while
 /// capturing; they are left untouched, as the driver leaves them.
-///
-/// # Safety
-/// `status` is NULL or writable.
-pub unsafe fn info_v2(
-    h: CUstream,
-    status: *mut CUstreamCaptureStatus,
+pub fn info_v2(
+    s: StreamArg,
+    status: Out<CUstreamCaptureStatus>,
     _id: *mut cuuint64_t,
     _graph: *mut CUgraph,
     _deps: *mut *const CUgraphNode,
     _n: *mut usize,
     null: Null,
 ) -> Result<(), CUresult> {
-    // SAFETY: forwarded.
-    unsafe { is_capturing(h, status, null) }
+    is_capturing(s, status, null)
 }
 
-/// # Safety
-/// `status` is NULL or writable.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn info_v3(
-    h: CUstream,
-    status: *mut CUstreamCaptureStatus,
+pub fn info_v3(
+    s: StreamArg,
+    status: Out<CUstreamCaptureStatus>,
     _id: *mut cuuint64_t,
     _graph: *mut CUgraph,
     _deps: *mut *const CUgraphNode,
@@ -76,8 +61,7 @@ pub unsafe fn info_v3(
     _n: *mut usize,
     null: Null,
 ) -> Result<(), CUresult> {
-    // SAFETY: forwarded.
-    unsafe { is_capturing(h, status, null) }
+    is_capturing(s, status, null)
 }
 
 thread_local! {
@@ -86,45 +70,35 @@ thread_local! {
 }
 
 /// `cuThreadExchangeStreamCaptureMode`: the per-thread mode is kept (and
-/// swapped) as the driver does, though nothing captures.
-///
-/// # Safety
-/// `mode` is NULL or valid for reading and writing.
-pub unsafe fn exchange_mode(mode: *mut CUstreamCaptureMode) -> Result<(), CUresult> {
-    if mode.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    // SAFETY: non-null, readable and writable by contract.
-    let want = unsafe { mode.read_unaligned() };
+/// swapped) as the driver does, though nothing captures. Works before
+/// `cuInit`, as it always has here.
+pub fn exchange_mode(mode: Out<CUstreamCaptureMode>) -> Result<(), CUresult> {
+    let want = mode.read();
     if want.0 > CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED.0 {
         return Err(INVALID_VALUE);
     }
-    let old = MODE.with(|m| m.replace(want));
-    // SAFETY: as above.
-    unsafe { mode.write_unaligned(old) };
+    mode.write(MODE.with(|m| m.replace(want)));
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cuThreadExchangeStreamCaptureMode as exchange;
 
     #[test]
     fn mode_is_swapped_per_thread() {
         let mut m = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
-        // SAFETY: a valid local.
-        unsafe { exchange_mode(&mut m) }.unwrap();
-        assert_eq!(m, CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL);
-        // SAFETY: a valid local.
-        unsafe { exchange_mode(&mut m) }.unwrap();
-        assert_eq!(m, CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED);
-        let mut bad = CUstreamCaptureMode(7);
-        // SAFETY: a valid local.
-        assert_eq!(unsafe { exchange_mode(&mut bad) }, Err(INVALID_VALUE));
-        // SAFETY: NULL is refused before any access.
-        assert_eq!(
-            unsafe { exchange_mode(std::ptr::null_mut()) },
-            Err(INVALID_VALUE)
-        );
+        // SAFETY: valid locals, or NULL, through the export.
+        unsafe {
+            assert_eq!(exchange(&mut m), CUresult::CUDA_SUCCESS);
+            assert_eq!(m, CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL);
+            assert_eq!(exchange(&mut m), CUresult::CUDA_SUCCESS);
+            assert_eq!(m, CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED);
+            let mut bad = CUstreamCaptureMode(7);
+            assert_eq!(exchange(&mut bad), INVALID_VALUE);
+            assert_eq!(bad, CUstreamCaptureMode(7), "left as it was");
+            assert_eq!(exchange(std::ptr::null_mut()), INVALID_VALUE);
+        }
     }
 }

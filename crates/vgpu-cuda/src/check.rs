@@ -2,7 +2,7 @@
 //! refusal and every host failure leaves one Debug line saying why, so an
 //! application's mysterious CUresult can be traced with `VGPU_LOG=debug`.
 
-use crate::contexts::{self, Context};
+use crate::context::state::{self, Context};
 use crate::driver;
 use cuda_types::cuda::CUresult;
 use std::sync::Arc;
@@ -35,11 +35,10 @@ pub fn host<C: Call>(c: &C) -> Result<C::Reply, CUresult> {
     })
 }
 
-/// The calling thread's current context and its host handle, after the
-/// "initialised at all" check every entry point starts with.
+/// The calling thread's current context and its host handle (work needs
+/// one that is active).
 pub fn current() -> Result<(Arc<Context>, u64), CUresult> {
-    driver::get()?;
-    contexts::current_remote().inspect_err(|e| {
+    state::current_remote().inspect_err(|e| {
         vlog!(Level::Debug, "no usable current context (CUresult {})", e.0);
     })
 }

@@ -1,5 +1,6 @@
-//! The context entry points: creation and destruction go to the host, the
-//! per-thread bookkeeping stays here (see [`crate::contexts`]).
+//! The context entry points (`cuCtx*`, `cuDevicePrimaryCtx*`): creation
+//! and destruction go to the host; the objects, their registry and the
+//! per-thread stacks are in [`state`].
 //!
 //! Primary contexts: the guest object of each device exists from `cuInit`
 //! on (cudart obtains and sets it current before retaining it). Its host
@@ -10,12 +11,15 @@
 //! CUDA_ERROR_CONTEXT_IS_DESTROYED. It is never retained implicitly, so the
 //! retain count the app sees is exactly its own.
 
-use crate::contexts::{self, Context, Kind};
-use crate::driver;
+pub mod state;
+
+use crate::args::Live;
+use crate::driver::{self, Device};
 use cuda_types::cuda::{CUcontext, CUctxCreateParams, CUdevice, CUexecAffinityParam, CUresult};
+use state::{Context, CtxArg, Kind};
 use std::ffi::{c_int, c_uint, c_ulonglong};
 use std::sync::Arc;
-use vgpu_guest::ffi::OutPtr;
+use vgpu_ffi::{In, Out};
 use vgpu_transport::proto::{
     CtxCreate, CtxDestroy, CtxSynchronize, PrimaryCtxRelease, PrimaryCtxReset, PrimaryCtxRetain,
     PrimaryCtxSetFlags,
@@ -39,55 +43,28 @@ fn check_flags(flags: u32) -> Result<(), CUresult> {
 
 /// A context the caller named (or the current one, for NULL) that may
 /// still be asked about: one destroyed while current on this thread is not.
-fn queryable(ctx: CUcontext) -> Result<Arc<Context>, CUresult> {
-    let c = contexts::lookup_or_current(ctx)?;
+fn queryable(ctx: CtxArg) -> Result<Arc<Context>, CUresult> {
+    let c = ctx.or_current()?;
     if c.is_destroyed() {
         return Err(CUresult::CUDA_ERROR_CONTEXT_IS_DESTROYED);
     }
     Ok(c)
 }
 
-unsafe fn create(
-    pctx: *mut CUcontext,
-    flags: c_uint,
-    dev: CUdevice,
-    api: u32,
-) -> Result<(), CUresult> {
-    let d = driver::get()?;
-    if pctx.is_null() {
-        return Err(INVALID_VALUE);
-    }
+/// `cuCtxCreate` (at [`state::API_VERSION_LEGACY`]) and `cuCtxCreate_v2`
+/// (at [`state::API_VERSION`]); the `_v3`/`_v4` forms after their checks.
+pub fn create(pctx: Out<CUcontext>, flags: c_uint, dev: Device, api: u32) -> Result<(), CUresult> {
     check_flags(flags)?;
-    let host_device = d.host_device(dev)?;
     let remote = driver::call(&CtxCreate {
-        device: host_device,
+        device: dev.host(),
         flags,
     })?;
-    let ctx = Context::new(Kind::Created, dev, host_device, flags, api);
+    let ctx = Context::new(Kind::Created, dev.ordinal, dev.host(), flags, api);
     ctx.set_remote(remote);
-    let ctx = contexts::register(ctx);
-    let handle = ctx.handle();
-    contexts::push(ctx);
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { pctx.write_or(handle, INVALID_VALUE) }
-}
-
-pub unsafe fn create_v1(
-    pctx: *mut CUcontext,
-    flags: c_uint,
-    dev: CUdevice,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { create(pctx, flags, dev, contexts::API_VERSION_LEGACY) }
-}
-
-pub unsafe fn create_v2(
-    pctx: *mut CUcontext,
-    flags: c_uint,
-    dev: CUdevice,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { create(pctx, flags, dev, contexts::API_VERSION) }
+    let ctx = state::register(ctx);
+    pctx.write(ctx.handle());
+    state::push(ctx);
+    Ok(())
 }
 
 /// Execution affinity (an SM-count limit) is a property of a real GPU's
@@ -101,29 +78,29 @@ fn check_affinity(params: *const CUexecAffinityParam, n: c_int) -> Result<(), CU
     }
 }
 
-pub unsafe fn create_v3(
-    pctx: *mut CUcontext,
+pub fn create_v3(
+    pctx: Out<CUcontext>,
     params: *mut CUexecAffinityParam,
     num_params: c_int,
     flags: c_uint,
-    dev: CUdevice,
+    dev: Device,
 ) -> Result<(), CUresult> {
-    driver::get()?;
     check_affinity(params, num_params)?;
-    // SAFETY: forwarded caller contract.
-    unsafe { create(pctx, flags, dev, contexts::API_VERSION) }
+    create(pctx, flags, dev, state::API_VERSION)
 }
 
+/// `params` may be NULL (no parameters).
+///
+/// # Safety
+/// The affinity array `params` points to is readable for its count.
 pub unsafe fn create_v4(
-    pctx: *mut CUcontext,
-    params: *mut CUctxCreateParams,
+    pctx: Out<CUcontext>,
+    params: Option<In<CUctxCreateParams>>,
     flags: c_uint,
-    dev: CUdevice,
+    dev: Device,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if !params.is_null() {
-        // SAFETY: non-null; the API contract makes it a readable struct.
-        let p = unsafe { params.read_unaligned() };
+    if let Some(params) = params {
+        let p = params.read();
         check_affinity(p.execAffinityParams, p.numExecAffinityParams)?;
         if !p.cigParams.is_null() {
             // CUDA-in-graphics shares a D3D/Vulkan queue that only exists
@@ -131,13 +108,10 @@ pub unsafe fn create_v4(
             return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
         }
     }
-    // SAFETY: forwarded caller contract.
-    unsafe { create(pctx, flags, dev, contexts::API_VERSION) }
+    create(pctx, flags, dev, state::API_VERSION)
 }
 
-pub fn destroy(ctx: CUcontext) -> Result<(), CUresult> {
-    driver::get()?;
-    let c = contexts::lookup(ctx)?;
+pub fn destroy(c: Live<Context>) -> Result<(), CUresult> {
     if c.kind == Kind::Primary {
         return Err(INVALID_CONTEXT);
     }
@@ -147,10 +121,10 @@ pub fn destroy(ctx: CUcontext) -> Result<(), CUresult> {
     let remote = c.remote();
     // Only the thread that takes it out of the registry tells the host, so
     // racing destroys send one CtxDestroy.
-    if !contexts::unregister(&c) {
+    if !state::unregister(&c) {
         return Err(INVALID_CONTEXT);
     }
-    contexts::pop_if_current(&c);
+    state::pop_if_current(&c);
     crate::memory::context_gone(&c);
     match remote {
         Ok(h) => driver::call(&CtxDestroy { ctx: h }),
@@ -158,90 +132,66 @@ pub fn destroy(ctx: CUcontext) -> Result<(), CUresult> {
     }
 }
 
-pub unsafe fn get_current(pctx: *mut CUcontext) -> Result<(), CUresult> {
-    driver::get()?;
-    // SAFETY: API contract: pctx is writable or null.
-    unsafe { pctx.write_or(contexts::current_handle(), INVALID_VALUE) }
+pub fn get_current(pctx: Out<CUcontext>) -> Result<(), CUresult> {
+    pctx.write(state::current_handle());
+    Ok(())
 }
 
-pub fn set_current(ctx: CUcontext) -> Result<(), CUresult> {
-    driver::get()?;
-    if ctx.is_null() {
-        contexts::set_current(None);
-    } else {
-        contexts::set_current(Some(contexts::lookup(ctx)?));
+/// NULL pops the current context.
+pub fn set_current(ctx: CtxArg) -> Result<(), CUresult> {
+    state::set_current(match ctx {
+        CtxArg::Null => None,
+        CtxArg::Given(c) => Some(c),
+    });
+    Ok(())
+}
+
+pub fn push_current(ctx: Live<Context>) -> Result<(), CUresult> {
+    state::push(ctx.into_arc());
+    Ok(())
+}
+
+/// The popped context is written where the caller wants it (NULL: not
+/// wanted).
+pub fn pop_current(pctx: Option<Out<CUcontext>>) -> Result<(), CUresult> {
+    let c = state::pop().ok_or(INVALID_CONTEXT)?;
+    if let Some(out) = pctx {
+        out.write(c.handle());
     }
     Ok(())
 }
 
-pub fn push_current(ctx: CUcontext) -> Result<(), CUresult> {
-    driver::get()?;
-    contexts::push(contexts::lookup(ctx)?);
+/// `cuCtxGetDevice_v2`, and `cuCtxGetDevice` with [`CtxArg::Null`].
+pub fn get_device(device: Out<CUdevice>, ctx: CtxArg) -> Result<(), CUresult> {
+    device.write(queryable(ctx)?.device);
     Ok(())
 }
 
-pub unsafe fn pop_current(pctx: *mut CUcontext) -> Result<(), CUresult> {
-    driver::get()?;
-    let c = contexts::pop().ok_or(INVALID_CONTEXT)?;
-    if !pctx.is_null() {
-        // SAFETY: non-null; writable by API contract.
-        unsafe { pctx.write_or(c.handle(), INVALID_VALUE)? };
-    }
+pub fn get_flags(flags: Out<c_uint>) -> Result<(), CUresult> {
+    flags.write(queryable(CtxArg::Null)?.flags());
     Ok(())
 }
 
-pub unsafe fn get_device(device: *mut CUdevice) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { get_device_v2(device, std::ptr::null_mut()) }
+pub fn get_api_version(ctx: CtxArg, version: Out<c_uint>) -> Result<(), CUresult> {
+    version.write(queryable(ctx)?.api_version);
+    Ok(())
 }
 
-pub unsafe fn get_device_v2(device: *mut CUdevice, ctx: CUcontext) -> Result<(), CUresult> {
-    driver::get()?;
-    let c = queryable(ctx)?;
-    // SAFETY: API contract: device is writable or null.
-    unsafe { device.write_or(c.device, INVALID_VALUE) }
+pub fn get_id(ctx: CtxArg, id: Out<c_ulonglong>) -> Result<(), CUresult> {
+    id.write(queryable(ctx)?.id);
+    Ok(())
 }
 
-pub unsafe fn get_flags(flags: *mut c_uint) -> Result<(), CUresult> {
-    driver::get()?;
-    let c = queryable(std::ptr::null_mut())?;
-    // SAFETY: API contract: flags is writable or null.
-    unsafe { flags.write_or(c.flags(), INVALID_VALUE) }
-}
-
-pub unsafe fn get_api_version(ctx: CUcontext, version: *mut c_uint) -> Result<(), CUresult> {
-    driver::get()?;
-    let c = queryable(ctx)?;
-    // SAFETY: API contract: version is writable or null.
-    unsafe { version.write_or(c.api_version, INVALID_VALUE) }
-}
-
-pub unsafe fn get_id(ctx: CUcontext, id: *mut c_ulonglong) -> Result<(), CUresult> {
-    driver::get()?;
-    let c = queryable(ctx)?;
-    // SAFETY: API contract: id is writable or null.
-    unsafe { id.write_or(c.id, INVALID_VALUE) }
-}
-
-pub fn synchronize() -> Result<(), CUresult> {
-    driver::get()?;
-    let (_, remote) = contexts::current_remote()?;
-    driver::call(&CtxSynchronize { ctx: remote })
-}
-
-pub fn synchronize_v2(ctx: CUcontext) -> Result<(), CUresult> {
-    driver::get()?;
-    let remote = contexts::lookup_or_current(ctx)?.remote()?;
+/// `cuCtxSynchronize_v2`, and `cuCtxSynchronize` with [`CtxArg::Null`].
+pub fn synchronize(ctx: CtxArg) -> Result<(), CUresult> {
+    let remote = ctx.or_current()?.remote()?;
     driver::call(&CtxSynchronize { ctx: remote })
 }
 
 // ---- primary contexts ----
 
-pub unsafe fn primary_retain(pctx: *mut CUcontext, dev: CUdevice) -> Result<(), CUresult> {
-    let p = driver::get()?.primary(dev)?;
-    if pctx.is_null() {
-        return Err(INVALID_VALUE);
-    }
+pub fn primary_retain(pctx: Out<CUcontext>, dev: Device) -> Result<(), CUresult> {
+    let p = dev.primary();
     {
         let mut count = p.primary.lock();
         if *count == 0 {
@@ -252,8 +202,8 @@ pub unsafe fn primary_retain(pctx: *mut CUcontext, dev: CUdevice) -> Result<(), 
         }
         *count += 1;
     }
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { pctx.write_or(p.handle(), INVALID_VALUE) }
+    pctx.write(p.handle());
+    Ok(())
 }
 
 /// Releasing a context nobody holds (or one a reset already tore down) is
@@ -264,8 +214,8 @@ pub unsafe fn primary_retain(pctx: *mut CUcontext, dev: CUdevice) -> Result<(), 
 /// the context "is automatically reset once the last reference to it is
 /// released", and a reset destroys its storage. (cudart deletes its own
 /// entry before its final release, so it never sees this.)
-pub fn primary_release(dev: CUdevice) -> Result<(), CUresult> {
-    let p = driver::get()?.primary(dev)?;
+pub fn primary_release(dev: Device) -> Result<(), CUresult> {
+    let p = dev.primary();
     if *p.primary.lock() == 1 {
         // Not under the count lock: a destructor may call into the driver.
         // A retain racing in meanwhile finds the storage empty, as it would
@@ -294,8 +244,8 @@ pub fn primary_release(dev: CUdevice) -> Result<(), CUresult> {
 /// Destroys the host context and everything in it; the guest object stays
 /// (handles held by the app remain valid, and inactive) and the next retain
 /// starts afresh.
-pub fn primary_reset(dev: CUdevice) -> Result<(), CUresult> {
-    let p = driver::get()?.primary(dev)?;
+pub fn primary_reset(dev: Device) -> Result<(), CUresult> {
+    let p = dev.primary();
     p.cls_destroy();
     let mut count = p.primary.lock();
     driver::call(&PrimaryCtxReset {
@@ -307,8 +257,13 @@ pub fn primary_reset(dev: CUdevice) -> Result<(), CUresult> {
     Ok(())
 }
 
-pub fn primary_set_flags(dev: CUdevice, flags: c_uint) -> Result<(), CUresult> {
-    let p = driver::get()?.primary(dev)?;
+/// `cuDevicePrimaryCtxSetFlags_v2`; with `active_ok` false, the pre-11.1
+/// form, which refused to change an active primary context.
+pub fn primary_set_flags(dev: Device, flags: c_uint, active_ok: bool) -> Result<(), CUresult> {
+    let p = dev.primary();
+    if !active_ok && *p.primary.lock() > 0 {
+        return Err(CUresult::CUDA_ERROR_PRIMARY_CONTEXT_ACTIVE);
+    }
     check_flags(flags)?;
     let _count = p.primary.lock();
     driver::call(&PrimaryCtxSetFlags {
@@ -319,32 +274,18 @@ pub fn primary_set_flags(dev: CUdevice, flags: c_uint) -> Result<(), CUresult> {
     Ok(())
 }
 
-/// The pre-11.1 form refused to change an active primary context.
-pub fn primary_set_flags_v1(dev: CUdevice, flags: c_uint) -> Result<(), CUresult> {
-    let p = driver::get()?.primary(dev)?;
-    if *p.primary.lock() > 0 {
-        return Err(CUresult::CUDA_ERROR_PRIMARY_CONTEXT_ACTIVE);
-    }
-    primary_set_flags(dev, flags)
-}
-
 /// Answered locally: every retain, release, reset and flag change of this
 /// process's session passes through this guest.
-pub unsafe fn primary_get_state(
-    dev: CUdevice,
-    flags: *mut c_uint,
-    active: *mut c_int,
+pub fn primary_get_state(
+    dev: Device,
+    flags: Out<c_uint>,
+    active: Out<c_int>,
 ) -> Result<(), CUresult> {
-    let p = driver::get()?.primary(dev)?;
-    if flags.is_null() || active.is_null() {
-        return Err(INVALID_VALUE);
-    }
+    let p = dev.primary();
     let is_active = *p.primary.lock() > 0;
-    // SAFETY: both checked non-null; writable by API contract.
-    unsafe {
-        flags.write_or(p.flags(), INVALID_VALUE)?;
-        active.write_or(c_int::from(is_active), INVALID_VALUE)
-    }
+    flags.write(p.flags());
+    active.write(c_int::from(is_active));
+    Ok(())
 }
 
 #[cfg(test)]

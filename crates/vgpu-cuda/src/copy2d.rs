@@ -5,16 +5,21 @@
 //! as fit in [`COPY_CHUNK`]. A row wider than a chunk goes as 1D chunks. A
 //! 3D copy is one 2D copy per slice. CUDA arrays are not remoted: a copy
 //! naming one is CUDA_ERROR_NOT_SUPPORTED.
+//!
+//! The descriptor argument converts to its `_v2` layout ([`Desc2D`],
+//! [`Desc3D`]), the legacy 32-bit descriptors widened, so every form of a
+//! copy (plain, `_v2`, `_ptds`, `Async`, `Unaligned`) has one body.
 
 use crate::check::{self, reject, INVALID_VALUE, NOT_SUPPORTED};
 use crate::devmem;
 use crate::memory::{self, chunks, route, Route, When};
 use crate::stream::Null;
 use cuda_types::cuda::{
-    CUDA_MEMCPY2D_v1, CUDA_MEMCPY3D_v1, CUarray, CUmemorytype, CUresult, CUstream, CUDA_MEMCPY2D,
+    CUDA_MEMCPY2D_v1, CUDA_MEMCPY3D_v1, CUarray, CUmemorytype, CUresult, CUDA_MEMCPY2D,
     CUDA_MEMCPY3D,
 };
 use std::ffi::c_void;
+use vgpu_ffi::FromCuda;
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{Memcpy2DDtoD, Memcpy2DDtoH, Memcpy2DHtoD, COPY_CHUNK};
 
@@ -199,9 +204,8 @@ unsafe fn run(c: &Copy2D, route: &Route, what: &str) -> Result<(), CUresult> {
                 // SAFETY: rows row0.. of the source extent.
                 let data =
                     unsafe { pack((s + row0 as usize * sp) as *const u8, sp, wu, rows as usize) };
-                route.send(&Memcpy2DHtoD {
+                route.send(Memcpy2DHtoD {
                     ctx: route.ctx,
-                    stream: route.stream,
                     dst: d + row0 * c.dst.pitch,
                     dst_pitch: c.dst.pitch,
                     width: w,
@@ -225,9 +229,8 @@ unsafe fn run(c: &Copy2D, route: &Route, what: &str) -> Result<(), CUresult> {
                 return Ok(());
             };
             for (row0, rows) in chunks(h, per) {
-                let Bytes(data) = check::host(&Memcpy2DDtoH {
+                let Bytes(data) = route.send(Memcpy2DDtoH {
                     ctx: route.ctx,
-                    stream: route.stream,
                     src: s + row0 * c.src.pitch,
                     src_pitch: c.src.pitch,
                     width: w,
@@ -251,9 +254,8 @@ unsafe fn run(c: &Copy2D, route: &Route, what: &str) -> Result<(), CUresult> {
         (Mem::Device(s), Mem::Device(d)) => {
             memory::check_device_span(s, src_extent, what)?;
             memory::check_device_span(d, dst_extent, what)?;
-            route.send(&Memcpy2DDtoD {
+            route.send(Memcpy2DDtoD {
                 ctx: route.ctx,
-                stream: route.stream,
                 dst: d,
                 dst_pitch: c.dst.pitch,
                 src: s,
@@ -265,56 +267,11 @@ unsafe fn run(c: &Copy2D, route: &Route, what: &str) -> Result<(), CUresult> {
     }
 }
 
-fn widen_2d(p: &CUDA_MEMCPY2D_v1) -> CUDA_MEMCPY2D {
-    CUDA_MEMCPY2D {
-        srcXInBytes: p.srcXInBytes as usize,
-        srcY: p.srcY as usize,
-        srcMemoryType: p.srcMemoryType,
-        srcHost: p.srcHost,
-        srcDevice: p.srcDevice.into(),
-        srcArray: p.srcArray,
-        srcPitch: p.srcPitch as usize,
-        dstXInBytes: p.dstXInBytes as usize,
-        dstY: p.dstY as usize,
-        dstMemoryType: p.dstMemoryType,
-        dstHost: p.dstHost,
-        dstDevice: p.dstDevice.into(),
-        dstArray: p.dstArray,
-        dstPitch: p.dstPitch as usize,
-        WidthInBytes: p.WidthInBytes as usize,
-        Height: p.Height as usize,
-    }
-}
+/// A 2D copy descriptor, in the `_v2` layout.
+pub struct Desc2D(CUDA_MEMCPY2D);
 
-fn widen_3d(p: &CUDA_MEMCPY3D_v1) -> CUDA_MEMCPY3D {
-    CUDA_MEMCPY3D {
-        srcXInBytes: p.srcXInBytes as usize,
-        srcY: p.srcY as usize,
-        srcZ: p.srcZ as usize,
-        srcLOD: p.srcLOD as usize,
-        srcMemoryType: p.srcMemoryType,
-        srcHost: p.srcHost,
-        srcDevice: p.srcDevice.into(),
-        srcArray: p.srcArray,
-        reserved0: p.reserved0,
-        srcPitch: p.srcPitch as usize,
-        srcHeight: p.srcHeight as usize,
-        dstXInBytes: p.dstXInBytes as usize,
-        dstY: p.dstY as usize,
-        dstZ: p.dstZ as usize,
-        dstLOD: p.dstLOD as usize,
-        dstMemoryType: p.dstMemoryType,
-        dstHost: p.dstHost,
-        dstDevice: p.dstDevice.into(),
-        dstArray: p.dstArray,
-        reserved1: p.reserved1,
-        dstPitch: p.dstPitch as usize,
-        dstHeight: p.dstHeight as usize,
-        WidthInBytes: p.WidthInBytes as usize,
-        Height: p.Height as usize,
-        Depth: p.Depth as usize,
-    }
-}
+/// A 3D copy descriptor, in the `_v2` layout.
+pub struct Desc3D(CUDA_MEMCPY3D);
 
 /// Reads the application's descriptor.
 ///
@@ -331,9 +288,89 @@ unsafe fn read<T: Copy>(p: *const T, what: &str) -> Result<T, CUresult> {
     Ok(unsafe { p.read_unaligned() })
 }
 
-unsafe fn copy_2d(p: &CUDA_MEMCPY2D, when: When) -> Result<(), CUresult> {
+impl FromCuda<*const CUDA_MEMCPY2D, CUresult> for Desc2D {
+    unsafe fn from_cuda(p: *const CUDA_MEMCPY2D) -> Result<Self, CUresult> {
+        // SAFETY: forwarded caller contract.
+        unsafe { read(p, "cuMemcpy2D") }.map(Desc2D)
+    }
+}
+
+impl FromCuda<*const CUDA_MEMCPY2D_v1, CUresult> for Desc2D {
+    unsafe fn from_cuda(p: *const CUDA_MEMCPY2D_v1) -> Result<Self, CUresult> {
+        // SAFETY: forwarded caller contract.
+        let p = unsafe { read(p, "cuMemcpy2D") }?;
+        Ok(Desc2D(CUDA_MEMCPY2D {
+            srcXInBytes: p.srcXInBytes as usize,
+            srcY: p.srcY as usize,
+            srcMemoryType: p.srcMemoryType,
+            srcHost: p.srcHost,
+            srcDevice: p.srcDevice.into(),
+            srcArray: p.srcArray,
+            srcPitch: p.srcPitch as usize,
+            dstXInBytes: p.dstXInBytes as usize,
+            dstY: p.dstY as usize,
+            dstMemoryType: p.dstMemoryType,
+            dstHost: p.dstHost,
+            dstDevice: p.dstDevice.into(),
+            dstArray: p.dstArray,
+            dstPitch: p.dstPitch as usize,
+            WidthInBytes: p.WidthInBytes as usize,
+            Height: p.Height as usize,
+        }))
+    }
+}
+
+impl FromCuda<*const CUDA_MEMCPY3D, CUresult> for Desc3D {
+    unsafe fn from_cuda(p: *const CUDA_MEMCPY3D) -> Result<Self, CUresult> {
+        // SAFETY: forwarded caller contract.
+        unsafe { read(p, "cuMemcpy3D") }.map(Desc3D)
+    }
+}
+
+impl FromCuda<*const CUDA_MEMCPY3D_v1, CUresult> for Desc3D {
+    unsafe fn from_cuda(p: *const CUDA_MEMCPY3D_v1) -> Result<Self, CUresult> {
+        // SAFETY: forwarded caller contract.
+        let p = unsafe { read(p, "cuMemcpy3D") }?;
+        Ok(Desc3D(CUDA_MEMCPY3D {
+            srcXInBytes: p.srcXInBytes as usize,
+            srcY: p.srcY as usize,
+            srcZ: p.srcZ as usize,
+            srcLOD: p.srcLOD as usize,
+            srcMemoryType: p.srcMemoryType,
+            srcHost: p.srcHost,
+            srcDevice: p.srcDevice.into(),
+            srcArray: p.srcArray,
+            reserved0: p.reserved0,
+            srcPitch: p.srcPitch as usize,
+            srcHeight: p.srcHeight as usize,
+            dstXInBytes: p.dstXInBytes as usize,
+            dstY: p.dstY as usize,
+            dstZ: p.dstZ as usize,
+            dstLOD: p.dstLOD as usize,
+            dstMemoryType: p.dstMemoryType,
+            dstHost: p.dstHost,
+            dstDevice: p.dstDevice.into(),
+            dstArray: p.dstArray,
+            reserved1: p.reserved1,
+            dstPitch: p.dstPitch as usize,
+            dstHeight: p.dstHeight as usize,
+            WidthInBytes: p.WidthInBytes as usize,
+            Height: p.Height as usize,
+            Depth: p.Depth as usize,
+        }))
+    }
+}
+
+/// `cuMemcpy2D*` and `cuMemcpy2DUnaligned*` (every copy here is done
+/// unaligned).
+///
+/// # Safety
+/// Host sides of the descriptor are valid for the extent it describes
+/// (API contract).
+pub unsafe fn memcpy2d(p: Desc2D, when: When, null: Null) -> Result<(), CUresult> {
+    let p = &p.0;
     let what = "cuMemcpy2D";
-    let route = route(when)?;
+    let route = route(&when, null)?;
     let src = side(
         &Desc {
             ty: p.srcMemoryType,
@@ -366,9 +403,14 @@ unsafe fn copy_2d(p: &CUDA_MEMCPY2D, when: When) -> Result<(), CUresult> {
     unsafe { run(&c, &route, what) }
 }
 
-unsafe fn copy_3d(p: &CUDA_MEMCPY3D, when: When) -> Result<(), CUresult> {
+/// `cuMemcpy3D*`.
+///
+/// # Safety
+/// As [`memcpy2d`].
+pub unsafe fn memcpy3d(p: Desc3D, when: When, null: Null) -> Result<(), CUresult> {
+    let p = &p.0;
     let what = "cuMemcpy3D";
-    let route = route(when)?;
+    let route = route(&when, null)?;
     if p.srcLOD != 0 || p.dstLOD != 0 || !p.reserved0.is_null() || !p.reserved1.is_null() {
         return Err(reject(
             INVALID_VALUE,
@@ -441,64 +483,6 @@ unsafe fn copy_3d(p: &CUDA_MEMCPY3D, when: When) -> Result<(), CUresult> {
         unsafe { run(&c, &route, what)? };
     }
     Ok(())
-}
-
-pub unsafe fn memcpy2d_v2(p: *const CUDA_MEMCPY2D) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { copy_2d(&read(p, "cuMemcpy2D")?, When::Sync) }
-}
-
-pub unsafe fn memcpy2d_v1(p: *const CUDA_MEMCPY2D_v1) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { copy_2d(&widen_2d(&read(p, "cuMemcpy2D")?), When::Sync) }
-}
-
-pub unsafe fn memcpy2d_async_v2(
-    p: *const CUDA_MEMCPY2D,
-    s: CUstream,
-    null: Null,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { copy_2d(&read(p, "cuMemcpy2DAsync")?, When::Async(s, null)) }
-}
-
-pub unsafe fn memcpy2d_async_v1(p: *const CUDA_MEMCPY2D_v1, s: CUstream) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe {
-        copy_2d(
-            &widen_2d(&read(p, "cuMemcpy2DAsync")?),
-            When::Async(s, Null::Legacy),
-        )
-    }
-}
-
-pub unsafe fn memcpy3d_v2(p: *const CUDA_MEMCPY3D) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { copy_3d(&read(p, "cuMemcpy3D")?, When::Sync) }
-}
-
-pub unsafe fn memcpy3d_v1(p: *const CUDA_MEMCPY3D_v1) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { copy_3d(&widen_3d(&read(p, "cuMemcpy3D")?), When::Sync) }
-}
-
-pub unsafe fn memcpy3d_async_v2(
-    p: *const CUDA_MEMCPY3D,
-    s: CUstream,
-    null: Null,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { copy_3d(&read(p, "cuMemcpy3DAsync")?, When::Async(s, null)) }
-}
-
-pub unsafe fn memcpy3d_async_v1(p: *const CUDA_MEMCPY3D_v1, s: CUstream) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe {
-        copy_3d(
-            &widen_3d(&read(p, "cuMemcpy3DAsync")?),
-            When::Async(s, Null::Legacy),
-        )
-    }
 }
 
 #[cfg(test)]

@@ -1,126 +1,104 @@
 //! Device queries, all answered from the inventory fetched at `cuInit`.
 
-use crate::driver;
+use crate::args::Word;
+use crate::driver::{self, Device};
 use cuda_types::cuda::{CUdevice, CUdevice_attribute, CUdevprop, CUresult, CUuuid};
-use std::ffi::{c_char, c_int, c_uint, CStr};
+use std::ffi::{c_char, c_int, CStr};
+use std::ptr::NonNull;
+use vgpu_ffi::Out;
 use vgpu_guest::client::GuestDevice;
-use vgpu_guest::ffi::OutPtr;
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 
 const ATTR_CC_MAJOR: i32 = 75;
 const ATTR_CC_MINOR: i32 = 76;
 
-fn device(dev: CUdevice) -> Result<&'static GuestDevice, CUresult> {
-    driver::get()?.device(dev)
-}
-
 /// Copies `text` into a caller buffer of `len` bytes, truncating and always
-/// NUL-terminating, as the driver does for names and bus ids.
-unsafe fn write_text(buf: *mut c_char, len: c_int, text: &str) -> Result<(), CUresult> {
-    if buf.is_null() || len <= 0 {
-        return Err(INVALID_VALUE);
-    }
-    let n = text.len().min(len as usize - 1);
-    // SAFETY: the caller's buffer holds `len` bytes (API contract) and
-    // n + 1 <= len; the source is a live &str of at least n bytes.
+/// NUL-terminating, as the driver does for names and bus ids; a buffer of
+/// no bytes is INVALID_VALUE.
+///
+/// # Safety
+/// `buf` holds `len` writable bytes (API contract).
+unsafe fn write_text(buf: Out<c_char>, len: c_int, text: &str) -> Result<(), CUresult> {
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&l| l > 0)
+        .ok_or(INVALID_VALUE)?;
+    // SAFETY: `Out` is never NULL; the buffer holds `len` bytes (caller).
     unsafe {
-        std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
-        *buf.add(n) = 0;
-    }
+        vgpu_ffi::convert::copy_truncated(
+            NonNull::new_unchecked(buf.as_ptr()),
+            len,
+            text.as_bytes(),
+        )
+    };
     Ok(())
 }
 
-pub unsafe fn get_count(count: *mut c_int) -> Result<(), CUresult> {
-    let n = driver::get()?.device_count() as c_int;
-    // SAFETY: API contract: count is writable or null.
-    unsafe { count.write_or(n, INVALID_VALUE) }
+pub fn get_count(count: Out<c_int>) -> Result<(), CUresult> {
+    count.write(driver::get()?.device_count() as c_int);
+    Ok(())
 }
 
-pub unsafe fn get(out: *mut CUdevice, ordinal: c_int) -> Result<(), CUresult> {
-    let d = driver::get()?;
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    d.device(ordinal)?;
-    // SAFETY: API contract: out is writable (checked non-null).
-    unsafe { out.write_or(ordinal, INVALID_VALUE) }
+pub fn get(out: Out<CUdevice>, ordinal: Device) -> Result<(), CUresult> {
+    out.write(ordinal.ordinal);
+    Ok(())
 }
 
-pub unsafe fn get_name(name: *mut c_char, len: c_int, dev: CUdevice) -> Result<(), CUresult> {
-    let d = device(dev)?;
-    // SAFETY: API contract: `name` holds `len` bytes.
-    unsafe { write_text(name, len, &d.info.name) }
-}
-
-pub unsafe fn get_uuid(uuid: *mut CUuuid, dev: CUdevice) -> Result<(), CUresult> {
-    let d = device(dev)?;
-    let value = CUuuid {
-        bytes: d.info.uuid.map(|b| b as c_char),
-    };
-    // SAFETY: API contract: uuid is writable or null.
-    unsafe { uuid.write_or(value, INVALID_VALUE) }
-}
-
-pub unsafe fn get_uuid_v2(uuid: *mut CUuuid, dev: CUdevice) -> Result<(), CUresult> {
-    // Both report the physical GPU's UUID; they differ only for MIG
-    // instances, which vgpu does not expose.
+/// # Safety
+/// `name` holds `len` writable bytes (API contract).
+pub unsafe fn get_name(name: Out<c_char>, len: c_int, dev: Device) -> Result<(), CUresult> {
     // SAFETY: forwarded caller contract.
-    unsafe { get_uuid(uuid, dev) }
+    unsafe { write_text(name, len, &dev.info().info.name) }
 }
 
-pub unsafe fn total_mem_v2(bytes: *mut usize, dev: CUdevice) -> Result<(), CUresult> {
-    let d = device(dev)?;
-    // SAFETY: API contract: bytes is writable or null.
-    unsafe { bytes.write_or(d.info.total_mem as usize, INVALID_VALUE) }
+/// `cuDeviceGetUuid` and `cuDeviceGetUuid_v2`: both report the physical
+/// GPU's UUID; they differ only for MIG instances, which vgpu does not
+/// expose.
+pub fn get_uuid(uuid: Out<CUuuid>, dev: Device) -> Result<(), CUresult> {
+    uuid.write(CUuuid {
+        bytes: dev.info().info.uuid.map(|b| b as c_char),
+    });
+    Ok(())
 }
 
-/// The 32-bit original; saturates rather than wrapping, so a large device
-/// never looks tiny.
-pub unsafe fn total_mem(bytes: *mut c_uint, dev: CUdevice) -> Result<(), CUresult> {
-    let d = device(dev)?;
-    let v = d.info.total_mem.min(c_uint::MAX as u64) as c_uint;
-    // SAFETY: API contract: bytes is writable or null.
-    unsafe { bytes.write_or(v, INVALID_VALUE) }
+/// `cuDeviceTotalMem_v2`, and the 32-bit original, which saturates rather
+/// than wrapping, so a large device never looks tiny.
+pub fn total_mem<T: Word>(bytes: Out<T>, dev: Device) -> Result<(), CUresult> {
+    bytes.write(T::saturating(dev.info().info.total_mem));
+    Ok(())
 }
 
-pub unsafe fn get_attribute(
-    pi: *mut c_int,
+pub fn get_attribute(
+    pi: Out<c_int>,
     attrib: CUdevice_attribute,
-    dev: CUdevice,
+    dev: Device,
 ) -> Result<(), CUresult> {
-    let d = device(dev)?;
     let attr = i32::try_from(attrib.0).map_err(|_| INVALID_VALUE)?;
-    let value = d.attribute(attr).ok_or(INVALID_VALUE)?;
-    let value = crate::vmm::adjust_attribute(dev, attr, value);
-    // SAFETY: API contract: pi is writable or null.
-    unsafe { pi.write_or(value, INVALID_VALUE) }
+    let value = dev.info().attribute(attr).ok_or(INVALID_VALUE)?;
+    pi.write(crate::vmm::adjust_attribute(dev.ordinal, attr, value));
+    Ok(())
 }
 
-pub unsafe fn compute_capability(
-    major: *mut c_int,
-    minor: *mut c_int,
-    dev: CUdevice,
+pub fn compute_capability(
+    major: Out<c_int>,
+    minor: Out<c_int>,
+    dev: Device,
 ) -> Result<(), CUresult> {
-    let d = device(dev)?;
-    if major.is_null() || minor.is_null() {
-        return Err(INVALID_VALUE);
-    }
+    let d = dev.info();
     let ma = d.attribute(ATTR_CC_MAJOR).ok_or(INVALID_VALUE)?;
     let mi = d.attribute(ATTR_CC_MINOR).ok_or(INVALID_VALUE)?;
-    // SAFETY: both checked non-null; writable by API contract.
-    unsafe {
-        major.write_or(ma, INVALID_VALUE)?;
-        minor.write_or(mi, INVALID_VALUE)
-    }
+    major.write(ma);
+    minor.write(mi);
+    Ok(())
 }
 
 /// The pre-4.0 property block, from the same attributes; one the host did
 /// not answer reads as 0 (the struct has no way to say "unknown").
-pub unsafe fn get_properties(prop: *mut CUdevprop, dev: CUdevice) -> Result<(), CUresult> {
-    let d = device(dev)?;
+pub fn get_properties(prop: Out<CUdevprop>, dev: Device) -> Result<(), CUresult> {
+    let d = dev.info();
     let a = |n: i32| d.attribute(n).unwrap_or(0);
-    let value = CUdevprop {
+    prop.write(CUdevprop {
         maxThreadsPerBlock: a(1),
         maxThreadsDim: [a(2), a(3), a(4)],
         maxGridSize: [a(5), a(6), a(7)],
@@ -131,42 +109,33 @@ pub unsafe fn get_properties(prop: *mut CUdevprop, dev: CUdevice) -> Result<(), 
         regsPerBlock: a(12),
         clockRate: a(13),
         textureAlign: a(14),
-    };
-    // SAFETY: API contract: prop is writable or null.
-    unsafe { prop.write_or(value, INVALID_VALUE) }
+    });
+    Ok(())
 }
 
+/// # Safety
+/// `pci_bus_id` holds `len` writable bytes (API contract).
 pub unsafe fn get_pci_bus_id(
-    pci_bus_id: *mut c_char,
+    pci_bus_id: Out<c_char>,
     len: c_int,
-    dev: CUdevice,
+    dev: Device,
 ) -> Result<(), CUresult> {
-    let d = device(dev)?;
-    // SAFETY: API contract: the buffer holds `len` bytes.
-    unsafe { write_text(pci_bus_id, len, &d.pci.cuda_bus_id()) }
+    // SAFETY: forwarded caller contract.
+    unsafe { write_text(pci_bus_id, len, &dev.info().pci.cuda_bus_id()) }
 }
 
-pub unsafe fn get_by_pci_bus_id(
-    dev: *mut CUdevice,
-    pci_bus_id: *const c_char,
-) -> Result<(), CUresult> {
-    let drv = driver::get()?;
-    if dev.is_null() || pci_bus_id.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    // SAFETY: non-null, and the API takes a NUL-terminated string.
-    let text = unsafe { CStr::from_ptr(pci_bus_id) };
-    let wanted = text
+pub fn get_by_pci_bus_id(dev: Out<CUdevice>, pci_bus_id: &CStr) -> Result<(), CUresult> {
+    let wanted = pci_bus_id
         .to_str()
         .ok()
         .and_then(parse_bus_id)
         .ok_or(INVALID_VALUE)?;
-    let (ordinal, _) = drv
+    let (ordinal, _) = driver::get()?
         .devices()
         .find(|(_, d)| wanted.matches(d))
         .ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE)?;
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { dev.write_or(ordinal, INVALID_VALUE) }
+    dev.write(ordinal);
+    Ok(())
 }
 
 /// A bus id as `cuDeviceGetByPCIBusId` accepts it.

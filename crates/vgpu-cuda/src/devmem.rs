@@ -16,7 +16,7 @@
 //! modules land) must be added here with [`Kind::External`], or unified
 //! copies would take it for guest memory.
 
-use crate::contexts::Context;
+use crate::context::state::Context;
 use cuda_types::cuda::CUdevice;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
@@ -485,7 +485,7 @@ mod tests {
 
     #[test]
     fn contexts_take_their_ranges_along() {
-        use crate::contexts::{register, Kind as CtxKind, API_VERSION};
+        use crate::context::state::{register, Kind as CtxKind, API_VERSION};
         let a = register(Context::new(CtxKind::Created, 0, 0, 0, API_VERSION));
         let b = register(Context::new(CtxKind::Created, 0, 0, 0, API_VERSION));
         let mut t = Table::new();

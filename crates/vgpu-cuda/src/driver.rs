@@ -1,18 +1,26 @@
 //! Process-wide driver state after a successful `cuInit`: the inventory,
 //! the devices this process may see, their primary contexts — and the one
 //! way to send a call to the host.
+//!
+//! [`require`] is the export list's initialisation check: every entry
+//! point outside the list's `without_init` block runs it first. A
+//! `CUdevice` argument converts to a [`Device`] (CUDA_ERROR_INVALID_DEVICE
+//! for an ordinal this process cannot see).
 
-use crate::contexts::{self, Context, Kind};
+use crate::context::state::{self, Context, Kind};
 use crate::visible;
 use cuda_types::cuda::{CUdevice, CUresult};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLockWriteGuard};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Once};
+use vgpu_ffi::registry::Registry;
+use vgpu_ffi::{FromCuda, Shared};
 use vgpu_guest::client::{self, GuestDevice, GuestError, GuestInventory};
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
-use vgpu_transport::proto::{STATUS_BAD_REQUEST, STATUS_HOST_ERROR, STATUS_UNKNOWN_OP};
 use vgpu_transport::Call;
+use vgpu_transport::Status;
 
 pub struct Driver {
     /// The fork generation this state belongs to (see [`get`]).
@@ -58,20 +66,74 @@ pub fn get() -> Result<&'static Driver, CUresult> {
     Ok(d)
 }
 
+/// The export list's `require`: CUDA_ERROR_NOT_INITIALIZED before a
+/// successful `cuInit` in this process.
+#[inline]
+pub fn require() -> Result<(), CUresult> {
+    get().map(|_| ())
+}
+
+/// A registry's write guard, held across `fork()`.
+trait Held {
+    /// Forgets every object (in the child: they belong to the parent's
+    /// host session).
+    fn clear(&mut self);
+}
+
+impl<T, E: Copy> Held for RwLockWriteGuard<'static, Registry<T, E>> {
+    fn clear(&mut self) {
+        drop(self.take_all());
+    }
+}
+
+thread_local! {
+    /// The guards fork_prepare took, on the forking thread (the handlers
+    /// of one fork all run on it).
+    static HELD: RefCell<Vec<Box<dyn Held>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn hold<T: Clone + 'static, E: Copy + 'static>(registry: &'static Shared<T, E>) {
+    let guard = registry.write();
+    // A thread whose TLS is already torn down cannot keep it: the lock is
+    // then released at once, as before there were these handlers.
+    let _ = HELD.try_with(|h| h.borrow_mut().push(Box::new(guard)));
+}
+
+fn held() -> Vec<Box<dyn Held>> {
+    HELD.try_with(|h| std::mem::take(&mut *h.borrow_mut()))
+        .unwrap_or_default()
+}
+
+/// Before `fork()`: every handle registry's lock is held across it, so the
+/// child never inherits one held by a thread it does not have. Taken one
+/// after another, never two by one caller elsewhere, so this cannot
+/// deadlock against a running call.
 extern "C" fn fork_prepare() {
     std::mem::forget(INIT.lock());
-    contexts::fork_prepare();
+    hold(&state::CONTEXTS);
+    hold(&crate::stream::STREAMS);
+    hold(&crate::event::EVENTS);
+    hold(&crate::module::MODULES);
+    hold(&crate::module::LIBRARIES);
+    hold(&crate::module::FUNCTIONS);
+    hold(&crate::link::LINKS);
 }
 
 extern "C" fn fork_parent() {
-    contexts::fork_parent();
+    drop(held());
     // SAFETY: fork_prepare locked INIT on this thread and leaked the guard.
     unsafe { INIT.force_unlock() };
 }
 
+/// In the child: the parent's objects belong to the parent's host session.
+/// They are forgotten — unknown handles from now on — and the forking
+/// thread (the child's only one) starts with no current context.
 extern "C" fn fork_child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
-    contexts::fork_child();
+    for mut guard in held() {
+        guard.clear();
+    }
+    state::fork_child();
     // SAFETY: as in fork_parent.
     unsafe { INIT.force_unlock() };
 }
@@ -116,12 +178,12 @@ pub fn init() -> Result<&'static Driver, CUresult> {
         .iter()
         .enumerate()
         .map(|(ordinal, &host)| {
-            contexts::register(Context::new(
+            state::register(Context::new(
                 Kind::Primary,
                 ordinal as CUdevice,
                 host as i32,
                 0,
-                contexts::API_VERSION,
+                state::API_VERSION,
             ))
         })
         .collect();
@@ -141,26 +203,13 @@ impl Driver {
         self.visible.len()
     }
 
+    /// An application's ordinal as an index into the per-ordinal tables
+    /// (see [`Device`]).
     fn check(&self, dev: CUdevice) -> Result<usize, CUresult> {
         usize::try_from(dev)
             .ok()
             .filter(|&d| d < self.visible.len())
             .ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE)
-    }
-
-    /// The device behind an application's ordinal.
-    pub fn device(&self, dev: CUdevice) -> Result<&GuestDevice, CUresult> {
-        let i = self.check(dev)?;
-        Ok(&self.inventory.devices[self.visible[i]])
-    }
-
-    /// The host's index for an application's ordinal.
-    pub fn host_device(&self, dev: CUdevice) -> Result<i32, CUresult> {
-        Ok(self.visible[self.check(dev)?] as i32)
-    }
-
-    pub fn primary(&self, dev: CUdevice) -> Result<&Arc<Context>, CUresult> {
-        Ok(&self.primaries[self.check(dev)?])
     }
 
     /// Guest ordinals with their devices, in the application's order.
@@ -172,20 +221,63 @@ impl Driver {
     }
 }
 
+/// A `CUdevice` argument: an ordinal this process can see.
+#[derive(Clone, Copy)]
+pub struct Device {
+    pub ordinal: CUdevice,
+    /// `ordinal` as an index into the driver's per-ordinal tables.
+    index: usize,
+    driver: &'static Driver,
+}
+
+impl Device {
+    /// CUDA_ERROR_INVALID_DEVICE for an ordinal this process cannot see.
+    pub fn new(ordinal: CUdevice) -> Result<Device, CUresult> {
+        let driver = get()?;
+        let index = driver.check(ordinal)?;
+        Ok(Device {
+            ordinal,
+            index,
+            driver,
+        })
+    }
+
+    pub fn info(&self) -> &'static GuestDevice {
+        &self.driver.inventory.devices[self.driver.visible[self.index]]
+    }
+
+    /// The host's index of the device, what calls to the host carry.
+    pub fn host(&self) -> i32 {
+        self.driver.visible[self.index] as i32
+    }
+
+    pub fn primary(&self) -> &'static Arc<Context> {
+        &self.driver.primaries[self.index]
+    }
+}
+
+impl FromCuda<CUdevice, CUresult> for Device {
+    unsafe fn from_cuda(ordinal: CUdevice) -> Result<Self, CUresult> {
+        Device::new(ordinal)
+    }
+}
+
 /// The CUresult an application sees for a failed host call.
 pub fn to_cuda(e: GuestError) -> CUresult {
     match e {
-        GuestError::Status(STATUS_UNKNOWN_OP) => CUresult::CUDA_ERROR_NOT_SUPPORTED,
-        GuestError::Status(STATUS_BAD_REQUEST | STATUS_HOST_ERROR) => CUresult::CUDA_ERROR_UNKNOWN,
-        GuestError::Status(code) => CUresult(code),
+        GuestError::Status(Status::Cuda(code)) => code,
+        GuestError::Status(Status::UNKNOWN_OP) => CUresult::CUDA_ERROR_NOT_SUPPORTED,
+        // A protocol failure, or an NVML code where none belongs.
+        GuestError::Status(_) => CUresult::CUDA_ERROR_UNKNOWN,
         // The GPU went away under us (daemon restarted, network gone).
         GuestError::Unavailable(_) | GuestError::Lost(_) => CUresult::CUDA_ERROR_DEVICE_UNAVAILABLE,
     }
 }
 
-/// One call to the host, with the answer as a CUresult.
+/// One call to the host, with the answer as a CUresult; it travels as its
+/// op is declared (a deferred op is queued and answers `()` at once).
 pub fn call<C: Call>(c: &C) -> Result<C::Reply, CUresult> {
-    client::call(c).map_err(|e| {
+    client::send(c).map_err(|e| {
         if !matches!(e, GuestError::Status(_)) {
             vlog!(Level::Error, "{}: {e}", C::NAME);
         }

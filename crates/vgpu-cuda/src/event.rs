@@ -6,20 +6,18 @@
 //! round trips, and as such write out the queue first — the record they
 //! are about is on the host before the question is.
 
+use crate::args::{self, Live};
 use crate::check::{self, reject, INVALID_VALUE};
-use crate::contexts::Context;
-use crate::driver;
-use crate::stream::{self, Null};
-use cuda_types::cuda::{CUevent, CUresult, CUstream};
-use parking_lot::RwLock;
-use std::collections::BTreeMap;
+use crate::context::state::Context;
+use crate::stream::{self, Null, StreamArg};
+use cuda_types::cuda::{CUevent, CUresult};
 use std::ffi::c_uint;
 use std::sync::Arc;
+use vgpu_ffi::{FromCuda, Mint, Out, Shared};
 use vgpu_transport::proto::{
     EventCreate, EventDestroy, EventElapsedTime, EventQuery, EventRecord, EventSynchronize,
     StreamWaitEvent,
 };
-use vgpu_transport::Call;
 
 const INVALID_HANDLE: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
 
@@ -32,49 +30,38 @@ const RECORD_FLAGS: u32 = 0x1;
 const WAIT_FLAGS: u32 = 0x1;
 
 pub struct Event {
+    /// The value the application holds.
+    handle: u64,
     pub remote: u64,
     pub ctx: Arc<Context>,
     pub flags: u32,
 }
 
 impl Event {
-    fn handle(self: &Arc<Self>) -> CUevent {
-        Arc::as_ptr(self) as CUevent
+    fn handle(&self) -> CUevent {
+        args::handle(self.handle)
     }
 }
 
-static LIVE: RwLock<BTreeMap<usize, Arc<Event>>> = RwLock::new(BTreeMap::new());
+/// Events until `cuEventDestroy` (or a fork: see `driver.rs`).
+pub(crate) static EVENTS: Shared<Arc<Event>, CUresult> =
+    Shared::new("event", INVALID_HANDLE, Mint::Pointer);
 
-fn lookup(h: CUevent) -> Result<Arc<Event>, CUresult> {
-    let found = LIVE.read().get(&(h as usize)).cloned();
-    let e = found.ok_or_else(|| {
-        reject(
-            INVALID_HANDLE,
-            format_args!("event {h:p} is not a live event of this process"),
-        )
-    })?;
-    if e.ctx.is_destroyed() {
-        return Err(reject(
-            CUresult::CUDA_ERROR_CONTEXT_IS_DESTROYED,
-            format_args!("event {h:p}: its context is destroyed"),
-        ));
+/// A `CUevent` argument: a live event whose context still exists.
+impl FromCuda<CUevent, CUresult> for Live<Event> {
+    unsafe fn from_cuda(h: CUevent) -> Result<Self, CUresult> {
+        let e = Live::find(&EVENTS, h)?;
+        if e.ctx.is_destroyed() {
+            return Err(reject(
+                CUresult::CUDA_ERROR_CONTEXT_IS_DESTROYED,
+                format_args!("event {h:p}: its context is destroyed"),
+            ));
+        }
+        Ok(e)
     }
-    Ok(e)
 }
 
-/// Sends stream-ordered work without waiting for its answer.
-fn enqueue<C: Call<Reply = ()>>(c: &C) -> Result<(), CUresult> {
-    crate::stream::submit(c)
-}
-
-pub unsafe fn create(out: *mut CUevent, flags: c_uint) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuEventCreate: NULL out-pointer"),
-        ));
-    }
+pub fn create(out: Out<CUevent>, flags: c_uint) -> Result<(), CUresult> {
     if flags & !CREATE_FLAGS != 0 {
         return Err(reject(
             INVALID_VALUE,
@@ -86,11 +73,13 @@ pub unsafe fn create(out: *mut CUevent, flags: c_uint) -> Result<(), CUresult> {
         ctx: ctx_remote,
         flags,
     })?;
-    let e = Arc::new(Event { remote, ctx, flags });
-    let h = e.handle();
-    LIVE.write().insert(h as usize, e);
-    // SAFETY: checked non-null; writable by contract.
-    unsafe { out.write(h) };
+    let e = args::register(&EVENTS, |handle| Event {
+        handle,
+        remote,
+        ctx,
+        flags,
+    });
+    out.write(e.handle());
     Ok(())
 }
 
@@ -98,36 +87,29 @@ pub unsafe fn create(out: *mut CUevent, flags: c_uint) -> Result<(), CUresult> {
 /// releases it once the record completes. Only the thread that takes it
 /// out of the registry tells the host.
 pub fn destroy(h: CUevent) -> Result<(), CUresult> {
-    driver::get()?;
-    let e = LIVE.write().remove(&(h as usize)).ok_or_else(|| {
-        reject(
-            INVALID_HANDLE,
-            format_args!("cuEventDestroy: {h:p} is not a live event"),
-        )
-    })?;
+    let e = EVENTS.take(h as u64)?;
     if e.ctx.is_destroyed() {
         return Ok(());
     }
     check::host(&EventDestroy { event: e.remote })
 }
 
-pub fn record(h: CUevent, s: CUstream, flags: c_uint, null: Null) -> Result<(), CUresult> {
-    driver::get()?;
+/// `cuEventRecordWithFlags[_ptsz]`, and `cuEventRecord[_ptsz]` with flags 0.
+pub fn record(e: Live<Event>, s: StreamArg, flags: c_uint, null: Null) -> Result<(), CUresult> {
     if flags & !RECORD_FLAGS != 0 {
         return Err(reject(
             INVALID_VALUE,
             format_args!("cuEventRecord: flags {flags:#x}"),
         ));
     }
-    let e = lookup(h)?;
-    let t = stream::target(s, null)?;
+    let t = stream::target(&s, null)?;
     if !Arc::ptr_eq(&e.ctx, &t.ctx) {
         return Err(reject(
             INVALID_HANDLE,
             format_args!("cuEventRecord: event and stream are in different contexts"),
         ));
     }
-    enqueue(&EventRecord {
+    check::host(&EventRecord {
         event: e.remote,
         stream: t.stream,
         flags,
@@ -136,30 +118,18 @@ pub fn record(h: CUevent, s: CUstream, flags: c_uint, null: Null) -> Result<(), 
 
 /// CUDA_ERROR_NOT_READY while the record is pending (an answer, not a
 /// failure; `check::host` does not log it).
-pub fn query(h: CUevent) -> Result<(), CUresult> {
-    driver::get()?;
-    let e = lookup(h)?;
+pub fn query(e: Live<Event>) -> Result<(), CUresult> {
     check::host(&EventQuery { event: e.remote })
 }
 
-pub fn synchronize(h: CUevent) -> Result<(), CUresult> {
-    driver::get()?;
-    let e = lookup(h)?;
+pub fn synchronize(e: Live<Event>) -> Result<(), CUresult> {
     check::host(&EventSynchronize { event: e.remote })
 }
 
 /// The v2 entry point (CUDA 12.8+) has the v1 signature; only its
 /// behaviour with never-recorded events differs in the real driver, and
 /// the host driver's answer is what both return here.
-pub unsafe fn elapsed_time(ms: *mut f32, start: CUevent, end: CUevent) -> Result<(), CUresult> {
-    driver::get()?;
-    if ms.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuEventElapsedTime: NULL out-pointer"),
-        ));
-    }
-    let (s, e) = (lookup(start)?, lookup(end)?);
+pub fn elapsed_time(ms: Out<f32>, s: Live<Event>, e: Live<Event>) -> Result<(), CUresult> {
     if (s.flags | e.flags) & DISABLE_TIMING != 0 {
         return Err(reject(
             INVALID_HANDLE,
@@ -170,24 +140,26 @@ pub unsafe fn elapsed_time(ms: *mut f32, start: CUevent, end: CUevent) -> Result
         start: s.remote,
         end: e.remote,
     })?;
-    // SAFETY: checked non-null; writable by contract.
-    unsafe { ms.write_unaligned(f32::from_bits(bits)) };
+    ms.write(f32::from_bits(bits));
     Ok(())
 }
 
-pub fn stream_wait(s: CUstream, h: CUevent, flags: c_uint, null: Null) -> Result<(), CUresult> {
-    driver::get()?;
+pub fn stream_wait(
+    s: StreamArg,
+    e: Live<Event>,
+    flags: c_uint,
+    null: Null,
+) -> Result<(), CUresult> {
     if flags & !WAIT_FLAGS != 0 {
         return Err(reject(
             INVALID_VALUE,
             format_args!("cuStreamWaitEvent: flags {flags:#x}"),
         ));
     }
-    let e = lookup(h)?;
     // The event may belong to another context (of the same device): a
     // cross-context wait is legal.
-    let t = stream::target(s, null)?;
-    enqueue(&StreamWaitEvent {
+    let t = stream::target(&s, null)?;
+    check::host(&StreamWaitEvent {
         stream: t.stream,
         event: e.remote,
         flags,
@@ -197,31 +169,38 @@ pub fn stream_wait(s: CUstream, h: CUevent, flags: c_uint, null: Null) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contexts;
+    use crate::context::state;
+    use vgpu_ffi::from_cuda;
+
+    fn find(h: CUevent) -> Result<Live<Event>, CUresult> {
+        // SAFETY: a plain handle value; nothing is dereferenced.
+        unsafe { from_cuda::<_, Live<Event>, CUresult>(h) }
+    }
 
     #[test]
     fn unknown_and_orphaned_events() {
-        assert_eq!(lookup(0xbad0 as CUevent).err(), Some(INVALID_HANDLE));
-        let ctx = contexts::register(Context::new(
-            contexts::Kind::Created,
+        assert_eq!(find(0xbad0 as CUevent).err(), Some(INVALID_HANDLE));
+        let ctx = state::register(Context::new(
+            state::Kind::Created,
             0,
             0,
             0,
-            contexts::API_VERSION,
+            state::API_VERSION,
         ));
-        let e = Arc::new(Event {
+        let e = args::register(&EVENTS, |handle| Event {
+            handle,
             remote: 9,
             ctx: ctx.clone(),
             flags: 0,
         });
         let h = e.handle();
-        LIVE.write().insert(h as usize, e);
-        assert_eq!(lookup(h).unwrap().remote, 9);
-        contexts::unregister(&ctx);
+        assert_eq!(find(h).unwrap().remote, 9);
+        state::unregister(&ctx);
         assert_eq!(
-            lookup(h).err(),
+            find(h).err(),
             Some(CUresult::CUDA_ERROR_CONTEXT_IS_DESTROYED)
         );
-        LIVE.write().remove(&(h as usize));
+        assert!(EVENTS.take(h as u64).is_ok());
+        assert_eq!(find(h).err(), Some(INVALID_HANDLE));
     }
 }

@@ -15,20 +15,20 @@
 //! `CU_MEMHOSTALLOC_DEVICEMAP` is still accepted: the allocation itself is
 //! fine, only the device pointer cannot exist.
 
+use crate::args::{Wide, Word};
 use crate::check::{self, reject, INVALID_VALUE, NOT_SUPPORTED};
-use crate::contexts::Context;
-use crate::driver;
+use crate::context::state::Context;
 use cuda_types::cuda::{
-    CUdeviceptr, CUdeviceptr_v1, CUresult, CU_MEMHOSTALLOC_DEVICEMAP, CU_MEMHOSTALLOC_PORTABLE,
-    CU_MEMHOSTALLOC_WRITECOMBINED, CU_MEMHOSTREGISTER_DEVICEMAP, CU_MEMHOSTREGISTER_IOMEMORY,
-    CU_MEMHOSTREGISTER_PORTABLE, CU_MEMHOSTREGISTER_READ_ONLY,
+    CUresult, CU_MEMHOSTALLOC_DEVICEMAP, CU_MEMHOSTALLOC_PORTABLE, CU_MEMHOSTALLOC_WRITECOMBINED,
+    CU_MEMHOSTREGISTER_DEVICEMAP, CU_MEMHOSTREGISTER_IOMEMORY, CU_MEMHOSTREGISTER_PORTABLE,
+    CU_MEMHOSTREGISTER_READ_ONLY,
 };
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::ffi::{c_uint, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use vgpu_guest::ffi::OutPtr;
+use vgpu_ffi::Out;
 
 const ALLOC_FLAGS: u32 =
     CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED;
@@ -111,7 +111,9 @@ fn new_range(base: usize, size: usize, flags: u32, origin: Origin, ctx: Arc<Cont
     }
 }
 
-fn host_alloc(size: usize, flags: u32) -> Result<*mut c_void, CUresult> {
+/// `cuMemHostAlloc`, and `cuMemAllocHost[_v2]` with flags 0.
+pub fn host_alloc(pp: Out<*mut c_void>, size: Wide, flags: c_uint) -> Result<(), CUresult> {
+    let size = size.0 as usize;
     let (ctx, _) = check::current()?;
     if size == 0 || flags & !ALLOC_FLAGS != 0 {
         return Err(reject(
@@ -141,46 +143,11 @@ fn host_alloc(size: usize, flags: u32) -> Result<*mut c_void, CUresult> {
         // SAFETY: the mapping made just above, never handed out.
         unsafe { libc::munmap(p, size) };
     })?;
-    Ok(p)
-}
-
-pub unsafe fn alloc_host_v2(pp: *mut *mut c_void, size: usize) -> Result<(), CUresult> {
-    driver::get()?;
-    if pp.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuMemAllocHost: NULL out-pointer"),
-        ));
-    }
-    let p = host_alloc(size, 0)?;
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { pp.write_or(p, INVALID_VALUE) }
-}
-
-pub unsafe fn alloc_host_v1(pp: *mut *mut c_void, size: c_uint) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { alloc_host_v2(pp, size as usize) }
-}
-
-pub unsafe fn host_alloc_entry(
-    pp: *mut *mut c_void,
-    size: usize,
-    flags: c_uint,
-) -> Result<(), CUresult> {
-    driver::get()?;
-    if pp.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuMemHostAlloc: NULL out-pointer"),
-        ));
-    }
-    let p = host_alloc(size, flags)?;
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { pp.write_or(p, INVALID_VALUE) }
+    pp.write(p);
+    Ok(())
 }
 
 pub fn free_host(p: *mut c_void) -> Result<(), CUresult> {
-    driver::get()?;
     let taken = {
         let mut t = TABLE.write();
         match t.get(&(p as usize)) {
@@ -219,7 +186,6 @@ pub fn register(p: *mut c_void, size: usize, flags: c_uint) -> Result<(), CUresu
 }
 
 pub fn unregister(p: *mut c_void) -> Result<(), CUresult> {
-    driver::get()?;
     let mut t = TABLE.write();
     match t.get(&(p as usize)) {
         Some(r) if r.origin == Origin::Registered => {
@@ -233,9 +199,13 @@ pub fn unregister(p: *mut c_void) -> Result<(), CUresult> {
     }
 }
 
-/// The decision documented at the top: no device can reach guest memory.
-fn device_pointer(p: *mut c_void, flags: c_uint) -> Result<u64, CUresult> {
-    driver::get()?;
+/// `cuMemHostGetDevicePointer[_v2]`: the decision documented at the top,
+/// no device can reach guest memory, so nothing is ever written.
+pub fn get_device_pointer<P: Word>(
+    _out: Out<P>,
+    p: *mut c_void,
+    flags: c_uint,
+) -> Result<(), CUresult> {
     if flags != 0 {
         return Err(reject(
             INVALID_VALUE,
@@ -256,42 +226,21 @@ fn device_pointer(p: *mut c_void, flags: c_uint) -> Result<u64, CUresult> {
     }
 }
 
-pub unsafe fn get_device_pointer_v2(
-    out: *mut CUdeviceptr,
-    p: *mut c_void,
-    flags: c_uint,
-) -> Result<(), CUresult> {
-    let d = device_pointer(p, flags)?;
-    // SAFETY: API contract: out is writable or null.
-    unsafe { out.write_or(d, INVALID_VALUE) }
-}
-
-pub unsafe fn get_device_pointer_v1(
-    out: *mut CUdeviceptr_v1,
-    p: *mut c_void,
-    flags: c_uint,
-) -> Result<(), CUresult> {
-    let d = device_pointer(p, flags)?;
-    // SAFETY: API contract: out is writable or null.
-    unsafe { out.write_or(d as CUdeviceptr_v1, INVALID_VALUE) }
-}
-
-pub unsafe fn get_flags(out: *mut c_uint, p: *mut c_void) -> Result<(), CUresult> {
-    driver::get()?;
+pub fn get_flags(out: Out<c_uint>, p: *mut c_void) -> Result<(), CUresult> {
     let r = find(p as usize).ok_or_else(|| {
         reject(
             INVALID_VALUE,
             format_args!("cuMemHostGetFlags: {p:p} is not page-locked host memory"),
         )
     })?;
-    // SAFETY: API contract: out is writable or null.
-    unsafe { out.write_or(r.flags, INVALID_VALUE) }
+    out.write(r.flags);
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contexts::{register as reg_ctx, Kind, API_VERSION};
+    use crate::context::state::{register as reg_ctx, Kind, API_VERSION};
 
     #[test]
     fn table_lookups_and_overlaps() {

@@ -1,10 +1,11 @@
-//! `cuInit` and `cuDriverGetVersion`.
+//! `cuInit` and `cuDriverGetVersion` (both work before `cuInit`), and
+//! `cuModuleGetLoadingMode`.
 
 use crate::driver;
 use cuda_types::cuda::{CUmoduleLoadingMode, CUresult, CUDA_VERSION};
 use std::ffi::{c_int, c_uint};
+use vgpu_ffi::Out;
 use vgpu_guest::client;
-use vgpu_guest::ffi::OutPtr;
 
 /// No host → CUDA_ERROR_NO_DEVICE (what Ollama and cudart read as "no
 /// NVIDIA GPU"), quickly: connecting is bounded by the guest client.
@@ -23,13 +24,9 @@ pub fn init(flags: c_uint) -> Result<(), CUresult> {
 /// answers its version and lets `cuInit` report CUDA_ERROR_NO_DEVICE. Apps
 /// then say "no CUDA-capable device" (cudaErrorNoDevice) instead of
 /// "insufficient driver" (what a 0 or an error here would make cudart say).
-pub unsafe fn driver_get_version(driver_version: *mut c_int) -> Result<(), CUresult> {
-    if driver_version.is_null() {
-        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-    }
-    let version = current_driver_version();
-    // SAFETY: non-null, and the API contract makes it writable.
-    unsafe { driver_version.write_or(version, CUresult::CUDA_ERROR_INVALID_VALUE) }
+pub fn driver_get_version(driver_version: Out<c_int>) -> Result<(), CUresult> {
+    driver_version.write(current_driver_version());
+    Ok(())
 }
 
 /// What `cuDriverGetVersion` reports; the integrity check hashes the same
@@ -46,13 +43,7 @@ pub fn current_driver_version() -> c_int {
 
 /// Lazy: cudart then loads only the fatbins whose kernels actually launch,
 /// so a program ships no code it does not run.
-pub unsafe fn module_get_loading_mode(mode: *mut CUmoduleLoadingMode) -> Result<(), CUresult> {
-    driver::get()?;
-    // SAFETY: API contract: mode is writable or null.
-    unsafe {
-        mode.write_or(
-            CUmoduleLoadingMode::CU_MODULE_LAZY_LOADING,
-            CUresult::CUDA_ERROR_INVALID_VALUE,
-        )
-    }
+pub fn module_get_loading_mode(mode: Out<CUmoduleLoadingMode>) -> Result<(), CUresult> {
+    mode.write(CUmoduleLoadingMode::CU_MODULE_LAZY_LOADING);
+    Ok(())
 }

@@ -1,31 +1,28 @@
 //! Kernel launches, occupancy questions and host functions in streams.
 //!
-//! A launch is queued (`vgpu_guest::client::queue`): no round trip, its
+//! A launch is a deferred op (queued by `check::host`): no round trip, its
 //! failure reported by the next synchronizing call, as CUDA reports
 //! asynchronous errors. What can be checked locally (handles, dimensions,
 //! the argument protocol) fails at once.
 
-use crate::check::{self, reject, INVALID_VALUE, NOT_SUPPORTED};
-use crate::driver;
+use crate::args::Live;
+use crate::check::{self, reject, INVALID_VALUE};
+use crate::driver::Device;
 use crate::module::{self, Func};
-use crate::stream::{self, Null};
+use crate::stream::{self, Null, StreamArg};
 use cuda_abi::launch::{self as abi, ExtraError, NullArgs, EXTRA_WORDS};
 use cuda_types::cuda::{
-    CUdevice_attribute, CUfunction, CUhostFn, CUlaunchAttributeID, CUlaunchConfig,
-    CUoccupancyB2DSize, CUresult, CUstream, CUstreamCallback,
+    CUdevice_attribute, CUfunction_attribute, CUhostFn, CUlaunchAttributeID, CUlaunchConfig,
+    CUoccupancyB2DSize, CUresult, CUstreamCallback,
 };
 use std::ffi::{c_int, c_uint, c_void};
-use vgpu_guest::ffi::OutPtr;
+use vgpu_ffi::{In, Out};
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
     LaunchKernel, OccupancyMaxActiveBlocks, OccupancyMaxPotentialBlockSize, StreamSynchronize,
 };
-
-/// The first host driver with `cuFuncGetParamInfo` (12.4): from it on, an
-/// empty layout means "no parameters"; before, "unknown".
-const PARAM_INFO_DRIVER: i32 = 12040;
 
 /// The packed buffer an `extra` array describes, both keys required.
 ///
@@ -75,20 +72,7 @@ unsafe fn arguments(
         // SAFETY: forwarded.
         (true, false) => unsafe { extra_buffer(extra as *const *const c_void) },
         (false, true) => {
-            if f.params.is_empty() {
-                let version = driver::get()?.inventory.host.cuda_driver_version;
-                if version < PARAM_INFO_DRIVER {
-                    return Err(reject(
-                        NOT_SUPPORTED,
-                        format_args!(
-                            "launch of {:?} with kernelParams: the host driver ({version}) cannot \
-                             say where parameters go (needs cuFuncGetParamInfo, 12.4+); use extra",
-                            f.name
-                        ),
-                    ));
-                }
-            }
-            let layout = f.params.iter().copied();
+            let layout = f.layout()?.iter().copied();
             // SAFETY: forwarded; the array is non-NULL (matched above), and
             // a NULL argument is zeros, so packing cannot fail.
             let packed = unsafe {
@@ -112,28 +96,27 @@ struct Shape {
     grid: [u32; 3],
     block: [u32; 3],
     shared_mem: u32,
-    stream: CUstream,
+    stream: StreamArg,
     cooperative: bool,
 }
 
 /// # Safety
 /// As [`arguments`].
 unsafe fn launch(
-    f: CUfunction,
+    f: Live<Func>,
     shape: Shape,
     null: Null,
     kernel_params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> Result<(), CUresult> {
-    driver::get()?;
     if shape.grid.contains(&0) || shape.block.contains(&0) {
         return Err(reject(
             INVALID_VALUE,
             format_args!("launch: grid {:?} block {:?}", shape.grid, shape.block),
         ));
     }
-    let t = stream::target(shape.stream, null)?;
-    let func = module::launchable(f, &t.ctx)?;
+    let t = stream::target(&shape.stream, null)?;
+    let func = f.in_context(&t.ctx)?;
     // SAFETY: forwarded.
     let params = unsafe { arguments(&func, kernel_params, extra) }?;
     let call = LaunchKernel {
@@ -146,14 +129,17 @@ unsafe fn launch(
         params: Bytes(params),
         cooperative: shape.cooperative,
     };
-    stream::submit(&call)
+    check::host(&call)
 }
 
-/// `cuLaunchKernel[_ptsz]` (`null` says which) and, with `cooperative`,
-/// `cuLaunchCooperativeKernel[_ptsz]`.
+/// `cuLaunchKernel[_ptsz]` (`null` says which) and, with `cooperative`
+/// (and no `extra`: the export has none), `cuLaunchCooperativeKernel[_ptsz]`.
+///
+/// # Safety
+/// As [`arguments`].
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn launch_kernel(
-    f: CUfunction,
+    f: Live<Func>,
     gx: c_uint,
     gy: c_uint,
     gz: c_uint,
@@ -161,7 +147,7 @@ pub unsafe fn launch_kernel(
     by: c_uint,
     bz: c_uint,
     shared_mem: c_uint,
-    stream: CUstream,
+    stream: StreamArg,
     kernel_params: *mut *mut c_void,
     extra: *mut *mut c_void,
     null: Null,
@@ -178,60 +164,21 @@ pub unsafe fn launch_kernel(
     unsafe { launch(f, shape, null, kernel_params, extra) }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn launch_cooperative(
-    f: CUfunction,
-    gx: c_uint,
-    gy: c_uint,
-    gz: c_uint,
-    bx: c_uint,
-    by: c_uint,
-    bz: c_uint,
-    shared_mem: c_uint,
-    stream: CUstream,
-    kernel_params: *mut *mut c_void,
-    null: Null,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe {
-        launch_kernel(
-            f,
-            gx,
-            gy,
-            gz,
-            bx,
-            by,
-            bz,
-            shared_mem,
-            stream,
-            kernel_params,
-            std::ptr::null_mut(),
-            null,
-            true,
-        )
-    }
-}
-
 /// `cuLaunchKernelEx`: of the launch attributes only `COOPERATIVE` changes
 /// what the host does; the others (cluster shape, priority, programmatic
 /// serialization, memory sync domains ...) are hints or features the
 /// remoted launch does not carry, and are dropped with a Debug line.
+///
+/// # Safety
+/// As [`arguments`]; `config.attrs` holds `numAttrs` entries.
 pub unsafe fn launch_kernel_ex(
-    config: *const CUlaunchConfig,
-    f: CUfunction,
+    config: In<CUlaunchConfig>,
+    f: Live<Func>,
     kernel_params: *mut *mut c_void,
     extra: *mut *mut c_void,
     null: Null,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if config.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuLaunchKernelEx: NULL config"),
-        ));
-    }
-    // SAFETY: a readable config (contract).
-    let c = unsafe { config.read_unaligned() };
+    let c = config.read();
     let mut cooperative = false;
     if c.numAttrs > 0 {
         if c.attrs.is_null() {
@@ -259,7 +206,7 @@ pub unsafe fn launch_kernel_ex(
         grid: [c.gridDimX, c.gridDimY, c.gridDimZ],
         block: [c.blockDimX, c.blockDimY, c.blockDimZ],
         shared_mem: c.sharedMemBytes,
-        stream: c.hStream,
+        stream: StreamArg::resolve(c.hStream)?,
         cooperative,
     };
     // SAFETY: forwarded caller contract.
@@ -270,34 +217,29 @@ pub unsafe fn launch_kernel_ex(
 
 /// The host handle occupancy questions are about: a kernel's function in
 /// the current context.
-fn occupancy_func(f: CUfunction) -> Result<u64, CUresult> {
+fn occupancy_func(f: &Live<Func>) -> Result<u64, CUresult> {
     let (ctx, _) = check::current()?;
-    Ok(module::launchable(f, &ctx)?.remote)
+    Ok(f.in_context(&ctx)?.remote)
 }
 
-pub unsafe fn max_active_blocks(
-    out: *mut c_int,
-    f: CUfunction,
+/// `cuOccupancyMaxActiveBlocksPerMultiprocessor[WithFlags]` (flags 0 for
+/// the plain form).
+pub fn max_active_blocks(
+    out: Out<c_int>,
+    f: Live<Func>,
     block_size: c_int,
     dynamic_smem: usize,
     flags: c_uint,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("occupancy: NULL out-pointer"),
-        ));
-    }
-    let func = occupancy_func(f)?;
+    let func = occupancy_func(&f)?;
     let n = check::host(&OccupancyMaxActiveBlocks {
         func,
         block_size,
         dynamic_smem: dynamic_smem as u64,
         flags,
     })?;
-    // SAFETY: checked non-null; writable by contract.
-    unsafe { out.write_or(n, INVALID_VALUE) }
+    out.write(n);
+    Ok(())
 }
 
 /// `cuOccupancyMaxPotentialBlockSize[WithFlags]`.
@@ -311,23 +253,16 @@ pub unsafe fn max_active_blocks(
 /// `cudaOccupancyMaxPotentialBlockSize` template decides). That is one
 /// round trip per candidate, at most 32 for 1024-thread blocks.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn max_potential_block_size(
-    min_grid: *mut c_int,
-    block: *mut c_int,
-    f: CUfunction,
+pub fn max_potential_block_size(
+    min_grid: Out<c_int>,
+    block: Out<c_int>,
+    f: Live<Func>,
     to_smem: CUoccupancyB2DSize,
     dynamic_smem: usize,
     limit: c_int,
     flags: c_uint,
 ) -> Result<(), CUresult> {
-    let d = driver::get()?;
-    if min_grid.is_null() || block.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("occupancy: NULL out-pointer"),
-        ));
-    }
-    let func = occupancy_func(f)?;
+    let func = occupancy_func(&f)?;
     let (grid, size) = match to_smem {
         None => check::host(&OccupancyMaxPotentialBlockSize {
             func,
@@ -337,26 +272,16 @@ pub unsafe fn max_potential_block_size(
         })?,
         Some(cb) => {
             let (ctx, _) = check::current()?;
-            let dev = d.device(ctx.device)?;
+            let dev = Device::new(ctx.device)?.info();
             let attr = |a: CUdevice_attribute| dev.attribute(a.0 as i32).unwrap_or(0);
             let warp = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_WARP_SIZE).max(1);
             let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
             let mut max_threads =
                 attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK);
-            let mut fattr = 0;
-            let fh = f;
-            // SAFETY: a local out-pointer.
-            if unsafe {
-                module::func_get_attribute(
-                    &mut fattr,
-                    cuda_types::cuda::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
-                    fh,
-                )
-            }
-            .is_ok()
-                && fattr > 0
-            {
-                max_threads = max_threads.min(fattr);
+            let fattr = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK;
+            match module::attribute(&f, fattr) {
+                Ok(n) if n > 0 => max_threads = max_threads.min(n),
+                _ => {}
             }
             if limit > 0 {
                 max_threads = max_threads.min(limit);
@@ -380,11 +305,9 @@ pub unsafe fn max_potential_block_size(
             (best.0 * sms, best.1)
         }
     };
-    // SAFETY: checked non-null; writable by contract.
-    unsafe {
-        min_grid.write_or(grid, INVALID_VALUE)?;
-        block.write_or(size, INVALID_VALUE)
-    }
+    min_grid.write(grid);
+    block.write(size);
+    Ok(())
 }
 
 // ---- host functions ----
@@ -398,49 +321,38 @@ pub unsafe fn max_potential_block_size(
 // enqueueing thread blocks until the stream drains.
 
 /// Waits for the stream a host function goes into.
-fn drain(h: CUstream, null: Null) -> Result<(), CUresult> {
-    let t = stream::target(h, null)?;
+fn drain(s: &StreamArg, null: Null) -> Result<(), CUresult> {
+    let t = stream::target(s, null)?;
     check::host(&StreamSynchronize { stream: t.stream })
 }
 
 /// `cuLaunchHostFunc`: per CUDA, not called when the context has failed;
-/// the failure is returned instead.
+/// the failure is returned instead. The 13.x `_v2` adds a synchronization
+/// mode (0 for the v1 export), which only says how the function may
+/// overlap later work: running it inline satisfies every mode.
 pub fn launch_host_func(
-    h: CUstream,
-    f: CUhostFn,
-    user: *mut c_void,
-    null: Null,
-) -> Result<(), CUresult> {
-    driver::get()?;
-    let f = f.ok_or_else(|| reject(INVALID_VALUE, format_args!("cuLaunchHostFunc: NULL fn")))?;
-    drain(h, null)?;
-    // SAFETY: the application's function with its own argument.
-    unsafe { f(user) };
-    Ok(())
-}
-
-/// The 13.x `_v2` adds a synchronization mode, which only says how the
-/// function may overlap later work: running it inline satisfies every mode.
-pub fn launch_host_func_v2(
-    h: CUstream,
+    s: StreamArg,
     f: CUhostFn,
     user: *mut c_void,
     _mode: c_uint,
     null: Null,
 ) -> Result<(), CUresult> {
-    launch_host_func(h, f, user, null)
+    let f = f.ok_or_else(|| reject(INVALID_VALUE, format_args!("cuLaunchHostFunc: NULL fn")))?;
+    drain(&s, null)?;
+    // SAFETY: the application's function with its own argument.
+    unsafe { f(user) };
+    Ok(())
 }
 
 /// `cuStreamAddCallback`: unlike a host function, the callback also runs
 /// after a failure, and is told the status.
 pub fn add_callback(
-    h: CUstream,
+    s: StreamArg,
     cb: CUstreamCallback,
     user: *mut c_void,
     flags: c_uint,
     null: Null,
 ) -> Result<(), CUresult> {
-    driver::get()?;
     let cb = cb.ok_or_else(|| reject(INVALID_VALUE, format_args!("cuStreamAddCallback: NULL")))?;
     if flags != 0 {
         return Err(reject(
@@ -448,14 +360,16 @@ pub fn add_callback(
             format_args!("cuStreamAddCallback: flags {flags}"),
         ));
     }
-    // An invalid handle is the caller's error, not the stream's status.
-    stream::target(h, null)?;
-    let status = match drain(h, null) {
+    // An invalid handle is the caller's error, not the stream's status
+    // (it was refused as the argument converted); so is a default stream
+    // without a current context.
+    stream::target(&s, null)?;
+    let status = match drain(&s, null) {
         Ok(()) => CUresult::CUDA_SUCCESS,
         Err(e) => e,
     };
     // SAFETY: the application's callback with its own stream and argument.
-    unsafe { cb(h, status, user) };
+    unsafe { cb(s.handle(), status, user) };
     Ok(())
 }
 

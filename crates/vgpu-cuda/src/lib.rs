@@ -4,28 +4,34 @@
 //!
 //! The list below is the status of every driver entry point: a name listed
 //! under `implemented` forwards to the function named; every other name of
-//! the pinned cuda.h is exported as a CUDA_ERROR_NOT_SUPPORTED stub. Nothing
-//! runs at load time; the host is contacted by the first `cuInit` (or
+//! the pinned cuda.h is exported as a CUDA_ERROR_NOT_SUPPORTED stub. Every
+//! entry point outside `without_init` answers CUDA_ERROR_NOT_INITIALIZED
+//! before a successful `cuInit` (`driver::require`); every C argument is
+//! converted before a body runs (`vgpu_ffi::FromCuda`: out-pointers,
+//! strings, this library's handles — see `args.rs`). Nothing runs at load
+//! time; the host is contacted by the first `cuInit` (or
 //! `cuDriverGetVersion`).
 
+use context::state::{CtxArg, API_VERSION, API_VERSION_LEGACY};
 use cuda_types::cuda::*;
+use memory::When;
+use std::ptr::null_mut;
 use stream::Null;
 
+mod args;
 mod capture;
-mod context;
-pub mod contexts;
+pub mod context;
 mod darkapi;
 mod device;
 pub mod driver;
-mod error;
 mod init;
-mod memory;
 mod procaddr;
 // The memory path: device/host tables, copies, streams, pools, VMM.
 mod check;
 mod copy2d;
 pub mod devmem;
 mod host_memory;
+mod memory;
 mod mempool;
 mod pointer;
 mod stream;
@@ -41,21 +47,22 @@ mod module;
 // The host-refusal marker and the virtual files' provider registration.
 vgpu_guest::shim_glue!(owner);
 
+// One body per family: the legacy 32-bit, `_v2`, `_ptds`/`_ptsz` and
+// `Async` forms of an entry point differ in argument widths (converted,
+// see `args.rs`) or in the constants in brackets: a synchronous copy's
+// `When::Sync` where an `...Async` form has its stream, the meaning of a
+// NULL stream (`Null`), a flag the older form lacks.
 cuda_types::with_cuda_functions!(api_macros::export_functions {
-    boundary = vgpu_guest::ffi::cuda_boundary,
-    not_supported = vgpu_guest::ffi::cuda_not_supported,
     lookup = exported_symbol,
+    require = driver::require,
     implemented {
-        cuInit => init::init,
-        cuDriverGetVersion => init::driver_get_version,
-
         cuDeviceGet => device::get,
         cuDeviceGetCount => device::get_count,
         cuDeviceGetName => device::get_name,
         cuDeviceGetUuid => device::get_uuid,
-        cuDeviceGetUuid_v2 => device::get_uuid_v2,
+        cuDeviceGetUuid_v2 => device::get_uuid,
         cuDeviceTotalMem => device::total_mem,
-        cuDeviceTotalMem_v2 => device::total_mem_v2,
+        cuDeviceTotalMem_v2 => device::total_mem,
         cuDeviceGetAttribute => device::get_attribute,
         cuDeviceComputeCapability => device::compute_capability,
         cuDeviceGetProperties => device::get_properties,
@@ -67,12 +74,12 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuDevicePrimaryCtxRelease_v2 => context::primary_release,
         cuDevicePrimaryCtxReset => context::primary_reset,
         cuDevicePrimaryCtxReset_v2 => context::primary_reset,
-        cuDevicePrimaryCtxSetFlags => context::primary_set_flags_v1,
-        cuDevicePrimaryCtxSetFlags_v2 => context::primary_set_flags,
+        cuDevicePrimaryCtxSetFlags => context::primary_set_flags[false],
+        cuDevicePrimaryCtxSetFlags_v2 => context::primary_set_flags[true],
         cuDevicePrimaryCtxGetState => context::primary_get_state,
 
-        cuCtxCreate => context::create_v1,
-        cuCtxCreate_v2 => context::create_v2,
+        cuCtxCreate => context::create[API_VERSION_LEGACY],
+        cuCtxCreate_v2 => context::create[API_VERSION],
         cuCtxCreate_v3 => context::create_v3,
         cuCtxCreate_v4 => context::create_v4,
         cuCtxDestroy => context::destroy,
@@ -83,106 +90,106 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuCtxPushCurrent_v2 => context::push_current,
         cuCtxPopCurrent => context::pop_current,
         cuCtxPopCurrent_v2 => context::pop_current,
-        cuCtxGetDevice => context::get_device,
-        cuCtxGetDevice_v2 => context::get_device_v2,
+        cuCtxGetDevice => context::get_device[CtxArg::Null],
+        cuCtxGetDevice_v2 => context::get_device,
         cuCtxGetFlags => context::get_flags,
         cuCtxGetApiVersion => context::get_api_version,
         cuCtxGetId => context::get_id,
-        cuCtxSynchronize => context::synchronize,
-        cuCtxSynchronize_v2 => context::synchronize_v2,
+        cuCtxSynchronize => context::synchronize[CtxArg::Null],
+        cuCtxSynchronize_v2 => context::synchronize,
 
         cuMemGetInfo => memory::get_info,
-        cuMemGetInfo_v2 => memory::get_info_v2,
+        cuMemGetInfo_v2 => memory::get_info,
 
-        cuMemAlloc => memory::alloc_v1,
-        cuMemAlloc_v2 => memory::alloc_v2,
-        cuMemAllocPitch => memory::alloc_pitch_v1,
-        cuMemAllocPitch_v2 => memory::alloc_pitch_v2,
-        cuMemFree => memory::free_v1,
-        cuMemFree_v2 => memory::free_v2,
-        cuMemGetAddressRange => memory::get_address_range_v1,
-        cuMemGetAddressRange_v2 => memory::get_address_range_v2,
-        cuMemcpy => memory::memcpy,
-        cuMemcpy_ptds => memory::memcpy,
-        cuMemcpyAsync => memory::memcpy_async[Null::Legacy],
-        cuMemcpyAsync_ptsz => memory::memcpy_async[Null::PerThread],
-        cuMemcpyHtoD => memory::htod_v1,
-        cuMemcpyHtoD_v2 => memory::htod_v2,
-        cuMemcpyHtoD_v2_ptds => memory::htod_v2,
-        cuMemcpyHtoDAsync => memory::htod_async_v1,
-        cuMemcpyHtoDAsync_v2 => memory::htod_async_v2[Null::Legacy],
-        cuMemcpyHtoDAsync_v2_ptsz => memory::htod_async_v2[Null::PerThread],
-        cuMemcpyDtoH => memory::dtoh_v1,
-        cuMemcpyDtoH_v2 => memory::dtoh_v2,
-        cuMemcpyDtoH_v2_ptds => memory::dtoh_v2,
-        cuMemcpyDtoHAsync => memory::dtoh_async_v1,
-        cuMemcpyDtoHAsync_v2 => memory::dtoh_async_v2[Null::Legacy],
-        cuMemcpyDtoHAsync_v2_ptsz => memory::dtoh_async_v2[Null::PerThread],
-        cuMemcpyDtoD => memory::dtod_v1,
-        cuMemcpyDtoD_v2 => memory::dtod_v2,
-        cuMemcpyDtoD_v2_ptds => memory::dtod_v2,
-        cuMemcpyDtoDAsync => memory::dtod_async_v1,
-        cuMemcpyDtoDAsync_v2 => memory::dtod_async_v2[Null::Legacy],
-        cuMemcpyDtoDAsync_v2_ptsz => memory::dtod_async_v2[Null::PerThread],
-        cuMemcpyPeer => memory::peer_sync,
-        cuMemcpyPeer_ptds => memory::peer_sync,
-        cuMemcpyPeerAsync => memory::peer_async[Null::Legacy],
-        cuMemcpyPeerAsync_ptsz => memory::peer_async[Null::PerThread],
-        cuMemcpy2D => copy2d::memcpy2d_v1,
-        cuMemcpy2D_v2 => copy2d::memcpy2d_v2,
-        cuMemcpy2D_v2_ptds => copy2d::memcpy2d_v2,
-        cuMemcpy2DUnaligned => copy2d::memcpy2d_v1,
-        cuMemcpy2DUnaligned_v2 => copy2d::memcpy2d_v2,
-        cuMemcpy2DUnaligned_v2_ptds => copy2d::memcpy2d_v2,
-        cuMemcpy2DAsync => copy2d::memcpy2d_async_v1,
-        cuMemcpy2DAsync_v2 => copy2d::memcpy2d_async_v2[Null::Legacy],
-        cuMemcpy2DAsync_v2_ptsz => copy2d::memcpy2d_async_v2[Null::PerThread],
-        cuMemcpy3D => copy2d::memcpy3d_v1,
-        cuMemcpy3D_v2 => copy2d::memcpy3d_v2,
-        cuMemcpy3D_v2_ptds => copy2d::memcpy3d_v2,
-        cuMemcpy3DAsync => copy2d::memcpy3d_async_v1,
-        cuMemcpy3DAsync_v2 => copy2d::memcpy3d_async_v2[Null::Legacy],
-        cuMemcpy3DAsync_v2_ptsz => copy2d::memcpy3d_async_v2[Null::PerThread],
-        cuMemsetD8 => memory::memset_d8_v1,
-        cuMemsetD8_v2 => memory::memset_d8,
-        cuMemsetD8_v2_ptds => memory::memset_d8,
-        cuMemsetD16 => memory::memset_d16_v1,
-        cuMemsetD16_v2 => memory::memset_d16,
-        cuMemsetD16_v2_ptds => memory::memset_d16,
-        cuMemsetD32 => memory::memset_d32_v1,
-        cuMemsetD32_v2 => memory::memset_d32,
-        cuMemsetD32_v2_ptds => memory::memset_d32,
-        cuMemsetD2D8 => memory::memset_d2d8_v1,
-        cuMemsetD2D8_v2 => memory::memset_d2d8,
-        cuMemsetD2D8_v2_ptds => memory::memset_d2d8,
-        cuMemsetD2D16 => memory::memset_d2d16_v1,
-        cuMemsetD2D16_v2 => memory::memset_d2d16,
-        cuMemsetD2D16_v2_ptds => memory::memset_d2d16,
-        cuMemsetD2D32 => memory::memset_d2d32_v1,
-        cuMemsetD2D32_v2 => memory::memset_d2d32,
-        cuMemsetD2D32_v2_ptds => memory::memset_d2d32,
-        cuMemsetD8Async => memory::memset_d8_async[Null::Legacy],
-        cuMemsetD8Async_ptsz => memory::memset_d8_async[Null::PerThread],
-        cuMemsetD16Async => memory::memset_d16_async[Null::Legacy],
-        cuMemsetD16Async_ptsz => memory::memset_d16_async[Null::PerThread],
-        cuMemsetD32Async => memory::memset_d32_async[Null::Legacy],
-        cuMemsetD32Async_ptsz => memory::memset_d32_async[Null::PerThread],
-        cuMemsetD2D8Async => memory::memset_d2d8_async[Null::Legacy],
-        cuMemsetD2D8Async_ptsz => memory::memset_d2d8_async[Null::PerThread],
-        cuMemsetD2D16Async => memory::memset_d2d16_async[Null::Legacy],
-        cuMemsetD2D16Async_ptsz => memory::memset_d2d16_async[Null::PerThread],
-        cuMemsetD2D32Async => memory::memset_d2d32_async[Null::Legacy],
-        cuMemsetD2D32Async_ptsz => memory::memset_d2d32_async[Null::PerThread],
+        cuMemAlloc => memory::alloc,
+        cuMemAlloc_v2 => memory::alloc,
+        cuMemAllocPitch => memory::alloc_pitch,
+        cuMemAllocPitch_v2 => memory::alloc_pitch,
+        cuMemFree => memory::free,
+        cuMemFree_v2 => memory::free,
+        cuMemGetAddressRange => memory::get_address_range,
+        cuMemGetAddressRange_v2 => memory::get_address_range,
+        cuMemcpy => memory::memcpy[When::Sync, Null::Legacy],
+        cuMemcpy_ptds => memory::memcpy[When::Sync, Null::PerThread],
+        cuMemcpyAsync => memory::memcpy[Null::Legacy],
+        cuMemcpyAsync_ptsz => memory::memcpy[Null::PerThread],
+        cuMemcpyHtoD => memory::memcpy_htod[When::Sync, Null::Legacy],
+        cuMemcpyHtoD_v2 => memory::memcpy_htod[When::Sync, Null::Legacy],
+        cuMemcpyHtoD_v2_ptds => memory::memcpy_htod[When::Sync, Null::PerThread],
+        cuMemcpyHtoDAsync => memory::memcpy_htod[Null::Legacy],
+        cuMemcpyHtoDAsync_v2 => memory::memcpy_htod[Null::Legacy],
+        cuMemcpyHtoDAsync_v2_ptsz => memory::memcpy_htod[Null::PerThread],
+        cuMemcpyDtoH => memory::memcpy_dtoh[When::Sync, Null::Legacy],
+        cuMemcpyDtoH_v2 => memory::memcpy_dtoh[When::Sync, Null::Legacy],
+        cuMemcpyDtoH_v2_ptds => memory::memcpy_dtoh[When::Sync, Null::PerThread],
+        cuMemcpyDtoHAsync => memory::memcpy_dtoh[Null::Legacy],
+        cuMemcpyDtoHAsync_v2 => memory::memcpy_dtoh[Null::Legacy],
+        cuMemcpyDtoHAsync_v2_ptsz => memory::memcpy_dtoh[Null::PerThread],
+        cuMemcpyDtoD => memory::memcpy_dtod[When::Sync, Null::Legacy],
+        cuMemcpyDtoD_v2 => memory::memcpy_dtod[When::Sync, Null::Legacy],
+        cuMemcpyDtoD_v2_ptds => memory::memcpy_dtod[When::Sync, Null::PerThread],
+        cuMemcpyDtoDAsync => memory::memcpy_dtod[Null::Legacy],
+        cuMemcpyDtoDAsync_v2 => memory::memcpy_dtod[Null::Legacy],
+        cuMemcpyDtoDAsync_v2_ptsz => memory::memcpy_dtod[Null::PerThread],
+        cuMemcpyPeer => memory::memcpy_peer[When::Sync, Null::Legacy],
+        cuMemcpyPeer_ptds => memory::memcpy_peer[When::Sync, Null::PerThread],
+        cuMemcpyPeerAsync => memory::memcpy_peer[Null::Legacy],
+        cuMemcpyPeerAsync_ptsz => memory::memcpy_peer[Null::PerThread],
+        cuMemcpy2D => copy2d::memcpy2d[When::Sync, Null::Legacy],
+        cuMemcpy2D_v2 => copy2d::memcpy2d[When::Sync, Null::Legacy],
+        cuMemcpy2D_v2_ptds => copy2d::memcpy2d[When::Sync, Null::PerThread],
+        cuMemcpy2DUnaligned => copy2d::memcpy2d[When::Sync, Null::Legacy],
+        cuMemcpy2DUnaligned_v2 => copy2d::memcpy2d[When::Sync, Null::Legacy],
+        cuMemcpy2DUnaligned_v2_ptds => copy2d::memcpy2d[When::Sync, Null::PerThread],
+        cuMemcpy2DAsync => copy2d::memcpy2d[Null::Legacy],
+        cuMemcpy2DAsync_v2 => copy2d::memcpy2d[Null::Legacy],
+        cuMemcpy2DAsync_v2_ptsz => copy2d::memcpy2d[Null::PerThread],
+        cuMemcpy3D => copy2d::memcpy3d[When::Sync, Null::Legacy],
+        cuMemcpy3D_v2 => copy2d::memcpy3d[When::Sync, Null::Legacy],
+        cuMemcpy3D_v2_ptds => copy2d::memcpy3d[When::Sync, Null::PerThread],
+        cuMemcpy3DAsync => copy2d::memcpy3d[Null::Legacy],
+        cuMemcpy3DAsync_v2 => copy2d::memcpy3d[Null::Legacy],
+        cuMemcpy3DAsync_v2_ptsz => copy2d::memcpy3d[Null::PerThread],
+        cuMemsetD8 => memory::memset_1d[When::Sync, Null::Legacy],
+        cuMemsetD8_v2 => memory::memset_1d[When::Sync, Null::Legacy],
+        cuMemsetD8_v2_ptds => memory::memset_1d[When::Sync, Null::PerThread],
+        cuMemsetD16 => memory::memset_1d[When::Sync, Null::Legacy],
+        cuMemsetD16_v2 => memory::memset_1d[When::Sync, Null::Legacy],
+        cuMemsetD16_v2_ptds => memory::memset_1d[When::Sync, Null::PerThread],
+        cuMemsetD32 => memory::memset_1d[When::Sync, Null::Legacy],
+        cuMemsetD32_v2 => memory::memset_1d[When::Sync, Null::Legacy],
+        cuMemsetD32_v2_ptds => memory::memset_1d[When::Sync, Null::PerThread],
+        cuMemsetD2D8 => memory::memset_2d[When::Sync, Null::Legacy],
+        cuMemsetD2D8_v2 => memory::memset_2d[When::Sync, Null::Legacy],
+        cuMemsetD2D8_v2_ptds => memory::memset_2d[When::Sync, Null::PerThread],
+        cuMemsetD2D16 => memory::memset_2d[When::Sync, Null::Legacy],
+        cuMemsetD2D16_v2 => memory::memset_2d[When::Sync, Null::Legacy],
+        cuMemsetD2D16_v2_ptds => memory::memset_2d[When::Sync, Null::PerThread],
+        cuMemsetD2D32 => memory::memset_2d[When::Sync, Null::Legacy],
+        cuMemsetD2D32_v2 => memory::memset_2d[When::Sync, Null::Legacy],
+        cuMemsetD2D32_v2_ptds => memory::memset_2d[When::Sync, Null::PerThread],
+        cuMemsetD8Async => memory::memset_1d[Null::Legacy],
+        cuMemsetD8Async_ptsz => memory::memset_1d[Null::PerThread],
+        cuMemsetD16Async => memory::memset_1d[Null::Legacy],
+        cuMemsetD16Async_ptsz => memory::memset_1d[Null::PerThread],
+        cuMemsetD32Async => memory::memset_1d[Null::Legacy],
+        cuMemsetD32Async_ptsz => memory::memset_1d[Null::PerThread],
+        cuMemsetD2D8Async => memory::memset_2d[Null::Legacy],
+        cuMemsetD2D8Async_ptsz => memory::memset_2d[Null::PerThread],
+        cuMemsetD2D16Async => memory::memset_2d[Null::Legacy],
+        cuMemsetD2D16Async_ptsz => memory::memset_2d[Null::PerThread],
+        cuMemsetD2D32Async => memory::memset_2d[Null::Legacy],
+        cuMemsetD2D32Async_ptsz => memory::memset_2d[Null::PerThread],
 
-        cuMemAllocHost => host_memory::alloc_host_v1,
-        cuMemAllocHost_v2 => host_memory::alloc_host_v2,
-        cuMemHostAlloc => host_memory::host_alloc_entry,
+        cuMemAllocHost => host_memory::host_alloc[0],
+        cuMemAllocHost_v2 => host_memory::host_alloc[0],
+        cuMemHostAlloc => host_memory::host_alloc,
         cuMemFreeHost => host_memory::free_host,
         cuMemHostRegister => host_memory::register,
         cuMemHostRegister_v2 => host_memory::register,
         cuMemHostUnregister => host_memory::unregister,
-        cuMemHostGetDevicePointer => host_memory::get_device_pointer_v1,
-        cuMemHostGetDevicePointer_v2 => host_memory::get_device_pointer_v2,
+        cuMemHostGetDevicePointer => host_memory::get_device_pointer,
+        cuMemHostGetDevicePointer_v2 => host_memory::get_device_pointer,
         cuMemHostGetFlags => host_memory::get_flags,
         cuPointerGetAttribute => pointer::get_attribute,
         cuPointerGetAttributes => pointer::get_attributes,
@@ -206,7 +213,6 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuStreamGetCaptureInfo_v2_ptsz => capture::info_v2[Null::PerThread],
         cuStreamGetCaptureInfo_v3 => capture::info_v3[Null::Legacy],
         cuStreamGetCaptureInfo_v3_ptsz => capture::info_v3[Null::PerThread],
-        cuThreadExchangeStreamCaptureMode => capture::exchange_mode,
         cuStreamCreate => stream::create[stream::PRIORITY_LEAST],
         cuStreamCreateWithPriority => stream::create,
         cuStreamDestroy => stream::destroy,
@@ -219,29 +225,33 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuStreamGetPriority_ptsz => stream::get_priority[Null::PerThread],
         cuStreamGetFlags => stream::get_flags[Null::Legacy],
         cuStreamGetFlags_ptsz => stream::get_flags[Null::PerThread],
-        cuStreamGetCtx => stream::get_ctx[Null::Legacy],
-        cuStreamGetCtx_ptsz => stream::get_ctx[Null::PerThread],
-        cuStreamGetCtx_v2 => stream::get_ctx_v2[Null::Legacy],
-        cuStreamGetCtx_v2_ptsz => stream::get_ctx_v2[Null::PerThread],
+        // The v1 form has no green-context output (and needs its context
+        // output).
+        cuStreamGetCtx => stream::get_ctx[None, Null::Legacy],
+        cuStreamGetCtx_ptsz => stream::get_ctx[None, Null::PerThread],
+        cuStreamGetCtx_v2 => stream::get_ctx[Null::Legacy],
+        cuStreamGetCtx_v2_ptsz => stream::get_ctx[Null::PerThread],
 
         cuMemAllocAsync => mempool::mem_alloc_async[Null::Legacy],
         cuMemAllocAsync_ptsz => mempool::mem_alloc_async[Null::PerThread],
+        cuMemAllocFromPoolAsync => mempool::mem_alloc_from_pool_async[Null::Legacy],
+        cuMemAllocFromPoolAsync_ptsz => mempool::mem_alloc_from_pool_async[Null::PerThread],
         cuMemFreeAsync => mempool::mem_free_async[Null::Legacy],
         cuMemFreeAsync_ptsz => mempool::mem_free_async[Null::PerThread],
         cuDeviceGetDefaultMemPool => mempool::device_get_default_mem_pool,
-        cuDeviceGetMemPool => mempool::device_get_mem_pool,
+        cuDeviceGetMemPool => mempool::device_get_default_mem_pool,
         cuMemPoolGetAttribute => mempool::get_attribute,
         cuMemPoolSetAttribute => mempool::set_attribute,
         cuMemPoolTrimTo => mempool::trim_to,
 
         cuModuleLoad => module::load_file,
-        cuModuleLoadData => module::load_data,
-        cuModuleLoadDataEx => module::load_data_ex,
-        cuModuleLoadFatBinary => module::load_fat_binary,
+        cuModuleLoadData => module::load_data[0, null_mut(), null_mut()],
+        cuModuleLoadDataEx => module::load_data,
+        cuModuleLoadFatBinary => module::load_data[0, null_mut(), null_mut()],
         cuModuleUnload => module::unload,
         cuModuleGetFunction => module::get_function,
-        cuModuleGetGlobal => module::get_global_v1,
-        cuModuleGetGlobal_v2 => module::get_global_v2,
+        cuModuleGetGlobal => module::get_global,
+        cuModuleGetGlobal_v2 => module::get_global,
         cuLibraryLoadData => module::library_load_data,
         cuLibraryLoadFromFile => module::library_load_from_file,
         cuLibraryUnload => module::library_unload,
@@ -250,16 +260,16 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuLibraryGetGlobal => module::library_get_global,
         cuKernelGetFunction => module::kernel_get_function,
         cuKernelGetLibrary => module::kernel_get_library,
-        cuKernelGetName => module::kernel_get_name,
-        cuKernelGetParamInfo => module::kernel_get_param_info,
-        cuKernelGetParamCount => module::kernel_get_param_count,
+        cuKernelGetName => module::get_name,
+        cuKernelGetParamInfo => module::get_param_info,
+        cuKernelGetParamCount => module::get_param_count,
         cuKernelGetAttribute => module::kernel_get_attribute,
         cuKernelSetAttribute => module::kernel_set_attribute,
         cuKernelSetCacheConfig => module::kernel_set_cache_config,
         cuFuncGetModule => module::func_get_module,
-        cuFuncGetName => module::func_get_name,
-        cuFuncGetParamInfo => module::func_get_param_info,
-        cuFuncGetParamCount => module::func_get_param_count,
+        cuFuncGetName => module::get_name,
+        cuFuncGetParamInfo => module::get_param_info,
+        cuFuncGetParamCount => module::get_param_count,
         cuFuncIsLoaded => module::func_is_loaded,
         cuFuncLoad => module::func_load,
         cuFuncGetAttribute => module::func_get_attribute,
@@ -270,16 +280,17 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuLaunchKernel_ptsz => launch::launch_kernel[Null::PerThread, false],
         cuLaunchKernelEx => launch::launch_kernel_ex[Null::Legacy],
         cuLaunchKernelEx_ptsz => launch::launch_kernel_ex[Null::PerThread],
-        cuLaunchCooperativeKernel => launch::launch_cooperative[Null::Legacy],
-        cuLaunchCooperativeKernel_ptsz => launch::launch_cooperative[Null::PerThread],
+        // No `extra` argument: the constant takes its place.
+        cuLaunchCooperativeKernel => launch::launch_kernel[null_mut(), Null::Legacy, true],
+        cuLaunchCooperativeKernel_ptsz => launch::launch_kernel[null_mut(), Null::PerThread, true],
         cuOccupancyMaxActiveBlocksPerMultiprocessor => launch::max_active_blocks[0],
         cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags => launch::max_active_blocks,
         cuOccupancyMaxPotentialBlockSize => launch::max_potential_block_size[0],
         cuOccupancyMaxPotentialBlockSizeWithFlags => launch::max_potential_block_size,
-        cuLaunchHostFunc => launch::launch_host_func[Null::Legacy],
-        cuLaunchHostFunc_ptsz => launch::launch_host_func[Null::PerThread],
-        cuLaunchHostFunc_v2 => launch::launch_host_func_v2[Null::Legacy],
-        cuLaunchHostFunc_v2_ptsz => launch::launch_host_func_v2[Null::PerThread],
+        cuLaunchHostFunc => launch::launch_host_func[0, Null::Legacy],
+        cuLaunchHostFunc_ptsz => launch::launch_host_func[0, Null::PerThread],
+        cuLaunchHostFunc_v2 => launch::launch_host_func[Null::Legacy],
+        cuLaunchHostFunc_v2_ptsz => launch::launch_host_func[Null::PerThread],
         cuStreamAddCallback => launch::add_callback[Null::Legacy],
         cuStreamAddCallback_ptsz => launch::add_callback[Null::PerThread],
 
@@ -306,12 +317,56 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuLinkComplete => link::complete,
         cuLinkDestroy => link::destroy,
 
+        cuModuleGetLoadingMode => init::module_get_loading_mode,
+    }
+    // What works before `cuInit` on the real driver, and did here before
+    // the list had a `require` (cudart asks for the driver version, the
+    // export tables and entry points first; applications name a failed
+    // cuInit's error).
+    without_init {
+        cuInit => init::init,
+        cuDriverGetVersion => init::driver_get_version,
         cuGetProcAddress => procaddr::get_proc_address,
         cuGetProcAddress_v2 => procaddr::get_proc_address_v2,
         cuGetExportTable => darkapi::get_export_table,
-        cuModuleGetLoadingMode => init::module_get_loading_mode,
-
-        cuGetErrorName => error::get_error_name,
-        cuGetErrorString => error::get_error_string,
+        cuGetErrorName => vgpu_ffi::entry::cu_get_error_name,
+        cuGetErrorString => vgpu_ffi::entry::cu_get_error_string,
+        cuThreadExchangeStreamCaptureMode => capture::exchange_mode,
     }
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The list's `require`: no test process runs cuInit (there is no
+    /// host), so every entry point outside `without_init` refuses before
+    /// it looks at its arguments, and those inside still answer.
+    #[test]
+    fn initialisation_check_comes_first() {
+        const NOT_INITIALIZED: CUresult = CUresult::CUDA_ERROR_NOT_INITIALIZED;
+        let mut n = 0;
+        let mut name: *const std::ffi::c_char = std::ptr::null();
+        let mut mode = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL;
+        // SAFETY: live locals or NULL, which the checks refuse before any
+        // access.
+        unsafe {
+            assert_eq!(cuDeviceGetCount(&mut n), NOT_INITIALIZED);
+            assert_eq!(cuMemAlloc_v2(null_mut(), 0), NOT_INITIALIZED);
+            assert_eq!(cuMemcpy2D_v2(std::ptr::null()), NOT_INITIALIZED);
+            assert_eq!(cuStreamSynchronize(null_mut()), NOT_INITIALIZED);
+            assert_eq!(
+                cuDriverGetVersion(null_mut()),
+                CUresult::CUDA_ERROR_INVALID_VALUE
+            );
+            assert_eq!(
+                cuGetErrorName(NOT_INITIALIZED, &mut name),
+                CUresult::CUDA_SUCCESS
+            );
+            assert_eq!(
+                cuThreadExchangeStreamCaptureMode(&mut mode),
+                CUresult::CUDA_SUCCESS
+            );
+        }
+    }
+}

@@ -2,14 +2,14 @@
 //! in one round trip at `cuLinkComplete`. The linked image stays in the
 //! link state until `cuLinkDestroy`, as the API promises the caller.
 
+use crate::args::{self, Live};
 use crate::check::{self, reject, INVALID_VALUE};
-use crate::driver;
 use crate::module;
 use cuda_types::cuda::{CUjitInputType, CUjit_option, CUlinkState, CUresult};
-use parking_lot::{Mutex, RwLock};
-use std::collections::BTreeMap;
-use std::ffi::{c_char, c_uint, c_void, CStr};
+use parking_lot::Mutex;
+use std::ffi::{c_uint, c_void, CStr};
 use std::sync::Arc;
+use vgpu_ffi::{FromCuda, In, Mint, Out, Shared};
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
 use vgpu_transport::codec::Bytes;
@@ -27,19 +27,18 @@ struct State {
     image: Option<Box<[u8]>>,
 }
 
-struct Link {
+pub struct Link {
     state: Mutex<State>,
 }
 
-static LIVE: RwLock<BTreeMap<usize, Arc<Link>>> = RwLock::new(BTreeMap::new());
+/// Link states until `cuLinkDestroy`.
+pub(crate) static LINKS: Shared<Arc<Link>, CUresult> =
+    Shared::new("link state", INVALID_HANDLE, Mint::Pointer);
 
-fn lookup(h: CUlinkState) -> Result<Arc<Link>, CUresult> {
-    LIVE.read().get(&(h as usize)).cloned().ok_or_else(|| {
-        reject(
-            INVALID_HANDLE,
-            format_args!("{h:p} is not a live link state"),
-        )
-    })
+impl FromCuda<CUlinkState, CUresult> for Live<Link> {
+    unsafe fn from_cuda(h: CUlinkState) -> Result<Self, CUresult> {
+        Live::find(&LINKS, h)
+    }
 }
 
 fn log_options(what: &str, n: c_uint, options: *mut CUjit_option) {
@@ -53,41 +52,31 @@ fn log_options(what: &str, n: c_uint, options: *mut CUjit_option) {
     }
 }
 
-pub unsafe fn create(
+/// `cuLinkCreate[_v2]`: the options are logged, not applied.
+pub fn create(
     n: c_uint,
     options: *mut CUjit_option,
     _values: *mut *mut c_void,
-    out: *mut CUlinkState,
+    out: Out<CUlinkState>,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuLinkCreate: NULL out-pointer"),
-        ));
-    }
     // The link runs in the current context at completion, but CUDA ties
     // the state to the context current now: insist there is one.
     check::current()?;
     log_options("cuLinkCreate", n, options);
-    let l = Arc::new(Link {
+    let h = LINKS.insert(Arc::new(Link {
         state: Mutex::new(State::default()),
-    });
-    let h = Arc::as_ptr(&l) as CUlinkState;
-    LIVE.write().insert(h as usize, l);
-    // SAFETY: checked non-null; writable by contract.
-    unsafe { out.write(h) };
+    }));
+    out.write(args::handle(h));
     Ok(())
 }
 
-fn add(h: CUlinkState, ty: CUjitInputType, name: String, data: Vec<u8>) -> Result<(), CUresult> {
+fn add(l: &Link, ty: CUjitInputType, name: String, data: Vec<u8>) -> Result<(), CUresult> {
     if ty.0 > MAX_INPUT_TYPE {
         return Err(reject(
             INVALID_VALUE,
             format_args!("cuLinkAdd*: input type {}", ty.0),
         ));
     }
-    let l = lookup(h)?;
     let mut st = l.state.lock();
     if st.image.is_some() {
         return Err(reject(
@@ -103,29 +92,25 @@ fn add(h: CUlinkState, ty: CUjitInputType, name: String, data: Vec<u8>) -> Resul
     Ok(())
 }
 
-fn input_name(name: *const c_char, fallback: &str) -> String {
-    if name.is_null() {
-        return fallback.to_owned();
-    }
-    // SAFETY: a NUL-terminated name (API contract).
-    unsafe { CStr::from_ptr(name) }
-        .to_string_lossy()
-        .into_owned()
+fn input_name(name: Option<&CStr>, fallback: &str) -> String {
+    name.map_or_else(|| fallback.to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
+/// # Safety
+/// `data` holds `size` readable bytes; `options` is NULL or holds `n`
+/// entries (API contract).
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn add_data(
-    h: CUlinkState,
+    l: Live<Link>,
     ty: CUjitInputType,
-    data: *mut c_void,
+    data: In<c_void>,
     size: usize,
-    name: *const c_char,
+    name: Option<&CStr>,
     n: c_uint,
     options: *mut CUjit_option,
     _values: *mut *mut c_void,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if data.is_null() || size == 0 {
+    if size == 0 {
         return Err(reject(
             INVALID_VALUE,
             format_args!("cuLinkAddData: no data"),
@@ -139,42 +124,32 @@ pub unsafe fn add_data(
     }
     log_options("cuLinkAddData", n, options);
     // SAFETY: `size` readable bytes (API contract).
-    let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, size) }.to_vec();
-    add(h, ty, input_name(name, "data"), bytes)
+    let bytes = unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), size) }.to_vec();
+    add(&l, ty, input_name(name, "data"), bytes)
 }
 
-pub unsafe fn add_file(
-    h: CUlinkState,
+pub fn add_file(
+    l: Live<Link>,
     ty: CUjitInputType,
-    path: *const c_char,
+    path: &CStr,
     n: c_uint,
     options: *mut CUjit_option,
     _values: *mut *mut c_void,
 ) -> Result<(), CUresult> {
-    driver::get()?;
     log_options("cuLinkAddFile", n, options);
-    // SAFETY: a NUL-terminated path (API contract).
-    let mut bytes = unsafe { module::read_image_file(path) }?;
+    let mut bytes = module::read_image_file(path)?;
     // A binary input's size is the file's; only PTX text needs the NUL.
     if ty != CUjitInputType::CU_JIT_INPUT_PTX {
         bytes.pop();
     }
-    add(h, ty, input_name(path, "file"), bytes)
+    add(&l, ty, input_name(Some(path), "file"), bytes)
 }
 
-pub unsafe fn complete(
-    h: CUlinkState,
-    image_out: *mut *mut c_void,
-    size_out: *mut usize,
+pub fn complete(
+    l: Live<Link>,
+    image_out: Out<*mut c_void>,
+    size_out: Out<usize>,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if image_out.is_null() || size_out.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuLinkComplete: NULL out-pointer"),
-        ));
-    }
-    let l = lookup(h)?;
     let (_, ctx) = check::current()?;
     let mut st = l.state.lock();
     if st.image.is_none() {
@@ -198,20 +173,13 @@ pub unsafe fn complete(
             }
         }
     }
+    // The image lives in the state until cuLinkDestroy.
     let image = st.image.as_ref().expect("just linked");
-    // SAFETY: checked non-null; writable by contract. The image lives in
-    // the state until cuLinkDestroy.
-    unsafe {
-        image_out.write(image.as_ptr() as *mut c_void);
-        size_out.write(image.len());
-    }
+    image_out.write(image.as_ptr() as *mut c_void);
+    size_out.write(image.len());
     Ok(())
 }
 
 pub fn destroy(h: CUlinkState) -> Result<(), CUresult> {
-    driver::get()?;
-    LIVE.write()
-        .remove(&(h as usize))
-        .map(drop)
-        .ok_or_else(|| reject(INVALID_HANDLE, format_args!("cuLinkDestroy: {h:p}")))
+    LINKS.take(h as u64).map(drop)
 }

@@ -8,36 +8,48 @@
 //! plain process memory: copies read or write it directly, whatever
 //! allocated it.
 //!
-//! The legacy 32-bit entry points (`cuMemAlloc`, `cuMemcpyHtoD` without
-//! `_v2` ...) are served too: their arguments widen; an address that does
-//! not fit their 32-bit result is refused with CUDA_ERROR_NOT_SUPPORTED.
+//! Each family has one body for all its exports: the legacy 32-bit entry
+//! points (`cuMemAlloc`, `cuMemcpyHtoD` without `_v2` ...) widen their
+//! arguments ([`Wide`]) and write results at their width ([`Word`]; an
+//! address that does not fit is refused with CUDA_ERROR_NOT_SUPPORTED);
+//! synchronous and stream-ordered forms differ in a [`When`]; `_ptds`/
+//! `_ptsz` forms in a [`Null`].
 
+use crate::args::{Live, Wide, Word};
 use crate::check::{self, end_of, reject, INVALID_VALUE, NOT_SUPPORTED};
-use crate::contexts;
+use crate::context::state::{self, Context};
 use crate::devmem::{self, Kind, Range, Span};
 use crate::driver;
-use crate::stream::{self, Null};
-use cuda_types::cuda::{CUcontext, CUdeviceptr, CUdeviceptr_v1, CUresult, CUstream};
-use std::ffi::{c_uchar, c_uint, c_ushort, c_void};
-use vgpu_guest::ffi::OutPtr;
+use crate::stream::{self, Null, StreamArg};
+use cuda_types::cuda::{CUresult, CUstream};
+use std::ffi::{c_uint, c_void};
+use vgpu_ffi::{FromCuda, Out};
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
     MemAlloc, MemAllocPitch, MemFree, MemGetInfo, MemcpyDtoD, MemcpyDtoH, MemcpyHtoD, Memset,
-    COPY_CHUNK,
+    OnStream, COPY_CHUNK,
 };
 
 // ---- copy plumbing shared with the 2D/3D and host-memory code ----
 
 /// Whether a call must finish before the entry point returns, or is
-/// ordered on a stream.
-#[derive(Debug, Clone, Copy)]
+/// ordered on a stream. An `...Async` export's `CUstream` argument converts
+/// to `Async`; the synchronous exports pass [`When::Sync`] as a constant
+/// in its place.
+#[derive(Clone)]
 pub enum When {
     Sync,
-    Async(CUstream, Null),
+    Async(StreamArg),
 }
 
-/// Where a copy goes: the context and the stream value the host receives
-/// (0 = synchronous).
+impl FromCuda<CUstream, CUresult> for When {
+    unsafe fn from_cuda(h: CUstream) -> Result<Self, CUresult> {
+        StreamArg::resolve(h).map(When::Async)
+    }
+}
+
+/// Where a copy goes: the context, and whether it is stream-ordered on the
+/// stream value the host receives (then it travels as the `...Async` op).
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
     pub ctx: u64,
@@ -45,7 +57,8 @@ pub struct Route {
     pub asynchronous: bool,
 }
 
-pub fn route(when: When) -> Result<Route, CUresult> {
+/// `null` says what a NULL stream means at the entry point.
+pub fn route(when: &When, null: Null) -> Result<Route, CUresult> {
     match when {
         When::Sync => {
             let (_, ctx) = check::current()?;
@@ -55,8 +68,8 @@ pub fn route(when: When) -> Result<Route, CUresult> {
                 asynchronous: false,
             })
         }
-        When::Async(h, null) => {
-            let t = stream::target(h, null)?;
+        When::Async(s) => {
+            let t = stream::target(s, null)?;
             Ok(Route {
                 ctx: t.ctx_remote,
                 stream: t.stream,
@@ -67,13 +80,14 @@ pub fn route(when: When) -> Result<Route, CUresult> {
 }
 
 impl Route {
-    /// Sends a call whose only result is its status: through the stream
-    /// queue when the app asked for stream order, straight otherwise.
-    pub fn send<C: vgpu_transport::Call<Reply = ()>>(&self, call: &C) -> Result<(), CUresult> {
+    /// Sends a copy or memset: as the synchronous op, or ordered on the
+    /// route's stream as its `...Async` twin when the app asked for stream
+    /// order (the protocol's table says how each travels).
+    pub fn send<C: OnStream>(&self, call: C) -> Result<C::Reply, CUresult> {
         if self.asynchronous {
-            stream::submit(call)
+            check::host(&call.on_stream(self.stream))
         } else {
-            check::host(call)
+            check::host(&call)
         }
     }
 }
@@ -114,9 +128,8 @@ pub fn check_device_span(ptr: u64, len: u64, what: &str) -> Result<(), CUresult>
 pub fn put(route: &Route, dst: u64, src: &[u8]) -> Result<(), CUresult> {
     for (off, len) in chunks(src.len() as u64, COPY_CHUNK) {
         let piece = &src[off as usize..(off + len) as usize];
-        route.send(&MemcpyHtoD {
+        route.send(MemcpyHtoD {
             ctx: route.ctx,
-            stream: route.stream,
             dst: dst + off,
             data: Bytes(piece.to_vec()),
         })?;
@@ -129,9 +142,8 @@ pub fn put(route: &Route, dst: u64, src: &[u8]) -> Result<(), CUresult> {
 /// entry point returns, which is one valid schedule of it.
 pub fn get(route: &Route, dst: &mut [u8], src: u64) -> Result<(), CUresult> {
     for (off, len) in chunks(dst.len() as u64, COPY_CHUNK) {
-        let Bytes(data) = check::host(&MemcpyDtoH {
+        let Bytes(data) = route.send(MemcpyDtoH {
             ctx: route.ctx,
-            stream: route.stream,
             src: src + off,
             size: len,
         })?;
@@ -151,9 +163,8 @@ pub fn get(route: &Route, dst: &mut [u8], src: u64) -> Result<(), CUresult> {
 
 /// Device to device needs no payload, so it is one call whatever its size.
 pub fn dtod(route: &Route, dst: u64, src: u64, len: u64) -> Result<(), CUresult> {
-    route.send(&MemcpyDtoD {
+    route.send(MemcpyDtoD {
         ctx: route.ctx,
-        stream: route.stream,
         dst,
         src,
         size: len,
@@ -197,9 +208,22 @@ pub unsafe fn host_slice_mut<'a>(
 }
 
 // ---- 1D copies ----
+//
+// Each body serves its copy's plain, `_v2`, `_v2_ptds` and `Async` forms.
 
-unsafe fn htod(dst: u64, src: *const c_void, n: u64, when: When) -> Result<(), CUresult> {
-    let route = route(when)?;
+/// `cuMemcpyHtoD*`.
+///
+/// # Safety
+/// `src` holds `n` readable bytes (API contract).
+pub unsafe fn memcpy_htod(
+    dst: Wide,
+    src: *const c_void,
+    n: Wide,
+    when: When,
+    null: Null,
+) -> Result<(), CUresult> {
+    let (dst, n) = (dst.0, n.0);
+    let route = route(&when, null)?;
     if n == 0 {
         return Ok(());
     }
@@ -209,8 +233,19 @@ unsafe fn htod(dst: u64, src: *const c_void, n: u64, when: When) -> Result<(), C
     put(&route, dst, src)
 }
 
-unsafe fn dtoh(dst: *mut c_void, src: u64, n: u64, when: When) -> Result<(), CUresult> {
-    let route = route(when)?;
+/// `cuMemcpyDtoH*`.
+///
+/// # Safety
+/// `dst` holds `n` writable bytes (API contract).
+pub unsafe fn memcpy_dtoh(
+    dst: *mut c_void,
+    src: Wide,
+    n: Wide,
+    when: When,
+    null: Null,
+) -> Result<(), CUresult> {
+    let (src, n) = (src.0, n.0);
+    let route = route(&when, null)?;
     if n == 0 {
         return Ok(());
     }
@@ -220,8 +255,10 @@ unsafe fn dtoh(dst: *mut c_void, src: u64, n: u64, when: When) -> Result<(), CUr
     get(&route, dst, src)
 }
 
-fn dtod_checked(dst: u64, src: u64, n: u64, when: When) -> Result<(), CUresult> {
-    let route = route(when)?;
+/// `cuMemcpyDtoD*`.
+pub fn memcpy_dtod(dst: Wide, src: Wide, n: Wide, when: When, null: Null) -> Result<(), CUresult> {
+    let (dst, src, n) = (dst.0, src.0, n.0);
+    let route = route(&when, null)?;
     if n == 0 {
         return Ok(());
     }
@@ -230,10 +267,21 @@ fn dtod_checked(dst: u64, src: u64, n: u64, when: When) -> Result<(), CUresult> 
     dtod(&route, dst, src, n)
 }
 
-/// Unified addressing: an address in the device table is device memory,
-/// anything else is this process's memory.
-unsafe fn unified(dst: u64, src: u64, n: u64, when: When) -> Result<(), CUresult> {
-    let route = route(when)?;
+/// `cuMemcpy[Async]`, with unified addressing: an address in the device
+/// table is device memory, anything else is this process's memory.
+///
+/// # Safety
+/// A guest address holds `n` bytes, readable (source) or writable
+/// (destination), per the API contract.
+pub unsafe fn memcpy(
+    dst: Wide,
+    src: Wide,
+    n: Wide,
+    when: When,
+    null: Null,
+) -> Result<(), CUresult> {
+    let (dst, src, n) = (dst.0, src.0, n.0);
+    let route = route(&when, null)?;
     if n == 0 {
         return Ok(());
     }
@@ -270,133 +318,23 @@ unsafe fn unified(dst: u64, src: u64, n: u64, when: When) -> Result<(), CUresult
     }
 }
 
-pub unsafe fn memcpy(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { unified(dst, src, n as u64, When::Sync) }
-}
-
-pub unsafe fn memcpy_async(
-    dst: CUdeviceptr,
-    src: CUdeviceptr,
-    n: usize,
-    s: CUstream,
-    null: Null,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { unified(dst, src, n as u64, When::Async(s, null)) }
-}
-
-pub unsafe fn htod_v2(dst: CUdeviceptr, src: *const c_void, n: usize) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { htod(dst, src, n as u64, When::Sync) }
-}
-
-pub unsafe fn htod_v1(dst: CUdeviceptr_v1, src: *const c_void, n: c_uint) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { htod(dst.into(), src, n.into(), When::Sync) }
-}
-
-pub unsafe fn htod_async_v2(
-    dst: CUdeviceptr,
-    src: *const c_void,
-    n: usize,
-    s: CUstream,
-    null: Null,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { htod(dst, src, n as u64, When::Async(s, null)) }
-}
-
-pub unsafe fn htod_async_v1(
-    dst: CUdeviceptr_v1,
-    src: *const c_void,
-    n: c_uint,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { htod(dst.into(), src, n.into(), When::Async(s, Null::Legacy)) }
-}
-
-pub unsafe fn dtoh_v2(dst: *mut c_void, src: CUdeviceptr, n: usize) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { dtoh(dst, src, n as u64, When::Sync) }
-}
-
-pub unsafe fn dtoh_v1(dst: *mut c_void, src: CUdeviceptr_v1, n: c_uint) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { dtoh(dst, src.into(), n.into(), When::Sync) }
-}
-
-pub unsafe fn dtoh_async_v2(
-    dst: *mut c_void,
-    src: CUdeviceptr,
-    n: usize,
-    s: CUstream,
-    null: Null,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { dtoh(dst, src, n as u64, When::Async(s, null)) }
-}
-
-pub unsafe fn dtoh_async_v1(
-    dst: *mut c_void,
-    src: CUdeviceptr_v1,
-    n: c_uint,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { dtoh(dst, src.into(), n.into(), When::Async(s, Null::Legacy)) }
-}
-
-pub fn dtod_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> Result<(), CUresult> {
-    dtod_checked(dst, src, n as u64, When::Sync)
-}
-
-pub fn dtod_v1(dst: CUdeviceptr_v1, src: CUdeviceptr_v1, n: c_uint) -> Result<(), CUresult> {
-    dtod_checked(dst.into(), src.into(), n.into(), When::Sync)
-}
-
-pub fn dtod_async_v2(
-    dst: CUdeviceptr,
-    src: CUdeviceptr,
-    n: usize,
-    s: CUstream,
-    null: Null,
-) -> Result<(), CUresult> {
-    dtod_checked(dst, src, n as u64, When::Async(s, null))
-}
-
-pub fn dtod_async_v1(
-    dst: CUdeviceptr_v1,
-    src: CUdeviceptr_v1,
-    n: c_uint,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    dtod_checked(
-        dst.into(),
-        src.into(),
-        n.into(),
-        When::Async(s, Null::Legacy),
-    )
-}
-
-/// Peer copies: every device of a session sits behind one host driver with
-/// unified addressing, so a copy between contexts is a device-to-device
-/// copy in the destination's context.
-fn peer(
-    dst: u64,
-    dst_ctx: CUcontext,
-    src: u64,
-    src_ctx: CUcontext,
-    n: u64,
+/// `cuMemcpyPeer[Async]`: every device of a session sits behind one host
+/// driver with unified addressing, so a copy between contexts is a
+/// device-to-device copy in the destination's context.
+#[allow(clippy::too_many_arguments)]
+pub fn memcpy_peer(
+    dst: Wide,
+    dst_ctx: Live<Context>,
+    src: Wide,
+    src_ctx: Live<Context>,
+    n: Wide,
     when: When,
+    null: Null,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    let d = contexts::lookup(dst_ctx)?;
-    let s = contexts::lookup(src_ctx)?;
-    let d_remote = d.remote()?;
-    s.remote()?;
-    let mut route = route(when)?;
+    let (dst, src, n) = (dst.0, src.0, n.0);
+    let d_remote = dst_ctx.remote()?;
+    src_ctx.remote()?;
+    let mut route = route(&when, null)?;
     if matches!(when, When::Sync) {
         route.ctx = d_remote;
     }
@@ -408,41 +346,60 @@ fn peer(
     dtod(&route, dst, src, n)
 }
 
-pub fn peer_sync(
-    dst: CUdeviceptr,
-    dc: CUcontext,
-    src: CUdeviceptr,
-    sc: CUcontext,
-    n: usize,
-) -> Result<(), CUresult> {
-    peer(dst, dc, src, sc, n as u64, When::Sync)
-}
-
-pub fn peer_async(
-    dst: CUdeviceptr,
-    dc: CUcontext,
-    src: CUdeviceptr,
-    sc: CUcontext,
-    n: usize,
-    s: CUstream,
-    null: Null,
-) -> Result<(), CUresult> {
-    peer(dst, dc, src, sc, n as u64, When::Async(s, null))
-}
-
 // ---- memset ----
 
-/// `height` rows of `width` elements of `elem` bytes, rows `pitch` apart.
-fn memset(
-    dst: u64,
-    pitch: u64,
+/// A memset's value, with its element size from the export's C type
+/// (`unsigned char`, `short`, `int`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
     value: u32,
     elem: u32,
-    width: u64,
-    height: u64,
+}
+
+impl FromCuda<u8, CUresult> for Fill {
+    unsafe fn from_cuda(v: u8) -> Result<Self, CUresult> {
+        Ok(Fill {
+            value: v.into(),
+            elem: 1,
+        })
+    }
+}
+
+impl FromCuda<u16, CUresult> for Fill {
+    unsafe fn from_cuda(v: u16) -> Result<Self, CUresult> {
+        Ok(Fill {
+            value: v.into(),
+            elem: 2,
+        })
+    }
+}
+
+impl FromCuda<u32, CUresult> for Fill {
+    unsafe fn from_cuda(value: u32) -> Result<Self, CUresult> {
+        Ok(Fill { value, elem: 4 })
+    }
+}
+
+/// `cuMemsetD{8,16,32}[_v2][_ptds]` and their `Async[_ptsz]` forms: one
+/// row of `n` elements.
+pub fn memset_1d(dst: Wide, fill: Fill, n: Wide, when: When, null: Null) -> Result<(), CUresult> {
+    memset_2d(dst, Wide(0), fill, n, Wide(1), when, null)
+}
+
+/// `cuMemsetD2D{8,16,32}[_v2][_ptds]` and their `Async[_ptsz]` forms:
+/// `height` rows of `width` elements, rows `pitch` bytes apart.
+pub fn memset_2d(
+    dst: Wide,
+    pitch: Wide,
+    fill: Fill,
+    width: Wide,
+    height: Wide,
     when: When,
+    null: Null,
 ) -> Result<(), CUresult> {
-    let route = route(when)?;
+    let (dst, pitch, width, height) = (dst.0, pitch.0, width.0, height.0);
+    let Fill { value, elem } = fill;
+    let route = route(&when, null)?;
     if width == 0 || height == 0 {
         return Ok(());
     }
@@ -471,9 +428,8 @@ fn memset(
         .and_then(|v| v.checked_add(row))
         .ok_or_else(|| reject(INVALID_VALUE, format_args!("{what}: extent overflows")))?;
     check_device_span(dst, span, what)?;
-    route.send(&Memset {
+    route.send(Memset {
         ctx: route.ctx,
-        stream: route.stream,
         dst,
         pitch: if height > 1 { pitch } else { row },
         value,
@@ -483,95 +439,12 @@ fn memset(
     })
 }
 
-/// The 1D and 2D memsets of one element size, synchronous or (with the
-/// stream and its NULL convention after the C arguments) stream-ordered.
-macro_rules! memset_entry_points {
-    (@when) => { When::Sync };
-    (@when $s:ident, $null:ident) => { When::Async($s, $null) };
-    ($($name:ident, $name2d:ident, $value:ty, $elem:literal $(, $s:ident, $null:ident)?);* $(;)?) => {$(
-        pub fn $name(dst: CUdeviceptr, v: $value, n: usize $(, $s: CUstream, $null: Null)?) -> Result<(), CUresult> {
-            let when = memset_entry_points!(@when $($s, $null)?);
-            memset(dst, 0, u32::from(v), $elem, n as u64, 1, when)
-        }
-        pub fn $name2d(dst: CUdeviceptr, pitch: usize, v: $value, w: usize, h: usize $(, $s: CUstream, $null: Null)?) -> Result<(), CUresult> {
-            let when = memset_entry_points!(@when $($s, $null)?);
-            memset(dst, pitch as u64, u32::from(v), $elem, w as u64, h as u64, when)
-        }
-    )*};
-}
-
-memset_entry_points! {
-    memset_d8, memset_d2d8, c_uchar, 1;
-    memset_d16, memset_d2d16, c_ushort, 2;
-    memset_d32, memset_d2d32, c_uint, 4;
-    memset_d8_async, memset_d2d8_async, c_uchar, 1, s, null;
-    memset_d16_async, memset_d2d16_async, c_ushort, 2, s, null;
-    memset_d32_async, memset_d2d32_async, c_uint, 4, s, null;
-}
-
-pub fn memset_d8_v1(dst: CUdeviceptr_v1, v: c_uchar, n: c_uint) -> Result<(), CUresult> {
-    memset(dst.into(), 0, v.into(), 1, n.into(), 1, When::Sync)
-}
-
-pub fn memset_d16_v1(dst: CUdeviceptr_v1, v: c_ushort, n: c_uint) -> Result<(), CUresult> {
-    memset(dst.into(), 0, v.into(), 2, n.into(), 1, When::Sync)
-}
-
-pub fn memset_d32_v1(dst: CUdeviceptr_v1, v: c_uint, n: c_uint) -> Result<(), CUresult> {
-    memset(dst.into(), 0, v, 4, n.into(), 1, When::Sync)
-}
-
-pub fn memset_d2d8_v1(
-    dst: CUdeviceptr_v1,
-    p: c_uint,
-    v: c_uchar,
-    w: c_uint,
-    h: c_uint,
-) -> Result<(), CUresult> {
-    memset(
-        dst.into(),
-        p.into(),
-        v.into(),
-        1,
-        w.into(),
-        h.into(),
-        When::Sync,
-    )
-}
-
-pub fn memset_d2d16_v1(
-    dst: CUdeviceptr_v1,
-    p: c_uint,
-    v: c_ushort,
-    w: c_uint,
-    h: c_uint,
-) -> Result<(), CUresult> {
-    memset(
-        dst.into(),
-        p.into(),
-        v.into(),
-        2,
-        w.into(),
-        h.into(),
-        When::Sync,
-    )
-}
-
-pub fn memset_d2d32_v1(
-    dst: CUdeviceptr_v1,
-    p: c_uint,
-    v: c_uint,
-    w: c_uint,
-    h: c_uint,
-) -> Result<(), CUresult> {
-    memset(dst.into(), p.into(), v, 4, w.into(), h.into(), When::Sync)
-}
-
 // ---- allocation ----
 
-/// A 64-bit address for a legacy 32-bit result.
-fn narrow(v: u64, what: &str) -> Result<u32, CUresult> {
-    u32::try_from(v).map_err(|_| {
+/// A 64-bit address for a result of the export's width: a legacy 32-bit
+/// one refuses what it cannot hold.
+fn narrow<P: Word>(v: u64, what: &str) -> Result<P, CUresult> {
+    P::exact(v).ok_or_else(|| {
         reject(
             NOT_SUPPORTED,
             format_args!("{what}: {v:#x} does not fit the legacy 32-bit interface"),
@@ -579,7 +452,7 @@ fn narrow(v: u64, what: &str) -> Result<u32, CUresult> {
     })
 }
 
-fn alloc(size: u64) -> Result<u64, CUresult> {
+fn alloc_bytes(size: u64) -> Result<u64, CUresult> {
     let (ctx, remote) = check::current()?;
     if size == 0 {
         return Err(reject(INVALID_VALUE, format_args!("cuMemAlloc: 0 bytes")));
@@ -590,36 +463,26 @@ fn alloc(size: u64) -> Result<u64, CUresult> {
     Ok(ptr)
 }
 
-pub unsafe fn alloc_v2(dptr: *mut CUdeviceptr, size: usize) -> Result<(), CUresult> {
-    driver::get()?;
-    if dptr.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuMemAlloc: NULL out-pointer"),
-        ));
-    }
-    let p = alloc(size as u64)?;
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { dptr.write_or(p, INVALID_VALUE) }
-}
-
-pub unsafe fn alloc_v1(dptr: *mut CUdeviceptr_v1, size: c_uint) -> Result<(), CUresult> {
-    driver::get()?;
-    if dptr.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuMemAlloc: NULL out-pointer"),
-        ));
-    }
-    let p = alloc(size.into())?;
-    let small = narrow(p, "cuMemAlloc").inspect_err(|_| {
-        let _ = free(p);
+/// `cuMemAlloc[_v2]`. An allocation the 32-bit form cannot return is freed
+/// again.
+pub fn alloc<P: Word>(dptr: Out<P>, size: Wide) -> Result<(), CUresult> {
+    let p = alloc_bytes(size.0)?;
+    let p = narrow(p, "cuMemAlloc").inspect_err(|_| {
+        let _ = free(Wide(p));
     })?;
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { dptr.write_or(small, INVALID_VALUE) }
+    dptr.write(p);
+    Ok(())
 }
 
-fn alloc_pitch(width: u64, height: u64, elem: u32) -> Result<(u64, u64), CUresult> {
+/// `cuMemAllocPitch[_v2]`.
+pub fn alloc_pitch<P: Word, Q: Word>(
+    dptr: Out<P>,
+    pitch: Out<Q>,
+    width: Wide,
+    height: Wide,
+    elem: c_uint,
+) -> Result<(), CUresult> {
+    let (width, height) = (width.0, height.0);
     let (ctx, remote) = check::current()?;
     if width == 0 || height == 0 || !matches!(elem, 4 | 8 | 16) {
         return Err(reject(
@@ -627,70 +490,28 @@ fn alloc_pitch(width: u64, height: u64, elem: u32) -> Result<(u64, u64), CUresul
             format_args!("cuMemAllocPitch: {width}x{height}, element size {elem}"),
         ));
     }
-    let (ptr, pitch) = check::host(&MemAllocPitch {
+    let (ptr, pt) = check::host(&MemAllocPitch {
         ctx: remote,
         width,
         height,
         elem_size: elem,
     })?;
-    let size = pitch.saturating_mul(height);
+    let size = pt.saturating_mul(height);
     let device = ctx.device;
     devmem::record(Range::new(ptr, size, Kind::Alloc, Some(ctx), device));
-    Ok((ptr, pitch))
-}
-
-pub unsafe fn alloc_pitch_v2(
-    dptr: *mut CUdeviceptr,
-    pitch: *mut usize,
-    w: usize,
-    h: usize,
-    elem: c_uint,
-) -> Result<(), CUresult> {
-    driver::get()?;
-    if dptr.is_null() || pitch.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuMemAllocPitch: NULL out-pointer"),
-        ));
-    }
-    let (p, pt) = alloc_pitch(w as u64, h as u64, elem)?;
-    // SAFETY: both checked non-null; writable by API contract.
-    unsafe {
-        dptr.write_or(p, INVALID_VALUE)?;
-        pitch.write_or(pt as usize, INVALID_VALUE)
-    }
-}
-
-pub unsafe fn alloc_pitch_v1(
-    dptr: *mut CUdeviceptr_v1,
-    pitch: *mut c_uint,
-    w: c_uint,
-    h: c_uint,
-    elem: c_uint,
-) -> Result<(), CUresult> {
-    driver::get()?;
-    if dptr.is_null() || pitch.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuMemAllocPitch: NULL out-pointer"),
-        ));
-    }
-    let (p, pt) = alloc_pitch(w.into(), h.into(), elem)?;
-    let small = narrow(p, "cuMemAllocPitch").inspect_err(|_| {
-        let _ = free(p);
+    let p = narrow(ptr, "cuMemAllocPitch").inspect_err(|_| {
+        let _ = free(Wide(ptr));
     })?;
-    // SAFETY: both checked non-null; writable by API contract.
-    unsafe {
-        dptr.write_or(small, INVALID_VALUE)?;
-        pitch.write_or(pt as c_uint, INVALID_VALUE)
-    }
+    dptr.write(p);
+    pitch.write(Q::saturating(pt));
+    Ok(())
 }
 
-/// Takes the allocation out of the table first, so racing frees of one
-/// pointer send one MemFree and the loser gets INVALID_VALUE; a refusal by
-/// the host puts it back.
-pub fn free(ptr: u64) -> Result<(), CUresult> {
-    driver::get()?;
+/// `cuMemFree[_v2]`. Takes the allocation out of the table first, so
+/// racing frees of one pointer send one MemFree and the loser gets
+/// INVALID_VALUE; a refusal by the host puts it back.
+pub fn free(ptr: Wide) -> Result<(), CUresult> {
+    let ptr = ptr.0;
     if ptr == 0 {
         return Ok(());
     }
@@ -708,58 +529,28 @@ pub fn free(ptr: u64) -> Result<(), CUresult> {
     check::host(&MemFree { ctx, ptr }).inspect_err(|_| devmem::record(range.clone()))
 }
 
-pub fn free_v2(ptr: CUdeviceptr) -> Result<(), CUresult> {
-    free(ptr)
-}
-
-pub fn free_v1(ptr: CUdeviceptr_v1) -> Result<(), CUresult> {
-    free(ptr.into())
-}
-
-/// Answered from the table: it holds every range the host handed out.
-fn address_range(ptr: u64) -> Result<(u64, u64), CUresult> {
+/// `cuMemGetAddressRange[_v2]`, answered from the table: it holds every
+/// range the host handed out. Either output may be NULL; a base the 32-bit
+/// form cannot hold is refused, a size saturates.
+pub fn get_address_range<B: Word, S: Word>(
+    base: Option<Out<B>>,
+    size: Option<Out<S>>,
+    ptr: Wide,
+) -> Result<(), CUresult> {
+    let ptr = ptr.0;
     check::current()?;
-    devmem::find(ptr).map(|r| (r.base, r.size)).ok_or_else(|| {
+    let (b, s) = devmem::find(ptr).map(|r| (r.base, r.size)).ok_or_else(|| {
         reject(
             CUresult::CUDA_ERROR_NOT_FOUND,
             format_args!("cuMemGetAddressRange: {ptr:#x} is in no allocation"),
         )
-    })
-}
-
-pub unsafe fn get_address_range_v2(
-    base: *mut CUdeviceptr,
-    size: *mut usize,
-    ptr: CUdeviceptr,
-) -> Result<(), CUresult> {
-    let (b, s) = address_range(ptr)?;
-    // SAFETY: API contract: each output is writable or null (both optional).
-    unsafe {
-        if !base.is_null() {
-            base.write_or(b, INVALID_VALUE)?;
-        }
-        if !size.is_null() {
-            size.write_or(s as usize, INVALID_VALUE)?;
-        }
-    }
-    Ok(())
-}
-
-pub unsafe fn get_address_range_v1(
-    base: *mut CUdeviceptr_v1,
-    size: *mut c_uint,
-    ptr: CUdeviceptr_v1,
-) -> Result<(), CUresult> {
-    let (b, s) = address_range(ptr.into())?;
+    })?;
     let b = narrow(b, "cuMemGetAddressRange")?;
-    // SAFETY: API contract: each output is writable or null (both optional).
-    unsafe {
-        if !base.is_null() {
-            base.write_or(b, INVALID_VALUE)?;
-        }
-        if !size.is_null() {
-            size.write_or(s.min(c_uint::MAX.into()) as c_uint, INVALID_VALUE)?;
-        }
+    if let Some(out) = base {
+        out.write(b);
+    }
+    if let Some(out) = size {
+        out.write(S::saturating(s));
     }
     Ok(())
 }
@@ -767,47 +558,22 @@ pub unsafe fn get_address_range_v1(
 /// A context is gone on the host (destroyed, reset, last primary release)
 /// and took its allocations and streams with it; the guest forgets them
 /// too, so their addresses stop counting as device memory.
-pub fn context_gone(ctx: &std::sync::Arc<contexts::Context>) {
+pub fn context_gone(ctx: &std::sync::Arc<Context>) {
     devmem::forget_context(ctx);
     stream::forget_context(ctx);
 }
 
 // ---- cuMemGetInfo ----
 
-/// `(free, total)` of the current context's device, as the host reports it
-/// (its quota, if one applies, is already the total).
-fn mem_info() -> Result<(u64, u64), CUresult> {
-    driver::get()?;
-    let (_, remote) = contexts::current_remote()?;
-    driver::call(&MemGetInfo { ctx: remote })
-}
-
-pub unsafe fn get_info_v2(free: *mut usize, total: *mut usize) -> Result<(), CUresult> {
-    if free.is_null() || total.is_null() {
-        driver::get()?;
-        return Err(INVALID_VALUE);
-    }
-    let (f, t) = mem_info()?;
-    // SAFETY: both checked non-null; writable by API contract.
-    unsafe {
-        free.write_or(f as usize, INVALID_VALUE)?;
-        total.write_or(t as usize, INVALID_VALUE)
-    }
-}
-
-/// The 32-bit original; values saturate so a big device never looks full.
-pub unsafe fn get_info(free: *mut c_uint, total: *mut c_uint) -> Result<(), CUresult> {
-    if free.is_null() || total.is_null() {
-        driver::get()?;
-        return Err(INVALID_VALUE);
-    }
-    let (f, t) = mem_info()?;
-    let clamp = |v: u64| v.min(c_uint::MAX as u64) as c_uint;
-    // SAFETY: both checked non-null; writable by API contract.
-    unsafe {
-        free.write_or(clamp(f), INVALID_VALUE)?;
-        total.write_or(clamp(t), INVALID_VALUE)
-    }
+/// `cuMemGetInfo[_v2]`: `(free, total)` of the current context's device,
+/// as the host reports it (its quota, if one applies, is already the
+/// total). The 32-bit form saturates, so a big device never looks full.
+pub fn get_info<T: Word>(free: Out<T>, total: Out<T>) -> Result<(), CUresult> {
+    let (_, remote) = state::current_remote()?;
+    let (f, t) = driver::call(&MemGetInfo { ctx: remote })?;
+    free.write(T::saturating(f));
+    total.write(T::saturating(t));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -846,7 +612,19 @@ mod tests {
 
     #[test]
     fn narrowing() {
-        assert_eq!(narrow(0xffff_ffff, "t"), Ok(0xffff_ffff));
-        assert_eq!(narrow(0x1_0000_0000, "t"), Err(NOT_SUPPORTED));
+        assert_eq!(narrow::<u32>(0xffff_ffff, "t"), Ok(0xffff_ffff));
+        assert_eq!(narrow::<u32>(0x1_0000_0000, "t"), Err(NOT_SUPPORTED));
+        assert_eq!(narrow::<u64>(0x1_0000_0000, "t"), Ok(0x1_0000_0000));
+    }
+
+    #[test]
+    fn fill_sizes_come_from_the_c_type() {
+        let fill = |f: Result<Fill, CUresult>| f.map(|f| (f.value, f.elem));
+        // SAFETY: plain integers.
+        unsafe {
+            assert_eq!(fill(vgpu_ffi::from_cuda(0xabu8)), Ok((0xab, 1)));
+            assert_eq!(fill(vgpu_ffi::from_cuda(0xabcdu16)), Ok((0xabcd, 2)));
+            assert_eq!(fill(vgpu_ffi::from_cuda(7u32)), Ok((7, 4)));
+        }
     }
 }

@@ -5,18 +5,16 @@
 
 use crate::check::{self, reject, INVALID_VALUE};
 use crate::devmem::{self, Kind, Range};
-use crate::driver;
-use crate::stream::{self, Null};
-use cuda_types::cuda::{
-    CUdevice, CUdeviceptr, CUmemPool_attribute, CUmemoryPool, CUresult, CUstream,
-};
+use crate::driver::Device;
+use crate::stream::{self, Null, StreamArg};
+use cuda_types::cuda::{CUdevice, CUdeviceptr, CUmemPool_attribute, CUmemoryPool, CUresult};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
-use vgpu_guest::ffi::OutPtr;
+use vgpu_ffi::{FromCuda, In, Out};
 use vgpu_transport::proto::{
-    DeviceGetDefaultMemPool, MemAllocAsync, MemFreeAsync, MemPoolGetAttribute, MemPoolSetAttribute,
-    MemPoolTrimTo,
+    DeviceGetDefaultMemPool, MemAllocAsync, MemAllocFromPoolAsync, MemFreeAsync,
+    MemPoolGetAttribute, MemPoolSetAttribute, MemPoolTrimTo,
 };
 
 /// Default pool per guest ordinal, once asked.
@@ -24,8 +22,7 @@ static DEFAULTS: Mutex<Option<HashMap<CUdevice, u64>>> = Mutex::new(None);
 
 /// The device's default pool: fixed for the session, so asked once.
 pub fn default_pool(dev: CUdevice) -> Result<u64, CUresult> {
-    let d = driver::get()?;
-    let host = d.host_device(dev)?;
+    let host = Device::new(dev)?.host();
     if let Some(p) = DEFAULTS.lock().as_ref().and_then(|m| m.get(&dev).copied()) {
         return Ok(p);
     }
@@ -37,43 +34,35 @@ pub fn default_pool(dev: CUdevice) -> Result<u64, CUresult> {
     Ok(p)
 }
 
-fn known_pool(pool: CUmemoryPool, what: &str) -> Result<u64, CUresult> {
-    driver::get()?;
-    let h = pool as u64;
-    let known = DEFAULTS
-        .lock()
-        .as_ref()
-        .is_some_and(|m| m.values().any(|&p| p == h));
-    if known {
-        Ok(h)
-    } else {
-        Err(reject(
-            INVALID_VALUE,
-            format_args!("{what}: {pool:p} is not a pool of this process"),
-        ))
+/// A `CUmemoryPool` argument: the host's handle of a pool this process
+/// was given.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool(u64);
+
+impl FromCuda<CUmemoryPool, CUresult> for Pool {
+    unsafe fn from_cuda(pool: CUmemoryPool) -> Result<Self, CUresult> {
+        let h = pool as u64;
+        let known = DEFAULTS
+            .lock()
+            .as_ref()
+            .is_some_and(|m| m.values().any(|&p| p == h));
+        if known {
+            Ok(Pool(h))
+        } else {
+            Err(reject(
+                INVALID_VALUE,
+                format_args!("{pool:p} is not a memory pool of this process"),
+            ))
+        }
     }
 }
 
-pub unsafe fn device_get_default_mem_pool(
-    out: *mut CUmemoryPool,
-    dev: CUdevice,
-) -> Result<(), CUresult> {
-    driver::get()?.device(dev)?;
-    if out.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuDeviceGetDefaultMemPool: NULL out-pointer"),
-        ));
-    }
-    let p = default_pool(dev)?;
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { out.write_or(p as CUmemoryPool, INVALID_VALUE) }
-}
-
-/// vgpu has no `cuDeviceSetMemPool`, so the current pool is the default.
-pub unsafe fn device_get_mem_pool(out: *mut CUmemoryPool, dev: CUdevice) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { device_get_default_mem_pool(out, dev) }
+/// `cuDeviceGetDefaultMemPool`, and `cuDeviceGetMemPool`: vgpu has no
+/// `cuDeviceSetMemPool`, so the current pool is the default.
+pub fn device_get_default_mem_pool(out: Out<CUmemoryPool>, dev: Device) -> Result<(), CUresult> {
+    let p = default_pool(dev.ordinal)?;
+    out.write(p as CUmemoryPool);
+    Ok(())
 }
 
 /// The attributes that are `int` (or an enum) in the API: the reuse
@@ -83,46 +72,40 @@ fn is_int_attribute(attr: CUmemPool_attribute) -> bool {
     matches!(attr.0, 1..=3 | 9..=12 | 14 | 15)
 }
 
+/// # Safety
+/// `value` is valid for writing the attribute's type (API contract).
 pub unsafe fn get_attribute(
-    pool: CUmemoryPool,
+    pool: Pool,
     attr: CUmemPool_attribute,
-    value: *mut c_void,
+    value: Out<c_void>,
 ) -> Result<(), CUresult> {
-    let h = known_pool(pool, "cuMemPoolGetAttribute")?;
-    if value.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuMemPoolGetAttribute: NULL value"),
-        ));
-    }
     let v = check::host(&MemPoolGetAttribute {
-        pool: h,
+        pool: pool.0,
         attr: attr.0,
     })?;
-    // SAFETY: checked non-null; the API contract sizes `value` by the
+    let value = value.as_ptr();
+    // SAFETY: non-null (converted); the API contract sizes `value` by the
     // attribute's type.
     unsafe {
         if is_int_attribute(attr) {
-            value.cast::<c_int>().write_or(v as c_int, INVALID_VALUE)
+            value.cast::<c_int>().write_unaligned(v as c_int);
         } else {
-            value.cast::<u64>().write_or(v, INVALID_VALUE)
+            value.cast::<u64>().write_unaligned(v);
         }
     }
+    Ok(())
 }
 
+/// # Safety
+/// `value` is valid for reading the attribute's type (API contract).
 pub unsafe fn set_attribute(
-    pool: CUmemoryPool,
+    pool: Pool,
     attr: CUmemPool_attribute,
-    value: *mut c_void,
+    value: In<c_void>,
 ) -> Result<(), CUresult> {
-    let h = known_pool(pool, "cuMemPoolSetAttribute")?;
-    if value.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuMemPoolSetAttribute: NULL value"),
-        ));
-    }
-    // SAFETY: non-null; the API contract sizes `value` by the attribute.
+    let value = value.as_ptr();
+    // SAFETY: non-null (converted); the API contract sizes `value` by the
+    // attribute.
     let v = unsafe {
         if is_int_attribute(attr) {
             value.cast::<c_int>().read_unaligned() as u32 as u64
@@ -131,63 +114,93 @@ pub unsafe fn set_attribute(
         }
     };
     check::host(&MemPoolSetAttribute {
-        pool: h,
+        pool: pool.0,
         attr: attr.0,
         value: v,
     })
 }
 
-pub fn trim_to(pool: CUmemoryPool, keep: usize) -> Result<(), CUresult> {
-    let h = known_pool(pool, "cuMemPoolTrimTo")?;
+pub fn trim_to(pool: Pool, keep: usize) -> Result<(), CUresult> {
     check::host(&MemPoolTrimTo {
-        pool: h,
+        pool: pool.0,
         keep: keep as u64,
     })
 }
 
-pub unsafe fn mem_alloc_async(
-    out: *mut CUdeviceptr,
+pub fn mem_alloc_async(
+    out: Out<CUdeviceptr>,
     size: usize,
-    h: CUstream,
+    s: StreamArg,
     null: Null,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() || size == 0 {
+    alloc_in_stream_order(out, size, None, s, null)
+}
+
+/// `cuMemAllocFromPoolAsync`: the same, from a pool the application names.
+pub fn mem_alloc_from_pool_async(
+    out: Out<CUdeviceptr>,
+    size: usize,
+    pool: Pool,
+    s: StreamArg,
+    null: Null,
+) -> Result<(), CUresult> {
+    alloc_in_stream_order(out, size, Some(pool), s, null)
+}
+
+/// Both stream-ordered allocations: the host answers with the address at
+/// once; the memory is usable in stream order, which the host enforces.
+fn alloc_in_stream_order(
+    out: Out<CUdeviceptr>,
+    size: usize,
+    from: Option<Pool>,
+    s: StreamArg,
+    null: Null,
+) -> Result<(), CUresult> {
+    if size == 0 {
         return Err(reject(
             INVALID_VALUE,
-            format_args!("cuMemAllocAsync: out {out:p}, {size} bytes"),
+            format_args!("stream-ordered allocation of 0 bytes"),
         ));
     }
-    let t = stream::target(h, null)?;
-    // The host answers with the address at once; the memory is usable in
-    // stream order, which the host enforces.
-    let ptr = check::host(&MemAllocAsync {
-        ctx: t.ctx_remote,
-        stream: t.stream,
-        size: size as u64,
-    })?;
+    let t = stream::target(&s, null)?;
+    let (ctx, stream, size) = (t.ctx_remote, t.stream, size as u64);
     let device = t.ctx.device;
-    let pool = DEFAULTS
-        .lock()
-        .as_ref()
-        .and_then(|m| m.get(&device).copied())
-        .unwrap_or(0);
+    let (ptr, pool) = match from {
+        Some(Pool(pool)) => {
+            let ptr = check::host(&MemAllocFromPoolAsync {
+                ctx,
+                stream,
+                pool,
+                size,
+            })?;
+            (ptr, pool)
+        }
+        None => {
+            let ptr = check::host(&MemAllocAsync { ctx, stream, size })?;
+            let pool = DEFAULTS
+                .lock()
+                .as_ref()
+                .and_then(|m| m.get(&device).copied())
+                .unwrap_or(0);
+            (ptr, pool)
+        }
+    };
     devmem::record(Range::new(
         ptr,
-        size as u64,
+        size,
         Kind::Async { pool },
         Some(t.ctx),
         device,
     ));
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { out.write_or(ptr, INVALID_VALUE) }
+    out.write(ptr);
+    Ok(())
 }
 
 /// Leaves the table at once: from the application's view the pointer is
 /// gone when the call returns, even though the host frees it in stream
 /// order.
-pub fn mem_free_async(ptr: CUdeviceptr, h: CUstream, null: Null) -> Result<(), CUresult> {
-    let t = stream::target(h, null)?;
+pub fn mem_free_async(ptr: CUdeviceptr, s: StreamArg, null: Null) -> Result<(), CUresult> {
+    let t = stream::target(&s, null)?;
     let taken = devmem::take_base(ptr, |r| matches!(r.kind, Kind::Alloc | Kind::Async { .. }));
     let Some(range) = taken else {
         return Err(reject(
@@ -195,7 +208,7 @@ pub fn mem_free_async(ptr: CUdeviceptr, h: CUstream, null: Null) -> Result<(), C
             format_args!("cuMemFreeAsync: {ptr:#x} is not the start of a live allocation"),
         ));
     };
-    stream::submit(&MemFreeAsync {
+    check::host(&MemFreeAsync {
         ctx: t.ctx_remote,
         stream: t.stream,
         ptr,

@@ -2,30 +2,33 @@
 //! host's handles.
 //!
 //! Every `CUmodule`, `CUlibrary`, `CUkernel` and `CUfunction` handed to an
-//! application is the address of an object in one registry, tagged with
-//! its kind, and is found there before use (an invented or unloaded handle
-//! is CUDA_ERROR_INVALID_HANDLE, never a dereference). Kernels and
-//! functions share one type, [`Func`], so the one lookup behind every
-//! `CUfunction` parameter also accepts a `CUkernel`: cudart 13 launches
-//! `(CUfunction)kernel`, as cuda.h allows.
+//! application is a handle minted by its kind's registry, and each handle
+//! argument converts to a [`Live`] object of its kind (an invented or
+//! unloaded handle is CUDA_ERROR_INVALID_HANDLE, never a dereference).
+//! Kernels and functions share one type and one registry, [`Func`]: a
+//! `CUfunction` argument accepts either (cudart 13 launches
+//! `(CUfunction)kernel`, as cuda.h allows), a `CUkernel` argument only a
+//! kernel — so `cuFuncGet*` and `cuKernelGet*` share their bodies and the
+//! argument's C type decides what it may name.
 //!
 //! A function keeps the parameter layout the host reported with it, so
 //! launches are packed, and cuFuncGetParamInfo answered, with no round trip.
 
+use crate::args::{self, Live, Word};
 use crate::check::{self, reject, INVALID_VALUE};
-use crate::contexts::Context;
-use crate::driver;
+use crate::context::state::Context;
+use crate::driver::{self, Device};
 use crate::image::{self, Format, Image};
 use cuda_types::cuda::{
-    CUdevice, CUdeviceptr, CUdeviceptr_v1, CUfunc_cache, CUfunction, CUfunctionLoadingState,
-    CUfunction_attribute, CUjit_option, CUkernel, CUlibrary, CUlibraryOption, CUmodule, CUresult,
+    CUdeviceptr, CUfunc_cache, CUfunction, CUfunctionLoadingState, CUfunction_attribute,
+    CUjit_option, CUkernel, CUlibrary, CUlibraryOption, CUmodule, CUresult,
 };
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use vgpu_guest::ffi::OutPtr;
+use vgpu_ffi::{FromCuda, Mint, Out, Shared};
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
 use vgpu_transport::codec::Bytes;
@@ -48,37 +51,67 @@ pub enum FuncKind {
 
 /// A kernel or a function.
 pub struct Func {
+    /// The value the application holds.
+    handle: u64,
     pub kind: FuncKind,
     pub remote: u64,
     pub name: CString,
-    /// (offset, size) of each parameter in the argument buffer, in order.
-    pub params: Vec<(u32, u32)>,
+    /// (offset, size) of each parameter in the argument buffer, in order;
+    /// `None` when the host could not tell (an old host driver and an image
+    /// it could not read: its log says why).
+    pub params: Option<Vec<(u32, u32)>>,
     /// The handle of the module (functions) or library (kernels) it came
     /// from: `cuFuncGetModule`, `cuKernelGetLibrary`.
-    owner: usize,
+    owner: u64,
     /// Kernels: their function in each context, by context id.
     per_ctx: Mutex<HashMap<u64, Arc<Func>>>,
 }
 
+/// Kernels and functions until their module or library is unloaded.
+pub(crate) static FUNCTIONS: Shared<Arc<Func>, CUresult> =
+    Shared::new("function or kernel", INVALID_HANDLE, Mint::Pointer);
+/// Loaded modules, and each library's module in each context.
+pub(crate) static MODULES: Shared<Arc<Module>, CUresult> =
+    Shared::new("module", INVALID_HANDLE, Mint::Pointer);
+pub(crate) static LIBRARIES: Shared<Arc<Library>, CUresult> =
+    Shared::new("library", INVALID_HANDLE, Mint::Pointer);
+
 impl Func {
-    fn new(kind: FuncKind, info: FunctionInfo, name: CString, owner: usize) -> Func {
-        Func {
+    fn register(kind: FuncKind, info: FunctionInfo, name: CString, owner: u64) -> Arc<Func> {
+        args::register(&FUNCTIONS, |handle| Func {
+            handle,
             kind,
             remote: info.handle,
             name,
             params: info.params,
             owner,
             per_ctx: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
-    pub fn handle(self: &Arc<Self>) -> CUfunction {
-        Arc::as_ptr(self) as CUfunction
+    pub fn handle(&self) -> CUfunction {
+        args::handle(self.handle)
     }
 
-    /// Bytes of the packed argument buffer.
+    /// Bytes of the packed argument buffer (0 when the layout is unknown).
     pub fn params_size(&self) -> usize {
-        cuda_abi::launch::params_size(&self.params)
+        self.params
+            .as_deref()
+            .map_or(0, cuda_abi::launch::params_size)
+    }
+
+    /// The parameter layout, or NOT_SUPPORTED with the reason logged.
+    pub fn layout(&self) -> Result<&[(u32, u32)], CUresult> {
+        self.params.as_deref().ok_or_else(|| {
+            reject(
+                CUresult::CUDA_ERROR_NOT_SUPPORTED,
+                format_args!(
+                    "{:?}: the host cannot tell where its parameters go (its driver has no \
+                     cuFuncGetParamInfo and the module image did not say; see the host's log)",
+                    self.name
+                ),
+            )
+        })
     }
 
     /// What a launch in `ctx` runs: a function as it is; a kernel through
@@ -95,15 +128,40 @@ impl Func {
             ctx: ctx.remote()?,
             kernel: self.remote,
         })?;
-        let f = Arc::new(Func::new(
-            FuncKind::Function,
-            info,
-            self.name.clone(),
-            self.owner,
-        ));
-        insert(Obj::Func(f.clone()));
+        let f = Func::register(FuncKind::Function, info, self.name.clone(), self.owner);
         map.insert(ctx.id, f.clone());
         Ok(f)
+    }
+
+    /// Takes the function out of the registry; a kernel with its function
+    /// in each context. (No registry lock is held while `per_ctx` is: a
+    /// launch holds `per_ctx` while it registers.)
+    fn unregister(&self) {
+        let _ = FUNCTIONS.take(self.handle);
+        let per_ctx = std::mem::take(&mut *self.per_ctx.lock());
+        for f in per_ctx.values() {
+            let _ = FUNCTIONS.take(f.handle);
+        }
+    }
+}
+
+/// A `CUfunction` argument: a function or a kernel.
+impl FromCuda<CUfunction, CUresult> for Live<Func> {
+    unsafe fn from_cuda(h: CUfunction) -> Result<Self, CUresult> {
+        Live::find(&FUNCTIONS, h)
+    }
+}
+
+/// A `CUkernel` argument: a kernel only.
+impl FromCuda<CUkernel, CUresult> for Live<Func> {
+    unsafe fn from_cuda(h: CUkernel) -> Result<Self, CUresult> {
+        match Live::find(&FUNCTIONS, h)? {
+            k if k.kind == FuncKind::Kernel => Ok(k),
+            _ => Err(reject(
+                INVALID_HANDLE,
+                format_args!("{h:p} is a function, not a kernel"),
+            )),
+        }
     }
 }
 
@@ -111,117 +169,74 @@ impl Func {
 /// guest objects may share it (see [`ImageKey`]) and the last one to go
 /// unloads it.
 #[derive(Clone, Copy)]
-struct Shared {
+struct HostImage {
     remote: u64,
     key: Option<ImageKey>,
 }
 
 pub struct Module {
-    shared: Shared,
+    /// The value the application holds.
+    handle: u64,
+    image: HostImage,
     pub ctx: Arc<Context>,
-    /// A library's module: it goes with the library, not with cuModuleUnload.
-    library: Option<usize>,
+    /// A library's module (its library's handle): it goes with the
+    /// library, not with cuModuleUnload.
+    library: Option<u64>,
     functions: Mutex<HashMap<CString, Arc<Func>>>,
 }
 
 impl Module {
-    pub fn remote(&self) -> u64 {
-        self.shared.remote
+    fn register(image: HostImage, ctx: Arc<Context>, library: Option<u64>) -> Arc<Module> {
+        args::register(&MODULES, |handle| Module {
+            handle,
+            image,
+            ctx,
+            library,
+            functions: Mutex::new(HashMap::new()),
+        })
     }
-    fn handle(self: &Arc<Self>) -> CUmodule {
-        Arc::as_ptr(self) as CUmodule
+
+    pub fn remote(&self) -> u64 {
+        self.image.remote
+    }
+
+    fn handle(&self) -> CUmodule {
+        args::handle(self.handle)
+    }
+
+    /// Takes the module's functions out of the registry.
+    fn forget_functions(&self) {
+        let functions = std::mem::take(&mut *self.functions.lock());
+        for f in functions.values() {
+            f.unregister();
+        }
+    }
+}
+
+impl FromCuda<CUmodule, CUresult> for Live<Module> {
+    unsafe fn from_cuda(h: CUmodule) -> Result<Self, CUresult> {
+        Live::find(&MODULES, h)
     }
 }
 
 pub struct Library {
-    shared: Shared,
+    /// The value the application holds.
+    handle: u64,
+    image: HostImage,
     kernels: Mutex<HashMap<CString, Arc<Func>>>,
     /// Its module in each context, by context id.
     modules: Mutex<HashMap<u64, Arc<Module>>>,
 }
 
 impl Library {
-    fn handle(self: &Arc<Self>) -> CUlibrary {
-        Arc::as_ptr(self) as CUlibrary
+    fn handle(&self) -> CUlibrary {
+        args::handle(self.handle)
     }
 }
 
-#[derive(Clone)]
-enum Obj {
-    Module(Arc<Module>),
-    Library(Arc<Library>),
-    Func(Arc<Func>),
-}
-
-impl Obj {
-    fn addr(&self) -> usize {
-        match self {
-            Obj::Module(m) => Arc::as_ptr(m) as usize,
-            Obj::Library(l) => Arc::as_ptr(l) as usize,
-            Obj::Func(f) => Arc::as_ptr(f) as usize,
-        }
-    }
-}
-
-static LIVE: RwLock<BTreeMap<usize, Obj>> = RwLock::new(BTreeMap::new());
-
-/// Removes live object `h` if `pick` accepts it — in one step, so no other
-/// thread ever sees a handle of the wrong kind vanish and come back.
-fn take_live(h: usize, pick: impl FnOnce(&Obj) -> bool) -> Option<Obj> {
-    let mut live = LIVE.write();
-    if live.get(&h).is_some_and(pick) {
-        live.remove(&h)
-    } else {
-        None
-    }
-}
-
-fn insert(o: Obj) {
-    LIVE.write().insert(o.addr(), o);
-}
-
-fn find(h: usize) -> Option<Obj> {
-    LIVE.read().get(&h).cloned()
-}
-
-fn lookup_module(h: CUmodule) -> Result<Arc<Module>, CUresult> {
-    match find(h as usize) {
-        Some(Obj::Module(m)) => Ok(m),
-        _ => Err(reject(
-            INVALID_HANDLE,
-            format_args!("{h:p} is not a loaded module"),
-        )),
-    }
-}
-
-fn lookup_library(h: CUlibrary) -> Result<Arc<Library>, CUresult> {
-    match find(h as usize) {
-        Some(Obj::Library(l)) => Ok(l),
-        _ => Err(reject(
-            INVALID_HANDLE,
-            format_args!("{h:p} is not a loaded library"),
-        )),
-    }
-}
-
-/// A `CUfunction` parameter: a function or a kernel.
-pub fn lookup_function(h: CUfunction) -> Result<Arc<Func>, CUresult> {
-    match find(h as usize) {
-        Some(Obj::Func(f)) => Ok(f),
-        _ => Err(reject(
-            INVALID_HANDLE,
-            format_args!("{h:p} is not a function or kernel of a loaded module"),
-        )),
-    }
-}
-
-fn lookup_kernel(h: CUkernel) -> Result<Arc<Func>, CUresult> {
-    match lookup_function(h as CUfunction)? {
-        f if f.kind == FuncKind::Kernel => Ok(f),
-        _ => Err(reject(
-            INVALID_HANDLE,
-            format_args!("{h:p} is not a kernel"),
-        )),
+impl FromCuda<CUlibrary, CUresult> for Live<Library> {
+    unsafe fn from_cuda(h: CUlibrary) -> Result<Self, CUresult> {
+        Live::find(&LIBRARIES, h)
     }
 }
 
@@ -254,7 +269,7 @@ fn key_tuple(k: &ImageKey) -> KeyTuple {
 }
 
 /// Ships `img` (or finds it shipped) as a module or library in `ctx`.
-fn ship(img: &Image, ctx: u64, library: bool) -> Result<Shared, CUresult> {
+fn ship(img: &Image, ctx: u64, library: bool) -> Result<HostImage, CUresult> {
     // SAFETY: `img` was just measured from the caller's live image.
     let bytes = unsafe { img.bytes() };
     let load = |bytes: &[u8]| {
@@ -266,7 +281,7 @@ fn ship(img: &Image, ctx: u64, library: bool) -> Result<Shared, CUresult> {
         }
     };
     if img.format != Format::Wrapper {
-        return Ok(Shared {
+        return Ok(HostImage {
             remote: load(bytes)?,
             key: None,
         });
@@ -290,14 +305,14 @@ fn ship(img: &Image, ctx: u64, library: bool) -> Result<Shared, CUresult> {
             img.len
         );
         *refs += 1;
-        return Ok(Shared {
+        return Ok(HostImage {
             remote: *remote,
             key: Some(key),
         });
     }
     let remote = load(bytes)?;
     shipped.insert(key_tuple(&key), (remote, 1));
-    Ok(Shared {
+    Ok(HostImage {
         remote,
         key: Some(key),
     })
@@ -305,7 +320,7 @@ fn ship(img: &Image, ctx: u64, library: bool) -> Result<Shared, CUresult> {
 
 /// A guest module or library gave up its hold on `s`: the host object goes
 /// when nobody else holds it. Returns the host's answer to the unload.
-fn release(s: Shared, library: bool) -> Result<(), CUresult> {
+fn release(s: HostImage, library: bool) -> Result<(), CUresult> {
     if let Some(k) = &s.key {
         let mut shipped = SHIPPED.lock();
         if let Some((_, refs)) = shipped.get_mut(&key_tuple(k)) {
@@ -381,77 +396,42 @@ unsafe fn load(image: *const c_void) -> Result<Arc<Module>, CUresult> {
     let (ctx, ctx_remote) = check::current()?;
     // SAFETY: forwarded.
     let img = unsafe { image::find(image) }?;
-    let shared = ship(&img, ctx_remote, false)?;
-    let m = Arc::new(Module {
-        shared,
-        ctx,
-        library: None,
-        functions: Mutex::new(HashMap::new()),
-    });
-    insert(Obj::Module(m.clone()));
-    Ok(m)
+    let shipped = ship(&img, ctx_remote, false)?;
+    Ok(Module::register(shipped, ctx, None))
 }
 
-/// # Safety
-/// `out` is NULL or writable; `image` NULL or a valid image.
-unsafe fn load_into(out: *mut CUmodule, image: *const c_void) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("module load: NULL out-pointer"),
-        ));
-    }
-    // SAFETY: forwarded.
-    let m = unsafe { load(image) }?;
-    // SAFETY: checked non-null; writable by contract.
-    unsafe { out.write_or(m.handle(), INVALID_VALUE) }
-}
-
-/// For the dark API's module loaders (CUDART_INTERFACE slots 1, 6, 8):
-/// a module from a fatbin wrapper (or any other image) in the current
-/// context, with what cuModuleLoadData would return.
+/// For the dark API's module loaders (CUDART_INTERFACE slots 1 and 6, after
+/// their `driver::require`): a module from a fatbin wrapper (or any other
+/// image) in the current context, with what cuModuleLoadData would return.
 pub fn load_module_from_wrapper(wrapper: *const c_void) -> Result<CUmodule, CUresult> {
-    driver::get()?;
     // SAFETY: cudart passes its registered wrapper, valid for the process.
     unsafe { load(wrapper) }.map(|m| m.handle())
 }
 
-pub unsafe fn load_data(out: *mut CUmodule, image: *const c_void) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { load_into(out, image) }
-}
-
-pub unsafe fn load_data_ex(
-    out: *mut CUmodule,
+/// `cuModuleLoadDataEx`; `cuModuleLoadData` and `cuModuleLoadFatBinary`
+/// with no JIT options.
+///
+/// # Safety
+/// `image` is NULL or a valid image; the option arrays are NULL or hold
+/// `n` entries (API contract).
+pub unsafe fn load_data(
+    out: Out<CUmodule>,
     image: *const c_void,
     n: c_uint,
     options: *mut CUjit_option,
     values: *mut *mut c_void,
 ) -> Result<(), CUresult> {
     // SAFETY: forwarded caller contract.
-    unsafe {
-        empty_jit_logs(n, options, values);
-        load_into(out, image)
-    }
-}
-
-pub unsafe fn load_fat_binary(out: *mut CUmodule, fatbin: *const c_void) -> Result<(), CUresult> {
+    unsafe { empty_jit_logs(n, options, values) };
     // SAFETY: forwarded caller contract.
-    unsafe { load_into(out, fatbin) }
+    let m = unsafe { load(image) }?;
+    out.write(m.handle());
+    Ok(())
 }
 
 /// A file's bytes, with a NUL added (a PTX file on disk need not end in
 /// one) so text measures like an image in memory.
-///
-/// # Safety
-/// `path` is NULL or a NUL-terminated string.
-pub unsafe fn read_image_file(path: *const c_char) -> Result<Vec<u8>, CUresult> {
-    if path.is_null() {
-        return Err(reject(INVALID_VALUE, format_args!("NULL file name")));
-    }
-    // SAFETY: a NUL-terminated file name (API contract).
-    let name = unsafe { CStr::from_ptr(path) };
+pub fn read_image_file(name: &CStr) -> Result<Vec<u8>, CUresult> {
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name.to_bytes()));
     let mut bytes = std::fs::read(path).map_err(|e| {
         reject(
@@ -463,38 +443,35 @@ pub unsafe fn read_image_file(path: *const c_char) -> Result<Vec<u8>, CUresult> 
     Ok(bytes)
 }
 
-pub unsafe fn load_file(out: *mut CUmodule, path: *const c_char) -> Result<(), CUresult> {
-    driver::get()?;
-    // SAFETY: forwarded caller contract.
-    let bytes = unsafe { read_image_file(path) }?;
+pub fn load_file(out: Out<CUmodule>, path: &CStr) -> Result<(), CUresult> {
+    let bytes = read_image_file(path)?;
     // SAFETY: a live buffer the call measures and ships before returning.
-    unsafe { load_into(out, bytes.as_ptr() as *const c_void) }
+    let m = unsafe { load(bytes.as_ptr() as *const c_void) }?;
+    out.write(m.handle());
+    Ok(())
 }
 
 pub fn unload(h: CUmodule) -> Result<(), CUresult> {
-    driver::get()?;
-    // A library's module goes with its library, not with cuModuleUnload.
-    let Some(Obj::Module(m)) = take_live(
-        h as usize,
-        |o| matches!(o, Obj::Module(m) if m.library.is_none()),
-    ) else {
-        return Err(reject(
-            INVALID_HANDLE,
-            format_args!("cuModuleUnload: {h:p}"),
-        ));
-    };
-    let functions = std::mem::take(&mut *m.functions.lock());
-    {
-        let mut live = LIVE.write();
-        for f in functions.values() {
-            live.remove(&(Arc::as_ptr(f) as usize));
+    // A library's module goes with its library, not with cuModuleUnload;
+    // checked and taken in one step, so racing unloads act once.
+    let m = {
+        let mut modules = MODULES.write();
+        match modules.get(h as u64) {
+            Ok(m) if m.library.is_none() => modules.take(h as u64)?,
+            _ => {
+                return Err(reject(
+                    INVALID_HANDLE,
+                    format_args!("cuModuleUnload: {h:p} is not a loaded module"),
+                ))
+            }
         }
-    }
+    };
+    m.forget_functions();
     if m.ctx.is_destroyed() {
         // The host dropped it with its context.
         return Ok(());
     }
-    release(m.shared, false)
+    release(m.image, false)
 }
 
 /// Device globals handed out per host module or library (its remote
@@ -526,127 +503,77 @@ fn forget_globals(owner: u64) {
     }
 }
 
-fn c_name(name: *const c_char) -> Result<(CString, String), CUresult> {
-    if name.is_null() {
-        return Err(reject(INVALID_VALUE, format_args!("NULL symbol name")));
-    }
-    // SAFETY: a NUL-terminated name (API contract).
-    let c = unsafe { CStr::from_ptr(name) };
-    let s = c.to_str().map_err(|_| {
+fn c_name(name: &CStr) -> Result<(CString, String), CUresult> {
+    let s = name.to_str().map_err(|_| {
         reject(
             CUresult::CUDA_ERROR_NOT_FOUND,
-            format_args!("non-UTF-8 name {c:?}"),
+            format_args!("non-UTF-8 name {name:?}"),
         )
     })?;
-    Ok((c.to_owned(), s.to_owned()))
+    Ok((name.to_owned(), s.to_owned()))
 }
 
 /// A module's function by name; the same name gives the same handle.
-fn module_function(m: &Arc<Module>, name: *const c_char) -> Result<Arc<Func>, CUresult> {
+pub fn get_function(out: Out<CUfunction>, m: Live<Module>, name: &CStr) -> Result<(), CUresult> {
     let (cname, name) = c_name(name)?;
-    let mut functions = m.functions.lock();
-    if let Some(f) = functions.get(&cname) {
-        return Ok(f.clone());
-    }
-    let info = check::host(&ModuleGetFunction {
-        module: m.remote(),
-        name,
-    })?;
-    let f = Arc::new(Func::new(
-        FuncKind::Function,
-        info,
-        cname.clone(),
-        Arc::as_ptr(m) as usize,
-    ));
-    insert(Obj::Func(f.clone()));
-    functions.insert(cname, f.clone());
-    Ok(f)
+    let f = {
+        let mut functions = m.functions.lock();
+        match functions.get(&cname) {
+            Some(f) => f.clone(),
+            None => {
+                let info = check::host(&ModuleGetFunction {
+                    module: m.remote(),
+                    name,
+                })?;
+                let f = Func::register(FuncKind::Function, info, cname.clone(), m.handle);
+                functions.insert(cname, f.clone());
+                f
+            }
+        }
+    };
+    out.write(f.handle());
+    Ok(())
 }
 
-pub unsafe fn get_function(
-    out: *mut CUfunction,
-    h: CUmodule,
-    name: *const c_char,
-) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuModuleGetFunction: NULL out-pointer"),
-        ));
-    }
-    let m = lookup_module(h)?;
-    let f = module_function(&m, name)?;
-    // SAFETY: checked non-null; writable by contract.
-    unsafe { out.write_or(f.handle(), INVALID_VALUE) }
-}
-
-/// # Safety
-/// Each output is NULL or writable.
-unsafe fn write_global<P, S>(
-    dptr: *mut P,
-    bytes: *mut S,
+/// Writes a global's address and size, each where the caller wants it
+/// (either may be NULL), at the widths of its entry point; a global the
+/// legacy 32-bit outputs cannot hold is INVALID_VALUE.
+fn write_global<P: Word, S: Word>(
+    dptr: Option<Out<P>>,
+    bytes: Option<Out<S>>,
     (ptr, size): (u64, u64),
-    conv: impl Fn(u64, u64) -> Option<(P, S)>,
 ) -> Result<(), CUresult> {
-    let (p, s) = conv(ptr, size).ok_or_else(|| {
-        reject(
+    let (Some(p), Some(s)) = (P::exact(ptr), S::exact(size)) else {
+        return Err(reject(
             INVALID_VALUE,
             format_args!(
                 "global at {ptr:#x} ({size} bytes) does not fit the legacy 32-bit outputs"
             ),
-        )
-    })?;
-    // SAFETY: the caller's contract; either output may be NULL.
-    unsafe {
-        if !dptr.is_null() {
-            dptr.write_unaligned(p);
-        }
-        if !bytes.is_null() {
-            bytes.write_unaligned(s);
-        }
+        ));
+    };
+    if let Some(out) = dptr {
+        out.write(p);
+    }
+    if let Some(out) = bytes {
+        out.write(s);
     }
     Ok(())
 }
 
-pub unsafe fn get_global_v2(
-    dptr: *mut CUdeviceptr,
-    bytes: *mut usize,
-    h: CUmodule,
-    name: *const c_char,
+/// `cuModuleGetGlobal_v2`, and the 32-bit `cuModuleGetGlobal`.
+pub fn get_global<P: Word, S: Word>(
+    dptr: Option<Out<P>>,
+    bytes: Option<Out<S>>,
+    m: Live<Module>,
+    name: &CStr,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    let m = lookup_module(h)?;
     let (_, name) = c_name(name)?;
     let g = check::host(&ModuleGetGlobal {
         module: m.remote(),
         name,
     })?;
     remember_global(m.remote(), &m.ctx, g);
-    // SAFETY: forwarded caller contract.
-    unsafe { write_global(dptr, bytes, g, |p, s| Some((p, s as usize))) }
-}
-
-pub unsafe fn get_global_v1(
-    dptr: *mut CUdeviceptr_v1,
-    bytes: *mut c_uint,
-    h: CUmodule,
-    name: *const c_char,
-) -> Result<(), CUresult> {
-    driver::get()?;
-    let m = lookup_module(h)?;
-    let (_, name) = c_name(name)?;
-    let g = check::host(&ModuleGetGlobal {
-        module: m.remote(),
-        name,
-    })?;
-    remember_global(m.remote(), &m.ctx, g);
-    // SAFETY: forwarded caller contract.
-    unsafe {
-        write_global(dptr, bytes, g, |p, s| {
-            Some((u32::try_from(p).ok()?, u32::try_from(s).ok()?))
-        })
-    }
+    write_global(dptr, bytes, g)
 }
 
 // ---- libraries ----
@@ -659,26 +586,19 @@ fn library_ctx() -> Result<u64, CUresult> {
     Ok(remote)
 }
 
+/// JIT options: `(count, options, values)`.
+type JitOptions = (c_uint, *mut CUjit_option, *mut *mut c_void);
+
 /// # Safety
-/// `out` NULL or writable; `image` NULL or a valid image; the option
-/// arrays hold their counts of entries.
-#[allow(clippy::too_many_arguments)]
+/// `image` NULL or a valid image; the option arrays are NULL or hold their
+/// counts of entries.
 unsafe fn library_load(
-    out: *mut CUlibrary,
+    out: Out<CUlibrary>,
     image: *const c_void,
-    n_jit: c_uint,
-    jit_options: *mut CUjit_option,
-    jit_values: *mut *mut c_void,
+    (n_jit, jit_options, jit_values): JitOptions,
     n_lib: c_uint,
     lib_options: *mut CUlibraryOption,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuLibraryLoad: NULL out-pointer"),
-        ));
-    }
     // SAFETY: forwarded caller contract.
     unsafe { empty_jit_logs(n_jit, jit_options, jit_values) };
     if n_lib > 0 && !lib_options.is_null() {
@@ -691,20 +611,22 @@ unsafe fn library_load(
     let ctx = library_ctx()?;
     // SAFETY: forwarded.
     let img = unsafe { image::find(image) }?;
-    let shared = ship(&img, ctx, true)?;
-    let l = Arc::new(Library {
-        shared,
+    let shipped = ship(&img, ctx, true)?;
+    let l = args::register(&LIBRARIES, |handle| Library {
+        handle,
+        image: shipped,
         kernels: Mutex::new(HashMap::new()),
         modules: Mutex::new(HashMap::new()),
     });
-    insert(Obj::Library(l.clone()));
-    // SAFETY: checked non-null; writable by contract.
-    unsafe { out.write_or(l.handle(), INVALID_VALUE) }
+    out.write(l.handle());
+    Ok(())
 }
 
+/// # Safety
+/// As [`library_load`].
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn library_load_data(
-    out: *mut CUlibrary,
+    out: Out<CUlibrary>,
     code: *const c_void,
     jit_options: *mut CUjit_option,
     jit_values: *mut *mut c_void,
@@ -713,24 +635,17 @@ pub unsafe fn library_load_data(
     _lib_values: *mut *mut c_void,
     n_lib: c_uint,
 ) -> Result<(), CUresult> {
+    let jit = (n_jit, jit_options, jit_values);
     // SAFETY: forwarded caller contract.
-    unsafe {
-        library_load(
-            out,
-            code,
-            n_jit,
-            jit_options,
-            jit_values,
-            n_lib,
-            lib_options,
-        )
-    }
+    unsafe { library_load(out, code, jit, n_lib, lib_options) }
 }
 
+/// # Safety
+/// The option arrays are NULL or hold their counts of entries.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn library_load_from_file(
-    out: *mut CUlibrary,
-    path: *const c_char,
+    out: Out<CUlibrary>,
+    path: &CStr,
     jit_options: *mut CUjit_option,
     jit_values: *mut *mut c_void,
     n_jit: c_uint,
@@ -738,64 +653,32 @@ pub unsafe fn library_load_from_file(
     _lib_values: *mut *mut c_void,
     n_lib: c_uint,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    // SAFETY: forwarded caller contract.
-    let bytes = unsafe { read_image_file(path) }?;
-    // SAFETY: a live buffer the call measures and ships before returning.
-    unsafe {
-        library_load(
-            out,
-            bytes.as_ptr() as *const c_void,
-            n_jit,
-            jit_options,
-            jit_values,
-            n_lib,
-            lib_options,
-        )
-    }
+    let bytes = read_image_file(path)?;
+    let jit = (n_jit, jit_options, jit_values);
+    // SAFETY: a live buffer the call measures and ships before returning;
+    // the option arrays per the caller.
+    unsafe { library_load(out, bytes.as_ptr().cast(), jit, n_lib, lib_options) }
 }
 
 pub fn library_unload(h: CUlibrary) -> Result<(), CUresult> {
-    driver::get()?;
-    let Some(Obj::Library(l)) = take_live(h as usize, |o| matches!(o, Obj::Library(_))) else {
-        return Err(reject(
-            INVALID_HANDLE,
-            format_args!("cuLibraryUnload: {h:p}"),
-        ));
-    };
+    let l = LIBRARIES.take(h as u64)?;
     let kernels = std::mem::take(&mut *l.kernels.lock());
-    let modules = std::mem::take(&mut *l.modules.lock());
-    {
-        let mut live = LIVE.write();
-        for k in kernels.values() {
-            live.remove(&(Arc::as_ptr(k) as usize));
-            for f in k.per_ctx.lock().values() {
-                live.remove(&(Arc::as_ptr(f) as usize));
-            }
-        }
-        for m in modules.values() {
-            live.remove(&(Arc::as_ptr(m) as usize));
-            for f in m.functions.lock().values() {
-                live.remove(&(Arc::as_ptr(f) as usize));
-            }
-        }
+    for k in kernels.values() {
+        k.unregister();
     }
-    release(l.shared, true)
+    let modules = std::mem::take(&mut *l.modules.lock());
+    for m in modules.values() {
+        let _ = MODULES.take(m.handle);
+        m.forget_functions();
+    }
+    release(l.image, true)
 }
 
-pub unsafe fn library_get_kernel(
-    out: *mut CUkernel,
-    h: CUlibrary,
-    name: *const c_char,
+pub fn library_get_kernel(
+    out: Out<CUkernel>,
+    l: Live<Library>,
+    name: &CStr,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuLibraryGetKernel: NULL out-pointer"),
-        ));
-    }
-    let l = lookup_library(h)?;
     let (cname, name) = c_name(name)?;
     let k = {
         let mut kernels = l.kernels.lock();
@@ -803,34 +686,20 @@ pub unsafe fn library_get_kernel(
             Some(k) => k.clone(),
             None => {
                 let info = check::host(&LibraryGetKernel {
-                    library: l.shared.remote,
+                    library: l.image.remote,
                     name,
                 })?;
-                let k = Arc::new(Func::new(
-                    FuncKind::Kernel,
-                    info,
-                    cname.clone(),
-                    Arc::as_ptr(&l) as usize,
-                ));
-                insert(Obj::Func(k.clone()));
+                let k = Func::register(FuncKind::Kernel, info, cname.clone(), l.handle);
                 kernels.insert(cname, k.clone());
                 k
             }
         }
     };
-    // SAFETY: checked non-null; writable by contract.
-    unsafe { out.write_or(k.handle() as CUkernel, INVALID_VALUE) }
+    out.write(k.handle() as CUkernel);
+    Ok(())
 }
 
-pub unsafe fn library_get_module(out: *mut CUmodule, h: CUlibrary) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuLibraryGetModule: NULL out-pointer"),
-        ));
-    }
-    let l = lookup_library(h)?;
+pub fn library_get_module(out: Out<CUmodule>, l: Live<Library>) -> Result<(), CUresult> {
     let (ctx, ctx_remote) = check::current()?;
     let m = {
         let mut modules = l.modules.lock();
@@ -839,232 +708,171 @@ pub unsafe fn library_get_module(out: *mut CUmodule, h: CUlibrary) -> Result<(),
             None => {
                 let remote = check::host(&LibraryGetModule {
                     ctx: ctx_remote,
-                    library: l.shared.remote,
+                    library: l.image.remote,
                 })?;
-                let m = Arc::new(Module {
-                    // The library owns the host module: never unloaded alone.
-                    shared: Shared { remote, key: None },
-                    ctx: ctx.clone(),
-                    library: Some(Arc::as_ptr(&l) as usize),
-                    functions: Mutex::new(HashMap::new()),
-                });
-                insert(Obj::Module(m.clone()));
+                // The library owns the host module: never unloaded alone.
+                let image = HostImage { remote, key: None };
+                let m = Module::register(image, ctx.clone(), Some(l.handle));
                 modules.insert(ctx.id, m.clone());
                 m
             }
         }
     };
-    // SAFETY: checked non-null; writable by contract.
-    unsafe { out.write_or(m.handle(), INVALID_VALUE) }
+    out.write(m.handle());
+    Ok(())
 }
 
-pub unsafe fn library_get_global(
-    dptr: *mut CUdeviceptr,
-    bytes: *mut usize,
-    h: CUlibrary,
-    name: *const c_char,
+pub fn library_get_global(
+    dptr: Option<Out<CUdeviceptr>>,
+    bytes: Option<Out<usize>>,
+    l: Live<Library>,
+    name: &CStr,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    let l = lookup_library(h)?;
     let (_, name) = c_name(name)?;
     let (cur, ctx) = check::current()?;
     let g = check::host(&LibraryGetGlobal {
         ctx,
-        library: l.shared.remote,
+        library: l.image.remote,
         name,
     })?;
-    remember_global(l.shared.remote, &cur, g);
-    // SAFETY: forwarded caller contract.
-    unsafe { write_global(dptr, bytes, g, |p, s| Some((p, s as usize))) }
+    remember_global(l.image.remote, &cur, g);
+    write_global(dptr, bytes, g)
 }
 
 // ---- kernels and functions ----
+//
+// A body taking `Live<Func>` serves `cuFunc*` (any function or kernel) and
+// `cuKernel*` (kernels only) alike: the conversion of the export's handle
+// type decides what the handle may name.
 
-pub unsafe fn kernel_get_function(out: *mut CUfunction, h: CUkernel) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuKernelGetFunction: NULL out-pointer"),
-        ));
-    }
-    let k = lookup_kernel(h)?;
+pub fn kernel_get_function(out: Out<CUfunction>, k: Live<Func>) -> Result<(), CUresult> {
     let (ctx, _) = check::current()?;
-    let f = k.in_context(&ctx)?;
-    // SAFETY: checked non-null; writable by contract.
-    unsafe { out.write_or(f.handle(), INVALID_VALUE) }
+    out.write(k.in_context(&ctx)?.handle());
+    Ok(())
 }
 
-pub unsafe fn kernel_get_library(out: *mut CUlibrary, h: CUkernel) -> Result<(), CUresult> {
-    driver::get()?;
-    let k = lookup_kernel(h)?;
-    // SAFETY: writable or NULL by contract.
-    unsafe { out.write_or(k.owner as CUlibrary, INVALID_VALUE) }
+pub fn kernel_get_library(out: Out<CUlibrary>, k: Live<Func>) -> Result<(), CUresult> {
+    out.write(args::handle(k.owner));
+    Ok(())
 }
 
-pub unsafe fn func_get_module(out: *mut CUmodule, h: CUfunction) -> Result<(), CUresult> {
-    driver::get()?;
-    let f = lookup_function(h)?;
+pub fn func_get_module(out: Out<CUmodule>, f: Live<Func>) -> Result<(), CUresult> {
     if f.kind == FuncKind::Kernel {
         return Err(reject(
             INVALID_HANDLE,
-            format_args!("cuFuncGetModule: {h:p} is a kernel"),
+            format_args!("cuFuncGetModule: {:p} is a kernel", f.handle()),
         ));
     }
-    // SAFETY: writable or NULL by contract.
-    unsafe { out.write_or(f.owner as CUmodule, INVALID_VALUE) }
+    out.write(args::handle(f.owner));
+    Ok(())
 }
 
-pub unsafe fn func_get_name(out: *mut *const c_char, h: CUfunction) -> Result<(), CUresult> {
-    driver::get()?;
-    let f = lookup_function(h)?;
-    // The name lives as long as the function: until its module unloads.
-    // SAFETY: writable or NULL by contract.
-    unsafe { out.write_or(f.name.as_ptr(), INVALID_VALUE) }
+/// `cuFuncGetName`, `cuKernelGetName`. The name lives as long as the
+/// function: until its module unloads.
+pub fn get_name(out: Out<*const c_char>, f: Live<Func>) -> Result<(), CUresult> {
+    out.write(f.name.as_ptr());
+    Ok(())
 }
 
-pub unsafe fn kernel_get_name(out: *mut *const c_char, h: CUkernel) -> Result<(), CUresult> {
-    driver::get()?;
-    let k = lookup_kernel(h)?;
-    // SAFETY: writable or NULL by contract.
-    unsafe { out.write_or(k.name.as_ptr(), INVALID_VALUE) }
-}
-
-/// # Safety
-/// Each output is NULL or writable.
-unsafe fn param_info(
-    f: &Func,
+/// `cuFuncGetParamInfo`, `cuKernelGetParamInfo`; either output may be NULL.
+pub fn get_param_info(
+    f: Live<Func>,
     index: usize,
-    offset: *mut usize,
-    size: *mut usize,
+    offset: Option<Out<usize>>,
+    size: Option<Out<usize>>,
 ) -> Result<(), CUresult> {
-    let &(o, s) = f.params.get(index).ok_or_else(|| {
+    let params = f.layout()?;
+    let &(o, s) = params.get(index).ok_or_else(|| {
         reject(
             INVALID_VALUE,
             format_args!(
                 "{:?} has {} parameters, not {}",
                 f.name,
-                f.params.len(),
+                params.len(),
                 index + 1
             ),
         )
     })?;
-    // SAFETY: the caller's contract; either output may be NULL.
-    unsafe {
-        if !offset.is_null() {
-            offset.write_unaligned(o as usize);
-        }
-        if !size.is_null() {
-            size.write_unaligned(s as usize);
-        }
+    if let Some(out) = offset {
+        out.write(o as usize);
+    }
+    if let Some(out) = size {
+        out.write(s as usize);
     }
     Ok(())
 }
 
-pub unsafe fn func_get_param_info(
-    h: CUfunction,
-    index: usize,
-    offset: *mut usize,
-    size: *mut usize,
-) -> Result<(), CUresult> {
-    driver::get()?;
-    let f = lookup_function(h)?;
-    // SAFETY: forwarded caller contract.
-    unsafe { param_info(&f, index, offset, size) }
-}
-
-pub unsafe fn kernel_get_param_info(
-    h: CUkernel,
-    index: usize,
-    offset: *mut usize,
-    size: *mut usize,
-) -> Result<(), CUresult> {
-    driver::get()?;
-    let k = lookup_kernel(h)?;
-    // SAFETY: forwarded caller contract.
-    unsafe { param_info(&k, index, offset, size) }
-}
-
-pub unsafe fn func_get_param_count(h: CUfunction, out: *mut usize) -> Result<(), CUresult> {
-    driver::get()?;
-    let f = lookup_function(h)?;
-    // SAFETY: writable or NULL by contract.
-    unsafe { out.write_or(f.params.len(), INVALID_VALUE) }
-}
-
-pub unsafe fn kernel_get_param_count(h: CUkernel, out: *mut usize) -> Result<(), CUresult> {
-    driver::get()?;
-    let k = lookup_kernel(h)?;
-    // SAFETY: writable or NULL by contract.
-    unsafe { out.write_or(k.params.len(), INVALID_VALUE) }
+/// `cuFuncGetParamCount`, `cuKernelGetParamCount`.
+pub fn get_param_count(f: Live<Func>, out: Out<usize>) -> Result<(), CUresult> {
+    out.write(f.layout()?.len());
+    Ok(())
 }
 
 /// Functions are loaded with their module (no lazy loading on the host
 /// side is visible to the guest).
-pub unsafe fn func_is_loaded(
-    out: *mut CUfunctionLoadingState,
-    h: CUfunction,
-) -> Result<(), CUresult> {
-    driver::get()?;
-    lookup_function(h)?;
-    // SAFETY: writable or NULL by contract.
-    unsafe {
-        out.write_or(
-            CUfunctionLoadingState::CU_FUNCTION_LOADING_STATE_LOADED,
-            INVALID_VALUE,
-        )
-    }
+pub fn func_is_loaded(out: Out<CUfunctionLoadingState>, _f: Live<Func>) -> Result<(), CUresult> {
+    out.write(CUfunctionLoadingState::CU_FUNCTION_LOADING_STATE_LOADED);
+    Ok(())
 }
 
-pub fn func_load(h: CUfunction) -> Result<(), CUresult> {
-    driver::get()?;
-    lookup_function(h).map(|_| ())
+pub fn func_load(_f: Live<Func>) -> Result<(), CUresult> {
+    Ok(())
 }
 
-/// The host accepts a kernel's handle wherever it takes a function's for
-/// attributes, so no per-context function is needed for these.
-pub unsafe fn func_get_attribute(
-    out: *mut c_int,
-    attr: CUfunction_attribute,
-    h: CUfunction,
-) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuFuncGetAttribute: NULL out-pointer"),
-        ));
-    }
-    let f = lookup_function(h)?;
-    let v = check::host(&FuncGetAttribute {
+/// One attribute, from the host. The host accepts a kernel's handle
+/// wherever it takes a function's for attributes, so no per-context
+/// function is needed for these.
+pub fn attribute(f: &Func, attr: CUfunction_attribute) -> Result<c_int, CUresult> {
+    check::host(&FuncGetAttribute {
         func: f.remote,
         attr: attr.0 as i32,
-    })?;
-    // SAFETY: checked non-null; writable by contract.
-    unsafe { out.write_or(v, INVALID_VALUE) }
+    })
 }
 
-/// `dev` is accepted as long as it is a device: the kernel's attributes are
-/// the same on every device vgpu shows (all come from one host).
-pub unsafe fn kernel_get_attribute(
-    out: *mut c_int,
+pub fn func_get_attribute(
+    out: Out<c_int>,
     attr: CUfunction_attribute,
-    h: CUkernel,
-    dev: CUdevice,
+    f: Live<Func>,
 ) -> Result<(), CUresult> {
-    driver::get()?.device(dev)?;
-    lookup_kernel(h)?;
-    // SAFETY: forwarded caller contract.
-    unsafe { func_get_attribute(out, attr, h as CUfunction) }
+    out.write(attribute(&f, attr)?);
+    Ok(())
+}
+
+// The `cuKernel*` forms that name a device: `dev` is accepted as long as
+// it is one (its conversion checks that), the kernel's attributes being
+// the same on every device vgpu shows (all come from one host).
+
+pub fn kernel_get_attribute(
+    out: Out<c_int>,
+    attr: CUfunction_attribute,
+    k: Live<Func>,
+    _dev: Device,
+) -> Result<(), CUresult> {
+    func_get_attribute(out, attr, k)
+}
+
+pub fn kernel_set_attribute(
+    attr: CUfunction_attribute,
+    value: c_int,
+    k: Live<Func>,
+    _dev: Device,
+) -> Result<(), CUresult> {
+    func_set_attribute(k, attr, value)
+}
+
+pub fn kernel_set_cache_config(
+    k: Live<Func>,
+    config: CUfunc_cache,
+    _dev: Device,
+) -> Result<(), CUresult> {
+    func_set_cache_config(k, config)
 }
 
 pub fn func_set_attribute(
-    h: CUfunction,
+    f: Live<Func>,
     attr: CUfunction_attribute,
     value: c_int,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    let f = lookup_function(h)?;
     check::host(&FuncSetAttribute {
         func: f.remote,
         attr: attr.0 as i32,
@@ -1072,78 +880,80 @@ pub fn func_set_attribute(
     })
 }
 
-pub fn kernel_set_attribute(
-    attr: CUfunction_attribute,
-    value: c_int,
-    h: CUkernel,
-    dev: CUdevice,
-) -> Result<(), CUresult> {
-    driver::get()?.device(dev)?;
-    lookup_kernel(h)?;
-    func_set_attribute(h as CUfunction, attr, value)
-}
-
-pub fn func_set_cache_config(h: CUfunction, config: CUfunc_cache) -> Result<(), CUresult> {
-    driver::get()?;
-    let f = lookup_function(h)?;
+pub fn func_set_cache_config(f: Live<Func>, config: CUfunc_cache) -> Result<(), CUresult> {
     check::host(&FuncSetCacheConfig {
         func: f.remote,
         config: config.0,
     })
 }
 
-pub fn kernel_set_cache_config(
-    h: CUkernel,
-    config: CUfunc_cache,
-    dev: CUdevice,
-) -> Result<(), CUresult> {
-    driver::get()?.device(dev)?;
-    lookup_kernel(h)?;
-    func_set_cache_config(h as CUfunction, config)
-}
-
-/// What a launch of `h` in the calling context runs, with its layout.
-pub fn launchable(h: CUfunction, ctx: &Arc<Context>) -> Result<Arc<Func>, CUresult> {
-    lookup_function(h)?.in_context(ctx)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vgpu_ffi::from_cuda;
+
+    fn as_function(h: CUfunction) -> Result<Live<Func>, CUresult> {
+        // SAFETY: a plain handle value; nothing is dereferenced.
+        unsafe { from_cuda::<_, Live<Func>, CUresult>(h) }
+    }
+
+    fn as_kernel(h: CUkernel) -> Result<Live<Func>, CUresult> {
+        // SAFETY: as above.
+        unsafe { from_cuda::<_, Live<Func>, CUresult>(h) }
+    }
 
     #[test]
     fn kernels_resolve_as_functions_but_not_back() {
-        let k = Arc::new(Func::new(
-            FuncKind::Kernel,
-            FunctionInfo {
-                handle: 5,
-                params: vec![(0, 8)],
-            },
-            CString::new("k").unwrap(),
-            0,
-        ));
-        insert(Obj::Func(k.clone()));
-        let as_fn = lookup_function(k.handle()).unwrap();
-        assert!(Arc::ptr_eq(&as_fn, &k));
-        assert!(lookup_kernel(k.handle() as CUkernel).is_ok());
-        let f = Arc::new(Func::new(
+        let info = FunctionInfo {
+            handle: 5,
+            params: Some(vec![(0, 8)]),
+        };
+        let k = Func::register(FuncKind::Kernel, info, CString::new("k").unwrap(), 0);
+        assert!(Arc::ptr_eq(&as_function(k.handle()).unwrap(), &k));
+        assert!(as_kernel(k.handle() as CUkernel).is_ok());
+        let f = Func::register(
             FuncKind::Function,
             FunctionInfo::default(),
             CString::new("f").unwrap(),
             0,
-        ));
-        insert(Obj::Func(f.clone()));
+        );
         assert_eq!(
-            lookup_kernel(f.handle() as CUkernel).err(),
+            as_kernel(f.handle() as CUkernel).err(),
             Some(INVALID_HANDLE)
         );
         assert_eq!(
-            lookup_function(0x1234 as CUfunction).err(),
+            as_function(0x1234 as CUfunction).err(),
             Some(INVALID_HANDLE)
         );
+        // SAFETY: as above.
+        let as_module = unsafe { from_cuda::<_, Live<Module>, CUresult>(k.handle() as CUmodule) };
+        assert_eq!(as_module.err(), Some(INVALID_HANDLE));
+        k.unregister();
+        assert_eq!(as_function(k.handle()).err(), Some(INVALID_HANDLE));
+    }
+
+    fn out<T>(p: &mut T) -> Option<Out<'_, T>> {
+        // SAFETY: a live local.
+        unsafe { from_cuda::<_, Option<Out<T>>, CUresult>(p as *mut T) }.unwrap()
+    }
+
+    #[test]
+    fn global_widths() {
+        let (mut p64, mut s64, mut p32, mut s32) = (0u64, 0usize, 0u32, 0u32);
         assert_eq!(
-            lookup_module(k.handle() as CUmodule).err(),
-            Some(INVALID_HANDLE)
+            write_global(out(&mut p64), out(&mut s64), (1 << 40, 8)),
+            Ok(())
         );
+        assert_eq!((p64, s64), (1 << 40, 8));
+        assert_eq!(
+            write_global(out(&mut p32), out(&mut s32), (1 << 40, 8)),
+            Err(INVALID_VALUE)
+        );
+        assert_eq!((p32, s32), (0, 0), "nothing written when one does not fit");
+        assert_eq!(
+            write_global::<u32, u32>(None, out(&mut s32), (0x1000, 8)),
+            Ok(())
+        );
+        assert_eq!(s32, 8);
     }
 }

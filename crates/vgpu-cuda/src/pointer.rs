@@ -7,12 +7,11 @@
 
 use crate::check::{reject, INVALID_VALUE, NOT_SUPPORTED};
 use crate::devmem::{self, Kind};
-use crate::driver;
 use crate::host_memory::{self, HostRange};
 use crate::mempool;
 use cuda_types::cuda::{CUdeviceptr, CUpointer_attribute, CUresult};
 use std::ffi::{c_uint, c_void};
-use vgpu_guest::ffi::OutPtr;
+use vgpu_ffi::{In, Out};
 
 const MEMORYTYPE_HOST: u32 = 1;
 const MEMORYTYPE_DEVICE: u32 = 2;
@@ -30,15 +29,16 @@ pub enum Value {
 
 impl Value {
     /// # Safety
-    /// `out` must be null or valid for writing the value's type.
-    unsafe fn write(self, out: *mut c_void) -> Result<(), CUresult> {
-        // SAFETY: forwarded caller contract; write_or refuses null.
+    /// `out` must be non-null and valid for writing the value's type.
+    unsafe fn write(self, out: *mut c_void) {
+        // SAFETY: forwarded caller contract; unaligned, as C promises no
+        // alignment.
         unsafe {
             match self {
-                Value::U32(v) => out.cast::<u32>().write_or(v, INVALID_VALUE),
-                Value::I32(v) => out.cast::<i32>().write_or(v, INVALID_VALUE),
-                Value::U64(v) => out.cast::<u64>().write_or(v, INVALID_VALUE),
-                Value::Ptr(v) => out.cast::<usize>().write_or(v, INVALID_VALUE),
+                Value::U32(v) => out.cast::<u32>().write_unaligned(v),
+                Value::I32(v) => out.cast::<i32>().write_unaligned(v),
+                Value::U64(v) => out.cast::<u64>().write_unaligned(v),
+                Value::Ptr(v) => out.cast::<usize>().write_unaligned(v),
             }
         }
     }
@@ -143,18 +143,14 @@ pub fn value(o: &Owner, ptr: u64, attr: u32) -> Result<Value, CUresult> {
 }
 
 /// Unknown memory is CUDA_ERROR_INVALID_VALUE, as on the real driver.
+///
+/// # Safety
+/// `data` is valid for writing the attribute's type (API contract).
 pub unsafe fn get_attribute(
-    data: *mut c_void,
+    data: Out<c_void>,
     attr: CUpointer_attribute,
     ptr: CUdeviceptr,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if data.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuPointerGetAttribute: NULL data"),
-        ));
-    }
     let o = owner(ptr).ok_or_else(|| {
         reject(
             INVALID_VALUE,
@@ -164,32 +160,37 @@ pub unsafe fn get_attribute(
         )
     })?;
     let v = value(&o, ptr, attr.0)?;
-    // SAFETY: checked non-null; the API contract sizes `data` by attribute.
-    unsafe { v.write(data) }
+    // SAFETY: non-null (converted); the API contract sizes `data` by
+    // attribute.
+    unsafe { v.write(data.as_ptr()) };
+    Ok(())
 }
 
 /// Unlike the singular call, unknown memory is not an error: every
 /// attribute reads as its type's zero, and an attribute that does not
 /// apply to this memory (a host pointer of device memory) likewise — this
 /// is how cudart's `cudaPointerGetAttributes` learns "unregistered".
+///
+/// # Safety
+/// `attrs` and `data` hold `n` entries, each `data[i]` NULL or valid for
+/// writing its attribute's type (API contract).
 pub unsafe fn get_attributes(
     n: c_uint,
-    attrs: *mut CUpointer_attribute,
-    data: *mut *mut c_void,
+    attrs: In<CUpointer_attribute>,
+    data: In<*mut c_void>,
     ptr: CUdeviceptr,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if n == 0 || attrs.is_null() || data.is_null() {
+    if n == 0 {
         return Err(reject(
             INVALID_VALUE,
-            format_args!("cuPointerGetAttributes: {n} attributes"),
+            format_args!("cuPointerGetAttributes: 0 attributes"),
         ));
     }
     let o = owner(ptr);
     for i in 0..n as usize {
         // SAFETY: the app passes n attributes and n data pointers (API
         // contract).
-        let (a, out) = unsafe { ((*attrs.add(i)).0, *data.add(i)) };
+        let (a, out) = unsafe { ((*attrs.as_ptr().add(i)).0, *data.as_ptr().add(i)) };
         if out.is_null() {
             return Err(reject(
                 INVALID_VALUE,
@@ -210,7 +211,7 @@ pub unsafe fn get_attributes(
             })?,
         };
         // SAFETY: non-null; sized by the attribute (API contract).
-        unsafe { v.write(out)? };
+        unsafe { v.write(out) };
     }
     Ok(())
 }
@@ -218,7 +219,7 @@ pub unsafe fn get_attributes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contexts::{register, Context, Kind as CtxKind, API_VERSION};
+    use crate::context::state::{register, Context, Kind as CtxKind, API_VERSION};
     use crate::devmem::Range;
 
     #[test]
@@ -271,17 +272,13 @@ mod tests {
 
     #[test]
     fn values_are_written_at_their_width() {
-        let mut buf = [0xffu8; 8];
-        // SAFETY: an 8-byte local buffer fits every value type.
+        let mut buf = [0xffu8; 9];
+        // SAFETY: a 9-byte local buffer fits every value type at offset 1.
         unsafe {
-            Value::U32(7).write(buf.as_mut_ptr().cast()).unwrap();
-            assert_eq!(buf, [7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
-            Value::U64(0x0102).write(buf.as_mut_ptr().cast()).unwrap();
-            assert_eq!(buf, [2, 1, 0, 0, 0, 0, 0, 0]);
-            assert_eq!(
-                Value::I32(1).write(std::ptr::null_mut()),
-                Err(INVALID_VALUE)
-            );
+            Value::U32(7).write(buf.as_mut_ptr().cast());
+            assert_eq!(buf[..8], [7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+            Value::U64(0x0102).write(buf.as_mut_ptr().add(1).cast());
+            assert_eq!(buf, [7, 2, 1, 0, 0, 0, 0, 0, 0]);
         }
     }
 }

@@ -10,13 +10,14 @@
 //!
 //! Versions above the driver's are not refused although the header says
 //! so: cudart asks for functions newer than the driver it accepted and
-//! expects plain "not found" for those it lacks (cuda-runtime.md §5).
+//! expects plain "not found" for those it lacks (docs/call-path.md, "Driver version gate").
 
 use cuda_types::cuda::{CUdriverProcAddressQueryResult, CUresult};
 use cuda_types::pfn::PROC_TABLE;
 use std::collections::HashMap;
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_int, c_void, CStr};
 use std::sync::OnceLock;
+use vgpu_ffi::Out;
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
 
@@ -89,7 +90,7 @@ fn index() -> &'static Index {
 }
 
 /// The address `name` resolves to for a caller built against `version`
-/// with `flags` (cuda-runtime.md §3.4).
+/// with `flags` (docs/call-path.md, "cuGetProcAddress").
 pub fn lookup(name: &[u8], version: c_int, flags: u64) -> Result<*const c_void, Miss> {
     let abis = index().get(name).ok_or(Miss::SymbolNotFound)?;
     // A negative version qualifies for nothing, like 0.
@@ -111,15 +112,6 @@ pub fn lookup(name: &[u8], version: c_int, flags: u64) -> Result<*const c_void, 
         .ok_or(Miss::VersionNotSufficient)
 }
 
-/// The symbol argument as bytes; NULL is the caller's error.
-unsafe fn symbol_name<'a>(symbol: *const c_char) -> Result<&'a [u8], CUresult> {
-    if symbol.is_null() {
-        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-    }
-    // SAFETY: non-null, and the API takes a NUL-terminated string.
-    Ok(unsafe { CStr::from_ptr(symbol) }.to_bytes())
-}
-
 fn log_miss(name: &[u8], version: c_int, flags: u64, miss: Miss) {
     vlog!(
         Level::Trace,
@@ -130,21 +122,16 @@ fn log_miss(name: &[u8], version: c_int, flags: u64, miss: Miss) {
 
 /// The 11.3 ABI. A miss is CUDA_ERROR_NOT_FOUND and `*pfn` is left as it
 /// was, as a real driver's v1 entry point does.
-pub unsafe fn get_proc_address(
-    symbol: *const c_char,
-    pfn: *mut *mut c_void,
+pub fn get_proc_address(
+    symbol: &CStr,
+    pfn: Out<*mut c_void>,
     version: c_int,
     flags: u64,
 ) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    let name = unsafe { symbol_name(symbol)? };
-    if pfn.is_null() {
-        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-    }
+    let name = symbol.to_bytes();
     match lookup(name, version, flags) {
         Ok(addr) => {
-            // SAFETY: checked non-null; writable by API contract.
-            unsafe { pfn.write_unaligned(addr.cast_mut()) };
+            pfn.write(addr.cast_mut());
             Ok(())
         }
         Err(miss) => {
@@ -157,19 +144,15 @@ pub unsafe fn get_proc_address(
 /// The 12.0 ABI. An unknown name is CUDA_SUCCESS with `*pfn = NULL` and
 /// SYMBOL_NOT_FOUND (what a 590 driver answers; cudart treats it like
 /// NOT_FOUND), a name known only at newer versions CUDA_ERROR_NOT_FOUND
-/// with VERSION_NOT_SUFFICIENT.
-pub unsafe fn get_proc_address_v2(
-    symbol: *const c_char,
-    pfn: *mut *mut c_void,
+/// with VERSION_NOT_SUFFICIENT. `status` may be NULL.
+pub fn get_proc_address_v2(
+    symbol: &CStr,
+    pfn: Out<*mut c_void>,
     version: c_int,
     flags: u64,
-    status: *mut CUdriverProcAddressQueryResult,
+    status: Option<Out<CUdriverProcAddressQueryResult>>,
 ) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    let name = unsafe { symbol_name(symbol)? };
-    if pfn.is_null() {
-        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-    }
+    let name = symbol.to_bytes();
     let (addr, st, result) = match lookup(name, version, flags) {
         Ok(addr) => (
             addr,
@@ -185,13 +168,9 @@ pub unsafe fn get_proc_address_v2(
             (std::ptr::null(), miss.status(), result)
         }
     };
-    // SAFETY: pfn checked non-null; status may be NULL (API contract), else
-    // writable.
-    unsafe {
-        pfn.write_unaligned(addr.cast_mut());
-        if !status.is_null() {
-            status.write_unaligned(st);
-        }
+    pfn.write(addr.cast_mut());
+    if let Some(status) = status {
+        status.write(st);
     }
     result
 }
@@ -200,6 +179,7 @@ pub unsafe fn get_proc_address_v2(
 mod tests {
     use super::*;
     use cuda_types::pfn::UNMAPPED;
+    use std::ffi::c_char;
     use std::path::Path;
 
     fn export(symbol: &str) -> *const c_void {
@@ -287,56 +267,83 @@ mod tests {
         assert_eq!(lookup(b"cuGLInit", 12000, 0), Err(Miss::SymbolNotFound));
     }
 
+    fn status(r: CUresult) -> Result<(), CUresult> {
+        match r {
+            CUresult::CUDA_SUCCESS => Ok(()),
+            e => Err(e),
+        }
+    }
+
+    /// Through the export, as an application calls it: before cuInit, with
+    /// the boundary's conversions.
+    fn get_proc_address(
+        s: *const c_char,
+        p: *mut *mut c_void,
+        v: c_int,
+        f: u64,
+    ) -> Result<(), CUresult> {
+        // SAFETY: the tests pass valid C strings and live locals, or NULL.
+        status(unsafe { crate::cuGetProcAddress(s, p, v, f) })
+    }
+
+    fn get_proc_address_v2(
+        s: *const c_char,
+        p: *mut *mut c_void,
+        v: c_int,
+        f: u64,
+        st: *mut CUdriverProcAddressQueryResult,
+    ) -> Result<(), CUresult> {
+        // SAFETY: as above.
+        status(unsafe { crate::cuGetProcAddress_v2(s, p, v, f, st) })
+    }
+
     #[test]
     fn v1_and_v2_contracts() {
         let sentinel = 0x1234usize as *mut c_void;
         let mut p = sentinel;
         let mut st = CUdriverProcAddressQueryResult(99);
-        // SAFETY: valid C strings and locals throughout.
-        unsafe {
-            // v2, found.
-            get_proc_address_v2(c"cuInit".as_ptr(), &mut p, 2000, 0, &mut st).unwrap();
-            assert_eq!(p as *const c_void, export("cuInit"));
-            assert_eq!(
-                st,
-                CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SUCCESS
-            );
-            // v2, unknown: SUCCESS + NULL + status 1; NULL status allowed.
-            p = sentinel;
-            get_proc_address_v2(c"".as_ptr(), &mut p, 0, 0, &mut st).unwrap();
-            assert!(p.is_null());
-            assert_eq!(st, Miss::SymbolNotFound.status());
-            get_proc_address_v2(c"nope".as_ptr(), &mut p, 12000, 0, std::ptr::null_mut()).unwrap();
-            // v2, too new.
-            p = sentinel;
-            assert_eq!(
-                get_proc_address_v2(c"cuCtxGetId".as_ptr(), &mut p, 11000, 0, &mut st),
-                Err(CUresult::CUDA_ERROR_NOT_FOUND)
-            );
-            assert!(p.is_null());
-            assert_eq!(st, Miss::VersionNotSufficient.status());
-            // v1: found, then misses leave *pfn alone.
-            get_proc_address(c"cuMemAlloc".as_ptr(), &mut p, 3020, 0).unwrap();
-            assert_eq!(p as *const c_void, export("cuMemAlloc_v2"));
-            p = sentinel;
-            assert_eq!(
-                get_proc_address(c"nope".as_ptr(), &mut p, 12000, 0),
-                Err(CUresult::CUDA_ERROR_NOT_FOUND)
-            );
-            assert_eq!(
-                get_proc_address(c"cuCtxGetId".as_ptr(), &mut p, 11000, 0),
-                Err(CUresult::CUDA_ERROR_NOT_FOUND)
-            );
-            assert_eq!(p, sentinel);
-            // NULL arguments.
-            for r in [
-                get_proc_address(std::ptr::null(), &mut p, 12000, 0),
-                get_proc_address(c"cuInit".as_ptr(), std::ptr::null_mut(), 12000, 0),
-                get_proc_address_v2(std::ptr::null(), &mut p, 12000, 0, &mut st),
-                get_proc_address_v2(c"cuInit".as_ptr(), std::ptr::null_mut(), 12000, 0, &mut st),
-            ] {
-                assert_eq!(r, Err(CUresult::CUDA_ERROR_INVALID_VALUE));
-            }
+        // v2, found.
+        get_proc_address_v2(c"cuInit".as_ptr(), &mut p, 2000, 0, &mut st).unwrap();
+        assert_eq!(p as *const c_void, export("cuInit"));
+        assert_eq!(
+            st,
+            CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SUCCESS
+        );
+        // v2, unknown: SUCCESS + NULL + status 1; NULL status allowed.
+        p = sentinel;
+        get_proc_address_v2(c"".as_ptr(), &mut p, 0, 0, &mut st).unwrap();
+        assert!(p.is_null());
+        assert_eq!(st, Miss::SymbolNotFound.status());
+        get_proc_address_v2(c"nope".as_ptr(), &mut p, 12000, 0, std::ptr::null_mut()).unwrap();
+        // v2, too new.
+        p = sentinel;
+        assert_eq!(
+            get_proc_address_v2(c"cuCtxGetId".as_ptr(), &mut p, 11000, 0, &mut st),
+            Err(CUresult::CUDA_ERROR_NOT_FOUND)
+        );
+        assert!(p.is_null());
+        assert_eq!(st, Miss::VersionNotSufficient.status());
+        // v1: found, then misses leave *pfn alone.
+        get_proc_address(c"cuMemAlloc".as_ptr(), &mut p, 3020, 0).unwrap();
+        assert_eq!(p as *const c_void, export("cuMemAlloc_v2"));
+        p = sentinel;
+        assert_eq!(
+            get_proc_address(c"nope".as_ptr(), &mut p, 12000, 0),
+            Err(CUresult::CUDA_ERROR_NOT_FOUND)
+        );
+        assert_eq!(
+            get_proc_address(c"cuCtxGetId".as_ptr(), &mut p, 11000, 0),
+            Err(CUresult::CUDA_ERROR_NOT_FOUND)
+        );
+        assert_eq!(p, sentinel);
+        // NULL arguments.
+        for r in [
+            get_proc_address(std::ptr::null(), &mut p, 12000, 0),
+            get_proc_address(c"cuInit".as_ptr(), std::ptr::null_mut(), 12000, 0),
+            get_proc_address_v2(std::ptr::null(), &mut p, 12000, 0, &mut st),
+            get_proc_address_v2(c"cuInit".as_ptr(), std::ptr::null_mut(), 12000, 0, &mut st),
+        ] {
+            assert_eq!(r, Err(CUresult::CUDA_ERROR_INVALID_VALUE));
         }
     }
 

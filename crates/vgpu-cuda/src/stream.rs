@@ -2,30 +2,28 @@
 //! to the host; flags, priority and context are answered from the guest's
 //! stream object.
 //!
-//! A `CUstream` handed to an application is the address of a [`Stream`] in
-//! the registry, found there before it is used, so an invented or destroyed
-//! handle is CUDA_ERROR_INVALID_HANDLE, never a dereference. The special
-//! values NULL, `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD` are not
-//! objects: they reach the host as 0, 1 and 2. Entry points with the
-//! `_ptsz`/`_ptds` suffix read NULL as `CU_STREAM_PER_THREAD`.
+//! A `CUstream` handed to an application is a handle the registry minted
+//! for a [`Stream`]; a `CUstream` argument converts to a [`StreamArg`]
+//! (an invented or destroyed handle is CUDA_ERROR_INVALID_HANDLE, never a
+//! dereference). The special values NULL, `CU_STREAM_LEGACY` and
+//! `CU_STREAM_PER_THREAD` are not objects: they reach the host as 0, 1 and
+//! 2. Entry points with the `_ptsz`/`_ptds` suffix read NULL as
+//! `CU_STREAM_PER_THREAD`.
 //!
 //! Work the application can only observe later (async copies, memsets,
-//! frees) leaves through [`submit`], the one place a queue for batching will
-//! go.
+//! frees) is a deferred op in the protocol's table: `check::host` queues
+//! it, and its failure is reported at the next synchronizing call.
 
+use crate::args::{self, Live};
 use crate::check::{self, reject, INVALID_VALUE};
-use crate::contexts::Context;
-use crate::driver;
+use crate::context::state::Context;
 use cuda_types::cuda::{CUcontext, CUgreenCtx, CUresult, CUstream};
-use parking_lot::RwLock;
-use std::collections::BTreeMap;
 use std::ffi::{c_int, c_uint};
 use std::sync::Arc;
-use vgpu_guest::ffi::OutPtr;
+use vgpu_ffi::{FromCuda, Mint, Out, Shared};
 use vgpu_transport::proto::{
     CtxSynchronize, StreamCreate, StreamDestroy, StreamQuery, StreamSynchronize,
 };
-use vgpu_transport::Call;
 
 const INVALID_HANDLE: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
 
@@ -40,11 +38,9 @@ const FLAG_NON_BLOCKING: u32 = 0x1;
 pub const PRIORITY_LEAST: i32 = 0;
 pub const PRIORITY_GREATEST: i32 = -5;
 
-/// "vgpustr!" — guards against a registry bug handing out a foreign object.
-const MAGIC: u64 = 0x2172_7473_7570_6776;
-
 pub struct Stream {
-    magic: u64,
+    /// The value the application holds.
+    handle: u64,
     /// The host's handle.
     pub remote: u64,
     pub ctx: Arc<Context>,
@@ -53,12 +49,56 @@ pub struct Stream {
 }
 
 impl Stream {
-    fn handle(self: &Arc<Self>) -> CUstream {
-        Arc::as_ptr(self) as CUstream
+    fn handle(&self) -> CUstream {
+        args::handle(self.handle)
     }
 }
 
-static LIVE: RwLock<BTreeMap<usize, Arc<Stream>>> = RwLock::new(BTreeMap::new());
+/// Created streams until `cuStreamDestroy` or their context's end.
+pub(crate) static STREAMS: Shared<Arc<Stream>, CUresult> =
+    Shared::new("stream", INVALID_HANDLE, Mint::Pointer);
+
+/// A `CUstream` argument: one of the special values, or a live stream.
+/// What NULL means depends on the entry point ([`Null`]), so it stays NULL
+/// here and [`target`] decides.
+#[derive(Clone)]
+pub enum StreamArg {
+    Null,
+    /// `CU_STREAM_LEGACY`.
+    Legacy,
+    /// `CU_STREAM_PER_THREAD`.
+    PerThread,
+    Created(Arc<Stream>),
+}
+
+impl StreamArg {
+    /// For handles that arrive inside structs (`CUlaunchConfig`) rather
+    /// than as arguments.
+    pub fn resolve(h: CUstream) -> Result<StreamArg, CUresult> {
+        Ok(match h as u64 {
+            0 => StreamArg::Null,
+            LEGACY => StreamArg::Legacy,
+            PER_THREAD => StreamArg::PerThread,
+            _ => StreamArg::Created(Live::find(&STREAMS, h)?.into_arc()),
+        })
+    }
+
+    /// The value the application passed.
+    pub fn handle(&self) -> CUstream {
+        match self {
+            StreamArg::Null => std::ptr::null_mut(),
+            StreamArg::Legacy => args::handle(LEGACY),
+            StreamArg::PerThread => args::handle(PER_THREAD),
+            StreamArg::Created(s) => s.handle(),
+        }
+    }
+}
+
+impl FromCuda<CUstream, CUresult> for StreamArg {
+    unsafe fn from_cuda(h: CUstream) -> Result<Self, CUresult> {
+        StreamArg::resolve(h)
+    }
+}
 
 /// Which default stream a NULL handle means at this entry point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,67 +119,39 @@ pub struct Target {
     pub object: Option<Arc<Stream>>,
 }
 
-fn lookup(h: CUstream) -> Result<Arc<Stream>, CUresult> {
-    let found = LIVE.read().get(&(h as usize)).cloned();
-    match found {
-        Some(s) if s.magic == MAGIC => Ok(s),
-        _ => Err(reject(
-            INVALID_HANDLE,
-            format_args!("stream {h:p} is not a live stream of this process"),
-        )),
-    }
-}
-
-/// Resolves a handle an application passed; `null` says what NULL means.
-pub fn target(h: CUstream, null: Null) -> Result<Target, CUresult> {
-    driver::get()?;
-    let special = match (h as u64, null) {
-        (0, Null::Legacy) => Some(0),
-        (0, Null::PerThread) => Some(PER_THREAD),
-        (LEGACY, _) => Some(LEGACY),
-        (PER_THREAD, _) => Some(PER_THREAD),
-        _ => None,
+/// Where work on a stream the application named goes; `null` says what
+/// NULL means.
+pub fn target(s: &StreamArg, null: Null) -> Result<Target, CUresult> {
+    let stream = match (s, null) {
+        (StreamArg::Created(s), _) => {
+            let ctx_remote = s.ctx.remote().map_err(|e| {
+                reject(
+                    e,
+                    format_args!("stream {:p}: its context is destroyed", s.handle()),
+                )
+            })?;
+            return Ok(Target {
+                ctx: s.ctx.clone(),
+                ctx_remote,
+                stream: s.remote,
+                object: Some(s.clone()),
+            });
+        }
+        (StreamArg::Null, Null::Legacy) => 0,
+        (StreamArg::Null, Null::PerThread) | (StreamArg::PerThread, _) => PER_THREAD,
+        (StreamArg::Legacy, _) => LEGACY,
     };
-    if let Some(stream) = special {
-        let (ctx, ctx_remote) = check::current()?;
-        return Ok(Target {
-            ctx,
-            ctx_remote,
-            stream,
-            object: None,
-        });
-    }
-    let s = lookup(h)?;
-    let ctx_remote = s
-        .ctx
-        .remote()
-        .map_err(|e| reject(e, format_args!("stream {h:p}: its context is destroyed")))?;
+    let (ctx, ctx_remote) = check::current()?;
     Ok(Target {
-        ctx: s.ctx.clone(),
+        ctx,
         ctx_remote,
-        stream: s.remote,
-        object: Some(s),
+        stream,
+        object: None,
     })
 }
 
-/// Sends work the application observes only at a later synchronisation
-/// (launches, async copies and memsets, event records, stream waits): the
-/// one place such work is queued. No round trip: the call goes out with the
-/// next synchronizing call (or when the queue grows), and the host reports
-/// its failure there, as CUDA reports asynchronous errors.
-pub fn submit<C: Call<Reply = ()>>(call: &C) -> Result<(), CUresult> {
-    vgpu_guest::client::queue(call).map_err(driver::to_cuda)
-}
-
 /// `cuStreamCreateWithPriority`, and `cuStreamCreate` at [`PRIORITY_LEAST`].
-pub unsafe fn create(ph: *mut CUstream, flags: c_uint, priority: c_int) -> Result<(), CUresult> {
-    driver::get()?;
-    if ph.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuStreamCreate: NULL out-pointer"),
-        ));
-    }
+pub fn create(ph: Out<CUstream>, flags: c_uint, priority: c_int) -> Result<(), CUresult> {
     if flags & !FLAG_NON_BLOCKING != 0 {
         return Err(reject(
             INVALID_VALUE,
@@ -153,34 +165,22 @@ pub unsafe fn create(ph: *mut CUstream, flags: c_uint, priority: c_int) -> Resul
         flags,
         priority,
     })?;
-    let s = Arc::new(Stream {
-        magic: MAGIC,
+    let s = args::register(&STREAMS, |handle| Stream {
+        handle,
         remote,
         ctx,
         flags,
         priority,
     });
-    let handle = s.handle();
-    LIVE.write().insert(handle as usize, s);
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { ph.write_or(handle, INVALID_VALUE) }
+    ph.write(s.handle());
+    Ok(())
 }
 
 /// Only the thread that takes the stream out of the registry tells the
 /// host, so racing destroys send one StreamDestroy. The special streams
-/// cannot be destroyed.
+/// are not in the registry: they cannot be destroyed.
 pub fn destroy(h: CUstream) -> Result<(), CUresult> {
-    driver::get()?;
-    let s = LIVE
-        .write()
-        .remove(&(h as usize))
-        .filter(|s| s.magic == MAGIC)
-        .ok_or_else(|| {
-            reject(
-                INVALID_HANDLE,
-                format_args!("cuStreamDestroy: {h:p} is not a live stream"),
-            )
-        })?;
+    let s = STREAMS.take(h as u64)?;
     if s.ctx.is_destroyed() {
         // The host dropped it with its context.
         return Ok(());
@@ -198,14 +198,14 @@ fn wait(t: &Target) -> Result<(), CUresult> {
     }
 }
 
-pub fn synchronize(h: CUstream, null: Null) -> Result<(), CUresult> {
-    wait(&target(h, null)?)
+pub fn synchronize(s: StreamArg, null: Null) -> Result<(), CUresult> {
+    wait(&target(&s, null)?)
 }
 
 /// A default stream is queried by waiting for it: "idle" is then the true
 /// answer, at the price of a blocking query.
-pub fn query(h: CUstream, null: Null) -> Result<(), CUresult> {
-    let t = target(h, null)?;
+pub fn query(s: StreamArg, null: Null) -> Result<(), CUresult> {
+    let t = target(&s, null)?;
     match &t.object {
         Some(s) => check::host(&StreamQuery { stream: s.remote }),
         None => wait(&t),
@@ -214,71 +214,61 @@ pub fn query(h: CUstream, null: Null) -> Result<(), CUresult> {
 
 /// The default streams have priority 0 and no flags; asking needs a
 /// current context, as every question about them does.
-pub unsafe fn get_priority(h: CUstream, out: *mut c_int, null: Null) -> Result<(), CUresult> {
-    let t = target(h, null)?;
-    let p = t.object.map_or(PRIORITY_LEAST, |s| s.priority);
-    // SAFETY: API contract: out is writable or null.
-    unsafe { out.write_or(p, INVALID_VALUE) }
+pub fn get_priority(s: StreamArg, out: Out<c_int>, null: Null) -> Result<(), CUresult> {
+    let t = target(&s, null)?;
+    out.write(t.object.map_or(PRIORITY_LEAST, |s| s.priority));
+    Ok(())
 }
 
-pub unsafe fn get_flags(h: CUstream, out: *mut c_uint, null: Null) -> Result<(), CUresult> {
-    let t = target(h, null)?;
-    let f = t.object.map_or(0, |s| s.flags);
-    // SAFETY: API contract: out is writable or null.
-    unsafe { out.write_or(f, INVALID_VALUE) }
+pub fn get_flags(s: StreamArg, out: Out<c_uint>, null: Null) -> Result<(), CUresult> {
+    let t = target(&s, null)?;
+    out.write(t.object.map_or(0, |s| s.flags));
+    Ok(())
 }
 
-pub unsafe fn get_ctx(h: CUstream, out: *mut CUcontext, null: Null) -> Result<(), CUresult> {
-    let t = target(h, null)?;
-    // SAFETY: API contract: out is writable or null.
-    unsafe { out.write_or(t.ctx.handle(), INVALID_VALUE) }
-}
-
-/// vgpu has no green contexts, so a stream's green context is always NULL.
-pub unsafe fn get_ctx_v2(
-    h: CUstream,
-    out: *mut CUcontext,
-    green: *mut CUgreenCtx,
+/// `cuStreamGetCtx_v2`, where either output may be NULL but not both; and
+/// `cuStreamGetCtx`, with no green-context output (`None`), where `out` is
+/// then required. vgpu has no green contexts, so a stream's green context
+/// is always NULL.
+pub fn get_ctx(
+    s: StreamArg,
+    out: Option<Out<CUcontext>>,
+    green: Option<Out<CUgreenCtx>>,
     null: Null,
 ) -> Result<(), CUresult> {
-    if out.is_null() && green.is_null() {
-        driver::get()?;
+    if out.is_none() && green.is_none() {
         return Err(reject(
             INVALID_VALUE,
-            format_args!("cuStreamGetCtx_v2: both outputs NULL"),
+            format_args!("cuStreamGetCtx: no output"),
         ));
     }
-    let t = target(h, null)?;
-    // SAFETY: API contract: each output is writable or null.
-    unsafe {
-        if !out.is_null() {
-            out.write_or(t.ctx.handle(), INVALID_VALUE)?;
-        }
-        if !green.is_null() {
-            green.write_or(std::ptr::null_mut(), INVALID_VALUE)?;
-        }
+    let t = target(&s, null)?;
+    if let Some(out) = out {
+        out.write(t.ctx.handle());
+    }
+    if let Some(green) = green {
+        green.write(std::ptr::null_mut());
     }
     Ok(())
 }
 
 /// Forgets the streams of a destroyed context (the host dropped them).
 pub fn forget_context(ctx: &Arc<Context>) {
-    LIVE.write().retain(|_, s| !Arc::ptr_eq(&s.ctx, ctx));
+    STREAMS.take_unless(|_, s| !Arc::ptr_eq(&s.ctx, ctx));
 }
 
 /// `cuCtxGetStreamPriorityRange`: the device's fixed range, answered
 /// locally (PyTorch asks before its first allocation). Either output may be
 /// NULL.
-pub unsafe fn priority_range(least: *mut c_int, greatest: *mut c_int) -> Result<(), CUresult> {
-    driver::get()?;
-    // SAFETY: each output is NULL or writable (API contract).
-    unsafe {
-        if !least.is_null() {
-            least.write_unaligned(PRIORITY_LEAST);
-        }
-        if !greatest.is_null() {
-            greatest.write_unaligned(PRIORITY_GREATEST);
-        }
+pub fn priority_range(
+    least: Option<Out<c_int>>,
+    greatest: Option<Out<c_int>>,
+) -> Result<(), CUresult> {
+    if let Some(least) = least {
+        least.write(PRIORITY_LEAST);
+    }
+    if let Some(greatest) = greatest {
+        greatest.write(PRIORITY_GREATEST);
     }
     Ok(())
 }
@@ -286,29 +276,42 @@ pub unsafe fn priority_range(least: *mut c_int, greatest: *mut c_int) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contexts;
+    use crate::context::state;
 
     #[test]
     fn unknown_handles_are_invalid() {
-        assert_eq!(lookup(0xdead_0000 as CUstream).err(), Some(INVALID_HANDLE));
-        let ctx = contexts::register(Context::new(
-            contexts::Kind::Created,
+        let find = |h: CUstream| StreamArg::resolve(h).err();
+        assert_eq!(find(0xdead_0000 as CUstream), Some(INVALID_HANDLE));
+        let ctx = state::register(Context::new(
+            state::Kind::Created,
             0,
             0,
             0,
-            contexts::API_VERSION,
+            state::API_VERSION,
         ));
-        let s = Arc::new(Stream {
-            magic: MAGIC,
+        let s = args::register(&STREAMS, |handle| Stream {
+            handle,
             remote: 77,
             ctx: ctx.clone(),
             flags: 1,
             priority: -1,
         });
         let h = s.handle();
-        LIVE.write().insert(h as usize, s);
-        assert_eq!(lookup(h).unwrap().remote, 77);
+        match StreamArg::resolve(h) {
+            Ok(StreamArg::Created(found)) => assert_eq!(found.remote, 77),
+            _ => panic!("a created stream resolves to itself"),
+        }
+        assert_eq!(StreamArg::resolve(h).map(|a| a.handle()), Ok(h));
+        for (special, value) in [
+            (0u64, None),
+            (LEGACY, Some(LEGACY)),
+            (PER_THREAD, Some(PER_THREAD)),
+        ] {
+            let a = StreamArg::resolve(args::handle(special)).ok().unwrap();
+            assert_eq!(a.handle() as u64, value.unwrap_or(0));
+            assert!(!matches!(a, StreamArg::Created(_)));
+        }
         forget_context(&ctx);
-        assert_eq!(lookup(h).err(), Some(INVALID_HANDLE));
+        assert_eq!(find(h), Some(INVALID_HANDLE));
     }
 }

@@ -13,7 +13,7 @@
 
 use crate::check::{self, reject, INVALID_VALUE, NOT_SUPPORTED};
 use crate::devmem::{self, Kind, Range};
-use crate::driver;
+use crate::driver::{self, Device};
 use cuda_types::cuda::{
     CUdevice, CUdeviceptr, CUmemAccessDesc, CUmemAllocationGranularity_flags, CUmemAllocationProp,
     CUmemAllocationType, CUmemGenericAllocationHandle, CUmemLocation, CUmemLocationType, CUresult,
@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::c_ulonglong;
 use std::sync::OnceLock;
-use vgpu_guest::ffi::OutPtr;
+use vgpu_ffi::{In, Out};
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
 use vgpu_transport::proto::{
@@ -63,16 +63,15 @@ fn location_id(l: &CUmemLocation) -> i32 {
 /// A guest location as the host names it: device ordinals become host
 /// indices. Host (guest-RAM) locations cannot be served by a remote GPU.
 fn wire_location(l: &CUmemLocation, what: &str) -> Result<(u32, i32), CUresult> {
-    let d = driver::get()?;
     match l.type_ {
         CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE => {
-            let host = d.host_device(location_id(l)).map_err(|e| {
+            let dev = Device::new(location_id(l)).map_err(|e| {
                 reject(
                     e,
                     format_args!("{what}: device {} is not visible", location_id(l)),
                 )
             })?;
-            Ok((l.type_.0, host))
+            Ok((l.type_.0, dev.host()))
         }
         CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST
         | CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST_NUMA
@@ -89,22 +88,11 @@ fn wire_location(l: &CUmemLocation, what: &str) -> Result<(u32, i32), CUresult> 
 
 /// The wire form of an allocation property, and the guest ordinal of its
 /// device.
-///
-/// # Safety
-/// `prop` must be null or point to a readable `CUmemAllocationProp`.
-unsafe fn wire_prop(
-    prop: *const CUmemAllocationProp,
+fn wire_prop(
+    prop: In<CUmemAllocationProp>,
     what: &str,
 ) -> Result<(MemAllocProp, CUdevice), CUresult> {
-    driver::get()?;
-    if prop.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("{what}: NULL properties"),
-        ));
-    }
-    // SAFETY: non-null; readable by API contract.
-    let p = unsafe { prop.read_unaligned() };
+    let p = prop.read();
     if p.type_ != CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED {
         return Err(reject(
             INVALID_VALUE,
@@ -126,42 +114,37 @@ unsafe fn wire_prop(
     ))
 }
 
-pub unsafe fn get_allocation_granularity(
-    out: *mut usize,
-    prop: *const CUmemAllocationProp,
+pub fn get_allocation_granularity(
+    out: Out<usize>,
+    prop: In<CUmemAllocationProp>,
     option: CUmemAllocationGranularity_flags,
 ) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    let (prop, _) = unsafe { wire_prop(prop, "cuMemGetAllocationGranularity")? };
-    if out.is_null() || option.0 > 1 {
+    let (prop, _) = wire_prop(prop, "cuMemGetAllocationGranularity")?;
+    if option.0 > 1 {
         return Err(reject(
             INVALID_VALUE,
-            format_args!(
-                "cuMemGetAllocationGranularity: out {out:p}, option {}",
-                option.0
-            ),
+            format_args!("cuMemGetAllocationGranularity: option {}", option.0),
         ));
     }
     let g = check::host(&MemGetAllocationGranularity {
         prop,
         option: option.0,
     })?;
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { out.write_or(g as usize, INVALID_VALUE) }
+    out.write(g as usize);
+    Ok(())
 }
 
-pub unsafe fn create(
-    out: *mut CUmemGenericAllocationHandle,
+pub fn create(
+    out: Out<CUmemGenericAllocationHandle>,
     size: usize,
-    prop: *const CUmemAllocationProp,
+    prop: In<CUmemAllocationProp>,
     flags: c_ulonglong,
 ) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    let (prop, device) = unsafe { wire_prop(prop, "cuMemCreate")? };
-    if out.is_null() || size == 0 || flags != 0 {
+    let (prop, device) = wire_prop(prop, "cuMemCreate")?;
+    if size == 0 || flags != 0 {
         return Err(reject(
             INVALID_VALUE,
-            format_args!("cuMemCreate: out {out:p}, {size} bytes, flags {flags:#x}"),
+            format_args!("cuMemCreate: {size} bytes, flags {flags:#x}"),
         ));
     }
     let h = check::host(&MemCreate {
@@ -178,15 +161,14 @@ pub unsafe fn create(
             },
         )
     });
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { out.write_or(h, INVALID_VALUE) }
+    out.write(h);
+    Ok(())
 }
 
 /// Mappings keep the physical memory alive on the host after a release;
 /// the guest keeps their own table entries, so forgetting the handle here
 /// loses nothing they need.
 pub fn release(handle: CUmemGenericAllocationHandle) -> Result<(), CUresult> {
-    driver::get()?;
     let known = with_state(|s| s.handles.remove(&handle));
     let Some(h) = known else {
         return Err(reject(
@@ -199,18 +181,17 @@ pub fn release(handle: CUmemGenericAllocationHandle) -> Result<(), CUresult> {
     })
 }
 
-pub unsafe fn address_reserve(
-    out: *mut CUdeviceptr,
+pub fn address_reserve(
+    out: Out<CUdeviceptr>,
     size: usize,
     alignment: usize,
     addr: CUdeviceptr,
     flags: c_ulonglong,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() || size == 0 || (alignment != 0 && !alignment.is_power_of_two()) {
+    if size == 0 || (alignment != 0 && !alignment.is_power_of_two()) {
         return Err(reject(
             INVALID_VALUE,
-            format_args!("cuMemAddressReserve: out {out:p}, {size} bytes, alignment {alignment}"),
+            format_args!("cuMemAddressReserve: {size} bytes, alignment {alignment}"),
         ));
     }
     let base = check::host(&MemAddressReserve {
@@ -220,12 +201,11 @@ pub unsafe fn address_reserve(
         flags,
     })?;
     devmem::reserve(base, size as u64);
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { out.write_or(base, INVALID_VALUE) }
+    out.write(base);
+    Ok(())
 }
 
 pub fn address_free(ptr: CUdeviceptr, size: usize) -> Result<(), CUresult> {
-    driver::get()?;
     if !devmem::is_reservation(ptr, size as u64) {
         return Err(reject(
             INVALID_VALUE,
@@ -247,7 +227,6 @@ pub fn map(
     handle: CUmemGenericAllocationHandle,
     flags: c_ulonglong,
 ) -> Result<(), CUresult> {
-    driver::get()?;
     let h = with_state(|s| s.handles.get(&handle).copied()).ok_or_else(|| {
         reject(
             INVALID_VALUE,
@@ -291,7 +270,6 @@ pub fn map(
 }
 
 pub fn unmap(ptr: CUdeviceptr, size: usize) -> Result<(), CUresult> {
-    driver::get()?;
     let end = check::end_of(ptr, size as u64, "cuMemUnmap")?;
     if size == 0 {
         return Err(reject(INVALID_VALUE, format_args!("cuMemUnmap: 0 bytes")));
@@ -304,17 +282,19 @@ pub fn unmap(ptr: CUdeviceptr, size: usize) -> Result<(), CUresult> {
     Ok(())
 }
 
+/// # Safety
+/// `desc` holds `count` readable descriptors (API contract).
 pub unsafe fn set_access(
     ptr: CUdeviceptr,
     size: usize,
-    desc: *const CUmemAccessDesc,
+    desc: In<CUmemAccessDesc>,
     count: usize,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if desc.is_null() || count == 0 || size == 0 || count > 1024 {
+    let desc = desc.as_ptr();
+    if count == 0 || size == 0 || count > 1024 {
         return Err(reject(
             INVALID_VALUE,
-            format_args!("cuMemSetAccess: {count} descriptors at {desc:p}, {size} bytes"),
+            format_args!("cuMemSetAccess: {count} descriptors, {size} bytes"),
         ));
     }
     let end = check::end_of(ptr, size as u64, "cuMemSetAccess")?;
@@ -350,28 +330,19 @@ pub unsafe fn set_access(
     Ok(())
 }
 
-pub unsafe fn get_access(
-    out: *mut c_ulonglong,
-    location: *const CUmemLocation,
+pub fn get_access(
+    out: Out<c_ulonglong>,
+    location: In<CUmemLocation>,
     ptr: CUdeviceptr,
 ) -> Result<(), CUresult> {
-    driver::get()?;
-    if out.is_null() || location.is_null() {
-        return Err(reject(
-            INVALID_VALUE,
-            format_args!("cuMemGetAccess: NULL argument"),
-        ));
-    }
-    // SAFETY: non-null; readable by API contract.
-    let l = unsafe { location.read_unaligned() };
-    let (location_type, location_id) = wire_location(&l, "cuMemGetAccess")?;
+    let (location_type, location_id) = wire_location(&location.read(), "cuMemGetAccess")?;
     let flags = check::host(&MemGetAccess {
         location_type,
         location_id,
         ptr,
     })?;
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { out.write_or(flags, INVALID_VALUE) }
+    out.write(flags);
+    Ok(())
 }
 
 /// Whether the host serves the VMM calls at all, asked once: a
@@ -379,7 +350,7 @@ pub unsafe fn get_access(
 fn host_serves_vmm(dev: CUdevice) -> bool {
     static SERVED: OnceLock<bool> = OnceLock::new();
     *SERVED.get_or_init(|| {
-        let Ok(host) = driver::get().and_then(|d| d.host_device(dev)) else {
+        let Ok(host) = Device::new(dev).map(|d| d.host()) else {
             return false;
         };
         let probe = MemGetAllocationGranularity {

@@ -1,14 +1,14 @@
 //! Contexts: a registry of live context objects, a per-thread context stack
 //! and one primary context per device.
 //!
-//! A `CUcontext` is the address of an `Arc<Context>`'s payload, but it is never
-//! dereferenced: handles are looked up in the registry, so a stale or forged
-//! handle is an error code, not a crash. Thread stacks hold `Arc`s, which keeps
-//! a destroyed context's address from being reused while another thread still
-//! has it current (that thread then gets CUDA_ERROR_CONTEXT_IS_DESTROYED).
+//! A `CUcontext` is a handle minted by the registry and never dereferenced,
+//! so a stale or forged handle is an error code, not a crash. Thread stacks
+//! hold `Arc`s, so a context destroyed while another thread still has it
+//! current stays recognisable there (that thread then gets
+//! CUDA_ERROR_CONTEXT_IS_DESTROYED).
 
-use crate::device::{check_device, ensure_init};
-use crate::ffi::write_out;
+use crate::device::{check_device, Device};
+use crate::ffi::{insert_new, Live};
 use crate::{event, memory, stream};
 use cuda_types::cuda::{
     CUcontext, CUctxCreateParams, CUctx_flags, CUdevice, CUexecAffinityParam, CUresult,
@@ -16,19 +16,18 @@ use cuda_types::cuda::{
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ffi::{c_int, c_uint, c_ulonglong};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use vgpu_ffi::{FromCuda, Mint, Out, Shared};
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 const INVALID_CONTEXT: CUresult = CUresult::CUDA_ERROR_INVALID_CONTEXT;
-const MAGIC: u64 = 0x7667_7075_6374_7821; // "vgpuctx!"
 /// The API version a context created through the `_v2` entry points reports.
 const CONTEXT_API_VERSION: c_uint = 3020;
 
 pub struct Context {
-    magic: u64,
+    handle: u64,
     pub id: u64,
     pub device: CUdevice,
     flags: AtomicU32,
@@ -38,11 +37,15 @@ pub struct Context {
     alive: AtomicBool,
 }
 
+static REGISTRY: Shared<Arc<Context>, CUresult> =
+    Shared::new("context", INVALID_CONTEXT, Mint::Pointer);
+
 impl Context {
+    /// A new context, registered.
     fn new(device: CUdevice, flags: u32, primary: bool, alive: bool) -> Arc<Self> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        Arc::new(Context {
-            magic: MAGIC,
+        insert_new(&REGISTRY, |handle| Context {
+            handle,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             device,
             flags: AtomicU32::new(flags),
@@ -51,8 +54,8 @@ impl Context {
         })
     }
 
-    pub fn handle(self: &Arc<Self>) -> CUcontext {
-        Arc::as_ptr(self) as CUcontext
+    pub fn handle(&self) -> CUcontext {
+        self.handle as CUcontext
     }
 
     fn is_alive(&self) -> bool {
@@ -71,33 +74,51 @@ impl Context {
     }
 }
 
-static REGISTRY: Lazy<Mutex<HashMap<usize, Arc<Context>>>> = Lazy::new(Default::default);
-
 thread_local! {
     static STACK: RefCell<Vec<Arc<Context>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A handle an application passed in, if it names a live context.
-pub fn lookup(ctx: CUcontext) -> Result<Arc<Context>, CUresult> {
-    if ctx.is_null() {
-        return Err(INVALID_CONTEXT);
-    }
-    let found = REGISTRY.lock().get(&(ctx as usize)).cloned();
-    let c = found.ok_or(INVALID_CONTEXT)?;
-    if c.magic != MAGIC {
-        return Err(INVALID_CONTEXT);
-    }
+/// A handle an application passed in, if it names a usable context.
+fn lookup(ctx: CUcontext) -> Result<Arc<Context>, CUresult> {
+    let c = REGISTRY.get(ctx as u64)?;
     c.usable()?;
     Ok(c)
 }
 
-fn register(c: &Arc<Context>) {
-    REGISTRY.lock().insert(c.handle() as usize, c.clone());
+/// A `CUcontext` argument that must name a usable context.
+impl FromCuda<CUcontext, CUresult> for Live<Context> {
+    unsafe fn from_cuda(ctx: CUcontext) -> Result<Self, CUresult> {
+        lookup(ctx).map(Live)
+    }
+}
+
+/// A `CUcontext` argument for which NULL has a meaning of its own: the
+/// current context (most calls, see [`MaybeCtx::or_current`]) or none
+/// (cuCtxSetCurrent).
+pub struct MaybeCtx(Option<Arc<Context>>);
+
+impl MaybeCtx {
+    /// The NULL handle, for the list entries that have no context argument
+    /// (`cuCtxSynchronize`, `cuCtxGetDevice`) and mean the current one.
+    pub const NULL: MaybeCtx = MaybeCtx(None);
+
+    pub fn or_current(self) -> Result<Arc<Context>, CUresult> {
+        self.0.map_or_else(current, Ok)
+    }
+}
+
+impl FromCuda<CUcontext, CUresult> for MaybeCtx {
+    unsafe fn from_cuda(ctx: CUcontext) -> Result<Self, CUresult> {
+        if ctx.is_null() {
+            Ok(MaybeCtx(None))
+        } else {
+            lookup(ctx).map(|c| MaybeCtx(Some(c)))
+        }
+    }
 }
 
 /// The calling thread's current context, for every call that needs one.
 pub fn current() -> Result<Arc<Context>, CUresult> {
-    ensure_init()?;
     let top = STACK.with(|s| s.borrow().last().cloned());
     let c = top.ok_or(INVALID_CONTEXT)?;
     c.usable()?;
@@ -106,19 +127,9 @@ pub fn current() -> Result<Arc<Context>, CUresult> {
     Ok(c)
 }
 
-/// `ctx`, or the current context where the API lets null mean "current".
-fn explicit_or_current(ctx: CUcontext) -> Result<Arc<Context>, CUresult> {
-    ensure_init()?;
-    if ctx.is_null() {
-        current()
-    } else {
-        lookup(ctx)
-    }
-}
-
 /// Whether any context of this process is alive (NVML reports the process).
 pub fn any_alive() -> bool {
-    REGISTRY.lock().values().any(|c| c.is_alive())
+    REGISTRY.values().iter().any(|c| c.is_alive())
 }
 
 fn check_flags(flags: c_uint) -> Result<u32, CUresult> {
@@ -132,30 +143,19 @@ fn check_flags(flags: c_uint) -> Result<u32, CUresult> {
     }
 }
 
-fn create(pctx: *mut CUcontext, flags: c_uint, dev: CUdevice) -> Result<(), CUresult> {
-    if pctx.is_null() {
-        return Err(INVALID_VALUE);
-    }
+/// `cuCtxCreate` and `_v2`. The ordinal is a plain value so that the `_v3`
+/// and `_v4` forms report their own argument errors before a bad device.
+pub fn ctx_create(pctx: Out<CUcontext>, flags: c_uint, dev: CUdevice) -> Result<(), CUresult> {
     check_device(dev)?;
     let flags = check_flags(flags)?;
     let c = Context::new(dev, flags, false, true);
-    register(&c);
-    let handle = c.handle();
+    pctx.write(c.handle());
     STACK.with(|s| s.borrow_mut().push(c));
-    // SAFETY: checked non-null; the caller passes a writable CUcontext.
-    unsafe { write_out(pctx, handle, INVALID_VALUE) }
-}
-
-pub unsafe fn ctx_create(
-    pctx: *mut CUcontext,
-    flags: c_uint,
-    dev: CUdevice,
-) -> Result<(), CUresult> {
-    create(pctx, flags, dev)
+    Ok(())
 }
 
 pub unsafe fn ctx_create_v3(
-    pctx: *mut CUcontext,
+    pctx: Out<CUcontext>,
     params: *mut CUexecAffinityParam,
     num_params: c_int,
     flags: c_uint,
@@ -166,14 +166,14 @@ pub unsafe fn ctx_create_v3(
     }
     // SM-count affinity only exists under MPS, which is not emulated.
     if num_params > 0 {
-        ensure_init()?;
         return Err(CUresult::CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY);
     }
-    create(pctx, flags, dev)
+    ctx_create(pctx, flags, dev)
 }
 
+/// `params` may be NULL (no parameters).
 pub unsafe fn ctx_create_v4(
-    pctx: *mut CUcontext,
+    pctx: Out<CUcontext>,
     params: *mut CUctxCreateParams,
     flags: c_uint,
     dev: CUdevice,
@@ -187,128 +187,86 @@ pub unsafe fn ctx_create_v4(
             return Err(INVALID_VALUE);
         }
         if p.numExecAffinityParams > 0 {
-            ensure_init()?;
             return Err(CUresult::CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY);
         }
         // Compute-in-graphics sharing needs a graphics API; there is none.
         if !p.cigParams.is_null() {
-            ensure_init()?;
             return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
         }
     }
-    create(pctx, flags, dev)
+    ctx_create(pctx, flags, dev)
 }
 
-pub unsafe fn ctx_destroy(ctx: CUcontext) -> Result<(), CUresult> {
-    ensure_init()?;
-    let c = lookup(ctx)?;
+pub fn ctx_destroy(c: Live<Context>) -> Result<(), CUresult> {
     // The primary context belongs to cuDevicePrimaryCtx*.
     if c.primary {
         return Err(INVALID_CONTEXT);
     }
-    REGISTRY.lock().remove(&(ctx as usize));
+    // Taken once: of two racing destroys, one tears the context down.
+    let c = REGISTRY.take(c.handle)?;
     c.alive.store(false, Ordering::Release);
     STACK.with(|s| s.borrow_mut().retain(|x| !Arc::ptr_eq(x, &c)));
     release_objects(c.id);
     Ok(())
 }
 
-pub unsafe fn ctx_get_current(pctx: *mut CUcontext) -> Result<(), CUresult> {
-    if pctx.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    ensure_init()?;
+pub fn ctx_get_current(pctx: Out<CUcontext>) -> Result<(), CUresult> {
     let top = STACK.with(|s| s.borrow().last().map(|c| c.handle()));
-    // SAFETY: checked non-null; the caller passes a writable CUcontext.
-    unsafe { write_out(pctx, top.unwrap_or(std::ptr::null_mut()), INVALID_VALUE) }
+    pctx.write(top.unwrap_or(std::ptr::null_mut()));
+    Ok(())
 }
 
-pub unsafe fn ctx_set_current(ctx: CUcontext) -> Result<(), CUresult> {
-    ensure_init()?;
-    if ctx.is_null() {
-        STACK.with(|s| s.borrow_mut().pop());
-        return Ok(());
-    }
-    let c = lookup(ctx)?;
+/// NULL unbinds the current context.
+pub fn ctx_set_current(ctx: MaybeCtx) -> Result<(), CUresult> {
     STACK.with(|s| {
         let mut s = s.borrow_mut();
         s.pop();
-        s.push(c);
+        s.extend(ctx.0);
     });
     Ok(())
 }
 
-pub unsafe fn ctx_push_current(ctx: CUcontext) -> Result<(), CUresult> {
-    ensure_init()?;
-    let c = lookup(ctx)?;
-    STACK.with(|s| s.borrow_mut().push(c));
+pub fn ctx_push_current(c: Live<Context>) -> Result<(), CUresult> {
+    STACK.with(|s| s.borrow_mut().push(c.0));
     Ok(())
 }
 
-pub unsafe fn ctx_pop_current(pctx: *mut CUcontext) -> Result<(), CUresult> {
-    ensure_init()?;
+pub fn ctx_pop_current(pctx: Option<Out<CUcontext>>) -> Result<(), CUresult> {
     let popped = STACK
         .with(|s| s.borrow_mut().pop())
         .ok_or(INVALID_CONTEXT)?;
-    if !pctx.is_null() {
-        // SAFETY: non-null; the caller passes a writable CUcontext.
-        unsafe { pctx.write_unaligned(popped.handle()) };
+    if let Some(p) = pctx {
+        p.write(popped.handle());
     }
     Ok(())
 }
 
-pub unsafe fn ctx_get_device(device: *mut CUdevice) -> Result<(), CUresult> {
-    if device.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let c = current()?;
-    // SAFETY: checked non-null; the caller passes a writable CUdevice.
-    unsafe { write_out(device, c.device, INVALID_VALUE) }
+/// `cuCtxGetDevice_v2`; `cuCtxGetDevice` is this at NULL.
+pub fn ctx_get_device(device: Out<CUdevice>, ctx: MaybeCtx) -> Result<(), CUresult> {
+    device.write(ctx.or_current()?.device);
+    Ok(())
 }
 
-pub unsafe fn ctx_get_device_v2(device: *mut CUdevice, ctx: CUcontext) -> Result<(), CUresult> {
-    if device.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let c = explicit_or_current(ctx)?;
-    // SAFETY: checked non-null; the caller passes a writable CUdevice.
-    unsafe { write_out(device, c.device, INVALID_VALUE) }
+/// `cuCtxSynchronize_v2`: work runs synchronously, so a context is always
+/// idle when asked. `cuCtxSynchronize` is this at NULL.
+pub fn ctx_synchronize(ctx: MaybeCtx) -> Result<(), CUresult> {
+    ctx.or_current().map(drop)
 }
 
-/// Work runs synchronously, so a context is always idle when asked.
-pub fn ctx_synchronize() -> Result<(), CUresult> {
-    current().map(drop)
+pub fn ctx_get_flags(flags: Out<c_uint>) -> Result<(), CUresult> {
+    flags.write(current()?.flags.load(Ordering::Relaxed));
+    Ok(())
 }
 
-pub unsafe fn ctx_synchronize_v2(ctx: CUcontext) -> Result<(), CUresult> {
-    explicit_or_current(ctx).map(drop)
+pub fn ctx_get_api_version(ctx: MaybeCtx, version: Out<c_uint>) -> Result<(), CUresult> {
+    ctx.or_current()?;
+    version.write(CONTEXT_API_VERSION);
+    Ok(())
 }
 
-pub unsafe fn ctx_get_flags(flags: *mut c_uint) -> Result<(), CUresult> {
-    if flags.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let c = current()?;
-    // SAFETY: checked non-null; the caller passes a writable uint.
-    unsafe { write_out(flags, c.flags.load(Ordering::Relaxed), INVALID_VALUE) }
-}
-
-pub unsafe fn ctx_get_api_version(ctx: CUcontext, version: *mut c_uint) -> Result<(), CUresult> {
-    if version.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    explicit_or_current(ctx)?;
-    // SAFETY: checked non-null; the caller passes a writable uint.
-    unsafe { write_out(version, CONTEXT_API_VERSION, INVALID_VALUE) }
-}
-
-pub unsafe fn ctx_get_id(ctx: CUcontext, id: *mut c_ulonglong) -> Result<(), CUresult> {
-    if id.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let c = explicit_or_current(ctx)?;
-    // SAFETY: checked non-null; the caller passes a writable u64.
-    unsafe { write_out(id, c.id, INVALID_VALUE) }
+pub fn ctx_get_id(ctx: MaybeCtx, id: Out<c_ulonglong>) -> Result<(), CUresult> {
+    id.write(ctx.or_current()?.id);
+    Ok(())
 }
 
 /// What a context owns dies with it: streams, events, memory.
@@ -337,7 +295,6 @@ static PRIMARY: Lazy<Mutex<Vec<Primary>>> = Lazy::new(|| {
         (0..crate::device::DEVICE_COUNT)
             .map(|dev| {
                 let ctx = Context::new(dev, 0, true, false);
-                register(&ctx);
                 Primary {
                     ctx,
                     refcount: 0,
@@ -354,26 +311,22 @@ fn deactivate(p: &mut Primary) {
     release_objects(p.ctx.id);
 }
 
-pub unsafe fn primary_retain(pctx: *mut CUcontext, dev: CUdevice) -> Result<(), CUresult> {
-    if pctx.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    check_device(dev)?;
+pub fn primary_retain(pctx: Out<CUcontext>, dev: Device) -> Result<(), CUresult> {
     let mut slots = PRIMARY.lock();
-    let p = &mut slots[dev as usize];
+    let p = &mut slots[dev.0 as usize];
     if p.refcount == 0 {
         p.ctx.flags.store(p.flags, Ordering::Relaxed);
         p.ctx.alive.store(true, Ordering::Release);
     }
     p.refcount += 1;
-    // SAFETY: checked non-null; the caller passes a writable CUcontext.
-    unsafe { write_out(pctx, p.ctx.handle(), INVALID_VALUE) }
+    pctx.write(p.ctx.handle());
+    Ok(())
 }
 
-pub fn primary_release(dev: CUdevice) -> Result<(), CUresult> {
-    check_device(dev)?;
+/// `cuDevicePrimaryCtxRelease` and `_v2`.
+pub fn primary_release(dev: Device) -> Result<(), CUresult> {
     let mut slots = PRIMARY.lock();
-    let p = &mut slots[dev as usize];
+    let p = &mut slots[dev.0 as usize];
     match p.refcount {
         0 => Err(INVALID_CONTEXT),
         1 => {
@@ -389,20 +342,18 @@ pub fn primary_release(dev: CUdevice) -> Result<(), CUresult> {
 
 /// Destroys the primary context's allocations and state whatever its
 /// refcount, as cudaDeviceReset needs.
-pub fn primary_reset(dev: CUdevice) -> Result<(), CUresult> {
-    check_device(dev)?;
+pub fn primary_reset(dev: Device) -> Result<(), CUresult> {
     let mut slots = PRIMARY.lock();
-    let p = &mut slots[dev as usize];
+    let p = &mut slots[dev.0 as usize];
     deactivate(p);
     p.flags = 0;
     Ok(())
 }
 
-pub fn primary_set_flags(dev: CUdevice, flags: c_uint) -> Result<(), CUresult> {
-    check_device(dev)?;
+pub fn primary_set_flags(dev: Device, flags: c_uint) -> Result<(), CUresult> {
     let flags = check_flags(flags)?;
     let mut slots = PRIMARY.lock();
-    let p = &mut slots[dev as usize];
+    let p = &mut slots[dev.0 as usize];
     p.flags = flags;
     if p.refcount > 0 {
         p.ctx.flags.store(flags, Ordering::Relaxed);
@@ -410,20 +361,16 @@ pub fn primary_set_flags(dev: CUdevice, flags: c_uint) -> Result<(), CUresult> {
     Ok(())
 }
 
-pub unsafe fn primary_get_state(
+/// The ordinal is checked after the out-pointers, as it always was.
+pub fn primary_get_state(
     dev: CUdevice,
-    flags: *mut c_uint,
-    active: *mut c_int,
+    flags: Out<c_uint>,
+    active: Out<c_int>,
 ) -> Result<(), CUresult> {
-    if flags.is_null() || active.is_null() {
-        return Err(INVALID_VALUE);
-    }
     check_device(dev)?;
     let slots = PRIMARY.lock();
     let p = &slots[dev as usize];
-    // SAFETY: both checked non-null; the caller passes writable out-params.
-    unsafe {
-        write_out(flags, p.flags, INVALID_VALUE)?;
-        write_out(active, c_int::from(p.refcount > 0), INVALID_VALUE)
-    }
+    flags.write(p.flags);
+    active.write(c_int::from(p.refcount > 0));
+    Ok(())
 }

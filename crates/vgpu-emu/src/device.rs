@@ -1,10 +1,11 @@
 //! cuInit, the driver version and device queries.
 
-use crate::ffi::{read_c_string, write_c_string_truncated, write_out};
+use crate::ffi::{buffer_len, driver_string, Saturate};
 use crate::{identity, profile};
 use cuda_types::cuda::{CUdevice, CUdevice_attribute, CUdevprop, CUresult, CUuuid};
-use std::ffi::{c_char, c_int, c_uint};
+use std::ffi::{c_char, c_int, c_uint, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use vgpu_ffi::{FromCuda, Out};
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 
@@ -21,7 +22,8 @@ pub fn init(flags: c_uint) -> Result<(), CUresult> {
     Ok(())
 }
 
-/// Every call but a handful needs cuInit first, as on the real driver.
+/// The export list's `require`: every call but a handful needs cuInit
+/// first, as on the real driver.
 pub fn ensure_init() -> Result<(), CUresult> {
     if INITIALIZED.load(Ordering::Acquire) {
         Ok(())
@@ -30,9 +32,8 @@ pub fn ensure_init() -> Result<(), CUresult> {
     }
 }
 
-/// An initialized driver and an existing ordinal.
+/// An existing ordinal.
 pub fn check_device(dev: CUdevice) -> Result<(), CUresult> {
-    ensure_init()?;
     if (0..DEVICE_COUNT).contains(&dev) {
         Ok(())
     } else {
@@ -40,109 +41,79 @@ pub fn check_device(dev: CUdevice) -> Result<(), CUresult> {
     }
 }
 
+/// A device ordinal argument that names an existing device
+/// (CUDA_ERROR_INVALID_DEVICE otherwise).
+#[derive(Clone, Copy)]
+pub struct Device(pub CUdevice);
+
+impl FromCuda<CUdevice, CUresult> for Device {
+    unsafe fn from_cuda(dev: CUdevice) -> Result<Self, CUresult> {
+        check_device(dev).map(|()| Device(dev))
+    }
+}
+
 /// The driver version needs no cuInit: applications ask it before deciding
 /// whether to initialize at all.
-pub unsafe fn driver_get_version(version: *mut c_int) -> Result<(), CUresult> {
-    // SAFETY: the caller passes null or a writable int.
-    unsafe { write_out(version, profile::cuda_driver_version(), INVALID_VALUE) }
-}
-
-pub unsafe fn get_count(count: *mut c_int) -> Result<(), CUresult> {
-    if count.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    ensure_init()?;
-    // SAFETY: checked non-null above; the caller passes a writable int.
-    unsafe { write_out(count, DEVICE_COUNT, INVALID_VALUE) }
-}
-
-pub unsafe fn get(device: *mut CUdevice, ordinal: c_int) -> Result<(), CUresult> {
-    if device.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    check_device(ordinal)?;
-    // SAFETY: checked non-null; the caller passes a writable CUdevice.
-    unsafe { write_out(device, ordinal, INVALID_VALUE) }
-}
-
-pub unsafe fn get_name(name: *mut c_char, len: c_int, dev: CUdevice) -> Result<(), CUresult> {
-    if name.is_null() || len <= 0 {
-        return Err(INVALID_VALUE);
-    }
-    check_device(dev)?;
-    // SAFETY: the caller's buffer holds `len` (> 0) bytes.
-    unsafe { write_c_string_truncated(name, len as usize, profile::NAME) };
+pub fn driver_get_version(version: Out<c_int>) -> Result<(), CUresult> {
+    version.write(profile::cuda_driver_version());
     Ok(())
 }
 
-pub unsafe fn get_uuid(uuid: *mut CUuuid, dev: CUdevice) -> Result<(), CUresult> {
-    if uuid.is_null() {
-        return Err(INVALID_VALUE);
-    }
+pub fn get_count(count: Out<c_int>) -> Result<(), CUresult> {
+    count.write(DEVICE_COUNT);
+    Ok(())
+}
+
+pub fn get(device: Out<CUdevice>, ordinal: Device) -> Result<(), CUresult> {
+    device.write(ordinal.0);
+    Ok(())
+}
+
+/// The ordinal stays a plain value here and in `get_pci_bus_id` so that a
+/// bad length is reported before a bad device, as it always was.
+pub unsafe fn get_name(name: Out<c_char>, len: c_int, dev: CUdevice) -> Result<(), CUresult> {
+    let len = buffer_len(len)?;
     check_device(dev)?;
+    // SAFETY: the caller's buffer holds `len` bytes.
+    unsafe { driver_string(name, len, profile::NAME) };
+    Ok(())
+}
+
+/// `cuDeviceGetUuid` and `_v2`.
+pub fn get_uuid(uuid: Out<CUuuid>, _dev: Device) -> Result<(), CUresult> {
     let bytes = identity::device0().uuid.map(|b| b as c_char);
-    // SAFETY: checked non-null; the caller passes a writable CUuuid.
-    unsafe { write_out(uuid, CUuuid { bytes }, INVALID_VALUE) }
+    uuid.write(CUuuid { bytes });
+    Ok(())
 }
 
-pub unsafe fn total_mem_v2(bytes: *mut usize, dev: CUdevice) -> Result<(), CUresult> {
-    if bytes.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    check_device(dev)?;
-    // SAFETY: checked non-null; the caller passes a writable size_t.
-    unsafe { write_out(bytes, profile::TOTAL_MEMORY as usize, INVALID_VALUE) }
+/// `cuDeviceTotalMem` (32-bit, saturating) and `_v2`.
+pub fn total_mem<T: Saturate>(bytes: Out<T>, _dev: Device) -> Result<(), CUresult> {
+    bytes.write(T::saturate(profile::TOTAL_MEMORY));
+    Ok(())
 }
 
-/// The 32-bit legacy entry point cannot hold 80 GiB; it saturates rather
-/// than wrapping to a small, misleading number.
-pub unsafe fn total_mem_v1(bytes: *mut c_uint, dev: CUdevice) -> Result<(), CUresult> {
-    if bytes.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    check_device(dev)?;
-    let v = profile::TOTAL_MEMORY.min(u64::from(c_uint::MAX)) as c_uint;
-    // SAFETY: checked non-null; the caller passes a writable uint.
-    unsafe { write_out(bytes, v, INVALID_VALUE) }
-}
-
-pub unsafe fn get_attribute(
-    pi: *mut c_int,
+pub fn get_attribute(
+    pi: Out<c_int>,
     attrib: CUdevice_attribute,
-    dev: CUdevice,
+    _dev: Device,
 ) -> Result<(), CUresult> {
-    if pi.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    check_device(dev)?;
-    let v = profile::attribute(attrib)?;
-    // SAFETY: checked non-null; the caller passes a writable int.
-    unsafe { write_out(pi, v, INVALID_VALUE) }
+    pi.write(profile::attribute(attrib)?);
+    Ok(())
 }
 
-pub unsafe fn compute_capability(
-    major: *mut c_int,
-    minor: *mut c_int,
-    dev: CUdevice,
+pub fn compute_capability(
+    major: Out<c_int>,
+    minor: Out<c_int>,
+    _dev: Device,
 ) -> Result<(), CUresult> {
-    if major.is_null() || minor.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    check_device(dev)?;
-    // SAFETY: both checked non-null; the caller passes writable ints.
-    unsafe {
-        write_out(major, profile::CC_MAJOR, INVALID_VALUE)?;
-        write_out(minor, profile::CC_MINOR, INVALID_VALUE)
-    }
+    major.write(profile::CC_MAJOR);
+    minor.write(profile::CC_MINOR);
+    Ok(())
 }
 
-pub unsafe fn get_properties(prop: *mut CUdevprop, dev: CUdevice) -> Result<(), CUresult> {
-    if prop.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    check_device(dev)?;
-    // SAFETY: checked non-null; the caller passes a writable CUdevprop.
-    unsafe { write_out(prop, profile::legacy_properties(), INVALID_VALUE) }
+pub fn get_properties(prop: Out<CUdevprop>, _dev: Device) -> Result<(), CUresult> {
+    prop.write(profile::legacy_properties());
+    Ok(())
 }
 
 /// The driver API's spelling of the address: 4-digit domain, uppercase hex.
@@ -155,13 +126,11 @@ pub fn pci_bus_id_string() -> String {
     )
 }
 
-pub unsafe fn get_pci_bus_id(buf: *mut c_char, len: c_int, dev: CUdevice) -> Result<(), CUresult> {
-    if buf.is_null() || len <= 0 {
-        return Err(INVALID_VALUE);
-    }
+pub unsafe fn get_pci_bus_id(buf: Out<c_char>, len: c_int, dev: CUdevice) -> Result<(), CUresult> {
+    let len = buffer_len(len)?;
     check_device(dev)?;
-    // SAFETY: the caller's buffer holds `len` (> 0) bytes.
-    unsafe { write_c_string_truncated(buf, len as usize, &pci_bus_id_string()) };
+    // SAFETY: the caller's buffer holds `len` bytes.
+    unsafe { driver_string(buf, len, &pci_bus_id_string()) };
     Ok(())
 }
 
@@ -186,18 +155,12 @@ pub fn is_our_pci_address(s: &str) -> bool {
     parse_pci_bus_id(s) == Some((profile::PCI_DOMAIN, profile::PCI_BUS, profile::PCI_DEVICE))
 }
 
-pub unsafe fn get_by_pci_bus_id(dev: *mut CUdevice, id: *const c_char) -> Result<(), CUresult> {
-    if dev.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    // SAFETY: the caller passes null or a NUL-terminated string.
-    let s = unsafe { read_c_string(id) }.ok_or(INVALID_VALUE)?;
-    ensure_init()?;
-    if !is_our_pci_address(&s) {
+pub fn get_by_pci_bus_id(dev: Out<CUdevice>, id: &CStr) -> Result<(), CUresult> {
+    if !is_our_pci_address(&id.to_string_lossy()) {
         return Err(CUresult::CUDA_ERROR_INVALID_DEVICE);
     }
-    // SAFETY: checked non-null; the caller passes a writable CUdevice.
-    unsafe { write_out(dev, 0, INVALID_VALUE) }
+    dev.write(0);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,164 +1,95 @@
-//! The panic boundary and the small helpers every exported function shares.
+//! What the software GPU adds to the FFI runtime (`vgpu-ffi`) at its C
+//! boundary: [`Live`], the type every handle argument is converted into, and
+//! the two string-output rules.
+//!
+//! Each family module implements `FromCuda<ItsHandle, CUresult>` for
+//! `Live<ItsObject>` next to its registry (a `vgpu_ffi::Shared`), so a body
+//! that declares `Live<Event>` receives an event that was live when the call
+//! began and never looks a handle up itself.
 
 use cuda_types::cuda::CUresult;
 use cuda_types::nvml::nvmlReturn_t;
-use std::ffi::{c_char, CStr};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ffi::{c_char, c_int, c_uint};
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use vgpu_ffi::{Out, Shared};
 
-fn logging() -> bool {
-    std::env::var_os("VGPU_LOG").is_some()
-}
+/// A live object named by a handle argument. It is an `Arc`, so the object
+/// outlives a destroy racing with the call that received it; a later call
+/// with the same handle is refused by the registry.
+///
+/// A local type, because the orphan rules only allow `FromCuda` impls whose
+/// target is defined in this crate.
+pub struct Live<T>(pub Arc<T>);
 
-fn log_unsupported(name: &str, logged: &AtomicBool) {
-    if !logged.swap(true, Ordering::Relaxed) && logging() {
-        eprintln!("vgpu-emu: {name} is not supported by the software GPU");
+impl<T> Deref for Live<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
 
-fn log_panic(name: &str) {
-    if logging() {
-        eprintln!("vgpu-emu: {name} panicked; reporting an error instead of unwinding into C");
+/// Registers the object `make` builds from its freshly minted handle, for
+/// objects that must know their own handle, and returns it.
+pub fn insert_new<T, E: Copy>(registry: &Shared<Arc<T>, E>, make: impl FnOnce(u64) -> T) -> Arc<T> {
+    let mut made = None;
+    registry.insert_with(|h| made.insert(Arc::new(make(h))).clone());
+    made.expect("insert_with calls its closure")
+}
+
+/// A value narrowed to an output's C width, saturating: the legacy 32-bit
+/// entry points (`cuDeviceTotalMem`, `cuMemGetInfo`) cannot hold 80 GiB and
+/// report the largest value they can rather than a small, wrapped one.
+pub trait Saturate: Sized {
+    fn saturate(v: u64) -> Self;
+}
+
+impl Saturate for c_uint {
+    fn saturate(v: u64) -> Self {
+        v.min(u64::from(c_uint::MAX)) as c_uint
     }
 }
 
-/// Runs one CUDA entry point; a panic must never unwind into the C caller.
-pub fn cuda_boundary(name: &'static str, f: impl FnOnce() -> Result<(), CUresult>) -> CUresult {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(())) => CUresult::CUDA_SUCCESS,
-        Ok(Err(e)) => e,
-        Err(_) => {
-            log_panic(name);
-            CUresult::CUDA_ERROR_UNKNOWN
-        }
+impl Saturate for usize {
+    fn saturate(v: u64) -> Self {
+        usize::try_from(v).unwrap_or(usize::MAX)
     }
 }
 
-pub fn cuda_not_supported(name: &'static str, logged: &'static AtomicBool) -> CUresult {
-    log_unsupported(name, logged);
-    CUresult::CUDA_ERROR_NOT_SUPPORTED
+/// A driver string buffer's length: 0 or less is INVALID_VALUE.
+pub fn buffer_len(len: c_int) -> Result<usize, CUresult> {
+    usize::try_from(len)
+        .ok()
+        .filter(|&l| l > 0)
+        .ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)
 }
 
-/// What an NVML export returns. Every NVML function returns `nvmlReturn_t`
-/// except `nvmlErrorString`, which returns its string; the boundary and the
-/// stubs are generic so that one macro invocation covers both.
-pub trait NvmlReturn: Sized {
-    fn success() -> Self;
-    fn panicked() -> Self;
-    fn unsupported() -> Self;
-}
-
-impl NvmlReturn for nvmlReturn_t {
-    fn success() -> Self {
-        nvmlReturn_t::NVML_SUCCESS
-    }
-    fn panicked() -> Self {
-        nvmlReturn_t::NVML_ERROR_UNKNOWN
-    }
-    fn unsupported() -> Self {
-        nvmlReturn_t::NVML_ERROR_NOT_SUPPORTED
-    }
-}
-
-impl NvmlReturn for *const c_char {
-    // `nvmlErrorString` hands its string back through the `Err` channel, so
-    // `success` is never what a caller sees; a valid string is still safer
-    // than null for a caller that prints it unconditionally.
-    fn success() -> Self {
-        c"Success".as_ptr()
-    }
-    fn panicked() -> Self {
-        c"Unknown Error".as_ptr()
-    }
-    fn unsupported() -> Self {
-        c"Not Supported".as_ptr()
-    }
-}
-
-pub fn nvml_boundary<R: NvmlReturn>(name: &'static str, f: impl FnOnce() -> Result<(), R>) -> R {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(())) => R::success(),
-        Ok(Err(e)) => e,
-        Err(_) => {
-            log_panic(name);
-            R::panicked()
-        }
-    }
-}
-
-pub fn nvml_not_supported<R: NvmlReturn>(name: &'static str, logged: &'static AtomicBool) -> R {
-    log_unsupported(name, logged);
-    R::unsupported()
-}
-
-/// Writes `value` through a C out-pointer, or fails with `null_error` when the
-/// caller passed null.
+/// The driver's string rule (`cuDeviceGetName`, `cuDeviceGetPCIBusId`): a
+/// short buffer truncates.
 ///
 /// # Safety
-/// `ptr` must be null or valid for a write of `T`.
-pub unsafe fn write_out<T, E>(ptr: *mut T, value: T, null_error: E) -> Result<(), E> {
-    if ptr.is_null() {
-        return Err(null_error);
-    }
-    // SAFETY: non-null, and the caller guarantees it is writable.
-    unsafe { ptr.write_unaligned(value) };
-    Ok(())
-}
-
-/// Copies `s` plus a NUL into a C buffer of `len` bytes. `Err(needed)` when it
-/// does not fit, so each API can map that to its own error code.
-///
-/// # Safety
-/// `buf` must be valid for `len` bytes of writes.
-pub unsafe fn write_c_string(buf: *mut c_char, len: usize, s: &str) -> Result<(), usize> {
-    let needed = s.len() + 1;
-    if buf.is_null() || len < needed {
-        return Err(needed);
-    }
-    // SAFETY: `buf` holds at least `needed` bytes per the check above and the
-    // caller's guarantee; the source is a distinct Rust string.
+/// `buf` is valid for writing `len` bytes.
+pub unsafe fn driver_string(buf: Out<c_char>, len: usize, s: &str) {
+    // SAFETY: an `Out` is never NULL; `len` bytes are writable per the caller.
     unsafe {
-        std::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), s.len());
-        *buf.add(s.len()) = 0;
+        vgpu_ffi::convert::copy_truncated(NonNull::new_unchecked(buf.as_ptr()), len, s.as_bytes())
     }
-    Ok(())
 }
 
-/// Copies as much of `s` as fits plus a NUL, as `cuDeviceGetName` does.
+/// NVML's string rule: a buffer too short for the text and its NUL is
+/// NVML_ERROR_INSUFFICIENT_SIZE and nothing is written.
 ///
 /// # Safety
-/// `buf` must be valid for `len` bytes of writes; `len` must be at least 1.
-pub unsafe fn write_c_string_truncated(buf: *mut c_char, len: usize, s: &str) {
-    let n = s.len().min(len - 1);
-    // SAFETY: `n + 1 <= len` bytes are written into a buffer of `len` bytes.
+/// `buf` is valid for writing `len` bytes.
+pub unsafe fn nvml_string(buf: Out<c_char>, len: c_uint, s: &str) -> Result<(), nvmlReturn_t> {
+    // SAFETY: an `Out` is never NULL; `len` bytes are writable per the caller.
     unsafe {
-        std::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), n);
-        *buf.add(n) = 0;
+        vgpu_ffi::convert::copy_fitting(
+            NonNull::new_unchecked(buf.as_ptr()),
+            len as usize,
+            s.as_bytes(),
+        )
     }
-}
-
-/// Reads a NUL-terminated C string argument as UTF-8 (lossy is fine for the
-/// identifiers it is used on, which are ASCII).
-///
-/// # Safety
-/// `p` must be null or point to a NUL-terminated string.
-pub unsafe fn read_c_string(p: *const c_char) -> Option<String> {
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: non-null and NUL-terminated per the caller.
-    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
-}
-
-/// A fresh opaque handle for an object the application names by pointer
-/// (streams, events, memory pools). Handles are minted from one counter and
-/// never reused, so a stale handle can never alias a newer object the way a
-/// recycled heap address could; they are looked up, never dereferenced.
-pub fn mint_handle() -> usize {
-    use std::sync::atomic::AtomicUsize;
-    /// Far above 0x1/0x2 (the built-in stream handles) and 16-aligned, so
-    /// minted handles look like the pointers applications expect.
-    const BASE: usize = 0x7e50_0000_0000;
-    static NEXT: AtomicUsize = AtomicUsize::new(1);
-    BASE + NEXT.fetch_add(1, Ordering::Relaxed) * 16
+    .map_err(|_| nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE)
 }

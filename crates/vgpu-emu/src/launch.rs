@@ -10,12 +10,12 @@
 //! [`sticky_error`] for that.
 
 use crate::context::current;
+use crate::ffi::Live;
 use crate::module::{self, max_threads, warn, Function, REGS_PER_THREAD, SHARED_OPTIN};
-use crate::{memory, profile, sensors, stream};
+use crate::stream::{self, Stream};
+use crate::{memory, profile, sensors};
 use cuda_abi::launch::{self as abi, NullArgs};
-use cuda_types::cuda::{
-    CUfunction, CUlaunchAttributeID, CUlaunchConfig, CUoccupancyB2DSize, CUresult, CUstream,
-};
+use cuda_types::cuda::{CUlaunchAttributeID, CUlaunchConfig, CUoccupancyB2DSize, CUresult};
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -23,6 +23,7 @@ use std::ffi::{c_int, c_uint, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use vgpu_ffi::{In, Out};
 use vgpu_ptx::{ExecError, LaunchConfig, LaunchOptions};
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
@@ -41,6 +42,11 @@ const REG_ALLOC_UNIT: u32 = 256;
 /// Kernel parameters may take up to 32764 bytes since CUDA 12.1 on Volta+.
 const MAX_PARAM_BYTES: usize = 32764;
 
+// STICKY and CANCEL are per-context state keyed by the context's id, not
+// handle registries: no application ever passes these keys, nothing is
+// minted for them, and their entries live on their own terms (a primary
+// context keeps its id across reset, while its fault and cancel flag must
+// go with the reset).
 static STICKY: Lazy<Mutex<HashMap<u64, CUresult>>> = Lazy::new(Default::default);
 /// Lets the common case (no faulted context) skip the lock on every call.
 static ANY_STICKY: AtomicBool = AtomicBool::new(false);
@@ -183,26 +189,24 @@ fn exec_error(ctx: u64, kernel: &str, e: ExecError) -> CUresult {
 /// # Safety
 /// As for [`pack_params`].
 unsafe fn launch(
-    f: CUfunction,
+    func: &Function,
     d: Dims,
-    stream: CUstream,
+    s: &Stream,
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
     cooperative: bool,
 ) -> Result<(), CUresult> {
     let ctx = current()?;
-    let func = module::function(f)?;
-    let s = stream::resolve(stream)?;
     if func.module.ctx != ctx.id || s.ctx.id != ctx.id {
         return Err(CUresult::CUDA_ERROR_INVALID_CONTEXT);
     }
-    check_dims(&func, &d)?;
+    check_dims(func, &d)?;
     // SAFETY: per the caller.
-    let buf = unsafe { pack_params(&func, params, extra) }?;
+    let buf = unsafe { pack_params(func, params, extra) }?;
     let name = func.name.to_str().map_err(|_| INVALID_HANDLE)?;
     if cooperative {
         let threads: u32 = d.block.iter().product();
-        let per_sm = blocks_per_sm(&func, threads, d.shared as usize)?;
+        let per_sm = blocks_per_sm(func, threads, d.shared as usize)?;
         let blocks: u64 = d.grid.iter().map(|&g| u64::from(g)).product();
         if blocks > u64::from(per_sm) * profile::SM_COUNT as u64 {
             return Err(CUresult::CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE);
@@ -234,9 +238,11 @@ unsafe fn launch(
     r.map_err(|e| exec_error(ctx.id, name, e))
 }
 
+/// `cuLaunchKernel`, and `cuLaunchCooperativeKernel` (no `extra`, and
+/// `cooperative` set by the list).
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn launch_kernel(
-    f: CUfunction,
+    f: Live<Function>,
     gx: c_uint,
     gy: c_uint,
     gz: c_uint,
@@ -244,9 +250,10 @@ pub unsafe fn launch_kernel(
     by: c_uint,
     bz: c_uint,
     shared: c_uint,
-    stream: CUstream,
+    stream: Stream,
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
+    cooperative: bool,
 ) -> Result<(), CUresult> {
     let d = Dims {
         grid: [gx, gy, gz],
@@ -254,42 +261,16 @@ pub unsafe fn launch_kernel(
         shared,
     };
     // SAFETY: forwarded with the caller's guarantees.
-    unsafe { launch(f, d, stream, params, extra, false) }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn launch_cooperative_kernel(
-    f: CUfunction,
-    gx: c_uint,
-    gy: c_uint,
-    gz: c_uint,
-    bx: c_uint,
-    by: c_uint,
-    bz: c_uint,
-    shared: c_uint,
-    stream: CUstream,
-    params: *mut *mut c_void,
-) -> Result<(), CUresult> {
-    let d = Dims {
-        grid: [gx, gy, gz],
-        block: [bx, by, bz],
-        shared,
-    };
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { launch(f, d, stream, params, std::ptr::null_mut(), true) }
+    unsafe { launch(&f, d, &stream, params, extra, cooperative) }
 }
 
 pub unsafe fn launch_kernel_ex(
-    config: *const CUlaunchConfig,
-    f: CUfunction,
+    config: In<CUlaunchConfig>,
+    f: Live<Function>,
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> Result<(), CUresult> {
-    if config.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    // SAFETY: non-null, and a CUlaunchConfig per the API.
-    let c = unsafe { config.read_unaligned() };
+    let c = config.read();
     if c.numAttrs > 0 && c.attrs.is_null() {
         return Err(INVALID_VALUE);
     }
@@ -326,8 +307,10 @@ pub unsafe fn launch_kernel_ex(
         block: [c.blockDimX, c.blockDimY, c.blockDimZ],
         shared: c.sharedMemBytes,
     };
+    // The stream is inside the config, so it is resolved here.
+    let s = stream::resolve(c.hStream)?;
     // SAFETY: forwarded with the caller's guarantees.
-    unsafe { launch(f, d, c.hStream, params, extra, cooperative) }
+    unsafe { launch(&f, d, &s, params, extra, cooperative) }
 }
 
 // ---- occupancy --------------------------------------------------------------------
@@ -361,41 +344,41 @@ fn check_occupancy_flags(flags: c_uint) -> Result<(), CUresult> {
     Ok(())
 }
 
-pub unsafe fn occupancy_max_active_blocks_with_flags(
-    out: *mut c_int,
-    f: CUfunction,
+/// `cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags`, and the form
+/// without flags.
+pub fn occupancy_max_active_blocks_with_flags(
+    out: Out<c_int>,
+    f: Live<Function>,
     block: c_int,
     dyn_smem: usize,
     flags: c_uint,
 ) -> Result<(), CUresult> {
-    if out.is_null() || block <= 0 {
+    if block <= 0 {
         return Err(INVALID_VALUE);
     }
     check_occupancy_flags(flags)?;
     current()?;
-    let f = module::function(f)?;
-    let n = blocks_per_sm(&f, block as u32, dyn_smem)?;
-    // SAFETY: checked non-null; writable per the API.
-    unsafe { out.write_unaligned(n as c_int) };
+    out.write(blocks_per_sm(&f, block as u32, dyn_smem)? as c_int);
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
+/// `cuOccupancyMaxPotentialBlockSizeWithFlags`, and the form without
+/// flags.
 pub unsafe fn occupancy_max_potential_block_size_with_flags(
-    min_grid: *mut c_int,
-    block_size: *mut c_int,
-    f: CUfunction,
+    min_grid: Out<c_int>,
+    block_size: Out<c_int>,
+    func: Live<Function>,
     smem_for_block: CUoccupancyB2DSize,
     dyn_smem: usize,
     limit: c_int,
     flags: c_uint,
 ) -> Result<(), CUresult> {
-    if min_grid.is_null() || block_size.is_null() || limit < 0 {
+    if limit < 0 {
         return Err(INVALID_VALUE);
     }
     check_occupancy_flags(flags)?;
     current()?;
-    let func = module::function(f)?;
     let k_max = {
         let k = func
             .module
@@ -426,25 +409,21 @@ pub unsafe fn occupancy_max_potential_block_size_with_flags(
         }
         t -= 32;
     }
-    // SAFETY: both checked non-null; writable per the API.
-    unsafe {
-        min_grid.write_unaligned((best_blocks * profile::SM_COUNT as u32) as c_int);
-        block_size.write_unaligned(best_threads as c_int);
-    }
+    min_grid.write((best_blocks * profile::SM_COUNT as u32) as c_int);
+    block_size.write(best_threads as c_int);
     Ok(())
 }
 
-pub unsafe fn occupancy_available_dynamic_smem(
-    out: *mut usize,
-    f: CUfunction,
+pub fn occupancy_available_dynamic_smem(
+    out: Out<usize>,
+    func: Live<Function>,
     blocks: c_int,
     block: c_int,
 ) -> Result<(), CUresult> {
-    if out.is_null() || blocks <= 0 || block <= 0 {
+    if blocks <= 0 || block <= 0 {
         return Err(INVALID_VALUE);
     }
     current()?;
-    let func = module::function(f)?;
     let static_shared = func
         .module
         .ptx
@@ -458,7 +437,6 @@ pub unsafe fn occupancy_available_dynamic_smem(
             .saturating_sub(RESERVED_SHARED_PER_BLOCK + static_shared)
             .min(SHARED_OPTIN.saturating_sub(static_shared))
     };
-    // SAFETY: checked non-null; writable per the API.
-    unsafe { out.write_unaligned(avail as usize) };
+    out.write(avail as usize);
     Ok(())
 }

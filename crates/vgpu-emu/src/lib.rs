@@ -12,7 +12,6 @@
 // rlib exposes the same `extern "C"` functions for in-process tests).
 mod context;
 mod device;
-mod errors;
 mod event;
 mod ffi;
 mod identity;
@@ -25,30 +24,33 @@ pub mod profile;
 mod sensors;
 mod stream;
 
-/// The CUDA driver API exports.
+/// The CUDA driver API exports. Every entry but those under `without_init`
+/// needs cuInit first (`require`); arguments are converted at the boundary
+/// (`vgpu_ffi::FromCuda`): out-pointers, strings, devices and handles.
+/// Bracketed values are constants appended to the C arguments: the plain
+/// form of a call that has flags, the synchronous form of a stream-ordered
+/// one (`Order::Sync`); the widths of a family (memset elements, 32-bit
+/// legacy outputs) are the body's type parameter.
 pub mod cuda_exports {
-    use crate::{context, device, errors, event, launch, link, memory, module, stream};
+    use crate::context::MaybeCtx;
+    use crate::stream::Order;
+    use crate::{context, device, event, launch, link, memory, module, stream};
     use cuda_types::cuda::*;
+    use std::ffi::{c_uchar, c_uint, c_ushort};
+    use std::ptr::null_mut;
 
     cuda_types::with_cuda_functions!(api_macros::export_functions {
-        boundary = crate::ffi::cuda_boundary,
-        not_supported = crate::ffi::cuda_not_supported,
         lookup = exported_cuda_symbol,
+        require = crate::device::ensure_init,
         implemented {
-            // Initialization, version, errors
-            cuInit => device::init,
-            cuDriverGetVersion => device::driver_get_version,
-            cuGetErrorName => errors::get_error_name,
-            cuGetErrorString => errors::get_error_string,
-
             // Devices
             cuDeviceGetCount => device::get_count,
             cuDeviceGet => device::get,
             cuDeviceGetName => device::get_name,
             cuDeviceGetUuid => device::get_uuid,
             cuDeviceGetUuid_v2 => device::get_uuid,
-            cuDeviceTotalMem => device::total_mem_v1,
-            cuDeviceTotalMem_v2 => device::total_mem_v2,
+            cuDeviceTotalMem => device::total_mem::<c_uint>,
+            cuDeviceTotalMem_v2 => device::total_mem::<usize>,
             cuDeviceGetAttribute => device::get_attribute,
             cuDeviceComputeCapability => device::compute_capability,
             cuDeviceGetProperties => device::get_properties,
@@ -78,86 +80,86 @@ pub mod cuda_exports {
             cuCtxPushCurrent_v2 => context::ctx_push_current,
             cuCtxPopCurrent => context::ctx_pop_current,
             cuCtxPopCurrent_v2 => context::ctx_pop_current,
-            cuCtxGetDevice => context::ctx_get_device,
-            cuCtxGetDevice_v2 => context::ctx_get_device_v2,
-            cuCtxSynchronize => context::ctx_synchronize,
-            cuCtxSynchronize_v2 => context::ctx_synchronize_v2,
+            cuCtxGetDevice => context::ctx_get_device[MaybeCtx::NULL],
+            cuCtxGetDevice_v2 => context::ctx_get_device,
+            cuCtxSynchronize => context::ctx_synchronize[MaybeCtx::NULL],
+            cuCtxSynchronize_v2 => context::ctx_synchronize,
             cuCtxGetFlags => context::ctx_get_flags,
             cuCtxGetApiVersion => context::ctx_get_api_version,
             cuCtxGetId => context::ctx_get_id,
 
             // Memory: allocation and information
-            cuMemGetInfo => memory::get_info_v1,
-            cuMemGetInfo_v2 => memory::get_info_v2,
+            cuMemGetInfo => memory::get_info::<c_uint>,
+            cuMemGetInfo_v2 => memory::get_info::<usize>,
             cuMemAlloc_v2 => memory::alloc,
             cuMemFree_v2 => memory::free,
             cuMemGetAddressRange_v2 => memory::get_address_range,
-            cuMemAllocHost_v2 => memory::alloc_host,
+            cuMemAllocHost_v2 => memory::host_alloc[0],
             cuMemHostAlloc => memory::host_alloc,
             cuMemFreeHost => memory::free_host,
 
             // Memory: copies (the _ptds/_ptsz forms are the same calls with
             // per-thread default stream semantics, equal here: work is
             // synchronous)
-            cuMemcpy => memory::copy_unified,
-            cuMemcpy_ptds => memory::copy_unified,
-            cuMemcpyHtoD_v2 => memory::copy_htod,
-            cuMemcpyHtoD_v2_ptds => memory::copy_htod,
-            cuMemcpyDtoH_v2 => memory::copy_dtoh,
-            cuMemcpyDtoH_v2_ptds => memory::copy_dtoh,
-            cuMemcpyDtoD_v2 => memory::copy_dtod,
-            cuMemcpyDtoD_v2_ptds => memory::copy_dtod,
-            cuMemcpyAsync => memory::copy_unified_async,
-            cuMemcpyAsync_ptsz => memory::copy_unified_async,
-            cuMemcpyHtoDAsync_v2 => memory::copy_htod_async,
-            cuMemcpyHtoDAsync_v2_ptsz => memory::copy_htod_async,
-            cuMemcpyDtoHAsync_v2 => memory::copy_dtoh_async,
-            cuMemcpyDtoHAsync_v2_ptsz => memory::copy_dtoh_async,
-            cuMemcpyDtoDAsync_v2 => memory::copy_dtod_async,
-            cuMemcpyDtoDAsync_v2_ptsz => memory::copy_dtod_async,
+            cuMemcpy => memory::copy_unified[Order::Sync],
+            cuMemcpy_ptds => memory::copy_unified[Order::Sync],
+            cuMemcpyHtoD_v2 => memory::copy_htod[Order::Sync],
+            cuMemcpyHtoD_v2_ptds => memory::copy_htod[Order::Sync],
+            cuMemcpyDtoH_v2 => memory::copy_dtoh[Order::Sync],
+            cuMemcpyDtoH_v2_ptds => memory::copy_dtoh[Order::Sync],
+            cuMemcpyDtoD_v2 => memory::copy_dtod[Order::Sync],
+            cuMemcpyDtoD_v2_ptds => memory::copy_dtod[Order::Sync],
+            cuMemcpyAsync => memory::copy_unified,
+            cuMemcpyAsync_ptsz => memory::copy_unified,
+            cuMemcpyHtoDAsync_v2 => memory::copy_htod,
+            cuMemcpyHtoDAsync_v2_ptsz => memory::copy_htod,
+            cuMemcpyDtoHAsync_v2 => memory::copy_dtoh,
+            cuMemcpyDtoHAsync_v2_ptsz => memory::copy_dtoh,
+            cuMemcpyDtoDAsync_v2 => memory::copy_dtod,
+            cuMemcpyDtoDAsync_v2_ptsz => memory::copy_dtod,
 
             // Memory: memsets
-            cuMemsetD8_v2 => memory::memset_d8,
-            cuMemsetD8_v2_ptds => memory::memset_d8,
-            cuMemsetD16_v2 => memory::memset_d16,
-            cuMemsetD16_v2_ptds => memory::memset_d16,
-            cuMemsetD32_v2 => memory::memset_d32,
-            cuMemsetD32_v2_ptds => memory::memset_d32,
-            cuMemsetD8Async => memory::memset_d8_async,
-            cuMemsetD8Async_ptsz => memory::memset_d8_async,
-            cuMemsetD16Async => memory::memset_d16_async,
-            cuMemsetD16Async_ptsz => memory::memset_d16_async,
-            cuMemsetD32Async => memory::memset_d32_async,
-            cuMemsetD32Async_ptsz => memory::memset_d32_async,
+            cuMemsetD8_v2 => memory::memset::<c_uchar>[Order::Sync],
+            cuMemsetD8_v2_ptds => memory::memset::<c_uchar>[Order::Sync],
+            cuMemsetD16_v2 => memory::memset::<c_ushort>[Order::Sync],
+            cuMemsetD16_v2_ptds => memory::memset::<c_ushort>[Order::Sync],
+            cuMemsetD32_v2 => memory::memset::<c_uint>[Order::Sync],
+            cuMemsetD32_v2_ptds => memory::memset::<c_uint>[Order::Sync],
+            cuMemsetD8Async => memory::memset::<c_uchar>,
+            cuMemsetD8Async_ptsz => memory::memset::<c_uchar>,
+            cuMemsetD16Async => memory::memset::<c_ushort>,
+            cuMemsetD16Async_ptsz => memory::memset::<c_ushort>,
+            cuMemsetD32Async => memory::memset::<c_uint>,
+            cuMemsetD32Async_ptsz => memory::memset::<c_uint>,
 
             // Memory: pitched, 2D/3D and peer copies, 2D memsets
             cuMemAllocPitch_v2 => memory::alloc_pitch,
-            cuMemcpy2D_v2 => memory::copy_2d,
-            cuMemcpy2D_v2_ptds => memory::copy_2d,
-            cuMemcpy2DUnaligned_v2 => memory::copy_2d,
-            cuMemcpy2DUnaligned_v2_ptds => memory::copy_2d,
-            cuMemcpy2DAsync_v2 => memory::copy_2d_async,
-            cuMemcpy2DAsync_v2_ptsz => memory::copy_2d_async,
-            cuMemcpy3D_v2 => memory::copy_3d,
-            cuMemcpy3D_v2_ptds => memory::copy_3d,
-            cuMemcpy3DAsync_v2 => memory::copy_3d_async,
-            cuMemcpy3DAsync_v2_ptsz => memory::copy_3d_async,
-            cuMemcpyPeer => memory::copy_peer,
-            cuMemcpyPeer_ptds => memory::copy_peer,
-            cuMemcpyPeerAsync => memory::copy_peer_async,
-            cuMemcpyPeerAsync_ptsz => memory::copy_peer_async,
-            cuMemsetD2D8_v2 => memory::memset_d2d8,
-            cuMemsetD2D8_v2_ptds => memory::memset_d2d8,
-            cuMemsetD2D16_v2 => memory::memset_d2d16,
-            cuMemsetD2D16_v2_ptds => memory::memset_d2d16,
-            cuMemsetD2D32_v2 => memory::memset_d2d32,
-            cuMemsetD2D32_v2_ptds => memory::memset_d2d32,
-            cuMemsetD2D8Async => memory::memset_d2d8_async,
-            cuMemsetD2D8Async_ptsz => memory::memset_d2d8_async,
-            cuMemsetD2D16Async => memory::memset_d2d16_async,
-            cuMemsetD2D16Async_ptsz => memory::memset_d2d16_async,
-            cuMemsetD2D32Async => memory::memset_d2d32_async,
-            cuMemsetD2D32Async_ptsz => memory::memset_d2d32_async,
+            cuMemcpy2D_v2 => memory::copy_2d[Order::Sync],
+            cuMemcpy2D_v2_ptds => memory::copy_2d[Order::Sync],
+            cuMemcpy2DUnaligned_v2 => memory::copy_2d[Order::Sync],
+            cuMemcpy2DUnaligned_v2_ptds => memory::copy_2d[Order::Sync],
+            cuMemcpy2DAsync_v2 => memory::copy_2d,
+            cuMemcpy2DAsync_v2_ptsz => memory::copy_2d,
+            cuMemcpy3D_v2 => memory::copy_3d[Order::Sync],
+            cuMemcpy3D_v2_ptds => memory::copy_3d[Order::Sync],
+            cuMemcpy3DAsync_v2 => memory::copy_3d,
+            cuMemcpy3DAsync_v2_ptsz => memory::copy_3d,
+            cuMemcpyPeer => memory::copy_peer[Order::Sync],
+            cuMemcpyPeer_ptds => memory::copy_peer[Order::Sync],
+            cuMemcpyPeerAsync => memory::copy_peer,
+            cuMemcpyPeerAsync_ptsz => memory::copy_peer,
+            cuMemsetD2D8_v2 => memory::memset_2d::<c_uchar>[Order::Sync],
+            cuMemsetD2D8_v2_ptds => memory::memset_2d::<c_uchar>[Order::Sync],
+            cuMemsetD2D16_v2 => memory::memset_2d::<c_ushort>[Order::Sync],
+            cuMemsetD2D16_v2_ptds => memory::memset_2d::<c_ushort>[Order::Sync],
+            cuMemsetD2D32_v2 => memory::memset_2d::<c_uint>[Order::Sync],
+            cuMemsetD2D32_v2_ptds => memory::memset_2d::<c_uint>[Order::Sync],
+            cuMemsetD2D8Async => memory::memset_2d::<c_uchar>,
+            cuMemsetD2D8Async_ptsz => memory::memset_2d::<c_uchar>,
+            cuMemsetD2D16Async => memory::memset_2d::<c_ushort>,
+            cuMemsetD2D16Async_ptsz => memory::memset_2d::<c_ushort>,
+            cuMemsetD2D32Async => memory::memset_2d::<c_uint>,
+            cuMemsetD2D32Async_ptsz => memory::memset_2d::<c_uint>,
 
             // Memory: registered host memory
             cuMemHostRegister => memory::host_register,
@@ -208,8 +210,8 @@ pub mod cuda_exports {
             cuStreamDestroy_v2 => stream::stream_destroy,
             cuStreamSynchronize => stream::stream_synchronize,
             cuStreamSynchronize_ptsz => stream::stream_synchronize,
-            cuStreamQuery => stream::stream_query,
-            cuStreamQuery_ptsz => stream::stream_query,
+            cuStreamQuery => stream::stream_synchronize,
+            cuStreamQuery_ptsz => stream::stream_synchronize,
             cuStreamGetPriority => stream::stream_get_priority,
             cuStreamGetPriority_ptsz => stream::stream_get_priority,
             cuStreamGetFlags => stream::stream_get_flags,
@@ -233,7 +235,7 @@ pub mod cuda_exports {
             cuEventRecordWithFlags => event::event_record_with_flags,
             cuEventRecordWithFlags_ptsz => event::event_record_with_flags,
             cuEventQuery => event::event_query,
-            cuEventSynchronize => event::event_synchronize,
+            cuEventSynchronize => event::event_query,
             cuEventDestroy => event::event_destroy,
             cuEventDestroy_v2 => event::event_destroy,
             cuEventElapsedTime => event::event_elapsed_time,
@@ -241,9 +243,9 @@ pub mod cuda_exports {
 
             // Modules (PTX only: the software GPU interprets it)
             cuModuleLoad => module::module_load,
-            cuModuleLoadData => module::module_load_data,
-            cuModuleLoadDataEx => module::module_load_data_ex,
-            cuModuleLoadFatBinary => module::module_load_fat_binary,
+            cuModuleLoadData => module::module_load_data[0, null_mut(), null_mut()],
+            cuModuleLoadDataEx => module::module_load_data,
+            cuModuleLoadFatBinary => module::module_load_data[0, null_mut(), null_mut()],
             cuModuleUnload => module::module_unload,
             cuModuleGetFunction => module::module_get_function,
             cuModuleGetGlobal_v2 => module::module_get_global,
@@ -282,13 +284,14 @@ pub mod cuda_exports {
             cuFuncIsLoaded => module::func_is_loaded,
             cuFuncLoad => module::func_load,
 
-            // Launches (synchronous on the calling thread) and occupancy
-            cuLaunchKernel => launch::launch_kernel,
-            cuLaunchKernel_ptsz => launch::launch_kernel,
+            // Launches (synchronous on the calling thread) and occupancy;
+            // a cooperative launch has no `extra`.
+            cuLaunchKernel => launch::launch_kernel[false],
+            cuLaunchKernel_ptsz => launch::launch_kernel[false],
             cuLaunchKernelEx => launch::launch_kernel_ex,
             cuLaunchKernelEx_ptsz => launch::launch_kernel_ex,
-            cuLaunchCooperativeKernel => launch::launch_cooperative_kernel,
-            cuLaunchCooperativeKernel_ptsz => launch::launch_cooperative_kernel,
+            cuLaunchCooperativeKernel => launch::launch_kernel[null_mut(), true],
+            cuLaunchCooperativeKernel_ptsz => launch::launch_kernel[null_mut(), true],
             cuOccupancyMaxActiveBlocksPerMultiprocessor => launch::occupancy_max_active_blocks_with_flags[0],
             cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags => launch::occupancy_max_active_blocks_with_flags,
             cuOccupancyMaxPotentialBlockSize => launch::occupancy_max_potential_block_size_with_flags[0],
@@ -305,56 +308,64 @@ pub mod cuda_exports {
             cuLinkComplete => link::link_complete,
             cuLinkDestroy => link::link_destroy,
         }
+        without_init {
+            cuInit => device::init,
+            cuDriverGetVersion => device::driver_get_version,
+            cuGetErrorName => vgpu_ffi::entry::cu_get_error_name,
+            cuGetErrorString => vgpu_ffi::entry::cu_get_error_string,
+        }
     });
 }
 
-/// The NVML exports.
+/// The NVML exports. Every entry but those under `without_init` needs
+/// nvmlInit first (`require`). Bracketed values are constants appended to
+/// the C arguments: the answer of a query whose value never changes (the
+/// emulated board is an H100 PCIe), which string or clock a call asks for.
 pub mod nvml_exports {
-    use crate::{errors, nvml};
+    use crate::nvml::{self, Clients, Key, Text};
+    use crate::profile;
     use cuda_types::nvml::*;
 
     cuda_types::with_nvml_functions!(api_macros::export_functions {
-        boundary = crate::ffi::nvml_boundary,
-        not_supported = crate::ffi::nvml_not_supported,
         lookup = exported_nvml_symbol,
+        require = crate::nvml::ensure_init,
         implemented {
             // Library
-            nvmlInit => nvml::init[0],
-            nvmlInit_v2 => nvml::init[0],
-            nvmlInitWithFlags => nvml::init,
-            nvmlShutdown => nvml::shutdown,
-            nvmlErrorString => errors::nvml_error_string,
-            nvmlSystemGetDriverVersion => nvml::system_get_driver_version,
-            nvmlSystemGetNVMLVersion => nvml::system_get_nvml_version,
-            nvmlSystemGetCudaDriverVersion => nvml::system_get_cuda_driver_version,
-            nvmlSystemGetCudaDriverVersion_v2 => nvml::system_get_cuda_driver_version,
+            // The library's version strings (NVML's own is answered before
+            // nvmlInit, the driver's is not).
+            nvmlSystemGetDriverVersion => crate::ffi::nvml_string[profile::DRIVER_VERSION],
 
             // Inventory and identity
             nvmlDeviceGetCount => nvml::device_get_count,
             nvmlDeviceGetCount_v2 => nvml::device_get_count,
             nvmlDeviceGetHandleByIndex => nvml::handle_by_index,
             nvmlDeviceGetHandleByIndex_v2 => nvml::handle_by_index,
-            nvmlDeviceGetHandleByUUID => nvml::handle_by_uuid,
-            nvmlDeviceGetHandleByPciBusId => nvml::handle_by_pci_bus_id,
-            nvmlDeviceGetHandleByPciBusId_v2 => nvml::handle_by_pci_bus_id,
-            nvmlDeviceGetHandleBySerial => nvml::handle_by_serial,
-            nvmlDeviceGetName => nvml::get_name,
-            nvmlDeviceGetUUID => nvml::get_uuid,
-            nvmlDeviceGetSerial => nvml::get_serial,
-            nvmlDeviceGetIndex => nvml::get_index,
-            nvmlDeviceGetMinorNumber => nvml::get_minor_number,
+            nvmlDeviceGetHandleByUUID => nvml::handle_by[Key::Uuid],
+            nvmlDeviceGetHandleByPciBusId => nvml::handle_by[Key::PciBusId],
+            nvmlDeviceGetHandleByPciBusId_v2 => nvml::handle_by[Key::PciBusId],
+            nvmlDeviceGetHandleBySerial => nvml::handle_by[Key::Serial],
+            nvmlDeviceGetName => nvml::get_string[Text::Name],
+            nvmlDeviceGetUUID => nvml::get_string[Text::Uuid],
+            nvmlDeviceGetSerial => nvml::get_string[Text::Serial],
+            nvmlDeviceGetIndex => nvml::answer[0],
+            // The N of /dev/nvidiaN.
+            nvmlDeviceGetMinorNumber => nvml::answer[0],
+            // Every version fills the same current struct layout.
             nvmlDeviceGetPciInfo => nvml::get_pci_info,
             nvmlDeviceGetPciInfo_v2 => nvml::get_pci_info,
             nvmlDeviceGetPciInfo_v3 => nvml::get_pci_info,
             nvmlDeviceGetCudaComputeCapability => nvml::get_cuda_compute_capability,
-            nvmlDeviceGetBrand => nvml::get_brand,
-            nvmlDeviceGetArchitecture => nvml::get_architecture,
-            nvmlDeviceGetMemoryBusWidth => nvml::get_memory_bus_width,
-            nvmlDeviceGetNumGpuCores => nvml::get_num_gpu_cores,
-            nvmlDeviceGetCurrPcieLinkGeneration => nvml::get_pcie_generation,
-            nvmlDeviceGetMaxPcieLinkGeneration => nvml::get_pcie_generation,
-            nvmlDeviceGetCurrPcieLinkWidth => nvml::get_pcie_width,
-            nvmlDeviceGetMaxPcieLinkWidth => nvml::get_pcie_width,
+            // Datacenter boards since A100 report the plain "NVIDIA" brand.
+            nvmlDeviceGetBrand => nvml::answer[nvmlBrandType_t::NVML_BRAND_NVIDIA],
+            nvmlDeviceGetArchitecture => nvml::answer[NVML_DEVICE_ARCH_HOPPER],
+            nvmlDeviceGetMemoryBusWidth => nvml::answer[5120],
+            // 114 SMs x 128 FP32 cores.
+            nvmlDeviceGetNumGpuCores => nvml::answer[profile::SM_COUNT as u32 * 128],
+            // PCIe Gen5 x16.
+            nvmlDeviceGetCurrPcieLinkGeneration => nvml::answer[5],
+            nvmlDeviceGetMaxPcieLinkGeneration => nvml::answer[5],
+            nvmlDeviceGetCurrPcieLinkWidth => nvml::answer[16],
+            nvmlDeviceGetMaxPcieLinkWidth => nvml::answer[16],
 
             // Memory
             nvmlDeviceGetMemoryInfo => nvml::get_memory_info,
@@ -365,42 +376,55 @@ pub mod nvml_exports {
             nvmlDeviceGetTemperatureV => nvml::get_temperature_v,
             nvmlDeviceGetTemperatureThreshold => nvml::get_temperature_threshold,
             nvmlDeviceGetPowerUsage => nvml::get_power_usage,
-            nvmlDeviceGetPowerManagementLimit => nvml::get_power_limit,
-            nvmlDeviceGetEnforcedPowerLimit => nvml::get_power_limit,
-            nvmlDeviceGetPowerManagementDefaultLimit => nvml::get_power_limit,
+            // The limit as set, enforced and by default: all the TDP.
+            nvmlDeviceGetPowerManagementLimit => nvml::answer[profile::POWER_LIMIT_MW],
+            nvmlDeviceGetEnforcedPowerLimit => nvml::answer[profile::POWER_LIMIT_MW],
+            nvmlDeviceGetPowerManagementDefaultLimit => nvml::answer[profile::POWER_LIMIT_MW],
             nvmlDeviceGetPowerManagementLimitConstraints => nvml::get_power_limit_constraints,
             nvmlDeviceGetUtilizationRates => nvml::get_utilization_rates,
             nvmlDeviceGetEncoderUtilization => nvml::get_codec_utilization,
             nvmlDeviceGetDecoderUtilization => nvml::get_codec_utilization,
-            nvmlDeviceGetClockInfo => nvml::get_clock_info,
-            nvmlDeviceGetMaxClockInfo => nvml::get_max_clock_info,
+            nvmlDeviceGetClockInfo => nvml::get_clock_info[nvmlClockId_t::NVML_CLOCK_ID_CURRENT],
+            nvmlDeviceGetMaxClockInfo => nvml::get_clock_info[nvmlClockId_t::NVML_CLOCK_ID_CUSTOMER_BOOST_MAX],
             nvmlDeviceGetClock => nvml::get_clock,
             nvmlDeviceGetCurrentClocksThrottleReasons => nvml::get_clocks_event_reasons,
             nvmlDeviceGetCurrentClocksEventReasons => nvml::get_clocks_event_reasons,
-            nvmlDeviceGetPerformanceState => nvml::get_performance_state,
-            nvmlDeviceGetPowerState => nvml::get_performance_state,
+            // Datacenter Hopper boards stay in P0 while the driver is loaded.
+            nvmlDeviceGetPerformanceState => nvml::answer[nvmlPstates_t::NVML_PSTATE_0],
+            nvmlDeviceGetPowerState => nvml::answer[nvmlPstates_t::NVML_PSTATE_0],
 
-            // Modes
-            nvmlDeviceGetPersistenceMode => nvml::get_persistence_mode,
-            nvmlDeviceGetComputeMode => nvml::get_compute_mode,
+            // Modes (no display engine output on a datacenter board)
+            nvmlDeviceGetPersistenceMode => nvml::answer[nvmlEnableState_t::NVML_FEATURE_DISABLED],
+            nvmlDeviceGetComputeMode => nvml::answer[nvmlComputeMode_t::NVML_COMPUTEMODE_DEFAULT],
             nvmlDeviceGetMigMode => nvml::get_mig_mode,
-            nvmlDeviceIsMigDeviceHandle => nvml::is_mig_device_handle,
-            nvmlDeviceGetDisplayMode => nvml::get_display_mode,
-            nvmlDeviceGetDisplayActive => nvml::get_display_mode,
+            nvmlDeviceIsMigDeviceHandle => nvml::answer[0],
+            nvmlDeviceGetDisplayMode => nvml::answer[nvmlEnableState_t::NVML_FEATURE_DISABLED],
+            nvmlDeviceGetDisplayActive => nvml::answer[nvmlEnableState_t::NVML_FEATURE_DISABLED],
             nvmlDeviceGetEccMode => nvml::get_ecc_mode,
             nvmlDeviceGetTotalEccErrors => nvml::get_total_ecc_errors,
 
             // Processes
-            nvmlDeviceGetComputeRunningProcesses => nvml::compute_processes_v1,
-            nvmlDeviceGetComputeRunningProcesses_v2 => nvml::compute_processes_v2,
-            nvmlDeviceGetComputeRunningProcesses_v3 => nvml::compute_processes_v2,
-            nvmlDeviceGetGraphicsRunningProcesses => nvml::graphics_processes_v1,
-            nvmlDeviceGetGraphicsRunningProcesses_v2 => nvml::graphics_processes_v2,
-            nvmlDeviceGetGraphicsRunningProcesses_v3 => nvml::graphics_processes_v2,
+            nvmlDeviceGetComputeRunningProcesses => nvml::processes::<nvmlProcessInfo_v1_t>[Clients::Compute],
+            nvmlDeviceGetComputeRunningProcesses_v2 => nvml::processes::<nvmlProcessInfo_v2_t>[Clients::Compute],
+            nvmlDeviceGetComputeRunningProcesses_v3 => nvml::processes::<nvmlProcessInfo_v2_t>[Clients::Compute],
+            nvmlDeviceGetGraphicsRunningProcesses => nvml::processes::<nvmlProcessInfo_v1_t>[Clients::Graphics],
+            nvmlDeviceGetGraphicsRunningProcesses_v2 => nvml::processes::<nvmlProcessInfo_v2_t>[Clients::Graphics],
+            nvmlDeviceGetGraphicsRunningProcesses_v3 => nvml::processes::<nvmlProcessInfo_v2_t>[Clients::Graphics],
 
             // Deliberately absent, so they answer NOT_SUPPORTED as a real
             // H100 PCIe on Linux does: nvmlDeviceGetFanSpeed(_v2) (passively
             // cooled), nvmlDeviceGetDriverModel(_v2) (Windows only).
+        }
+        without_init {
+            nvmlInit => nvml::init[0],
+            nvmlInit_v2 => nvml::init[0],
+            nvmlInitWithFlags => nvml::init,
+            // Checks the count itself, under the same lock it decrements.
+            nvmlShutdown => nvml::shutdown,
+            nvmlErrorString => vgpu_ffi::entry::nvml_error_string,
+            nvmlSystemGetNVMLVersion => crate::ffi::nvml_string[profile::NVML_VERSION],
+            nvmlSystemGetCudaDriverVersion => nvml::system_get_cuda_driver_version,
+            nvmlSystemGetCudaDriverVersion_v2 => nvml::system_get_cuda_driver_version,
         }
     });
 }

@@ -7,20 +7,22 @@
 //! (a module has one header), and the parser resolves `.extern` declarations
 //! against definitions elsewhere in the merged text.
 
-use crate::device::ensure_init;
-use crate::ffi::{mint_handle, read_c_string};
+use crate::ffi::Live;
 use crate::module::{image_ptx, jit_options, no_ptx, parse_ptx, read_file, warn, JitLogs};
 use cuda_types::cuda::{CUjitInputType, CUjit_option, CUlinkState, CUresult};
-use once_cell::sync::Lazy;
 use parking_lot::Mutex;
-use std::collections::HashMap;
-use std::ffi::{c_char, c_uint, c_void};
+use std::ffi::{c_uint, c_void, CStr};
 use std::sync::Arc;
+use vgpu_ffi::{FromCuda, Mint, Out, Shared};
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 const INVALID_HANDLE: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
 
-struct Link {
+pub struct Link {
+    state: Mutex<State>,
+}
+
+struct State {
     logs: JitLogs,
     values: usize,
     inputs: Vec<String>,
@@ -28,41 +30,31 @@ struct Link {
     output: Option<Vec<u8>>,
 }
 
-static LINKS: Lazy<Mutex<HashMap<usize, Arc<Mutex<Link>>>>> = Lazy::new(Default::default);
+static LINKS: Shared<Arc<Link>, CUresult> = Shared::new("link", INVALID_HANDLE, Mint::Pointer);
 
-fn state(h: CUlinkState) -> Result<Arc<Mutex<Link>>, CUresult> {
-    ensure_init()?;
-    LINKS
-        .lock()
-        .get(&(h as usize))
-        .cloned()
-        .ok_or(INVALID_HANDLE)
+impl FromCuda<CUlinkState, CUresult> for Live<Link> {
+    unsafe fn from_cuda(h: CUlinkState) -> Result<Self, CUresult> {
+        LINKS.get(h as u64).map(Live)
+    }
 }
 
 pub unsafe fn link_create(
     n: c_uint,
     options: *mut CUjit_option,
     values: *mut *mut c_void,
-    out: *mut CUlinkState,
+    out: Out<CUlinkState>,
 ) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    ensure_init()?;
     // SAFETY: the arrays hold `n` entries per the API.
     let logs = unsafe { jit_options(n, options, values) }?;
-    let h = mint_handle();
-    LINKS.lock().insert(
-        h,
-        Arc::new(Mutex::new(Link {
+    let h = LINKS.insert(Arc::new(Link {
+        state: Mutex::new(State {
             logs,
             values: values as usize,
             inputs: Vec::new(),
             output: None,
-        })),
-    );
-    // SAFETY: checked non-null; writable per the API.
-    unsafe { out.write_unaligned(h as CUlinkState) };
+        }),
+    }));
+    out.write(h as CUlinkState);
     Ok(())
 }
 
@@ -101,21 +93,21 @@ fn input_ptx(kind: CUjitInputType, bytes: &[u8], name: &str) -> Result<Option<St
     }
 }
 
-fn add(h: CUlinkState, kind: CUjitInputType, bytes: &[u8], name: &str) -> Result<(), CUresult> {
-    let link = state(h)?;
+fn add(link: &Link, kind: CUjitInputType, bytes: &[u8], name: &str) -> Result<(), CUresult> {
     if let Some(ptx) = input_ptx(kind, bytes, name)? {
-        link.lock().inputs.push(ptx);
+        link.state.lock().inputs.push(ptx);
     }
     Ok(())
 }
 
+/// `name` may be NULL.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn link_add_data(
-    h: CUlinkState,
+    link: Live<Link>,
     kind: CUjitInputType,
     data: *mut c_void,
     size: usize,
-    name: *const c_char,
+    name: Option<&CStr>,
     n: c_uint,
     options: *mut CUjit_option,
     values: *mut *mut c_void,
@@ -127,26 +119,22 @@ pub unsafe fn link_add_data(
     unsafe { jit_options(n, options, values) }?;
     // SAFETY: `data` holds `size` bytes per the API.
     let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size) };
-    // SAFETY: NUL-terminated or null per the API.
-    let name = unsafe { read_c_string(name) }.unwrap_or_default();
-    add(h, kind, bytes, &name)
+    let name = name.map(CStr::to_string_lossy).unwrap_or_default();
+    add(&link, kind, bytes, &name)
 }
 
 pub unsafe fn link_add_file(
-    h: CUlinkState,
+    link: Live<Link>,
     kind: CUjitInputType,
-    path: *const c_char,
+    path: &CStr,
     n: c_uint,
     options: *mut CUjit_option,
     values: *mut *mut c_void,
 ) -> Result<(), CUresult> {
     // SAFETY: the arrays hold `n` entries per the API.
     unsafe { jit_options(n, options, values) }?;
-    state(h)?;
-    // SAFETY: NUL-terminated or null per the API.
-    let name = unsafe { read_c_string(path) }.unwrap_or_default();
     let bytes = read_file(path)?;
-    add(h, kind, &bytes, &name)
+    add(&link, kind, &bytes, &path.to_string_lossy())
 }
 
 fn is_header(line: &str) -> bool {
@@ -173,16 +161,12 @@ fn merge(inputs: &[String]) -> String {
     out
 }
 
-pub unsafe fn link_complete(
-    h: CUlinkState,
-    cubin: *mut *mut c_void,
-    size: *mut usize,
+pub fn link_complete(
+    link: Live<Link>,
+    cubin: Out<*mut c_void>,
+    size: Out<usize>,
 ) -> Result<(), CUresult> {
-    if cubin.is_null() || size.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let link = state(h)?;
-    let mut l = link.lock();
+    let mut l = link.state.lock();
     if l.inputs.is_empty() {
         return Err(INVALID_VALUE);
     }
@@ -196,20 +180,12 @@ pub unsafe fn link_complete(
     let mut image = text.into_bytes();
     image.push(0);
     let out = l.output.insert(image);
-    // SAFETY: both checked non-null; writable per the API. The image lives in
-    // the link state until cuLinkDestroy.
-    unsafe {
-        cubin.write_unaligned(out.as_mut_ptr().cast());
-        size.write_unaligned(out.len());
-    }
+    // The image lives in the link state until cuLinkDestroy.
+    cubin.write(out.as_mut_ptr().cast());
+    size.write(out.len());
     Ok(())
 }
 
 pub fn link_destroy(h: CUlinkState) -> Result<(), CUresult> {
-    ensure_init()?;
-    LINKS
-        .lock()
-        .remove(&(h as usize))
-        .map(drop)
-        .ok_or(INVALID_HANDLE)
+    LINKS.take(h as u64).map(drop)
 }

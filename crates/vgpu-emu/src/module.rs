@@ -1,11 +1,13 @@
 //! Modules, libraries, functions and kernels.
 //!
-//! Every handle is minted by `ffi::mint_handle` and looked up in one
-//! registry, never dereferenced, so a stale or forged handle is an error code.
-//! One registry for all four kinds is what lets a `CUkernel` stand in for a
+//! Every handle is minted by one registry (`OBJECTS`) and looked up there,
+//! never dereferenced, so a stale or forged handle is an error code. One
+//! registry for all four kinds is what lets a `CUkernel` stand in for a
 //! `CUfunction` (cudart 13 launches `(CUfunction)kernel`): the registry says
 //! which one a value names, and a kernel resolves to its library's module in
-//! the calling thread's current context.
+//! the calling thread's current context. The conversions into
+//! [`Live`]`<LoadedModule | Function | Library | Kernel>` do that lookup at
+//! the boundary.
 //!
 //! A module belongs to the context current when it was loaded: its `.global`
 //! and `.const` variables live in one device allocation of that context, and
@@ -13,19 +15,19 @@
 //! once; it gets a module in each context that uses it, on first use.
 
 use crate::context::current;
-use crate::device::ensure_init;
-use crate::ffi::{mint_handle, read_c_string, write_out};
+use crate::device::Device;
+use crate::ffi::Live;
 use crate::memory;
 use cuda_abi::image::{self, ImageBytes, ImageKind, RawImage, Wrapper};
 use cuda_types::cuda::{
-    CUdevice, CUdeviceptr, CUfunc_cache, CUfunction, CUfunctionLoadingState, CUfunction_attribute,
+    CUdeviceptr, CUfunc_cache, CUfunction, CUfunctionLoadingState, CUfunction_attribute,
     CUjit_option, CUkernel, CUlibrary, CUlibraryOption, CUmodule, CUmoduleLoadingMode, CUresult,
 };
-use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use vgpu_ffi::{FromCuda, In, Mint, Out, Shared};
 use vgpu_ptx::fatbin::{self, FatbinError};
 use vgpu_ptx::Memory;
 
@@ -85,7 +87,7 @@ impl FuncAttrs {
 }
 
 pub(crate) struct LoadedModule {
-    handle: usize,
+    handle: u64,
     pub ctx: u64,
     pub ptx: Arc<vgpu_ptx::Module>,
     /// Device address of each allocated module variable, for launches.
@@ -93,35 +95,39 @@ pub(crate) struct LoadedModule {
     sizes: HashMap<String, usize>,
     /// The one allocation holding every variable.
     block: Option<CUdeviceptr>,
-    /// Kernel name → function handle, in the module's order.
-    functions: Vec<(String, usize)>,
+    /// Kernel name → function handle, in the module's order. Set once,
+    /// right after the module is registered (a function's handle exists
+    /// only once its module does), before anyone can look the module up.
+    functions: OnceLock<Vec<(String, u64)>>,
     /// Made from an image with no PTX (see [`Library::no_code`]).
     no_code: bool,
 }
 
 pub(crate) struct Function {
-    handle: usize,
+    handle: u64,
     pub module: Arc<LoadedModule>,
     pub name: CString,
     pub attrs: Arc<Mutex<FuncAttrs>>,
 }
 
 pub(crate) struct Library {
-    handle: usize,
+    handle: u64,
     ptx: Arc<vgpu_ptx::Module>,
-    kernels: Vec<Arc<Kernel>>,
+    /// Set once, right after the library is registered (see
+    /// [`LoadedModule::functions`]).
+    kernels: OnceLock<Vec<Arc<Kernel>>>,
     /// The image had only cubins. nvcc 13 emits a second, PTX-less fatbin
     /// per program that cudart loads eagerly under CUDA_MODULE_LOADING=EAGER;
     /// failing that load would fail the program, so the library loads empty
     /// and only looking a kernel up in it fails (NO_BINARY_FOR_GPU).
     no_code: bool,
     /// Context id → the library's module there.
-    modules: Mutex<HashMap<u64, usize>>,
+    modules: Mutex<HashMap<u64, u64>>,
 }
 
 pub(crate) struct Kernel {
-    handle: usize,
-    library: usize,
+    handle: u64,
+    library: u64,
     name: CString,
     attrs: Arc<Mutex<FuncAttrs>>,
 }
@@ -134,56 +140,73 @@ enum Object {
     Kernel(Arc<Kernel>),
 }
 
-static OBJECTS: Lazy<Mutex<HashMap<usize, Object>>> = Lazy::new(Default::default);
+static OBJECTS: Shared<Object, CUresult> =
+    Shared::new("module object", INVALID_HANDLE, Mint::Pointer);
 
-fn object(h: usize) -> Option<Object> {
-    OBJECTS.lock().get(&h).cloned()
-}
-
-fn module(h: CUmodule) -> Result<Arc<LoadedModule>, CUresult> {
-    ensure_init()?;
-    match object(h as usize) {
-        Some(Object::Module(m)) => Ok(m),
-        _ => Err(INVALID_HANDLE),
+impl LoadedModule {
+    fn functions(&self) -> &[(String, u64)] {
+        self.functions.get().map_or(&[], Vec::as_slice)
     }
 }
 
-fn library(h: usize) -> Result<Arc<Library>, CUresult> {
-    ensure_init()?;
-    match object(h) {
-        Some(Object::Library(l)) => Ok(l),
-        _ => Err(INVALID_HANDLE),
+impl Library {
+    fn kernels(&self) -> &[Arc<Kernel>] {
+        self.kernels.get().map_or(&[], Vec::as_slice)
     }
 }
 
-fn kernel(h: CUkernel) -> Result<Arc<Kernel>, CUresult> {
-    ensure_init()?;
-    match object(h as usize) {
-        Some(Object::Kernel(k)) => Ok(k),
-        _ => Err(INVALID_HANDLE),
+impl FromCuda<CUmodule, CUresult> for Live<LoadedModule> {
+    unsafe fn from_cuda(h: CUmodule) -> Result<Self, CUresult> {
+        match OBJECTS.get(h as u64)? {
+            Object::Module(m) => Ok(Live(m)),
+            _ => Err(INVALID_HANDLE),
+        }
+    }
+}
+
+impl FromCuda<CUlibrary, CUresult> for Live<Library> {
+    unsafe fn from_cuda(h: CUlibrary) -> Result<Self, CUresult> {
+        library(h as u64).map(Live)
+    }
+}
+
+impl FromCuda<CUkernel, CUresult> for Live<Kernel> {
+    unsafe fn from_cuda(h: CUkernel) -> Result<Self, CUresult> {
+        match OBJECTS.get(h as u64)? {
+            Object::Kernel(k) => Ok(Live(k)),
+            _ => Err(INVALID_HANDLE),
+        }
     }
 }
 
 /// A `CUfunction` argument, which may also be a `CUkernel`: that one is
 /// resolved in the current context (loading the library's module there).
-pub(crate) fn function(h: CUfunction) -> Result<Arc<Function>, CUresult> {
-    ensure_init()?;
-    match object(h as usize) {
-        Some(Object::Function(f)) => Ok(f),
-        Some(Object::Kernel(k)) => kernel_function(&k),
+impl FromCuda<CUfunction, CUresult> for Live<Function> {
+    unsafe fn from_cuda(h: CUfunction) -> Result<Self, CUresult> {
+        match OBJECTS.get(h as u64)? {
+            Object::Function(f) => Ok(Live(f)),
+            Object::Kernel(k) => kernel_function(&k).map(Live),
+            _ => Err(INVALID_HANDLE),
+        }
+    }
+}
+
+fn library(h: u64) -> Result<Arc<Library>, CUresult> {
+    match OBJECTS.get(h)? {
+        Object::Library(l) => Ok(l),
         _ => Err(INVALID_HANDLE),
     }
 }
 
 fn function_in(m: &LoadedModule, name: &str) -> Result<Arc<Function>, CUresult> {
     let h = m
-        .functions
+        .functions()
         .iter()
         .find(|(n, _)| n == name)
         .ok_or_else(|| not_found(m.no_code, name))?
         .1;
-    match object(h) {
-        Some(Object::Function(f)) => Ok(f),
+    match OBJECTS.get(h)? {
+        Object::Function(f) => Ok(f),
         _ => Err(INVALID_HANDLE),
     }
 }
@@ -211,17 +234,17 @@ fn library_module(lib: &Library) -> Result<Arc<LoadedModule>, CUresult> {
     // Held across the load so two threads can't load it twice.
     let mut mods = lib.modules.lock();
     if let Some(&h) = mods.get(&ctx.id) {
-        match object(h) {
+        match OBJECTS.get(h) {
             // A context's modules die with it; the primary context keeps its
             // id across reset, hence the second check.
-            Some(Object::Module(m)) if m.ctx == ctx.id => return Ok(m),
+            Ok(Object::Module(m)) if m.ctx == ctx.id => return Ok(m),
             _ => {
                 mods.remove(&ctx.id);
             }
         }
     }
     let attrs: HashMap<&str, Arc<Mutex<FuncAttrs>>> = lib
-        .kernels
+        .kernels()
         .iter()
         .map(|k| (k.name.to_str().unwrap_or(""), k.attrs.clone()))
         .collect();
@@ -342,6 +365,10 @@ fn instantiate(
             ));
         }
     }
+    let names: Vec<(String, CString)> = ptx
+        .kernel_names()
+        .map(|n| Ok((n.to_string(), CString::new(n).map_err(|_| INVALID_IMAGE)?)))
+        .collect::<Result<_, CUresult>>()?;
     // Lay every defined variable out in one block: one device allocation
     // (2 MiB of accounting) per module rather than per variable.
     let mut offsets = Vec::new();
@@ -393,49 +420,58 @@ fn instantiate(
         }
         return Err(INVALID_IMAGE);
     }
-    let handle = mint_handle();
-    let functions: Vec<(String, usize)> = ptx
-        .kernel_names()
-        .map(|n| (n.to_string(), mint_handle()))
+    let sizes = offsets
+        .iter()
+        .map(|(g, _)| (g.name.clone(), g.size as usize))
         .collect();
-    let m = Arc::new(LoadedModule {
-        handle,
-        ctx: ctx.id,
-        sizes: offsets
-            .iter()
-            .map(|(g, _)| (g.name.clone(), g.size as usize))
-            .collect(),
-        symbols,
-        block,
-        functions,
-        no_code,
-        ptx,
+    let mut objs = OBJECTS.write();
+    let mut made = None;
+    objs.insert_with(|handle| {
+        let m = made.insert(Arc::new(LoadedModule {
+            handle,
+            ctx: ctx.id,
+            sizes,
+            symbols,
+            block,
+            functions: OnceLock::new(),
+            no_code,
+            ptx,
+        }));
+        Object::Module(m.clone())
     });
-    let mut objs = OBJECTS.lock();
-    for (name, h) in &m.functions {
-        let static_shared = m.ptx.entry(name).map_or(0, |k| k.static_shared);
-        let attrs = shared_attrs(name)
-            .unwrap_or_else(|| Arc::new(Mutex::new(FuncAttrs::new(static_shared))));
-        let f = Function {
-            handle: *h,
-            module: m.clone(),
-            name: CString::new(name.as_str()).map_err(|_| INVALID_IMAGE)?,
-            attrs,
-        };
-        objs.insert(*h, Object::Function(Arc::new(f)));
-    }
-    objs.insert(handle, Object::Module(m.clone()));
+    let m = made.expect("insert_with calls its closure");
+    let functions = names
+        .into_iter()
+        .map(|(name, cname)| {
+            let static_shared = m.ptx.entry(&name).map_or(0, |k| k.static_shared);
+            let attrs = shared_attrs(&name)
+                .unwrap_or_else(|| Arc::new(Mutex::new(FuncAttrs::new(static_shared))));
+            let h = objs.insert_with(|handle| {
+                Object::Function(Arc::new(Function {
+                    handle,
+                    module: m.clone(),
+                    name: cname,
+                    attrs,
+                }))
+            });
+            (name, h)
+        })
+        .collect();
+    // Set while the registry is still locked: nobody has seen the module.
+    let _ = m.functions.set(functions);
     Ok(m)
 }
 
 /// Drops a module's registry entries; frees its variables when asked (not at
-/// context teardown, where the context's memory goes as a whole).
-fn forget(m: &LoadedModule, free: bool) {
+/// context teardown, where the context's memory goes as a whole). Taken
+/// once: of two racing unloads, one does this and the other gets
+/// CUDA_ERROR_INVALID_HANDLE.
+fn forget(m: &LoadedModule, free: bool) -> Result<(), CUresult> {
     {
-        let mut objs = OBJECTS.lock();
-        objs.remove(&m.handle);
-        for (_, h) in &m.functions {
-            objs.remove(h);
+        let mut objs = OBJECTS.write();
+        objs.take(m.handle)?;
+        for (_, h) in m.functions() {
+            let _ = objs.take(*h);
         }
     }
     if free {
@@ -443,20 +479,22 @@ fn forget(m: &LoadedModule, free: bool) {
             memory::free_module_block(b);
         }
     }
+    Ok(())
 }
 
 /// A context's modules die with it (destroy, primary release or reset).
 pub fn release_context(ctx: u64) {
     let doomed: Vec<Arc<LoadedModule>> = OBJECTS
-        .lock()
         .values()
+        .into_iter()
         .filter_map(|o| match o {
-            Object::Module(m) if m.ctx == ctx => Some(m.clone()),
+            Object::Module(m) if m.ctx == ctx => Some(m),
             _ => None,
         })
         .collect();
     for m in doomed {
-        forget(&m, false);
+        // Gone already if an unload won the race; nothing more to do.
+        let _ = forget(&m, false);
     }
 }
 
@@ -545,7 +583,7 @@ impl JitLogs {
 // ---- cuModule* ------------------------------------------------------------------
 
 /// Loads PTX text as a module of the current context.
-pub(crate) fn load_ptx_text(text: &str) -> Result<CUmodule, (CUresult, String)> {
+fn load_ptx_text(text: &str) -> Result<CUmodule, (CUresult, String)> {
     current().map_err(|e| (e, String::new()))?;
     let ptx = parse_ptx(text)?;
     let m = instantiate(Arc::new(ptx), false, |_| None).map_err(|e| (e, String::new()))?;
@@ -554,25 +592,18 @@ pub(crate) fn load_ptx_text(text: &str) -> Result<CUmodule, (CUresult, String)> 
 
 /// # Safety
 /// `image` as for [`image_ptx`].
-unsafe fn load_image(out: *mut CUmodule, image: *const c_void) -> Result<(), (CUresult, String)> {
-    if out.is_null() {
-        return Err((INVALID_VALUE, String::new()));
-    }
+unsafe fn load_image(out: &Out<CUmodule>, image: *const c_void) -> Result<(), (CUresult, String)> {
     current().map_err(|e| (e, String::new()))?;
     // SAFETY: per the caller.
     let text = unsafe { image_ptx(image) }.map_err(|e| (no_ptx(e), String::new()))?;
-    let h = load_ptx_text(&text)?;
-    // SAFETY: checked non-null; the caller passes a writable CUmodule.
-    unsafe { write_out(out, h, INVALID_VALUE) }.map_err(|e| (e, String::new()))
+    out.write(load_ptx_text(&text)?);
+    Ok(())
 }
 
-pub unsafe fn module_load_data(out: *mut CUmodule, image: *const c_void) -> Result<(), CUresult> {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { load_image(out, image) }.map_err(|(e, _)| e)
-}
-
-pub unsafe fn module_load_data_ex(
-    out: *mut CUmodule,
+/// `cuModuleLoadDataEx`; `cuModuleLoadData` and `cuModuleLoadFatBinary`
+/// are this without options.
+pub unsafe fn module_load_data(
+    out: Out<CUmodule>,
     image: *const c_void,
     n: c_uint,
     options: *mut CUjit_option,
@@ -581,130 +612,86 @@ pub unsafe fn module_load_data_ex(
     // SAFETY: the option arrays hold `n` entries per the API.
     let logs = unsafe { jit_options(n, options, values) }?;
     // SAFETY: forwarded with the caller's guarantees.
-    let r = unsafe { load_image(out, image) };
+    let r = unsafe { load_image(&out, image) };
     let err = r.as_ref().err().map_or("", |(_, m)| m.as_str());
     // SAFETY: the buffers were validated by `jit_options` and are live.
     unsafe { logs.fill(values, "", err) };
     r.map_err(|(e, _)| e)
 }
 
-pub unsafe fn module_load_fat_binary(
-    out: *mut CUmodule,
-    image: *const c_void,
-) -> Result<(), CUresult> {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { module_load_data(out, image) }
-}
-
 /// Reads a file the application names, failing the way the driver does.
-pub(crate) fn read_file(path: *const c_char) -> Result<Vec<u8>, CUresult> {
-    // SAFETY: the API passes a NUL-terminated path or null.
-    let path = unsafe { read_c_string(path) }.ok_or(INVALID_VALUE)?;
-    std::fs::read(&path).map_err(|e| {
+pub(crate) fn read_file(path: &CStr) -> Result<Vec<u8>, CUresult> {
+    let path = path.to_string_lossy();
+    std::fs::read(&*path).map_err(|e| {
         warn(format_args!("cannot read {path}: {e}"));
         CUresult::CUDA_ERROR_FILE_NOT_FOUND
     })
 }
 
-pub unsafe fn module_load(out: *mut CUmodule, path: *const c_char) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
+pub fn module_load(out: Out<CUmodule>, path: &CStr) -> Result<(), CUresult> {
     current()?;
     let mut bytes = read_file(path)?;
     bytes.push(0);
     // SAFETY: `bytes` is a complete file plus a NUL, so PTX text terminates
     // and a fatbin's own headers bound what is read.
-    unsafe { module_load_data(out, bytes.as_ptr().cast()) }
+    unsafe { load_image(&out, bytes.as_ptr().cast()) }.map_err(|(e, _)| e)
 }
 
-pub fn module_unload(h: CUmodule) -> Result<(), CUresult> {
-    let m = module(h)?;
-    forget(&m, true);
+pub fn module_unload(m: Live<LoadedModule>) -> Result<(), CUresult> {
+    forget(&m, true)
+}
+
+pub fn module_get_function(
+    out: Out<CUfunction>,
+    m: Live<LoadedModule>,
+    name: &CStr,
+) -> Result<(), CUresult> {
+    let f = function_in(&m, &name.to_string_lossy())?;
+    out.write(f.handle as CUfunction);
     Ok(())
 }
 
-pub unsafe fn module_get_function(
-    out: *mut CUfunction,
-    h: CUmodule,
-    name: *const c_char,
+/// Both out-pointers are optional.
+pub fn module_get_global(
+    dptr: Option<Out<CUdeviceptr>>,
+    bytes: Option<Out<usize>>,
+    m: Live<LoadedModule>,
+    name: &CStr,
 ) -> Result<(), CUresult> {
-    if out.is_null() || name.is_null() {
-        return Err(INVALID_VALUE);
+    let name = name.to_string_lossy();
+    let addr = *m.symbols.get(&*name).ok_or(NOT_FOUND)?;
+    let size = m.sizes.get(&*name).copied().unwrap_or(0);
+    if let Some(d) = dptr {
+        d.write(addr);
     }
-    let m = module(h)?;
-    // SAFETY: checked non-null; the API passes a NUL-terminated name.
-    let name = unsafe { read_c_string(name) }.ok_or(INVALID_VALUE)?;
-    let f = function_in(&m, &name)?;
-    // SAFETY: checked non-null; the caller passes a writable CUfunction.
-    unsafe { write_out(out, f.handle as CUfunction, INVALID_VALUE) }
-}
-
-/// # Safety
-/// Out-pointers null or writable; `name` NUL-terminated.
-unsafe fn global_of(
-    m: &LoadedModule,
-    dptr: *mut CUdeviceptr,
-    bytes: *mut usize,
-    name: *const c_char,
-) -> Result<(), CUresult> {
-    // SAFETY: the API passes a NUL-terminated name or null.
-    let name = unsafe { read_c_string(name) }.ok_or(INVALID_VALUE)?;
-    let addr = *m.symbols.get(&name).ok_or(NOT_FOUND)?;
-    let size = m.sizes.get(&name).copied().unwrap_or(0);
-    // SAFETY: both out-pointers are optional; non-null ones are writable.
-    unsafe {
-        if !dptr.is_null() {
-            dptr.write_unaligned(addr);
-        }
-        if !bytes.is_null() {
-            bytes.write_unaligned(size);
-        }
+    if let Some(b) = bytes {
+        b.write(size);
     }
     Ok(())
 }
 
-pub unsafe fn module_get_global(
-    dptr: *mut CUdeviceptr,
-    bytes: *mut usize,
-    h: CUmodule,
-    name: *const c_char,
+pub fn module_get_loading_mode(mode: Out<CUmoduleLoadingMode>) -> Result<(), CUresult> {
+    mode.write(CUmoduleLoadingMode::CU_MODULE_LAZY_LOADING);
+    Ok(())
+}
+
+pub fn module_get_function_count(
+    count: Out<c_uint>,
+    m: Live<LoadedModule>,
 ) -> Result<(), CUresult> {
-    let m = module(h)?;
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { global_of(&m, dptr, bytes, name) }
+    count.write(m.functions().len() as c_uint);
+    Ok(())
 }
 
-pub unsafe fn module_get_loading_mode(mode: *mut CUmoduleLoadingMode) -> Result<(), CUresult> {
-    ensure_init()?;
-    // SAFETY: the caller passes a writable enum or null.
-    unsafe {
-        write_out(
-            mode,
-            CUmoduleLoadingMode::CU_MODULE_LAZY_LOADING,
-            INVALID_VALUE,
-        )
-    }
-}
-
-pub unsafe fn module_get_function_count(count: *mut c_uint, h: CUmodule) -> Result<(), CUresult> {
-    let m = module(h)?;
-    // SAFETY: the caller passes a writable uint or null.
-    unsafe { write_out(count, m.functions.len() as c_uint, INVALID_VALUE) }
-}
-
+/// `out` holds `n` entries.
 pub unsafe fn module_enumerate_functions(
-    out: *mut CUfunction,
+    out: Out<CUfunction>,
     n: c_uint,
-    h: CUmodule,
+    m: Live<LoadedModule>,
 ) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let m = module(h)?;
-    for (i, (_, f)) in m.functions.iter().take(n as usize).enumerate() {
+    for (i, (_, f)) in m.functions().iter().take(n as usize).enumerate() {
         // SAFETY: the array holds `n` entries per the API; `i < n`.
-        unsafe { out.add(i).write(*f as CUfunction) };
+        unsafe { out.as_ptr().add(i).write_unaligned(*f as CUfunction) };
     }
     Ok(())
 }
@@ -740,48 +727,54 @@ unsafe fn check_library_options(
 const EMPTY_PTX: &str = ".version 8.0\n.target sm_90\n.address_size 64\n";
 
 /// A library from what [`image_ptx`] made of its image.
-fn load_library(out: *mut CUlibrary, image: Result<String, CUresult>) -> Result<(), CUresult> {
+fn load_library(out: Out<CUlibrary>, image: Result<String, CUresult>) -> Result<(), CUresult> {
     let (text, no_code) = match image {
         Ok(t) => (t, false),
         Err(NO_BINARY) => (EMPTY_PTX.to_string(), true),
         Err(e) => return Err(e),
     };
     let ptx = Arc::new(parse_ptx(&text).map_err(|(e, _)| e)?);
-    let handle = mint_handle();
-    let kernels: Vec<Arc<Kernel>> = ptx
-        .kernel_names()
+    let names: Vec<String> = ptx.kernel_names().map(str::to_string).collect();
+    let mut objs = OBJECTS.write();
+    let mut made = None;
+    let handle = objs.insert_with(|handle| {
+        let lib = made.insert(Arc::new(Library {
+            handle,
+            ptx,
+            kernels: OnceLock::new(),
+            no_code,
+            modules: Mutex::new(HashMap::new()),
+        }));
+        Object::Library(lib.clone())
+    });
+    let lib = made.expect("insert_with calls its closure");
+    let kernels = names
+        .iter()
         .map(|n| {
-            let static_shared = ptx.entry(n).map_or(0, |k| k.static_shared);
-            Arc::new(Kernel {
-                handle: mint_handle(),
-                library: handle,
-                name: CString::new(n).unwrap_or_default(),
-                attrs: Arc::new(Mutex::new(FuncAttrs::new(static_shared))),
-            })
+            let static_shared = lib.ptx.entry(n).map_or(0, |k| k.static_shared);
+            let mut made = None;
+            objs.insert_with(|h| {
+                let k = made.insert(Arc::new(Kernel {
+                    handle: h,
+                    library: handle,
+                    name: CString::new(n.as_str()).unwrap_or_default(),
+                    attrs: Arc::new(Mutex::new(FuncAttrs::new(static_shared))),
+                }));
+                Object::Kernel(k.clone())
+            });
+            made.expect("insert_with calls its closure")
         })
         .collect();
-    let lib = Arc::new(Library {
-        handle,
-        ptx,
-        kernels,
-        no_code,
-        modules: Mutex::new(HashMap::new()),
-    });
-    {
-        let mut objs = OBJECTS.lock();
-        for k in &lib.kernels {
-            objs.insert(k.handle, Object::Kernel(k.clone()));
-        }
-        objs.insert(handle, Object::Library(lib));
-    }
-    // SAFETY: checked non-null by the callers; writable per the API.
-    unsafe { write_out(out, handle as CUlibrary, INVALID_VALUE) }
+    // Set while the registry is still locked: nobody has seen the library.
+    let _ = lib.kernels.set(kernels);
+    out.write(handle as CUlibrary);
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn library_load_data(
-    out: *mut CUlibrary,
-    code: *const c_void,
+    out: Out<CUlibrary>,
+    code: In<c_void>,
     jit: *mut CUjit_option,
     jit_values: *mut *mut c_void,
     nj: c_uint,
@@ -789,22 +782,18 @@ pub unsafe fn library_load_data(
     lib_values: *mut *mut c_void,
     nl: c_uint,
 ) -> Result<(), CUresult> {
-    if out.is_null() || code.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    ensure_init()?;
     // SAFETY: the arrays hold their counts per the API.
     unsafe { check_library_options(nj, jit, jit_values, nl, lib_opts, lib_values) }?;
     // The PTX is copied out, so CU_LIBRARY_BINARY_IS_PRESERVED changes
     // nothing. SAFETY: `code` is a complete image per the API.
-    let image = unsafe { image_ptx(code) };
+    let image = unsafe { image_ptx(code.as_ptr()) };
     load_library(out, image)
 }
 
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn library_load_from_file(
-    out: *mut CUlibrary,
-    path: *const c_char,
+    out: Out<CUlibrary>,
+    path: &CStr,
     jit: *mut CUjit_option,
     jit_values: *mut *mut c_void,
     nj: c_uint,
@@ -812,10 +801,6 @@ pub unsafe fn library_load_from_file(
     lib_values: *mut *mut c_void,
     nl: c_uint,
 ) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    ensure_init()?;
     // SAFETY: the arrays hold their counts per the API.
     unsafe { check_library_options(nj, jit, jit_values, nl, lib_opts, lib_values) }?;
     let mut bytes = read_file(path)?;
@@ -825,181 +810,143 @@ pub unsafe fn library_load_from_file(
     load_library(out, image)
 }
 
-pub fn library_unload(h: CUlibrary) -> Result<(), CUresult> {
-    let lib = library(h as usize)?;
+pub fn library_unload(lib: Live<Library>) -> Result<(), CUresult> {
     {
-        let mut objs = OBJECTS.lock();
-        objs.remove(&lib.handle);
-        for k in &lib.kernels {
-            objs.remove(&k.handle);
+        let mut objs = OBJECTS.write();
+        // Taken once: of two racing unloads, one does the work.
+        objs.take(lib.handle)?;
+        for k in lib.kernels() {
+            let _ = objs.take(k.handle);
         }
     }
-    let mods: Vec<usize> = lib.modules.lock().drain().map(|(_, m)| m).collect();
+    let mods: Vec<u64> = lib.modules.lock().drain().map(|(_, m)| m).collect();
     for m in mods {
-        if let Some(Object::Module(m)) = object(m) {
-            forget(&m, true);
+        // A module its context took with it is gone already.
+        if let Ok(Object::Module(m)) = OBJECTS.get(m) {
+            let _ = forget(&m, true);
         }
     }
     Ok(())
 }
 
-pub unsafe fn library_get_module(out: *mut CUmodule, h: CUlibrary) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let lib = library(h as usize)?;
-    let m = library_module(&lib)?;
-    // SAFETY: checked non-null; writable per the API.
-    unsafe { write_out(out, m.handle as CUmodule, INVALID_VALUE) }
+pub fn library_get_module(out: Out<CUmodule>, lib: Live<Library>) -> Result<(), CUresult> {
+    out.write(library_module(&lib)?.handle as CUmodule);
+    Ok(())
 }
 
-pub unsafe fn library_get_kernel(
-    out: *mut CUkernel,
-    h: CUlibrary,
-    name: *const c_char,
+pub fn library_get_kernel(
+    out: Out<CUkernel>,
+    lib: Live<Library>,
+    name: &CStr,
 ) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let lib = library(h as usize)?;
-    // SAFETY: the API passes a NUL-terminated name or null.
-    let name = unsafe { read_c_string(name) }.ok_or(INVALID_VALUE)?;
     let k = lib
-        .kernels
+        .kernels()
         .iter()
-        .find(|k| k.name.to_bytes() == name.as_bytes())
-        .ok_or_else(|| not_found(lib.no_code, &name))?;
-    // SAFETY: checked non-null; writable per the API.
-    unsafe { write_out(out, k.handle as CUkernel, INVALID_VALUE) }
+        .find(|k| k.name.as_c_str() == name)
+        .ok_or_else(|| not_found(lib.no_code, &name.to_string_lossy()))?;
+    out.write(k.handle as CUkernel);
+    Ok(())
 }
 
-pub unsafe fn library_get_global(
-    dptr: *mut CUdeviceptr,
-    bytes: *mut usize,
-    h: CUlibrary,
-    name: *const c_char,
+/// A global of the library's module in the current context.
+pub fn library_get_global(
+    dptr: Option<Out<CUdeviceptr>>,
+    bytes: Option<Out<usize>>,
+    lib: Live<Library>,
+    name: &CStr,
 ) -> Result<(), CUresult> {
-    let lib = library(h as usize)?;
-    let m = library_module(&lib)?;
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { global_of(&m, dptr, bytes, name) }
+    module_get_global(dptr, bytes, Live(library_module(&lib)?), name)
 }
 
-pub unsafe fn library_get_kernel_count(count: *mut c_uint, h: CUlibrary) -> Result<(), CUresult> {
-    let lib = library(h as usize)?;
-    // SAFETY: writable uint or null per the API.
-    unsafe { write_out(count, lib.kernels.len() as c_uint, INVALID_VALUE) }
+pub fn library_get_kernel_count(count: Out<c_uint>, lib: Live<Library>) -> Result<(), CUresult> {
+    count.write(lib.kernels().len() as c_uint);
+    Ok(())
 }
 
+/// `out` holds `n` entries.
 pub unsafe fn library_enumerate_kernels(
-    out: *mut CUkernel,
+    out: Out<CUkernel>,
     n: c_uint,
-    h: CUlibrary,
+    lib: Live<Library>,
 ) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let lib = library(h as usize)?;
-    for (i, k) in lib.kernels.iter().take(n as usize).enumerate() {
+    for (i, k) in lib.kernels().iter().take(n as usize).enumerate() {
         // SAFETY: the array holds `n` entries per the API; `i < n`.
-        unsafe { out.add(i).write(k.handle as CUkernel) };
+        unsafe { out.as_ptr().add(i).write_unaligned(k.handle as CUkernel) };
     }
     Ok(())
 }
 
-pub unsafe fn kernel_get_function(out: *mut CUfunction, k: CUkernel) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let k = kernel(k)?;
-    let f = kernel_function(&k)?;
-    // SAFETY: checked non-null; writable per the API.
-    unsafe { write_out(out, f.handle as CUfunction, INVALID_VALUE) }
+pub fn kernel_get_function(out: Out<CUfunction>, k: Live<Kernel>) -> Result<(), CUresult> {
+    out.write(kernel_function(&k)?.handle as CUfunction);
+    Ok(())
 }
 
-pub unsafe fn kernel_get_library(out: *mut CUlibrary, k: CUkernel) -> Result<(), CUresult> {
-    let k = kernel(k)?;
-    // SAFETY: writable or null per the API.
-    unsafe { write_out(out, k.library as CUlibrary, INVALID_VALUE) }
+pub fn kernel_get_library(out: Out<CUlibrary>, k: Live<Kernel>) -> Result<(), CUresult> {
+    out.write(k.library as CUlibrary);
+    Ok(())
 }
 
-pub unsafe fn kernel_get_name(out: *mut *const c_char, k: CUkernel) -> Result<(), CUresult> {
-    let k = kernel(k)?;
-    // The string lives as long as the kernel handle, as the API promises.
-    // SAFETY: writable or null per the API.
-    unsafe { write_out(out, k.name.as_ptr(), INVALID_VALUE) }
+/// The string lives as long as the kernel handle, as the API promises.
+pub fn kernel_get_name(out: Out<*const c_char>, k: Live<Kernel>) -> Result<(), CUresult> {
+    out.write(k.name.as_ptr());
+    Ok(())
 }
 
 /// The PTX module and settable attributes behind a kernel, without needing a
 /// context (cuKernelGetAttribute takes a device).
 type KernelParts = (Arc<vgpu_ptx::Module>, String, Arc<Mutex<FuncAttrs>>);
 
-fn kernel_parts(k: CUkernel) -> Result<KernelParts, CUresult> {
-    let k = kernel(k)?;
+fn kernel_parts(k: &Kernel) -> Result<KernelParts, CUresult> {
     let lib = library(k.library)?;
     let name = k.name.to_str().map_err(|_| INVALID_HANDLE)?.to_string();
     Ok((lib.ptx.clone(), name, k.attrs.clone()))
 }
 
-fn check_dev(dev: CUdevice) -> Result<(), CUresult> {
-    crate::device::check_device(dev)
-}
-
-pub unsafe fn kernel_get_attribute(
-    out: *mut c_int,
+pub fn kernel_get_attribute(
+    out: Out<c_int>,
     attr: CUfunction_attribute,
-    k: CUkernel,
-    dev: CUdevice,
+    k: Live<Kernel>,
+    _dev: Device,
 ) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let (ptx, name, attrs) = kernel_parts(k)?;
-    check_dev(dev)?;
+    let (ptx, name, attrs) = kernel_parts(&k)?;
     let v = attribute(&ptx, &name, &attrs.lock(), attr)?;
-    // SAFETY: checked non-null; writable per the API.
-    unsafe { write_out(out, v, INVALID_VALUE) }
+    out.write(v);
+    Ok(())
 }
 
 pub fn kernel_set_attribute(
     attr: CUfunction_attribute,
     value: c_int,
-    k: CUkernel,
-    dev: CUdevice,
+    k: Live<Kernel>,
+    _dev: Device,
 ) -> Result<(), CUresult> {
-    let (ptx, name, attrs) = kernel_parts(k)?;
-    check_dev(dev)?;
+    let (ptx, name, attrs) = kernel_parts(&k)?;
     let mut a = attrs.lock();
     set_attribute(&ptx, &name, &mut a, attr, value)
 }
 
 pub fn kernel_set_cache_config(
-    k: CUkernel,
+    k: Live<Kernel>,
     config: CUfunc_cache,
-    dev: CUdevice,
+    _dev: Device,
 ) -> Result<(), CUresult> {
-    let (_, _, attrs) = kernel_parts(k)?;
-    check_dev(dev)?;
-    let mut a = attrs.lock();
-    set_cache(&mut a, config)
+    set_cache(&mut k.attrs.lock(), config)
 }
 
-pub unsafe fn kernel_get_param_info(
-    k: CUkernel,
+pub fn kernel_get_param_info(
+    k: Live<Kernel>,
     index: usize,
-    offset: *mut usize,
-    size: *mut usize,
+    offset: Out<usize>,
+    size: Option<Out<usize>>,
 ) -> Result<(), CUresult> {
-    let (ptx, name, _) = kernel_parts(k)?;
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { param_info(&ptx, &name, index, offset, size) }
+    let (ptx, name, _) = kernel_parts(&k)?;
+    param_info(&ptx, &name, index, offset, size)
 }
 
-pub unsafe fn kernel_get_param_count(k: CUkernel, count: *mut usize) -> Result<(), CUresult> {
-    let (ptx, name, _) = kernel_parts(k)?;
-    let n = ptx.entry(&name).ok_or(INVALID_HANDLE)?.params.len();
-    // SAFETY: writable or null per the API.
-    unsafe { write_out(count, n, INVALID_VALUE) }
+pub fn kernel_get_param_count(k: Live<Kernel>, count: Out<usize>) -> Result<(), CUresult> {
+    let (ptx, name, _) = kernel_parts(&k)?;
+    count.write(ptx.entry(&name).ok_or(INVALID_HANDLE)?.params.len());
+    Ok(())
 }
 
 // ---- cuFunc* --------------------------------------------------------------------
@@ -1100,133 +1047,103 @@ fn set_cache(attrs: &mut FuncAttrs, config: CUfunc_cache) -> Result<(), CUresult
     Ok(())
 }
 
-/// # Safety
-/// Out-pointers null or writable.
-unsafe fn param_info(
+/// `size` is optional.
+fn param_info(
     ptx: &vgpu_ptx::Module,
     name: &str,
     index: usize,
-    offset: *mut usize,
-    size: *mut usize,
+    offset: Out<usize>,
+    size: Option<Out<usize>>,
 ) -> Result<(), CUresult> {
     let k = ptx.entry(name).ok_or(INVALID_HANDLE)?;
     let p = k.params.get(index).ok_or(INVALID_VALUE)?;
-    if offset.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    // SAFETY: `offset` checked non-null; `size` is optional; both writable
-    // per the API.
-    unsafe {
-        offset.write_unaligned(p.offset as usize);
-        if !size.is_null() {
-            size.write_unaligned(p.size as usize);
-        }
+    offset.write(p.offset as usize);
+    if let Some(s) = size {
+        s.write(p.size as usize);
     }
     Ok(())
 }
 
-pub unsafe fn func_get_attribute(
-    out: *mut c_int,
+pub fn func_get_attribute(
+    out: Out<c_int>,
     attr: CUfunction_attribute,
-    f: CUfunction,
+    f: Live<Function>,
 ) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let f = function(f)?;
     let v = attribute(
         &f.module.ptx,
         f.name.to_str().unwrap_or(""),
         &f.attrs.lock(),
         attr,
     )?;
-    // SAFETY: checked non-null; writable per the API.
-    unsafe { write_out(out, v, INVALID_VALUE) }
+    out.write(v);
+    Ok(())
 }
 
 pub fn func_set_attribute(
-    f: CUfunction,
+    f: Live<Function>,
     attr: CUfunction_attribute,
     value: c_int,
 ) -> Result<(), CUresult> {
-    let f = function(f)?;
     let name = f.name.to_str().unwrap_or("");
     let mut a = f.attrs.lock();
     set_attribute(&f.module.ptx, name, &mut a, attr, value)
 }
 
-pub fn func_set_cache_config(f: CUfunction, config: CUfunc_cache) -> Result<(), CUresult> {
-    let f = function(f)?;
-    let mut a = f.attrs.lock();
-    set_cache(&mut a, config)
+pub fn func_set_cache_config(f: Live<Function>, config: CUfunc_cache) -> Result<(), CUresult> {
+    set_cache(&mut f.attrs.lock(), config)
 }
 
 /// Bank size is a Kepler setting; later boards accept and ignore it.
 pub fn func_set_shared_mem_config(
-    f: CUfunction,
+    _f: Live<Function>,
     config: cuda_types::cuda::CUsharedconfig,
 ) -> Result<(), CUresult> {
-    function(f)?;
     if config.0 > 2 {
         return Err(INVALID_VALUE);
     }
     Ok(())
 }
 
-pub unsafe fn func_get_name(out: *mut *const c_char, f: CUfunction) -> Result<(), CUresult> {
-    let f = function(f)?;
-    // The string lives as long as the function's module.
-    // SAFETY: writable or null per the API.
-    unsafe { write_out(out, f.name.as_ptr(), INVALID_VALUE) }
+/// The string lives as long as the function's module.
+pub fn func_get_name(out: Out<*const c_char>, f: Live<Function>) -> Result<(), CUresult> {
+    out.write(f.name.as_ptr());
+    Ok(())
 }
 
-pub unsafe fn func_get_module(out: *mut CUmodule, f: CUfunction) -> Result<(), CUresult> {
-    let f = function(f)?;
-    // SAFETY: writable or null per the API.
-    unsafe { write_out(out, f.module.handle as CUmodule, INVALID_VALUE) }
+pub fn func_get_module(out: Out<CUmodule>, f: Live<Function>) -> Result<(), CUresult> {
+    out.write(f.module.handle as CUmodule);
+    Ok(())
 }
 
-pub unsafe fn func_get_param_info(
-    f: CUfunction,
+pub fn func_get_param_info(
+    f: Live<Function>,
     index: usize,
-    offset: *mut usize,
-    size: *mut usize,
+    offset: Out<usize>,
+    size: Option<Out<usize>>,
 ) -> Result<(), CUresult> {
-    let f = function(f)?;
     let name = f.name.to_str().unwrap_or("");
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { param_info(&f.module.ptx, name, index, offset, size) }
+    param_info(&f.module.ptx, name, index, offset, size)
 }
 
-pub unsafe fn func_get_param_count(f: CUfunction, count: *mut usize) -> Result<(), CUresult> {
-    let f = function(f)?;
-    let n = f
+pub fn func_get_param_count(f: Live<Function>, count: Out<usize>) -> Result<(), CUresult> {
+    let k = f
         .module
         .ptx
         .entry(f.name.to_str().unwrap_or(""))
-        .ok_or(INVALID_HANDLE)?
-        .params
-        .len();
-    // SAFETY: writable or null per the API.
-    unsafe { write_out(count, n, INVALID_VALUE) }
+        .ok_or(INVALID_HANDLE)?;
+    count.write(k.params.len());
+    Ok(())
 }
 
 /// Modules load whole, so every function is loaded.
-pub unsafe fn func_is_loaded(
-    out: *mut CUfunctionLoadingState,
-    f: CUfunction,
+pub fn func_is_loaded(
+    out: Out<CUfunctionLoadingState>,
+    _f: Live<Function>,
 ) -> Result<(), CUresult> {
-    function(f)?;
-    // SAFETY: writable or null per the API.
-    unsafe {
-        write_out(
-            out,
-            CUfunctionLoadingState::CU_FUNCTION_LOADING_STATE_LOADED,
-            INVALID_VALUE,
-        )
-    }
+    out.write(CUfunctionLoadingState::CU_FUNCTION_LOADING_STATE_LOADED);
+    Ok(())
 }
 
-pub fn func_load(f: CUfunction) -> Result<(), CUresult> {
-    function(f).map(drop)
+pub fn func_load(_f: Live<Function>) -> Result<(), CUresult> {
+    Ok(())
 }

@@ -1,11 +1,12 @@
 //! The NVML subset: inventory, identity and live telemetry of the emulated
 //! board.
 
-use crate::ffi::{read_c_string, write_c_string, write_out};
+use crate::ffi::nvml_string;
 use crate::{context, device, identity, memory, profile, sensors};
 use cuda_types::nvml::*;
 use parking_lot::Mutex;
-use std::ffi::{c_char, c_int, c_uint, c_ulonglong};
+use std::ffi::{c_char, c_int, c_uint, c_ulonglong, CStr};
+use vgpu_ffi::{FromCuda, Out};
 
 const INVALID_ARGUMENT: nvmlReturn_t = nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
 const INSUFFICIENT_SIZE: nvmlReturn_t = nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE;
@@ -19,14 +20,17 @@ type R = Result<(), nvmlReturn_t>;
 static REFCOUNT: Mutex<u32> = Mutex::new(0);
 
 /// The one device's handle is the address of this static: unique, stable and
-/// never dereferenced.
+/// never dereferenced. A single handle for the life of the process, so it
+/// needs no registry.
 static DEVICE0: u8 = 0;
 
 fn handle0() -> nvmlDevice_t {
     std::ptr::addr_of!(DEVICE0) as nvmlDevice_t
 }
 
-fn ensure_init() -> R {
+/// The export list's `require`: everything but the library calls needs
+/// nvmlInit first.
+pub fn ensure_init() -> R {
     if *REFCOUNT.lock() > 0 {
         Ok(())
     } else {
@@ -34,29 +38,18 @@ fn ensure_init() -> R {
     }
 }
 
-/// An initialized library and a handle this library gave out.
-fn check(device: nvmlDevice_t) -> R {
-    ensure_init()?;
-    if device == handle0() {
-        Ok(())
-    } else {
-        Err(INVALID_ARGUMENT)
-    }
-}
+/// A device handle argument this library gave out (INVALID_ARGUMENT
+/// otherwise).
+pub struct Device;
 
-/// # Safety: `p` null or writable.
-unsafe fn out<T>(p: *mut T, v: T) -> R {
-    // SAFETY: forwarded with the caller's guarantee.
-    unsafe { write_out(p, v, INVALID_ARGUMENT) }
-}
-
-/// NVML's string protocol: a too-small buffer is INSUFFICIENT_SIZE.
-unsafe fn out_str(buf: *mut c_char, len: c_uint, s: &str) -> R {
-    if buf.is_null() {
-        return Err(INVALID_ARGUMENT);
+impl FromCuda<nvmlDevice_t, nvmlReturn_t> for Device {
+    unsafe fn from_cuda(d: nvmlDevice_t) -> Result<Self, nvmlReturn_t> {
+        if d == handle0() {
+            Ok(Device)
+        } else {
+            Err(INVALID_ARGUMENT)
+        }
     }
-    // SAFETY: the caller's buffer holds `len` bytes.
-    unsafe { write_c_string(buf, len as usize, s) }.map_err(|_| INSUFFICIENT_SIZE)
 }
 
 /// `nvmlInitWithFlags`, and `nvmlInit` with no flags: NO_GPUS (1) and
@@ -75,104 +68,77 @@ pub fn shutdown() -> R {
     Ok(())
 }
 
-pub unsafe fn system_get_driver_version(buf: *mut c_char, len: c_uint) -> R {
-    ensure_init()?;
-    // SAFETY: the caller's buffer holds `len` bytes.
-    unsafe { out_str(buf, len, profile::DRIVER_VERSION) }
+/// The answer of every query whose value never changes: the list gives it
+/// (a property of the emulated board, an H100 PCIe).
+pub fn answer<T>(_d: Device, out: Out<T>, value: T) -> R {
+    out.write(value);
+    Ok(())
 }
 
-pub unsafe fn system_get_nvml_version(buf: *mut c_char, len: c_uint) -> R {
-    // NVML answers this one even before nvmlInit.
-    // SAFETY: the caller's buffer holds `len` bytes.
-    unsafe { out_str(buf, len, profile::NVML_VERSION) }
+/// `nvmlSystemGetCudaDriverVersion` and `_v2`; answered before nvmlInit.
+pub fn system_get_cuda_driver_version(v: Out<c_int>) -> R {
+    v.write(profile::cuda_driver_version());
+    Ok(())
 }
 
-pub unsafe fn system_get_cuda_driver_version(v: *mut c_int) -> R {
-    // SAFETY: the caller passes null or a writable int.
-    unsafe { out(v, profile::cuda_driver_version()) }
+pub fn device_get_count(count: Out<c_uint>) -> R {
+    count.write(device::DEVICE_COUNT as c_uint);
+    Ok(())
 }
 
-pub unsafe fn device_get_count(count: *mut c_uint) -> R {
-    ensure_init()?;
-    // SAFETY: the caller passes null or a writable uint.
-    unsafe { out(count, device::DEVICE_COUNT as c_uint) }
-}
-
-pub unsafe fn handle_by_index(index: c_uint, dev: *mut nvmlDevice_t) -> R {
-    ensure_init()?;
-    if dev.is_null() || index >= device::DEVICE_COUNT as c_uint {
+pub fn handle_by_index(index: c_uint, dev: Out<nvmlDevice_t>) -> R {
+    if index >= device::DEVICE_COUNT as c_uint {
         return Err(INVALID_ARGUMENT);
     }
-    // SAFETY: checked non-null; the caller passes a writable handle slot.
-    unsafe { out(dev, handle0()) }
+    dev.write(handle0());
+    Ok(())
+}
+
+/// What `nvmlDeviceGetHandleBy*` looks a device up by.
+pub enum Key {
+    Uuid,
+    PciBusId,
+    Serial,
 }
 
 /// The lookups by identifier share their protocol: a bad argument is
 /// INVALID_ARGUMENT, a well-formed one that names no device NOT_FOUND.
-unsafe fn handle_by(
-    key: *const c_char,
-    dev: *mut nvmlDevice_t,
-    matches: impl Fn(&str) -> bool,
-) -> R {
-    ensure_init()?;
-    if dev.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    // SAFETY: the caller passes null or a NUL-terminated string.
-    let key = unsafe { read_c_string(key) }.ok_or(INVALID_ARGUMENT)?;
-    if !matches(key.trim()) {
+pub fn handle_by(key: &CStr, dev: Out<nvmlDevice_t>, kind: Key) -> R {
+    let key = key.to_string_lossy();
+    let key = key.trim();
+    let ours = identity::device0();
+    let matches = match kind {
+        Key::Uuid => key.eq_ignore_ascii_case(&identity::uuid_string(&ours.uuid)),
+        Key::PciBusId => device::is_our_pci_address(key),
+        Key::Serial => key == ours.serial,
+    };
+    if !matches {
         return Err(NOT_FOUND);
     }
-    // SAFETY: checked non-null; the caller passes a writable handle slot.
-    unsafe { out(dev, handle0()) }
+    dev.write(handle0());
+    Ok(())
 }
 
-pub unsafe fn handle_by_uuid(uuid: *const c_char, dev: *mut nvmlDevice_t) -> R {
-    let ours = identity::uuid_string(&identity::device0().uuid);
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { handle_by(uuid, dev, |s| s.eq_ignore_ascii_case(&ours)) }
+/// The device's strings.
+pub enum Text {
+    Name,
+    Uuid,
+    Serial,
 }
 
-pub unsafe fn handle_by_pci_bus_id(id: *const c_char, dev: *mut nvmlDevice_t) -> R {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { handle_by(id, dev, device::is_our_pci_address) }
-}
-
-pub unsafe fn handle_by_serial(serial: *const c_char, dev: *mut nvmlDevice_t) -> R {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { handle_by(serial, dev, |s| s == identity::device0().serial) }
-}
-
-pub unsafe fn get_name(d: nvmlDevice_t, buf: *mut c_char, len: c_uint) -> R {
-    check(d)?;
-    // SAFETY: the caller's buffer holds `len` bytes.
-    unsafe { out_str(buf, len, profile::NAME) }
-}
-
-pub unsafe fn get_uuid(d: nvmlDevice_t, buf: *mut c_char, len: c_uint) -> R {
-    check(d)?;
-    let s = identity::uuid_string(&identity::device0().uuid);
-    // SAFETY: the caller's buffer holds `len` bytes.
-    unsafe { out_str(buf, len, &s) }
-}
-
-pub unsafe fn get_serial(d: nvmlDevice_t, buf: *mut c_char, len: c_uint) -> R {
-    check(d)?;
-    // SAFETY: the caller's buffer holds `len` bytes.
-    unsafe { out_str(buf, len, &identity::device0().serial) }
-}
-
-pub unsafe fn get_index(d: nvmlDevice_t, index: *mut c_uint) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable uint.
-    unsafe { out(index, 0) }
-}
-
-/// The N of /dev/nvidiaN.
-pub unsafe fn get_minor_number(d: nvmlDevice_t, minor: *mut c_uint) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable uint.
-    unsafe { out(minor, 0) }
+/// `nvmlDeviceGetName`, `GetUUID` and `GetSerial`, by `which`.
+///
+/// # Safety
+/// `buf` holds `len` bytes.
+pub unsafe fn get_string(_d: Device, buf: Out<c_char>, len: c_uint, which: Text) -> R {
+    let id = identity::device0();
+    let s = match which {
+        Text::Name => profile::NAME.to_string(),
+        Text::Uuid => identity::uuid_string(&id.uuid),
+        Text::Serial => id.serial.clone(),
+    };
+    // SAFETY: per the caller.
+    unsafe { nvml_string(buf, len, &s) }
 }
 
 fn c_chars<const N: usize>(s: &str) -> [c_char; N] {
@@ -197,10 +163,9 @@ fn pci_info() -> nvmlPciInfo_t {
 }
 
 /// Every version of the call fills the same current struct layout.
-pub unsafe fn get_pci_info(d: nvmlDevice_t, pci: *mut nvmlPciInfo_t) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable nvmlPciInfo_t.
-    unsafe { out(pci, pci_info()) }
+pub fn get_pci_info(_d: Device, pci: Out<nvmlPciInfo_t>) -> R {
+    pci.write(pci_info());
+    Ok(())
 }
 
 struct MemoryView {
@@ -221,16 +186,14 @@ fn memory_view() -> MemoryView {
 }
 
 /// v1 has no `reserved` field and counts the driver's share as used.
-pub unsafe fn get_memory_info(d: nvmlDevice_t, mem: *mut nvmlMemory_t) -> R {
-    check(d)?;
+pub fn get_memory_info(_d: Device, mem: Out<nvmlMemory_t>) -> R {
     let m = memory_view();
-    let v = nvmlMemory_t {
+    mem.write(nvmlMemory_t {
         total: m.total,
         free: m.free,
         used: m.used + m.reserved,
-    };
-    // SAFETY: the caller passes null or a writable nvmlMemory_t.
-    unsafe { out(mem, v) }
+    });
+    Ok(())
 }
 
 /// `nvmlMemory_v2` from nvml.h: NVML_STRUCT_VERSION(Memory, 2).
@@ -239,56 +202,27 @@ pub const NVML_MEMORY_V2: c_uint = std::mem::size_of::<nvmlMemory_v2_t>() as c_u
 pub const NVML_TEMPERATURE_V1: c_uint =
     std::mem::size_of::<nvmlTemperature_t>() as c_uint | (1 << 24);
 
-pub unsafe fn get_memory_info_v2(d: nvmlDevice_t, mem: *mut nvmlMemory_v2_t) -> R {
-    check(d)?;
-    if mem.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    // SAFETY: non-null; the caller passes a readable struct whose first field
-    // is the version the caller set.
-    let version = unsafe { std::ptr::addr_of!((*mem).version).read_unaligned() };
+/// The caller sets the struct's version.
+pub fn get_memory_info_v2(_d: Device, mem: Out<nvmlMemory_v2_t>) -> R {
+    let version = mem.read().version;
     if version != NVML_MEMORY_V2 {
         return Err(nvmlReturn_t::NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
     }
     let m = memory_view();
-    let v = nvmlMemory_v2_t {
+    mem.write(nvmlMemory_v2_t {
         version,
         total: m.total,
         reserved: m.reserved,
         free: m.free,
         used: m.used,
-    };
-    // SAFETY: checked non-null; writable per the caller.
-    unsafe { out(mem, v) }
+    });
+    Ok(())
 }
 
-pub unsafe fn get_cuda_compute_capability(
-    d: nvmlDevice_t,
-    major: *mut c_int,
-    minor: *mut c_int,
-) -> R {
-    check(d)?;
-    if major.is_null() || minor.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    // SAFETY: both checked non-null; writable per the caller.
-    unsafe {
-        out(major, profile::CC_MAJOR)?;
-        out(minor, profile::CC_MINOR)
-    }
-}
-
-/// Datacenter boards since A100 report the plain "NVIDIA" brand.
-pub unsafe fn get_brand(d: nvmlDevice_t, brand: *mut nvmlBrandType_t) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable enum.
-    unsafe { out(brand, nvmlBrandType_t::NVML_BRAND_NVIDIA) }
-}
-
-pub unsafe fn get_architecture(d: nvmlDevice_t, arch: *mut nvmlDeviceArchitecture_t) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable uint.
-    unsafe { out(arch, NVML_DEVICE_ARCH_HOPPER) }
+pub fn get_cuda_compute_capability(_d: Device, major: Out<c_int>, minor: Out<c_int>) -> R {
+    major.write(profile::CC_MAJOR);
+    minor.write(profile::CC_MINOR);
+    Ok(())
 }
 
 fn temperature_of(sensor: nvmlTemperatureSensors_t) -> Result<u32, nvmlReturn_t> {
@@ -301,49 +235,31 @@ fn temperature_of(sensor: nvmlTemperatureSensors_t) -> Result<u32, nvmlReturn_t>
     }
 }
 
-pub unsafe fn get_temperature(
-    d: nvmlDevice_t,
-    sensor: nvmlTemperatureSensors_t,
-    temp: *mut c_uint,
-) -> R {
-    check(d)?;
-    if temp.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    let t = temperature_of(sensor)?;
-    // SAFETY: checked non-null; writable per the caller.
-    unsafe { out(temp, t) }
+pub fn get_temperature(_d: Device, sensor: nvmlTemperatureSensors_t, temp: Out<c_uint>) -> R {
+    temp.write(temperature_of(sensor)?);
+    Ok(())
 }
 
-pub unsafe fn get_temperature_v(d: nvmlDevice_t, t: *mut nvmlTemperature_t) -> R {
-    check(d)?;
-    if t.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    // SAFETY: non-null; the caller filled in version and sensor type.
-    let req = unsafe { t.read_unaligned() };
+/// The caller fills in the version and the sensor type.
+pub fn get_temperature_v(_d: Device, t: Out<nvmlTemperature_t>) -> R {
+    let req = t.read();
     if req.version != NVML_TEMPERATURE_V1 {
         return Err(nvmlReturn_t::NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
     }
     let v = temperature_of(req.sensorType)?;
-    let reply = nvmlTemperature_t {
+    t.write(nvmlTemperature_t {
         temperature: v as c_int,
         ..req
-    };
-    // SAFETY: checked non-null; writable per the caller.
-    unsafe { out(t, reply) }
+    });
+    Ok(())
 }
 
-pub unsafe fn get_temperature_threshold(
-    d: nvmlDevice_t,
+pub fn get_temperature_threshold(
+    _d: Device,
     kind: nvmlTemperatureThresholds_t,
-    temp: *mut c_uint,
+    temp: Out<c_uint>,
 ) -> R {
     use nvmlTemperatureThresholds_t as T;
-    check(d)?;
-    if temp.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
     // H100 PCIe, from `nvidia-smi -q`.
     let v = match kind {
         T::NVML_TEMPERATURE_THRESHOLD_SHUTDOWN => 92,
@@ -353,52 +269,28 @@ pub unsafe fn get_temperature_threshold(
         k if k.0 < T::NVML_TEMPERATURE_THRESHOLD_COUNT.0 => return Err(NOT_SUPPORTED),
         _ => return Err(INVALID_ARGUMENT),
     };
-    // SAFETY: checked non-null; writable per the caller.
-    unsafe { out(temp, v) }
+    temp.write(v);
+    Ok(())
 }
 
-pub unsafe fn get_power_usage(d: nvmlDevice_t, mw: *mut c_uint) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable uint.
-    unsafe { out(mw, sensors::power_mw()) }
+pub fn get_power_usage(_d: Device, mw: Out<c_uint>) -> R {
+    mw.write(sensors::power_mw());
+    Ok(())
 }
 
-/// The limit as set, enforced and by default: all the TDP.
-pub unsafe fn get_power_limit(d: nvmlDevice_t, mw: *mut c_uint) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable uint.
-    unsafe { out(mw, profile::POWER_LIMIT_MW) }
+pub fn get_power_limit_constraints(_d: Device, min: Out<c_uint>, max: Out<c_uint>) -> R {
+    min.write(profile::POWER_LIMIT_MIN_MW);
+    max.write(profile::POWER_LIMIT_MW);
+    Ok(())
 }
 
-pub unsafe fn get_power_limit_constraints(
-    d: nvmlDevice_t,
-    min: *mut c_uint,
-    max: *mut c_uint,
-) -> R {
-    check(d)?;
-    if min.is_null() || max.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    // SAFETY: both checked non-null; writable per the caller.
-    unsafe {
-        out(min, profile::POWER_LIMIT_MIN_MW)?;
-        out(max, profile::POWER_LIMIT_MW)
-    }
-}
-
-pub unsafe fn get_utilization_rates(d: nvmlDevice_t, u: *mut nvmlUtilization_t) -> R {
-    check(d)?;
+pub fn get_utilization_rates(_d: Device, u: Out<nvmlUtilization_t>) -> R {
     let now = sensors::utilization();
-    // SAFETY: the caller passes null or a writable struct.
-    unsafe {
-        out(
-            u,
-            nvmlUtilization_t {
-                gpu: now.gpu,
-                memory: now.memory,
-            },
-        )
-    }
+    u.write(nvmlUtilization_t {
+        gpu: now.gpu,
+        memory: now.memory,
+    });
+    Ok(())
 }
 
 fn max_clock(kind: nvmlClockType_t) -> Result<u32, nvmlReturn_t> {
@@ -423,37 +315,15 @@ fn current_clock(kind: nvmlClockType_t) -> Result<u32, nvmlReturn_t> {
     })
 }
 
-pub unsafe fn get_clock_info(d: nvmlDevice_t, kind: nvmlClockType_t, mhz: *mut c_uint) -> R {
-    check(d)?;
-    if mhz.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    let v = current_clock(kind)?;
-    // SAFETY: checked non-null; writable per the caller.
-    unsafe { out(mhz, v) }
+/// `nvmlDeviceGetClock`.
+pub fn get_clock(d: Device, kind: nvmlClockType_t, id: nvmlClockId_t, mhz: Out<c_uint>) -> R {
+    get_clock_info(d, kind, mhz, id)
 }
 
-pub unsafe fn get_max_clock_info(d: nvmlDevice_t, kind: nvmlClockType_t, mhz: *mut c_uint) -> R {
-    check(d)?;
-    if mhz.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    let v = max_clock(kind)?;
-    // SAFETY: checked non-null; writable per the caller.
-    unsafe { out(mhz, v) }
-}
-
-pub unsafe fn get_clock(
-    d: nvmlDevice_t,
-    kind: nvmlClockType_t,
-    id: nvmlClockId_t,
-    mhz: *mut c_uint,
-) -> R {
+/// `nvmlDeviceGetClockInfo` (the current clock) and `GetMaxClockInfo`, by
+/// the clock id the list gives (the argument order is theirs).
+pub fn get_clock_info(_d: Device, kind: nvmlClockType_t, mhz: Out<c_uint>, id: nvmlClockId_t) -> R {
     use nvmlClockId_t as I;
-    check(d)?;
-    if mhz.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
     let v = match id {
         I::NVML_CLOCK_ID_CURRENT => current_clock(kind)?,
         I::NVML_CLOCK_ID_APP_CLOCK_TARGET
@@ -461,140 +331,63 @@ pub unsafe fn get_clock(
         | I::NVML_CLOCK_ID_CUSTOMER_BOOST_MAX => max_clock(kind)?,
         _ => return Err(INVALID_ARGUMENT),
     };
-    // SAFETY: checked non-null; writable per the caller.
-    unsafe { out(mhz, v) }
+    mhz.write(v);
+    Ok(())
 }
 
-/// Datacenter Hopper boards stay in P0 while the driver is loaded.
-pub unsafe fn get_performance_state(d: nvmlDevice_t, p: *mut nvmlPstates_t) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable enum.
-    unsafe { out(p, nvmlPstates_t::NVML_PSTATE_0) }
+pub fn get_mig_mode(_d: Device, current: Out<c_uint>, pending: Out<c_uint>) -> R {
+    current.write(NVML_DEVICE_MIG_DISABLE);
+    pending.write(NVML_DEVICE_MIG_DISABLE);
+    Ok(())
 }
 
-unsafe fn out_state(d: nvmlDevice_t, p: *mut nvmlEnableState_t, v: nvmlEnableState_t) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable enum.
-    unsafe { out(p, v) }
-}
-
-pub unsafe fn get_persistence_mode(d: nvmlDevice_t, p: *mut nvmlEnableState_t) -> R {
-    // SAFETY: forwarded with the caller's guarantee.
-    unsafe { out_state(d, p, nvmlEnableState_t::NVML_FEATURE_DISABLED) }
-}
-
-/// No display engine output on a datacenter board.
-pub unsafe fn get_display_mode(d: nvmlDevice_t, p: *mut nvmlEnableState_t) -> R {
-    // SAFETY: forwarded with the caller's guarantee.
-    unsafe { out_state(d, p, nvmlEnableState_t::NVML_FEATURE_DISABLED) }
-}
-
-pub unsafe fn get_compute_mode(d: nvmlDevice_t, p: *mut nvmlComputeMode_t) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable enum.
-    unsafe { out(p, nvmlComputeMode_t::NVML_COMPUTEMODE_DEFAULT) }
-}
-
-pub unsafe fn get_mig_mode(d: nvmlDevice_t, current: *mut c_uint, pending: *mut c_uint) -> R {
-    check(d)?;
-    if current.is_null() || pending.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    // SAFETY: both checked non-null; writable per the caller.
-    unsafe {
-        out(current, NVML_DEVICE_MIG_DISABLE)?;
-        out(pending, NVML_DEVICE_MIG_DISABLE)
-    }
-}
-
-pub unsafe fn is_mig_device_handle(d: nvmlDevice_t, is_mig: *mut c_uint) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable uint.
-    unsafe { out(is_mig, 0) }
-}
-
-pub unsafe fn get_ecc_mode(
-    d: nvmlDevice_t,
-    current: *mut nvmlEnableState_t,
-    pending: *mut nvmlEnableState_t,
+pub fn get_ecc_mode(
+    _d: Device,
+    current: Out<nvmlEnableState_t>,
+    pending: Out<nvmlEnableState_t>,
 ) -> R {
-    check(d)?;
-    if current.is_null() || pending.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    // SAFETY: both checked non-null; writable per the caller.
-    unsafe {
-        out(current, nvmlEnableState_t::NVML_FEATURE_ENABLED)?;
-        out(pending, nvmlEnableState_t::NVML_FEATURE_ENABLED)
-    }
+    current.write(nvmlEnableState_t::NVML_FEATURE_ENABLED);
+    pending.write(nvmlEnableState_t::NVML_FEATURE_ENABLED);
+    Ok(())
 }
 
-pub unsafe fn get_total_ecc_errors(
-    d: nvmlDevice_t,
+pub fn get_total_ecc_errors(
+    _d: Device,
     kind: nvmlMemoryErrorType_t,
     counter: nvmlEccCounterType_t,
-    count: *mut c_ulonglong,
+    count: Out<c_ulonglong>,
 ) -> R {
-    check(d)?;
-    if count.is_null()
-        || kind.0 >= nvmlMemoryErrorType_t::NVML_MEMORY_ERROR_TYPE_COUNT.0
+    if kind.0 >= nvmlMemoryErrorType_t::NVML_MEMORY_ERROR_TYPE_COUNT.0
         || counter.0 >= nvmlEccCounterType_t::NVML_ECC_COUNTER_TYPE_COUNT.0
     {
         return Err(INVALID_ARGUMENT);
     }
-    // SAFETY: checked non-null; writable per the caller.
-    unsafe { out(count, 0) }
+    count.write(0);
+    Ok(())
 }
 
 /// NVENC/NVDEC are never used by the software GPU: 0 over NVML's usual
 /// sampling period.
-pub unsafe fn get_codec_utilization(d: nvmlDevice_t, u: *mut c_uint, period_us: *mut c_uint) -> R {
-    check(d)?;
-    if u.is_null() || period_us.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    // SAFETY: both checked non-null; writable per the caller.
-    unsafe {
-        out(u, 0)?;
-        out(period_us, 167_000)
-    }
-}
-
-pub unsafe fn get_memory_bus_width(d: nvmlDevice_t, w: *mut c_uint) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable uint.
-    unsafe { out(w, 5120) }
-}
-
-/// PCIe Gen5 x16.
-pub unsafe fn get_pcie_generation(d: nvmlDevice_t, g: *mut c_uint) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable uint.
-    unsafe { out(g, 5) }
-}
-
-pub unsafe fn get_pcie_width(d: nvmlDevice_t, w: *mut c_uint) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable uint.
-    unsafe { out(w, 16) }
-}
-
-/// 114 SMs × 128 FP32 cores.
-pub unsafe fn get_num_gpu_cores(d: nvmlDevice_t, n: *mut c_uint) -> R {
-    check(d)?;
-    // SAFETY: the caller passes null or a writable uint.
-    unsafe { out(n, profile::SM_COUNT as c_uint * 128) }
+pub fn get_codec_utilization(_d: Device, u: Out<c_uint>, period_us: Out<c_uint>) -> R {
+    u.write(0);
+    period_us.write(167_000);
+    Ok(())
 }
 
 /// `nvmlClocksEventReasonGpuIdle` while nothing runs, none otherwise.
-pub unsafe fn get_clocks_event_reasons(d: nvmlDevice_t, r: *mut c_ulonglong) -> R {
-    check(d)?;
-    let reasons = if sensors::boosted() { 0 } else { 0x1 };
-    // SAFETY: the caller passes null or a writable u64.
-    unsafe { out(r, reasons) }
+pub fn get_clocks_event_reasons(_d: Device, r: Out<c_ulonglong>) -> R {
+    r.write(if sensors::boosted() { 0 } else { 0x1 });
+    Ok(())
 }
 
 // ---- processes --------------------------------------------------------------
+
+/// Which processes a list is asked for.
+pub enum Clients {
+    Compute,
+    /// The software GPU has none.
+    Graphics,
+}
 
 /// This process, when it holds a live context: the only client the software
 /// GPU can see.
@@ -606,26 +399,54 @@ fn compute_processes() -> Vec<(u32, u64)> {
     }
 }
 
-/// NVML's sizing protocol: `*count` in is the capacity of `infos`; when the
-/// list does not fit, `*count` out is the size needed and the status
-/// INSUFFICIENT_SIZE (asking with `*count == 0` is how callers size it).
-unsafe fn fill_processes<T>(
-    d: nvmlDevice_t,
-    count: *mut c_uint,
-    infos: *mut T,
-    list: &[(u32, u64)],
-    make: impl Fn(u32, u64) -> T,
-) -> R {
-    check(d)?;
-    if count.is_null() {
-        return Err(INVALID_ARGUMENT);
+/// The process info struct of each version of the calls.
+pub trait ProcessInfo {
+    fn new(pid: u32, mem: u64) -> Self;
+}
+
+impl ProcessInfo for nvmlProcessInfo_v1_t {
+    fn new(pid: u32, mem: u64) -> Self {
+        nvmlProcessInfo_v1_t {
+            pid,
+            usedGpuMemory: mem,
+        }
     }
-    // SAFETY: non-null; readable and writable per the caller.
-    let capacity = unsafe { count.read_unaligned() } as usize;
+}
+
+/// MIG is off, so the instance ids are NVML_VALUE_NOT_AVAILABLE.
+impl ProcessInfo for nvmlProcessInfo_v2_t {
+    fn new(pid: u32, mem: u64) -> Self {
+        nvmlProcessInfo_v2_t {
+            pid,
+            usedGpuMemory: mem,
+            gpuInstanceId: u32::MAX,
+            computeInstanceId: u32::MAX,
+        }
+    }
+}
+
+/// `nvmlDeviceGet{Compute,Graphics}RunningProcesses` in every version, by
+/// struct type and `which`. NVML's sizing protocol: `*count` in is the
+/// capacity of `infos`; when the list does not fit, `*count` out is the size
+/// needed and the status INSUFFICIENT_SIZE (asking with `*count == 0` is how
+/// callers size it). `infos` may be NULL when nothing is to be written.
+///
+/// # Safety
+/// `infos` is NULL or holds `*count` entries.
+pub unsafe fn processes<T: ProcessInfo>(
+    _d: Device,
+    count: Out<c_uint>,
+    infos: *mut T,
+    which: Clients,
+) -> R {
+    let list = match which {
+        Clients::Compute => compute_processes(),
+        Clients::Graphics => Vec::new(),
+    };
+    let capacity = count.read() as usize;
     let n = list.len() as c_uint;
     if capacity < list.len() {
-        // SAFETY: as above.
-        unsafe { count.write_unaligned(n) };
+        count.write(n);
         return Err(INSUFFICIENT_SIZE);
     }
     if !list.is_empty() && infos.is_null() {
@@ -633,63 +454,8 @@ unsafe fn fill_processes<T>(
     }
     for (i, &(pid, mem)) in list.iter().enumerate() {
         // SAFETY: `i < list.len() <= capacity`, the caller's array length.
-        unsafe { infos.add(i).write_unaligned(make(pid, mem)) };
+        unsafe { infos.add(i).write_unaligned(T::new(pid, mem)) };
     }
-    // SAFETY: as above.
-    unsafe { count.write_unaligned(n) };
+    count.write(n);
     Ok(())
-}
-
-fn v1(pid: u32, mem: u64) -> nvmlProcessInfo_v1_t {
-    nvmlProcessInfo_v1_t {
-        pid,
-        usedGpuMemory: mem,
-    }
-}
-
-/// MIG is off, so the instance ids are NVML_VALUE_NOT_AVAILABLE.
-fn v2(pid: u32, mem: u64) -> nvmlProcessInfo_v2_t {
-    nvmlProcessInfo_v2_t {
-        pid,
-        usedGpuMemory: mem,
-        gpuInstanceId: u32::MAX,
-        computeInstanceId: u32::MAX,
-    }
-}
-
-pub unsafe fn compute_processes_v1(
-    d: nvmlDevice_t,
-    c: *mut c_uint,
-    i: *mut nvmlProcessInfo_v1_t,
-) -> R {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { fill_processes(d, c, i, &compute_processes(), v1) }
-}
-
-pub unsafe fn compute_processes_v2(
-    d: nvmlDevice_t,
-    c: *mut c_uint,
-    i: *mut nvmlProcessInfo_v2_t,
-) -> R {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { fill_processes(d, c, i, &compute_processes(), v2) }
-}
-
-/// The software GPU has no graphics clients.
-pub unsafe fn graphics_processes_v1(
-    d: nvmlDevice_t,
-    c: *mut c_uint,
-    i: *mut nvmlProcessInfo_v1_t,
-) -> R {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { fill_processes(d, c, i, &[], v1) }
-}
-
-pub unsafe fn graphics_processes_v2(
-    d: nvmlDevice_t,
-    c: *mut c_uint,
-    i: *mut nvmlProcessInfo_v2_t,
-) -> R {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { fill_processes(d, c, i, &[], v2) }
 }

@@ -5,16 +5,13 @@
 //! ids, owning contexts, and invalid-handle errors for destroyed streams.
 
 use crate::context::{current, Context};
-use crate::device::ensure_init;
-use crate::event;
-use crate::ffi::{mint_handle, write_out};
-use cuda_types::cuda::{CUcontext, CUdevice, CUevent, CUgreenCtx, CUresult, CUstream};
-use once_cell::sync::Lazy;
-use parking_lot::Mutex;
-use std::collections::HashMap;
+use crate::event::Event;
+use crate::ffi::Live;
+use cuda_types::cuda::{CUcontext, CUdevice, CUgreenCtx, CUresult, CUstream};
 use std::ffi::{c_int, c_uint, c_ulonglong};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use vgpu_ffi::{FromCuda, Mint, Out, Shared};
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 const INVALID_HANDLE: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
@@ -34,32 +31,29 @@ pub const GREATEST_PRIORITY: c_int = -5;
 const LEGACY_ID: u64 = 1;
 static NEXT_ID: AtomicU64 = AtomicU64::new(LEGACY_ID + 1);
 
-struct Stream {
-    id: u64,
-    ctx: Arc<Context>,
-    flags: c_uint,
-    priority: c_int,
-}
-
-static STREAMS: Lazy<Mutex<HashMap<usize, Arc<Stream>>>> = Lazy::new(Default::default);
-
-thread_local! {
-    static PER_THREAD_ID: u64 = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-}
-
-/// What any call taking a `CUstream` needs to know about it.
-pub struct Resolved {
+/// What any call taking a `CUstream` needs to know about it: the converted
+/// form of every stream argument, built-in or created.
+#[derive(Clone)]
+pub struct Stream {
     pub ctx: Arc<Context>,
     pub id: u64,
     pub flags: c_uint,
     pub priority: c_int,
 }
 
+/// Created streams. The built-in handles (0, 1, 2) are below anything the
+/// registry mints, so they are never found here.
+static STREAMS: Shared<Stream, CUresult> = Shared::new("stream", INVALID_HANDLE, Mint::Pointer);
+
+thread_local! {
+    static PER_THREAD_ID: u64 = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Validates a stream argument. The built-in streams (NULL, legacy,
 /// per-thread) belong to the calling thread's current context.
-pub fn resolve(stream: CUstream) -> Result<Resolved, CUresult> {
+pub fn resolve(stream: CUstream) -> Result<Stream, CUresult> {
     let builtin = |id| {
-        Ok(Resolved {
+        Ok(Stream {
             ctx: current()?,
             id,
             flags: 0,
@@ -69,160 +63,134 @@ pub fn resolve(stream: CUstream) -> Result<Resolved, CUresult> {
     match stream as usize {
         0 | LEGACY => builtin(LEGACY_ID),
         PER_THREAD => builtin(PER_THREAD_ID.with(|id| *id)),
-        h => {
-            ensure_init()?;
-            let s = STREAMS.lock().get(&h).cloned().ok_or(INVALID_HANDLE)?;
-            Ok(Resolved {
-                ctx: s.ctx.clone(),
-                id: s.id,
-                flags: s.flags,
-                priority: s.priority,
-            })
-        }
+        h => STREAMS.get(h as u64),
     }
 }
 
-/// For the memory calls: a valid stream, nothing more.
-pub fn check(stream: CUstream) -> Result<(), CUresult> {
-    resolve(stream).map(drop)
+impl FromCuda<CUstream, CUresult> for Stream {
+    unsafe fn from_cuda(stream: CUstream) -> Result<Self, CUresult> {
+        resolve(stream)
+    }
+}
+
+/// How a call that comes in a synchronous and a stream-ordered form is
+/// ordered: the list passes `Order::Sync` for the synchronous entry points;
+/// a stream argument is validated at the boundary and then needs nothing
+/// more, since work runs at call time either way.
+pub enum Order {
+    Sync,
+    Stream,
+}
+
+impl FromCuda<CUstream, CUresult> for Order {
+    unsafe fn from_cuda(stream: CUstream) -> Result<Self, CUresult> {
+        resolve(stream).map(|_| Order::Stream)
+    }
 }
 
 /// A context's streams die with it (destroy, primary release or reset).
 pub fn release_context(ctx: u64) {
-    STREAMS.lock().retain(|_, s| s.ctx.id != ctx);
+    STREAMS.take_unless(|_, s| s.ctx.id != ctx);
 }
 
 /// `cuStreamCreateWithPriority`, and `cuStreamCreate` at priority 0.
-pub unsafe fn stream_create_with_priority(
-    out: *mut CUstream,
+pub fn stream_create_with_priority(
+    out: Out<CUstream>,
     flags: c_uint,
     priority: c_int,
 ) -> Result<(), CUresult> {
-    if out.is_null() || flags & !NON_BLOCKING != 0 {
+    if flags & !NON_BLOCKING != 0 {
         return Err(INVALID_VALUE);
     }
     let ctx = current()?;
-    let handle = mint_handle();
     let s = Stream {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         ctx,
         flags,
         priority: priority.clamp(GREATEST_PRIORITY, LEAST_PRIORITY),
     };
-    STREAMS.lock().insert(handle, Arc::new(s));
-    // SAFETY: checked non-null; the caller passes a writable CUstream.
-    unsafe { write_out(out, handle as CUstream, INVALID_VALUE) }
+    out.write(STREAMS.insert(s) as CUstream);
+    Ok(())
 }
 
-/// The built-in streams cannot be destroyed.
+/// The built-in streams cannot be destroyed: they are not in the registry.
 pub fn stream_destroy(stream: CUstream) -> Result<(), CUresult> {
-    ensure_init()?;
-    match stream as usize {
-        0 | LEGACY | PER_THREAD => Err(INVALID_HANDLE),
-        h => STREAMS.lock().remove(&h).map(drop).ok_or(INVALID_HANDLE),
-    }
+    STREAMS.take(stream as u64).map(drop)
 }
 
-/// Work already ran when it was enqueued.
-pub fn stream_synchronize(stream: CUstream) -> Result<(), CUresult> {
-    check(stream)
+/// `cuStreamSynchronize` and `cuStreamQuery`: work already ran when it was
+/// enqueued, so the stream is valid, idle and complete.
+pub fn stream_synchronize(_stream: Stream) -> Result<(), CUresult> {
+    Ok(())
 }
 
-pub fn stream_query(stream: CUstream) -> Result<(), CUresult> {
-    check(stream)
+pub fn stream_get_priority(stream: Stream, out: Out<c_int>) -> Result<(), CUresult> {
+    out.write(stream.priority);
+    Ok(())
 }
 
-pub unsafe fn stream_get_priority(stream: CUstream, out: *mut c_int) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let s = resolve(stream)?;
-    // SAFETY: checked non-null; the caller passes a writable int.
-    unsafe { write_out(out, s.priority, INVALID_VALUE) }
+pub fn stream_get_flags(stream: Stream, out: Out<c_uint>) -> Result<(), CUresult> {
+    out.write(stream.flags);
+    Ok(())
 }
 
-pub unsafe fn stream_get_flags(stream: CUstream, out: *mut c_uint) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let s = resolve(stream)?;
-    // SAFETY: checked non-null; the caller passes a writable uint.
-    unsafe { write_out(out, s.flags, INVALID_VALUE) }
-}
-
-pub unsafe fn stream_get_ctx(stream: CUstream, out: *mut CUcontext) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let s = resolve(stream)?;
-    // SAFETY: checked non-null; the caller passes a writable CUcontext.
-    unsafe { write_out(out, s.ctx.handle(), INVALID_VALUE) }
+pub fn stream_get_ctx(stream: Stream, out: Out<CUcontext>) -> Result<(), CUresult> {
+    out.write(stream.ctx.handle());
+    Ok(())
 }
 
 /// No green contexts exist, so a stream's green context is always NULL.
-pub unsafe fn stream_get_ctx_v2(
-    stream: CUstream,
-    out: *mut CUcontext,
-    green: *mut CUgreenCtx,
+pub fn stream_get_ctx_v2(
+    stream: Stream,
+    out: Option<Out<CUcontext>>,
+    green: Option<Out<CUgreenCtx>>,
 ) -> Result<(), CUresult> {
-    if out.is_null() && green.is_null() {
+    if out.is_none() && green.is_none() {
         return Err(INVALID_VALUE);
     }
-    let s = resolve(stream)?;
-    // SAFETY: each out-pointer is optional; non-null ones are writable.
-    unsafe {
-        if !out.is_null() {
-            out.write_unaligned(s.ctx.handle());
-        }
-        if !green.is_null() {
-            green.write_unaligned(std::ptr::null_mut());
-        }
+    if let Some(o) = out {
+        o.write(stream.ctx.handle());
+    }
+    if let Some(g) = green {
+        g.write(std::ptr::null_mut());
     }
     Ok(())
 }
 
-pub unsafe fn stream_get_id(stream: CUstream, out: *mut c_ulonglong) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let s = resolve(stream)?;
-    // SAFETY: checked non-null; the caller passes a writable u64.
-    unsafe { write_out(out, s.id, INVALID_VALUE) }
+pub fn stream_get_id(stream: Stream, out: Out<c_ulonglong>) -> Result<(), CUresult> {
+    out.write(stream.id);
+    Ok(())
 }
 
-pub unsafe fn stream_get_device(stream: CUstream, out: *mut CUdevice) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let s = resolve(stream)?;
-    // SAFETY: checked non-null; the caller passes a writable CUdevice.
-    unsafe { write_out(out, s.ctx.device, INVALID_VALUE) }
+pub fn stream_get_device(stream: Stream, out: Out<CUdevice>) -> Result<(), CUresult> {
+    out.write(stream.ctx.device);
+    Ok(())
 }
 
 /// The event's work is complete by construction, so waiting is validation.
-pub fn stream_wait_event(stream: CUstream, ev: CUevent, flags: c_uint) -> Result<(), CUresult> {
+pub fn stream_wait_event(
+    _stream: Stream,
+    _event: Live<Event>,
+    flags: c_uint,
+) -> Result<(), CUresult> {
     // CU_EVENT_WAIT_DEFAULT or CU_EVENT_WAIT_EXTERNAL.
     if flags > 1 {
         return Err(INVALID_VALUE);
     }
-    check(stream)?;
-    event::check(ev)
+    Ok(())
 }
 
 /// Both out-pointers are optional, as in cuda.h.
-pub unsafe fn ctx_get_stream_priority_range(
-    least: *mut c_int,
-    greatest: *mut c_int,
+pub fn ctx_get_stream_priority_range(
+    least: Option<Out<c_int>>,
+    greatest: Option<Out<c_int>>,
 ) -> Result<(), CUresult> {
     current()?;
-    // SAFETY: each out-pointer is optional; non-null ones are writable.
-    unsafe {
-        if !least.is_null() {
-            least.write_unaligned(LEAST_PRIORITY);
-        }
-        if !greatest.is_null() {
-            greatest.write_unaligned(GREATEST_PRIORITY);
-        }
+    if let Some(l) = least {
+        l.write(LEAST_PRIORITY);
+    }
+    if let Some(g) = greatest {
+        g.write(GREATEST_PRIORITY);
     }
     Ok(())
 }

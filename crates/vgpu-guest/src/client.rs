@@ -18,7 +18,7 @@ use std::time::Duration;
 use vgpu_transport::codec::{from_bytes, to_bytes};
 use vgpu_transport::frame::FLAG_NO_REPLY;
 use vgpu_transport::proto::{caps, DeviceInfo, GetInventory, Hello, Inventory};
-use vgpu_transport::{Call, Client, HandshakeError};
+use vgpu_transport::{Call, Client, HandshakeError, Status};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestError {
@@ -26,7 +26,7 @@ pub enum GuestError {
     /// or the host refused the handshake.
     Unavailable(String),
     /// The host executed the call and answered with this status.
-    Status(u32),
+    Status(Status),
     /// The connection broke during the call; the session is gone.
     Lost(String),
 }
@@ -35,7 +35,7 @@ impl std::fmt::Display for GuestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             GuestError::Unavailable(s) => write!(f, "vgpu host unavailable: {s}"),
-            GuestError::Status(s) => write!(f, "host status {s}"),
+            GuestError::Status(s) => write!(f, "host answered {s}"),
             GuestError::Lost(s) => write!(f, "connection to vgpu host lost: {s}"),
         }
     }
@@ -284,10 +284,10 @@ pub unsafe fn serve_shared(
     ctx: *mut c_void,
 ) -> u32 {
     let run = || {
-        // SAFETY: the caller's contract.
         let payload = if len == 0 {
             &[][..]
         } else {
+            // SAFETY: the caller's contract: `payload` holds `len` bytes.
             unsafe { std::slice::from_raw_parts(payload, len) }
         };
         with_session(|s| {
@@ -304,7 +304,7 @@ pub unsafe fn serve_shared(
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(Ok(st)) => st,
-        Ok(Err(GuestError::Status(st))) => st,
+        Ok(Err(GuestError::Status(st))) => st.code(),
         Ok(Err(GuestError::Unavailable(_))) => SHARED_UNAVAILABLE,
         Ok(Err(GuestError::Lost(_))) | Err(_) => SHARED_LOST,
     }
@@ -516,30 +516,28 @@ pub fn inventory_if_connected() -> Option<Arc<GuestInventory>> {
         .map(|s| s.inventory.clone())
 }
 
-/// One call to the host, connecting first if needed.
-pub fn call<C: Call>(c: &C) -> Result<C::Reply, GuestError> {
+/// One call to the host, connecting first if needed, travelling as its op
+/// is declared in the protocol's `calls!` table: a sync op is a round trip
+/// and returns the host's reply; a deferred op (launches, async copies,
+/// event records) is queued with no round trip and returns `()` at once —
+/// the queue goes out before the next round trip (or when it grows large),
+/// and the host reports a deferred failure through the next call that
+/// collects them, as CUDA reports asynchronous errors.
+pub fn send<C: Call>(c: &C) -> Result<C::Reply, GuestError> {
     with_session(|s| {
-        let (st, reply) = s.link.round_trip(C::OP, &to_bytes(c)).inspect_err(|e| {
-            vlog!(Level::Error, "{}: {e}", C::NAME);
-        })?;
-        if st != 0 {
-            return Err(GuestError::Status(st));
+        let payload = to_bytes(c);
+        let log = |e: &GuestError| vlog!(Level::Error, "{}: {e}", C::NAME);
+        if let Some(reply) = C::unanswered() {
+            s.link.queue(C::OP, &payload).inspect_err(log)?;
+            return Ok(reply);
+        }
+        let (st, reply) = s.link.round_trip(C::OP, &payload).inspect_err(log)?;
+        if let Some(status) = Status::from_wire(C::META.domain, st) {
+            return Err(GuestError::Status(status));
         }
         from_bytes::<C::Reply>(&reply).map_err(|e| {
             vlog!(Level::Error, "{}: bad reply: {e}", C::NAME);
             GuestError::Lost(format!("bad reply: {e}"))
-        })
-    })
-}
-
-/// Queues a call whose failure the application only observes at the next
-/// synchronizing call (launches, async copies, event records): no round
-/// trip. The queue is written before the next [`call`] (or when it grows
-/// large), and the host reports a deferred failure through that call.
-pub fn queue<C: Call>(c: &C) -> Result<(), GuestError> {
-    with_session(|s| {
-        s.link.queue(C::OP, &to_bytes(c)).inspect_err(|e| {
-            vlog!(Level::Error, "{}: {e}", C::NAME);
         })
     })
 }

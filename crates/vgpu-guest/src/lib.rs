@@ -5,8 +5,8 @@
 
 pub mod client;
 pub mod config;
-pub mod ffi;
 pub mod hooks;
-pub mod log;
+// The logger lives in the FFI runtime the three cdylibs share.
+pub use vgpu_ffi::{log, vlog};
 pub mod provider;
 pub mod vfiles;

@@ -87,11 +87,15 @@ fn the_hooks_are_exported_by_a_cdylib_that_links_the_rlib() {
     let out = Command::new("nm")
         .args(["-D", "--defined-only"])
         .arg(testlib())
-        .output();
-    let Ok(out) = out else {
-        eprintln!("nm not installed; skipped");
-        return;
-    };
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run nm ({e}): install binutils (scripts/test-deps.sh apt)")
+        });
+    assert!(
+        out.status.success(),
+        "nm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let syms = String::from_utf8_lossy(&out.stdout);
     let exported: Vec<&str> = syms
         .lines()

@@ -5,6 +5,10 @@
 //! The supervisor only *resolves* the driver (dlopen + dlsym, never a call
 //! into it); each worker then loads the resolved paths and initializes them
 //! in its own process, so a driver that misbehaves touches one guest only.
+//!
+//! The CLI (`vgpu smi`, `bench`, `doctor`) opens driver libraries and the
+//! shims through the same [`Library`] and typed tables ([`Library::cuda`],
+//! [`Library::nvml`]).
 
 use std::ffi::{c_void, CStr, CString};
 use std::fmt;
@@ -130,9 +134,11 @@ unsafe impl Send for Library {}
 unsafe impl Sync for Library {}
 
 impl Library {
-    /// `dlopen(name, RTLD_NOW | RTLD_LOCAL)`. `probe` names a symbol the
-    /// library must export; its address also tells where the library lives.
-    pub fn open(name: &Path, probe: &CStr) -> Result<Library, String> {
+    /// `dlopen(name, RTLD_NOW | RTLD_LOCAL)`: a name is searched for as an
+    /// application's would be, and `RTLD_LOCAL` keeps the library's symbols
+    /// (a shim's libc hooks) out of this process's global scope. `path` is
+    /// the file the loader mapped, symlinks resolved.
+    pub fn open_any(name: &Path) -> Result<Library, String> {
         let c = CString::new(name.as_os_str().as_encoded_bytes())
             .map_err(|_| format!("{}: path contains a NUL byte", name.display()))?;
         // SAFETY: `c` is a valid C string; dlopen runs the library's
@@ -142,10 +148,14 @@ impl Library {
             // dlerror already names the file.
             return Err(dlerror());
         }
-        let mut lib = Library {
-            handle,
-            path: name.to_path_buf(),
-        };
+        let path = mapped_file(handle).unwrap_or_else(|| name.to_path_buf());
+        Ok(Library { handle, path })
+    }
+
+    /// [`Library::open_any`], for a library that must export `probe`; the
+    /// file that defines `probe` is then `path`.
+    pub fn open(name: &Path, probe: &CStr) -> Result<Library, String> {
+        let mut lib = Library::open_any(name)?;
         let sym = lib.sym(probe);
         if sym.is_null() {
             return Err(format!(
@@ -169,6 +179,19 @@ impl Library {
     pub fn is_vgpu_shim(&self) -> bool {
         !self.sym(SHIM_MARKER).is_null()
     }
+
+    /// The CUDA driver API this library exports (absent functions `None`).
+    pub fn cuda(&self) -> CudaDriver {
+        // SAFETY: the resolver returns dlsym results of this library, whose
+        // exports follow the pinned cuda.h's prototypes by name.
+        unsafe { CudaDriver::load(|n| self.sym(n)) }
+    }
+
+    /// The NVML API this library exports (absent functions `None`).
+    pub fn nvml(&self) -> NvmlDriver {
+        // SAFETY: as for `cuda`, with the pinned nvml.h.
+        unsafe { NvmlDriver::load(|n| self.sym(n)) }
+    }
 }
 
 fn dlerror() -> String {
@@ -182,6 +205,38 @@ fn dlerror() -> String {
             CStr::from_ptr(e).to_string_lossy().into_owned()
         }
     }
+}
+
+/// The file the loader mapped for `handle` (its link-map entry), symlinks
+/// resolved.
+fn mapped_file(handle: *mut c_void) -> Option<PathBuf> {
+    let mut map: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `handle` is a live dlopen handle; RTLD_DI_LINKMAP writes one
+    // `struct link_map *` into `map`.
+    let rc = unsafe {
+        libc::dlinfo(
+            handle,
+            libc::RTLD_DI_LINKMAP,
+            &mut map as *mut *mut c_void as *mut c_void,
+        )
+    };
+    if rc != 0 || map.is_null() {
+        return None;
+    }
+    // SAFETY: glibc's `struct link_map` starts with `l_addr` (pointer-sized)
+    // and then `l_name`, a C string valid while the object stays loaded
+    // (forever, see `Library`).
+    let name = unsafe { *(map as *const *const std::ffi::c_char).add(1) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: non-null `l_name`, as above.
+    let p = PathBuf::from(
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned(),
+    );
+    std::fs::canonicalize(&p).ok().or(Some(p))
 }
 
 /// The file that contains `addr`, from the dynamic loader.
@@ -369,9 +424,7 @@ impl Driver {
         if cuda_lib.is_vgpu_shim() {
             return Err(format!("{} is a vgpu shim", cuda_lib.path.display()));
         }
-        // SAFETY: the resolver returns dlsym results of this library, whose
-        // exports follow the pinned header's prototypes by name.
-        let cuda = unsafe { CudaDriver::load(|n| cuda_lib.sym(n)) };
+        let cuda = cuda_lib.cuda();
         let nvml_lib = match &d.nvml_lib {
             Some(p) if *p == d.cuda_lib => Some(cuda_lib),
             Some(p) => match Library::open(p, c"nvmlInit_v2") {
@@ -383,13 +436,10 @@ impl Driver {
             },
             None => None,
         };
-        // SAFETY: as above, for NVML's header; with no library every entry
-        // resolves to null and stays `None`.
-        let nvml = unsafe {
-            NvmlDriver::load(|n| match &nvml_lib {
-                Some(l) => l.sym(n),
-                None => std::ptr::null_mut(),
-            })
+        let nvml = match &nvml_lib {
+            Some(l) => l.nvml(),
+            // SAFETY: every entry resolves to null and stays `None`.
+            None => unsafe { NvmlDriver::load(|_| std::ptr::null_mut()) },
         };
         // The handles stay open for the life of the process on purpose.
         std::mem::forget(nvml_lib);
@@ -428,6 +478,29 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("cuInit"), "{e}");
+    }
+
+    #[test]
+    fn open_any_reports_the_file_the_loader_mapped() {
+        // Searched for by SONAME, as an application would.
+        let lib = Library::open_any(Path::new("libc.so.6")).unwrap();
+        assert!(lib.path.is_absolute(), "{}", lib.path.display());
+        assert_eq!(
+            lib.path,
+            std::fs::canonicalize(&lib.path).unwrap(),
+            "symlinks resolved"
+        );
+        let name = lib.path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("libc"), "{name}");
+        assert!(!lib.sym(c"getpid").is_null());
+        assert!(!lib.is_vgpu_shim());
+        // Not a driver: every table entry is absent.
+        assert!(lib.cuda().cuInit.is_none());
+        assert!(lib.nvml().nvmlInit_v2.is_none());
+        let e = Library::open_any(Path::new("/nonexistent/libnvidia-ml.so.1"))
+            .err()
+            .unwrap();
+        assert!(e.contains("/nonexistent/libnvidia-ml.so.1"), "{e}");
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //!   descriptor, killed with the supervisor via PR_SET_PDEATHSIG), reaping
 //!   and shutdown.
 //! - [`worker`]: loads the driver, answers the handshake (or refuses with
-//!   `HOST_UNAVAILABLE` and the reason), serves requests through a dispatch
-//!   table, and returns every context to the driver when the guest leaves.
+//!   `HOST_UNAVAILABLE` and the reason), serves requests through the
+//!   dispatch the protocol's `calls!` table generates (one `Serve` impl per
+//!   op), and returns every context to the driver when the guest leaves.
 //!   Handles given to guests are minted per session: a kind tag in the top
 //!   byte and 56 keyed-random bits ([`worker::handles`]). Device pointers
 //!   are the driver's, but every range a copy, memset or free names is

@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vgpu_test_support::{connect, hexs, Daemon, TempDir};
+use vgpu_transport::codec::to_bytes;
 use vgpu_transport::frame::{read_frame, write_frame, Header};
 use vgpu_transport::proto::{
-    refusal, CtxCreate, Hello, MemGetInfo, Ping, HELLO_OP, PROTOCOL_VERSION, STATUS_BAD_REQUEST,
-    STATUS_UNKNOWN_OP,
+    refusal, CtxCreate, Flush, Hello, LaunchKernel, MemGetInfo, Ping, HELLO_OP, PROTOCOL_VERSION,
+    STATUS_BAD_REQUEST, STATUS_UNKNOWN_OP,
 };
-use vgpu_transport::{Client, Endpoint, HandshakeError, Stream};
+use vgpu_transport::{Call, Client, Endpoint, HandshakeError, Stream};
 
 /// xorshift: reproducible "random" bytes without a dependency.
 fn noise(seed: u64, n: usize) -> Vec<u8> {
@@ -171,6 +172,16 @@ fn hostile_input_never_disturbs_a_well_behaved_guest() {
             let f = c.round_trip(op, &payload).unwrap();
             assert_eq!(f.header.status, STATUS_BAD_REQUEST, "op {op}");
         }
+        // A deferred op is never answered, even undecodable: its refusal
+        // waits for the next collecting call. Sent as a round trip, it is
+        // refused without running.
+        c.queue_raw(LaunchKernel::OP, &[1, 2, 3]).unwrap();
+        let f = c.round_trip(Flush::OP, &[]).unwrap();
+        assert_eq!(f.header.status, STATUS_BAD_REQUEST);
+        let launch = to_bytes(&LaunchKernel::default());
+        let f = c.round_trip(LaunchKernel::OP, &launch).unwrap();
+        assert_eq!(f.header.status, STATUS_BAD_REQUEST);
+        c.call(&Flush {}).unwrap();
         c.call(&Ping {}).unwrap();
     }
     // 6. Wrong protocol version and wrong magic.

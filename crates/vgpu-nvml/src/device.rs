@@ -4,14 +4,18 @@
 //! An `nvmlDevice_t` is the address of one byte of [`SLOTS`], the byte at the
 //! device's index: stable for the life of the process, the same for every
 //! lookup of one device (clients compare handles), and checkable — any
-//! pointer outside the array, or past the device count, is rejected.
+//! pointer outside the array, or past the device count, is rejected. That
+//! check is [`Device`]'s conversion at the export boundary, so the bodies
+//! here and in `query.rs` / `process.rs` take a live device.
 
 use crate::busid;
-use crate::ffi::{arg_str, copy_str, put, INVALID_ARGUMENT};
+use crate::ffi::{put_str, Answer};
 use crate::init;
 use cuda_types::nvml::*;
-use std::ffi::{c_char, c_int, c_uint};
+use std::borrow::Cow;
+use std::ffi::{c_char, c_int, c_uint, CStr};
 use std::sync::Arc;
+use vgpu_ffi::{FromCuda, In, Out, Status};
 use vgpu_guest::client::{GuestDevice, GuestInventory};
 use vgpu_transport::proto::DeviceInfo;
 
@@ -28,13 +32,25 @@ fn slot_of(h: nvmlDevice_t) -> Option<usize> {
     (off < MAX_DEVICES).then_some(off)
 }
 
-/// A validated handle: the inventory it belongs to and its index there.
-pub struct Dev {
+/// A checked `nvmlDevice_t`: the inventory it belongs to and its index
+/// there. Entry points take this instead of the raw handle, so a body only
+/// ever sees a device that exists.
+pub struct Device {
     inv: Arc<GuestInventory>,
     index: usize,
 }
 
-impl Dev {
+impl Device {
+    /// NVML must be initialized and the handle one we gave out for a
+    /// device that exists.
+    fn resolve(h: nvmlDevice_t) -> Result<Device, nvmlReturn_t> {
+        let inv = init::inventory()?;
+        match slot_of(h) {
+            Some(index) if index < inv.devices.len() => Ok(Device { inv, index }),
+            _ => Err(nvmlReturn_t::INVALID_ARGUMENT),
+        }
+    }
+
     pub fn guest(&self) -> &GuestDevice {
         &self.inv.devices[self.index]
     }
@@ -47,13 +63,10 @@ impl Dev {
     }
 }
 
-/// Checks a handle the caller passed: NVML must be initialized and the
-/// handle one we gave out for a device that exists.
-pub fn resolve(h: nvmlDevice_t) -> Result<Dev, nvmlReturn_t> {
-    let inv = init::inventory()?;
-    match slot_of(h) {
-        Some(index) if index < inv.devices.len() => Ok(Dev { inv, index }),
-        _ => Err(INVALID_ARGUMENT),
+impl FromCuda<nvmlDevice_t, nvmlReturn_t> for Device {
+    /// The handle is compared against our own table, never dereferenced.
+    unsafe fn from_cuda(h: nvmlDevice_t) -> Result<Self, nvmlReturn_t> {
+        Device::resolve(h)
     }
 }
 
@@ -61,70 +74,50 @@ fn visible_count(inv: &GuestInventory) -> usize {
     inv.devices.len().min(MAX_DEVICES)
 }
 
-/// # Safety
-/// `device_count` must be null or writable.
-pub unsafe fn count(device_count: *mut c_uint) -> Result<(), nvmlReturn_t> {
-    let inv = init::inventory()?;
-    // SAFETY: forwarded from the caller.
-    unsafe { put(device_count, visible_count(&inv) as c_uint) }
+/// `nvmlDeviceGetCount` and its `_v2`.
+pub fn count(device_count: Out<c_uint>) -> Result<(), nvmlReturn_t> {
+    device_count.write(visible_count(&*init::inventory()?) as c_uint);
+    Ok(())
 }
 
-/// # Safety
-/// `device` must be null or writable.
-pub unsafe fn by_index(index: c_uint, device: *mut nvmlDevice_t) -> Result<(), nvmlReturn_t> {
-    let inv = init::inventory()?;
-    if index as usize >= visible_count(&inv) {
-        return Err(INVALID_ARGUMENT);
+/// `nvmlDeviceGetHandleByIndex` and its `_v2`.
+pub fn by_index(index: c_uint, device: Out<nvmlDevice_t>) -> Result<(), nvmlReturn_t> {
+    if index as usize >= visible_count(&*init::inventory()?) {
+        return Err(nvmlReturn_t::INVALID_ARGUMENT);
     }
-    // SAFETY: forwarded from the caller.
-    unsafe { put(device, handle_of(index as usize)) }
+    device.write(handle_of(index as usize));
+    Ok(())
 }
 
 /// Hands out the handle of the first device `matches` accepts.
-///
-/// # Safety
-/// `device` must be null or writable.
-unsafe fn find(
-    device: *mut nvmlDevice_t,
+fn find(
+    device: Out<nvmlDevice_t>,
     matches: impl Fn(&GuestDevice) -> bool,
 ) -> Result<(), nvmlReturn_t> {
     let inv = init::inventory()?;
-    if device.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
     let i = inv.devices[..visible_count(&inv)]
         .iter()
         .position(matches)
         .ok_or(nvmlReturn_t::NVML_ERROR_NOT_FOUND)?;
-    // SAFETY: forwarded from the caller.
-    unsafe { put(device, handle_of(i)) }
+    device.write(handle_of(i));
+    Ok(())
 }
 
-/// # Safety
-/// `uuid` must be null or a C string; `device` null or writable.
-pub unsafe fn by_uuid(uuid: *const c_char, device: *mut nvmlDevice_t) -> Result<(), nvmlReturn_t> {
-    init::inventory()?;
-    // SAFETY: forwarded from the caller.
-    let want = unsafe { arg_str(uuid) }?.trim();
-    // SAFETY: forwarded from the caller.
-    unsafe { find(device, |d| d.uuid_string().eq_ignore_ascii_case(want)) }
+/// Text arguments are ASCII; anything that is not UTF-8 names no device.
+fn utf8(s: &CStr) -> Result<&str, nvmlReturn_t> {
+    s.to_str().map_err(|_| nvmlReturn_t::INVALID_ARGUMENT)
+}
+
+pub fn by_uuid(uuid: &CStr, device: Out<nvmlDevice_t>) -> Result<(), nvmlReturn_t> {
+    let want = utf8(uuid)?.trim();
+    find(device, |d| d.uuid_string().eq_ignore_ascii_case(want))
 }
 
 /// `nvmlUUID_v1`: the struct size with the version in the top byte.
 const UUID_V1: c_uint = std::mem::size_of::<nvmlUUID_v1_t>() as c_uint | (1 << 24);
 
-/// # Safety
-/// `uuid` must be null or a readable `nvmlUUID_t`; `device` null or writable.
-pub unsafe fn by_uuid_v(
-    uuid: *const nvmlUUID_t,
-    device: *mut nvmlDevice_t,
-) -> Result<(), nvmlReturn_t> {
-    init::inventory()?;
-    if uuid.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    // SAFETY: non-null and readable per the caller.
-    let u = unsafe { uuid.read_unaligned() };
+pub fn by_uuid_v(uuid: In<nvmlUUID_t>, device: Out<nvmlDevice_t>) -> Result<(), nvmlReturn_t> {
+    let u = uuid.read();
     if u.version != UUID_V1 {
         return Err(nvmlReturn_t::NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
     }
@@ -138,127 +131,90 @@ pub unsafe fn by_uuid_v(
                 .map(|&c| c as u8)
                 .take_while(|&c| c != 0)
                 .collect();
-            let want = std::str::from_utf8(&bytes).map_err(|_| INVALID_ARGUMENT)?;
-            // SAFETY: forwarded from the caller.
-            unsafe {
-                find(device, |d| {
-                    d.uuid_string().eq_ignore_ascii_case(want.trim())
-                })
-            }
+            let want = std::str::from_utf8(&bytes).map_err(|_| nvmlReturn_t::INVALID_ARGUMENT)?;
+            find(device, |d| {
+                d.uuid_string().eq_ignore_ascii_case(want.trim())
+            })
         }
         nvmlUUIDType_t::NVML_UUID_TYPE_BINARY => {
             // SAFETY: the caller chose the binary member; any bytes are valid.
             let want = unsafe { u.value.bytes };
-            // SAFETY: forwarded from the caller.
-            unsafe { find(device, |d| d.info.uuid == want) }
+            find(device, |d| d.info.uuid == want)
         }
-        _ => Err(INVALID_ARGUMENT),
+        _ => Err(nvmlReturn_t::INVALID_ARGUMENT),
     }
 }
 
-/// # Safety
-/// `pci_bus_id` must be null or a C string; `device` null or writable.
-pub unsafe fn by_pci_bus_id(
-    pci_bus_id: *const c_char,
-    device: *mut nvmlDevice_t,
-) -> Result<(), nvmlReturn_t> {
-    init::inventory()?;
-    // SAFETY: forwarded from the caller.
-    let text = unsafe { arg_str(pci_bus_id) }?;
-    let want = busid::parse(text).ok_or(INVALID_ARGUMENT)?;
-    // SAFETY: forwarded from the caller.
-    unsafe { find(device, |d| d.pci == want) }
+/// `nvmlDeviceGetHandleByPciBusId` and its `_v2`.
+pub fn by_pci_bus_id(pci_bus_id: &CStr, device: Out<nvmlDevice_t>) -> Result<(), nvmlReturn_t> {
+    let want = busid::parse(utf8(pci_bus_id)?).ok_or(nvmlReturn_t::INVALID_ARGUMENT)?;
+    find(device, |d| d.pci == want)
 }
 
-/// # Safety
-/// `serial` must be null or a C string; `device` null or writable.
-pub unsafe fn by_serial(
-    serial: *const c_char,
-    device: *mut nvmlDevice_t,
-) -> Result<(), nvmlReturn_t> {
-    init::inventory()?;
-    // SAFETY: forwarded from the caller.
-    let want = unsafe { arg_str(serial) }?.trim();
+pub fn by_serial(serial: &CStr, device: Out<nvmlDevice_t>) -> Result<(), nvmlReturn_t> {
+    let want = utf8(serial)?.trim();
     if want.is_empty() {
-        return Err(INVALID_ARGUMENT);
+        return Err(nvmlReturn_t::INVALID_ARGUMENT);
     }
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        find(device, |d| {
-            !d.info.serial.is_empty() && d.info.serial == want
-        })
-    }
+    find(device, |d| {
+        !d.info.serial.is_empty() && d.info.serial == want
+    })
+}
+
+/// Which string of the inventory a `(device, char *, length)` getter
+/// reports.
+pub enum Text {
+    Name,
+    Uuid,
+    /// GeForce boards have none: NVML_ERROR_NOT_SUPPORTED rather than "".
+    Serial,
+    VbiosVersion,
 }
 
 /// # Safety
-/// `name` must be null or writable for `length` bytes.
-pub unsafe fn name(
-    device: nvmlDevice_t,
-    name: *mut c_char,
+/// `buf` must be writable for `length` bytes.
+pub unsafe fn text(
+    d: Device,
+    buf: Out<c_char>,
     length: c_uint,
+    which: Text,
 ) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
+    let info = d.info();
+    let s: Cow<str> = match which {
+        Text::Name => Cow::Borrowed(&info.name),
+        Text::Uuid => Cow::Owned(d.guest().uuid_string()),
+        Text::Serial if info.serial.is_empty() => {
+            return Err(nvmlReturn_t::NVML_ERROR_NOT_SUPPORTED)
+        }
+        Text::Serial => Cow::Borrowed(&info.serial),
+        Text::VbiosVersion => Cow::Borrowed(&info.vbios_version),
+    };
     // SAFETY: forwarded from the caller.
-    unsafe { copy_str(name, length, &d.info().name) }
+    unsafe { put_str(buf, length, &s) }
 }
 
-/// # Safety
-/// `uuid` must be null or writable for `length` bytes.
-pub unsafe fn uuid(
-    device: nvmlDevice_t,
-    uuid: *mut c_char,
-    length: c_uint,
-) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    // SAFETY: forwarded from the caller.
-    unsafe { copy_str(uuid, length, &d.guest().uuid_string()) }
+/// Which number of the inventory a `(device, T *)` getter reports.
+pub enum Fact {
+    Index,
+    MinorNumber,
+    Brand,
+    Architecture,
+    /// Handles we give out are whole GPUs, never MIG instances.
+    IsMigDeviceHandle,
 }
 
-/// # Safety
-/// `serial` must be null or writable for `length` bytes.
-pub unsafe fn serial(
-    device: nvmlDevice_t,
-    serial: *mut c_char,
-    length: c_uint,
-) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    if d.info().serial.is_empty() {
-        // GeForce boards have no serial; NVML says so rather than "".
-        return Err(nvmlReturn_t::NVML_ERROR_NOT_SUPPORTED);
-    }
-    // SAFETY: forwarded from the caller.
-    unsafe { copy_str(serial, length, &d.info().serial) }
-}
-
-/// # Safety
-/// `version` must be null or writable for `length` bytes.
-pub unsafe fn vbios_version(
-    device: nvmlDevice_t,
-    version: *mut c_char,
-    length: c_uint,
-) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    // SAFETY: forwarded from the caller.
-    unsafe { copy_str(version, length, &d.info().vbios_version) }
-}
-
-/// # Safety
-/// `index` must be null or writable.
-pub unsafe fn index(device: nvmlDevice_t, index: *mut c_uint) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    // SAFETY: forwarded from the caller.
-    unsafe { put(index, d.guest().index) }
-}
-
-/// # Safety
-/// `minor_number` must be null or writable.
-pub unsafe fn minor_number(
-    device: nvmlDevice_t,
-    minor_number: *mut c_uint,
-) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    // SAFETY: forwarded from the caller.
-    unsafe { put(minor_number, d.info().minor_number) }
+pub fn fact<T: Answer>(d: Device, out: Out<T>, which: Fact) -> Result<(), nvmlReturn_t> {
+    let info = d.info();
+    let v = match which {
+        Fact::Index => d.guest().index,
+        Fact::MinorNumber => info.minor_number,
+        // The host reports the enumerator as the C int it is.
+        Fact::Brand => info.brand as c_uint,
+        Fact::Architecture => info.architecture,
+        Fact::IsMigDeviceHandle => 0,
+    };
+    out.write(T::from_answer(v.into()));
+    Ok(())
 }
 
 /// Writes a string into a fixed C char array, NUL-terminated and truncated
@@ -273,7 +229,7 @@ fn fill(dst: &mut [c_char], s: &str) {
 
 /// The guest-visible PCI identity; the host's own address never leaks, so
 /// NVML, the driver API and sysfs all agree inside the guest.
-fn guest_pci(d: &Dev) -> nvmlPciInfo_t {
+fn guest_pci(d: &Device) -> nvmlPciInfo_t {
     let g = d.guest();
     let mut p = nvmlPciInfo_t {
         domain: g.pci.domain,
@@ -289,12 +245,10 @@ fn guest_pci(d: &Dev) -> nvmlPciInfo_t {
     p
 }
 
-/// # Safety
-/// `pci` must be null or writable for an `nvmlPciInfo_t`.
-pub unsafe fn pci_info(device: nvmlDevice_t, pci: *mut nvmlPciInfo_t) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    // SAFETY: forwarded from the caller.
-    unsafe { put(pci, guest_pci(&d)) }
+/// `nvmlDeviceGetPciInfo_v2` and `_v3` (the same struct).
+pub fn pci_info(d: Device, pci: Out<nvmlPciInfo_t>) -> Result<(), nvmlReturn_t> {
+    pci.write(guest_pci(&d));
+    Ok(())
 }
 
 /// The struct the unversioned `nvmlDeviceGetPciInfo` fills: binaries built
@@ -314,13 +268,9 @@ pub struct PciInfoV1 {
 }
 
 /// # Safety
-/// `pci` must be null or writable for the legacy struct, which the v2+
+/// `pci` must be writable for the legacy struct, which the v2+
 /// `nvmlPciInfo_t` a current header declares is larger than.
-pub unsafe fn pci_info_v1(
-    device: nvmlDevice_t,
-    pci: *mut nvmlPciInfo_t,
-) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
+pub unsafe fn pci_info_v1(d: Device, pci: Out<nvmlPciInfo_t>) -> Result<(), nvmlReturn_t> {
     let p = guest_pci(&d);
     let mut v1 = PciInfoV1 {
         bus_id: [0; 16],
@@ -332,70 +282,31 @@ pub unsafe fn pci_info_v1(
         reserved: [0; 4],
     };
     fill(&mut v1.bus_id, &d.guest().pci.cuda_bus_id());
-    // SAFETY: forwarded from the caller; the legacy struct is a prefix-sized
-    // subset of the declared one.
-    unsafe { put(pci.cast::<PciInfoV1>(), v1) }
+    // SAFETY: non-null and writable for the legacy struct per the caller,
+    // which is a prefix-sized subset of the declared one.
+    unsafe { pci.as_ptr().cast::<PciInfoV1>().write_unaligned(v1) };
+    Ok(())
 }
 
-/// # Safety
-/// `major`, `minor` must be null or writable.
-pub unsafe fn compute_capability(
-    device: nvmlDevice_t,
-    major: *mut c_int,
-    minor: *mut c_int,
+pub fn compute_capability(
+    d: Device,
+    major: Out<c_int>,
+    minor: Out<c_int>,
 ) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    if major.is_null() || minor.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
     let (ma, mi) = d.info().nvml_cc;
-    // SAFETY: both non-null and writable per the caller.
-    unsafe {
-        put(major, ma)?;
-        put(minor, mi)
-    }
-}
-
-/// # Safety
-/// `type_` must be null or writable.
-pub unsafe fn brand(device: nvmlDevice_t, type_: *mut nvmlBrandType_t) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    // SAFETY: forwarded from the caller.
-    unsafe { put(type_, nvmlBrandType_t(d.info().brand as c_uint)) }
-}
-
-/// # Safety
-/// `arch` must be null or writable.
-pub unsafe fn architecture(
-    device: nvmlDevice_t,
-    arch: *mut nvmlDeviceArchitecture_t,
-) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    // SAFETY: forwarded from the caller.
-    unsafe { put(arch, d.info().architecture) }
-}
-
-/// Handles we give out are whole GPUs, never MIG instances.
-///
-/// # Safety
-/// `is_mig_device` must be null or writable.
-pub unsafe fn is_mig_device_handle(
-    device: nvmlDevice_t,
-    is_mig_device: *mut c_uint,
-) -> Result<(), nvmlReturn_t> {
-    resolve(device)?;
-    // SAFETY: forwarded from the caller.
-    unsafe { put(is_mig_device, 0) }
+    major.write(ma);
+    minor.write(mi);
+    Ok(())
 }
 
 /// Driver models are a Windows notion; Linux NVML answers NOT_SUPPORTED
-/// (explicitly here, so it is not logged as a vgpu gap).
+/// (explicitly here, so it is not logged as a vgpu gap). The pointers are
+/// not looked at, so they are taken raw.
 pub fn driver_model(
-    device: nvmlDevice_t,
+    _d: Device,
     _current: *mut nvmlDriverModel_t,
     _pending: *mut nvmlDriverModel_t,
 ) -> Result<(), nvmlReturn_t> {
-    resolve(device)?;
     Err(nvmlReturn_t::NVML_ERROR_NOT_SUPPORTED)
 }
 
@@ -438,14 +349,15 @@ mod tests {
 
     #[test]
     fn uninitialized_calls_say_so() {
-        let mut n = 0;
+        let mut n: c_uint = 0;
         // SAFETY: a valid local.
+        let out = unsafe { vgpu_ffi::from_cuda::<_, Out<c_uint>, nvmlReturn_t>(&mut n as *mut _) };
         assert_eq!(
-            unsafe { count(&mut n) },
+            count(out.unwrap()),
             Err(nvmlReturn_t::NVML_ERROR_UNINITIALIZED)
         );
         assert!(matches!(
-            resolve(handle_of(0)),
+            Device::resolve(handle_of(0)),
             Err(nvmlReturn_t::NVML_ERROR_UNINITIALIZED)
         ));
     }

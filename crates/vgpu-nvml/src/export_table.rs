@@ -1,5 +1,5 @@
 //! `nvmlInternalGetExportTable`, NVML's private counterpart of the CUDA
-//! driver's `cuGetExportTable` (cuda-runtime.md §6).
+//! driver's `cuGetExportTable` (docs/call-path.md, "Export tables").
 //!
 //! nvidia-smi 535.309.01 loads libnvidia-ml.so.1, calls `nvmlInitWithFlags`
 //! and then `dlsym("nvmlInternalGetExportTable")`; without that symbol it
@@ -14,7 +14,7 @@
 //!   **ppExportTable, const nvmlExportTableId_t *pId)`, the id being 16 bytes
 //!   compared like a `CUuuid`.
 //! * The only id in the nvidia-smi 535 binary is [`NVIDIA_SMI_TABLE_ID`]
-//!   (observed, clients.md §6).
+//!   (observed, docs/clients.md "nvidia-smi").
 //! * Table layout **(inference)**: like the driver's tables, an array of
 //!   pointer-sized slots whose slot 0 holds the table's size in bytes. The
 //!   k8s-test-infra mock notes that nvidia-smi 580 requires that size to be
@@ -36,8 +36,8 @@ use cuda_types::nvml::nvmlReturn_t;
 use parking_lot::Mutex;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
-use vgpu_guest::log::Level;
-use vgpu_guest::vlog;
+use vgpu_ffi::log::Level;
+use vgpu_ffi::{from_cuda, vlog, In, Out, Status};
 
 /// The table nvidia-smi asks for, in the byte order a `memcmp` against the
 /// argument must match.
@@ -78,7 +78,7 @@ pub extern "C" fn stub<const SLOT: usize>() -> nvmlReturn_t {
              (NVML_ERROR_NOT_SUPPORTED)"
         );
     }
-    nvmlReturn_t::NVML_ERROR_NOT_SUPPORTED
+    nvmlReturn_t::NOT_SUPPORTED
 }
 
 /// Sixteen stubs, slots `16*hi .. 16*hi+15`.
@@ -166,17 +166,12 @@ fn hex(id: &[u8; 16]) -> String {
         .join(" ")
 }
 
-/// # Safety
-/// `pp` must be null or writable; `id` must be null or readable for 16 bytes.
-unsafe fn get(pp: *mut *const c_void, id: *const u8) -> Result<(), nvmlReturn_t> {
-    if pp.is_null() || id.is_null() {
-        return Err(nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT);
-    }
-    // SAFETY: the caller passes a 16-byte id (checked non-null above).
-    let id: [u8; 16] = unsafe { id.cast::<[u8; 16]>().read_unaligned() };
+/// The body, with its arguments converted at the boundary: a NULL table
+/// pointer or id is NVML_ERROR_INVALID_ARGUMENT before anything is read.
+fn get(table: Out<*const c_void>, id: In<[u8; 16]>) -> Result<(), nvmlReturn_t> {
+    let id = id.read();
     if id == NVIDIA_SMI_TABLE_ID {
-        // SAFETY: `pp` is non-null and the caller's out-parameter.
-        unsafe { pp.write((&NVIDIA_SMI_TABLE as *const Table).cast()) };
+        table.write((&NVIDIA_SMI_TABLE as *const Table).cast());
         vlog!(
             Level::Debug,
             "nvmlInternalGetExportTable({}) -> table of {SLOTS} stub slots",
@@ -184,8 +179,7 @@ unsafe fn get(pp: *mut *const c_void, id: *const u8) -> Result<(), nvmlReturn_t>
         );
         return Ok(());
     }
-    // SAFETY: as above.
-    unsafe { pp.write(std::ptr::null()) };
+    table.write(std::ptr::null());
     let mut refused = REFUSED.lock();
     if !refused.contains(&id) {
         refused.push(id);
@@ -195,11 +189,13 @@ unsafe fn get(pp: *mut *const c_void, id: *const u8) -> Result<(), nvmlReturn_t>
             hex(&id)
         );
     }
-    Err(nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT)
+    Err(nvmlReturn_t::INVALID_ARGUMENT)
 }
 
 /// `nvmlReturn_t nvmlInternalGetExportTable(const void **ppExportTable,
-/// const nvmlExportTableId_t *pId)` — see the module documentation.
+/// const nvmlExportTableId_t *pId)` — see the module documentation. Exported
+/// by hand, but through the same boundary and conversions as the generated
+/// exports.
 ///
 /// # Safety
 /// `pp_export_table` must be null or writable; `p_id` null or readable for
@@ -209,9 +205,15 @@ pub unsafe extern "C" fn nvmlInternalGetExportTable(
     pp_export_table: *mut *const c_void,
     p_id: *const c_void,
 ) -> nvmlReturn_t {
-    vgpu_guest::ffi::nvml_boundary("nvmlInternalGetExportTable", || {
-        // SAFETY: the caller's promise, passed on.
-        unsafe { get(pp_export_table, p_id.cast()) }
+    vgpu_ffi::boundary("nvmlInternalGetExportTable", || {
+        // SAFETY: the caller's promise for both pointers, passed on to the
+        // conversions, which check them for NULL.
+        unsafe {
+            get(
+                from_cuda::<_, _, nvmlReturn_t>(pp_export_table)?,
+                from_cuda::<_, _, nvmlReturn_t>(p_id.cast::<[u8; 16]>())?,
+            )
+        }
     })
 }
 

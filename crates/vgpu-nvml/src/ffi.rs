@@ -1,47 +1,12 @@
-//! The export boundary and the C-argument helpers every family shares.
+//! NVML's rules for what the shim writes back to C, where `vgpu_ffi` leaves
+//! the rule to each API: strings into caller buffers, and host integers
+//! into C types (`vgpu_ffi::convert` checks the pointers themselves).
 
-use cuda_types::nvml::nvmlReturn_t;
-use std::ffi::{c_char, c_uint};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use vgpu_guest::log::Level;
-use vgpu_guest::vlog;
-
-pub const INVALID_ARGUMENT: nvmlReturn_t = nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
-pub const INSUFFICIENT_SIZE: nvmlReturn_t = nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE;
-
-/// What an implementation hands back, and how it becomes the C return value.
-/// NVML has one export that does not return `nvmlReturn_t`
-/// (`nvmlErrorString`), so the boundary dispatches on the implementation's
-/// type instead of assuming a status code.
-pub trait Outcome: Sized {
-    type C;
-    fn run(name: &'static str, f: impl FnOnce() -> Self) -> Self::C;
-}
-
-impl Outcome for Result<(), nvmlReturn_t> {
-    type C = nvmlReturn_t;
-    fn run(name: &'static str, f: impl FnOnce() -> Self) -> nvmlReturn_t {
-        vgpu_guest::ffi::nvml_boundary(name, f)
-    }
-}
-
-impl Outcome for *const c_char {
-    type C = *const c_char;
-    fn run(name: &'static str, f: impl FnOnce() -> Self) -> *const c_char {
-        match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(p) => p,
-            Err(_) => {
-                vlog!(Level::Error, "{name}: internal panic");
-                c"Unknown Error".as_ptr()
-            }
-        }
-    }
-}
-
-/// `boundary` of the export list: no panic unwinds into C.
-pub fn boundary<O: Outcome>(name: &'static str, f: impl FnOnce() -> O) -> O::C {
-    O::run(name, f)
-}
+use cuda_types::nvml::*;
+use std::ffi::{c_char, c_uint, c_ulonglong};
+use std::ptr::NonNull;
+use vgpu_ffi::convert::copy_fitting;
+use vgpu_ffi::Out;
 
 /// The text part of a host string: NVML strings end at the first NUL.
 fn text(s: &str) -> &[u8] {
@@ -52,57 +17,23 @@ fn text(s: &str) -> &[u8] {
     }
 }
 
-/// NVML's rule for caller buffers: the text and its NUL must fit, else
-/// INSUFFICIENT_SIZE and nothing is written.
-pub fn fits(length: c_uint, s: &str) -> Result<(), nvmlReturn_t> {
-    if (length as usize) < text(s).len() + 1 {
-        Err(INSUFFICIENT_SIZE)
-    } else {
-        Ok(())
-    }
-}
-
-/// Copies `s` NUL-terminated into the caller's `buf` of `length` bytes.
+/// Copies `s` into the caller's buffer of `length` bytes by NVML's rule:
+/// the text and its NUL must fit, else INSUFFICIENT_SIZE and nothing is
+/// written.
 ///
 /// # Safety
-/// A non-null `buf` must be writable for `length` bytes.
-pub unsafe fn copy_str(buf: *mut c_char, length: c_uint, s: &str) -> Result<(), nvmlReturn_t> {
-    if buf.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    fits(length, s)?;
-    let t = text(s);
-    // SAFETY: `fits` checked that `t.len() + 1 <= length`, the writable size
-    // the caller promised; `t` is our own memory, so they cannot overlap.
+/// `buf` must be writable for `length` bytes (the entry point's contract
+/// for the pair; the conversion only checked it is not NULL).
+pub unsafe fn put_str(buf: Out<c_char>, length: c_uint, s: &str) -> Result<(), nvmlReturn_t> {
+    // SAFETY: an `Out` is never NULL; the caller promised `length` bytes.
     unsafe {
-        std::ptr::copy_nonoverlapping(t.as_ptr(), buf.cast::<u8>(), t.len());
-        buf.add(t.len()).write(0);
+        copy_fitting(
+            NonNull::new_unchecked(buf.as_ptr()),
+            length as usize,
+            text(s),
+        )
     }
-    Ok(())
-}
-
-/// Writes `v` through an out-pointer; null is the caller's error.
-///
-/// # Safety
-/// A non-null `p` must be valid for writing a `T`.
-pub unsafe fn put<T>(p: *mut T, v: T) -> Result<(), nvmlReturn_t> {
-    use vgpu_guest::ffi::OutPtr;
-    // SAFETY: forwarded from the caller.
-    unsafe { p.write_or(v, INVALID_ARGUMENT) }
-}
-
-/// Reads a NUL-terminated C string argument; null or non-UTF-8 text is an
-/// invalid argument.
-///
-/// # Safety
-/// A non-null `p` must point to a NUL-terminated string.
-pub unsafe fn arg_str<'a>(p: *const c_char) -> Result<&'a str, nvmlReturn_t> {
-    if p.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    // SAFETY: non-null and NUL-terminated per the caller.
-    let c = unsafe { std::ffi::CStr::from_ptr(p) };
-    c.to_str().map_err(|_| INVALID_ARGUMENT)
+    .map_err(|_| nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE)
 }
 
 /// A host value into a C `unsigned int`; out-of-range values saturate
@@ -111,50 +42,87 @@ pub fn uint(v: u64) -> c_uint {
     c_uint::try_from(v).unwrap_or(c_uint::MAX)
 }
 
+/// A C type a single-value getter writes, made from the host's 64-bit
+/// answer (or a fact of the inventory widened to 64 bits).
+pub trait Answer {
+    fn from_answer(v: u64) -> Self;
+}
+
+impl Answer for c_uint {
+    fn from_answer(v: u64) -> Self {
+        uint(v)
+    }
+}
+
+impl Answer for c_ulonglong {
+    fn from_answer(v: u64) -> Self {
+        v
+    }
+}
+
+/// NVML's enums are `unsigned int`s in C (bindgen newtypes here).
+macro_rules! enum_answers {
+    ($($t:ty),*) => {
+        $(impl Answer for $t {
+            fn from_answer(v: u64) -> Self {
+                Self(uint(v))
+            }
+        })*
+    };
+}
+
+enum_answers!(
+    nvmlEnableState_t,
+    nvmlPstates_t,
+    nvmlComputeMode_t,
+    nvmlBrandType_t
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn out(buf: &mut [c_char]) -> Out<'_, c_char> {
+        // SAFETY: a live local buffer.
+        unsafe { vgpu_ffi::from_cuda::<_, Out<c_char>, nvmlReturn_t>(buf.as_mut_ptr()) }.unwrap()
+    }
+
     #[test]
     fn string_copy_follows_nvml_size_rule() {
         let mut buf = [0x55 as c_char; 8];
-        // SAFETY: `buf` is a local of the length passed.
+        // SAFETY: each buffer is a local at least as long as the length passed.
         unsafe {
-            assert_eq!(copy_str(buf.as_mut_ptr(), 8, "1234567"), Ok(()));
+            assert_eq!(put_str(out(&mut buf), 8, "1234567"), Ok(()));
             assert_eq!(buf[7], 0);
             assert_eq!(buf[6], b'7' as c_char);
             let mut small = [0x55 as c_char; 8];
             assert_eq!(
-                copy_str(small.as_mut_ptr(), 7, "1234567"),
-                Err(INSUFFICIENT_SIZE)
+                put_str(out(&mut small), 7, "1234567"),
+                Err(nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE)
             );
             assert!(small.iter().all(|&c| c == 0x55), "nothing written");
             assert_eq!(
-                copy_str(std::ptr::null_mut(), 80, "x"),
-                Err(INVALID_ARGUMENT)
+                put_str(out(&mut small), 0, ""),
+                Err(nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE)
             );
-            assert_eq!(copy_str(buf.as_mut_ptr(), 1, ""), Ok(()));
+            assert_eq!(put_str(out(&mut buf), 1, ""), Ok(()));
             assert_eq!(buf[0], 0);
+            // An embedded NUL ends the string, as it would for a C reader.
+            let mut two = [0x55 as c_char; 3];
+            assert_eq!(put_str(out(&mut two), 2, "a\0bcdef"), Ok(()));
+            assert_eq!(two, [b'a' as c_char, 0, 0x55]);
         }
-        assert_eq!(fits(0, ""), Err(INSUFFICIENT_SIZE));
-        // An embedded NUL ends the string, as it would for a C reader.
-        assert_eq!(fits(2, "a\0bcdef"), Ok(()));
     }
 
     #[test]
-    fn uint_saturates() {
+    fn answers_saturate_into_c_widths() {
         assert_eq!(uint(7), 7);
         assert_eq!(uint(u64::MAX), c_uint::MAX);
-    }
-
-    #[test]
-    fn out_pointer_null_is_invalid_argument() {
-        let mut v = 0u32;
-        // SAFETY: a valid local and a null pointer.
-        unsafe {
-            assert_eq!(put(&mut v as *mut u32, 3), Ok(()));
-            assert_eq!(put(std::ptr::null_mut::<u32>(), 3), Err(INVALID_ARGUMENT));
-        }
-        assert_eq!(v, 3);
+        assert_eq!(<c_uint as Answer>::from_answer(1 << 40), c_uint::MAX);
+        assert_eq!(<c_ulonglong as Answer>::from_answer(1 << 40), 1 << 40);
+        assert_eq!(
+            nvmlEnableState_t::from_answer(1),
+            nvmlEnableState_t::NVML_FEATURE_ENABLED
+        );
     }
 }

@@ -6,9 +6,9 @@ use cuda_types::nvml::nvmlReturn_t;
 use parking_lot::Mutex;
 use std::ffi::c_uint;
 use std::sync::Arc;
+use vgpu_ffi::log::Level;
+use vgpu_ffi::vlog;
 use vgpu_guest::client::{self, GuestError, GuestInventory};
-use vgpu_guest::log::Level;
-use vgpu_guest::vlog;
 
 struct State {
     refs: u32,
@@ -20,7 +20,10 @@ static STATE: Mutex<State> = Mutex::new(State {
     inventory: None,
 });
 
-fn init() -> Result<(), nvmlReturn_t> {
+/// `nvmlInit`, `nvmlInit_v2` and `nvmlInitWithFlags` (the first two with
+/// flags 0): `NVML_INIT_FLAG_NO_GPUS` / `NO_ATTACH` only relax what a real
+/// driver touches at init; a remote device needs the host either way.
+pub fn init(_flags: c_uint) -> Result<(), nvmlReturn_t> {
     {
         let mut st = STATE.lock();
         if st.refs > 0 {
@@ -35,10 +38,7 @@ fn init() -> Result<(), nvmlReturn_t> {
         // Warn, not debug: this is the one line that tells a user why
         // nvidia-smi-like tools say "Driver Not Loaded".
         vlog!(Level::Warn, "nvmlInit: {e}");
-        match e {
-            GuestError::Status(_) | GuestError::Lost(_) => nvmlReturn_t::NVML_ERROR_UNKNOWN,
-            GuestError::Unavailable(_) => nvmlReturn_t::NVML_ERROR_DRIVER_NOT_LOADED,
-        }
+        unreachable_host(&e)
     })?;
     let mut st = STATE.lock();
     // Another thread may have finished its own first init meanwhile; both
@@ -48,18 +48,12 @@ fn init() -> Result<(), nvmlReturn_t> {
     Ok(())
 }
 
-pub fn init_v1() -> Result<(), nvmlReturn_t> {
-    init()
-}
-
-pub fn init_v2() -> Result<(), nvmlReturn_t> {
-    init()
-}
-
-/// `NVML_INIT_FLAG_NO_GPUS` / `NO_ATTACH` only relax what a real driver
-/// touches at init; a remote device needs the host either way.
-pub fn init_with_flags(_flags: c_uint) -> Result<(), nvmlReturn_t> {
-    init()
+/// How a host that cannot be reached reads before NVML is initialized.
+fn unreachable_host(e: &GuestError) -> nvmlReturn_t {
+    match e {
+        GuestError::Status(_) | GuestError::Lost(_) => nvmlReturn_t::NVML_ERROR_UNKNOWN,
+        GuestError::Unavailable(_) => nvmlReturn_t::NVML_ERROR_DRIVER_NOT_LOADED,
+    }
 }
 
 pub fn shutdown() -> Result<(), nvmlReturn_t> {
@@ -83,4 +77,18 @@ pub fn inventory() -> Result<Arc<GuestInventory>, nvmlReturn_t> {
         .inventory
         .clone()
         .ok_or(nvmlReturn_t::NVML_ERROR_UNINITIALIZED)
+}
+
+/// The export list's `require`: every entry point not listed under
+/// `without_init` answers NVML_ERROR_UNINITIALIZED before `nvmlInit`.
+pub fn require() -> Result<(), nvmlReturn_t> {
+    inventory().map(drop)
+}
+
+/// The host's facts for the entry points real NVML answers without
+/// `nvmlInit` (the NVML and CUDA driver versions: their documented codes
+/// have no UNINITIALIZED): the initialized inventory, else the guest
+/// client's session, connecting as `nvmlInit` would.
+pub fn host_facts() -> Result<Arc<GuestInventory>, nvmlReturn_t> {
+    inventory().or_else(|_| client::inventory().map_err(|e| unreachable_host(&e)))
 }

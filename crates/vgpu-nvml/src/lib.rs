@@ -1,13 +1,17 @@
 //! `libnvidia-ml.so.1` for a machine without a GPU: every NVML entry point of
 //! the pinned header is exported; the ones below answer from the vgpu host
-//! (static facts from the inventory fetched at `nvmlInit`, live values by one
-//! `NvmlQuery` per call), every other one is a NOT_SUPPORTED stub.
+//! (static facts from the inventory fetched at `nvmlInit` — the versions real
+//! NVML reports before init from the guest client's session —, live values by
+//! one `NvmlQuery` per call), every other one is a NOT_SUPPORTED stub.
 
 use cuda_types::nvml::*;
+use device::{Fact, Text};
+use query::Link;
+use system::Version;
+use vgpu_transport::proto::nvml_kind;
 
 mod busid;
 mod device;
-mod errors;
 // nvmlInternalGetExportTable (nvidia-smi; in no header, so exported by hand).
 mod export_table;
 mod ffi;
@@ -19,23 +23,15 @@ mod system;
 // The host-refusal marker and the virtual files' provider registration.
 vgpu_guest::shim_glue!(delegate);
 
+// One body per family: variants of an entry point (versioned names, the
+// same question about another value) are told apart by the bracketed
+// constants appended after the C arguments.
 cuda_types::with_nvml_functions!(api_macros::export_functions {
-    boundary = crate::ffi::boundary,
-    not_supported = vgpu_guest::ffi::nvml_not_supported,
     lookup = exported_symbol,
+    require = init::require,
     implemented {
-        // init.rs, errors.rs
-        nvmlInit => init::init_v1,
-        nvmlInit_v2 => init::init_v2,
-        nvmlInitWithFlags => init::init_with_flags,
-        nvmlShutdown => init::shutdown,
-        nvmlErrorString => errors::error_string,
-
         // system.rs
-        nvmlSystemGetDriverVersion => system::driver_version,
-        nvmlSystemGetNVMLVersion => system::nvml_version,
-        nvmlSystemGetCudaDriverVersion => system::cuda_driver_version,
-        nvmlSystemGetCudaDriverVersion_v2 => system::cuda_driver_version,
+        nvmlSystemGetDriverVersion => system::version[Version::Driver],
 
         // device.rs: enumeration, lookup, static facts
         nvmlDeviceGetCount => device::count,
@@ -47,65 +43,83 @@ cuda_types::with_nvml_functions!(api_macros::export_functions {
         nvmlDeviceGetHandleByPciBusId => device::by_pci_bus_id,
         nvmlDeviceGetHandleByPciBusId_v2 => device::by_pci_bus_id,
         nvmlDeviceGetHandleBySerial => device::by_serial,
-        nvmlDeviceGetName => device::name,
-        nvmlDeviceGetUUID => device::uuid,
-        nvmlDeviceGetSerial => device::serial,
-        nvmlDeviceGetVbiosVersion => device::vbios_version,
-        nvmlDeviceGetIndex => device::index,
-        nvmlDeviceGetMinorNumber => device::minor_number,
+        nvmlDeviceGetName => device::text[Text::Name],
+        nvmlDeviceGetUUID => device::text[Text::Uuid],
+        nvmlDeviceGetSerial => device::text[Text::Serial],
+        nvmlDeviceGetVbiosVersion => device::text[Text::VbiosVersion],
+        nvmlDeviceGetIndex => device::fact[Fact::Index],
+        nvmlDeviceGetMinorNumber => device::fact[Fact::MinorNumber],
+        nvmlDeviceGetBrand => device::fact[Fact::Brand],
+        nvmlDeviceGetArchitecture => device::fact[Fact::Architecture],
+        nvmlDeviceIsMigDeviceHandle => device::fact[Fact::IsMigDeviceHandle],
         nvmlDeviceGetPciInfo => device::pci_info_v1,
         nvmlDeviceGetPciInfo_v2 => device::pci_info,
         nvmlDeviceGetPciInfo_v3 => device::pci_info,
         nvmlDeviceGetCudaComputeCapability => device::compute_capability,
-        nvmlDeviceGetBrand => device::brand,
-        nvmlDeviceGetArchitecture => device::architecture,
-        nvmlDeviceIsMigDeviceHandle => device::is_mig_device_handle,
         nvmlDeviceGetDriverModel => device::driver_model,
         nvmlDeviceGetDriverModel_v2 => device::driver_model,
 
         // query.rs: live values, asked of the host on every call
         nvmlDeviceGetMemoryInfo => query::memory_info,
         nvmlDeviceGetMemoryInfo_v2 => query::memory_info_v2,
-        nvmlDeviceGetTemperature => query::temperature,
+        nvmlDeviceGetTemperature => query::value_of[nvml_kind::TEMPERATURE],
         nvmlDeviceGetTemperatureV => query::temperature_v,
-        nvmlDeviceGetTemperatureThreshold => query::temperature_threshold,
-        nvmlDeviceGetPowerUsage => query::power_usage,
-        nvmlDeviceGetPowerManagementLimit => query::power_limit,
-        nvmlDeviceGetEnforcedPowerLimit => query::enforced_power_limit,
-        nvmlDeviceGetPowerManagementDefaultLimit => query::default_power_limit,
-        nvmlDeviceGetPowerManagementLimitConstraints => query::power_limit_constraints,
-        nvmlDeviceGetTotalEnergyConsumption => query::total_energy,
+        nvmlDeviceGetTemperatureThreshold => query::value_of[nvml_kind::TEMPERATURE_THRESHOLD],
+        nvmlDeviceGetPowerUsage => query::value[nvml_kind::POWER_USAGE],
+        nvmlDeviceGetPowerManagementLimit => query::value[nvml_kind::POWER_LIMIT],
+        nvmlDeviceGetEnforcedPowerLimit => query::value[nvml_kind::ENFORCED_POWER_LIMIT],
+        nvmlDeviceGetPowerManagementDefaultLimit => query::value[nvml_kind::POWER_DEFAULT_LIMIT],
+        nvmlDeviceGetPowerManagementLimitConstraints => query::pair[nvml_kind::POWER_LIMIT_CONSTRAINTS],
+        nvmlDeviceGetTotalEnergyConsumption => query::value[nvml_kind::TOTAL_ENERGY],
         nvmlDeviceGetUtilizationRates => query::utilization,
-        nvmlDeviceGetEncoderUtilization => query::encoder_utilization,
-        nvmlDeviceGetDecoderUtilization => query::decoder_utilization,
-        nvmlDeviceGetClockInfo => query::clock_info,
-        nvmlDeviceGetMaxClockInfo => query::max_clock_info,
-        nvmlDeviceGetClock => query::clock,
-        nvmlDeviceGetPerformanceState => query::performance_state,
-        nvmlDeviceGetPowerState => query::performance_state,
-        nvmlDeviceGetCurrentClocksEventReasons => query::clocks_event_reasons,
-        nvmlDeviceGetCurrentClocksThrottleReasons => query::clocks_event_reasons,
-        nvmlDeviceGetFanSpeed => query::fan_speed,
-        nvmlDeviceGetFanSpeed_v2 => query::fan_speed_v2,
-        nvmlDeviceGetPersistenceMode => query::persistence_mode,
-        nvmlDeviceGetComputeMode => query::compute_mode,
-        nvmlDeviceGetMigMode => query::mig_mode,
-        nvmlDeviceGetDisplayMode => query::display_mode,
-        nvmlDeviceGetDisplayActive => query::display_active,
-        nvmlDeviceGetEccMode => query::ecc_mode,
-        nvmlDeviceGetTotalEccErrors => query::total_ecc_errors,
-        nvmlDeviceGetPcieThroughput => query::pcie_throughput,
-        nvmlDeviceGetCurrPcieLinkGeneration => query::curr_pcie_link_generation,
-        nvmlDeviceGetMaxPcieLinkGeneration => query::max_pcie_link_generation,
-        nvmlDeviceGetCurrPcieLinkWidth => query::curr_pcie_link_width,
-        nvmlDeviceGetMaxPcieLinkWidth => query::max_pcie_link_width,
+        nvmlDeviceGetEncoderUtilization => query::pair[nvml_kind::ENCODER_UTILIZATION],
+        nvmlDeviceGetDecoderUtilization => query::pair[nvml_kind::DECODER_UTILIZATION],
+        nvmlDeviceGetClockInfo => query::value_of[nvml_kind::CLOCK_INFO],
+        nvmlDeviceGetMaxClockInfo => query::value_of[nvml_kind::MAX_CLOCK_INFO],
+        nvmlDeviceGetClock => query::value_of2[nvml_kind::CLOCK],
+        // nvmlDeviceGetPowerState is the deprecated name of the same query.
+        nvmlDeviceGetPerformanceState => query::value[nvml_kind::PERFORMANCE_STATE],
+        nvmlDeviceGetPowerState => query::value[nvml_kind::PERFORMANCE_STATE],
+        // ...ThrottleReasons is the deprecated name of the same bitmask.
+        nvmlDeviceGetCurrentClocksEventReasons => query::value[nvml_kind::CLOCKS_EVENT_REASONS],
+        nvmlDeviceGetCurrentClocksThrottleReasons => query::value[nvml_kind::CLOCKS_EVENT_REASONS],
+        nvmlDeviceGetFanSpeed => query::value[nvml_kind::FAN_SPEED],
+        nvmlDeviceGetFanSpeed_v2 => query::value_of[nvml_kind::FAN_SPEED],
+        nvmlDeviceGetPersistenceMode => query::value[nvml_kind::PERSISTENCE_MODE],
+        nvmlDeviceGetComputeMode => query::value[nvml_kind::COMPUTE_MODE],
+        nvmlDeviceGetMigMode => query::pair[nvml_kind::MIG_MODE],
+        nvmlDeviceGetDisplayMode => query::value[nvml_kind::DISPLAY_MODE],
+        nvmlDeviceGetDisplayActive => query::value[nvml_kind::DISPLAY_ACTIVE],
+        nvmlDeviceGetEccMode => query::pair[nvml_kind::ECC_MODE],
+        nvmlDeviceGetTotalEccErrors => query::value_of2[nvml_kind::TOTAL_ECC_ERRORS],
+        nvmlDeviceGetPcieThroughput => query::value_of[nvml_kind::PCIE_THROUGHPUT],
+        nvmlDeviceGetCurrPcieLinkGeneration => query::pcie_link[Link::CurrGeneration],
+        nvmlDeviceGetMaxPcieLinkGeneration => query::pcie_link[Link::MaxGeneration],
+        nvmlDeviceGetCurrPcieLinkWidth => query::pcie_link[Link::CurrWidth],
+        nvmlDeviceGetMaxPcieLinkWidth => query::pcie_link[Link::MaxWidth],
 
-        // process.rs
-        nvmlDeviceGetComputeRunningProcesses => process::compute_v1,
-        nvmlDeviceGetComputeRunningProcesses_v2 => process::compute_v2,
-        nvmlDeviceGetComputeRunningProcesses_v3 => process::compute_v3,
-        nvmlDeviceGetGraphicsRunningProcesses => process::graphics_v1,
-        nvmlDeviceGetGraphicsRunningProcesses_v2 => process::graphics_v2,
-        nvmlDeviceGetGraphicsRunningProcesses_v3 => process::graphics_v3,
+        // process.rs: the struct layout follows from each prototype
+        nvmlDeviceGetComputeRunningProcesses => process::list[nvml_kind::COMPUTE_PROCESSES],
+        nvmlDeviceGetComputeRunningProcesses_v2 => process::list[nvml_kind::COMPUTE_PROCESSES],
+        nvmlDeviceGetComputeRunningProcesses_v3 => process::list[nvml_kind::COMPUTE_PROCESSES],
+        nvmlDeviceGetGraphicsRunningProcesses => process::list[nvml_kind::GRAPHICS_PROCESSES],
+        nvmlDeviceGetGraphicsRunningProcesses_v2 => process::list[nvml_kind::GRAPHICS_PROCESSES],
+        nvmlDeviceGetGraphicsRunningProcesses_v3 => process::list[nvml_kind::GRAPHICS_PROCESSES],
+    }
+    // What real NVML answers before nvmlInit (the header lists no
+    // UNINITIALIZED for these).
+    without_init {
+        // init.rs: nvmlShutdown reports UNINITIALIZED itself when nothing
+        // is left to shut down.
+        nvmlInit => init::init[0],
+        nvmlInit_v2 => init::init[0],
+        nvmlInitWithFlags => init::init,
+        nvmlShutdown => init::shutdown,
+        nvmlErrorString => vgpu_ffi::entry::nvml_error_string,
+
+        // system.rs: static text and the CUDA driver's version.
+        nvmlSystemGetNVMLVersion => system::version[Version::Nvml],
+        nvmlSystemGetCudaDriverVersion => system::cuda_driver_version,
+        nvmlSystemGetCudaDriverVersion_v2 => system::cuda_driver_version,
     }
 });

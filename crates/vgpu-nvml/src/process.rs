@@ -2,12 +2,12 @@
 //! has shipped, with its size protocol: a too-small `*infoCount` gets
 //! NVML_ERROR_INSUFFICIENT_SIZE and the count needed.
 
-use crate::device::resolve;
-use crate::ffi::INVALID_ARGUMENT;
+use crate::device::Device;
 use crate::query::ask;
 use cuda_types::nvml::*;
 use std::ffi::c_uint;
-use vgpu_transport::proto::{nvml_kind, ProcessInfo};
+use vgpu_ffi::{Out, Status};
+use vgpu_transport::proto::ProcessInfo;
 
 /// What the size protocol decides for `capacity` slots and `have` entries.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,130 +27,68 @@ fn plan(capacity: c_uint, have: usize, infos_null: bool) -> Result<Plan, nvmlRet
         return Ok(Plan::TooSmall);
     }
     if infos_null {
-        return Err(INVALID_ARGUMENT);
+        return Err(nvmlReturn_t::INVALID_ARGUMENT);
     }
     Ok(Plan::Write(have))
 }
 
+/// A process-info struct layout NVML has shipped; the entry point's C
+/// prototype picks it.
+pub trait Layout {
+    fn from_process(p: &ProcessInfo) -> Self;
+}
+
+impl Layout for nvmlProcessInfo_v1_t {
+    fn from_process(p: &ProcessInfo) -> Self {
+        nvmlProcessInfo_v1_t {
+            pid: p.pid,
+            usedGpuMemory: p.used_gpu_memory,
+        }
+    }
+}
+
+/// Also `nvmlProcessInfo_t` (v3): the same struct, only the entry point
+/// differs.
+impl Layout for nvmlProcessInfo_v2_t {
+    fn from_process(p: &ProcessInfo) -> Self {
+        nvmlProcessInfo_v2_t {
+            pid: p.pid,
+            usedGpuMemory: p.used_gpu_memory,
+            gpuInstanceId: p.gpu_instance_id,
+            computeInstanceId: p.compute_instance_id,
+        }
+    }
+}
+
+/// `nvmlDeviceGet{Compute,Graphics}RunningProcesses{,_v2,_v3}`; `kind` (from
+/// the export list) says which processes.
+///
 /// # Safety
-/// `info_count` must be null or readable and writable; a non-null `infos`
-/// writable for `*info_count` entries of `T`.
-unsafe fn list<T>(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
+/// A non-null `infos` must be writable for `*info_count` entries of `T`.
+pub unsafe fn list<T: Layout>(
+    d: Device,
+    info_count: Out<c_uint>,
     infos: *mut T,
     kind: u32,
-    convert: fn(&ProcessInfo) -> T,
 ) -> Result<(), nvmlReturn_t> {
-    let d = resolve(device)?;
-    if info_count.is_null() {
-        return Err(INVALID_ARGUMENT);
-    }
-    // SAFETY: non-null and readable per the caller.
-    let capacity = unsafe { info_count.read_unaligned() };
+    let capacity = info_count.read();
     let procs = ask(&d, kind, 0, 0)?.processes;
     let needed = c_uint::try_from(procs.len()).unwrap_or(c_uint::MAX);
     match plan(capacity, procs.len(), infos.is_null())? {
         Plan::TooSmall => {
-            // SAFETY: non-null and writable per the caller.
-            unsafe { info_count.write_unaligned(needed) };
+            info_count.write(needed);
             Err(nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE)
         }
         Plan::Write(n) => {
             for (i, p) in procs.iter().take(n).enumerate() {
                 // SAFETY: `plan` allowed `n <= capacity` entries, which the
                 // caller promised are writable; `infos` is non-null when n > 0.
-                unsafe { infos.add(i).write_unaligned(convert(p)) };
+                unsafe { infos.add(i).write_unaligned(T::from_process(p)) };
             }
-            // SAFETY: non-null and writable per the caller.
-            unsafe { info_count.write_unaligned(n as c_uint) };
+            info_count.write(n as c_uint);
             Ok(())
         }
     }
-}
-
-fn v1(p: &ProcessInfo) -> nvmlProcessInfo_v1_t {
-    nvmlProcessInfo_v1_t {
-        pid: p.pid,
-        usedGpuMemory: p.used_gpu_memory,
-    }
-}
-
-fn v2(p: &ProcessInfo) -> nvmlProcessInfo_v2_t {
-    nvmlProcessInfo_v2_t {
-        pid: p.pid,
-        usedGpuMemory: p.used_gpu_memory,
-        gpuInstanceId: p.gpu_instance_id,
-        computeInstanceId: p.compute_instance_id,
-    }
-}
-
-/// # Safety
-/// See [`list`].
-pub unsafe fn compute_v1(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_v1_t,
-) -> Result<(), nvmlReturn_t> {
-    // SAFETY: forwarded from the caller.
-    unsafe { list(device, info_count, infos, nvml_kind::COMPUTE_PROCESSES, v1) }
-}
-
-/// # Safety
-/// See [`list`].
-pub unsafe fn compute_v2(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_v2_t,
-) -> Result<(), nvmlReturn_t> {
-    // SAFETY: forwarded from the caller.
-    unsafe { list(device, info_count, infos, nvml_kind::COMPUTE_PROCESSES, v2) }
-}
-
-/// `nvmlProcessInfo_t` (v3) has the v2 layout; only the entry point differs.
-///
-/// # Safety
-/// See [`list`].
-pub unsafe fn compute_v3(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_t,
-) -> Result<(), nvmlReturn_t> {
-    // SAFETY: forwarded from the caller.
-    unsafe { list(device, info_count, infos, nvml_kind::COMPUTE_PROCESSES, v2) }
-}
-
-/// # Safety
-/// See [`list`].
-pub unsafe fn graphics_v1(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_v1_t,
-) -> Result<(), nvmlReturn_t> {
-    // SAFETY: forwarded from the caller.
-    unsafe { list(device, info_count, infos, nvml_kind::GRAPHICS_PROCESSES, v1) }
-}
-
-/// # Safety
-/// See [`list`].
-pub unsafe fn graphics_v2(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_v2_t,
-) -> Result<(), nvmlReturn_t> {
-    // SAFETY: forwarded from the caller.
-    unsafe { list(device, info_count, infos, nvml_kind::GRAPHICS_PROCESSES, v2) }
-}
-
-/// # Safety
-/// See [`list`].
-pub unsafe fn graphics_v3(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_t,
-) -> Result<(), nvmlReturn_t> {
-    // SAFETY: forwarded from the caller.
-    unsafe { list(device, info_count, infos, nvml_kind::GRAPHICS_PROCESSES, v2) }
 }
 
 #[cfg(test)]
@@ -165,7 +103,7 @@ mod tests {
         assert_eq!(plan(1, 2, false), Ok(Plan::TooSmall));
         assert_eq!(plan(2, 2, false), Ok(Plan::Write(2)));
         assert_eq!(plan(8, 2, false), Ok(Plan::Write(2)));
-        assert_eq!(plan(8, 2, true), Err(INVALID_ARGUMENT));
+        assert_eq!(plan(8, 2, true), Err(nvmlReturn_t::INVALID_ARGUMENT));
     }
 
     #[test]
@@ -179,7 +117,10 @@ mod tests {
             gpu_instance_id: u32::MAX,
             compute_instance_id: u32::MAX,
         };
-        assert_eq!(v1(&p).pid, 7);
-        assert_eq!(v2(&p).computeInstanceId, u32::MAX);
+        assert_eq!(nvmlProcessInfo_v1_t::from_process(&p).pid, 7);
+        assert_eq!(
+            nvmlProcessInfo_t::from_process(&p).computeInstanceId,
+            u32::MAX
+        );
     }
 }

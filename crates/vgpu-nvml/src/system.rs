@@ -1,33 +1,43 @@
 //! System-wide facts: the host driver's versions, from the inventory.
+//!
+//! Only `nvmlSystemGetDriverVersion` needs `nvmlInit` (the export list's
+//! `require`); the NVML and CUDA driver versions work before it, as in
+//! real NVML, so they read [`init::host_facts`].
 
-use crate::ffi::{copy_str, put};
+use crate::ffi::put_str;
 use crate::init;
 use cuda_types::nvml::nvmlReturn_t;
 use std::ffi::{c_char, c_int, c_uint};
+use vgpu_ffi::Out;
 
-/// Ollama 0.30+ takes the text before the first `.` as the driver major and
-/// drops CUDA devices below 570, so this is the host's string unaltered.
-///
-/// # Safety
-/// `version` must be null or writable for `length` bytes.
-pub unsafe fn driver_version(version: *mut c_char, length: c_uint) -> Result<(), nvmlReturn_t> {
-    let inv = init::inventory()?;
-    // SAFETY: forwarded from the caller.
-    unsafe { copy_str(version, length, &inv.host.system_driver_version) }
+/// Which version string a `nvmlSystemGet*Version` entry point reports.
+pub enum Version {
+    /// `nvmlSystemGetDriverVersion`. Ollama 0.30+ takes the text before
+    /// the first `.` as the driver major and drops CUDA devices below 570,
+    /// so this is the host's string unaltered.
+    Driver,
+    /// `nvmlSystemGetNVMLVersion`.
+    Nvml,
 }
 
 /// # Safety
-/// `version` must be null or writable for `length` bytes.
-pub unsafe fn nvml_version(version: *mut c_char, length: c_uint) -> Result<(), nvmlReturn_t> {
-    let inv = init::inventory()?;
+/// `version` must be writable for `length` bytes.
+pub unsafe fn version(
+    version: Out<c_char>,
+    length: c_uint,
+    which: Version,
+) -> Result<(), nvmlReturn_t> {
+    let inv = init::host_facts()?;
+    let s = match which {
+        Version::Driver => &inv.host.system_driver_version,
+        Version::Nvml => &inv.host.nvml_version,
+    };
     // SAFETY: forwarded from the caller.
-    unsafe { copy_str(version, length, &inv.host.nvml_version) }
+    unsafe { put_str(version, length, s) }
 }
 
-/// # Safety
-/// `cuda_driver_version` must be null or writable.
-pub unsafe fn cuda_driver_version(cuda_driver_version: *mut c_int) -> Result<(), nvmlReturn_t> {
-    let inv = init::inventory()?;
-    // SAFETY: forwarded from the caller.
-    unsafe { put(cuda_driver_version, inv.host.cuda_driver_version) }
+/// `nvmlSystemGetCudaDriverVersion` and its `_v2`.
+pub fn cuda_driver_version(cuda_driver_version: Out<c_int>) -> Result<(), nvmlReturn_t> {
+    cuda_driver_version.write(init::host_facts()?.host.cuda_driver_version);
+    Ok(())
 }

@@ -140,6 +140,9 @@ fn no_daemon_is_driver_not_loaded_quickly() {
         "calls after a failed init are uninitialized"
     );
     assert_eq!(kv["shutdown_rc"], "1");
+    // Versions real NVML answers without init: no host, so no driver.
+    assert_eq!(kv["nvml_version_rc"], "9", "{}", show(&out));
+    assert_eq!(kv["cuda_version_rc"], "9", "{}", show(&out));
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -161,18 +164,23 @@ fn stale_socket_is_driver_not_loaded_quickly() {
     assert!(ms < 5000.0, "init took {ms} ms");
 }
 
-/// A listener that never answers the handshake (a wedged daemon): init must
-/// still give up within 5 s.
+/// A listener that accepts connections into its backlog but never answers
+/// the handshake (a wedged daemon): init must give up with DRIVER_NOT_LOADED
+/// when the guest's handshake deadline passes (2 s in
+/// crates/vgpu-guest/src/client.rs), not hang the application. 5 s leaves
+/// that deadline room on a loaded machine; connecting itself is immediate.
 #[test]
-#[ignore = "the guest client's handshake timeout alone is 5 s (crates/vgpu-guest/src/client.rs)"]
 fn stalled_listener_is_driver_not_loaded_within_5s() {
     let dir = TempDir::new("nvml");
     let path = dir.0.join("stall");
     let _listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
     let host = format!("unix:{}", path.display());
-    let (out, kv) = run_client("nodaemon", &[("VGPU_HOST", &host)]);
+    let (out, kv) = run_client("nodaemon", &[("VGPU_HOST", &host), ("VGPU_LOG", "warn")]);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(kv["init_rc"], "9", "{}", show(&out));
+    // The handshake is what gave up: a refused connection (no listener)
+    // would fail at once and say nothing about a stall.
+    assert!(out.stderr.contains("handshake"), "{}", show(&out));
     let ms: f64 = kv["init_ms"].parse().unwrap();
-    assert!(ms < 5000.0, "init took {ms} ms");
+    assert!(ms < 5000.0, "init took {ms} ms\n{}", show(&out));
 }

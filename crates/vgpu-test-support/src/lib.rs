@@ -452,10 +452,11 @@ pub fn compile_c(src: &str, extra_args: &[&str]) -> PathBuf {
     compile_c_in(&repo_root().join("tests/c"), src, extra_args)
 }
 
-/// Compiles `<dir>/<src>` with `gcc -std=gnu11 -O1 -g -Wall -Wextra -Werror ...
-/// -ldl -lpthread` and returns the executable. Cached per test binary run (and
-/// on disk by content hash, headers of `dir` included, under
-/// `target/<profile>/vgpu-test-c/`).
+/// Compiles `<dir>/<src>` with `gcc -std=gnu11 -O1 -g -Wall -Wextra -Werror
+/// -I <repo>/tests/c ... -ldl -lpthread` and returns the executable: every C
+/// test can include the shared `vgpu_test.h`. Cached per test binary run (and
+/// on disk by content hash, headers of `dir` and of `<repo>/tests/c` included,
+/// under `target/<profile>/vgpu-test-c/`).
 #[track_caller]
 pub fn compile_c_in(dir: &Path, src: &str, extra_args: &[&str]) -> PathBuf {
     static CACHE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
@@ -469,12 +470,15 @@ pub fn compile_c_in(dir: &Path, src: &str, extra_args: &[&str]) -> PathBuf {
     let out_dir = artifacts().dir.join("vgpu-test-c");
     fs::create_dir_all(&out_dir).expect("create C output dir");
     let stem = Path::new(src).file_stem().unwrap().to_string_lossy();
-    let mut header_paths: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
+    let shared = repo_root().join("tests/c");
+    let mut header_paths: Vec<PathBuf> = [dir, shared.as_path()]
+        .into_iter()
+        .flat_map(|d| fs::read_dir(d).unwrap_or_else(|e| panic!("list {}: {e}", d.display())))
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension() == Some(OsStr::new("h")))
         .collect();
     header_paths.sort();
+    header_paths.dedup();
     let mut headers = Vec::new();
     for p in header_paths {
         headers.extend(fs::read(&p).expect("read header"));
@@ -485,6 +489,8 @@ pub fn compile_c_in(dir: &Path, src: &str, extra_args: &[&str]) -> PathBuf {
         let tmp = out_dir.join(format!(".{stem}.{}", std::process::id()));
         let out = Command::new("gcc")
             .args(["-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror"])
+            .arg("-I")
+            .arg(&shared)
             .arg("-o")
             .arg(&tmp)
             .arg(&path)

@@ -5,6 +5,7 @@ use crate::codec::{from_bytes, to_bytes, DecodeError, Wire};
 use crate::endpoint::{Peer, Stream};
 use crate::frame::{encode_frame, read_frame, write_frame, Frame, FrameError, Header};
 use crate::proto::{refusal, Call, Hello, HelloReply, HELLO_OP, MAGIC, PROTOCOL_VERSION};
+use crate::status::Status;
 use std::fmt;
 use std::io::Write;
 use std::time::Duration;
@@ -12,8 +13,8 @@ use std::time::Duration;
 /// Why a call did not produce a reply value.
 #[derive(Debug)]
 pub enum CallError {
-    /// The host answered with this non-zero status.
-    Status(u32),
+    /// The host answered with this status.
+    Status(Status),
     /// The connection failed; the session is gone.
     Transport(FrameError),
     /// The host's reply did not decode.
@@ -25,7 +26,7 @@ pub enum CallError {
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CallError::Status(s) => write!(f, "host returned status {s}"),
+            CallError::Status(s) => write!(f, "host returned {s}"),
             CallError::Transport(e) => write!(f, "transport: {e}"),
             CallError::Decode(e) => write!(f, "bad reply: {e}"),
             CallError::OutOfOrder { expected, got } => {
@@ -116,13 +117,19 @@ impl Client {
         })
     }
 
-    /// One round trip.
+    /// One call, travelling as its op's [`crate::proto::Meta`] says: a
+    /// round trip for a sync op; a deferred op is queued (it goes out with
+    /// the next round trip) and its `()` reply is immediate.
     pub fn call<C: Call>(&mut self, call: &C) -> Result<C::Reply, CallError> {
-        let f = self.round_trip(C::OP, &to_bytes(call))?;
-        if f.header.status != 0 {
-            return Err(CallError::Status(f.header.status));
+        if let Some(reply) = C::unanswered() {
+            self.queue_raw(C::OP, &to_bytes(call))?;
+            return Ok(reply);
         }
-        from_bytes::<C::Reply>(&f.payload).map_err(CallError::Decode)
+        let f = self.round_trip(C::OP, &to_bytes(call))?;
+        match Status::from_wire(C::META.domain, f.header.status) {
+            Some(s) => Err(CallError::Status(s)),
+            None => from_bytes::<C::Reply>(&f.payload).map_err(CallError::Decode),
+        }
     }
 
     /// Sends raw bytes under an op and returns the raw reply (tests and tools).
@@ -151,14 +158,10 @@ impl Client {
         Ok(f)
     }
 
-    /// Queues a call whose failure the application can only observe later
-    /// (a launch, an async copy, an event record): no round trip now; the
-    /// host reports a failure at the next synchronizing call.
-    pub fn queue<C: Call>(&mut self, call: &C) -> Result<(), CallError> {
-        self.queue_raw(C::OP, &to_bytes(call))
-    }
-
-    /// [`Client::queue`] for an already encoded payload.
+    /// Queues an encoded call with `FLAG_NO_REPLY`: no round trip now; the
+    /// host reports a failure at the next call that collects deferred
+    /// errors. Only for ops the table declares deferred ([`Client::call`]
+    /// picks this by itself); the host refuses any other without reply.
     pub fn queue_raw(&mut self, op: u16, payload: &[u8]) -> Result<(), CallError> {
         let seq = self.take_seq();
         let header = Header {
@@ -336,7 +339,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{GetInventory, Inventory, Ping};
+    use crate::proto::{GetInventory, Inventory, LaunchKernel, Ping};
 
     fn serve_one(
         mut s: Stream,
@@ -405,14 +408,16 @@ mod tests {
         assert_eq!(c.hello.driver_kind, "emulated");
         c.call(&Ping {}).unwrap();
         assert_eq!(c.call(&GetInventory {}).unwrap().cuda_driver_version, 13050);
-        // Queued calls get no reply; the next call's reply is its own.
+        // Deferred calls are queued and get no reply; the next call's
+        // reply is its own.
         for _ in 0..3 {
-            c.queue(&Ping {}).unwrap();
+            c.call(&LaunchKernel::default()).unwrap();
         }
         assert_eq!(c.queued_calls(), 3);
         assert_eq!(c.call(&GetInventory {}).unwrap().cuda_driver_version, 13050);
         assert_eq!(c.queued_calls(), 0);
-        c.queue(&Ping {}).unwrap();
+        c.call(&LaunchKernel::default()).unwrap();
+        assert_eq!(c.queued_calls(), 1);
         c.flush_queued().unwrap();
         c.call(&Ping {}).unwrap();
         let f = c.round_trip(999, b"junk").unwrap();

@@ -1,24 +1,46 @@
 //! The calls a guest makes and the replies it gets.
 //!
-//! Each call is a struct implementing [`Call`]: its op number, its reply type.
-//! The reply header's status is the call's result code — a `CUresult` for
-//! driver calls, an `nvmlReturn_t` for NVML calls, or one of the `STATUS_*`
-//! protocol errors below (all above any CUDA or NVML code). A reply with a
-//! non-zero status carries no payload unless the call says otherwise.
+//! Each call is a struct implementing [`Call`]: its op number, its reply
+//! type and its [`Meta`] — how it travels ([`Travel`]), whether it reports
+//! earlier deferred errors (`collects`), whether it moves bulk data, and
+//! which status domain its reply speaks ([`Domain`]). All of it is declared
+//! once, in the `calls!` table below; the guest's `send`, the worker's
+//! request loop and its dispatch ([`dispatch`]) read it from there. The
+//! reply header's status is a [`Status`] (see [`crate::status`]); a reply
+//! with a non-zero status carries no payload.
+//!
+//! # Adding an op
+//! One entry in `calls!` here, one guest body, one worker handler. E.g.
+//! `cuCtxGetApiVersion` forwarded to the host:
+//! ```text
+//! // here, in calls! (a free number; `sync`: the guest waits for the reply):
+//! 25 CtxGetApiVersion [sync] { ctx: u64 } -> u32;
+//! // vgpu-cuda, the entry point's body:
+//! let v = check::host(&CtxGetApiVersion { ctx: remote })?;
+//! // vgpu-host/src/worker/context.rs:
+//! impl Serve<CtxGetApiVersion> for Session {
+//!     fn serve(&mut self, c: CtxGetApiVersion) -> Result<u32, Status> {
+//!         let raw = self.enter(c.ctx)?;
+//!         let mut v = 0;
+//!         cu!(self, cuCtxGetApiVersion(raw, &mut v))?;
+//!         Ok(v)
+//!     }
+//! }
+//! ```
+//! A missing handler fails to compile (`dispatch` needs `Serve` for every
+//! op). Work the application only observes at a later synchronization is
+//! `[deferred]` (reply `()`, never answered); a call that waits for the
+//! device and so must report earlier deferred failures adds `collects`.
 
-use crate::codec::{Bytes, DecodeError, Reader, Wire};
+use crate::codec::{to_bytes, Bytes, DecodeError, Reader, Wire};
+pub use crate::status::{Status, STATUS_BAD_REQUEST, STATUS_HOST_ERROR, STATUS_UNKNOWN_OP};
 use crate::wire_struct;
 
 pub const MAGIC: [u8; 4] = *b"VGPU";
 /// Bumped on every incompatible change of frames, handshake or calls.
-pub const PROTOCOL_VERSION: u32 = 1;
-
-/// The request could not be decoded.
-pub const STATUS_BAD_REQUEST: u32 = 0xF000_0001;
-/// The op is not one this host knows.
-pub const STATUS_UNKNOWN_OP: u32 = 0xF000_0002;
-/// The host cannot serve this call (no driver function, worker failure).
-pub const STATUS_HOST_ERROR: u32 = 0xF000_0003;
+/// 2: copies and memsets split into sync and `...Async` ops.
+/// 3: a function's parameter layout may be unknown (`FunctionInfo`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Handshake refusals (the status of the `Hello` reply); the payload is a
 /// human-readable reason and the host then closes the connection.
@@ -38,34 +60,201 @@ pub mod caps {
     pub const BATCH: u64 = 1 << 1;
 }
 
-/// A call: its op number and what it returns on success.
+/// How a call travels between guest and host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Travel {
+    /// A round trip: the guest waits for the reply.
+    Sync,
+    /// Queued by the guest and sent with [`crate::frame::FLAG_NO_REPLY`];
+    /// the host never answers it. A failure becomes the session's deferred
+    /// error, reported by the next call that `collects` (as CUDA reports
+    /// asynchronous errors). The reply type is `()`.
+    Deferred,
+}
+
+/// Which codes a reply's status field holds (besides protocol codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// `CUresult`.
+    Cuda,
+    /// `nvmlReturn_t`.
+    Nvml,
+}
+
+/// What the protocol knows about an op, declared in the `calls!` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub op: u16,
+    pub name: &'static str,
+    pub travel: Travel,
+    /// Reports the first deferred failure not yet reported, instead of its
+    /// own success: the call waits for the device (synchronizations,
+    /// synchronous copies involving host memory), asks whether work is
+    /// done, or exists for it (`Flush`).
+    pub collects: bool,
+    /// Moves application data of unbounded size (copy payloads, images) in
+    /// its request or reply: what a shared-memory data plane would carry.
+    pub bulk: bool,
+    pub domain: Domain,
+}
+
+impl Meta {
+    /// The defaults of a table entry: no flags, CUDA statuses.
+    const fn new(op: u16, name: &'static str, travel: Travel) -> Meta {
+        Meta {
+            op,
+            name,
+            travel,
+            collects: false,
+            bulk: false,
+            domain: Domain::Cuda,
+        }
+    }
+
+    /// Refuses (at compile time: `META` is a constant) combinations that
+    /// mean nothing.
+    const fn checked(self) -> Meta {
+        assert!(
+            !(matches!(self.travel, Travel::Deferred) && self.collects),
+            "a deferred call has no reply to report deferred errors in"
+        );
+        self
+    }
+
+    /// Whether the host answers this op.
+    pub fn answered(&self) -> bool {
+        self.travel == Travel::Sync
+    }
+}
+
+/// A call: its op number, what it returns on success and how it travels.
 pub trait Call: Wire {
     const OP: u16;
     const NAME: &'static str;
+    const META: Meta;
     type Reply: Wire;
+    /// The reply a [`Travel::Deferred`] call stands for as soon as it is
+    /// queued (`Some(())`; only `()` type-checks there), `None` for a
+    /// [`Travel::Sync`] call, whose reply comes from the host.
+    fn unanswered() -> Option<Self::Reply>;
 }
 
+/// Serving one op: the worker implements this for every [`Call`], and
+/// [`dispatch`] requires all of them, so an op without a handler does not
+/// compile.
+pub trait Serve<C: Call> {
+    fn serve(&mut self, call: C) -> Result<C::Reply, Status>;
+}
+
+/// Decodes one request, serves it, encodes the reply; an undecodable
+/// payload is `STATUS_BAD_REQUEST` and the server never sees it.
+fn serve_one<C: Call, S: Serve<C> + ?Sized>(
+    server: &mut S,
+    payload: &[u8],
+) -> Result<Vec<u8>, Status> {
+    let call = decode_call::<C>(payload).map_err(|_| Status::BAD_REQUEST)?;
+    server.serve(call).map(|reply| to_bytes(&reply))
+}
+
+macro_rules! call_travel {
+    (sync) => {
+        Travel::Sync
+    };
+    (deferred) => {
+        Travel::Deferred
+    };
+}
+
+macro_rules! call_unanswered {
+    (sync) => {
+        fn unanswered() -> Option<Self::Reply> {
+            None
+        }
+    };
+    (deferred) => {
+        fn unanswered() -> Option<Self::Reply> {
+            Some(())
+        }
+    };
+}
+
+macro_rules! call_flag {
+    ($m:ident, collects) => {
+        $m.collects = true;
+    };
+    ($m:ident, bulk) => {
+        $m.bulk = true;
+    };
+    ($m:ident, nvml) => {
+        $m.domain = Domain::Nvml;
+    };
+}
+
+/// The table: `op Name [travel flags] { fields } -> Reply;`. Travel is
+/// `sync` or `deferred`; flags are `collects`, `bulk` and `nvml` (see
+/// [`Meta`]). Generates each struct and its [`Call`] impl, [`OPS`],
+/// [`meta`] and [`dispatch`].
 macro_rules! calls {
     ($(
         $(#[$m:meta])*
-        $op:literal $name:ident { $($f:ident : $t:ty),* $(,)? } -> $reply:ty;
+        $op:literal $name:ident [$travel:ident $($flag:ident)*]
+            { $($f:ident : $t:ty),* $(,)? } -> $reply:ty;
     )*) => {
         $(
             wire_struct! { $(#[$m])* pub struct $name { $(pub $f: $t),* } }
             impl Call for $name {
                 const OP: u16 = $op;
                 const NAME: &'static str = stringify!($name);
+                const META: Meta = {
+                    #[allow(unused_mut)]
+                    let mut m = Meta::new($op, stringify!($name), call_travel!($travel));
+                    $(call_flag!(m, $flag);)*
+                    m.checked()
+                };
                 type Reply = $reply;
+                call_unanswered!($travel);
             }
         )*
-        /// Every op and its name, for logs and for the decoder's op check.
-        pub const OPS: &[(u16, &str)] = &[$(($op, stringify!($name))),*];
+
+        /// Every op's metadata, in table order.
+        pub const OPS: &[Meta] = &[$(<$name as Call>::META),*];
+
+        /// The metadata of an op, or `None` for one this version does not know.
+        pub fn meta(op: u16) -> Option<Meta> {
+            match op {
+                $($op => Some(<$name as Call>::META),)*
+                _ => None,
+            }
+        }
+
+        /// Whether each op's reply type is `()`, found by type identity
+        /// (not by the table's own travel class), for the tests.
+        #[cfg(test)]
+        fn replies_are_unit() -> Vec<(Meta, bool)> {
+            use std::any::TypeId;
+            vec![$((<$name as Call>::META, TypeId::of::<$reply>() == TypeId::of::<()>())),*]
+        }
+
+        /// Decodes a request of `op`, has `server` serve it and encodes the
+        /// reply. Unknown op → `STATUS_UNKNOWN_OP`; undecodable payload →
+        /// `STATUS_BAD_REQUEST`. Whether and how the reply is sent is the
+        /// caller's business (see [`Meta`]).
+        pub fn dispatch<S>(server: &mut S, op: u16, payload: &[u8]) -> Result<Vec<u8>, Status>
+        where
+            S: ?Sized,
+            $(S: Serve<$name>,)*
+        {
+            match op {
+                $($op => serve_one::<$name, S>(server, payload),)*
+                _ => Err(Status::UNKNOWN_OP),
+            }
+        }
     };
 }
 
 /// Name of an op, or `None` for one this version does not know.
 pub fn op_name(op: u16) -> Option<&'static str> {
-    OPS.iter().find(|(o, _)| *o == op).map(|(_, n)| *n)
+    meta(op).map(|m| m.name)
 }
 
 wire_struct! {
@@ -196,146 +385,199 @@ pub mod nvml_kind {
 
 calls! {
     /// Liveness probe; also used by `vgpu doctor`.
-    2 Ping {} -> ();
+    2 Ping [sync] {} -> ();
     /// The device inventory (see [`Inventory`]).
-    3 GetInventory {} -> Inventory;
+    3 GetInventory [sync] {} -> Inventory;
     /// A live NVML value; the reply status is the `nvmlReturn_t`.
-    4 NvmlQuery { device: u32, kind: u32, arg0: u32, arg1: u32 } -> NvmlAnswer;
+    4 NvmlQuery [sync nvml] { device: u32, kind: u32, arg0: u32, arg1: u32 } -> NvmlAnswer;
 
     /// `cuCtxCreate*`; returns the host's handle for the new context.
-    16 CtxCreate { device: i32, flags: u32 } -> u64;
-    17 CtxDestroy { ctx: u64 } -> ();
+    16 CtxCreate [sync] { device: i32, flags: u32 } -> u64;
+    17 CtxDestroy [sync] { ctx: u64 } -> ();
     /// Retains the device's primary context; returns its handle (the same
     /// handle for every retain of one device within a session).
-    18 PrimaryCtxRetain { device: i32 } -> u64;
-    19 PrimaryCtxRelease { device: i32 } -> ();
-    20 PrimaryCtxReset { device: i32 } -> ();
-    21 PrimaryCtxSetFlags { device: i32, flags: u32 } -> ();
+    18 PrimaryCtxRetain [sync] { device: i32 } -> u64;
+    19 PrimaryCtxRelease [sync] { device: i32 } -> ();
+    20 PrimaryCtxReset [sync] { device: i32 } -> ();
+    21 PrimaryCtxSetFlags [sync] { device: i32, flags: u32 } -> ();
     /// → (flags, active).
-    22 PrimaryCtxGetState { device: i32 } -> (u32, bool);
-    23 CtxSynchronize { ctx: u64 } -> ();
+    22 PrimaryCtxGetState [sync] { device: i32 } -> (u32, bool);
+    23 CtxSynchronize [sync collects] { ctx: u64 } -> ();
     /// `cuMemGetInfo` in that context → (free, total).
-    24 MemGetInfo { ctx: u64 } -> (u64, u64);
+    24 MemGetInfo [sync] { ctx: u64 } -> (u64, u64);
 
     // ---- memory (device addresses are the host driver's real values; the
     // worker checks every range against this session's allocations) ----
     /// `cuMemAlloc` → device pointer.
-    32 MemAlloc { ctx: u64, size: u64 } -> u64;
+    32 MemAlloc [sync] { ctx: u64, size: u64 } -> u64;
     /// `cuMemAllocPitch` → (pointer, pitch).
-    33 MemAllocPitch { ctx: u64, width: u64, height: u64, elem_size: u32 } -> (u64, u64);
-    34 MemFree { ctx: u64, ptr: u64 } -> ();
+    33 MemAllocPitch [sync] { ctx: u64, width: u64, height: u64, elem_size: u32 } -> (u64, u64);
+    34 MemFree [sync] { ctx: u64, ptr: u64 } -> ();
     /// `cuMemGetAddressRange` → (base, size).
-    35 MemGetAddressRange { ctx: u64, ptr: u64 } -> (u64, u64);
-    /// Host to device, at most [`COPY_CHUNK`] bytes per call. `stream` 0 is
-    /// a synchronous copy; otherwise the copy is ordered on that stream
-    /// (a [`StreamCreate`] handle, or `CU_STREAM_LEGACY`/`CU_STREAM_PER_THREAD`).
-    36 MemcpyHtoD { ctx: u64, stream: u64, dst: u64, data: Bytes } -> ();
-    /// Device to host, at most [`COPY_CHUNK`] bytes per call → the bytes.
-    37 MemcpyDtoH { ctx: u64, stream: u64, src: u64, size: u64 } -> Bytes;
-    38 MemcpyDtoD { ctx: u64, stream: u64, dst: u64, src: u64, size: u64 } -> ();
+    35 MemGetAddressRange [sync] { ctx: u64, ptr: u64 } -> (u64, u64);
+    /// Synchronous host to device, at most [`COPY_CHUNK`] bytes per call.
+    36 MemcpyHtoD [sync collects bulk] { ctx: u64, dst: u64, data: Bytes } -> ();
+    /// Synchronous device to host, at most [`COPY_CHUNK`] bytes → the bytes.
+    37 MemcpyDtoH [sync collects bulk] { ctx: u64, src: u64, size: u64 } -> Bytes;
+    38 MemcpyDtoD [sync] { ctx: u64, dst: u64, src: u64, size: u64 } -> ();
     /// `cuMemsetD8/16/32[2D]`: `height` rows of `width` elements of
     /// `elem_size` (1, 2, 4) bytes, rows `pitch` bytes apart (1D: height 1).
-    39 Memset { ctx: u64, stream: u64, dst: u64, pitch: u64, value: u32, elem_size: u32, width: u64, height: u64 } -> ();
+    39 Memset [sync] { ctx: u64, dst: u64, pitch: u64, value: u32, elem_size: u32, width: u64, height: u64 } -> ();
     /// A 2D copy to device: `height` rows of `width` bytes, packed in `data`,
     /// written `dst_pitch` apart. At most [`COPY_CHUNK`] bytes per call.
-    40 Memcpy2DHtoD { ctx: u64, stream: u64, dst: u64, dst_pitch: u64, width: u64, height: u64, data: Bytes } -> ();
+    40 Memcpy2DHtoD [sync collects bulk] { ctx: u64, dst: u64, dst_pitch: u64, width: u64, height: u64, data: Bytes } -> ();
     /// A 2D copy from device → `height` rows of `width` bytes, packed.
-    41 Memcpy2DDtoH { ctx: u64, stream: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> Bytes;
-    42 Memcpy2DDtoD { ctx: u64, stream: u64, dst: u64, dst_pitch: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> ();
+    41 Memcpy2DDtoH [sync collects bulk] { ctx: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> Bytes;
+    42 Memcpy2DDtoD [sync] { ctx: u64, dst: u64, dst_pitch: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> ();
 
     // ---- virtual memory management ----
     /// `cuMemGetAllocationGranularity` → bytes.
-    48 MemGetAllocationGranularity { prop: MemAllocProp, option: u32 } -> u64;
+    48 MemGetAllocationGranularity [sync] { prop: MemAllocProp, option: u32 } -> u64;
     /// `cuMemCreate` → allocation handle.
-    49 MemCreate { size: u64, prop: MemAllocProp, flags: u64 } -> u64;
-    50 MemRelease { handle: u64 } -> ();
+    49 MemCreate [sync] { size: u64, prop: MemAllocProp, flags: u64 } -> u64;
+    50 MemRelease [sync] { handle: u64 } -> ();
     /// `cuMemAddressReserve` → start of the reserved range.
-    51 MemAddressReserve { size: u64, alignment: u64, addr: u64, flags: u64 } -> u64;
-    52 MemAddressFree { ptr: u64, size: u64 } -> ();
-    53 MemMap { ptr: u64, size: u64, offset: u64, handle: u64, flags: u64 } -> ();
-    54 MemUnmap { ptr: u64, size: u64 } -> ();
-    55 MemSetAccess { ptr: u64, size: u64, access: Vec<MemAccess> } -> ();
+    51 MemAddressReserve [sync] { size: u64, alignment: u64, addr: u64, flags: u64 } -> u64;
+    52 MemAddressFree [sync] { ptr: u64, size: u64 } -> ();
+    53 MemMap [sync] { ptr: u64, size: u64, offset: u64, handle: u64, flags: u64 } -> ();
+    54 MemUnmap [sync] { ptr: u64, size: u64 } -> ();
+    55 MemSetAccess [sync] { ptr: u64, size: u64, access: Vec<MemAccess> } -> ();
     /// `cuMemGetAccess` → `CUmemAccess_flags`.
-    56 MemGetAccess { location_type: u32, location_id: i32, ptr: u64 } -> u64;
+    56 MemGetAccess [sync] { location_type: u32, location_id: i32, ptr: u64 } -> u64;
 
     // ---- streams and stream-ordered allocation ----
     /// `cuStreamCreateWithPriority` → stream handle.
-    64 StreamCreate { ctx: u64, flags: u32, priority: i32 } -> u64;
-    65 StreamDestroy { stream: u64 } -> ();
-    66 StreamSynchronize { stream: u64 } -> ();
+    64 StreamCreate [sync] { ctx: u64, flags: u32, priority: i32 } -> u64;
+    65 StreamDestroy [sync] { stream: u64 } -> ();
+    66 StreamSynchronize [sync collects] { stream: u64 } -> ();
     /// The status is `CUDA_ERROR_NOT_READY` while work is pending.
-    67 StreamQuery { stream: u64 } -> ();
+    67 StreamQuery [sync collects] { stream: u64 } -> ();
     /// `cuMemAllocAsync` → device pointer.
-    72 MemAllocAsync { ctx: u64, stream: u64, size: u64 } -> u64;
-    73 MemFreeAsync { ctx: u64, stream: u64, ptr: u64 } -> ();
+    72 MemAllocAsync [sync] { ctx: u64, stream: u64, size: u64 } -> u64;
+    73 MemFreeAsync [deferred] { ctx: u64, stream: u64, ptr: u64 } -> ();
     /// `cuDeviceGetDefaultMemPool` → pool handle.
-    74 DeviceGetDefaultMemPool { device: i32 } -> u64;
+    74 DeviceGetDefaultMemPool [sync] { device: i32 } -> u64;
     /// `cuMemPoolGetAttribute` → the value widened to u64.
-    75 MemPoolGetAttribute { pool: u64, attr: u32 } -> u64;
-    76 MemPoolSetAttribute { pool: u64, attr: u32, value: u64 } -> ();
-    77 MemPoolTrimTo { pool: u64, keep: u64 } -> ();
+    75 MemPoolGetAttribute [sync] { pool: u64, attr: u32 } -> u64;
+    76 MemPoolSetAttribute [sync] { pool: u64, attr: u32, value: u64 } -> ();
+    77 MemPoolTrimTo [sync] { pool: u64, keep: u64 } -> ();
+    /// `cuMemAllocFromPoolAsync` → device pointer.
+    78 MemAllocFromPoolAsync [sync] { ctx: u64, stream: u64, pool: u64, size: u64 } -> u64;
 
     // ---- modules, kernels, launches ----
     /// `cuModuleLoadData[Ex]` / `cuModuleLoadFatBinary`: `image` is the
     /// exact bytes (fatbin container, cubin ELF or NUL-terminated PTX).
-    80 ModuleLoadData { ctx: u64, image: Bytes } -> u64;
-    81 ModuleUnload { module: u64 } -> ();
+    80 ModuleLoadData [sync bulk] { ctx: u64, image: Bytes } -> u64;
+    81 ModuleUnload [sync] { module: u64 } -> ();
     /// `cuModuleGetFunction` → the function and its parameter layout.
-    82 ModuleGetFunction { module: u64, name: String } -> FunctionInfo;
+    82 ModuleGetFunction [sync] { module: u64, name: String } -> FunctionInfo;
     /// `cuModuleGetGlobal` → (device pointer, size).
-    83 ModuleGetGlobal { module: u64, name: String } -> (u64, u64);
+    83 ModuleGetGlobal [sync] { module: u64, name: String } -> (u64, u64);
     /// `cuLibraryLoadData` (in the current context of the call) → library.
-    84 LibraryLoadData { ctx: u64, image: Bytes } -> u64;
-    85 LibraryUnload { library: u64 } -> ();
+    84 LibraryLoadData [sync bulk] { ctx: u64, image: Bytes } -> u64;
+    85 LibraryUnload [sync] { library: u64 } -> ();
     /// `cuLibraryGetKernel` → the kernel and its parameter layout.
-    86 LibraryGetKernel { library: u64, name: String } -> FunctionInfo;
+    86 LibraryGetKernel [sync] { library: u64, name: String } -> FunctionInfo;
     /// `cuLibraryGetModule` → the library's module in context `ctx`.
-    87 LibraryGetModule { ctx: u64, library: u64 } -> u64;
+    87 LibraryGetModule [sync] { ctx: u64, library: u64 } -> u64;
     /// `cuLibraryGetGlobal` → (device pointer, size) in context `ctx`.
-    88 LibraryGetGlobal { ctx: u64, library: u64, name: String } -> (u64, u64);
+    88 LibraryGetGlobal [sync] { ctx: u64, library: u64, name: String } -> (u64, u64);
     /// `cuKernelGetFunction` → the kernel's function in context `ctx`.
-    89 KernelGetFunction { ctx: u64, kernel: u64 } -> FunctionInfo;
+    89 KernelGetFunction [sync] { ctx: u64, kernel: u64 } -> FunctionInfo;
     /// `cuFuncGetAttribute` (also for kernels: `func` may be a kernel handle).
-    90 FuncGetAttribute { func: u64, attr: i32 } -> i32;
-    91 FuncSetAttribute { func: u64, attr: i32, value: i32 } -> ();
-    92 FuncSetCacheConfig { func: u64, config: u32 } -> ();
+    90 FuncGetAttribute [sync] { func: u64, attr: i32 } -> i32;
+    91 FuncSetAttribute [sync] { func: u64, attr: i32, value: i32 } -> ();
+    92 FuncSetCacheConfig [sync] { func: u64, config: u32 } -> ();
     /// `cuLaunchKernel[Ex]`, `cuLaunchCooperativeKernel`: `params` is the
     /// packed argument buffer (as in `CU_LAUNCH_PARAM_BUFFER_POINTER`).
-    /// Normally sent with `FLAG_NO_REPLY`: a failure is reported by the next
-    /// synchronizing call.
-    93 LaunchKernel { ctx: u64, func: u64, grid: [u32; 3], block: [u32; 3], shared_mem: u32, stream: u64, params: Bytes, cooperative: bool } -> ();
+    93 LaunchKernel [deferred] { ctx: u64, func: u64, grid: [u32; 3], block: [u32; 3], shared_mem: u32, stream: u64, params: Bytes, cooperative: bool } -> ();
     /// `cuOccupancyMaxActiveBlocksPerMultiprocessor[WithFlags]`.
-    94 OccupancyMaxActiveBlocks { func: u64, block_size: i32, dynamic_smem: u64, flags: u32 } -> i32;
+    94 OccupancyMaxActiveBlocks [sync] { func: u64, block_size: i32, dynamic_smem: u64, flags: u32 } -> i32;
     /// `cuOccupancyMaxPotentialBlockSize[WithFlags]` with a fixed dynamic
     /// shared memory size → (min grid size, block size).
-    95 OccupancyMaxPotentialBlockSize { func: u64, dynamic_smem: u64, block_size_limit: i32, flags: u32 } -> (i32, i32);
+    95 OccupancyMaxPotentialBlockSize [sync] { func: u64, dynamic_smem: u64, block_size_limit: i32, flags: u32 } -> (i32, i32);
     /// `cuLink*` done in one step on the host: the guest collects the inputs
     /// and `cuLinkComplete` asks for the linked image.
-    96 LinkComplete { ctx: u64, inputs: Vec<LinkInput> } -> Bytes;
+    96 LinkComplete [sync bulk] { ctx: u64, inputs: Vec<LinkInput> } -> Bytes;
 
     // ---- events ----
-    100 EventCreate { ctx: u64, flags: u32 } -> u64;
-    101 EventDestroy { event: u64 } -> ();
-    /// Normally sent with `FLAG_NO_REPLY`.
-    102 EventRecord { event: u64, stream: u64, flags: u32 } -> ();
+    100 EventCreate [sync] { ctx: u64, flags: u32 } -> u64;
+    101 EventDestroy [sync] { event: u64 } -> ();
+    102 EventRecord [deferred] { event: u64, stream: u64, flags: u32 } -> ();
     /// The status is `CUDA_ERROR_NOT_READY` while the event is pending.
-    103 EventQuery { event: u64 } -> ();
-    104 EventSynchronize { event: u64 } -> ();
+    103 EventQuery [sync collects] { event: u64 } -> ();
+    104 EventSynchronize [sync collects] { event: u64 } -> ();
     /// → milliseconds as `f32::to_bits`.
-    105 EventElapsedTime { start: u64, end: u64 } -> u32;
-    /// `cuStreamWaitEvent`; normally sent with `FLAG_NO_REPLY`.
-    106 StreamWaitEvent { stream: u64, event: u64, flags: u32 } -> ();
+    105 EventElapsedTime [sync] { start: u64, end: u64 } -> u32;
+    /// `cuStreamWaitEvent`.
+    106 StreamWaitEvent [deferred] { stream: u64, event: u64, flags: u32 } -> ();
     /// Ends a batch: replies with the first deferred error of the batches
     /// sent since the last `Flush` (0 if none) without synchronizing.
-    107 Flush {} -> ();
+    107 Flush [sync collects] {} -> ();
+
+    // ---- stream-ordered copies and memsets: the `...Async` twins of the
+    // synchronous ops above, ordered on `stream` (a [`StreamCreate`] handle,
+    // 0 for the context's NULL stream, or `CU_STREAM_LEGACY` /
+    // `CU_STREAM_PER_THREAD` as 1 / 2). Those with a host buffer finish
+    // before the host answers or takes the next request (the buffer lives
+    // in the request); the reply-bearing ones are therefore `sync`. ----
+    112 MemcpyHtoDAsync [deferred bulk] { ctx: u64, stream: u64, dst: u64, data: Bytes } -> ();
+    113 MemcpyDtoHAsync [sync bulk] { ctx: u64, stream: u64, src: u64, size: u64 } -> Bytes;
+    114 MemcpyDtoDAsync [deferred] { ctx: u64, stream: u64, dst: u64, src: u64, size: u64 } -> ();
+    115 MemsetAsync [deferred] { ctx: u64, stream: u64, dst: u64, pitch: u64, value: u32, elem_size: u32, width: u64, height: u64 } -> ();
+    116 Memcpy2DHtoDAsync [deferred bulk] { ctx: u64, stream: u64, dst: u64, dst_pitch: u64, width: u64, height: u64, data: Bytes } -> ();
+    117 Memcpy2DDtoHAsync [sync bulk] { ctx: u64, stream: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> Bytes;
+    118 Memcpy2DDtoDAsync [deferred] { ctx: u64, stream: u64, dst: u64, dst_pitch: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> ();
+}
+
+/// A synchronous copy or memset whose stream-ordered twin is the
+/// `...Async` op: the same fields plus `stream`. Lets the guest build one
+/// struct and send it either way, and the worker serve both with one
+/// method.
+pub trait OnStream: Call + Sized {
+    type Async: Call<Reply = Self::Reply>;
+    /// The same work ordered on `stream`.
+    fn on_stream(self, stream: u64) -> Self::Async;
+    /// The synchronous form of a twin, and its stream.
+    fn split(twin: Self::Async) -> (Self, u64);
+}
+
+/// Pairs each synchronous op with its twin. The field lists are checked by
+/// the compiler: a missing or extra field does not destructure.
+macro_rules! on_stream {
+    ($($sync:ident / $twin:ident { $($f:ident),* };)*) => {$(
+        impl OnStream for $sync {
+            type Async = $twin;
+            fn on_stream(self, stream: u64) -> $twin {
+                let $sync { $($f),* } = self;
+                $twin { stream, $($f),* }
+            }
+            fn split(twin: $twin) -> ($sync, u64) {
+                let $twin { stream, $($f),* } = twin;
+                ($sync { $($f),* }, stream)
+            }
+        }
+    )*};
+}
+
+on_stream! {
+    MemcpyHtoD / MemcpyHtoDAsync { ctx, dst, data };
+    MemcpyDtoH / MemcpyDtoHAsync { ctx, src, size };
+    MemcpyDtoD / MemcpyDtoDAsync { ctx, dst, src, size };
+    Memset / MemsetAsync { ctx, dst, pitch, value, elem_size, width, height };
+    Memcpy2DHtoD / Memcpy2DHtoDAsync { ctx, dst, dst_pitch, width, height, data };
+    Memcpy2DDtoH / Memcpy2DDtoHAsync { ctx, src, src_pitch, width, height };
+    Memcpy2DDtoD / Memcpy2DDtoDAsync { ctx, dst, dst_pitch, src, src_pitch, width, height };
 }
 
 wire_struct! {
     /// A function or kernel handle and what the guest needs to pack
-    /// `kernelParams`: each parameter's (offset, size) in the argument buffer.
+    /// `kernelParams`: each parameter's (offset, size) in the argument
+    /// buffer, `None` when neither the host driver nor the module image can
+    /// tell (the host log says why).
     pub struct FunctionInfo {
         pub handle: u64,
-        pub params: Vec<(u32, u32)>,
+        pub params: Option<Vec<(u32, u32)>>,
     }
 }
 
@@ -432,24 +674,140 @@ pub fn decode_call<C: Call>(payload: &[u8]) -> Result<C, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn op_numbers_are_unique_and_not_the_handshake() {
-        let mut seen = std::collections::BTreeSet::new();
-        for (op, name) in OPS {
-            assert_ne!(*op, HELLO_OP, "{name}");
-            assert!(seen.insert(*op), "op {op} ({name}) used twice");
+        let mut seen = BTreeSet::new();
+        for m in OPS {
+            assert_ne!(m.op, HELLO_OP, "{}", m.name);
+            assert!(seen.insert(m.op), "op {} ({}) used twice", m.op, m.name);
+            assert_eq!(meta(m.op), Some(*m), "{}", m.name);
         }
         assert_eq!(op_name(<MemAlloc as Call>::OP), Some("MemAlloc"));
         assert_eq!(op_name(0xffff), None);
+        assert_eq!(meta(HELLO_OP), None);
+    }
+
+    #[test]
+    fn every_op_travels_one_way_and_deferred_ones_reply_unit() {
+        for (m, unit) in replies_are_unit() {
+            match m.travel {
+                Travel::Deferred => {
+                    assert!(unit, "{} is deferred but has a reply", m.name);
+                    assert!(!m.collects, "{} is deferred and collects", m.name);
+                    assert!(!m.answered());
+                }
+                Travel::Sync => assert!(m.answered()),
+            }
+        }
+        // `unanswered` agrees with the travel class for every kind of reply.
+        assert_eq!(<LaunchKernel as Call>::unanswered(), Some(()));
+        assert_eq!(<MemcpyHtoDAsync as Call>::unanswered(), Some(()));
+        assert_eq!(<MemcpyHtoD as Call>::unanswered(), None);
+        assert_eq!(<MemAlloc as Call>::unanswered(), None);
+    }
+
+    #[test]
+    fn the_synchronizing_calls_collect_and_no_others() {
+        // cuda.h: these wait for (or ask about) the device, so CUDA reports
+        // earlier asynchronous errors through them; Flush exists to collect.
+        let expected: BTreeSet<&str> = [
+            "CtxSynchronize",
+            "StreamSynchronize",
+            "StreamQuery",
+            "EventSynchronize",
+            "EventQuery",
+            "Flush",
+            "MemcpyHtoD",
+            "MemcpyDtoH",
+            "Memcpy2DHtoD",
+            "Memcpy2DDtoH",
+        ]
+        .into();
+        let collectors: BTreeSet<&str> =
+            OPS.iter().filter(|m| m.collects).map(|m| m.name).collect();
+        assert_eq!(collectors, expected);
+        // Copies through a host buffer on a stream are not synchronizing.
+        assert!(!meta(MemcpyDtoHAsync::OP).unwrap().collects);
+        assert_eq!(<NvmlQuery as Call>::META.domain, Domain::Nvml);
+        assert_eq!(<CtxSynchronize as Call>::META.domain, Domain::Cuda);
     }
 
     #[test]
     fn copy_chunks_fit_in_a_frame() {
-        let call = MemcpyHtoD {
+        let call = MemcpyHtoDAsync {
             data: Bytes(vec![0; COPY_CHUNK as usize]),
             ..Default::default()
         };
         assert!(crate::codec::to_bytes(&call).len() <= crate::frame::MAX_PAYLOAD as usize);
+        assert!(meta(MemcpyHtoDAsync::OP).unwrap().bulk);
+        assert!(!meta(LaunchKernel::OP).unwrap().bulk);
+    }
+
+    #[test]
+    fn twins_keep_every_field() {
+        let sync = Memcpy2DDtoD {
+            ctx: 1,
+            dst: 2,
+            dst_pitch: 3,
+            src: 4,
+            src_pitch: 5,
+            width: 6,
+            height: 7,
+        };
+        let twin = sync.clone().on_stream(9);
+        assert_eq!(twin.stream, 9);
+        assert_eq!((twin.ctx, twin.height), (1, 7));
+        assert_eq!(Memcpy2DDtoD::split(twin), (sync, 9));
+    }
+
+    /// Answers every call with its reply type's default value and counts.
+    #[derive(Default)]
+    struct Defaults {
+        served: Vec<u16>,
+    }
+
+    impl<C: Call> Serve<C> for Defaults
+    where
+        C::Reply: Default,
+    {
+        fn serve(&mut self, _: C) -> Result<C::Reply, Status> {
+            self.served.push(C::OP);
+            if C::OP == <MemFree as Call>::OP {
+                return Err(Status::Cuda(
+                    cuda_types::cuda::CUresult::CUDA_ERROR_INVALID_VALUE,
+                ));
+            }
+            Ok(C::Reply::default())
+        }
+    }
+
+    #[test]
+    fn dispatch_decodes_serves_or_refuses() {
+        let mut s = Defaults::default();
+        let ok = dispatch(&mut s, MemGetInfo::OP, &to_bytes(&MemGetInfo { ctx: 5 }));
+        assert_eq!(ok, Ok(to_bytes(&(0u64, 0u64))));
+        let err = dispatch(&mut s, MemFree::OP, &to_bytes(&MemFree::default()));
+        assert_eq!(
+            err,
+            Err(Status::Cuda(
+                cuda_types::cuda::CUresult::CUDA_ERROR_INVALID_VALUE
+            ))
+        );
+        // Short, and one byte too long: the handler never sees either.
+        assert_eq!(
+            dispatch(&mut s, MemGetInfo::OP, &[1, 2, 3]),
+            Err(Status::BAD_REQUEST)
+        );
+        let mut long = to_bytes(&MemGetInfo { ctx: 5 });
+        long.push(0);
+        assert_eq!(
+            dispatch(&mut s, MemGetInfo::OP, &long),
+            Err(Status::BAD_REQUEST)
+        );
+        assert_eq!(dispatch(&mut s, 0xfffe, &[]), Err(Status::UNKNOWN_OP));
+        assert_eq!(dispatch(&mut s, HELLO_OP, &[]), Err(Status::UNKNOWN_OP));
+        assert_eq!(s.served, vec![MemGetInfo::OP, MemFree::OP]);
     }
 }

@@ -226,3 +226,110 @@ fn entry_header_fields() {
     assert!(h.is_compressed());
     assert_eq!(EntryHeader::read(&e[..63]), None);
 }
+
+/// A container of entries (kind, flags, compressed size, uncompressed size,
+/// payload), each payload padded to 8 as nvcc pads them.
+fn fatbin(entries: &[(u16, u64, u32, u64, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for &(kind, flags, csize, usize_, payload) in entries {
+        let padded = payload.len().next_multiple_of(8);
+        let mut h = [0u8; 64];
+        h[0..2].copy_from_slice(&kind.to_le_bytes());
+        h[4..8].copy_from_slice(&64u32.to_le_bytes());
+        h[8..16].copy_from_slice(&(padded as u64).to_le_bytes());
+        h[16..20].copy_from_slice(&csize.to_le_bytes());
+        h[28..32].copy_from_slice(&90u32.to_le_bytes());
+        h[40..48].copy_from_slice(&flags.to_le_bytes());
+        h[56..64].copy_from_slice(&usize_.to_le_bytes());
+        body.extend_from_slice(&h);
+        body.extend_from_slice(payload);
+        body.resize(body.len() + padded - payload.len(), 0);
+    }
+    let mut c = container(0);
+    c.truncate(16);
+    c[8..16].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    c.extend(body);
+    c
+}
+
+#[test]
+fn container_entries_in_order_with_exact_compressed_payloads() {
+    let c = fatbin(&[
+        (KIND_ELF, 0x11, 0, 0, b"\x7fELF-ish"),
+        (KIND_PTX, FLAG_ZSTD | 0x11, 5, 99, b"zstd!"),
+    ]);
+    let mut trailing = c.clone();
+    trailing.extend_from_slice(&[0xee; 40]);
+    let e = container_entries(&trailing).unwrap();
+    assert_eq!(e.len(), 2);
+    assert_eq!(
+        (e[0].header.kind, e[0].payload),
+        (KIND_ELF, &b"\x7fELF-ish"[..])
+    );
+    // Padded to 8 on disk; the compressed size is exact.
+    assert_eq!((e[1].header.kind, e[1].payload), (KIND_PTX, &b"zstd!"[..]));
+    assert_eq!(e[0].decompressed().unwrap(), &b"\x7fELF-ish"[..]);
+}
+
+#[test]
+fn container_entries_refuse_what_does_not_fit() {
+    let c = fatbin(&[(KIND_PTX, 0x11, 0, 0, b".version 8.0\n")]);
+    for len in 0..c.len() {
+        assert_eq!(
+            container_entries(&c[..len]),
+            Err(ImageError::Truncated),
+            "cut at {len}"
+        );
+    }
+    let mut small = c.clone();
+    small[16 + 4..16 + 8].copy_from_slice(&32u32.to_le_bytes());
+    assert_eq!(
+        container_entries(&small),
+        Err(ImageError::Implausible {
+            what: "fatbin entry header",
+            len: 32
+        })
+    );
+    let over = fatbin(&[(KIND_PTX, FLAG_LZ4, 17, 40, b"0123456789abcdef")]);
+    assert_eq!(
+        container_entries(&over),
+        Err(ImageError::Implausible {
+            what: "compressed fatbin entry",
+            len: 17
+        })
+    );
+    let mut magic = c.clone();
+    magic[0] ^= 1;
+    assert!(matches!(
+        container_entries(&magic),
+        Err(ImageError::NotContainer { .. })
+    ));
+}
+
+#[cfg(feature = "decompress")]
+#[test]
+fn decompression_must_give_the_announced_size() {
+    let text = b"the same words, the same words, the same words".repeat(8);
+    let lz4 = lz4_flex::block::compress(&text);
+    let n = text.len() as u64;
+    let entry =
+        |size: u64| fatbin(&[(KIND_PTX, FLAG_LZ4 | 0x11, lz4.len() as u32, size, &lz4[..])]);
+    let good = entry(n);
+    let e = container_entries(&good).unwrap();
+    assert_eq!(e[0].decompressed().unwrap(), &text[..]);
+    for wrong in [n - 1, n + 1] {
+        let bad = entry(wrong);
+        let e = container_entries(&bad).unwrap();
+        assert_eq!(
+            e[0].decompressed(),
+            Err(ImageError::Decompress { codec: "LZ4" }),
+            "announced {wrong}"
+        );
+    }
+    let huge = entry(MAX_IMAGE + 1);
+    let e = container_entries(&huge).unwrap();
+    assert!(matches!(
+        e[0].decompressed(),
+        Err(ImageError::Implausible { .. })
+    ));
+}

@@ -2,10 +2,10 @@
 //! and cudart 11's way of loading the fatbins it registered.
 
 use super::{fun, stubs, Slot, Table, T_CUDART};
-use crate::driver;
+use crate::driver::{self, Device};
 use cuda_types::cuda::{CUcontext, CUdevice, CUjit_option, CUmodule, CUresult};
 use std::ffi::{c_char, c_uint, c_void};
-use vgpu_guest::ffi::{cuda_boundary, OutPtr};
+use vgpu_ffi::{boundary as cuda_boundary, from_cuda, Out};
 
 pub static TABLE: Table<13> = {
     let s = stubs!(T_CUDART; 3 4 5 9 10 11 12);
@@ -33,9 +33,11 @@ pub static TABLE: Table<13> = {
 /// once at exit; a retain here would be a reference nobody returns.
 unsafe extern "C" fn primary_context(pctx: *mut CUcontext, dev: CUdevice) -> CUresult {
     cuda_boundary("CUDART_INTERFACE[2]", || {
-        let p = driver::get()?.primary(dev)?;
-        // SAFETY: API contract: pctx is writable or null.
-        unsafe { pctx.write_or(p.handle(), CUresult::CUDA_ERROR_INVALID_VALUE) }
+        let p = Device::new(dev)?.primary();
+        // SAFETY: the slot's contract: pctx is NULL or writable.
+        let pctx: Out<CUcontext> = unsafe { from_cuda::<_, _, CUresult>(pctx) }?;
+        pctx.write(p.handle());
+        Ok(())
     })
 }
 
@@ -43,11 +45,14 @@ unsafe extern "C" fn primary_context(pctx: *mut CUcontext, dev: CUdevice) -> CUr
 // 11.x does so at the first launch of a kernel (12+ uses cuLibraryLoadData).
 
 /// Slot 1: `(CUmodule*, const void *fatbinWrapper)`.
+/// A NULL `out` is refused before anything is loaded.
 unsafe extern "C" fn load_fatbin(out: *mut CUmodule, wrapper: *const c_void) -> CUresult {
     cuda_boundary("CUDART_INTERFACE[1]", || {
-        let m = crate::module::load_module_from_wrapper(wrapper)?;
-        // SAFETY: API contract: `out` is writable or null.
-        unsafe { out.write_or(m, CUresult::CUDA_ERROR_INVALID_VALUE) }
+        driver::require()?;
+        // SAFETY: the slot's contract: `out` is NULL or writable.
+        let out: Out<CUmodule> = unsafe { from_cuda::<_, _, CUresult>(out) }?;
+        out.write(crate::module::load_module_from_wrapper(wrapper)?);
+        Ok(())
     })
 }
 
@@ -75,8 +80,13 @@ unsafe extern "C" fn load_image(
     n: c_uint,
 ) -> CUresult {
     cuda_boundary("CUDART_INTERFACE[8]", || {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::module::load_data_ex(out, image, n, options, values) }
+        driver::require()?;
+        // SAFETY: the slot's contract: `out` is NULL or writable, the rest
+        // as for cuModuleLoadDataEx.
+        unsafe {
+            let out = from_cuda::<_, Out<CUmodule>, CUresult>(out)?;
+            crate::module::load_data(out, image, n, options, values)
+        }
     })
 }
 

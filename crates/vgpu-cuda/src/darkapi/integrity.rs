@@ -1,5 +1,5 @@
 //! INTEGRITY_CHECK (3 slots, slot 0 = 24): cudart's proof that it talks to
-//! the driver it expects (cuda-runtime.md §7). Everything hashed is a value
+//! the driver it expects (docs/call-path.md, "Integrity check"). Everything hashed is a value
 //! of this process — its pid, thread, the table addresses it was handed, the
 //! devices as this shim reports them — so the answer is computed here, never
 //! on the host.
@@ -138,7 +138,7 @@ fn message(version: u32, unix_seconds: u64) -> Message {
 /// result[2])`. cudart calls it three times with version = CUDART_VERSION
 /// + 0, + 1, + 2.
 unsafe extern "C" fn check(version: u32, unix_seconds: u64, result: *mut u64) -> CUresult {
-    vgpu_guest::ffi::cuda_boundary("INTEGRITY_CHECK[1]", || {
+    vgpu_ffi::boundary("INTEGRITY_CHECK[1]", || {
         if result.is_null() {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }

@@ -1,5 +1,5 @@
 //! `cuGetExportTable`: the undocumented tables ("dark API") libcudart
-//! cannot start without, all answered in the guest (cuda-runtime.md §6).
+//! cannot start without, all answered in the guest (docs/call-path.md, "Export tables").
 //!
 //! A table is an array of pointer-sized slots, usually with its own size in
 //! bytes in slot 0. The tables are `static`s so their addresses never change:
@@ -19,6 +19,7 @@ use cuda_types::cuda::{CUresult, CUuuid};
 use parking_lot::Mutex;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
+use vgpu_ffi::{In, Out};
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
 
@@ -168,15 +169,10 @@ fn log_refused(id: &[u8; 16]) {
 }
 
 /// Needs no `cuInit`: cudart 12.9+ asks for a table before initialising.
-pub unsafe fn get_export_table(out: *mut *const c_void, id: *const CUuuid) -> Result<(), CUresult> {
-    if out.is_null() || id.is_null() {
-        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-    }
-    // SAFETY: non-null; the API contract makes it a readable CUuuid.
-    let id: [u8; 16] = unsafe { id.read_unaligned() }.bytes.map(|b| b as u8);
+pub fn get_export_table(out: Out<*const c_void>, id: In<CUuuid>) -> Result<(), CUresult> {
+    let id: [u8; 16] = id.read().bytes.map(|b| b as u8);
     let found = table(&id);
-    // SAFETY: checked non-null; writable by API contract.
-    unsafe { out.write_unaligned(found.unwrap_or(std::ptr::null())) };
+    out.write(found.unwrap_or(std::ptr::null()));
     if found.is_none() {
         log_refused(&id);
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
@@ -188,13 +184,21 @@ pub unsafe fn get_export_table(out: *mut *const c_void, id: *const CUuuid) -> Re
 mod tests {
     use super::*;
 
+    /// Through the export, as cudart calls it (before cuInit).
+    fn export(out: *mut *const c_void, id: *const CUuuid) -> Result<(), CUresult> {
+        // SAFETY: the tests pass live locals or NULL.
+        match unsafe { crate::cuGetExportTable(out, id) } {
+            CUresult::CUDA_SUCCESS => Ok(()),
+            e => Err(e),
+        }
+    }
+
     fn get(id: [u8; 16]) -> (Result<(), CUresult>, *const c_void) {
         let mut out: *const c_void = std::ptr::dangling::<c_void>();
         let uuid = CUuuid {
             bytes: id.map(|b| b as std::ffi::c_char),
         };
-        // SAFETY: valid locals.
-        let r = unsafe { get_export_table(&mut out, &uuid) };
+        let r = export(&mut out, &uuid);
         (r, out)
     }
 
@@ -241,18 +245,15 @@ mod tests {
             }
         }
         let mut out = std::ptr::null();
-        // SAFETY: NULL id / NULL out are checked before use.
-        unsafe {
-            assert_eq!(
-                get_export_table(&mut out, std::ptr::null()),
-                Err(CUresult::CUDA_ERROR_INVALID_VALUE)
-            );
-            let id = CUuuid { bytes: [0; 16] };
-            assert_eq!(
-                get_export_table(std::ptr::null_mut(), &id),
-                Err(CUresult::CUDA_ERROR_INVALID_VALUE)
-            );
-        }
+        assert_eq!(
+            export(&mut out, std::ptr::null()),
+            Err(CUresult::CUDA_ERROR_INVALID_VALUE)
+        );
+        let id = CUuuid { bytes: [0; 16] };
+        assert_eq!(
+            export(std::ptr::null_mut(), &id),
+            Err(CUresult::CUDA_ERROR_INVALID_VALUE)
+        );
         assert_eq!(
             format_id(b"\xf8\xcf\xf9\x51\x21\x46\x8b\x4e\xb9\xe2\xfb\x46\x9e\x7c\x0d\xd9"),
             "f8cff951-2146-8b4e-b9e2-fb469e7c0dd9"

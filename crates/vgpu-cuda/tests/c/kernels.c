@@ -6,17 +6,10 @@
  *   kernels LIB
  *
  * Prints "ok NAME" or "FAIL NAME: ..." per check; exits 1 if any failed. */
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "vgpu_test.h"
 #include <unistd.h>
 
-typedef int CUresult;
-typedef int CUdevice;
-typedef void *CUcontext, *CUmodule, *CUfunction, *CUlibrary, *CUkernel, *CUstream, *CUevent, *CUlinkState;
+typedef void *CUmodule, *CUfunction, *CUlibrary, *CUkernel, *CUstream, *CUevent, *CUlinkState;
 typedef unsigned long long CUdeviceptr;
 
 typedef struct {
@@ -97,37 +90,6 @@ static const char PTX[] =
     "  ret;\n"
     "}\n";
 
-static void *lib;
-static int failures;
-
-static void *sym(const char *name) {
-    void *p = dlsym(lib, name);
-    if (!p) {
-        printf("FAIL dlsym %s\n", name);
-        exit(2);
-    }
-    return p;
-}
-
-#define FN(ret, name, args) ret(*name) args = (ret(*) args)sym(#name)
-
-static void check(int cond, const char *name, const char *fmt, long long a, long long b) {
-    if (cond) {
-        printf("ok %s\n", name);
-    } else {
-        printf("FAIL %s: ", name);
-        printf(fmt, a, b);
-        printf("\n");
-        failures++;
-    }
-}
-
-#define RC(call, want, name)                                                 \
-    do {                                                                     \
-        CUresult r_ = (call);                                                \
-        check(r_ == (want), name, "returned %lld, wanted %lld", r_, (want)); \
-    } while (0)
-
 static int host_fn_runs;
 static void host_fn(void *arg) { host_fn_runs += *(int *)arg; }
 
@@ -148,11 +110,7 @@ static size_t smem_per_block(int block) {
 
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
-    lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-        printf("FAIL dlopen: %s\n", dlerror());
-        return 2;
-    }
+    open_test_lib(argv[1]);
     FN(CUresult, cuInit, (unsigned));
     FN(CUresult, cuDeviceGet, (CUdevice *, int));
     FN(CUresult, cuCtxCreate_v2, (CUcontext *, unsigned, CUdevice));
@@ -202,45 +160,45 @@ int main(int argc, char **argv) {
     FN(CUresult, cuLibraryLoadFromFile, (CUlibrary *, const char *, void *, void **, unsigned, void *, void **,
                                          unsigned));
 
-    RC(cuInit(0), 0, "init");
+    EXPECT_RC(cuInit(0), 0, "init");
     CUdevice dev;
     CUcontext ctx;
-    RC(cuDeviceGet(&dev, 0), 0, "device");
-    RC(cuCtxCreate_v2(&ctx, 0, dev), 0, "ctx create");
+    EXPECT_RC(cuDeviceGet(&dev, 0), 0, "device");
+    EXPECT_RC(cuCtxCreate_v2(&ctx, 0, dev), 0, "ctx create");
 
     /* ---- images ---- */
     CUmodule mod = NULL;
     static const unsigned char garbage[] = {0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0};
-    RC(cuModuleLoadData(&mod, garbage), 200, "garbage image is INVALID_IMAGE");
-    RC(cuModuleLoadData(&mod, PTX), 0, "load PTX");
+    EXPECT_RC(cuModuleLoadData(&mod, garbage), 200, "garbage image is INVALID_IMAGE");
+    EXPECT_RC(cuModuleLoadData(&mod, PTX), 0, "load PTX");
 
     CUfunction vadd = NULL, again = NULL, missing = NULL;
-    RC(cuModuleGetFunction(&vadd, mod, "vadd"), 0, "get vadd");
-    RC(cuModuleGetFunction(&again, mod, "vadd"), 0, "get vadd again");
-    check(vadd == again, "same function handle", "%llx vs %llx", (long long)(intptr_t)vadd,
+    EXPECT_RC(cuModuleGetFunction(&vadd, mod, "vadd"), 0, "get vadd");
+    EXPECT_RC(cuModuleGetFunction(&again, mod, "vadd"), 0, "get vadd again");
+    expect(vadd == again, "same function handle", "%llx vs %llx", (long long)(intptr_t)vadd,
           (long long)(intptr_t)again);
-    RC(cuModuleGetFunction(&missing, mod, "nope"), 500, "missing function is NOT_FOUND");
-    RC(cuModuleGetFunction(&missing, (CUmodule)0x1234, "vadd"), 400, "invented module is INVALID_HANDLE");
+    EXPECT_RC(cuModuleGetFunction(&missing, mod, "nope"), 500, "missing function is NOT_FOUND");
+    EXPECT_RC(cuModuleGetFunction(&missing, (CUmodule)0x1234, "vadd"), 400, "invented module is INVALID_HANDLE");
 
     size_t count = 0, off = 0, size = 0;
-    RC(cuFuncGetParamCount(vadd, &count), 0, "param count");
-    check(count == 4, "vadd has 4 params", "%lld %lld", (long long)count, 0);
-    RC(cuFuncGetParamInfo(vadd, 3, &off, &size), 0, "param 3 info");
-    check(off == 24 && size == 4, "param 3 at 24, 4 bytes", "%lld/%lld", (long long)off, (long long)size);
-    RC(cuFuncGetParamInfo(vadd, 4, &off, &size), 1, "param 4 is INVALID_VALUE");
+    EXPECT_RC(cuFuncGetParamCount(vadd, &count), 0, "param count");
+    expect(count == 4, "vadd has 4 params", "%lld %lld", (long long)count, 0);
+    EXPECT_RC(cuFuncGetParamInfo(vadd, 3, &off, &size), 0, "param 3 info");
+    expect(off == 24 && size == 4, "param 3 at 24, 4 bytes", "%lld/%lld", (long long)off, (long long)size);
+    EXPECT_RC(cuFuncGetParamInfo(vadd, 4, &off, &size), 1, "param 4 is INVALID_VALUE");
     const char *name = NULL;
-    RC(cuFuncGetName(&name, vadd), 0, "func name");
-    check(name && !strcmp(name, "vadd"), "name is vadd", "%lld %lld", 0, 0);
+    EXPECT_RC(cuFuncGetName(&name, vadd), 0, "func name");
+    expect(name && !strcmp(name, "vadd"), "name is vadd", "%lld %lld", 0, 0);
     int regs = -1;
-    RC(cuFuncGetAttribute(&regs, 4 /* NUM_REGS */, vadd), 0, "func attribute");
+    EXPECT_RC(cuFuncGetAttribute(&regs, 4 /* NUM_REGS */, vadd), 0, "func attribute");
 
     CUdeviceptr g = 0;
     size_t gsize = 0;
     unsigned gval = 0;
-    RC(cuModuleGetGlobal_v2(&g, &gsize, mod, "counter"), 0, "get global");
-    check(gsize == 4, "global is 4 bytes", "%lld %lld", (long long)gsize, 0);
-    RC(cuMemcpyDtoH_v2(&gval, g, 4), 0, "read global");
-    check(gval == 7, "global initialised", "%lld %lld", gval, 0);
+    EXPECT_RC(cuModuleGetGlobal_v2(&g, &gsize, mod, "counter"), 0, "get global");
+    expect(gsize == 4, "global is 4 bytes", "%lld %lld", (long long)gsize, 0);
+    EXPECT_RC(cuMemcpyDtoH_v2(&gval, g, 4), 0, "read global");
+    expect(gval == 7, "global initialised", "%lld %lld", gval, 0);
 
     /* ---- launches ---- */
     float a[N], b[N], c[N];
@@ -249,19 +207,19 @@ int main(int argc, char **argv) {
         b[i] = 100.f - i;
     }
     CUdeviceptr da, db, dc;
-    RC(cuMemAlloc_v2(&da, sizeof a), 0, "alloc a");
-    RC(cuMemAlloc_v2(&db, sizeof b), 0, "alloc b");
-    RC(cuMemAlloc_v2(&dc, sizeof c), 0, "alloc c");
-    RC(cuMemcpyHtoD_v2(da, a, sizeof a), 0, "copy a");
-    RC(cuMemcpyHtoD_v2(db, b, sizeof b), 0, "copy b");
+    EXPECT_RC(cuMemAlloc_v2(&da, sizeof a), 0, "alloc a");
+    EXPECT_RC(cuMemAlloc_v2(&db, sizeof b), 0, "alloc b");
+    EXPECT_RC(cuMemAlloc_v2(&dc, sizeof c), 0, "alloc c");
+    EXPECT_RC(cuMemcpyHtoD_v2(da, a, sizeof a), 0, "copy a");
+    EXPECT_RC(cuMemcpyHtoD_v2(db, b, sizeof b), 0, "copy b");
     int n = N;
     void *params[] = {&da, &db, &dc, &n};
-    RC(cuLaunchKernel(vadd, (N + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, params, NULL), 0, "launch kernelParams");
+    EXPECT_RC(cuLaunchKernel(vadd, (N + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, params, NULL), 0, "launch kernelParams");
     memset(c, 0, sizeof c);
-    RC(cuMemcpyDtoH_v2(c, dc, sizeof c), 0, "copy c back");
+    EXPECT_RC(cuMemcpyDtoH_v2(c, dc, sizeof c), 0, "copy c back");
     int bad = 0;
     for (int i = 0; i < N; i++) bad += c[i] != a[i] + b[i];
-    check(!bad, "vadd kernelParams result", "%lld wrong %lld", bad, 0);
+    expect(!bad, "vadd kernelParams result", "%lld wrong %lld", bad, 0);
 
     struct {
         CUdeviceptr a, b, c;
@@ -270,25 +228,25 @@ int main(int argc, char **argv) {
     } packed = {da, db, dc, N, 0};
     size_t packed_size = 28;
     void *extra[] = {(void *)1, &packed, (void *)2, &packed_size, (void *)0};
-    RC(cuMemcpyHtoD_v2(dc, a, sizeof a), 0, "clear c");
-    RC(cuLaunchKernel(vadd, (N + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, NULL, extra), 0, "launch extra");
-    RC(cuMemcpyDtoH_v2(c, dc, sizeof c), 0, "copy c back (extra)");
+    EXPECT_RC(cuMemcpyHtoD_v2(dc, a, sizeof a), 0, "clear c");
+    EXPECT_RC(cuLaunchKernel(vadd, (N + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, NULL, extra), 0, "launch extra");
+    EXPECT_RC(cuMemcpyDtoH_v2(c, dc, sizeof c), 0, "copy c back (extra)");
     bad = 0;
     for (int i = 0; i < N; i++) bad += c[i] != a[i] + b[i];
-    check(!bad, "vadd extra result", "%lld wrong %lld", bad, 0);
+    expect(!bad, "vadd extra result", "%lld wrong %lld", bad, 0);
 
-    RC(cuLaunchKernel(vadd, 1, 1, 1, 1, 1, 1, 0, NULL, params, extra), 1, "params and extra is INVALID_VALUE");
-    RC(cuLaunchKernel(vadd, 0, 1, 1, 1, 1, 1, 0, NULL, params, NULL), 1, "zero grid is INVALID_VALUE");
+    EXPECT_RC(cuLaunchKernel(vadd, 1, 1, 1, 1, 1, 1, 0, NULL, params, extra), 1, "params and extra is INVALID_VALUE");
+    EXPECT_RC(cuLaunchKernel(vadd, 0, 1, 1, 1, 1, 1, 0, NULL, params, NULL), 1, "zero grid is INVALID_VALUE");
     void *bad_extra[] = {(void *)7, NULL, (void *)0};
-    RC(cuLaunchKernel(vadd, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, bad_extra), 1, "unknown extra key is INVALID_VALUE");
+    EXPECT_RC(cuLaunchKernel(vadd, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, bad_extra), 1, "unknown extra key is INVALID_VALUE");
 
     /* Struct by value, through cuLaunchKernelEx on a created stream. */
     CUfunction affine;
-    RC(cuModuleGetFunction(&affine, mod, "affine"), 0, "get affine");
-    RC(cuFuncGetParamInfo(affine, 1, &off, &size), 0, "affine param 1");
-    check(off == 16 && size == 8, "out at 16", "%lld/%lld", (long long)off, (long long)size);
+    EXPECT_RC(cuModuleGetFunction(&affine, mod, "affine"), 0, "get affine");
+    EXPECT_RC(cuFuncGetParamInfo(affine, 1, &off, &size), 0, "affine param 1");
+    expect(off == 16 && size == 8, "out at 16", "%lld/%lld", (long long)off, (long long)size);
     CUstream s;
-    RC(cuStreamCreate(&s, 0), 0, "stream");
+    EXPECT_RC(cuStreamCreate(&s, 0), 0, "stream");
     struct {
         int mul;
         int unused;
@@ -297,32 +255,32 @@ int main(int argc, char **argv) {
     } sv = {3, -1, 11, -1};
     CUdeviceptr dout;
     int out[64];
-    RC(cuMemAlloc_v2(&dout, sizeof out), 0, "alloc out");
+    EXPECT_RC(cuMemAlloc_v2(&dout, sizeof out), 0, "alloc out");
     void *aparams[] = {&sv, &dout};
     CUlaunchAttribute attr;
     memset(&attr, 0, sizeof attr);
     attr.id = 8; /* PRIORITY: not forwarded, must not fail */
     CUlaunchConfig cfg = {1, 1, 1, 64, 1, 1, 0, s, &attr, 1};
-    RC(cuLaunchKernelEx(&cfg, affine, aparams, NULL), 0, "launch ex");
-    RC(cuStreamSynchronize(s), 0, "stream sync");
-    RC(cuMemcpyDtoH_v2(out, dout, sizeof out), 0, "copy out");
+    EXPECT_RC(cuLaunchKernelEx(&cfg, affine, aparams, NULL), 0, "launch ex");
+    EXPECT_RC(cuStreamSynchronize(s), 0, "stream sync");
+    EXPECT_RC(cuMemcpyDtoH_v2(out, dout, sizeof out), 0, "copy out");
     bad = 0;
     for (int i = 0; i < 64; i++) bad += out[i] != 3 * i + 11;
-    check(!bad, "struct by value result", "%lld wrong %lld", bad, 0);
+    expect(!bad, "struct by value result", "%lld wrong %lld", bad, 0);
 
     int blocks = -1;
-    RC(cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, vadd, 128, 0), 0, "occupancy");
-    check(blocks > 0, "occupancy positive", "%lld %lld", blocks, 0);
+    EXPECT_RC(cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, vadd, 128, 0), 0, "occupancy");
+    expect(blocks > 0, "occupancy positive", "%lld %lld", blocks, 0);
 
     int min_grid = -1, block = -1, cb_grid = -1, cb_block = -1;
-    RC(cuOccupancyMaxPotentialBlockSize(&min_grid, &block, vadd, NULL, 0, 0), 0, "potential block size");
-    check(min_grid > 0 && block > 0 && block % 32 == 0, "potential block size sane", "grid %lld block %lld",
+    EXPECT_RC(cuOccupancyMaxPotentialBlockSize(&min_grid, &block, vadd, NULL, 0, 0), 0, "potential block size");
+    expect(min_grid > 0 && block > 0 && block % 32 == 0, "potential block size sane", "grid %lld block %lld",
           min_grid, block);
-    RC(cuOccupancyMaxPotentialBlockSize(&cb_grid, &cb_block, vadd, smem_per_block, 0, 256), 0,
+    EXPECT_RC(cuOccupancyMaxPotentialBlockSize(&cb_grid, &cb_block, vadd, smem_per_block, 0, 256), 0,
        "potential block size, callback");
-    check(cb_block > 0 && cb_block <= 256 && cb_grid > 0, "callback search within the limit", "grid %lld block %lld",
+    expect(cb_block > 0 && cb_block <= 256 && cb_grid > 0, "callback search within the limit", "grid %lld block %lld",
           cb_grid, cb_block);
-    check(smem_calls > 0, "callback asked", "%lld calls %lld", smem_calls, 0);
+    expect(smem_calls > 0, "callback asked", "%lld calls %lld", smem_calls, 0);
 
     /* ---- from files ---- */
     char path[] = "/tmp/vgpu-kernels-XXXXXX";
@@ -333,86 +291,86 @@ int main(int argc, char **argv) {
     CUmodule fm;
     CUlibrary fl;
     CUfunction ff;
-    RC(cuModuleLoad(&fm, path), 0, "module from file");
-    RC(cuModuleGetFunction(&ff, fm, "affine"), 0, "function of file module");
-    RC(cuModuleUnload(fm), 0, "unload file module");
-    RC(cuLibraryLoadFromFile(&fl, path, NULL, NULL, 0, NULL, NULL, 0), 0, "library from file");
-    RC(cuLibraryUnload(fl), 0, "unload file library");
+    EXPECT_RC(cuModuleLoad(&fm, path), 0, "module from file");
+    EXPECT_RC(cuModuleGetFunction(&ff, fm, "affine"), 0, "function of file module");
+    EXPECT_RC(cuModuleUnload(fm), 0, "unload file module");
+    EXPECT_RC(cuLibraryLoadFromFile(&fl, path, NULL, NULL, 0, NULL, NULL, 0), 0, "library from file");
+    EXPECT_RC(cuLibraryUnload(fl), 0, "unload file library");
     unlink(path);
-    RC(cuModuleLoad(&fm, "/nonexistent/k.ptx"), 301, "missing file is FILE_NOT_FOUND");
+    EXPECT_RC(cuModuleLoad(&fm, "/nonexistent/k.ptx"), 301, "missing file is FILE_NOT_FOUND");
 
     /* ---- events, host functions ---- */
     CUevent e0, e1;
-    RC(cuEventCreate(&e0, 0), 0, "event create");
-    RC(cuEventCreate(&e1, 0), 0, "event create 2");
-    RC(cuEventRecord(e0, s), 0, "record start");
-    RC(cuLaunchKernel(vadd, (N + 127) / 128, 1, 1, 128, 1, 1, 0, s, params, NULL), 0, "launch on stream");
-    RC(cuEventRecord(e1, s), 0, "record stop");
-    RC(cuStreamWaitEvent(NULL, e1, 0), 0, "wait event");
+    EXPECT_RC(cuEventCreate(&e0, 0), 0, "event create");
+    EXPECT_RC(cuEventCreate(&e1, 0), 0, "event create 2");
+    EXPECT_RC(cuEventRecord(e0, s), 0, "record start");
+    EXPECT_RC(cuLaunchKernel(vadd, (N + 127) / 128, 1, 1, 128, 1, 1, 0, s, params, NULL), 0, "launch on stream");
+    EXPECT_RC(cuEventRecord(e1, s), 0, "record stop");
+    EXPECT_RC(cuStreamWaitEvent(NULL, e1, 0), 0, "wait event");
     int one = 1;
-    RC(cuLaunchHostFunc(s, host_fn, &one), 0, "host func");
-    check(host_fn_runs == 1, "host func ran before return", "%lld %lld", host_fn_runs, 0);
-    RC(cuStreamAddCallback(s, callback, NULL, 0), 0, "stream callback");
-    check(callback_status == 0, "callback saw success", "%lld %lld", callback_status, 0);
-    RC(cuEventSynchronize(e1), 0, "event sync");
-    RC(cuEventQuery(e1), 0, "event query");
+    EXPECT_RC(cuLaunchHostFunc(s, host_fn, &one), 0, "host func");
+    expect(host_fn_runs == 1, "host func ran before return", "%lld %lld", host_fn_runs, 0);
+    EXPECT_RC(cuStreamAddCallback(s, callback, NULL, 0), 0, "stream callback");
+    expect(callback_status == 0, "callback saw success", "%lld %lld", callback_status, 0);
+    EXPECT_RC(cuEventSynchronize(e1), 0, "event sync");
+    EXPECT_RC(cuEventQuery(e1), 0, "event query");
     float ms = -1;
-    RC(cuEventElapsedTime(&ms, e0, e1), 0, "elapsed");
-    check(ms >= 0, "elapsed non-negative", "%lld %lld", (long long)ms, 0);
-    RC(cuEventRecord((CUevent)0x77, s), 400, "invented event is INVALID_HANDLE");
-    RC(cuEventDestroy_v2(e0), 0, "event destroy");
-    RC(cuEventDestroy_v2(e1), 0, "event destroy 2");
+    EXPECT_RC(cuEventElapsedTime(&ms, e0, e1), 0, "elapsed");
+    expect(ms >= 0, "elapsed non-negative", "%lld %lld", (long long)ms, 0);
+    EXPECT_RC(cuEventRecord((CUevent)0x77, s), 400, "invented event is INVALID_HANDLE");
+    EXPECT_RC(cuEventDestroy_v2(e0), 0, "event destroy");
+    EXPECT_RC(cuEventDestroy_v2(e1), 0, "event destroy 2");
 
     /* ---- libraries: a CUkernel where a CUfunction goes ---- */
     CUlibrary libh;
     CUkernel k;
-    RC(cuLibraryLoadData(&libh, PTX, NULL, NULL, 0, NULL, NULL, 0), 0, "library load");
-    RC(cuLibraryGetKernel(&k, libh, "vadd"), 0, "library kernel");
-    RC(cuKernelGetParamInfo(k, 2, &off, &size), 0, "kernel param info");
-    check(off == 16 && size == 8, "kernel param 2", "%lld/%lld", (long long)off, (long long)size);
-    RC(cuMemcpyHtoD_v2(dc, a, sizeof a), 0, "clear c (kernel)");
-    RC(cuLaunchKernel((CUfunction)k, (N + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, params, NULL), 0,
+    EXPECT_RC(cuLibraryLoadData(&libh, PTX, NULL, NULL, 0, NULL, NULL, 0), 0, "library load");
+    EXPECT_RC(cuLibraryGetKernel(&k, libh, "vadd"), 0, "library kernel");
+    EXPECT_RC(cuKernelGetParamInfo(k, 2, &off, &size), 0, "kernel param info");
+    expect(off == 16 && size == 8, "kernel param 2", "%lld/%lld", (long long)off, (long long)size);
+    EXPECT_RC(cuMemcpyHtoD_v2(dc, a, sizeof a), 0, "clear c (kernel)");
+    EXPECT_RC(cuLaunchKernel((CUfunction)k, (N + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, params, NULL), 0,
        "launch CUkernel");
-    RC(cuMemcpyDtoH_v2(c, dc, sizeof c), 0, "copy c back (kernel)");
+    EXPECT_RC(cuMemcpyDtoH_v2(c, dc, sizeof c), 0, "copy c back (kernel)");
     bad = 0;
     for (int i = 0; i < N; i++) bad += c[i] != a[i] + b[i];
-    check(!bad, "CUkernel launch result", "%lld wrong %lld", bad, 0);
+    expect(!bad, "CUkernel launch result", "%lld wrong %lld", bad, 0);
     CUfunction kf;
     CUmodule lm;
-    RC(cuKernelGetFunction(&kf, k), 0, "kernel function");
-    RC(cuLibraryGetModule(&lm, libh), 0, "library module");
-    RC(cuLibraryUnload(libh), 0, "library unload");
-    RC(cuLaunchKernel((CUfunction)k, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL), 400,
+    EXPECT_RC(cuKernelGetFunction(&kf, k), 0, "kernel function");
+    EXPECT_RC(cuLibraryGetModule(&lm, libh), 0, "library module");
+    EXPECT_RC(cuLibraryUnload(libh), 0, "library unload");
+    EXPECT_RC(cuLaunchKernel((CUfunction)k, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL), 400,
        "unloaded kernel is INVALID_HANDLE");
 
     /* ---- cuLink* ---- */
     CUlinkState link;
     void *cubin = NULL;
     size_t cubin_size = 0;
-    RC(cuLinkCreate_v2(0, NULL, NULL, &link), 0, "link create");
-    RC(cuLinkAddData_v2(link, 1 /* PTX */, (void *)PTX, sizeof PTX, "k.ptx", 0, NULL, NULL), 0, "link add");
-    RC(cuLinkComplete(link, &cubin, &cubin_size), 0, "link complete");
-    check(cubin && cubin_size > 0, "linked image", "%lld bytes %lld", (long long)cubin_size, 0);
+    EXPECT_RC(cuLinkCreate_v2(0, NULL, NULL, &link), 0, "link create");
+    EXPECT_RC(cuLinkAddData_v2(link, 1 /* PTX */, (void *)PTX, sizeof PTX, "k.ptx", 0, NULL, NULL), 0, "link add");
+    EXPECT_RC(cuLinkComplete(link, &cubin, &cubin_size), 0, "link complete");
+    expect(cubin && cubin_size > 0, "linked image", "%lld bytes %lld", (long long)cubin_size, 0);
     CUmodule linked = NULL;
-    RC(cuModuleLoadData(&linked, cubin), 0, "load linked image");
+    EXPECT_RC(cuModuleLoadData(&linked, cubin), 0, "load linked image");
     CUfunction lf;
-    RC(cuModuleGetFunction(&lf, linked, "vadd"), 0, "linked vadd");
-    RC(cuModuleUnload(linked), 0, "unload linked");
-    RC(cuLinkDestroy(link), 0, "link destroy");
+    EXPECT_RC(cuModuleGetFunction(&lf, linked, "vadd"), 0, "linked vadd");
+    EXPECT_RC(cuModuleUnload(linked), 0, "unload linked");
+    EXPECT_RC(cuLinkDestroy(link), 0, "link destroy");
 
-    RC(cuModuleUnload(mod), 0, "unload");
-    RC(cuModuleGetFunction(&again, mod, "vadd"), 400, "unloaded module is INVALID_HANDLE");
-    RC(cuLaunchKernel(vadd, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL), 400, "unloaded function is INVALID_HANDLE");
+    EXPECT_RC(cuModuleUnload(mod), 0, "unload");
+    EXPECT_RC(cuModuleGetFunction(&again, mod, "vadd"), 400, "unloaded module is INVALID_HANDLE");
+    EXPECT_RC(cuLaunchKernel(vadd, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL), 400, "unloaded function is INVALID_HANDLE");
 
     /* ---- a deferred failure: reported by the next synchronization ---- */
     CUmodule m2;
     CUfunction wild;
-    RC(cuModuleLoadData(&m2, PTX), 0, "reload");
-    RC(cuModuleGetFunction(&wild, m2, "wild"), 0, "get wild");
+    EXPECT_RC(cuModuleLoadData(&m2, PTX), 0, "reload");
+    EXPECT_RC(cuModuleGetFunction(&wild, m2, "wild"), 0, "get wild");
     void *wparams[] = {&da};
-    RC(cuLaunchKernel(wild, 1, 1, 1, 1, 1, 1, 0, NULL, wparams, NULL), 0, "bad launch is queued");
-    RC(cuCtxSynchronize(), 700, "sync reports ILLEGAL_ADDRESS");
-    RC(cuCtxSynchronize(), 700, "and again (sticky)");
+    EXPECT_RC(cuLaunchKernel(wild, 1, 1, 1, 1, 1, 1, 0, NULL, wparams, NULL), 0, "bad launch is queued");
+    EXPECT_RC(cuCtxSynchronize(), 700, "sync reports ILLEGAL_ADDRESS");
+    EXPECT_RC(cuCtxSynchronize(), 700, "and again (sticky)");
 
     cuMemFree_v2(da);
     cuMemFree_v2(db);
@@ -420,6 +378,6 @@ int main(int argc, char **argv) {
     cuMemFree_v2(dout);
     cuStreamDestroy_v2(s);
     cuCtxDestroy_v2(ctx);
-    printf("done failures=%d\n", failures);
-    return failures ? 1 : 0;
+    printf("done failures=%d\n", test_failures);
+    return test_failures ? 1 : 0;
 }

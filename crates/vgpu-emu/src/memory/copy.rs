@@ -1,18 +1,20 @@
 //! Copies and memsets, synchronous and stream-ordered. Work runs at call
-//! time, which is a valid schedule for in-order streams, so the async forms
-//! validate their stream and then do exactly what the synchronous ones do.
+//! time, which is a valid schedule for in-order streams, so one body serves
+//! both forms: the async entry points' stream is validated at the boundary
+//! (an [`Order`]), the synchronous ones pass `Order::Sync` from the list.
 //!
 //! Bytes move under the shared heap lock (see the module root): a concurrent
 //! free waits for the copy, a concurrent copy does not.
 
 use super::{Access, HEAP};
-use crate::context::{self, current};
-use crate::{profile, sensors, stream};
-use cuda_types::cuda::{
-    CUcontext, CUdeviceptr, CUmemorytype, CUresult, CUstream, CUDA_MEMCPY2D, CUDA_MEMCPY3D,
-};
-use std::ffi::{c_uchar, c_uint, c_ushort, c_void};
+use crate::context::{current, Context};
+use crate::ffi::Live;
+use crate::stream::Order;
+use crate::{profile, sensors};
+use cuda_types::cuda::{CUdeviceptr, CUmemorytype, CUresult, CUDA_MEMCPY2D, CUDA_MEMCPY3D};
+use std::ffi::c_void;
 use std::time::Instant;
+use vgpu_ffi::In;
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 
@@ -23,7 +25,12 @@ fn timed<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
-pub unsafe fn copy_htod(dst: CUdeviceptr, src: *const c_void, n: usize) -> Result<(), CUresult> {
+pub unsafe fn copy_htod(
+    dst: CUdeviceptr,
+    src: *const c_void,
+    n: usize,
+    _order: Order,
+) -> Result<(), CUresult> {
     current()?;
     if n == 0 {
         return Ok(());
@@ -40,7 +47,12 @@ pub unsafe fn copy_htod(dst: CUdeviceptr, src: *const c_void, n: usize) -> Resul
     Ok(())
 }
 
-pub unsafe fn copy_dtoh(dst: *mut c_void, src: CUdeviceptr, n: usize) -> Result<(), CUresult> {
+pub unsafe fn copy_dtoh(
+    dst: *mut c_void,
+    src: CUdeviceptr,
+    n: usize,
+    _order: Order,
+) -> Result<(), CUresult> {
     current()?;
     if n == 0 {
         return Ok(());
@@ -56,7 +68,12 @@ pub unsafe fn copy_dtoh(dst: *mut c_void, src: CUdeviceptr, n: usize) -> Result<
     Ok(())
 }
 
-pub fn copy_dtod(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> Result<(), CUresult> {
+pub fn copy_dtod(
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    n: usize,
+    _order: Order,
+) -> Result<(), CUresult> {
     current()?;
     if n == 0 {
         return Ok(());
@@ -70,7 +87,13 @@ pub fn copy_dtod(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> Result<(), CUr
     Ok(())
 }
 
-pub unsafe fn copy_unified(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> Result<(), CUresult> {
+/// `cuMemcpy`: either side may be host or device memory.
+pub unsafe fn copy_unified(
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    n: usize,
+    _order: Order,
+) -> Result<(), CUresult> {
     current()?;
     if n == 0 {
         return Ok(());
@@ -84,18 +107,26 @@ pub unsafe fn copy_unified(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> Resu
     Ok(())
 }
 
-/// Fills `count` elements of `T` at `dst` after checking range and alignment.
-fn fill<T: Copy>(dst: CUdeviceptr, value: T, count: usize) -> Result<(), CUresult> {
-    fill_2d(dst, 0, value, count, 1)
+/// `cuMemsetD8/16/32` and their async forms, by element type: `count`
+/// elements of `T` at `dst`, after checking range and alignment.
+pub fn memset<T: Copy>(
+    dst: CUdeviceptr,
+    value: T,
+    count: usize,
+    order: Order,
+) -> Result<(), CUresult> {
+    memset_2d(dst, 0, value, count, 1, order)
 }
 
-/// Fills `height` rows of `width` elements, `pitch` bytes apart.
-fn fill_2d<T: Copy>(
+/// `cuMemsetD2D8/16/32` and their async forms, by element type: `height`
+/// rows of `width` elements, `pitch` bytes apart.
+pub fn memset_2d<T: Copy>(
     dst: CUdeviceptr,
     pitch: usize,
     value: T,
     width: usize,
     height: usize,
+    _order: Order,
 ) -> Result<(), CUresult> {
     current()?;
     let size = std::mem::size_of::<T>();
@@ -126,185 +157,19 @@ fn fill_2d<T: Copy>(
     Ok(())
 }
 
-pub fn memset_d8(dst: CUdeviceptr, v: c_uchar, n: usize) -> Result<(), CUresult> {
-    fill(dst, v, n)
-}
-
-pub fn memset_d16(dst: CUdeviceptr, v: c_ushort, n: usize) -> Result<(), CUresult> {
-    fill(dst, v, n)
-}
-
-pub fn memset_d32(dst: CUdeviceptr, v: c_uint, n: usize) -> Result<(), CUresult> {
-    fill(dst, v, n)
-}
-
-pub fn memset_d2d8(
-    dst: CUdeviceptr,
-    pitch: usize,
-    v: c_uchar,
-    w: usize,
-    h: usize,
-) -> Result<(), CUresult> {
-    fill_2d(dst, pitch, v, w, h)
-}
-
-pub fn memset_d2d16(
-    dst: CUdeviceptr,
-    pitch: usize,
-    v: c_ushort,
-    w: usize,
-    h: usize,
-) -> Result<(), CUresult> {
-    fill_2d(dst, pitch, v, w, h)
-}
-
-pub fn memset_d2d32(
-    dst: CUdeviceptr,
-    pitch: usize,
-    v: c_uint,
-    w: usize,
-    h: usize,
-) -> Result<(), CUresult> {
-    fill_2d(dst, pitch, v, w, h)
-}
-
-// ---- stream-ordered forms ---------------------------------------------------
-
-pub unsafe fn copy_htod_async(
-    dst: CUdeviceptr,
-    src: *const c_void,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    stream::check(s)?;
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { copy_htod(dst, src, n) }
-}
-
-pub unsafe fn copy_dtoh_async(
-    dst: *mut c_void,
-    src: CUdeviceptr,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    stream::check(s)?;
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { copy_dtoh(dst, src, n) }
-}
-
-pub fn copy_dtod_async(
-    dst: CUdeviceptr,
-    src: CUdeviceptr,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    stream::check(s)?;
-    copy_dtod(dst, src, n)
-}
-
-pub unsafe fn copy_unified_async(
-    dst: CUdeviceptr,
-    src: CUdeviceptr,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    stream::check(s)?;
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { copy_unified(dst, src, n) }
-}
-
-pub fn memset_d8_async(
-    dst: CUdeviceptr,
-    v: c_uchar,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    stream::check(s)?;
-    memset_d8(dst, v, n)
-}
-
-pub fn memset_d16_async(
-    dst: CUdeviceptr,
-    v: c_ushort,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    stream::check(s)?;
-    memset_d16(dst, v, n)
-}
-
-pub fn memset_d32_async(
-    dst: CUdeviceptr,
-    v: c_uint,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    stream::check(s)?;
-    memset_d32(dst, v, n)
-}
-
-pub fn memset_d2d8_async(
-    dst: CUdeviceptr,
-    pitch: usize,
-    v: c_uchar,
-    w: usize,
-    h: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    stream::check(s)?;
-    fill_2d(dst, pitch, v, w, h)
-}
-
-pub fn memset_d2d16_async(
-    dst: CUdeviceptr,
-    pitch: usize,
-    v: c_ushort,
-    w: usize,
-    h: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    stream::check(s)?;
-    fill_2d(dst, pitch, v, w, h)
-}
-
-pub fn memset_d2d32_async(
-    dst: CUdeviceptr,
-    pitch: usize,
-    v: c_uint,
-    w: usize,
-    h: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    stream::check(s)?;
-    fill_2d(dst, pitch, v, w, h)
-}
-
 // ---- peer copies ------------------------------------------------------------
 
 /// One device: a peer copy is a device-to-device copy between two valid
 /// contexts of it.
 pub fn copy_peer(
     dst: CUdeviceptr,
-    dst_ctx: CUcontext,
+    _dst_ctx: Live<Context>,
     src: CUdeviceptr,
-    src_ctx: CUcontext,
+    _src_ctx: Live<Context>,
     n: usize,
+    order: Order,
 ) -> Result<(), CUresult> {
-    context::lookup(dst_ctx)?;
-    context::lookup(src_ctx)?;
-    copy_dtod(dst, src, n)
-}
-
-pub fn copy_peer_async(
-    dst: CUdeviceptr,
-    dst_ctx: CUcontext,
-    src: CUdeviceptr,
-    src_ctx: CUcontext,
-    n: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    stream::check(s)?;
-    copy_peer(dst, dst_ctx, src, src_ctx, n)
+    copy_dtod(dst, src, n, order)
 }
 
 // ---- 2D and 3D copies -------------------------------------------------------
@@ -446,12 +311,10 @@ fn copy_box(
     Ok(())
 }
 
-unsafe fn copy_2d_inner(p: *const CUDA_MEMCPY2D) -> Result<(), CUresult> {
-    if p.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    // SAFETY: non-null, and the caller passes a readable descriptor.
-    let c = unsafe { p.read_unaligned() };
+/// `cuMemcpy2D` (and `Unaligned`: alignment is never needed here) and its
+/// async form.
+pub fn copy_2d(p: In<CUDA_MEMCPY2D>, _order: Order) -> Result<(), CUresult> {
+    let c = p.read();
     let src = side(Desc {
         kind: c.srcMemoryType,
         host: c.srcHost as usize,
@@ -475,23 +338,8 @@ unsafe fn copy_2d_inner(p: *const CUDA_MEMCPY2D) -> Result<(), CUresult> {
     copy_box(&src, &dst, c.WidthInBytes, c.Height, 1)
 }
 
-pub unsafe fn copy_2d(p: *const CUDA_MEMCPY2D) -> Result<(), CUresult> {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { copy_2d_inner(p) }
-}
-
-pub unsafe fn copy_2d_async(p: *const CUDA_MEMCPY2D, s: CUstream) -> Result<(), CUresult> {
-    stream::check(s)?;
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { copy_2d_inner(p) }
-}
-
-unsafe fn copy_3d_inner(p: *const CUDA_MEMCPY3D) -> Result<(), CUresult> {
-    if p.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    // SAFETY: non-null, and the caller passes a readable descriptor.
-    let c = unsafe { p.read_unaligned() };
+pub fn copy_3d(p: In<CUDA_MEMCPY3D>, _order: Order) -> Result<(), CUresult> {
+    let c = p.read();
     // Mipmap levels only exist for arrays; the reserved fields must be NULL.
     if c.srcLOD != 0 || c.dstLOD != 0 || !c.reserved0.is_null() || !c.reserved1.is_null() {
         return Err(INVALID_VALUE);
@@ -517,15 +365,4 @@ unsafe fn copy_3d_inner(p: *const CUDA_MEMCPY3D) -> Result<(), CUresult> {
         height: c.dstHeight,
     })?;
     copy_box(&src, &dst, c.WidthInBytes, c.Height, c.Depth)
-}
-
-pub unsafe fn copy_3d(p: *const CUDA_MEMCPY3D) -> Result<(), CUresult> {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { copy_3d_inner(p) }
-}
-
-pub unsafe fn copy_3d_async(p: *const CUDA_MEMCPY3D, s: CUstream) -> Result<(), CUresult> {
-    stream::check(s)?;
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { copy_3d_inner(p) }
 }

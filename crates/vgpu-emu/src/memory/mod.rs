@@ -25,7 +25,7 @@ pub use pool::*;
 pub use vmm::*;
 
 use crate::context::current;
-use crate::ffi::write_out;
+use crate::ffi::Saturate;
 use crate::profile;
 use cuda_types::cuda::{CUdeviceptr, CUresult};
 use once_cell::sync::Lazy;
@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 use std::ffi::{c_uint, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use vgpu_ffi::Out;
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 const OUT_OF_MEMORY: CUresult = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
@@ -277,13 +278,9 @@ fn alloc_device(size: usize, pool: Option<Arc<pool::Pool>>) -> Result<CUdevicept
     Ok(start as CUdeviceptr)
 }
 
-pub unsafe fn alloc(dptr: *mut CUdeviceptr, size: usize) -> Result<(), CUresult> {
-    if dptr.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let p = alloc_device(size, None)?;
-    // SAFETY: checked non-null; the caller passes a writable CUdeviceptr.
-    unsafe { write_out(dptr, p, INVALID_VALUE) }
+pub fn alloc(dptr: Out<CUdeviceptr>, size: usize) -> Result<(), CUresult> {
+    dptr.write(alloc_device(size, None)?);
+    Ok(())
 }
 
 pub fn free(dptr: CUdeviceptr) -> Result<(), CUresult> {
@@ -295,15 +292,15 @@ pub fn free(dptr: CUdeviceptr) -> Result<(), CUresult> {
 /// Rows padded to the board's texture alignment (512 bytes), the pitch
 /// cuMemAllocPitch hands out on real boards; it is also a multiple of the
 /// 32-byte texture pitch alignment, so the pitch binds to textures too.
-pub unsafe fn alloc_pitch(
-    dptr: *mut CUdeviceptr,
-    pitch: *mut usize,
+pub fn alloc_pitch(
+    dptr: Out<CUdeviceptr>,
+    pitch: Out<usize>,
     width: usize,
     height: usize,
     element_size: c_uint,
 ) -> Result<(), CUresult> {
     use cuda_types::cuda::CUdevice_attribute as A;
-    if dptr.is_null() || pitch.is_null() || width == 0 || height == 0 {
+    if width == 0 || height == 0 {
         return Err(INVALID_VALUE);
     }
     if !matches!(element_size, 4 | 8 | 16) {
@@ -317,16 +314,15 @@ pub unsafe fn alloc_pitch(
     }
     let bytes = p.checked_mul(height).ok_or(OUT_OF_MEMORY)?;
     let d = alloc_device(bytes, None)?;
-    // SAFETY: both checked non-null; the caller passes writable out-params.
-    unsafe {
-        write_out(pitch, p, INVALID_VALUE)?;
-        write_out(dptr, d, INVALID_VALUE)
-    }
+    pitch.write(p);
+    dptr.write(d);
+    Ok(())
 }
 
-pub unsafe fn get_address_range(
-    pbase: *mut CUdeviceptr,
-    psize: *mut usize,
+/// Both out-pointers are optional.
+pub fn get_address_range(
+    pbase: Option<Out<CUdeviceptr>>,
+    psize: Option<Out<usize>>,
     dptr: CUdeviceptr,
 ) -> Result<(), CUresult> {
     current()?;
@@ -340,45 +336,22 @@ pub unsafe fn get_address_range(
             .mapping_range(p)
             .ok_or(CUresult::CUDA_ERROR_NOT_FOUND)?,
     };
-    // SAFETY: each out-pointer is optional; non-null ones are writable.
-    unsafe {
-        if !pbase.is_null() {
-            pbase.write_unaligned(start as CUdeviceptr);
-        }
-        if !psize.is_null() {
-            psize.write_unaligned(len);
-        }
+    if let Some(b) = pbase {
+        b.write(start as CUdeviceptr);
+    }
+    if let Some(s) = psize {
+        s.write(len);
     }
     Ok(())
 }
 
-pub unsafe fn get_info_v2(free: *mut usize, total: *mut usize) -> Result<(), CUresult> {
-    if free.is_null() || total.is_null() {
-        return Err(INVALID_VALUE);
-    }
+/// `cuMemGetInfo_v2`, and `cuMemGetInfo` whose 32-bit outputs saturate.
+pub fn get_info<T: Saturate>(free: Out<T>, total: Out<T>) -> Result<(), CUresult> {
     current()?;
     let avail = CAPACITY.saturating_sub(device_bytes_in_use());
-    // SAFETY: both checked non-null; the caller passes writable size_ts.
-    unsafe {
-        write_out(free, avail as usize, INVALID_VALUE)?;
-        write_out(total, profile::TOTAL_MEMORY as usize, INVALID_VALUE)
-    }
-}
-
-/// The 32-bit legacy form saturates instead of wrapping.
-pub unsafe fn get_info_v1(free: *mut c_uint, total: *mut c_uint) -> Result<(), CUresult> {
-    let (mut f, mut t) = (0usize, 0usize);
-    // SAFETY: both are local, writable.
-    unsafe { get_info_v2(&mut f, &mut t) }?;
-    if free.is_null() || total.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let clamp = |v: usize| v.min(c_uint::MAX as usize) as c_uint;
-    // SAFETY: both checked non-null; the caller passes writable uints.
-    unsafe {
-        write_out(free, clamp(f), INVALID_VALUE)?;
-        write_out(total, clamp(t), INVALID_VALUE)
-    }
+    free.write(T::saturate(avail));
+    total.write(T::saturate(profile::TOTAL_MEMORY));
+    Ok(())
 }
 
 // ---- pinned and registered host memory ---------------------------------------
@@ -387,8 +360,9 @@ const HOST_ALLOC_FLAGS: c_uint = cuda_types::cuda::CU_MEMHOSTALLOC_PORTABLE
     | cuda_types::cuda::CU_MEMHOSTALLOC_DEVICEMAP
     | cuda_types::cuda::CU_MEMHOSTALLOC_WRITECOMBINED;
 
-pub unsafe fn host_alloc(pp: *mut *mut c_void, size: usize, flags: c_uint) -> Result<(), CUresult> {
-    if pp.is_null() || flags & !HOST_ALLOC_FLAGS != 0 {
+/// `cuMemHostAlloc`, and `cuMemAllocHost` with no flags.
+pub fn host_alloc(pp: Out<*mut c_void>, size: usize, flags: c_uint) -> Result<(), CUresult> {
+    if flags & !HOST_ALLOC_FLAGS != 0 {
         return Err(INVALID_VALUE);
     }
     let ctx = current()?;
@@ -411,16 +385,11 @@ pub unsafe fn host_alloc(pp: *mut *mut c_void, size: usize, flags: c_uint) -> Re
             pool: None,
         },
     );
-    // SAFETY: checked non-null; the caller passes a writable pointer slot.
-    unsafe { write_out(pp, start as *mut c_void, INVALID_VALUE) }
+    pp.write(start as *mut c_void);
+    Ok(())
 }
 
-pub unsafe fn alloc_host(pp: *mut *mut c_void, size: usize) -> Result<(), CUresult> {
-    // SAFETY: forwarded with the caller's guarantees.
-    unsafe { host_alloc(pp, size, 0) }
-}
-
-pub unsafe fn free_host(p: *mut c_void) -> Result<(), CUresult> {
+pub fn free_host(p: *mut c_void) -> Result<(), CUresult> {
     current()?;
     HEAP.write().free(p as usize, Kind::PinnedHost)
 }
@@ -450,7 +419,7 @@ fn host_range_is_mapped(start: usize, len: usize) -> bool {
 
 /// Registered memory is usable by the device at its own address: device
 /// pointer == host pointer under unified addressing.
-pub unsafe fn host_register(p: *mut c_void, size: usize, flags: c_uint) -> Result<(), CUresult> {
+pub fn host_register(p: *mut c_void, size: usize, flags: c_uint) -> Result<(), CUresult> {
     if p.is_null() || size == 0 || flags & !HOST_REGISTER_KNOWN != 0 {
         return Err(INVALID_VALUE);
     }
@@ -482,7 +451,7 @@ pub unsafe fn host_register(p: *mut c_void, size: usize, flags: c_uint) -> Resul
     Ok(())
 }
 
-pub unsafe fn host_unregister(p: *mut c_void) -> Result<(), CUresult> {
+pub fn host_unregister(p: *mut c_void) -> Result<(), CUresult> {
     current()?;
     HEAP.write()
         .free(p as usize, Kind::Registered)
@@ -495,29 +464,26 @@ fn host_allocation(heap: &Heap, p: *mut c_void) -> Option<(usize, &Allocation)> 
         .filter(|(_, a)| matches!(a.kind, Kind::PinnedHost | Kind::Registered))
 }
 
-pub unsafe fn host_get_device_pointer(
-    pdptr: *mut CUdeviceptr,
+pub fn host_get_device_pointer(
+    pdptr: Out<CUdeviceptr>,
     p: *mut c_void,
     flags: c_uint,
 ) -> Result<(), CUresult> {
-    if pdptr.is_null() || flags != 0 {
+    if flags != 0 {
         return Err(INVALID_VALUE);
     }
     current()?;
     host_allocation(&HEAP.read(), p).ok_or(INVALID_VALUE)?;
-    // SAFETY: checked non-null; the caller passes a writable CUdeviceptr.
-    unsafe { write_out(pdptr, p as CUdeviceptr, INVALID_VALUE) }
+    pdptr.write(p as CUdeviceptr);
+    Ok(())
 }
 
-pub unsafe fn host_get_flags(pflags: *mut c_uint, p: *mut c_void) -> Result<(), CUresult> {
-    if pflags.is_null() {
-        return Err(INVALID_VALUE);
-    }
+pub fn host_get_flags(pflags: Out<c_uint>, p: *mut c_void) -> Result<(), CUresult> {
     current()?;
     let flags = host_allocation(&HEAP.read(), p)
         .ok_or(INVALID_VALUE)?
         .1
         .host_flags;
-    // SAFETY: checked non-null; the caller passes a writable uint.
-    unsafe { write_out(pflags, flags, INVALID_VALUE) }
+    pflags.write(flags);
+    Ok(())
 }

@@ -5,9 +5,9 @@
 //! too wherever the memory is host memory.
 
 use super::{Kind, HEAP};
-use crate::device::ensure_init;
 use cuda_types::cuda::{CUdeviceptr, CUmemorytype, CUpointer_attribute as A, CUresult};
 use std::ffi::{c_int, c_uint, c_void};
+use vgpu_ffi::{In, Out};
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 const READWRITE: c_uint = 3;
@@ -153,38 +153,41 @@ fn value(attr: A, ptr: usize, i: &Info) -> Result<Value, CUresult> {
     })
 }
 
+/// `data` points to storage of the attribute's type.
 pub unsafe fn pointer_get_attribute(
-    data: *mut c_void,
+    data: Out<c_void>,
     attr: A,
     ptr: CUdeviceptr,
 ) -> Result<(), CUresult> {
-    if data.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    ensure_init()?;
     zero(attr)?;
     let p = usize::try_from(ptr).map_err(|_| INVALID_VALUE)?;
     let i = info(p).ok_or(INVALID_VALUE)?;
     let v = value(attr, p, &i)?;
     // SAFETY: non-null; the caller passes storage of the attribute's type.
-    unsafe { v.write(data) };
+    unsafe { v.write(data.as_ptr()) };
     Ok(())
 }
 
+/// `attrs` and `data` hold `count` entries; each slot of `data` points to
+/// storage of its attribute's type.
 pub unsafe fn pointer_get_attributes(
     count: c_uint,
-    attrs: *mut A,
-    data: *mut *mut c_void,
+    attrs: In<A>,
+    data: In<*mut c_void>,
     ptr: CUdeviceptr,
 ) -> Result<(), CUresult> {
-    if count == 0 || attrs.is_null() || data.is_null() {
+    if count == 0 {
         return Err(INVALID_VALUE);
     }
-    ensure_init()?;
     let found = usize::try_from(ptr).ok().and_then(info);
     for k in 0..count as usize {
         // SAFETY: the caller passes `count` attributes and `count` slots.
-        let (attr, slot) = unsafe { (attrs.add(k).read_unaligned(), data.add(k).read_unaligned()) };
+        let (attr, slot) = unsafe {
+            (
+                attrs.as_ptr().add(k).read_unaligned(),
+                data.as_ptr().add(k).read_unaligned(),
+            )
+        };
         if slot.is_null() {
             return Err(INVALID_VALUE);
         }

@@ -8,18 +8,18 @@
 //! Reserved and used figures are therefore exact and the watermarks real.
 
 use super::{alloc_device, vmm::check_location, Kind, HEAP};
-use crate::device::{check_device, ensure_init};
-use crate::ffi::{mint_handle, write_out};
-use crate::stream;
+use crate::device::Device;
+use crate::ffi::{insert_new, Live};
+use crate::stream::Stream;
 use cuda_types::cuda::{
     CUdevice, CUdeviceptr, CUmemAllocationHandleType, CUmemAllocationType, CUmemLocationType,
-    CUmemPoolProps, CUmemPool_attribute as Attr, CUmemoryPool, CUresult, CUstream,
+    CUmemPoolProps, CUmemPool_attribute as Attr, CUmemoryPool, CUresult,
 };
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 use std::sync::Arc;
+use vgpu_ffi::{FromCuda, In, Mint, Out, Shared};
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 
@@ -36,7 +36,7 @@ struct State {
 }
 
 pub struct Pool {
-    handle: usize,
+    handle: u64,
     device: CUdevice,
     /// CU_MEMPOOL_ATTR_MAX_POOL_SIZE; 0 means only the device limits it.
     max_size: u64,
@@ -44,9 +44,10 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A new pool, registered.
     fn new(device: CUdevice, max_size: u64) -> Arc<Self> {
-        Arc::new(Pool {
-            handle: mint_handle(),
+        insert_new(&POOLS, |handle| Pool {
+            handle,
             device,
             max_size,
             // The driver's defaults: every reuse policy on, threshold 0.
@@ -96,13 +97,14 @@ struct DevicePools {
     current: Arc<Pool>,
 }
 
-static POOLS: Lazy<Mutex<HashMap<usize, Arc<Pool>>>> = Lazy::new(Default::default);
+/// An unknown pool is CUDA_ERROR_INVALID_VALUE, as on the driver.
+static POOLS: Shared<Arc<Pool>, CUresult> =
+    Shared::new("memory pool", INVALID_VALUE, Mint::Pointer);
 static DEVICE: Lazy<Mutex<Vec<DevicePools>>> = Lazy::new(|| {
     Mutex::new(
         (0..crate::device::DEVICE_COUNT)
             .map(|dev| {
                 let p = Pool::new(dev, 0);
-                POOLS.lock().insert(p.handle, p.clone());
                 DevicePools {
                     default: p.clone(),
                     current: p,
@@ -112,64 +114,38 @@ static DEVICE: Lazy<Mutex<Vec<DevicePools>>> = Lazy::new(|| {
     )
 });
 
-fn lookup(pool: CUmemoryPool) -> Result<Arc<Pool>, CUresult> {
-    ensure_init()?;
-    // The default pools exist once anyone can name them.
-    Lazy::force(&DEVICE);
-    POOLS
-        .lock()
-        .get(&(pool as usize))
-        .cloned()
-        .ok_or(INVALID_VALUE)
+impl FromCuda<CUmemoryPool, CUresult> for Live<Pool> {
+    unsafe fn from_cuda(pool: CUmemoryPool) -> Result<Self, CUresult> {
+        // The default pools exist once anyone can name them.
+        Lazy::force(&DEVICE);
+        POOLS.get(pool as u64).map(Live)
+    }
 }
 
 fn is_default(p: &Pool) -> bool {
     DEVICE.lock()[p.device as usize].default.handle == p.handle
 }
 
-pub unsafe fn device_get_default_mem_pool(
-    out: *mut CUmemoryPool,
-    dev: CUdevice,
-) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    check_device(dev)?;
-    let h = DEVICE.lock()[dev as usize].default.handle();
-    // SAFETY: checked non-null; the caller passes a writable pool slot.
-    unsafe { write_out(out, h, INVALID_VALUE) }
-}
-
-pub unsafe fn device_get_mem_pool(out: *mut CUmemoryPool, dev: CUdevice) -> Result<(), CUresult> {
-    if out.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    check_device(dev)?;
-    let h = DEVICE.lock()[dev as usize].current.handle();
-    // SAFETY: checked non-null; the caller passes a writable pool slot.
-    unsafe { write_out(out, h, INVALID_VALUE) }
-}
-
-pub fn device_set_mem_pool(dev: CUdevice, pool: CUmemoryPool) -> Result<(), CUresult> {
-    check_device(dev)?;
-    let p = lookup(pool)?;
-    if p.device != dev {
-        return Err(INVALID_VALUE);
-    }
-    DEVICE.lock()[dev as usize].current = p;
+pub fn device_get_default_mem_pool(out: Out<CUmemoryPool>, dev: Device) -> Result<(), CUresult> {
+    out.write(DEVICE.lock()[dev.0 as usize].default.handle());
     Ok(())
 }
 
-pub unsafe fn pool_create(
-    out: *mut CUmemoryPool,
-    props: *const CUmemPoolProps,
-) -> Result<(), CUresult> {
-    if out.is_null() || props.is_null() {
+pub fn device_get_mem_pool(out: Out<CUmemoryPool>, dev: Device) -> Result<(), CUresult> {
+    out.write(DEVICE.lock()[dev.0 as usize].current.handle());
+    Ok(())
+}
+
+pub fn device_set_mem_pool(dev: Device, p: Live<Pool>) -> Result<(), CUresult> {
+    if p.device != dev.0 {
         return Err(INVALID_VALUE);
     }
-    ensure_init()?;
-    // SAFETY: non-null, and the caller passes a readable descriptor.
-    let p = unsafe { props.read_unaligned() };
+    DEVICE.lock()[dev.0 as usize].current = p.0;
+    Ok(())
+}
+
+pub fn pool_create(out: Out<CUmemoryPool>, props: In<CUmemPoolProps>) -> Result<(), CUresult> {
+    let p = props.read();
     if p.allocType != CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED
         || p.reserved.iter().any(|&b| b != 0)
     {
@@ -183,21 +159,18 @@ pub unsafe fn pool_create(
     }
     // SAFETY: `id` is the union member for DEVICE locations (checked above).
     let dev = unsafe { p.location.__bindgen_anon_1.id };
-    let pool = Pool::new(dev, p.maxSize as u64);
-    let h = pool.handle();
-    POOLS.lock().insert(pool.handle, pool);
-    // SAFETY: checked non-null; the caller passes a writable pool slot.
-    unsafe { write_out(out, h, INVALID_VALUE) }
+    out.write(Pool::new(dev, p.maxSize as u64).handle());
+    Ok(())
 }
 
 /// A device's current pool, once destroyed, falls back to its default.
 /// Outstanding allocations stay valid until freed.
-pub fn pool_destroy(pool: CUmemoryPool) -> Result<(), CUresult> {
-    let p = lookup(pool)?;
+pub fn pool_destroy(p: Live<Pool>) -> Result<(), CUresult> {
     if is_default(&p) {
         return Err(INVALID_VALUE);
     }
-    POOLS.lock().remove(&p.handle);
+    // Taken once: of two racing destroys, one succeeds.
+    POOLS.take(p.handle)?;
     let mut dev = DEVICE.lock();
     let d = &mut dev[p.device as usize];
     if d.current.handle == p.handle {
@@ -208,19 +181,17 @@ pub fn pool_destroy(pool: CUmemoryPool) -> Result<(), CUresult> {
 
 /// Nothing freed is ever held (see the module comment), so there is never
 /// anything to trim.
-pub fn pool_trim_to(pool: CUmemoryPool, _keep: usize) -> Result<(), CUresult> {
-    lookup(pool).map(drop)
+pub fn pool_trim_to(_pool: Live<Pool>, _keep: usize) -> Result<(), CUresult> {
+    Ok(())
 }
 
+/// `value` points to an int or a cuuint64_t, depending on the attribute.
 pub unsafe fn pool_get_attribute(
-    pool: CUmemoryPool,
+    p: Live<Pool>,
     attr: Attr,
-    value: *mut c_void,
+    value: Out<c_void>,
 ) -> Result<(), CUresult> {
-    if value.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let p = lookup(pool)?;
+    let value = value.as_ptr();
     let s = p.state.lock();
     let int = |v: c_int| {
         // SAFETY: non-null; for this attribute the caller passes an int.
@@ -258,15 +229,13 @@ pub unsafe fn pool_get_attribute(
     Ok(())
 }
 
+/// `value` points to an int or a cuuint64_t, depending on the attribute.
 pub unsafe fn pool_set_attribute(
-    pool: CUmemoryPool,
+    p: Live<Pool>,
     attr: Attr,
-    value: *mut c_void,
+    value: In<c_void>,
 ) -> Result<(), CUresult> {
-    if value.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let p = lookup(pool)?;
+    let value = value.as_ptr();
     let mut s = p.state.lock();
     // SAFETY: non-null; for the int attributes the caller passes an int.
     let int = || unsafe { value.cast::<c_int>().read_unaligned() };
@@ -291,45 +260,29 @@ pub unsafe fn pool_set_attribute(
     Ok(())
 }
 
-pub unsafe fn alloc_from_pool_async(
-    dptr: *mut CUdeviceptr,
+pub fn alloc_from_pool_async(
+    dptr: Out<CUdeviceptr>,
     size: usize,
-    pool: CUmemoryPool,
-    s: CUstream,
+    p: Live<Pool>,
+    s: Stream,
 ) -> Result<(), CUresult> {
-    if dptr.is_null() {
+    if p.device != s.ctx.device {
         return Err(INVALID_VALUE);
     }
-    let st = stream::resolve(s)?;
-    let p = lookup(pool)?;
-    if p.device != st.ctx.device {
-        return Err(INVALID_VALUE);
-    }
-    let d = alloc_device(size, Some(p))?;
-    // SAFETY: checked non-null; the caller passes a writable CUdeviceptr.
-    unsafe { write_out(dptr, d, INVALID_VALUE) }
+    dptr.write(alloc_device(size, Some(p.0))?);
+    Ok(())
 }
 
 /// From the current pool of the stream's device.
-pub unsafe fn alloc_async(
-    dptr: *mut CUdeviceptr,
-    size: usize,
-    s: CUstream,
-) -> Result<(), CUresult> {
-    if dptr.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let st = stream::resolve(s)?;
-    let p = DEVICE.lock()[st.ctx.device as usize].current.clone();
-    let d = alloc_device(size, Some(p))?;
-    // SAFETY: checked non-null; the caller passes a writable CUdeviceptr.
-    unsafe { write_out(dptr, d, INVALID_VALUE) }
+pub fn alloc_async(dptr: Out<CUdeviceptr>, size: usize, s: Stream) -> Result<(), CUresult> {
+    let p = DEVICE.lock()[s.ctx.device as usize].current.clone();
+    dptr.write(alloc_device(size, Some(p))?);
+    Ok(())
 }
 
 /// Any device allocation may be freed in stream order; it is past its last
 /// use already, since its stream is complete.
-pub fn free_async(dptr: CUdeviceptr, s: CUstream) -> Result<(), CUresult> {
-    stream::check(s)?;
+pub fn free_async(dptr: CUdeviceptr, _s: Stream) -> Result<(), CUresult> {
     let ptr = usize::try_from(dptr).map_err(|_| INVALID_VALUE)?;
     HEAP.write().free(ptr, Kind::Device)
 }

@@ -10,16 +10,16 @@
 //! protection so copies fail with an error instead of faulting.
 
 use super::{charge, round_up, uncharge, Access, GRANULE, HEAP};
-use crate::device::{check_device, ensure_init};
-use crate::ffi::write_out;
+use crate::device::check_device;
 use cuda_types::cuda::{
     CUdeviceptr, CUmemAccessDesc, CUmemAccess_flags, CUmemAllocationGranularity_flags,
     CUmemAllocationHandleType, CUmemAllocationProp, CUmemAllocationType,
     CUmemGenericAllocationHandle, CUmemLocation, CUmemLocationType, CUresult,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::{c_int, c_ulonglong, c_void};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use vgpu_ffi::{In, Mint, Out, Registry};
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 const NOT_SUPPORTED: CUresult = CUresult::CUDA_ERROR_NOT_SUPPORTED;
@@ -52,12 +52,23 @@ struct Piece {
     origin_len: usize,
 }
 
-#[derive(Default)]
 pub(super) struct Vmm {
     reservations: BTreeMap<usize, usize>,
     pieces: BTreeMap<usize, Piece>,
-    handles: HashMap<u64, Physical>,
-    next_handle: u64,
+    /// Physical allocations by `CUmemGenericAllocationHandle`. A plain
+    /// registry, not a `Shared` one: it changes together with the address
+    /// space, under the heap's lock. An unknown handle is INVALID_VALUE.
+    handles: Registry<Physical, CUresult>,
+}
+
+impl Default for Vmm {
+    fn default() -> Self {
+        Vmm {
+            reservations: BTreeMap::new(),
+            pieces: BTreeMap::new(),
+            handles: Registry::new("allocation handle", INVALID_VALUE, Mint::Pointer),
+        }
+    }
 }
 
 /// What pointer attributes need to know about a mapped address.
@@ -85,7 +96,7 @@ impl Vmm {
             origin: p.origin,
             origin_len: p.origin_len,
             access: p.access,
-            handle_types: self.handles.get(&p.handle).map_or(0, |h| h.handle_types),
+            handle_types: self.handles.get(p.handle).map_or(0, |h| h.handle_types),
             handle: p.handle,
         })
     }
@@ -169,7 +180,7 @@ impl Vmm {
         self.pieces.get_mut(&s).expect("found above").len = cut;
         self.pieces.insert(at, tail);
         self.handles
-            .get_mut(&handle)
+            .get_mut(handle)
             .expect("mapped handles exist")
             .maps += 1;
         Ok(())
@@ -180,10 +191,10 @@ impl Vmm {
     fn settle(&mut self, handle: u64) {
         let done = self
             .handles
-            .get(&handle)
-            .is_some_and(|h| h.refs == 0 && h.maps == 0);
+            .get(handle)
+            .is_ok_and(|h| h.refs == 0 && h.maps == 0);
         if done {
-            let h = self.handles.remove(&handle).expect("checked above");
+            let h = self.handles.take(handle).expect("checked above");
             if h.charged {
                 uncharge(h.size);
             }
@@ -194,7 +205,7 @@ impl Vmm {
     fn unmap_piece(&mut self, at: usize) {
         let p = self.pieces.remove(&at).expect("caller found it");
         restore_reservation(at, p.len);
-        if let Some(h) = self.handles.get_mut(&p.handle) {
+        if let Ok(h) = self.handles.get_mut(p.handle) {
             h.maps -= 1;
         }
         self.settle(p.handle);
@@ -241,12 +252,8 @@ pub(super) fn check_location(loc: &CUmemLocation) -> Result<(), CUresult> {
     }
 }
 
-fn check_prop(prop: *const CUmemAllocationProp) -> Result<CUmemAllocationProp, CUresult> {
-    if prop.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    // SAFETY: non-null, and the caller passes a readable descriptor.
-    let p = unsafe { prop.read_unaligned() };
+fn check_prop(prop: In<CUmemAllocationProp>) -> Result<CUmemAllocationProp, CUresult> {
+    let p = prop.read();
     if p.type_ != CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED {
         return Err(INVALID_VALUE);
     }
@@ -255,18 +262,17 @@ fn check_prop(prop: *const CUmemAllocationProp) -> Result<CUmemAllocationProp, C
 }
 
 /// Both the minimum and the recommended granularity are the 2 MiB page.
-pub unsafe fn get_allocation_granularity(
-    granularity: *mut usize,
-    prop: *const CUmemAllocationProp,
+pub fn get_allocation_granularity(
+    granularity: Out<usize>,
+    prop: In<CUmemAllocationProp>,
     option: CUmemAllocationGranularity_flags,
 ) -> Result<(), CUresult> {
-    if granularity.is_null() || option.0 > 1 {
+    if option.0 > 1 {
         return Err(INVALID_VALUE);
     }
-    ensure_init()?;
     check_prop(prop)?;
-    // SAFETY: checked non-null; the caller passes a writable size_t.
-    unsafe { write_out(granularity, GRANULE, INVALID_VALUE) }
+    granularity.write(GRANULE);
+    Ok(())
 }
 
 fn memfd(size: usize) -> Result<OwnedFd, CUresult> {
@@ -285,16 +291,15 @@ fn memfd(size: usize) -> Result<OwnedFd, CUresult> {
     Ok(fd)
 }
 
-pub unsafe fn mem_create(
-    handle: *mut CUmemGenericAllocationHandle,
+pub fn mem_create(
+    handle: Out<CUmemGenericAllocationHandle>,
     size: usize,
-    prop: *const CUmemAllocationProp,
+    prop: In<CUmemAllocationProp>,
     flags: c_ulonglong,
 ) -> Result<(), CUresult> {
-    if handle.is_null() || flags != 0 {
+    if flags != 0 {
         return Err(INVALID_VALUE);
     }
-    ensure_init()?;
     let p = check_prop(prop)?;
     if size == 0 || !size.is_multiple_of(GRANULE) {
         return Err(INVALID_VALUE);
@@ -309,71 +314,53 @@ pub unsafe fn mem_create(
     }
     charge(size)?;
     let fd = memfd(size).inspect_err(|_| uncharge(size))?;
-    let mut heap = HEAP.write();
-    let vmm = &mut heap.vmm;
-    vmm.next_handle += 1;
-    // Nonzero and distinctive, like the driver's opaque handles.
-    let h = 0x7e60_0000_0000_0000 | vmm.next_handle;
-    vmm.handles.insert(
-        h,
-        Physical {
-            fd,
-            size,
-            handle_types: types,
-            refs: 1,
-            maps: 0,
-            charged: true,
-        },
-    );
-    // SAFETY: checked non-null; the caller passes a writable handle slot.
-    unsafe { write_out(handle, h, INVALID_VALUE) }
+    let h = HEAP.write().vmm.handles.insert(Physical {
+        fd,
+        size,
+        handle_types: types,
+        refs: 1,
+        maps: 0,
+        charged: true,
+    });
+    handle.write(h);
+    Ok(())
 }
 
 /// The memory itself goes once every mapping of it is unmapped too.
 pub fn mem_release(handle: CUmemGenericAllocationHandle) -> Result<(), CUresult> {
-    ensure_init()?;
     let mut heap = HEAP.write();
-    let h = heap.vmm.handles.get_mut(&handle).filter(|h| h.refs > 0);
-    h.ok_or(INVALID_VALUE)?.refs -= 1;
+    let h = heap.vmm.handles.get_mut(handle)?;
+    if h.refs == 0 {
+        return Err(INVALID_VALUE);
+    }
+    h.refs -= 1;
     heap.vmm.settle(handle);
     Ok(())
 }
 
-pub unsafe fn retain_allocation_handle(
-    handle: *mut CUmemGenericAllocationHandle,
+pub fn retain_allocation_handle(
+    handle: Out<CUmemGenericAllocationHandle>,
     addr: *mut c_void,
 ) -> Result<(), CUresult> {
-    if handle.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    ensure_init()?;
     let mut heap = HEAP.write();
     let (_, p) = heap.vmm.piece(addr as usize).ok_or(INVALID_VALUE)?;
     let h = p.handle;
     heap.vmm
         .handles
-        .get_mut(&h)
+        .get_mut(h)
         .expect("mapped handles exist")
         .refs += 1;
-    // SAFETY: checked non-null; the caller passes a writable handle slot.
-    unsafe { write_out(handle, h, INVALID_VALUE) }
+    handle.write(h);
+    Ok(())
 }
 
-pub unsafe fn get_allocation_properties_from_handle(
-    prop: *mut CUmemAllocationProp,
+pub fn get_allocation_properties_from_handle(
+    prop: Out<CUmemAllocationProp>,
     handle: CUmemGenericAllocationHandle,
 ) -> Result<(), CUresult> {
-    if prop.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    ensure_init()?;
     let heap = HEAP.read();
-    let h = heap
-        .vmm
-        .handles
-        .get(&handle)
-        .filter(|h| h.refs > 0 || h.maps > 0);
-    let h = h.ok_or(INVALID_VALUE)?;
+    // A handle still counts while it is mapped, even once released.
+    let h = heap.vmm.handles.get(handle)?;
     let mut p = CUmemAllocationProp {
         type_: CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
         requestedHandleTypes: CUmemAllocationHandleType(h.handle_types),
@@ -381,24 +368,23 @@ pub unsafe fn get_allocation_properties_from_handle(
     };
     p.location.type_ = CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE;
     p.location.__bindgen_anon_1.id = 0;
-    // SAFETY: checked non-null; the caller passes a writable descriptor.
-    unsafe { write_out(prop, p, INVALID_VALUE) }
+    prop.write(p);
+    Ok(())
 }
 
-pub unsafe fn address_reserve(
-    ptr: *mut CUdeviceptr,
+pub fn address_reserve(
+    ptr: Out<CUdeviceptr>,
     size: usize,
     alignment: usize,
     addr: CUdeviceptr,
     flags: c_ulonglong,
 ) -> Result<(), CUresult> {
-    if ptr.is_null() || flags != 0 || size == 0 || !size.is_multiple_of(GRANULE) {
+    if flags != 0 || size == 0 || !size.is_multiple_of(GRANULE) {
         return Err(INVALID_VALUE);
     }
     if alignment != 0 && !alignment.is_power_of_two() {
         return Err(INVALID_VALUE);
     }
-    ensure_init()?;
     let align = alignment.max(GRANULE);
     let hint = addr as usize;
     let mut heap = HEAP.write();
@@ -439,13 +425,12 @@ pub unsafe fn address_reserve(
         }
     };
     heap.vmm.reservations.insert(start, size);
-    // SAFETY: checked non-null; the caller passes a writable CUdeviceptr.
-    unsafe { write_out(ptr, start as CUdeviceptr, INVALID_VALUE) }
+    ptr.write(start as CUdeviceptr);
+    Ok(())
 }
 
 /// Mappings still inside are unmapped with the reservation.
 pub fn address_free(ptr: CUdeviceptr, size: usize) -> Result<(), CUresult> {
-    ensure_init()?;
     let start = ptr as usize;
     let mut heap = HEAP.write();
     let vmm = &mut heap.vmm;
@@ -477,7 +462,6 @@ pub fn mem_map(
     if flags != 0 || size == 0 {
         return Err(INVALID_VALUE);
     }
-    ensure_init()?;
     let at = ptr as usize;
     if !at.is_multiple_of(GRANULE)
         || !size.is_multiple_of(GRANULE)
@@ -487,11 +471,10 @@ pub fn mem_map(
     }
     let mut heap = HEAP.write();
     let vmm = &mut heap.vmm;
-    let h = vmm
-        .handles
-        .get(&handle)
-        .filter(|h| h.refs > 0)
-        .ok_or(INVALID_VALUE)?;
+    let h = vmm.handles.get(handle)?;
+    if h.refs == 0 {
+        return Err(INVALID_VALUE);
+    }
     if offset.checked_add(size).is_none_or(|e| e > h.size) {
         return Err(INVALID_VALUE);
     }
@@ -522,7 +505,7 @@ pub fn mem_map(
     if p == libc::MAP_FAILED {
         return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
     }
-    vmm.handles.get_mut(&handle).expect("found above").maps += 1;
+    vmm.handles.get_mut(handle).expect("found above").maps += 1;
     vmm.pieces.insert(
         at,
         Piece {
@@ -537,7 +520,6 @@ pub fn mem_map(
 }
 
 pub fn mem_unmap(ptr: CUdeviceptr, size: usize) -> Result<(), CUresult> {
-    ensure_init()?;
     let mut heap = HEAP.write();
     let vmm = &mut heap.vmm;
     let (start, pieces) = (ptr as usize, vmm.tiling(ptr as usize, size)?);
@@ -555,20 +537,20 @@ pub fn mem_unmap(ptr: CUdeviceptr, size: usize) -> Result<(), CUresult> {
     Ok(())
 }
 
+/// `desc` holds `count` descriptors.
 pub unsafe fn set_access(
     ptr: CUdeviceptr,
     size: usize,
-    desc: *const CUmemAccessDesc,
+    desc: In<CUmemAccessDesc>,
     count: usize,
 ) -> Result<(), CUresult> {
-    if desc.is_null() || count == 0 || size == 0 {
+    if count == 0 || size == 0 {
         return Err(INVALID_VALUE);
     }
-    ensure_init()?;
     let mut access = None;
     for i in 0..count {
         // SAFETY: the caller passes `count` readable descriptors.
-        let d = unsafe { desc.add(i).read_unaligned() };
+        let d = unsafe { desc.as_ptr().add(i).read_unaligned() };
         if d.location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
             return Err(INVALID_VALUE);
         }
@@ -619,49 +601,42 @@ fn covered(vmm: &Vmm, at: usize, end: usize) -> Result<(), CUresult> {
     Ok(())
 }
 
-pub unsafe fn get_access(
-    flags: *mut c_ulonglong,
-    location: *const CUmemLocation,
+pub fn get_access(
+    flags: Out<c_ulonglong>,
+    location: In<CUmemLocation>,
     ptr: CUdeviceptr,
 ) -> Result<(), CUresult> {
-    if flags.is_null() || location.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    ensure_init()?;
-    // SAFETY: non-null, and the caller passes a readable location.
-    let loc = unsafe { location.read_unaligned() };
+    let loc = location.read();
     if loc.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
         return Err(INVALID_VALUE);
     }
     check_location(&loc)?;
     let heap = HEAP.read();
     let (_, p) = heap.vmm.piece(ptr as usize).ok_or(INVALID_VALUE)?;
-    // SAFETY: checked non-null; the caller passes a writable u64.
-    unsafe { write_out(flags, u64::from(p.access), INVALID_VALUE) }
+    flags.write(u64::from(p.access));
+    Ok(())
 }
 
 /// A POSIX file descriptor for the allocation: a duplicate of its memfd,
 /// which another process can map to share the bytes.
+/// `out` receives the handle type's representation (an int for POSIX_FD).
 pub unsafe fn export_to_shareable_handle(
-    out: *mut c_void,
+    out: Out<c_void>,
     handle: CUmemGenericAllocationHandle,
     kind: CUmemAllocationHandleType,
     flags: c_ulonglong,
 ) -> Result<(), CUresult> {
-    if out.is_null() || flags != 0 {
+    if flags != 0 {
         return Err(INVALID_VALUE);
     }
-    ensure_init()?;
     if kind.0 != POSIX_FD {
         return Err(NOT_SUPPORTED);
     }
     let heap = HEAP.read();
-    let h = heap
-        .vmm
-        .handles
-        .get(&handle)
-        .filter(|h| h.refs > 0)
-        .ok_or(INVALID_VALUE)?;
+    let h = heap.vmm.handles.get(handle)?;
+    if h.refs == 0 {
+        return Err(INVALID_VALUE);
+    }
     // Only what was requested at creation may be exported.
     if h.handle_types & POSIX_FD == 0 {
         return Err(INVALID_VALUE);
@@ -671,20 +646,17 @@ pub unsafe fn export_to_shareable_handle(
     if fd < 0 {
         return Err(CUresult::CUDA_ERROR_OPERATING_SYSTEM);
     }
-    // SAFETY: checked non-null; for POSIX_FD the caller passes an int slot.
-    unsafe { write_out(out.cast::<c_int>(), fd, INVALID_VALUE) }
+    // SAFETY: non-null; for POSIX_FD the caller passes an int slot.
+    unsafe { out.as_ptr().cast::<c_int>().write_unaligned(fd) };
+    Ok(())
 }
 
 /// The fd travels in the pointer argument itself, as cuda.h specifies.
-pub unsafe fn import_from_shareable_handle(
-    handle: *mut CUmemGenericAllocationHandle,
+pub fn import_from_shareable_handle(
+    handle: Out<CUmemGenericAllocationHandle>,
     os_handle: *mut c_void,
     kind: CUmemAllocationHandleType,
 ) -> Result<(), CUresult> {
-    if handle.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    ensure_init()?;
     if kind.0 != POSIX_FD {
         return Err(NOT_SUPPORTED);
     }
@@ -706,21 +678,14 @@ pub unsafe fn import_from_shareable_handle(
     if size == 0 || !size.is_multiple_of(GRANULE) {
         return Err(INVALID_VALUE);
     }
-    let mut heap = HEAP.write();
-    let vmm = &mut heap.vmm;
-    vmm.next_handle += 1;
-    let h = 0x7e60_0000_0000_0000 | vmm.next_handle;
-    vmm.handles.insert(
-        h,
-        Physical {
-            fd,
-            size,
-            handle_types: POSIX_FD,
-            refs: 1,
-            maps: 0,
-            charged: false,
-        },
-    );
-    // SAFETY: checked non-null; the caller passes a writable handle slot.
-    unsafe { write_out(handle, h, INVALID_VALUE) }
+    let h = HEAP.write().vmm.handles.insert(Physical {
+        fd,
+        size,
+        handle_types: POSIX_FD,
+        refs: 1,
+        maps: 0,
+        charged: false,
+    });
+    handle.write(h);
+    Ok(())
 }

@@ -2,14 +2,14 @@
 //! linker, through the exported entry points, on the nvcc fixtures of the
 //! ptx crate (crates/vgpu-ptx/tests/cuda).
 
-use super::{alloc, destroy, new_ctx, OK, SERIAL};
+use super::{alloc, destroy, mem_info, new_ctx, OK, SERIAL};
 use crate::cuda_exports::*;
 use cuda_types::cuda::*;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr::{null, null_mut};
 
-const PTX: &str = include_str!("../../../ptx/tests/cuda/kernels_sm80.ptx");
-const FATBIN: &[u8] = include_bytes!("../../../ptx/tests/cuda/kernels.fatbin");
+const PTX: &str = include_str!("../../../vgpu-ptx/tests/cuda/kernels_sm80.ptx");
+const FATBIN: &[u8] = include_bytes!("../../../vgpu-ptx/tests/cuda/kernels.fatbin");
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 const ILLEGAL_ADDRESS: CUresult = CUresult::CUDA_ERROR_ILLEGAL_ADDRESS;
 
@@ -281,10 +281,8 @@ fn fatbin_container_and_wrapper() {
     let ctx = new_ctx();
     let mut m = null_mut();
     // SAFETY: a complete fatbin container and a local out-slot.
-    assert_eq!(
-        unsafe { cuModuleLoadData(&mut m, FATBIN.as_ptr().cast()) },
-        OK
-    );
+    let r = unsafe { cuModuleLoadData(&mut m, FATBIN.as_ptr().cast()) };
+    assert_eq!(r, OK);
     check_vadd(get_fn(m, "vadd"));
 
     // The 24-byte __fatBinC_Wrapper_t cudart registers.
@@ -294,10 +292,8 @@ fn fatbin_container_and_wrapper() {
     wrapper[8..16].copy_from_slice(&(FATBIN.as_ptr() as u64).to_le_bytes());
     let mut m2 = null_mut();
     // SAFETY: a wrapper pointing at a live container.
-    assert_eq!(
-        unsafe { cuModuleLoadFatBinary(&mut m2, wrapper.as_ptr().cast()) },
-        OK
-    );
+    let r = unsafe { cuModuleLoadFatBinary(&mut m2, wrapper.as_ptr().cast()) };
+    assert_eq!(r, OK);
     check_vadd(get_fn(m2, "vadd"));
 
     // A cubin alone has no PTX to run.
@@ -424,18 +420,58 @@ fn module_globals_are_device_memory() {
     assert_eq!(dtoh::<f32>(out, 4), vec![4.0, 8.0, 12.0, 16.0]);
 
     let mut v = 0;
+    let attr = CUfunction_attribute::CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES;
     // SAFETY: local out-slot.
-    assert_eq!(
-        unsafe {
-            cuFuncGetAttribute(
-                &mut v,
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES,
-                f,
-            )
-        },
-        OK
-    );
+    let r = unsafe { cuFuncGetAttribute(&mut v, attr, f) };
+    assert_eq!(r, OK);
     assert_eq!(v, 4);
+    destroy(ctx);
+}
+
+/// Racing unloads of one module: one succeeds, the others find the handle
+/// gone, and the module's variables are freed once.
+#[test]
+fn racing_unloads_act_once() {
+    let _g = SERIAL.lock();
+    let ctx = new_ctx();
+    let free0 = mem_info().0;
+    let m = load_ptx(GLOBALS);
+    let f = get_fn(m, "readg");
+    assert!(mem_info().0 < free0, "the module's variables take memory");
+    let handle = m as usize;
+    let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                // SAFETY: no pointers; the handle is validated.
+                unsafe { cuModuleUnload(handle as CUmodule) }
+            })
+        })
+        .collect();
+    let results: Vec<CUresult> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(
+        results.iter().filter(|r| **r == OK).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| *r == OK || *r == CUresult::CUDA_ERROR_INVALID_HANDLE),
+        "{results:?}"
+    );
+    assert_eq!(mem_info().0, free0);
+    let mut n = 0;
+    // SAFETY: a local out-slot; the handles are validated.
+    unsafe {
+        assert_eq!(
+            cuFuncGetParamCount(f, &mut n),
+            CUresult::CUDA_ERROR_INVALID_HANDLE
+        );
+        assert_eq!(cuModuleUnload(m), CUresult::CUDA_ERROR_INVALID_HANDLE);
+    }
     destroy(ctx);
 }
 

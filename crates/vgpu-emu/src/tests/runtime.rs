@@ -157,6 +157,50 @@ fn events_time_and_order() {
     }
 }
 
+// ---- handles ------------------------------------------------------------------
+
+/// Every kind's handles come from one registry type minting from one
+/// counter, so a live handle of one kind is never a handle of another: each
+/// call refuses it with its own kind's error.
+#[test]
+fn handles_of_one_kind_are_not_another() {
+    let _g = SERIAL.lock();
+    let ctx = new_ctx();
+    let s = stream();
+    let e = event(0);
+    let mut pool = null_mut();
+    let mut m = null_mut();
+    let mut prio = 0;
+    // SAFETY: local out-slots; every handle is validated by the library.
+    unsafe {
+        assert_eq!(cuDeviceGetDefaultMemPool(&mut pool, 0), OK);
+        assert_eq!(cuEventQuery(s as CUevent), INVALID_HANDLE);
+        assert_eq!(cuEventQuery(ctx as CUevent), INVALID_HANDLE);
+        assert_eq!(cuStreamQuery(e as CUstream), INVALID_HANDLE);
+        assert_eq!(
+            cuStreamGetPriority(ctx as CUstream, &mut prio),
+            INVALID_HANDLE
+        );
+        assert_eq!(
+            cuCtxPushCurrent_v2(s as CUcontext),
+            CUresult::CUDA_ERROR_INVALID_CONTEXT
+        );
+        assert_eq!(cuMemPoolTrimTo(e as CUmemoryPool, 0), INVALID_VALUE);
+        assert_eq!(cuModuleUnload(s as CUmodule), INVALID_HANDLE);
+        assert_eq!(cuModuleGetLoadingMode(null_mut()), INVALID_VALUE);
+        assert_eq!(
+            cuLibraryGetModule(&mut m, pool as CUlibrary),
+            INVALID_HANDLE
+        );
+        assert_eq!(cuLinkDestroy(e as CUlinkState), INVALID_HANDLE);
+        // The right kinds still answer.
+        assert_eq!(cuStreamQuery(s), OK);
+        assert_eq!(cuEventQuery(e), OK);
+        assert_eq!(cuMemPoolTrimTo(pool, 0), OK);
+    }
+    destroy(ctx);
+}
+
 // ---- async, 2D, 3D and peer copies -----------------------------------------------
 
 #[test]
@@ -648,10 +692,8 @@ fn vmm_posix_fd_export_import_aliases() {
 fn pool_u64(pool: CUmemoryPool, attr: CUmemPool_attribute) -> u64 {
     let mut v = 0u64;
     // SAFETY: a local u64 for a 64-bit attribute.
-    assert_eq!(
-        unsafe { cuMemPoolGetAttribute(pool, attr, (&mut v as *mut u64).cast()) },
-        OK
-    );
+    let r = unsafe { cuMemPoolGetAttribute(pool, attr, (&mut v as *mut u64).cast()) };
+    assert_eq!(r, OK);
     v
 }
 

@@ -1,18 +1,21 @@
-//! Batched calls, deferred errors and sticky context errors, and the
+//! Deferred calls, deferred errors and sticky context errors, and the
 //! request loop that applies them to every op alike.
 //!
-//! A guest sends calls whose failure the application can only observe
-//! later (launches, async copies, event records, stream waits) with
-//! [`FLAG_NO_REPLY`] and does not wait for them. Their handlers run exactly
-//! like any other; the loop, not the handler, decides what happens to the
-//! result: a NO_REPLY call that fails becomes the session's *deferred*
-//! error (the first one is kept, every one is logged), and the next call
-//! that synchronizes — or `Flush`, which exists to collect it — answers
-//! with it instead of success. That is when CUDA reports an asynchronous
-//! error too.
+//! How an op travels is declared in the protocol's `calls!` table
+//! ([`proto::Meta`]), not decided here. A [`Travel::Deferred`] op (launches,
+//! async copies and memsets, event records, stream waits) arrives with
+//! [`FLAG_NO_REPLY`] and is never answered: its handler runs exactly like
+//! any other, and a failure becomes the session's *deferred* error (the
+//! first one is kept, every one is logged). The next op that `collects`
+//! (synchronizations, queries, synchronous copies through host memory, and
+//! `Flush`, which exists to collect) answers with it instead of success.
+//! That is when CUDA reports an asynchronous error too. A frame whose
+//! NO_REPLY flag contradicts its op's table entry is refused, not run, and
+//! so is an op this host does not know; either refusal goes where the flag
+//! says the guest listens (a reply, or the deferred error).
 //!
-//! Errors that leave a context unusable on a real GPU (illegal address,
-//! launch failure ...) are *sticky*: the driver returns them from every
+//! Errors that leave a context unusable on a real GPU
+//! ([`Status::is_sticky`]) are *sticky*: the driver returns them from every
 //! later call in that context. The worker does the same by itself, so the
 //! behaviour does not depend on the driver (the software GPU does not keep
 //! such state) and a call that never reaches the driver still fails.
@@ -20,68 +23,27 @@
 //! makes one current: the last context entered is the one the driver ran
 //! the failing call in.
 
-use super::{handle, Handler};
+use super::Session;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::ops::Range;
 use vgpu_transport::frame::{
     write_frame, FrameError, Header, FLAG_NO_REPLY, HEADER_LEN, MAX_PAYLOAD,
 };
-use vgpu_transport::proto::{
-    self, Call, CtxSynchronize, EventQuery, EventSynchronize, Flush, Memcpy2DDtoH, Memcpy2DHtoD,
-    MemcpyDtoH, MemcpyHtoD, StreamQuery, StreamSynchronize,
-};
+use vgpu_transport::proto::{self, Flush, Serve, Travel};
+use vgpu_transport::Status;
 
-pub const HANDLERS: &[(u16, Handler)] = &[
-    // The loop substitutes the deferred error; by itself Flush succeeds.
-    (Flush::OP, |_, p| handle(p, |_: Flush| Ok(()))),
-];
-
-const NOT_READY: u32 = cuda_types::cuda::CUresult::CUDA_ERROR_NOT_READY.0;
-
-/// CUresults after which a real driver refuses every further call in the
-/// context (the GPU state of the context is lost).
-pub fn is_sticky(status: u32) -> bool {
-    matches!(
-        status,
-        700 // ILLEGAL_ADDRESS
-            | 702 // LAUNCH_TIMEOUT
-            | 710 // ASSERT
-            | 714 // HARDWARE_STACK_ERROR
-            | 715 // ILLEGAL_INSTRUCTION
-            | 716 // MISALIGNED_ADDRESS
-            | 717 // INVALID_ADDRESS_SPACE
-            | 718 // INVALID_PC
-            | 719 // LAUNCH_FAILED
-            | 999 // UNKNOWN
-    )
-}
-
-/// Whether a reply-bearing call is one where CUDA reports earlier
-/// asynchronous errors: it waits for the GPU, asks whether work is done,
-/// or (Flush) exists to collect them. Synchronous copies that involve host
-/// memory wait for the device; device-side copies and memsets do not.
-pub fn collects_deferred(op: u16, payload: &[u8]) -> bool {
-    match op {
-        CtxSynchronize::OP
-        | StreamSynchronize::OP
-        | StreamQuery::OP
-        | EventSynchronize::OP
-        | EventQuery::OP
-        | Flush::OP => true,
-        // These begin with `ctx: u64, stream: u64`; stream 0 is the
-        // synchronous form. Peeking avoids decoding a whole 8 MiB chunk.
-        MemcpyHtoD::OP | MemcpyDtoH::OP | Memcpy2DHtoD::OP | Memcpy2DDtoH::OP => payload
-            .get(8..16)
-            .is_some_and(|b| b.iter().all(|&x| x == 0)),
-        _ => false,
+impl Serve<Flush> for Session {
+    /// By itself Flush succeeds; the loop substitutes the deferred error.
+    fn serve(&mut self, _: Flush) -> Result<(), Status> {
+        Ok(())
     }
 }
 
-/// One failed NO_REPLY call.
+/// One failed deferred call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deferred {
-    pub status: u32,
+    pub status: Status,
     pub op: u16,
     pub seq: u32,
 }
@@ -89,20 +51,53 @@ pub struct Deferred {
 /// The batching state of one session.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// The first failure of a NO_REPLY call not yet reported.
+    /// The first failure of a deferred call not yet reported.
     pub pending: Option<Deferred>,
-    /// NO_REPLY calls that failed since the session began (for logs).
+    /// Deferred calls that failed since the session began (for logs).
     pub failed: u64,
     /// Contexts (by handle) that hit a sticky error, and the error.
-    broken: HashMap<u64, u32>,
+    broken: HashMap<u64, Status>,
     /// The context the driver thread is in (the last one entered).
     pub entered: Option<u64>,
+}
+
+/// What the loop does with one frame's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handling {
+    /// The guest waits for a reply.
+    pub answered: bool,
+    /// The reply reports the pending deferred error, if any.
+    pub collects: bool,
+}
+
+impl Handling {
+    /// How a frame is handled, and whether its op may run: from the op's
+    /// table entry when the frame agrees with it; from the frame's flag
+    /// alone (and not run) for an unknown op or a contradicting frame.
+    pub fn of(header: &Header) -> (Handling, Result<(), Status>) {
+        let wants_reply = header.flags & FLAG_NO_REPLY == 0;
+        let by_flag = Handling {
+            answered: wants_reply,
+            collects: false,
+        };
+        match proto::meta(header.op) {
+            None => (by_flag, Err(Status::UNKNOWN_OP)),
+            Some(m) if m.answered() != wants_reply => (by_flag, Err(Status::BAD_REQUEST)),
+            Some(m) => (
+                Handling {
+                    answered: m.travel == Travel::Sync,
+                    collects: m.collects,
+                },
+                Ok(()),
+            ),
+        }
+    }
 }
 
 impl Batch {
     /// Called before a context is made current: a broken one refuses with
     /// its sticky error (and counts as entered, so nothing else is blamed).
-    pub fn admit(&mut self, ctx: u64) -> Result<(), u32> {
+    pub fn admit(&mut self, ctx: u64) -> Result<(), Status> {
         match self.broken.get(&ctx) {
             Some(&code) => {
                 self.entered = Some(ctx);
@@ -113,7 +108,7 @@ impl Batch {
     }
 
     /// The sticky error of a context, if it has one.
-    pub fn broken(&self, ctx: u64) -> Option<u32> {
+    pub fn broken(&self, ctx: u64) -> Option<Status> {
         self.broken.get(&ctx).copied()
     }
 
@@ -132,36 +127,38 @@ impl Batch {
         self.broken.clear();
     }
 
-    /// Decides what the guest hears about a call that returned `status`:
-    /// `None` for no reply at all, else the status to reply with.
+    /// Decides what the guest hears about a call that produced `result`:
+    /// `None` for no reply at all, else the reply.
     pub fn settle(
         &mut self,
         session: u64,
         header: &Header,
-        payload: &[u8],
-        status: u32,
-    ) -> Option<u32> {
-        if is_sticky(status) {
-            if let Some(ctx) = self.entered {
-                if self.broken.insert(ctx, status).is_none() {
-                    tracing::warn!(
-                        "session {session}: context {ctx:#x} hit sticky CUresult {status}; \
-                         every later call in it fails with it"
-                    );
+        how: Handling,
+        result: Result<Vec<u8>, Status>,
+    ) -> Option<Result<Vec<u8>, Status>> {
+        if let Err(status) = result {
+            if status.is_sticky() {
+                if let Some(ctx) = self.entered {
+                    if self.broken.insert(ctx, status).is_none() {
+                        tracing::warn!(
+                            "session {session}: context {ctx:#x} hit sticky {status}; \
+                             every later call in it fails with it"
+                        );
+                    }
                 }
             }
         }
         let op_name = || proto::op_name(header.op).unwrap_or("?");
-        if header.flags & FLAG_NO_REPLY != 0 {
-            if status != 0 {
+        if !how.answered {
+            if let Err(status) = result {
                 self.failed += 1;
                 tracing::warn!(
-                    "session {session}: batched {} (seq {}) failed with status {status}; \
-                     deferred to the next synchronizing call{}",
+                    "session {session}: deferred {} (seq {}) failed with {status}; \
+                     reported at the next synchronizing call{}",
                     op_name(),
                     header.seq,
                     match self.pending {
-                        Some(p) => format!(" (status {} from seq {} goes first)", p.status, p.seq),
+                        Some(p) => format!(" ({} from seq {} goes first)", p.status, p.seq),
                         None => String::new(),
                     }
                 );
@@ -173,30 +170,32 @@ impl Batch {
             }
             return None;
         }
-        if !collects_deferred(header.op, payload) {
-            return Some(status);
+        if !how.collects {
+            return Some(result);
         }
         let Some(p) = self.pending else {
-            return Some(status);
+            return Some(result);
         };
         // The call's own failure (a bad handle, say) is its answer; the
         // deferred error waits for the next collector. Success and "not
         // ready yet" give way to it, as on CUDA.
-        if status != 0 && status != NOT_READY {
-            if status == p.status {
-                self.pending = None;
+        if let Err(own) = result {
+            if !own.is_not_ready() {
+                if own == p.status {
+                    self.pending = None;
+                }
+                return Some(result);
             }
-            return Some(status);
         }
         self.pending = None;
         tracing::debug!(
-            "session {session}: {} reports deferred status {} of {} seq {}",
+            "session {session}: {} reports deferred {} of {} seq {}",
             op_name(),
             p.status,
             proto::op_name(p.op).unwrap_or("?"),
             p.seq
         );
-        Some(p.status)
+        Some(Err(p.status))
     }
 }
 
@@ -300,12 +299,13 @@ pub trait Served {
 
 /// Serves frames until the guest hangs up (0) or framing is lost (0 too:
 /// either way the guest is gone and the session ends). `dispatch` runs one
-/// call and returns its status and payload; whether and how to answer is
-/// decided here, the same for every op.
+/// call of a known op (`op`, payload) and returns its encoded reply or
+/// status; whether and how to answer is decided here from the op's table
+/// entry, the same for every op.
 pub fn serve_loop<T: Served, S: Read + Write>(
     t: &mut T,
     stream: &mut S,
-    mut dispatch: impl FnMut(&mut T, &Header, &[u8]) -> (u32, Vec<u8>),
+    mut dispatch: impl FnMut(&mut T, u16, &[u8]) -> Result<Vec<u8>, Status>,
 ) -> i32 {
     let mut reader = FrameReader::new();
     loop {
@@ -322,34 +322,57 @@ pub fn serve_loop<T: Served, S: Read + Write>(
                 return 0;
             }
         };
-        let (status, mut payload) = dispatch(t, &header, reader.payload());
+        let (how, runs) = Handling::of(&header);
+        let result = match runs {
+            Ok(()) => dispatch(t, header.op, reader.payload()),
+            Err(refused) => {
+                tracing::debug!(
+                    "session {}: op {} seq {} ({} flag {:#x}): {refused}",
+                    t.id(),
+                    header.op,
+                    header.seq,
+                    proto::op_name(header.op).unwrap_or("unknown"),
+                    header.flags
+                );
+                Err(refused)
+            }
+        };
+        if result == Err(Status::BAD_REQUEST) && runs.is_ok() {
+            tracing::debug!(
+                "session {}: {} seq {}: undecodable request",
+                t.id(),
+                proto::op_name(header.op).unwrap_or("?"),
+                header.seq
+            );
+        }
         if tracing::enabled!(tracing::Level::TRACE) {
             tracing::trace!(
-                "session {}: {} seq {}{} -> status {status}",
+                "session {}: {} seq {}{} -> {}",
                 t.id(),
                 proto::op_name(header.op).unwrap_or("?"),
                 header.seq,
-                if header.flags & FLAG_NO_REPLY != 0 {
-                    " (no reply)"
-                } else {
-                    ""
+                if how.answered { "" } else { " (no reply)" },
+                match &result {
+                    Ok(_) => "ok".to_string(),
+                    Err(s) => s.to_string(),
                 }
             );
         }
         let id = t.id();
-        let Some(status) = t.batch().settle(id, &header, reader.payload(), status) else {
+        let Some(reply) = t.batch().settle(id, &header, how, result) else {
             continue;
         };
-        if status != 0 {
-            payload.clear();
-        }
-        let reply = Header {
+        let (status, payload) = match &reply {
+            Ok(p) => (0, &p[..]),
+            Err(s) => (s.code(), &[][..]),
+        };
+        let h = Header {
             op: header.op,
             seq: header.seq,
             status,
             ..Default::default()
         };
-        if let Err(e) = write_frame(stream, reply, &payload) {
+        if let Err(e) = write_frame(stream, h, payload) {
             tracing::info!("session {}: guest gone while replying: {e}", t.id());
             return 0;
         }
@@ -359,13 +382,21 @@ pub fn serve_loop<T: Served, S: Read + Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cuda_types::cuda::CUresult;
     use vgpu_transport::frame::read_frame;
-    use vgpu_transport::proto::{LaunchKernel, MemAlloc};
+    use vgpu_transport::proto::{
+        Call, CtxSynchronize, LaunchKernel, MemAlloc, MemcpyDtoD, MemcpyDtoH, MemcpyDtoHAsync,
+        MemcpyHtoD, MemcpyHtoDAsync, MemsetAsync, NvmlQuery, Ping, StreamQuery, StreamSynchronize,
+    };
 
-    /// A session stand-in: op `LaunchKernel` "enters" the context named by
-    /// the payload's first u64 and returns the u32 after it; every other op
-    /// returns the payload's first u32, and MemAlloc and MemcpyDtoH echo
-    /// the payload as their reply.
+    const INVALID_VALUE: u32 = CUresult::CUDA_ERROR_INVALID_VALUE.0;
+    const NOT_READY: u32 = CUresult::CUDA_ERROR_NOT_READY.0;
+    const ILLEGAL_ADDRESS: u32 = CUresult::CUDA_ERROR_ILLEGAL_ADDRESS.0;
+
+    /// A session stand-in. Every request's payload (whatever its op) is
+    /// `ctx: u64, code: u32, rest`: a non-zero `ctx` is entered first (a
+    /// broken one refuses), `code` is the handler's status in the op's
+    /// domain, and on success MemAlloc and the DtoH copies echo the payload.
     #[derive(Default)]
     struct Fake {
         batch: Batch,
@@ -381,20 +412,26 @@ mod tests {
         }
     }
 
-    fn fake_dispatch(f: &mut Fake, h: &Header, p: &[u8]) -> (u32, Vec<u8>) {
+    fn fake_dispatch(f: &mut Fake, op: u16, p: &[u8]) -> Result<Vec<u8>, Status> {
         f.calls += 1;
-        let u32_at = |i: usize| u32::from_le_bytes(p[i..i + 4].try_into().unwrap());
-        if h.op == LaunchKernel::OP {
-            let ctx = u64::from_le_bytes(p[..8].try_into().unwrap());
-            if let Err(code) = f.batch.admit(ctx) {
-                return (code, Vec::new());
-            }
+        let ctx = p
+            .get(..8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+        let code = p
+            .get(8..12)
+            .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+        if ctx != 0 {
+            f.batch.admit(ctx)?;
             f.batch.entered = Some(ctx);
-            return (u32_at(8), Vec::new());
         }
-        let status = if p.len() >= 4 { u32_at(0) } else { 0 };
-        let echo = matches!(h.op, MemAlloc::OP | MemcpyDtoH::OP);
-        (status, if echo { p.to_vec() } else { Vec::new() })
+        let domain = proto::meta(op)
+            .expect("only known ops are dispatched")
+            .domain;
+        if let Some(s) = Status::from_wire(domain, code) {
+            return Err(s);
+        }
+        let echo = matches!(op, MemAlloc::OP | MemcpyDtoH::OP | MemcpyDtoHAsync::OP);
+        Ok(if echo { p.to_vec() } else { Vec::new() })
     }
 
     /// A duplex byte stream: reads come from `input`, writes collect.
@@ -424,7 +461,13 @@ mod tests {
         }
     }
 
-    fn frame(out: &mut Vec<u8>, op: u16, seq: u32, no_reply: bool, payload: &[u8]) {
+    /// A frame of `op` flagged as its table entry says.
+    fn frame(out: &mut Vec<u8>, op: u16, seq: u32, payload: &[u8]) {
+        let answered = proto::meta(op).is_none_or(|m| m.answered());
+        frame_flagged(out, op, seq, !answered, payload);
+    }
+
+    fn frame_flagged(out: &mut Vec<u8>, op: u16, seq: u32, no_reply: bool, payload: &[u8]) {
         let h = Header {
             op,
             seq,
@@ -434,9 +477,10 @@ mod tests {
         write_frame(out, h, payload).unwrap();
     }
 
-    fn launch(ctx: u64, status: u32) -> Vec<u8> {
+    /// The fake's payload: context `ctx`, handler status `code`.
+    fn req(ctx: u64, code: u32) -> Vec<u8> {
         let mut v = ctx.to_le_bytes().to_vec();
-        v.extend_from_slice(&status.to_le_bytes());
+        v.extend_from_slice(&code.to_le_bytes());
         v
     }
 
@@ -458,35 +502,27 @@ mod tests {
         (fake, replies, pipe.reads)
     }
 
+    /// (seq, status) of every reply.
+    fn statuses(replies: &[(Header, Vec<u8>)]) -> Vec<(u32, u32)> {
+        replies.iter().map(|(h, _)| (h.seq, h.status)).collect()
+    }
+
     #[test]
-    fn no_reply_calls_are_silent_and_their_first_error_waits_for_a_collector() {
-        let sync = CtxSynchronize::OP;
+    fn deferred_errors_wait_for_a_collector_and_the_first_one_wins() {
         let mut inp = Vec::new();
-        frame(&mut inp, LaunchKernel::OP, 1, true, &launch(5, 0));
-        frame(&mut inp, LaunchKernel::OP, 2, true, &launch(5, 1)); // INVALID_VALUE
-        frame(&mut inp, LaunchKernel::OP, 3, true, &launch(5, 98)); // logged, not kept
-                                                                    // A reply-bearing call that does not synchronize keeps its result.
-        frame(&mut inp, MemAlloc::OP, 4, false, &[0, 0, 0, 0, 9]);
+        frame(&mut inp, LaunchKernel::OP, 1, &req(5, 0));
+        frame(&mut inp, LaunchKernel::OP, 2, &req(5, INVALID_VALUE));
+        frame(&mut inp, LaunchKernel::OP, 3, &req(5, 98)); // logged, not kept
+                                                           // A reply-bearing call that does not collect keeps its result.
+        frame(&mut inp, MemAlloc::OP, 4, &req(0, 0));
         // Not-ready gives way to the deferred error; then it is gone.
-        frame(
-            &mut inp,
-            StreamQuery::OP,
-            5,
-            false,
-            &NOT_READY.to_le_bytes(),
-        );
-        frame(&mut inp, sync, 6, false, &[0, 0, 0, 0]);
+        frame(&mut inp, StreamQuery::OP, 5, &req(0, NOT_READY));
+        frame(&mut inp, CtxSynchronize::OP, 6, &req(0, 0));
         // A collector's own error wins and the deferred one stays pending.
-        frame(&mut inp, LaunchKernel::OP, 7, true, &launch(5, 1));
-        frame(&mut inp, sync, 8, false, &400u32.to_le_bytes());
-        frame(&mut inp, Flush::OP, 9, false, &[]);
-        frame(&mut inp, Flush::OP, 10, false, &[]);
-        // A synchronous copy (stream 0) collects; an async one does not.
-        frame(&mut inp, LaunchKernel::OP, 11, true, &launch(5, 2));
-        let mut async_copy = vec![0u8; 16];
-        async_copy[8] = 1;
-        frame(&mut inp, MemcpyDtoH::OP, 12, false, &async_copy);
-        frame(&mut inp, MemcpyDtoH::OP, 13, false, &[0u8; 24]);
+        frame(&mut inp, LaunchKernel::OP, 7, &req(5, INVALID_VALUE));
+        frame(&mut inp, CtxSynchronize::OP, 8, &req(0, 400));
+        frame(&mut inp, Flush::OP, 9, &[]);
+        frame(&mut inp, Flush::OP, 10, &[]);
         let (fake, replies, _) = run(inp, usize::MAX);
         let got: Vec<(u32, u32, usize)> = replies
             .iter()
@@ -495,39 +531,139 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (4, 0, 5),
-                (5, 1, 0),
+                (4, 0, 12),
+                (5, INVALID_VALUE, 0),
                 (6, 0, 0),
                 (8, 400, 0),
-                (9, 1, 0),
+                (9, INVALID_VALUE, 0),
                 (10, 0, 0),
-                (12, 0, 16),
-                // The deferred error replaces the copy's data.
-                (13, 2, 0),
             ]
         );
-        assert_eq!(fake.calls, 13);
-        assert_eq!(fake.batch.failed, 4);
+        assert_eq!(fake.calls, 10);
+        assert_eq!(fake.batch.failed, 3);
         assert_eq!(fake.batch.pending, None);
+    }
+
+    #[test]
+    fn an_async_copy_failing_is_reported_at_the_next_synchronize() {
+        let mut inp = Vec::new();
+        frame(&mut inp, MemcpyHtoDAsync::OP, 1, &req(5, INVALID_VALUE));
+        // Neither a call that does not synchronize ...
+        frame(&mut inp, Ping::OP, 2, &[]);
+        // ... nor an async copy that has a reply reports it.
+        frame(&mut inp, MemcpyDtoHAsync::OP, 3, &req(5, 0));
+        frame(&mut inp, StreamSynchronize::OP, 4, &req(5, 0));
+        frame(&mut inp, StreamSynchronize::OP, 5, &req(5, 0));
+        let (fake, replies, _) = run(inp, usize::MAX);
+        assert_eq!(
+            statuses(&replies),
+            vec![(2, 0), (3, 0), (4, INVALID_VALUE), (5, 0)]
+        );
+        assert_eq!(replies[1].1, req(5, 0));
+        assert_eq!(fake.calls, 5);
+    }
+
+    #[test]
+    fn a_sync_copy_collects_an_earlier_deferred_error() {
+        let mut inp = Vec::new();
+        frame(&mut inp, MemsetAsync::OP, 1, &req(5, INVALID_VALUE));
+        // A device-side copy does not wait for the device: no report.
+        frame(&mut inp, MemcpyDtoD::OP, 2, &req(5, 0));
+        // A copy through host memory does, and its data gives way.
+        frame(&mut inp, MemcpyDtoH::OP, 3, &req(5, 0));
+        frame(&mut inp, MemsetAsync::OP, 4, &req(5, INVALID_VALUE));
+        frame(&mut inp, MemcpyHtoD::OP, 5, &req(5, 0));
+        frame(&mut inp, MemcpyHtoD::OP, 6, &req(5, 0));
+        let (_, replies, _) = run(inp, usize::MAX);
+        assert_eq!(
+            statuses(&replies),
+            vec![(2, 0), (3, INVALID_VALUE), (5, INVALID_VALUE), (6, 0)]
+        );
+        assert!(replies[1].1.is_empty());
+    }
+
+    #[test]
+    fn an_op_declared_deferred_is_never_answered() {
+        let deferred: Vec<u16> = proto::OPS
+            .iter()
+            .filter(|m| !m.answered())
+            .map(|m| m.op)
+            .collect();
+        assert!(deferred.len() >= 5, "{deferred:?}");
+        let mut inp = Vec::new();
+        let mut seq = 0;
+        for &op in &deferred {
+            // Succeeding or failing, a deferred op gets no reply.
+            for code in [0, INVALID_VALUE] {
+                seq += 1;
+                frame(&mut inp, op, seq, &req(5, code));
+            }
+        }
+        frame(&mut inp, Ping::OP, 1000, &[]);
+        let (fake, replies, _) = run(inp, usize::MAX);
+        assert_eq!(statuses(&replies), vec![(1000, 0)]);
+        assert_eq!(fake.calls, seq + 1);
+        assert_eq!(fake.batch.failed, deferred.len() as u64);
+    }
+
+    #[test]
+    fn frames_contradicting_the_table_and_unknown_ops_are_refused_unrun() {
+        let mut inp = Vec::new();
+        // A deferred op sent as a round trip is answered with the refusal.
+        frame_flagged(&mut inp, LaunchKernel::OP, 1, false, &req(5, 0));
+        // A sync op sent without wanting a reply: refused, deferred.
+        frame_flagged(&mut inp, MemAlloc::OP, 2, true, &req(5, 0));
+        frame(&mut inp, Flush::OP, 3, &[]);
+        // Unknown ops, either way.
+        frame_flagged(&mut inp, 0x7777, 4, false, &[]);
+        frame_flagged(&mut inp, 0x7777, 5, true, &[]);
+        frame(&mut inp, Flush::OP, 6, &[]);
+        let (fake, replies, _) = run(inp, usize::MAX);
+        assert_eq!(
+            statuses(&replies),
+            vec![
+                (1, Status::BAD_REQUEST.code()),
+                (3, Status::BAD_REQUEST.code()),
+                (4, Status::UNKNOWN_OP.code()),
+                (6, Status::UNKNOWN_OP.code()),
+            ]
+        );
+        // Only the two Flushes ran.
+        assert_eq!(fake.calls, 2);
     }
 
     #[test]
     fn sticky_errors_break_their_context_only() {
         let mut inp = Vec::new();
-        frame(&mut inp, LaunchKernel::OP, 1, true, &launch(5, 0));
-        frame(&mut inp, LaunchKernel::OP, 2, true, &launch(5, 700));
-        frame(&mut inp, CtxSynchronize::OP, 3, false, &[0, 0, 0, 0]);
-        // Context 5 now refuses everything with 700, reply or not ...
-        frame(&mut inp, LaunchKernel::OP, 4, false, &launch(5, 0));
-        frame(&mut inp, LaunchKernel::OP, 5, true, &launch(5, 0));
-        frame(&mut inp, Flush::OP, 6, false, &[]);
+        frame(&mut inp, LaunchKernel::OP, 1, &req(5, 0));
+        frame(&mut inp, LaunchKernel::OP, 2, &req(5, ILLEGAL_ADDRESS));
+        frame(&mut inp, CtxSynchronize::OP, 3, &req(5, 0));
+        // Context 5 now refuses everything with it, reply or not ...
+        frame(&mut inp, MemAlloc::OP, 4, &req(5, 0));
+        frame(&mut inp, LaunchKernel::OP, 5, &req(5, 0));
+        frame(&mut inp, Flush::OP, 6, &[]);
         // ... while context 6 works.
-        frame(&mut inp, LaunchKernel::OP, 7, false, &launch(6, 0));
-        frame(&mut inp, Flush::OP, 8, false, &[]);
+        frame(&mut inp, MemAlloc::OP, 7, &req(6, 0));
+        frame(&mut inp, Flush::OP, 8, &[]);
+        // NVML's 999 (NVML_ERROR_UNKNOWN) is not CUDA's sticky 999.
+        frame(&mut inp, NvmlQuery::OP, 9, &req(6, 999));
+        frame(&mut inp, MemAlloc::OP, 10, &req(6, 0));
         let (fake, replies, _) = run(inp, usize::MAX);
-        let got: Vec<(u32, u32)> = replies.iter().map(|(h, _)| (h.seq, h.status)).collect();
-        assert_eq!(got, vec![(3, 700), (4, 700), (6, 700), (7, 0), (8, 0)]);
-        assert_eq!(fake.batch.broken(5), Some(700));
+        let sticky = ILLEGAL_ADDRESS;
+        assert_eq!(
+            statuses(&replies),
+            vec![
+                (3, sticky),
+                (4, sticky),
+                (6, sticky),
+                (7, 0),
+                (8, 0),
+                (9, 999),
+                (10, 0)
+            ]
+        );
+        let illegal = Status::Cuda(CUresult::CUDA_ERROR_ILLEGAL_ADDRESS);
+        assert_eq!(fake.batch.broken(5), Some(illegal));
         assert_eq!(fake.batch.broken(6), None);
         let mut b = fake.batch;
         b.forget_ctx(5);
@@ -538,9 +674,9 @@ mod tests {
     fn bursts_share_reads_and_split_frames_reassemble() {
         let mut inp = Vec::new();
         for i in 0..1000 {
-            frame(&mut inp, LaunchKernel::OP, i, true, &launch(5, 0));
+            frame(&mut inp, LaunchKernel::OP, i, &req(5, 0));
         }
-        frame(&mut inp, Flush::OP, 1000, false, &[]);
+        frame(&mut inp, Flush::OP, 1000, &[]);
         let (fake, replies, reads) = run(inp.clone(), usize::MAX);
         assert_eq!(replies.len(), 1);
         assert_eq!(replies[0].0.status, 0);
@@ -551,20 +687,20 @@ mod tests {
         // Frames cut at every possible point, and one larger than the
         // buffer, arrive intact.
         let mut big = vec![0xAB; READ_CHUNK * 2 + 3];
-        big[..4].fill(0);
-        frame(&mut inp, MemAlloc::OP, 1001, false, &big);
-        frame(&mut inp, MemAlloc::OP, 1002, false, &[0, 0, 0, 0, 1]);
+        big[..12].copy_from_slice(&req(0, 0));
+        frame(&mut inp, MemAlloc::OP, 1001, &big);
+        frame(&mut inp, MemAlloc::OP, 1002, &req(0, 0));
         let (_, replies, _) = run(inp, 7);
         assert_eq!(replies.len(), 3);
         assert_eq!(replies[1].1, big);
-        assert_eq!(replies[2].1, vec![0, 0, 0, 0, 1]);
+        assert_eq!(replies[2].1, req(0, 0));
     }
 
     #[test]
     fn truncated_and_oversized_frames_end_the_session() {
         let mut inp = Vec::new();
-        frame(&mut inp, Flush::OP, 1, false, &[]);
-        frame(&mut inp, MemAlloc::OP, 2, false, &[1, 2, 3, 4, 5]);
+        frame(&mut inp, Flush::OP, 1, &[]);
+        frame(&mut inp, MemAlloc::OP, 2, &req(1, 2));
         inp.truncate(inp.len() - 2);
         let (_, replies, _) = run(inp, usize::MAX);
         assert_eq!(replies.len(), 1);

@@ -4,42 +4,13 @@
 //! on it is ours to control: a newly created context is popped right away,
 //! and each call that works in a context makes it current first.
 
-use super::{cu, handle, Handler, Session};
+use super::{cu, Session};
 use cuda_types::cuda::{CUcontext, CUresult};
 use vgpu_transport::proto::{
-    Call, CtxCreate, CtxDestroy, CtxSynchronize, MemGetInfo, PrimaryCtxGetState, PrimaryCtxRelease,
-    PrimaryCtxReset, PrimaryCtxRetain, PrimaryCtxSetFlags,
+    CtxCreate, CtxDestroy, CtxSynchronize, MemGetInfo, PrimaryCtxGetState, PrimaryCtxRelease,
+    PrimaryCtxReset, PrimaryCtxRetain, PrimaryCtxSetFlags, Serve,
 };
-
-pub const HANDLERS: &[(u16, Handler)] = &[
-    (CtxCreate::OP, |s, p| {
-        handle(p, |c: CtxCreate| s.ctx_create(c))
-    }),
-    (CtxDestroy::OP, |s, p| {
-        handle(p, |c: CtxDestroy| s.ctx_destroy(c.ctx))
-    }),
-    (PrimaryCtxRetain::OP, |s, p| {
-        handle(p, |c: PrimaryCtxRetain| s.primary_retain(c.device))
-    }),
-    (PrimaryCtxRelease::OP, |s, p| {
-        handle(p, |c: PrimaryCtxRelease| s.primary_release(c.device))
-    }),
-    (PrimaryCtxReset::OP, |s, p| {
-        handle(p, |c: PrimaryCtxReset| s.primary_reset(c.device))
-    }),
-    (PrimaryCtxSetFlags::OP, |s, p| {
-        handle(p, |c: PrimaryCtxSetFlags| s.primary_set_flags(c))
-    }),
-    (PrimaryCtxGetState::OP, |s, p| {
-        handle(p, |c: PrimaryCtxGetState| s.primary_get_state(c.device))
-    }),
-    (CtxSynchronize::OP, |s, p| {
-        handle(p, |c: CtxSynchronize| s.ctx_synchronize(c.ctx))
-    }),
-    (MemGetInfo::OP, |s, p| {
-        handle(p, |c: MemGetInfo| s.mem_get_info(c.ctx))
-    }),
-];
+use vgpu_transport::Status;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CtxKind {
@@ -65,19 +36,19 @@ pub struct Primary {
     pub retains: u32,
 }
 
-const INVALID_CONTEXT: u32 = CUresult::CUDA_ERROR_INVALID_CONTEXT.0;
+const INVALID_CONTEXT: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_CONTEXT);
 
 impl Session {
     /// The driver context behind a handle of this session.
-    pub fn ctx(&self, h: u64) -> Result<CUcontext, u32> {
-        match self.contexts.get(h) {
+    pub fn ctx(&self, h: u64) -> Result<CUcontext, Status> {
+        match self.contexts.find(h) {
             Some(c) if c.live => Ok(c.raw),
             _ => Err(INVALID_CONTEXT),
         }
     }
 
     /// Makes the handle's context current on the worker thread.
-    pub fn enter(&mut self, h: u64) -> Result<CUcontext, u32> {
+    pub fn enter(&mut self, h: u64) -> Result<CUcontext, Status> {
         // A context that hit a sticky error refuses everything, as on a GPU.
         self.batch.admit(h)?;
         let raw = self.ctx(h)?;
@@ -85,8 +56,10 @@ impl Session {
         cu!(self, cuCtxSetCurrent(raw))?;
         Ok(raw)
     }
+}
 
-    fn ctx_create(&mut self, c: CtxCreate) -> Result<u64, u32> {
+impl Serve<CtxCreate> for Session {
+    fn serve(&mut self, c: CtxCreate) -> Result<u64, Status> {
         let dev = self.device(c.device)?;
         let mut raw: CUcontext = std::ptr::null_mut();
         if self.driver.cuda.cuCtxCreate_v2.is_some() {
@@ -104,19 +77,19 @@ impl Session {
         if let Err(e) = cu!(self, cuCtxPopCurrent_v2(&mut popped)) {
             tracing::debug!("session {}: cuCtxPopCurrent after create: {e}", self.id);
         }
-        let h = self.contexts.insert(
-            &mut self.minter,
-            Ctx {
-                raw,
-                kind: CtxKind::Created,
-                live: true,
-            },
-        );
+        let h = self.contexts.insert(Ctx {
+            raw,
+            kind: CtxKind::Created,
+            live: true,
+        });
         Ok(h)
     }
+}
 
-    fn ctx_destroy(&mut self, h: u64) -> Result<(), u32> {
-        match self.contexts.get(h) {
+impl Serve<CtxDestroy> for Session {
+    fn serve(&mut self, c: CtxDestroy) -> Result<(), Status> {
+        let h = c.ctx;
+        match self.contexts.find(h) {
             Some(Ctx {
                 kind: CtxKind::Created,
                 ..
@@ -130,7 +103,9 @@ impl Session {
         self.forget_objects_of(h);
         Ok(())
     }
+}
 
+impl Session {
     /// A context the driver destroyed took its allocations and streams with
     /// it; their addresses and handles must stop working for the guest.
     fn forget_objects_of(&mut self, h: u64) {
@@ -152,34 +127,37 @@ impl Session {
             );
         }
     }
+}
 
-    fn primary_retain(&mut self, device: i32) -> Result<u64, u32> {
+impl Serve<PrimaryCtxRetain> for Session {
+    fn serve(&mut self, c: PrimaryCtxRetain) -> Result<u64, Status> {
+        let device = c.device;
         let dev = self.device(device)?;
         let mut raw: CUcontext = std::ptr::null_mut();
         cu!(self, cuDevicePrimaryCtxRetain(&mut raw, dev))?;
         if let Some(p) = self.primary.get_mut(&device) {
             p.retains += 1;
             let h = p.handle;
-            if let Some(c) = self.contexts.get_mut(h) {
+            if let Some(c) = self.contexts.find_mut(h) {
                 // After a release to zero the driver may hand out a new one.
                 c.raw = raw;
                 c.live = true;
             }
             return Ok(h);
         }
-        let handle = self.contexts.insert(
-            &mut self.minter,
-            Ctx {
-                raw,
-                kind: CtxKind::Primary { device },
-                live: true,
-            },
-        );
+        let handle = self.contexts.insert(Ctx {
+            raw,
+            kind: CtxKind::Primary { device },
+            live: true,
+        });
         self.primary.insert(device, Primary { handle, retains: 1 });
         Ok(handle)
     }
+}
 
-    fn primary_release(&mut self, device: i32) -> Result<(), u32> {
+impl Serve<PrimaryCtxRelease> for Session {
+    fn serve(&mut self, c: PrimaryCtxRelease) -> Result<(), Status> {
+        let device = c.device;
         let dev = self.device(device)?;
         // Only what this session retained may be released, so one guest can
         // never drop a reference another part of the worker depends on.
@@ -192,7 +170,7 @@ impl Session {
         p.retains -= 1;
         if p.retains == 0 {
             let h = p.handle;
-            if let Some(c) = self.contexts.get_mut(h) {
+            if let Some(c) = self.contexts.find_mut(h) {
                 c.live = false;
             }
             // This worker is the process's only user, so the last release
@@ -201,16 +179,21 @@ impl Session {
         }
         Ok(())
     }
+}
 
-    fn release_primary_once(&mut self, dev: i32) -> Result<(), u32> {
+impl Session {
+    fn release_primary_once(&mut self, dev: i32) -> Result<(), Status> {
         if self.driver.cuda.cuDevicePrimaryCtxRelease_v2.is_some() {
             cu!(self, cuDevicePrimaryCtxRelease_v2(dev))
         } else {
             cu!(self, cuDevicePrimaryCtxRelease(dev))
         }
     }
+}
 
-    fn primary_reset(&mut self, device: i32) -> Result<(), u32> {
+impl Serve<PrimaryCtxReset> for Session {
+    fn serve(&mut self, c: PrimaryCtxReset) -> Result<(), Status> {
+        let device = c.device;
         let dev = self.device(device)?;
         if self.driver.cuda.cuDevicePrimaryCtxReset_v2.is_some() {
             cu!(self, cuDevicePrimaryCtxReset_v2(dev))?;
@@ -223,8 +206,10 @@ impl Session {
         }
         Ok(())
     }
+}
 
-    fn primary_set_flags(&mut self, c: PrimaryCtxSetFlags) -> Result<(), u32> {
+impl Serve<PrimaryCtxSetFlags> for Session {
+    fn serve(&mut self, c: PrimaryCtxSetFlags) -> Result<(), Status> {
         let dev = self.device(c.device)?;
         if self.driver.cuda.cuDevicePrimaryCtxSetFlags_v2.is_some() {
             cu!(self, cuDevicePrimaryCtxSetFlags_v2(dev, c.flags))
@@ -232,8 +217,11 @@ impl Session {
             cu!(self, cuDevicePrimaryCtxSetFlags(dev, c.flags))
         }
     }
+}
 
-    fn primary_get_state(&mut self, device: i32) -> Result<(u32, bool), u32> {
+impl Serve<PrimaryCtxGetState> for Session {
+    fn serve(&mut self, c: PrimaryCtxGetState) -> Result<(u32, bool), Status> {
+        let device = c.device;
         let dev = self.device(device)?;
         let mut flags: u32 = 0;
         let mut active: i32 = 0;
@@ -243,20 +231,26 @@ impl Session {
         )?;
         Ok((flags, active != 0))
     }
+}
 
-    fn ctx_synchronize(&mut self, h: u64) -> Result<(), u32> {
-        self.enter(h)?;
+impl Serve<CtxSynchronize> for Session {
+    fn serve(&mut self, c: CtxSynchronize) -> Result<(), Status> {
+        self.enter(c.ctx)?;
         cu!(self, cuCtxSynchronize())
     }
+}
 
-    fn mem_get_info(&mut self, h: u64) -> Result<(u64, u64), u32> {
-        self.enter(h)?;
+impl Serve<MemGetInfo> for Session {
+    fn serve(&mut self, c: MemGetInfo) -> Result<(u64, u64), Status> {
+        self.enter(c.ctx)?;
         let mut free: usize = 0;
         let mut total: usize = 0;
         cu!(self, cuMemGetInfo_v2(&mut free, &mut total))?;
         Ok(self.quota.report(free as u64, total as u64))
     }
+}
 
+impl Session {
     /// Session teardown: destroys created contexts and drops every primary
     /// retain. Returns how many of each were returned to the driver.
     pub(super) fn release_contexts(&mut self) -> (usize, u32) {
@@ -272,7 +266,7 @@ impl Session {
         for (h, raw) in created {
             match cu!(self, cuCtxDestroy_v2(raw)) {
                 Ok(()) => destroyed += 1,
-                Err(e) => tracing::warn!("session {}: cuCtxDestroy: CUresult {e}", self.id),
+                Err(e) => tracing::warn!("session {}: cuCtxDestroy: {e}", self.id),
             }
             self.contexts.remove(h);
         }
@@ -286,17 +280,14 @@ impl Session {
                 match self.release_primary_once(dev) {
                     Ok(()) => released += 1,
                     Err(e) => {
-                        tracing::warn!(
-                            "session {}: cuDevicePrimaryCtxRelease: CUresult {e}",
-                            self.id
-                        );
+                        tracing::warn!("session {}: cuDevicePrimaryCtxRelease: {e}", self.id);
                         break;
                     }
                 }
             }
         }
         self.primary.clear();
-        for _ in self.contexts.drain() {}
+        self.contexts.take_all();
         (destroyed, released)
     }
 }

@@ -6,47 +6,24 @@
 //! `CUDA_ERROR_NOT_READY` or an earlier deferred error as the driver would
 //! (the request loop substitutes the latter).
 
-use super::{cu, handle, Handler, Session};
+use super::{cu, Session};
 use cuda_types::cuda::{CUevent, CUresult};
 use vgpu_transport::proto::{
-    Call, EventCreate, EventDestroy, EventElapsedTime, EventQuery, EventRecord, EventSynchronize,
+    EventCreate, EventDestroy, EventElapsedTime, EventQuery, EventRecord, EventSynchronize, Serve,
     StreamWaitEvent,
 };
-
-pub const HANDLERS: &[(u16, Handler)] = &[
-    (EventCreate::OP, |s, p| {
-        handle(p, |c: EventCreate| s.event_create(c))
-    }),
-    (EventDestroy::OP, |s, p| {
-        handle(p, |c: EventDestroy| s.event_destroy(c.event))
-    }),
-    (EventRecord::OP, |s, p| {
-        handle(p, |c: EventRecord| s.event_record(c))
-    }),
-    (EventQuery::OP, |s, p| {
-        handle(p, |c: EventQuery| s.event_query(c.event))
-    }),
-    (EventSynchronize::OP, |s, p| {
-        handle(p, |c: EventSynchronize| s.event_synchronize(c.event))
-    }),
-    (EventElapsedTime::OP, |s, p| {
-        handle(p, |c: EventElapsedTime| s.event_elapsed(c))
-    }),
-    (StreamWaitEvent::OP, |s, p| {
-        handle(p, |c: StreamWaitEvent| s.stream_wait_event(c))
-    }),
-];
+use vgpu_transport::Status;
 
 pub struct Event {
     pub raw: CUevent,
     pub ctx: u64,
 }
 
-const INVALID_HANDLE: u32 = CUresult::CUDA_ERROR_INVALID_HANDLE.0;
+const INVALID_HANDLE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE);
 
 impl Session {
-    fn event(&self, h: u64) -> Result<(CUevent, u64), u32> {
-        match self.events.get(h) {
+    fn event(&self, h: u64) -> Result<(CUevent, u64), Status> {
+        match self.events.find(h) {
             Some(e) => Ok((e.raw, e.ctx)),
             None => {
                 tracing::debug!("session {}: unknown event handle {h:#x}", self.id);
@@ -56,37 +33,44 @@ impl Session {
     }
 
     /// The event behind a handle, with its context current.
-    fn enter_event(&mut self, h: u64) -> Result<CUevent, u32> {
+    fn enter_event(&mut self, h: u64) -> Result<CUevent, Status> {
         let (raw, ctx) = self.event(h)?;
         self.enter(ctx)?;
         Ok(raw)
     }
+}
 
-    fn event_create(&mut self, c: EventCreate) -> Result<u64, u32> {
+impl Serve<EventCreate> for Session {
+    fn serve(&mut self, c: EventCreate) -> Result<u64, Status> {
         self.enter(c.ctx)?;
         let mut raw: CUevent = std::ptr::null_mut();
         cu!(self, cuEventCreate(&mut raw, c.flags))?;
-        Ok(self
-            .events
-            .insert(&mut self.minter, Event { raw, ctx: c.ctx }))
+        Ok(self.events.insert(Event { raw, ctx: c.ctx }))
     }
+}
 
-    fn destroy_raw_event(&self, raw: CUevent) -> Result<(), u32> {
+impl Session {
+    fn destroy_raw_event(&self, raw: CUevent) -> Result<(), Status> {
         if self.driver.cuda.cuEventDestroy_v2.is_some() {
             cu!(self, cuEventDestroy_v2(raw))
         } else {
             cu!(self, cuEventDestroy(raw))
         }
     }
+}
 
-    fn event_destroy(&mut self, h: u64) -> Result<(), u32> {
+impl Serve<EventDestroy> for Session {
+    fn serve(&mut self, c: EventDestroy) -> Result<(), Status> {
+        let h = c.event;
         let raw = self.enter_event(h)?;
         self.destroy_raw_event(raw)?;
         self.events.remove(h);
         Ok(())
     }
+}
 
-    fn event_record(&mut self, c: EventRecord) -> Result<(), u32> {
+impl Serve<EventRecord> for Session {
+    fn serve(&mut self, c: EventRecord) -> Result<(), Status> {
         let (raw, ctx) = self.event(c.event)?;
         let stream = self.enter_stream(ctx, c.stream)?;
         if c.flags == 0 {
@@ -95,18 +79,26 @@ impl Session {
             cu!(self, cuEventRecordWithFlags(raw, stream, c.flags))
         }
     }
+}
 
-    fn event_query(&mut self, h: u64) -> Result<(), u32> {
+impl Serve<EventQuery> for Session {
+    fn serve(&mut self, c: EventQuery) -> Result<(), Status> {
+        let h = c.event;
         let raw = self.enter_event(h)?;
         cu!(self, cuEventQuery(raw))
     }
+}
 
-    fn event_synchronize(&mut self, h: u64) -> Result<(), u32> {
+impl Serve<EventSynchronize> for Session {
+    fn serve(&mut self, c: EventSynchronize) -> Result<(), Status> {
+        let h = c.event;
         let raw = self.enter_event(h)?;
         cu!(self, cuEventSynchronize(raw))
     }
+}
 
-    fn event_elapsed(&mut self, c: EventElapsedTime) -> Result<u32, u32> {
+impl Serve<EventElapsedTime> for Session {
+    fn serve(&mut self, c: EventElapsedTime) -> Result<u32, Status> {
         let end = self.event(c.end)?.0;
         let start = self.enter_event(c.start)?;
         let mut ms: f32 = 0.0;
@@ -117,13 +109,17 @@ impl Session {
         }
         Ok(ms.to_bits())
     }
+}
 
-    fn stream_wait_event(&mut self, c: StreamWaitEvent) -> Result<(), u32> {
+impl Serve<StreamWaitEvent> for Session {
+    fn serve(&mut self, c: StreamWaitEvent) -> Result<(), Status> {
         let (raw, ctx) = self.event(c.event)?;
         let stream = self.enter_stream(ctx, c.stream)?;
         cu!(self, cuStreamWaitEvent(stream, raw, c.flags))
     }
+}
 
+impl Session {
     /// The driver destroyed a context and its events with it.
     pub(super) fn forget_events_of(&mut self, ctx: u64) -> usize {
         let dead: Vec<u64> = self
@@ -147,7 +143,7 @@ impl Session {
             if self.enter(ctx).is_ok() {
                 match self.destroy_raw_event(raw) {
                     Ok(()) => n += 1,
-                    Err(e) => tracing::warn!("session {}: cuEventDestroy: CUresult {e}", self.id),
+                    Err(e) => tracing::warn!("session {}: cuEventDestroy: {e}", self.id),
                 }
             }
             self.events.remove(h);

@@ -1,17 +1,23 @@
 //! The device inventory a guest fetches once, and the liveness probe.
 
-use super::{c_buf_to_string, cu, handle, nv, Handler, Session};
+use super::{c_buf_to_string, cu, nv, Session};
 use cuda_types::cuda::{CUdevice, CUdevice_attribute, CUuuid};
 use cuda_types::nvml::{nvmlBrandType_t, nvmlDevice_t, nvmlPciInfo_t};
 use std::ffi::c_char;
-use vgpu_transport::proto::{Call, DeviceInfo, GetInventory, Inventory, Ping};
+use vgpu_transport::proto::{DeviceInfo, GetInventory, Inventory, Ping, Serve};
+use vgpu_transport::Status;
 
-pub const HANDLERS: &[(u16, Handler)] = &[
-    (Ping::OP, |_, p| handle(p, |_: Ping| Ok(()))),
-    (GetInventory::OP, |s, p| {
-        handle(p, |_: GetInventory| Ok(s.inventory()))
-    }),
-];
+impl Serve<Ping> for Session {
+    fn serve(&mut self, _: Ping) -> Result<(), Status> {
+        Ok(())
+    }
+}
+
+impl Serve<GetInventory> for Session {
+    fn serve(&mut self, _: GetInventory) -> Result<Inventory, Status> {
+        Ok(self.inventory())
+    }
+}
 
 /// NVML's buffer sizes (NVML_DEVICE_SERIAL_BUFFER_SIZE etc. are all ≤ 96).
 const TEXT_BUF: usize = 96;
@@ -22,7 +28,7 @@ impl Session {
         let cuda_driver_version = match cu!(self, cuDriverGetVersion(&mut v)) {
             Ok(()) => v,
             Err(e) => {
-                tracing::warn!("cuDriverGetVersion: CUresult {e}");
+                tracing::warn!("cuDriverGetVersion: {e}");
                 0
             }
         };
@@ -50,14 +56,14 @@ impl Session {
             cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, dev)
         ) {
             Ok(()) => info.name = c_buf_to_string(&name),
-            Err(e) => tracing::warn!("cuDeviceGetName({ordinal}): CUresult {e}"),
+            Err(e) => tracing::warn!("cuDeviceGetName({ordinal}): {e}"),
         }
         info.uuid = self.cuda_uuid(dev).unwrap_or_default();
         let mut bytes: usize = 0;
         match cu!(self, cuDeviceTotalMem_v2(&mut bytes, dev)) {
             // A guest under a quota sees the quota as the device's size.
             Ok(()) => info.total_mem = self.quota.report(bytes as u64, bytes as u64).1,
-            Err(e) => tracing::warn!("cuDeviceTotalMem_v2({ordinal}): CUresult {e}"),
+            Err(e) => tracing::warn!("cuDeviceTotalMem_v2({ordinal}): {e}"),
         }
         let max = CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX.0;
         for a in 1..max {
@@ -73,7 +79,7 @@ impl Session {
         }
         match self.nvml_device(ordinal as u32) {
             Ok(h) => self.nvml_device_info(h, &mut info),
-            Err(e) => tracing::warn!("NVML has no device for ordinal {ordinal} (nvmlReturn {e})"),
+            Err(e) => tracing::warn!("NVML has no device for ordinal {ordinal} ({e})"),
         }
         info
     }
@@ -89,7 +95,7 @@ impl Session {
         match r {
             Ok(()) => Some(u.bytes.map(|b| b as u8)),
             Err(e) => {
-                tracing::warn!("cuDeviceGetUuid: CUresult {e}");
+                tracing::warn!("cuDeviceGetUuid: {e}");
                 None
             }
         }
@@ -110,24 +116,24 @@ impl Session {
                 info.pci_device_id = pci.pciDeviceId;
                 info.pci_subsystem_id = pci.pciSubSystemId;
             }
-            Err(e) => tracing::warn!("nvmlDeviceGetPciInfo: nvmlReturn {e}"),
+            Err(e) => tracing::warn!("nvmlDeviceGetPciInfo: {e}"),
         }
         info.serial = self.nvml_text(|s, b, n| nv!(s, nvmlDeviceGetSerial(h, b, n)));
         info.vbios_version = self.nvml_text(|s, b, n| nv!(s, nvmlDeviceGetVbiosVersion(h, b, n)));
         let mut minor: u32 = 0;
         match nv!(self, nvmlDeviceGetMinorNumber(h, &mut minor)) {
             Ok(()) => info.minor_number = minor,
-            Err(e) => tracing::debug!("nvmlDeviceGetMinorNumber: nvmlReturn {e}"),
+            Err(e) => tracing::debug!("nvmlDeviceGetMinorNumber: {e}"),
         }
         let mut brand = nvmlBrandType_t(0);
         match nv!(self, nvmlDeviceGetBrand(h, &mut brand)) {
             Ok(()) => info.brand = brand.0 as i32,
-            Err(e) => tracing::debug!("nvmlDeviceGetBrand: nvmlReturn {e}"),
+            Err(e) => tracing::debug!("nvmlDeviceGetBrand: {e}"),
         }
         let mut arch: u32 = 0;
         match nv!(self, nvmlDeviceGetArchitecture(h, &mut arch)) {
             Ok(()) => info.architecture = arch,
-            Err(e) => tracing::debug!("nvmlDeviceGetArchitecture: nvmlReturn {e}"),
+            Err(e) => tracing::debug!("nvmlDeviceGetArchitecture: {e}"),
         }
         let (mut major, mut minor) = (0i32, 0i32);
         match nv!(
@@ -135,7 +141,7 @@ impl Session {
             nvmlDeviceGetCudaComputeCapability(h, &mut major, &mut minor)
         ) {
             Ok(()) => info.nvml_cc = (major, minor),
-            Err(e) => tracing::debug!("nvmlDeviceGetCudaComputeCapability: nvmlReturn {e}"),
+            Err(e) => tracing::debug!("nvmlDeviceGetCudaComputeCapability: {e}"),
         }
     }
 
@@ -143,7 +149,7 @@ impl Session {
     /// give an empty string.
     fn nvml_text(
         &mut self,
-        f: impl FnOnce(&Session, *mut c_char, u32) -> Result<(), u32>,
+        f: impl FnOnce(&Session, *mut c_char, u32) -> Result<(), Status>,
     ) -> String {
         if !self.driver.nvml_ok {
             return String::new();
@@ -152,7 +158,7 @@ impl Session {
         match f(self, buf.as_mut_ptr(), buf.len() as u32) {
             Ok(()) => c_buf_to_string(&buf),
             Err(e) => {
-                tracing::debug!("NVML text query: nvmlReturn {e}");
+                tracing::debug!("NVML text query: {e}");
                 String::new()
             }
         }

@@ -3,20 +3,17 @@
 //! The guest packs the arguments into one buffer (the layout comes from
 //! the function's parameter info) and the driver takes it as is through
 //! `extra`; pointer arguments are real device addresses and need no
-//! rewriting. A launch normally arrives as a NO_REPLY call: its failure is
-//! reported by the next synchronizing call (see [`super::batch`]).
+//! rewriting. A launch is a deferred op: its failure is reported by the
+//! next synchronizing call (see [`super::batch`]).
 
 use super::module::Callable;
-use super::{cu, handle, Handler, Session};
+use super::{cu, Session};
 use cuda_abi::launch as abi;
 use cuda_types::cuda::{CUfunction, CUresult, CUstream};
-use vgpu_transport::proto::{Call, LaunchKernel};
+use vgpu_transport::proto::{LaunchKernel, Serve};
+use vgpu_transport::Status;
 
-pub const HANDLERS: &[(u16, Handler)] = &[(LaunchKernel::OP, |s, p| {
-    handle(p, |c: LaunchKernel| s.launch_kernel(c))
-})];
-
-const INVALID_VALUE: u32 = CUresult::CUDA_ERROR_INVALID_VALUE.0;
+const INVALID_VALUE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE);
 
 impl Session {
     /// The context a stream-ordered call actually runs in: the stream's
@@ -24,11 +21,13 @@ impl Session {
     pub(super) fn stream_ctx(&self, ctx: u64, stream: u64) -> u64 {
         match stream {
             0 | super::stream::WIRE_LEGACY | super::stream::WIRE_PER_THREAD => ctx,
-            h => self.streams.get(h).map(|s| s.ctx).unwrap_or(ctx),
+            h => self.streams.find(h).map(|s| s.ctx).unwrap_or(ctx),
         }
     }
+}
 
-    fn launch_kernel(&mut self, c: LaunchKernel) -> Result<(), u32> {
+impl Serve<LaunchKernel> for Session {
+    fn serve(&mut self, c: LaunchKernel) -> Result<(), Status> {
         let callable = self.callable(c.func)?;
         // Validates the context and stream handles and enters the context
         // the work runs in, which the function must belong to.
@@ -60,12 +59,15 @@ impl Session {
             self.launch_plain(f, &c.grid, &c.block, c.shared_mem, stream, &mut params)
         }
     }
+}
 
-    /// The parameter layout known for a function or kernel handle.
+impl Session {
+    /// The parameter layout known for a function or kernel handle (empty
+    /// when unknown: only a launch with no arguments can then go ahead).
     fn layout_of(&self, callable: Callable, h: u64) -> Vec<(u32, u32)> {
         match callable {
-            Callable::Function { .. } => self.code.functions.get(h).map(|f| f.params.clone()),
-            Callable::Kernel { .. } => self.code.kernels.get(h).map(|k| k.params.clone()),
+            Callable::Function { .. } => self.code.functions.find(h).and_then(|f| f.params.clone()),
+            Callable::Kernel { .. } => self.code.kernels.find(h).and_then(|k| k.params.clone()),
         }
         .unwrap_or_default()
     }
@@ -78,7 +80,7 @@ impl Session {
         smem: u32,
         stream: CUstream,
         params: &mut [u8],
-    ) -> Result<(), u32> {
+    ) -> Result<(), Status> {
         if params.is_empty() {
             return cu!(
                 self,
@@ -131,13 +133,13 @@ impl Session {
         stream: CUstream,
         params: &mut [u8],
         layout: &[(u32, u32)],
-    ) -> Result<(), u32> {
+    ) -> Result<(), Status> {
         if layout.is_empty() && !params.is_empty() {
             tracing::warn!(
                 "session {}: cooperative launch without a known parameter layout; refused",
                 self.id
             );
-            return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
+            return Err(Status::Cuda(CUresult::CUDA_ERROR_NOT_SUPPORTED));
         }
         // Bounds were checked against the layout by the caller.
         let mut ptrs = abi::arg_pointers(params, layout);

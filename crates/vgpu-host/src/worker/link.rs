@@ -3,18 +3,15 @@
 //! across calls (nothing to leak when a guest forgets `cuLinkDestroy`).
 
 use super::module::prepare_image;
-use super::{cu, handle, Handler, Session};
+use super::{cu, Session};
 use cuda_types::cuda::{CUjitInputType, CUjit_option, CUlinkState, CUresult};
 use std::ffi::{c_void, CString};
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::frame::{HEADER_LEN, MAX_PAYLOAD};
-use vgpu_transport::proto::{Call, LinkComplete};
+use vgpu_transport::proto::{LinkComplete, Serve};
+use vgpu_transport::Status;
 
-pub const HANDLERS: &[(u16, Handler)] = &[(LinkComplete::OP, |s, p| {
-    handle(p, |c: LinkComplete| s.link_complete(c))
-})];
-
-const INVALID_VALUE: u32 = CUresult::CUDA_ERROR_INVALID_VALUE.0;
+const INVALID_VALUE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE);
 const LOG_BYTES: usize = 16 * 1024;
 
 /// Destroys the link state however linking ends.
@@ -26,13 +23,13 @@ struct LinkState<'a> {
 impl Drop for LinkState<'_> {
     fn drop(&mut self) {
         if let Err(e) = cu!(self.session, cuLinkDestroy(self.raw)) {
-            tracing::warn!("session {}: cuLinkDestroy: CUresult {e}", self.session.id);
+            tracing::warn!("session {}: cuLinkDestroy: {e}", self.session.id);
         }
     }
 }
 
-impl Session {
-    fn link_complete(&mut self, c: LinkComplete) -> Result<Bytes, u32> {
+impl Serve<LinkComplete> for Session {
+    fn serve(&mut self, c: LinkComplete) -> Result<Bytes, Status> {
         // Check every input before the driver sees any.
         let mut inputs = Vec::with_capacity(c.inputs.len());
         for i in c.inputs {
@@ -67,7 +64,7 @@ impl Session {
         if let Err(e) = linked {
             let end = log.iter().position(|&b| b == 0).unwrap_or(0);
             tracing::info!(
-                "session {}: link failed with CUresult {e}: {}",
+                "session {}: link failed with {e}: {}",
                 self.id,
                 String::from_utf8_lossy(&log[..end])
             );
@@ -75,11 +72,13 @@ impl Session {
         drop(state);
         linked
     }
+}
 
+impl Session {
     fn link_inputs(
         state: &LinkState<'_>,
         inputs: &mut [(CUjitInputType, CString, Vec<u8>)],
-    ) -> Result<Bytes, u32> {
+    ) -> Result<Bytes, Status> {
         let s = state.session;
         for (ty, name, data) in inputs.iter_mut() {
             cu!(
@@ -105,7 +104,7 @@ impl Session {
                 "session {}: linked image of {size} bytes cannot be sent",
                 s.id
             );
-            return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY.0);
+            return Err(Status::Cuda(CUresult::CUDA_ERROR_OUT_OF_MEMORY));
         }
         // SAFETY: cuLinkComplete returned `size` bytes at `cubin`, owned by
         // the link state, which is destroyed only after this copy.

@@ -7,53 +7,28 @@
 //! mappings with access granted (see [`super::vmm`]). Anything else is
 //! `CUDA_ERROR_INVALID_VALUE` with a log line, and the driver never sees it.
 //!
+//! Every copy and memset op has a synchronous form and a stream-ordered
+//! `...Async` twin (the same fields plus `stream`, see `proto::OnStream`),
+//! served by one method.
 //! Stream-ordered copies that use a host buffer (HtoD's payload, DtoH's
-//! reply) wait for their stream before replying: the buffer lives in this
-//! request, and DtoH's bytes must be in the reply. Batching will lift this
-//! for HtoD by keeping payloads alive until the guest's next sync.
+//! reply) wait for their stream before returning: the buffer lives in this
+//! request, and DtoH's bytes must be in the reply.
 
 use super::ranges::{span, RangeSet};
-use super::{cu, handle, Handler, Session};
+use super::{cu, Session};
 use cuda_types::cuda::{CUdeviceptr, CUmemorytype, CUresult, CUstream, CUDA_MEMCPY2D};
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
-    Call, MemAlloc, MemAllocPitch, MemFree, MemGetAddressRange, Memcpy2DDtoD, Memcpy2DDtoH,
-    Memcpy2DHtoD, MemcpyDtoD, MemcpyDtoH, MemcpyHtoD, Memset, COPY_CHUNK,
+    MemAlloc, MemAllocPitch, MemFree, MemGetAddressRange, Memcpy2DDtoD, Memcpy2DDtoDAsync,
+    Memcpy2DDtoH, Memcpy2DDtoHAsync, Memcpy2DHtoD, Memcpy2DHtoDAsync, MemcpyDtoD, MemcpyDtoDAsync,
+    MemcpyDtoH, MemcpyDtoHAsync, MemcpyHtoD, MemcpyHtoDAsync, Memset, MemsetAsync, OnStream, Serve,
+    COPY_CHUNK,
 };
+use vgpu_transport::Status;
 
-pub const HANDLERS: &[(u16, Handler)] = &[
-    (MemAlloc::OP, |s, p| handle(p, |c: MemAlloc| s.mem_alloc(c))),
-    (MemAllocPitch::OP, |s, p| {
-        handle(p, |c: MemAllocPitch| s.mem_alloc_pitch(c))
-    }),
-    (MemFree::OP, |s, p| handle(p, |c: MemFree| s.mem_free(c))),
-    (MemGetAddressRange::OP, |s, p| {
-        handle(p, |c: MemGetAddressRange| s.mem_get_address_range(c))
-    }),
-    (MemcpyHtoD::OP, |s, p| {
-        handle(p, |c: MemcpyHtoD| s.memcpy_htod(c))
-    }),
-    (MemcpyDtoH::OP, |s, p| {
-        handle(p, |c: MemcpyDtoH| s.memcpy_dtoh(c))
-    }),
-    (MemcpyDtoD::OP, |s, p| {
-        handle(p, |c: MemcpyDtoD| s.memcpy_dtod(c))
-    }),
-    (Memset::OP, |s, p| handle(p, |c: Memset| s.memset(c))),
-    (Memcpy2DHtoD::OP, |s, p| {
-        handle(p, |c: Memcpy2DHtoD| s.memcpy2d_htod(c))
-    }),
-    (Memcpy2DDtoH::OP, |s, p| {
-        handle(p, |c: Memcpy2DDtoH| s.memcpy2d_dtoh(c))
-    }),
-    (Memcpy2DDtoD::OP, |s, p| {
-        handle(p, |c: Memcpy2DDtoD| s.memcpy2d_dtod(c))
-    }),
-];
-
-pub(super) const INVALID_VALUE: u32 = CUresult::CUDA_ERROR_INVALID_VALUE.0;
+pub(super) const INVALID_VALUE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllocKind {
@@ -94,7 +69,7 @@ pub(super) enum Access {
 /// Bytes a pitched region spans: `height` rows of `width` bytes, `pitch`
 /// apart; `None` when it is empty (nothing to check or do), `Err` when the
 /// geometry is impossible (rows overlap, arithmetic overflows).
-fn footprint(width: u64, height: u64, pitch: u64) -> Result<Option<u64>, u32> {
+fn footprint(width: u64, height: u64, pitch: u64) -> Result<Option<u64>, Status> {
     if width == 0 || height == 0 {
         return Ok(None);
     }
@@ -111,7 +86,13 @@ fn footprint(width: u64, height: u64, pitch: u64) -> Result<Option<u64>, u32> {
 impl Session {
     /// Refuses unless every byte of [ptr, ptr+len) is this session's to
     /// read or write. `len` 0 is never asked (empty ops succeed untouched).
-    pub(super) fn check_range(&self, op: &str, ptr: u64, len: u64, how: Access) -> Result<(), u32> {
+    pub(super) fn check_range(
+        &self,
+        op: &str,
+        ptr: u64,
+        len: u64,
+        how: Access,
+    ) -> Result<(), Status> {
         let set = match how {
             Access::Read => &self.mem.readable,
             Access::Write => &self.mem.writable,
@@ -147,8 +128,10 @@ impl Session {
         self.quota.used = self.quota.used.saturating_sub(a.size);
         Some(a)
     }
+}
 
-    fn mem_alloc(&mut self, c: MemAlloc) -> Result<u64, u32> {
+impl Serve<MemAlloc> for Session {
+    fn serve(&mut self, c: MemAlloc) -> Result<u64, Status> {
         self.enter(c.ctx)?;
         self.quota.check_alloc(c.size)?;
         let mut p: CUdeviceptr = 0;
@@ -163,8 +146,10 @@ impl Session {
         );
         Ok(p)
     }
+}
 
-    fn mem_alloc_pitch(&mut self, c: MemAllocPitch) -> Result<(u64, u64), u32> {
+impl Serve<MemAllocPitch> for Session {
+    fn serve(&mut self, c: MemAllocPitch) -> Result<(u64, u64), Status> {
         self.enter(c.ctx)?;
         // The pitch is only known afterwards; the unpadded size is the
         // cheapest early refusal, the padded one is checked again below.
@@ -197,8 +182,10 @@ impl Session {
         );
         Ok((p, pitch as u64))
     }
+}
 
-    fn mem_free(&mut self, c: MemFree) -> Result<(), u32> {
+impl Serve<MemFree> for Session {
+    fn serve(&mut self, c: MemFree) -> Result<(), Status> {
         self.enter(c.ctx)?;
         if !self.mem.allocs.contains_key(&c.ptr) {
             tracing::warn!(
@@ -213,8 +200,10 @@ impl Session {
         self.drop_alloc(c.ptr);
         Ok(())
     }
+}
 
-    fn mem_get_address_range(&mut self, c: MemGetAddressRange) -> Result<(u64, u64), u32> {
+impl Serve<MemGetAddressRange> for Session {
+    fn serve(&mut self, c: MemGetAddressRange) -> Result<(u64, u64), Status> {
         self.enter(c.ctx)?;
         let owned = self
             .mem
@@ -229,23 +218,25 @@ impl Session {
                 self.id,
                 c.ptr
             );
-            return Err(CUresult::CUDA_ERROR_NOT_FOUND.0);
+            return Err(Status::Cuda(CUresult::CUDA_ERROR_NOT_FOUND));
         }
         let mut base: CUdeviceptr = 0;
         let mut size: usize = 0;
         cu!(self, cuMemGetAddressRange_v2(&mut base, &mut size, c.ptr))?;
         Ok((base, size as u64))
     }
+}
 
+impl Session {
     /// After an async copy into or out of `buf`: waits, and on failure
     /// leaks `buf` unless the driver is known to be done with it.
-    fn settle(&self, stream: CUstream, buf: Vec<u8>) -> Result<Vec<u8>, u32> {
+    fn settle(&self, stream: CUstream, buf: Vec<u8>) -> Result<Vec<u8>, Status> {
         match self.wait_stream(stream) {
             Ok(()) => Ok(buf),
             Err((e, settled)) => {
                 if !settled {
                     tracing::error!(
-                        "session {}: cannot confirm an async copy finished (CUresult {e}); \
+                        "session {}: cannot confirm an async copy finished ({e}); \
                          keeping its {}-byte buffer alive",
                         self.id,
                         buf.len()
@@ -257,8 +248,9 @@ impl Session {
         }
     }
 
-    fn memcpy_htod(&mut self, c: MemcpyHtoD) -> Result<(), u32> {
-        let stream = self.enter_copy_stream(c.ctx, c.stream)?;
+    /// `MemcpyHtoD`, or on `stream` its `...Async` twin.
+    fn memcpy_htod(&mut self, c: MemcpyHtoD, stream: Option<u64>) -> Result<(), Status> {
+        let stream = self.enter_copy_stream(c.ctx, stream)?;
         let n = c.data.0.len() as u64;
         if n > COPY_CHUNK {
             tracing::warn!(
@@ -282,8 +274,9 @@ impl Session {
         }
     }
 
-    fn memcpy_dtoh(&mut self, c: MemcpyDtoH) -> Result<Bytes, u32> {
-        let stream = self.enter_copy_stream(c.ctx, c.stream)?;
+    /// `MemcpyDtoH`, or on `stream` its `...Async` twin.
+    fn memcpy_dtoh(&mut self, c: MemcpyDtoH, stream: Option<u64>) -> Result<Bytes, Status> {
+        let stream = self.enter_copy_stream(c.ctx, stream)?;
         if c.size > COPY_CHUNK {
             tracing::warn!(
                 "session {}: MemcpyDtoH of {} bytes exceeds the {COPY_CHUNK}-byte chunk",
@@ -310,8 +303,9 @@ impl Session {
         }
     }
 
-    fn memcpy_dtod(&mut self, c: MemcpyDtoD) -> Result<(), u32> {
-        let stream = self.enter_copy_stream(c.ctx, c.stream)?;
+    /// `MemcpyDtoD`, or on `stream` its `...Async` twin.
+    fn memcpy_dtod(&mut self, c: MemcpyDtoD, stream: Option<u64>) -> Result<(), Status> {
+        let stream = self.enter_copy_stream(c.ctx, stream)?;
         if c.size == 0 {
             return Ok(());
         }
@@ -325,8 +319,9 @@ impl Session {
         }
     }
 
-    fn memset(&mut self, c: Memset) -> Result<(), u32> {
-        let stream = self.enter_copy_stream(c.ctx, c.stream)?;
+    /// `Memset`, or on `stream` its `...Async` twin.
+    fn memset(&mut self, c: Memset, stream: Option<u64>) -> Result<(), Status> {
+        let stream = self.enter_copy_stream(c.ctx, stream)?;
         if !matches!(c.elem_size, 1 | 2 | 4) {
             return Err(INVALID_VALUE);
         }
@@ -370,7 +365,7 @@ impl Session {
         desc: &CUDA_MEMCPY2D,
         stream: Option<CUstream>,
         buf: Vec<u8>,
-    ) -> Result<Vec<u8>, u32> {
+    ) -> Result<Vec<u8>, Status> {
         match stream {
             None => cu!(self, cuMemcpy2D_v2(desc)).map(|()| buf),
             Some(s) => {
@@ -383,8 +378,9 @@ impl Session {
         }
     }
 
-    fn memcpy2d_htod(&mut self, c: Memcpy2DHtoD) -> Result<(), u32> {
-        let stream = self.enter_copy_stream(c.ctx, c.stream)?;
+    /// `Memcpy2DHtoD`, or on `stream` its `...Async` twin.
+    fn memcpy2d_htod(&mut self, c: Memcpy2DHtoD, stream: Option<u64>) -> Result<(), Status> {
+        let stream = self.enter_copy_stream(c.ctx, stream)?;
         let packed = c.width.checked_mul(c.height).ok_or(INVALID_VALUE)?;
         if packed > COPY_CHUNK || packed != c.data.0.len() as u64 {
             tracing::warn!(
@@ -415,8 +411,9 @@ impl Session {
         self.copy2d(&desc, stream, buf).map(drop)
     }
 
-    fn memcpy2d_dtoh(&mut self, c: Memcpy2DDtoH) -> Result<Bytes, u32> {
-        let stream = self.enter_copy_stream(c.ctx, c.stream)?;
+    /// `Memcpy2DDtoH`, or on `stream` its `...Async` twin.
+    fn memcpy2d_dtoh(&mut self, c: Memcpy2DDtoH, stream: Option<u64>) -> Result<Bytes, Status> {
+        let stream = self.enter_copy_stream(c.ctx, stream)?;
         let packed = c.width.checked_mul(c.height).ok_or(INVALID_VALUE)?;
         if packed > COPY_CHUNK {
             tracing::warn!(
@@ -446,8 +443,9 @@ impl Session {
         self.copy2d(&desc, stream, buf).map(Bytes)
     }
 
-    fn memcpy2d_dtod(&mut self, c: Memcpy2DDtoD) -> Result<(), u32> {
-        let stream = self.enter_copy_stream(c.ctx, c.stream)?;
+    /// `Memcpy2DDtoD`, or on `stream` its `...Async` twin.
+    fn memcpy2d_dtod(&mut self, c: Memcpy2DDtoD, stream: Option<u64>) -> Result<(), Status> {
+        let stream = self.enter_copy_stream(c.ctx, stream)?;
         let Some(src_len) = footprint(c.width, c.height, c.src_pitch)? else {
             return Ok(());
         };
@@ -509,12 +507,41 @@ impl Session {
             }
             match r {
                 Ok(()) => n += 1,
-                Err(e) => tracing::warn!("session {}: free {p:#x}: CUresult {e}", self.id),
+                Err(e) => tracing::warn!("session {}: free {p:#x}: {e}", self.id),
             }
             self.drop_alloc(p);
         }
         n
     }
+}
+
+/// Serves a synchronous copy op and its `...Async` twin ([`OnStream`])
+/// through one method taking the synchronous form and an optional stream.
+macro_rules! sync_and_async {
+    ($($sync:ident / $twin:ident => $method:ident -> $reply:ty;)*) => {$(
+        impl Serve<$sync> for Session {
+            fn serve(&mut self, c: $sync) -> Result<$reply, Status> {
+                self.$method(c, None)
+            }
+        }
+
+        impl Serve<$twin> for Session {
+            fn serve(&mut self, c: $twin) -> Result<$reply, Status> {
+                let (c, stream) = $sync::split(c);
+                self.$method(c, Some(stream))
+            }
+        }
+    )*};
+}
+
+sync_and_async! {
+    MemcpyHtoD / MemcpyHtoDAsync => memcpy_htod -> ();
+    MemcpyDtoH / MemcpyDtoHAsync => memcpy_dtoh -> Bytes;
+    MemcpyDtoD / MemcpyDtoDAsync => memcpy_dtod -> ();
+    Memset / MemsetAsync => memset -> ();
+    Memcpy2DHtoD / Memcpy2DHtoDAsync => memcpy2d_htod -> ();
+    Memcpy2DDtoH / Memcpy2DDtoHAsync => memcpy2d_dtoh -> Bytes;
+    Memcpy2DDtoD / Memcpy2DDtoDAsync => memcpy2d_dtod -> ();
 }
 
 #[cfg(test)]

@@ -7,34 +7,14 @@
 //! not touch it after the free is ordered anyway.
 
 use super::memory::{Alloc, AllocKind, INVALID_VALUE};
-use super::{cu, handle, Handler, Session};
+use super::{cu, Session};
 use cuda_types::cuda::{CUdeviceptr, CUmemPool_attribute, CUmemoryPool};
 use std::ffi::c_void;
 use vgpu_transport::proto::{
-    Call, DeviceGetDefaultMemPool, MemAllocAsync, MemFreeAsync, MemPoolGetAttribute,
-    MemPoolSetAttribute, MemPoolTrimTo,
+    DeviceGetDefaultMemPool, MemAllocAsync, MemAllocFromPoolAsync, MemFreeAsync,
+    MemPoolGetAttribute, MemPoolSetAttribute, MemPoolTrimTo, Serve,
 };
-
-pub const HANDLERS: &[(u16, Handler)] = &[
-    (MemAllocAsync::OP, |s, p| {
-        handle(p, |c: MemAllocAsync| s.mem_alloc_async(c))
-    }),
-    (MemFreeAsync::OP, |s, p| {
-        handle(p, |c: MemFreeAsync| s.mem_free_async(c))
-    }),
-    (DeviceGetDefaultMemPool::OP, |s, p| {
-        handle(p, |c: DeviceGetDefaultMemPool| s.default_mem_pool(c.device))
-    }),
-    (MemPoolGetAttribute::OP, |s, p| {
-        handle(p, |c: MemPoolGetAttribute| s.pool_get_attribute(c))
-    }),
-    (MemPoolSetAttribute::OP, |s, p| {
-        handle(p, |c: MemPoolSetAttribute| s.pool_set_attribute(c))
-    }),
-    (MemPoolTrimTo::OP, |s, p| {
-        handle(p, |c: MemPoolTrimTo| s.pool_trim(c))
-    }),
-];
+use vgpu_transport::Status;
 
 pub struct Pool {
     pub raw: CUmemoryPool,
@@ -56,23 +36,27 @@ fn attr_width(attr: u32) -> Option<usize> {
 }
 
 impl Session {
-    fn pool(&self, h: u64) -> Result<CUmemoryPool, u32> {
-        match self.pools.get(h) {
+    fn pool(&self, h: u64) -> Result<CUmemoryPool, Status> {
+        match self.pools.find(h) {
             Some(p) => Ok(p.raw),
             None => {
                 tracing::debug!("session {}: unknown pool handle {h:#x}", self.id);
-                Err(cuda_types::cuda::CUresult::CUDA_ERROR_INVALID_HANDLE.0)
+                Err(Status::Cuda(
+                    cuda_types::cuda::CUresult::CUDA_ERROR_INVALID_HANDLE,
+                ))
             }
         }
     }
+}
 
-    fn mem_alloc_async(&mut self, c: MemAllocAsync) -> Result<u64, u32> {
+impl Serve<MemAllocAsync> for Session {
+    fn serve(&mut self, c: MemAllocAsync) -> Result<u64, Status> {
         let stream = self.enter_stream(c.ctx, c.stream)?;
         self.quota.check_alloc(c.size)?;
         let mut p: CUdeviceptr = 0;
         cu!(self, cuMemAllocAsync(&mut p, c.size as usize, stream))?;
         // It was made in the stream's context, which need not be the named one.
-        let owner = self.streams.get(c.stream).map_or(c.ctx, |s| s.ctx);
+        let owner = self.streams.find(c.stream).map_or(c.ctx, |s| s.ctx);
         self.add_alloc(
             p,
             Alloc {
@@ -83,8 +67,33 @@ impl Session {
         );
         Ok(p)
     }
+}
 
-    fn mem_free_async(&mut self, c: MemFreeAsync) -> Result<(), u32> {
+impl Serve<MemAllocFromPoolAsync> for Session {
+    fn serve(&mut self, c: MemAllocFromPoolAsync) -> Result<u64, Status> {
+        let stream = self.enter_stream(c.ctx, c.stream)?;
+        let pool = self.pool(c.pool)?;
+        self.quota.check_alloc(c.size)?;
+        let mut p: CUdeviceptr = 0;
+        cu!(
+            self,
+            cuMemAllocFromPoolAsync(&mut p, c.size as usize, pool, stream)
+        )?;
+        let owner = self.streams.find(c.stream).map_or(c.ctx, |s| s.ctx);
+        self.add_alloc(
+            p,
+            Alloc {
+                size: c.size,
+                ctx: owner,
+                kind: AllocKind::Async,
+            },
+        );
+        Ok(p)
+    }
+}
+
+impl Serve<MemFreeAsync> for Session {
+    fn serve(&mut self, c: MemFreeAsync) -> Result<(), Status> {
         let stream = self.enter_stream(c.ctx, c.stream)?;
         // Any allocation of the session may be freed in stream order (the
         // driver accepts cuMemAlloc memory too); what matters here is that
@@ -102,18 +111,23 @@ impl Session {
         self.drop_alloc(c.ptr);
         Ok(())
     }
+}
 
-    fn default_mem_pool(&mut self, device: i32) -> Result<u64, u32> {
+impl Serve<DeviceGetDefaultMemPool> for Session {
+    fn serve(&mut self, c: DeviceGetDefaultMemPool) -> Result<u64, Status> {
+        let device = c.device;
         let dev = self.device(device)?;
         if let Some((h, _)) = self.pools.iter().find(|(_, p)| p.device == device) {
             return Ok(h);
         }
         let mut raw: CUmemoryPool = std::ptr::null_mut();
         cu!(self, cuDeviceGetDefaultMemPool(&mut raw, dev))?;
-        Ok(self.pools.insert(&mut self.minter, Pool { raw, device }))
+        Ok(self.pools.insert(Pool { raw, device }))
     }
+}
 
-    fn pool_get_attribute(&mut self, c: MemPoolGetAttribute) -> Result<u64, u32> {
+impl Serve<MemPoolGetAttribute> for Session {
+    fn serve(&mut self, c: MemPoolGetAttribute) -> Result<u64, Status> {
         let pool = self.pool(c.pool)?;
         let width = attr_width(c.attr).ok_or(INVALID_VALUE)?;
         // Eight zeroed bytes whatever the width: a 4-byte answer lands in
@@ -129,8 +143,10 @@ impl Session {
         )?;
         Ok(if width == 4 { v & 0xFFFF_FFFF } else { v })
     }
+}
 
-    fn pool_set_attribute(&mut self, c: MemPoolSetAttribute) -> Result<(), u32> {
+impl Serve<MemPoolSetAttribute> for Session {
+    fn serve(&mut self, c: MemPoolSetAttribute) -> Result<(), Status> {
         let pool = self.pool(c.pool)?;
         // The value always travels in eight bytes, narrowed to its low half
         // for 4-byte attributes: a driver that read more than cuda.h says
@@ -149,8 +165,10 @@ impl Session {
             )
         )
     }
+}
 
-    fn pool_trim(&mut self, c: MemPoolTrimTo) -> Result<(), u32> {
+impl Serve<MemPoolTrimTo> for Session {
+    fn serve(&mut self, c: MemPoolTrimTo) -> Result<(), Status> {
         let pool = self.pool(c.pool)?;
         cu!(self, cuMemPoolTrimTo(pool, c.keep as usize))
     }

@@ -2,9 +2,30 @@
 //! answers the handshake, then serves requests one at a time until the
 //! guest goes away, and finally returns everything the guest held.
 //!
-//! Adding an API family: a module with `impl Session { ... }` methods and a
-//! `HANDLERS` slice of `(op, handler)`, listed in [`dispatch_table`]. A
-//! handler is usually one line: `handle::<TheCall>(payload, |c| s.method(c))`.
+//! Every op of the protocol is served by one `impl Serve<TheCall> for
+//! Session` in its family's module; [`proto::dispatch`], generated from the
+//! `calls!` table, decodes a request and calls it, so an op without a
+//! handler does not compile. Whether the op is answered, deferred or
+//! reports earlier deferred errors is the table's business, applied to
+//! every op alike by the request loop ([`batch::serve_loop`]); a handler
+//! only returns `Result<Reply, Status>`.
+//!
+//! # Adding an op
+//! After its `calls!` entry (see `vgpu_transport::proto`), the handler in
+//! the family's module, e.g. for `25 CtxGetApiVersion [sync] { ctx: u64 } -> u32;`
+//! in `context.rs`:
+//! ```text
+//! impl Serve<CtxGetApiVersion> for Session {
+//!     fn serve(&mut self, c: CtxGetApiVersion) -> Result<u32, Status> {
+//!         let raw = self.enter(c.ctx)?; // a broken context refuses here
+//!         let mut v = 0;
+//!         cu!(self, cuCtxGetApiVersion(raw, &mut v))?; // CUresult → Status
+//!         Ok(v)
+//!     }
+//! }
+//! ```
+//! Nothing else: no registration, no batch list. A new family is a new
+//! module with its `impl Serve` blocks, declared below.
 
 pub mod batch;
 pub mod context;
@@ -24,87 +45,41 @@ pub mod vmm;
 use crate::driver::{Driver, ResolvedDriver};
 use cuda_types::cuda::{CUdevice, CUresult};
 use cuda_types::nvml::nvmlReturn_t;
-use handles::{HandleTable, Minter};
+use handles::{table, tag, HandleTable};
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use vgpu_transport::codec::to_bytes;
 use vgpu_transport::conn::send_hello_reply;
 use vgpu_transport::frame::{write_frame, Header};
-use vgpu_transport::proto::{
-    self, refusal, Call, Hello, HelloReply, HELLO_OP, PROTOCOL_VERSION, STATUS_BAD_REQUEST,
-    STATUS_HOST_ERROR, STATUS_UNKNOWN_OP,
-};
-use vgpu_transport::Stream;
+use vgpu_transport::proto::{self, refusal, Hello, HelloReply, HELLO_OP, PROTOCOL_VERSION};
+use vgpu_transport::{Status, Stream};
 
-/// A reply: the header status and the payload (empty unless status is 0).
-pub type Reply = (u32, Vec<u8>);
-
-/// Serves one request of one op.
-pub type Handler = fn(&mut Session, &[u8]) -> Reply;
-
-/// Every op this worker serves.
-pub fn dispatch_table() -> HashMap<u16, Handler> {
-    let families: &[&[(u16, Handler)]] = &[
-        inventory::HANDLERS,
-        nvml::HANDLERS,
-        context::HANDLERS,
-        memory::HANDLERS,
-        vmm::HANDLERS,
-        stream::HANDLERS,
-        mempool::HANDLERS,
-        module::HANDLERS,
-        launch::HANDLERS,
-        link::HANDLERS,
-        event::HANDLERS,
-        batch::HANDLERS,
-    ];
-    let mut t = HashMap::new();
-    for fam in families {
-        for &(op, h) in *fam {
-            let dup = t.insert(op, h);
-            debug_assert!(dup.is_none(), "op {op} registered twice");
-        }
-    }
-    t
-}
-
-/// Decodes a call, runs `f`, encodes its reply; an undecodable payload is
-/// `STATUS_BAD_REQUEST` and `f` never sees it.
-pub fn handle<C: Call>(payload: &[u8], f: impl FnOnce(C) -> Result<C::Reply, u32>) -> Reply {
-    match proto::decode_call::<C>(payload) {
-        Err(e) => {
-            tracing::debug!("{}: undecodable request: {e}", C::NAME);
-            (STATUS_BAD_REQUEST, Vec::new())
-        }
-        Ok(call) => match f(call) {
-            Ok(r) => (0, to_bytes(&r)),
-            Err(status) => (status, Vec::new()),
-        },
-    }
-}
-
-/// Calls a CUDA driver-table entry → `Result<(), u32>`; a function the
+/// Calls a CUDA driver-table entry → `Result<(), Status>`; a function the
 /// driver does not export is `CUDA_ERROR_NOT_SUPPORTED`.
 macro_rules! cu {
     ($s:expr, $f:ident ( $($a:expr),* $(,)? )) => {
         match $s.driver.cuda.$f {
-            None => Err(::cuda_types::cuda::CUresult::CUDA_ERROR_NOT_SUPPORTED.0),
+            None => Err(::vgpu_transport::Status::Cuda(
+                ::cuda_types::cuda::CUresult::CUDA_ERROR_NOT_SUPPORTED,
+            )),
             // SAFETY: the pointer was resolved under this name, so it has the
             // header's prototype; every call site passes arguments valid for
             // it (live out-pointers, handles the driver gave this process).
-            Some(f) => unsafe { f($($a),*) }.ok().map_err(|e| e.0),
+            Some(f) => unsafe { f($($a),*) }.ok().map_err(::vgpu_transport::Status::Cuda),
         }
     };
 }
 
-/// Calls an NVML table entry → `Result<(), u32>`; a missing function is
+/// Calls an NVML table entry → `Result<(), Status>`; a missing function is
 /// `NVML_ERROR_FUNCTION_NOT_FOUND`.
 macro_rules! nv {
     ($s:expr, $f:ident ( $($a:expr),* $(,)? )) => {
         match $s.driver.nvml.$f {
-            None => Err(::cuda_types::nvml::nvmlReturn_t::NVML_ERROR_FUNCTION_NOT_FOUND.0),
+            None => Err(::vgpu_transport::Status::Nvml(
+                ::cuda_types::nvml::nvmlReturn_t::NVML_ERROR_FUNCTION_NOT_FOUND,
+            )),
             // SAFETY: as in `cu!`, for NVML's header.
-            Some(f) => unsafe { f($($a),*) }.ok().map_err(|e| e.0),
+            Some(f) => unsafe { f($($a),*) }.ok().map_err(::vgpu_transport::Status::Nvml),
         }
     };
 }
@@ -123,10 +98,10 @@ pub struct Quota {
 
 impl Quota {
     /// Whether `bytes` more may be allocated.
-    pub fn check_alloc(&self, bytes: u64) -> Result<(), u32> {
+    pub fn check_alloc(&self, bytes: u64) -> Result<(), Status> {
         match self.limit {
             Some(l) if self.used.saturating_add(bytes) > l => {
-                Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY.0)
+                Err(Status::Cuda(CUresult::CUDA_ERROR_OUT_OF_MEMORY))
             }
             _ => Ok(()),
         }
@@ -149,7 +124,6 @@ pub struct Session {
     pub id: u64,
     pub guest_pid: u32,
     pub driver: Driver,
-    pub minter: Minter,
     /// CUDA device handles by ordinal (the guest's device numbers).
     pub devices: Vec<CUdevice>,
     pub contexts: HandleTable<context::Ctx>,
@@ -158,7 +132,7 @@ pub struct Session {
     /// NVML handle per CUDA ordinal, resolved on first use.
     pub nvml_devices: Option<Vec<Option<cuda_types::nvml::nvmlDevice_t>>>,
     /// Why NVML is unusable, as the `nvmlReturn_t` to answer with.
-    pub nvml_error: Option<u32>,
+    pub nvml_error: Option<Status>,
     pub quota: Quota,
     pub mem: memory::MemState,
     pub streams: HandleTable<stream::Strm>,
@@ -169,7 +143,7 @@ pub struct Session {
     /// Modules, libraries, kernels and functions.
     pub code: module::Code,
     pub events: HandleTable<event::Event>,
-    /// Deferred errors of NO_REPLY calls and broken contexts.
+    /// Deferred errors of deferred calls, and broken contexts.
     pub batch: batch::Batch,
 }
 
@@ -181,38 +155,56 @@ impl Session {
             id,
             guest_pid,
             driver,
-            minter: Minter::new(),
             devices: Vec::new(),
-            contexts: HandleTable::new(handles::tag::CONTEXT),
+            contexts: table(
+                "context",
+                tag::CONTEXT,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_CONTEXT),
+            ),
             primary: HashMap::new(),
             nvml_devices: None,
             nvml_error: None,
             quota: Quota::default(),
             mem: memory::MemState::default(),
-            streams: HandleTable::new(handles::tag::STREAM),
-            physical: HandleTable::new(handles::tag::MEM_HANDLE),
+            streams: table(
+                "stream",
+                tag::STREAM,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE),
+            ),
+            physical: table(
+                "memory allocation handle",
+                tag::MEM_HANDLE,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE),
+            ),
             vmm: vmm::VmmState::default(),
-            pools: HandleTable::new(handles::tag::MEM_POOL),
+            pools: table(
+                "memory pool",
+                tag::MEM_POOL,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE),
+            ),
             code: module::Code::default(),
-            events: HandleTable::new(handles::tag::EVENT),
+            events: table(
+                "event",
+                tag::EVENT,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE),
+            ),
             batch: batch::Batch::default(),
         };
-        cu!(s, cuInit(0)).map_err(|e| format!("cuInit failed: CUresult {e}"))?;
+        cu!(s, cuInit(0)).map_err(|e| format!("cuInit failed: {e}"))?;
         let mut n: i32 = 0;
-        cu!(s, cuDeviceGetCount(&mut n))
-            .map_err(|e| format!("cuDeviceGetCount failed: CUresult {e}"))?;
+        cu!(s, cuDeviceGetCount(&mut n)).map_err(|e| format!("cuDeviceGetCount failed: {e}"))?;
         for i in 0..n {
             let mut d: CUdevice = 0;
-            cu!(s, cuDeviceGet(&mut d, i))
-                .map_err(|e| format!("cuDeviceGet({i}) failed: CUresult {e}"))?;
+            cu!(s, cuDeviceGet(&mut d, i)).map_err(|e| format!("cuDeviceGet({i}) failed: {e}"))?;
             s.devices.push(d);
         }
         match nv!(s, nvmlInit_v2()) {
             Ok(()) => s.driver.nvml_ok = true,
             Err(e) => {
-                tracing::warn!("nvmlInit_v2 failed (nvmlReturn {e}); NVML queries will fail");
-                s.nvml_error = Some(if e == nvmlReturn_t::NVML_ERROR_FUNCTION_NOT_FOUND.0 {
-                    nvmlReturn_t::NVML_ERROR_LIBRARY_NOT_FOUND.0
+                tracing::warn!("nvmlInit_v2 failed ({e}); NVML queries will fail");
+                let missing = Status::Nvml(nvmlReturn_t::NVML_ERROR_FUNCTION_NOT_FOUND);
+                s.nvml_error = Some(if e == missing {
+                    Status::Nvml(nvmlReturn_t::NVML_ERROR_LIBRARY_NOT_FOUND)
                 } else {
                     e
                 });
@@ -222,11 +214,11 @@ impl Session {
     }
 
     /// The driver's device for a guest ordinal.
-    pub fn device(&self, ordinal: i32) -> Result<CUdevice, u32> {
+    pub fn device(&self, ordinal: i32) -> Result<CUdevice, Status> {
         usize::try_from(ordinal)
             .ok()
             .and_then(|i| self.devices.get(i).copied())
-            .ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE.0)
+            .ok_or(Status::Cuda(CUresult::CUDA_ERROR_INVALID_DEVICE))
     }
 
     /// Returns everything the guest still holds to the driver.
@@ -255,7 +247,7 @@ impl Session {
         );
         let streams = self.release_streams();
         let (unmapped, released, reservations) = self.release_vmm();
-        self.pools.drain().for_each(drop);
+        self.pools.take_all();
         tracing::info!(
             "session {}: freed {allocs} allocation(s), destroyed {streams} stream(s), \
              unmapped {unmapped} VMM mapping(s), released {released} VMM allocation(s), \
@@ -339,29 +331,23 @@ pub fn run(cfg: WorkerConfig) -> i32 {
 
 /// The request loop. Returns the exit code: 0 when the guest hung up.
 /// Whether a call is answered, and with what, is [`batch::serve_loop`]'s
-/// decision (NO_REPLY calls, deferred and sticky errors).
+/// decision (deferred calls, deferred and sticky errors); this only runs
+/// the handler the table names.
 fn serve(session: &mut Session, stream: &mut Stream) -> i32 {
-    let table = dispatch_table();
-    batch::serve_loop(session, stream, |session, header, payload| {
-        match table.get(&header.op) {
-            None => {
-                tracing::debug!("session {}: unknown op {}", session.id, header.op);
-                (STATUS_UNKNOWN_OP, Vec::new())
-            }
-            Some(&h) => {
-                // A bug in one handler must not take the guest's other state
-                // down with it: report it as a host error and keep serving.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(session, payload)))
-                    .unwrap_or_else(|_| {
-                        tracing::error!(
-                            "session {}: handler for op {} panicked",
-                            session.id,
-                            header.op
-                        );
-                        (STATUS_HOST_ERROR, Vec::new())
-                    })
-            }
-        }
+    batch::serve_loop(session, stream, |session, op, payload| {
+        // A bug in one handler must not take the guest's other state down
+        // with it: report it as a host error and keep serving.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            proto::dispatch(session, op, payload)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!(
+                "session {}: handler for {} panicked",
+                session.id,
+                proto::op_name(op).unwrap_or("?")
+            );
+            Err(Status::HOST_ERROR)
+        })
     })
 }
 
@@ -387,31 +373,6 @@ pub fn c_buf_to_string(b: &[std::ffi::c_char]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn handle_decodes_or_refuses() {
-        let ok = handle::<proto::MemGetInfo>(&to_bytes(&proto::MemGetInfo { ctx: 5 }), |c| {
-            Ok((c.ctx, 7))
-        });
-        assert_eq!(ok, (0, to_bytes(&(5u64, 7u64))));
-        let bad = handle::<proto::MemGetInfo>(&[1, 2, 3], |_| Ok((0, 0)));
-        assert_eq!(bad, (STATUS_BAD_REQUEST, Vec::new()));
-        let err =
-            handle::<proto::MemGetInfo>(&to_bytes(&proto::MemGetInfo { ctx: 5 }), |_| Err(201));
-        assert_eq!(err, (201, Vec::new()));
-    }
-
-    #[test]
-    fn handlers_serve_known_ops_only() {
-        let t = dispatch_table();
-        for op in t.keys() {
-            assert!(proto::op_name(*op).is_some(), "handler for unknown op {op}");
-        }
-        // Every op of the protocol has a handler.
-        for (op, name) in proto::OPS {
-            assert!(t.contains_key(op), "{name} ({op}) has no handler");
-        }
-    }
 
     #[test]
     fn quota_hook() {

@@ -12,81 +12,39 @@
 //! belong to any (it is loaded in every context), but its modules, globals
 //! and the functions of its kernels are per context. A function's parameter
 //! layout comes from `cuFuncGetParamInfo` / `cuKernelGetParamInfo` so the
-//! guest can pack `kernelParams` into the buffer a launch carries.
+//! guest can pack `kernelParams` into the buffer a launch carries. Drivers
+//! older than 12.4 have neither; then the layouts are read from the image
+//! itself when it is loaded (`cuda_abi::params`: the cubin's `.nv.info`
+//! attributes or the PTX `.entry` signatures), and a function whose layout
+//! neither can tell reaches the guest without one, which refuses
+//! `kernelParams` launches of it with a clear error instead of launching
+//! with missing arguments.
 
-use super::{cu, handle, handles, Handler, Session};
+use super::{cu, Session};
 use cuda_abi::image::{
     self, ContainerHeader, ElfHeader, CONTAINER_MAGIC, ELF_MAGIC, WRAPPER_MAGIC,
 };
+use cuda_abi::params::{param_layouts, Layouts};
 use cuda_types::cuda::{
-    CUdevice, CUfunc_cache, CUfunction, CUfunction_attribute, CUkernel, CUlibrary, CUmodule,
-    CUresult,
+    CUdevice, CUdevice_attribute, CUfunc_cache, CUfunction, CUfunction_attribute, CUkernel,
+    CUlibrary, CUmodule, CUresult,
 };
 use std::collections::HashMap;
 use std::ffi::{c_char, CString};
 use vgpu_transport::proto::{
-    Call, FuncGetAttribute, FuncSetAttribute, FuncSetCacheConfig, FunctionInfo, KernelGetFunction,
+    FuncGetAttribute, FuncSetAttribute, FuncSetCacheConfig, FunctionInfo, KernelGetFunction,
     LibraryGetGlobal, LibraryGetKernel, LibraryGetModule, LibraryLoadData, LibraryUnload,
     ModuleGetFunction, ModuleGetGlobal, ModuleLoadData, ModuleUnload, OccupancyMaxActiveBlocks,
-    OccupancyMaxPotentialBlockSize,
+    OccupancyMaxPotentialBlockSize, Serve,
 };
+use vgpu_transport::Status;
 
-use super::handles::HandleTable;
+use super::handles::{table, tag, HandleTable};
 
-pub const HANDLERS: &[(u16, Handler)] = &[
-    (ModuleLoadData::OP, |s, p| {
-        handle(p, |c: ModuleLoadData| s.module_load(c))
-    }),
-    (ModuleUnload::OP, |s, p| {
-        handle(p, |c: ModuleUnload| s.module_unload(c.module))
-    }),
-    (ModuleGetFunction::OP, |s, p| {
-        handle(p, |c: ModuleGetFunction| s.module_get_function(c))
-    }),
-    (ModuleGetGlobal::OP, |s, p| {
-        handle(p, |c: ModuleGetGlobal| s.module_get_global(c))
-    }),
-    (LibraryLoadData::OP, |s, p| {
-        handle(p, |c: LibraryLoadData| s.library_load(c))
-    }),
-    (LibraryUnload::OP, |s, p| {
-        handle(p, |c: LibraryUnload| s.library_unload(c.library))
-    }),
-    (LibraryGetKernel::OP, |s, p| {
-        handle(p, |c: LibraryGetKernel| s.library_get_kernel(c))
-    }),
-    (LibraryGetModule::OP, |s, p| {
-        handle(p, |c: LibraryGetModule| s.library_get_module(c))
-    }),
-    (LibraryGetGlobal::OP, |s, p| {
-        handle(p, |c: LibraryGetGlobal| s.library_get_global(c))
-    }),
-    (KernelGetFunction::OP, |s, p| {
-        handle(p, |c: KernelGetFunction| s.kernel_get_function(c))
-    }),
-    (FuncGetAttribute::OP, |s, p| {
-        handle(p, |c: FuncGetAttribute| s.func_get_attribute(c))
-    }),
-    (FuncSetAttribute::OP, |s, p| {
-        handle(p, |c: FuncSetAttribute| s.func_set_attribute(c))
-    }),
-    (FuncSetCacheConfig::OP, |s, p| {
-        handle(p, |c: FuncSetCacheConfig| s.func_set_cache_config(c))
-    }),
-    (OccupancyMaxActiveBlocks::OP, |s, p| {
-        handle(p, |c: OccupancyMaxActiveBlocks| s.occupancy_blocks(c))
-    }),
-    (OccupancyMaxPotentialBlockSize::OP, |s, p| {
-        handle(p, |c: OccupancyMaxPotentialBlockSize| {
-            s.occupancy_block_size(c)
-        })
-    }),
-];
-
-const INVALID_HANDLE: u32 = CUresult::CUDA_ERROR_INVALID_HANDLE.0;
-const INVALID_VALUE: u32 = CUresult::CUDA_ERROR_INVALID_VALUE.0;
-const INVALID_IMAGE: u32 = CUresult::CUDA_ERROR_INVALID_IMAGE.0;
-const NOT_SUPPORTED: u32 = CUresult::CUDA_ERROR_NOT_SUPPORTED.0;
+const INVALID_HANDLE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE);
+const INVALID_VALUE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE);
+const INVALID_IMAGE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_IMAGE);
+const NOT_SUPPORTED: Status = Status::Cuda(CUresult::CUDA_ERROR_NOT_SUPPORTED);
 
 /// Kernel parameter space is at most 32764 bytes; no layout has more
 /// entries than that, so the probe loop ends even on a driver that never
@@ -107,6 +65,8 @@ pub struct Module {
     /// Kept for the driver's sake (see the module docs); empty for library
     /// modules, whose library keeps the image.
     _image: Vec<u8>,
+    /// Parameter layouts read from the image, when the driver cannot say.
+    layouts: Option<Layouts>,
     /// Functions already handed out, by name.
     functions: HashMap<String, u64>,
     /// Globals (ptr, size) the guest may now address.
@@ -120,6 +80,8 @@ pub struct Library {
     pub ctx: u64,
     pub device: CUdevice,
     _image: Vec<u8>,
+    /// Parameter layouts read from the image, when the driver cannot say.
+    layouts: Option<Layouts>,
     kernels: HashMap<String, u64>,
     /// Its module in each context that asked.
     modules: HashMap<u64, u64>,
@@ -127,10 +89,14 @@ pub struct Library {
     globals: Vec<(u64, u64, u64)>,
 }
 
+/// A parameter layout, `None` when neither the driver nor the image can
+/// tell it (the guest then refuses `kernelParams` launches).
+pub type ParamLayout = Option<Vec<(u32, u32)>>;
+
 pub struct Kernel {
     pub raw: CUkernel,
     pub library: u64,
-    pub params: Vec<(u32, u32)>,
+    pub params: ParamLayout,
     /// Its function in each context that asked.
     functions: HashMap<u64, u64>,
 }
@@ -145,7 +111,7 @@ pub struct Func {
     pub raw: CUfunction,
     pub ctx: u64,
     pub owner: FuncOwner,
-    pub params: Vec<(u32, u32)>,
+    pub params: ParamLayout,
 }
 
 /// The module family's handle tables.
@@ -161,10 +127,10 @@ pub struct Code {
 impl Default for Code {
     fn default() -> Self {
         Code {
-            modules: HandleTable::new(handles::tag::MODULE),
-            libraries: HandleTable::new(handles::tag::LIBRARY),
-            kernels: HandleTable::new(handles::tag::KERNEL),
-            functions: HandleTable::new(handles::tag::FUNCTION),
+            modules: table("module", tag::MODULE, INVALID_HANDLE),
+            libraries: table("library", tag::LIBRARY, INVALID_HANDLE),
+            kernels: table("kernel", tag::KERNEL, INVALID_HANDLE),
+            functions: table("function", tag::FUNCTION, INVALID_HANDLE),
             warned_no_param_info: false,
         }
     }
@@ -180,7 +146,7 @@ pub(super) enum Callable {
 /// Makes an image safe to hand to the driver: the driver finds the end of
 /// PTX by its NUL and the end of a container from its own headers, so both
 /// must lie inside the bytes we hold.
-pub(super) fn prepare_image(mut image: Vec<u8>) -> Result<Vec<u8>, u32> {
+pub(super) fn prepare_image(mut image: Vec<u8>) -> Result<Vec<u8>, Status> {
     match image::magic(&image[..]) {
         // A struct holding a *pointer* to the fatbin, meaningless here.
         Some(WRAPPER_MAGIC) => {
@@ -229,20 +195,20 @@ pub(super) fn prepare_image(mut image: Vec<u8>) -> Result<Vec<u8>, u32> {
     }
 }
 
-fn c_name(name: &str) -> Result<CString, u32> {
+fn c_name(name: &str) -> Result<CString, Status> {
     CString::new(name).map_err(|_| INVALID_VALUE)
 }
 
 impl Session {
     /// A function or kernel handle of this session.
-    pub(super) fn callable(&self, h: u64) -> Result<Callable, u32> {
-        if let Some(f) = self.code.functions.get(h) {
+    pub(super) fn callable(&self, h: u64) -> Result<Callable, Status> {
+        if let Some(f) = self.code.functions.find(h) {
             return Ok(Callable::Function {
                 raw: f.raw,
                 ctx: f.ctx,
             });
         }
-        if let Some(k) = self.code.kernels.get(h) {
+        if let Some(k) = self.code.kernels.find(h) {
             return Ok(Callable::Kernel {
                 raw: k.raw,
                 handle: h,
@@ -254,7 +220,11 @@ impl Session {
 
     /// The function of `callable` in context `ctx` (a kernel's, obtained
     /// and cached on first use). The caller has made `ctx` current.
-    pub(super) fn function_in(&mut self, callable: Callable, ctx: u64) -> Result<CUfunction, u32> {
+    pub(super) fn function_in(
+        &mut self,
+        callable: Callable,
+        ctx: u64,
+    ) -> Result<CUfunction, Status> {
         match callable {
             Callable::Function { raw, ctx: owner } => {
                 if owner != ctx {
@@ -262,7 +232,7 @@ impl Session {
                         "session {}: function of context {owner:#x} used in {ctx:#x}",
                         self.id
                     );
-                    return Err(CUresult::CUDA_ERROR_INVALID_CONTEXT.0);
+                    return Err(Status::Cuda(CUresult::CUDA_ERROR_INVALID_CONTEXT));
                 }
                 Ok(raw)
             }
@@ -271,7 +241,7 @@ impl Session {
                 let raw = self
                     .code
                     .functions
-                    .get(info.handle)
+                    .find(info.handle)
                     .map(|f| f.raw)
                     .ok_or(INVALID_HANDLE)?;
                 Ok(raw)
@@ -280,52 +250,149 @@ impl Session {
     }
 
     /// The packed-argument layout of a function or kernel: the driver is
-    /// asked for parameter `i` until it says there is none.
-    fn param_layout(
-        &mut self,
-        what: &str,
-        query: impl Fn(&Session, usize, &mut usize, &mut usize) -> Result<(), u32>,
-    ) -> Vec<(u32, u32)> {
+    /// asked for parameter `i` until it says there is none. `Err(None)`:
+    /// the driver has no such query; `Err(Some(e))`: it failed.
+    fn driver_layout(
+        &self,
+        query: impl Fn(&Session, usize, &mut usize, &mut usize) -> Result<(), Status>,
+    ) -> Result<Vec<(u32, u32)>, Option<Status>> {
         let mut v = Vec::new();
         for i in 0..MAX_PARAMS {
             let (mut off, mut size) = (0usize, 0usize);
             match query(self, i, &mut off, &mut size) {
                 Ok(()) => v.push((off as u32, size as u32)),
-                Err(INVALID_VALUE) => return v,
-                Err(NOT_SUPPORTED) => {
-                    if !self.code.warned_no_param_info {
-                        self.code.warned_no_param_info = true;
-                        tracing::warn!(
-                            "session {}: the driver has no {what}; functions get an empty \
-                             parameter layout and the guest must learn it elsewhere",
-                            self.id
-                        );
-                    }
-                    return Vec::new();
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "session {}: {what}({i}) failed with CUresult {e}; no layout",
+                Err(INVALID_VALUE) => return Ok(v),
+                Err(NOT_SUPPORTED) => return Err(None),
+                Err(e) => return Err(Some(e)),
+            }
+        }
+        Err(Some(INVALID_VALUE))
+    }
+
+    /// The layout of `name`: the driver's answer, else the one read from
+    /// the image at load time (`layouts`), else unknown — with the reason
+    /// in the host log.
+    fn resolve_layout(
+        &mut self,
+        what: &str,
+        name: &str,
+        from_driver: Result<Vec<(u32, u32)>, Option<Status>>,
+        layouts: Option<&Layouts>,
+    ) -> ParamLayout {
+        match from_driver {
+            Ok(v) => Some(v),
+            Err(Some(e)) => {
+                tracing::warn!(
+                    "session {}: {what} of {name} failed with {e}; its launches with \
+                     kernelParams will be refused",
+                    self.id
+                );
+                None
+            }
+            Err(None) => {
+                if !self.code.warned_no_param_info {
+                    self.code.warned_no_param_info = true;
+                    tracing::info!(
+                        "session {}: the driver has no {what}; parameter layouts come from \
+                         the module images",
                         self.id
                     );
-                    return Vec::new();
+                }
+                let Some(layouts) = layouts else {
+                    tracing::warn!(
+                        "session {}: no parameter layout for {name}: the driver has no {what} \
+                         and its image could not be read; its launches with kernelParams \
+                         will be refused",
+                        self.id
+                    );
+                    return None;
+                };
+                match layouts.get(name) {
+                    Ok(v) => Some(v.to_vec()),
+                    Err(e) => {
+                        tracing::warn!(
+                            "session {}: no parameter layout for {name}: {e}; its launches \
+                             with kernelParams will be refused",
+                            self.id
+                        );
+                        None
+                    }
                 }
             }
         }
-        tracing::warn!("session {}: {what} never ended; no layout", self.id);
-        Vec::new()
     }
 
-    fn function_params(&mut self, f: CUfunction) -> Vec<(u32, u32)> {
-        self.param_layout("cuFuncGetParamInfo", |s, i, off, size| {
-            cu!(s, cuFuncGetParamInfo(f, i, off, size))
-        })
+    /// Returns layouts taken for a lookup to where they came from: the
+    /// module, or its library.
+    fn put_layouts_back(&mut self, module: u64, layouts: Option<Layouts>) {
+        let library = match self.code.modules.find(module).map(|m| &m.origin) {
+            Some(ModuleOrigin::Library(l)) => Some(*l),
+            _ => None,
+        };
+        match library {
+            Some(l) => {
+                if let Some(lib) = self.code.libraries.find_mut(l) {
+                    lib.layouts = layouts;
+                }
+            }
+            None => {
+                if let Some(m) = self.code.modules.find_mut(module) {
+                    m.layouts = layouts;
+                }
+            }
+        }
     }
 
-    fn kernel_params(&mut self, k: CUkernel) -> Vec<(u32, u32)> {
-        self.param_layout("cuKernelGetParamInfo", |s, i, off, size| {
-            cu!(s, cuKernelGetParamInfo(k, i, off, size))
-        })
+    /// Reads the parameter layouts of an image being loaded, when the
+    /// driver has no parameter query (drivers before 12.4): the image is
+    /// not kept for this, the layouts are.
+    fn image_layouts(&self, image: &[u8], has_query: bool) -> Option<Layouts> {
+        if has_query {
+            return None;
+        }
+        match param_layouts(image, self.current_sm()) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(
+                    "session {}: parameter layouts of a {}-byte image: {e}",
+                    self.id,
+                    image.len()
+                );
+                None
+            }
+        }
+    }
+
+    /// The current context's device's compute capability as `major * 10 +
+    /// minor`: it picks the fatbin entry the driver loads (every entry of
+    /// one image has the same layouts, so a wrong guess costs nothing).
+    fn current_sm(&self) -> u32 {
+        let mut dev: CUdevice = 0;
+        let (mut major, mut minor) = (0, 0);
+        let known = cu!(self, cuCtxGetDevice(&mut dev)).is_ok()
+            && cu!(
+                self,
+                cuDeviceGetAttribute(
+                    &mut major,
+                    CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                    dev
+                )
+            )
+            .is_ok()
+            && cu!(
+                self,
+                cuDeviceGetAttribute(
+                    &mut minor,
+                    CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                    dev
+                )
+            )
+            .is_ok();
+        if known {
+            (major * 10 + minor) as u32
+        } else {
+            u32::MAX
+        }
     }
 
     /// Makes a device range addressable by the guest's copies.
@@ -340,28 +407,31 @@ impl Session {
         self.mem.readable.remove(ptr, end);
         self.mem.writable.remove(ptr, end);
     }
+}
 
-    fn module_load(&mut self, c: ModuleLoadData) -> Result<u64, u32> {
+impl Serve<ModuleLoadData> for Session {
+    fn serve(&mut self, c: ModuleLoadData) -> Result<u64, Status> {
         let image = prepare_image(c.image.0)?;
         self.enter(c.ctx)?;
         let mut raw: CUmodule = std::ptr::null_mut();
         cu!(self, cuModuleLoadData(&mut raw, image.as_ptr().cast()))?;
-        Ok(self.code.modules.insert(
-            &mut self.minter,
-            Module {
-                raw,
-                ctx: c.ctx,
-                origin: ModuleOrigin::Loaded,
-                _image: image,
-                functions: HashMap::new(),
-                globals: Vec::new(),
-            },
-        ))
+        let layouts = self.image_layouts(&image, self.driver.cuda.cuFuncGetParamInfo.is_some());
+        Ok(self.code.modules.insert(Module {
+            raw,
+            ctx: c.ctx,
+            origin: ModuleOrigin::Loaded,
+            _image: image,
+            layouts,
+            functions: HashMap::new(),
+            globals: Vec::new(),
+        }))
     }
+}
 
+impl Session {
     /// Enters a module's context and returns the driver's module.
-    fn enter_module(&mut self, h: u64) -> Result<CUmodule, u32> {
-        let (raw, ctx) = match self.code.modules.get(h) {
+    fn enter_module(&mut self, h: u64) -> Result<CUmodule, Status> {
+        let (raw, ctx) = match self.code.modules.find(h) {
             Some(m) => (m.raw, m.ctx),
             None => {
                 tracing::debug!("session {}: unknown module handle {h:#x}", self.id);
@@ -371,22 +441,27 @@ impl Session {
         self.enter(ctx)?;
         Ok(raw)
     }
+}
 
-    fn module_unload(&mut self, h: u64) -> Result<(), u32> {
+impl Serve<ModuleUnload> for Session {
+    fn serve(&mut self, c: ModuleUnload) -> Result<(), Status> {
+        let h = c.module;
         if let Some(Module {
             origin: ModuleOrigin::Library(_),
             ..
-        }) = self.code.modules.get(h)
+        }) = self.code.modules.find(h)
         {
             // It lives and dies with its library.
-            return Err(CUresult::CUDA_ERROR_NOT_PERMITTED.0);
+            return Err(Status::Cuda(CUresult::CUDA_ERROR_NOT_PERMITTED));
         }
         let raw = self.enter_module(h)?;
         cu!(self, cuModuleUnload(raw))?;
         self.forget_module(h);
         Ok(())
     }
+}
 
+impl Session {
     /// Drops a module's handle, its functions' and its globals' ranges.
     fn forget_module(&mut self, h: u64) {
         let Some(m) = self.code.modules.remove(h) else {
@@ -399,42 +474,59 @@ impl Session {
             self.hide_global(p, n);
         }
     }
+}
 
-    fn module_get_function(&mut self, c: ModuleGetFunction) -> Result<FunctionInfo, u32> {
+impl Serve<ModuleGetFunction> for Session {
+    fn serve(&mut self, c: ModuleGetFunction) -> Result<FunctionInfo, Status> {
         let raw_mod = self.enter_module(c.module)?;
         if let Some(&h) = self
             .code
             .modules
-            .get(c.module)
+            .find(c.module)
             .and_then(|m| m.functions.get(&c.name))
         {
-            let params = self.code.functions.get(h).map(|f| f.params.clone());
-            return Ok(FunctionInfo {
-                handle: h,
-                params: params.unwrap_or_default(),
-            });
+            let params = self.code.functions.find(h).and_then(|f| f.params.clone());
+            return Ok(FunctionInfo { handle: h, params });
         }
         let name = c_name(&c.name)?;
         let mut raw: CUfunction = std::ptr::null_mut();
         cu!(self, cuModuleGetFunction(&mut raw, raw_mod, name.as_ptr()))?;
-        let params = self.function_params(raw);
-        let ctx = self.code.modules.get(c.module).map(|m| m.ctx).unwrap_or(0);
-        let h = self.code.functions.insert(
-            &mut self.minter,
-            Func {
-                raw,
-                ctx,
-                owner: FuncOwner::Module(c.module),
-                params: params.clone(),
-            },
-        );
-        if let Some(m) = self.code.modules.get_mut(c.module) {
+        let from_driver =
+            self.driver_layout(|s, i, off, size| cu!(s, cuFuncGetParamInfo(raw, i, off, size)));
+        // A library's module reads its layouts from the library's image.
+        let layouts = match self.code.modules.find_mut(c.module) {
+            Some(Module {
+                origin: ModuleOrigin::Library(l),
+                ..
+            }) => {
+                let l = *l;
+                self.code
+                    .libraries
+                    .find_mut(l)
+                    .and_then(|lib| lib.layouts.take())
+            }
+            Some(m) => m.layouts.take(),
+            None => None,
+        };
+        let params =
+            self.resolve_layout("cuFuncGetParamInfo", &c.name, from_driver, layouts.as_ref());
+        self.put_layouts_back(c.module, layouts);
+        let ctx = self.code.modules.find(c.module).map(|m| m.ctx).unwrap_or(0);
+        let h = self.code.functions.insert(Func {
+            raw,
+            ctx,
+            owner: FuncOwner::Module(c.module),
+            params: params.clone(),
+        });
+        if let Some(m) = self.code.modules.find_mut(c.module) {
             m.functions.insert(c.name, h);
         }
         Ok(FunctionInfo { handle: h, params })
     }
+}
 
-    fn module_get_global(&mut self, c: ModuleGetGlobal) -> Result<(u64, u64), u32> {
+impl Serve<ModuleGetGlobal> for Session {
+    fn serve(&mut self, c: ModuleGetGlobal) -> Result<(u64, u64), Status> {
         let raw_mod = self.enter_module(c.module)?;
         let name = c_name(&c.name)?;
         let (mut ptr, mut size) = (0u64, 0usize);
@@ -445,15 +537,15 @@ impl Session {
         let size = size as u64;
         // A library module's globals are the library's: recorded there, so
         // they go when the library does.
-        let owner = match self.code.modules.get(c.module).map(|m| &m.origin) {
+        let owner = match self.code.modules.find(c.module).map(|m| &m.origin) {
             Some(ModuleOrigin::Library(l)) => Some(*l),
             _ => None,
         };
-        let ctx = self.code.modules.get(c.module).map(|m| m.ctx).unwrap_or(0);
-        match owner.and_then(|l| self.code.libraries.get_mut(l)) {
+        let ctx = self.code.modules.find(c.module).map(|m| m.ctx).unwrap_or(0);
+        match owner.and_then(|l| self.code.libraries.find_mut(l)) {
             Some(lib) => lib.globals.push((ctx, ptr, size)),
             None => {
-                if let Some(m) = self.code.modules.get_mut(c.module) {
+                if let Some(m) = self.code.modules.find_mut(c.module) {
                     m.globals.push((ptr, size));
                 }
             }
@@ -461,8 +553,10 @@ impl Session {
         self.expose_global(ptr, size);
         Ok((ptr, size))
     }
+}
 
-    fn library_load(&mut self, c: LibraryLoadData) -> Result<u64, u32> {
+impl Serve<LibraryLoadData> for Session {
+    fn serve(&mut self, c: LibraryLoadData) -> Result<u64, Status> {
         let image = prepare_image(c.image.0)?;
         self.enter(c.ctx)?;
         let mut device: CUdevice = 0;
@@ -481,35 +575,41 @@ impl Session {
                 0
             )
         )?;
-        Ok(self.code.libraries.insert(
-            &mut self.minter,
-            Library {
-                raw,
-                ctx: c.ctx,
-                device,
-                _image: image,
-                kernels: HashMap::new(),
-                modules: HashMap::new(),
-                globals: Vec::new(),
-            },
-        ))
+        let layouts = self.image_layouts(&image, self.driver.cuda.cuKernelGetParamInfo.is_some());
+        Ok(self.code.libraries.insert(Library {
+            raw,
+            ctx: c.ctx,
+            device,
+            _image: image,
+            layouts,
+            kernels: HashMap::new(),
+            modules: HashMap::new(),
+            globals: Vec::new(),
+        }))
     }
+}
 
-    fn library(&self, h: u64) -> Result<&Library, u32> {
-        self.code.libraries.get(h).ok_or_else(|| {
+impl Session {
+    fn library(&self, h: u64) -> Result<&Library, Status> {
+        self.code.libraries.find(h).ok_or_else(|| {
             tracing::debug!("session {}: unknown library handle {h:#x}", self.id);
             INVALID_HANDLE
         })
     }
+}
 
-    fn library_unload(&mut self, h: u64) -> Result<(), u32> {
+impl Serve<LibraryUnload> for Session {
+    fn serve(&mut self, c: LibraryUnload) -> Result<(), Status> {
+        let h = c.library;
         let raw = self.library(h)?.raw;
         // Libraries are context-independent: no context to enter.
         cu!(self, cuLibraryUnload(raw))?;
         self.forget_library(h);
         Ok(())
     }
+}
 
+impl Session {
     fn forget_library(&mut self, h: u64) {
         let Some(lib) = self.code.libraries.remove(h) else {
             return;
@@ -528,37 +628,50 @@ impl Session {
             self.hide_global(p, n);
         }
     }
+}
 
-    fn library_get_kernel(&mut self, c: LibraryGetKernel) -> Result<FunctionInfo, u32> {
+impl Serve<LibraryGetKernel> for Session {
+    fn serve(&mut self, c: LibraryGetKernel) -> Result<FunctionInfo, Status> {
         let lib = self.library(c.library)?;
         if let Some(&h) = lib.kernels.get(&c.name) {
-            let params = self.code.kernels.get(h).map(|k| k.params.clone());
-            return Ok(FunctionInfo {
-                handle: h,
-                params: params.unwrap_or_default(),
-            });
+            let params = self.code.kernels.find(h).and_then(|k| k.params.clone());
+            return Ok(FunctionInfo { handle: h, params });
         }
         let raw_lib = lib.raw;
         let name = c_name(&c.name)?;
         let mut raw: CUkernel = std::ptr::null_mut();
         cu!(self, cuLibraryGetKernel(&mut raw, raw_lib, name.as_ptr()))?;
-        let params = self.kernel_params(raw);
-        let h = self.code.kernels.insert(
-            &mut self.minter,
-            Kernel {
-                raw,
-                library: c.library,
-                params: params.clone(),
-                functions: HashMap::new(),
-            },
+        let from_driver =
+            self.driver_layout(|s, i, off, size| cu!(s, cuKernelGetParamInfo(raw, i, off, size)));
+        let layouts = self
+            .code
+            .libraries
+            .find_mut(c.library)
+            .and_then(|l| l.layouts.take());
+        let params = self.resolve_layout(
+            "cuKernelGetParamInfo",
+            &c.name,
+            from_driver,
+            layouts.as_ref(),
         );
-        if let Some(lib) = self.code.libraries.get_mut(c.library) {
+        if let Some(lib) = self.code.libraries.find_mut(c.library) {
+            lib.layouts = layouts;
+        }
+        let h = self.code.kernels.insert(Kernel {
+            raw,
+            library: c.library,
+            params: params.clone(),
+            functions: HashMap::new(),
+        });
+        if let Some(lib) = self.code.libraries.find_mut(c.library) {
             lib.kernels.insert(c.name, h);
         }
         Ok(FunctionInfo { handle: h, params })
     }
+}
 
-    fn library_get_module(&mut self, c: LibraryGetModule) -> Result<u64, u32> {
+impl Serve<LibraryGetModule> for Session {
+    fn serve(&mut self, c: LibraryGetModule) -> Result<u64, Status> {
         let lib = self.library(c.library)?;
         let (raw_lib, cached) = (lib.raw, lib.modules.get(&c.ctx).copied());
         self.enter(c.ctx)?;
@@ -567,24 +680,24 @@ impl Session {
         }
         let mut raw: CUmodule = std::ptr::null_mut();
         cu!(self, cuLibraryGetModule(&mut raw, raw_lib))?;
-        let h = self.code.modules.insert(
-            &mut self.minter,
-            Module {
-                raw,
-                ctx: c.ctx,
-                origin: ModuleOrigin::Library(c.library),
-                _image: Vec::new(),
-                functions: HashMap::new(),
-                globals: Vec::new(),
-            },
-        );
-        if let Some(lib) = self.code.libraries.get_mut(c.library) {
+        let h = self.code.modules.insert(Module {
+            raw,
+            ctx: c.ctx,
+            origin: ModuleOrigin::Library(c.library),
+            _image: Vec::new(),
+            layouts: None,
+            functions: HashMap::new(),
+            globals: Vec::new(),
+        });
+        if let Some(lib) = self.code.libraries.find_mut(c.library) {
             lib.modules.insert(c.ctx, h);
         }
         Ok(h)
     }
+}
 
-    fn library_get_global(&mut self, c: LibraryGetGlobal) -> Result<(u64, u64), u32> {
+impl Serve<LibraryGetGlobal> for Session {
+    fn serve(&mut self, c: LibraryGetGlobal) -> Result<(u64, u64), Status> {
         let raw_lib = self.library(c.library)?.raw;
         self.enter(c.ctx)?;
         let name = c_name(&c.name)?;
@@ -594,16 +707,18 @@ impl Session {
             cuLibraryGetGlobal(&mut ptr, &mut size, raw_lib, name.as_ptr() as *const c_char)
         )?;
         let size = size as u64;
-        if let Some(lib) = self.code.libraries.get_mut(c.library) {
+        if let Some(lib) = self.code.libraries.find_mut(c.library) {
             lib.globals.push((c.ctx, ptr, size));
         }
         self.expose_global(ptr, size);
         Ok((ptr, size))
     }
+}
 
+impl Session {
     /// A kernel's function in `ctx` (entered), minted once per context.
-    fn kernel_function(&mut self, kernel: u64, ctx: u64) -> Result<FunctionInfo, u32> {
-        let (raw_k, params, cached) = match self.code.kernels.get(kernel) {
+    fn kernel_function(&mut self, kernel: u64, ctx: u64) -> Result<FunctionInfo, Status> {
+        let (raw_k, params, cached) = match self.code.kernels.find(kernel) {
             Some(k) => (k.raw, k.params.clone(), k.functions.get(&ctx).copied()),
             None => {
                 tracing::debug!("session {}: unknown kernel handle {kernel:#x}", self.id);
@@ -616,46 +731,49 @@ impl Session {
         }
         let mut raw: CUfunction = std::ptr::null_mut();
         cu!(self, cuKernelGetFunction(&mut raw, raw_k))?;
-        let h = self.code.functions.insert(
-            &mut self.minter,
-            Func {
-                raw,
-                ctx,
-                owner: FuncOwner::Kernel(kernel),
-                params: params.clone(),
-            },
-        );
-        if let Some(k) = self.code.kernels.get_mut(kernel) {
+        let h = self.code.functions.insert(Func {
+            raw,
+            ctx,
+            owner: FuncOwner::Kernel(kernel),
+            params: params.clone(),
+        });
+        if let Some(k) = self.code.kernels.find_mut(kernel) {
             k.functions.insert(ctx, h);
         }
         Ok(FunctionInfo { handle: h, params })
     }
+}
 
-    fn kernel_get_function(&mut self, c: KernelGetFunction) -> Result<FunctionInfo, u32> {
+impl Serve<KernelGetFunction> for Session {
+    fn serve(&mut self, c: KernelGetFunction) -> Result<FunctionInfo, Status> {
         self.kernel_function(c.kernel, c.ctx)
     }
+}
 
+impl Session {
     /// The device a kernel's attributes are asked for: its library's.
-    fn kernel_device(&self, kernel: u64) -> Result<CUdevice, u32> {
+    fn kernel_device(&self, kernel: u64) -> Result<CUdevice, Status> {
         let lib = self
             .code
             .kernels
-            .get(kernel)
+            .find(kernel)
             .map(|k| k.library)
             .ok_or(INVALID_HANDLE)?;
         Ok(self.library(lib)?.device)
     }
 
     /// Enters the function's context; a kernel needs none.
-    fn enter_callable(&mut self, h: u64) -> Result<Callable, u32> {
+    fn enter_callable(&mut self, h: u64) -> Result<Callable, Status> {
         let c = self.callable(h)?;
         if let Callable::Function { ctx, .. } = c {
             self.enter(ctx)?;
         }
         Ok(c)
     }
+}
 
-    fn func_get_attribute(&mut self, c: FuncGetAttribute) -> Result<i32, u32> {
+impl Serve<FuncGetAttribute> for Session {
+    fn serve(&mut self, c: FuncGetAttribute) -> Result<i32, Status> {
         let attr = CUfunction_attribute(c.attr as u32);
         let mut v: i32 = 0;
         match self.enter_callable(c.func)? {
@@ -667,8 +785,10 @@ impl Session {
         }
         Ok(v)
     }
+}
 
-    fn func_set_attribute(&mut self, c: FuncSetAttribute) -> Result<(), u32> {
+impl Serve<FuncSetAttribute> for Session {
+    fn serve(&mut self, c: FuncSetAttribute) -> Result<(), Status> {
         let attr = CUfunction_attribute(c.attr as u32);
         match self.enter_callable(c.func)? {
             Callable::Function { raw, .. } => cu!(self, cuFuncSetAttribute(raw, attr, c.value)),
@@ -678,8 +798,10 @@ impl Session {
             }
         }
     }
+}
 
-    fn func_set_cache_config(&mut self, c: FuncSetCacheConfig) -> Result<(), u32> {
+impl Serve<FuncSetCacheConfig> for Session {
+    fn serve(&mut self, c: FuncSetCacheConfig) -> Result<(), Status> {
         let config = CUfunc_cache(c.config);
         match self.enter_callable(c.func)? {
             Callable::Function { raw, .. } => cu!(self, cuFuncSetCacheConfig(raw, config)),
@@ -689,10 +811,12 @@ impl Session {
             }
         }
     }
+}
 
+impl Session {
     /// A function to compute occupancy for: a kernel's function in its
     /// library's context (occupancy depends on the device only).
-    fn occupancy_function(&mut self, h: u64) -> Result<CUfunction, u32> {
+    fn occupancy_function(&mut self, h: u64) -> Result<CUfunction, Status> {
         match self.callable(h)? {
             Callable::Function { raw, ctx } => {
                 self.enter(ctx)?;
@@ -702,7 +826,7 @@ impl Session {
                 let lib = self
                     .code
                     .kernels
-                    .get(handle)
+                    .find(handle)
                     .map(|k| k.library)
                     .ok_or(INVALID_HANDLE)?;
                 let ctx = self.library(lib)?.ctx;
@@ -711,8 +835,10 @@ impl Session {
             }
         }
     }
+}
 
-    fn occupancy_blocks(&mut self, c: OccupancyMaxActiveBlocks) -> Result<i32, u32> {
+impl Serve<OccupancyMaxActiveBlocks> for Session {
+    fn serve(&mut self, c: OccupancyMaxActiveBlocks) -> Result<i32, Status> {
         let f = self.occupancy_function(c.func)?;
         let mut n: i32 = 0;
         let smem = usize::try_from(c.dynamic_smem).map_err(|_| INVALID_VALUE)?;
@@ -741,11 +867,10 @@ impl Session {
         }
         Ok(n)
     }
+}
 
-    fn occupancy_block_size(
-        &mut self,
-        c: OccupancyMaxPotentialBlockSize,
-    ) -> Result<(i32, i32), u32> {
+impl Serve<OccupancyMaxPotentialBlockSize> for Session {
+    fn serve(&mut self, c: OccupancyMaxPotentialBlockSize) -> Result<(i32, i32), Status> {
         let f = self.occupancy_function(c.func)?;
         let smem = usize::try_from(c.dynamic_smem).map_err(|_| INVALID_VALUE)?;
         let (mut grid, mut block) = (0i32, 0i32);
@@ -777,7 +902,9 @@ impl Session {
         }
         Ok((grid, block))
     }
+}
 
+impl Session {
     /// A context is gone and its modules, functions and library pieces
     /// with it.
     pub(super) fn forget_code_of(&mut self, ctx: u64) -> usize {
@@ -792,10 +919,10 @@ impl Session {
             if let Some(Module {
                 origin: ModuleOrigin::Library(l),
                 ..
-            }) = self.code.modules.get(*h)
+            }) = self.code.modules.find(*h)
             {
                 let l = *l;
-                if let Some(lib) = self.code.libraries.get_mut(l) {
+                if let Some(lib) = self.code.libraries.find_mut(l) {
                     lib.modules.remove(&ctx);
                 }
             }
@@ -811,7 +938,7 @@ impl Session {
         for (h, owner) in &funcs {
             self.code.functions.remove(*h);
             if let FuncOwner::Kernel(k) = owner {
-                if let Some(k) = self.code.kernels.get_mut(*k) {
+                if let Some(k) = self.code.kernels.find_mut(*k) {
                     k.functions.remove(&ctx);
                 }
             }
@@ -819,7 +946,7 @@ impl Session {
         let mut hidden = Vec::new();
         let libs: Vec<u64> = self.code.libraries.iter().map(|(h, _)| h).collect();
         for h in libs {
-            if let Some(lib) = self.code.libraries.get_mut(h) {
+            if let Some(lib) = self.code.libraries.find_mut(h) {
                 lib.globals.retain(|&(c, p, n)| {
                     if c == ctx {
                         hidden.push((p, n));
@@ -850,7 +977,7 @@ impl Session {
             if self.enter(ctx).is_ok() {
                 match cu!(self, cuModuleUnload(raw)) {
                     Ok(()) => mods += 1,
-                    Err(e) => tracing::warn!("session {}: cuModuleUnload: CUresult {e}", self.id),
+                    Err(e) => tracing::warn!("session {}: cuModuleUnload: {e}", self.id),
                 }
             }
             self.forget_module(h);
@@ -865,13 +992,13 @@ impl Session {
         for (h, raw) in libs {
             match cu!(self, cuLibraryUnload(raw)) {
                 Ok(()) => n += 1,
-                Err(e) => tracing::warn!("session {}: cuLibraryUnload: CUresult {e}", self.id),
+                Err(e) => tracing::warn!("session {}: cuLibraryUnload: {e}", self.id),
             }
             self.forget_library(h);
         }
-        self.code.modules.drain().for_each(drop);
-        self.code.functions.drain().for_each(drop);
-        self.code.kernels.drain().for_each(drop);
+        self.code.modules.take_all();
+        self.code.functions.take_all();
+        self.code.kernels.take_all();
         (mods, n)
     }
 }

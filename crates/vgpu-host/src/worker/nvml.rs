@@ -2,20 +2,17 @@
 //! the matching NVML getter on the device's handle. The reply status is the
 //! `nvmlReturn_t`.
 
-use super::{handle, nv, Handler, Session};
+use super::{nv, Session};
 use cuda_types::nvml::*;
 use std::ffi::{c_uint, c_ulonglong};
-use vgpu_transport::proto::{nvml_kind as k, Call, NvmlAnswer, NvmlQuery, ProcessInfo};
-
-pub const HANDLERS: &[(u16, Handler)] = &[(NvmlQuery::OP, |s, p| {
-    handle(p, |q: NvmlQuery| s.nvml_query(q))
-})];
+use vgpu_transport::proto::{nvml_kind as k, NvmlAnswer, NvmlQuery, ProcessInfo, Serve};
+use vgpu_transport::Status;
 
 /// Most processes accepted from one listing; a driver reporting more is
 /// treated as broken rather than allowed to size our allocation.
 const MAX_PROCESSES: u32 = 4096;
 
-const INVALID_ARGUMENT: u32 = nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT.0;
+const INVALID_ARGUMENT: Status = Status::Nvml(nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT);
 const INSUFFICIENT_SIZE: nvmlReturn_t = nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE;
 
 /// NVML_STRUCT_VERSION(Memory, 2): the struct's size with the version in
@@ -64,35 +61,37 @@ type Get1<T> = Option<unsafe extern "C" fn(nvmlDevice_t, *mut T) -> nvmlReturn_t
 type Get2<A, B> = Option<unsafe extern "C" fn(nvmlDevice_t, *mut A, *mut B) -> nvmlReturn_t>;
 type GetArg<P, T> = Option<unsafe extern "C" fn(nvmlDevice_t, P, *mut T) -> nvmlReturn_t>;
 
-fn missing() -> u32 {
-    nvmlReturn_t::NVML_ERROR_FUNCTION_NOT_FOUND.0
+fn missing() -> Status {
+    Status::Nvml(nvmlReturn_t::NVML_ERROR_FUNCTION_NOT_FOUND)
 }
 
 /// `f(dev, &out)` → `[out]`.
-fn get1<T: Out>(f: Get1<T>, dev: nvmlDevice_t) -> Result<Vec<u64>, u32> {
+fn get1<T: Out>(f: Get1<T>, dev: nvmlDevice_t) -> Result<Vec<u64>, Status> {
     let f = f.ok_or_else(missing)?;
     let mut v = T::zero();
     // SAFETY: `f` has this prototype (the table's type), `dev` is a handle
     // NVML gave this process, `v` is a live out-value of the right type.
-    unsafe { f(dev, &mut v) }.ok().map_err(|e| e.0)?;
+    unsafe { f(dev, &mut v) }.ok().map_err(Status::Nvml)?;
     Ok(vec![v.to_u64()])
 }
 
 /// `f(dev, &a, &b)` → `[a, b]`.
-fn get2<A: Out, B: Out>(f: Get2<A, B>, dev: nvmlDevice_t) -> Result<Vec<u64>, u32> {
+fn get2<A: Out, B: Out>(f: Get2<A, B>, dev: nvmlDevice_t) -> Result<Vec<u64>, Status> {
     let f = f.ok_or_else(missing)?;
     let (mut a, mut b) = (A::zero(), B::zero());
     // SAFETY: as in `get1`, with two out-values.
-    unsafe { f(dev, &mut a, &mut b) }.ok().map_err(|e| e.0)?;
+    unsafe { f(dev, &mut a, &mut b) }
+        .ok()
+        .map_err(Status::Nvml)?;
     Ok(vec![a.to_u64(), b.to_u64()])
 }
 
 /// `f(dev, arg, &out)` → `[out]`.
-fn get_arg<P, T: Out>(f: GetArg<P, T>, dev: nvmlDevice_t, arg: P) -> Result<Vec<u64>, u32> {
+fn get_arg<P, T: Out>(f: GetArg<P, T>, dev: nvmlDevice_t, arg: P) -> Result<Vec<u64>, Status> {
     let f = f.ok_or_else(missing)?;
     let mut v = T::zero();
     // SAFETY: as in `get1`; `arg` is passed by value (an enum NVML checks).
-    unsafe { f(dev, arg, &mut v) }.ok().map_err(|e| e.0)?;
+    unsafe { f(dev, arg, &mut v) }.ok().map_err(Status::Nvml)?;
     Ok(vec![v.to_u64()])
 }
 
@@ -101,7 +100,7 @@ type ListFn<T> = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut T) -> nvml
 /// NVML's size protocol: ask with no buffer for the count, then fetch into
 /// a buffer of that size (plus slack, since processes come and go between
 /// the two calls), retrying a few times if it still grew.
-fn list<T: Default + Clone>(f: ListFn<T>, dev: nvmlDevice_t) -> Result<Vec<T>, u32> {
+fn list<T: Default + Clone>(f: ListFn<T>, dev: nvmlDevice_t) -> Result<Vec<T>, Status> {
     let mut count: c_uint = 0;
     // SAFETY: a null buffer with count 0 is NVML's documented size query.
     let r = unsafe { f(dev, &mut count, std::ptr::null_mut()) };
@@ -110,7 +109,7 @@ fn list<T: Default + Clone>(f: ListFn<T>, dev: nvmlDevice_t) -> Result<Vec<T>, u
         // Some implementations report the count with SUCCESS; fetch anyway.
         nvmlReturn_t::NVML_SUCCESS => {}
         r if r == INSUFFICIENT_SIZE => {}
-        r => return Err(r.0),
+        r => return Err(Status::Nvml(r)),
     }
     for _ in 0..4 {
         let cap = count.saturating_add(8).min(MAX_PROCESSES);
@@ -123,11 +122,11 @@ fn list<T: Default + Clone>(f: ListFn<T>, dev: nvmlDevice_t) -> Result<Vec<T>, u
             return Ok(buf);
         }
         if r != INSUFFICIENT_SIZE || cap == MAX_PROCESSES {
-            return Err(r.0);
+            return Err(Status::Nvml(r));
         }
         count = n;
     }
-    Err(INSUFFICIENT_SIZE.0)
+    Err(Status::Nvml(INSUFFICIENT_SIZE))
 }
 
 fn from_v2(p: &nvmlProcessInfo_v2_t) -> ProcessInfo {
@@ -155,7 +154,7 @@ fn processes(
     v2: Option<ListFn<nvmlProcessInfo_v2_t>>,
     v1: Option<ListFn<nvmlProcessInfo_v1_t>>,
     dev: nvmlDevice_t,
-) -> Result<Vec<ProcessInfo>, u32> {
+) -> Result<Vec<ProcessInfo>, Status> {
     if let Some(f) = v3 {
         return Ok(list(f, dev)?.iter().map(from_v2).collect());
     }
@@ -197,7 +196,7 @@ impl Session {
     /// The NVML handle of the device the guest knows as CUDA ordinal
     /// `index`. CUDA and NVML may order devices differently, so the match
     /// is by UUID, with NVML's index only as a fallback.
-    pub fn nvml_device(&mut self, index: u32) -> Result<nvmlDevice_t, u32> {
+    pub fn nvml_device(&mut self, index: u32) -> Result<nvmlDevice_t, Status> {
         if let Some(e) = self.nvml_error {
             return Err(e);
         }
@@ -225,8 +224,10 @@ impl Session {
             .and_then(|v| v.get(index as usize).copied().flatten())
             .ok_or(INVALID_ARGUMENT)
     }
+}
 
-    fn nvml_query(&mut self, q: NvmlQuery) -> Result<NvmlAnswer, u32> {
+impl Serve<NvmlQuery> for Session {
+    fn serve(&mut self, q: NvmlQuery) -> Result<NvmlAnswer, Status> {
         let d = self.nvml_device(q.device)?;
         let guest_pid = self.guest_pid;
         let n = &self.driver.nvml;
@@ -249,7 +250,7 @@ impl Session {
                 // SAFETY: as in `get1`; both enums are passed by value.
                 unsafe { f(d, nvmlClockType_t(a0), nvmlClockId_t(a1), &mut mhz) }
                     .ok()
-                    .map_err(|e| e.0)?;
+                    .map_err(Status::Nvml)?;
                 vec![mhz as u64]
             }
             k::UTILIZATION => {
@@ -305,7 +306,7 @@ impl Session {
                     )
                 }
                 .ok()
-                .map_err(|e| e.0)?;
+                .map_err(Status::Nvml)?;
                 vec![c]
             }
             k::COMPUTE_PROCESSES => {

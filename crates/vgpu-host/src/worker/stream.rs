@@ -10,24 +10,10 @@
 //! stream; `StreamSynchronize`/`StreamQuery`, which name no context, apply
 //! them (and 0) to every context of the session.
 
-use super::{cu, handle, Handler, Session};
+use super::{cu, Session};
 use cuda_types::cuda::{CUresult, CUstream};
-use vgpu_transport::proto::{Call, StreamCreate, StreamDestroy, StreamQuery, StreamSynchronize};
-
-pub const HANDLERS: &[(u16, Handler)] = &[
-    (StreamCreate::OP, |s, p| {
-        handle(p, |c: StreamCreate| s.stream_create(c))
-    }),
-    (StreamDestroy::OP, |s, p| {
-        handle(p, |c: StreamDestroy| s.stream_destroy(c.stream))
-    }),
-    (StreamSynchronize::OP, |s, p| {
-        handle(p, |c: StreamSynchronize| s.stream_synchronize(c.stream))
-    }),
-    (StreamQuery::OP, |s, p| {
-        handle(p, |c: StreamQuery| s.stream_query(c.stream))
-    }),
-];
+use vgpu_transport::proto::{Serve, StreamCreate, StreamDestroy, StreamQuery, StreamSynchronize};
+use vgpu_transport::Status;
 
 /// The wire values of the driver's built-in streams (cuda.h's
 /// `CU_STREAM_LEGACY` / `CU_STREAM_PER_THREAD` are these pointer values).
@@ -40,7 +26,7 @@ pub struct Strm {
     pub ctx: u64,
 }
 
-const INVALID_HANDLE: u32 = CUresult::CUDA_ERROR_INVALID_HANDLE.0;
+const INVALID_HANDLE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE);
 
 /// The wire values that name the driver's own streams, not handles.
 fn is_builtin(v: u64) -> bool {
@@ -55,7 +41,7 @@ impl Session {
     /// Enters the context a stream-ordered call runs in and returns the
     /// driver stream: `0` is the context's NULL stream, 1/2 the built-in
     /// ones, anything else must be a live stream handle of this session.
-    pub(super) fn enter_stream(&mut self, ctx: u64, stream: u64) -> Result<CUstream, u32> {
+    pub(super) fn enter_stream(&mut self, ctx: u64, stream: u64) -> Result<CUstream, Status> {
         // The named context must be ours even when the stream decides where
         // the work runs: a stale context handle is an error either way.
         self.ctx(ctx)?;
@@ -69,7 +55,7 @@ impl Session {
                 Ok(builtin(stream))
             }
             h => {
-                let (raw, owner) = match self.streams.get(h) {
+                let (raw, owner) = match self.streams.find(h) {
                     Some(s) => (s.raw, s.ctx),
                     None => {
                         tracing::debug!("session {}: unknown stream handle {h:#x}", self.id);
@@ -82,18 +68,21 @@ impl Session {
         }
     }
 
-    /// For copies and memsets, whose `stream` 0 means "synchronous call":
-    /// `None` then, else the stream as [`Session::enter_stream`] picks it.
+    /// For copies and memsets: `None` (the synchronous op) enters `ctx`
+    /// and runs without a stream; a stream (the `...Async` op) is picked as
+    /// [`Session::enter_stream`] picks it.
     pub(super) fn enter_copy_stream(
         &mut self,
         ctx: u64,
-        stream: u64,
-    ) -> Result<Option<CUstream>, u32> {
-        if stream == 0 {
-            self.enter(ctx)?;
-            return Ok(None);
+        stream: Option<u64>,
+    ) -> Result<Option<CUstream>, Status> {
+        match stream {
+            None => {
+                self.enter(ctx)?;
+                Ok(None)
+            }
+            Some(s) => self.enter_stream(ctx, s).map(Some),
         }
-        self.enter_stream(ctx, stream).map(Some)
     }
 
     /// Waits for `stream` after an async copy that uses a host buffer of
@@ -101,18 +90,20 @@ impl Session {
     /// `cuCtxSynchronize` (a superset). `Err(status, settled)`: `settled`
     /// is whether the driver is known to be done with the buffer; if not,
     /// the caller must leak it rather than free memory a copy may still use.
-    pub(super) fn wait_stream(&self, stream: CUstream) -> Result<(), (u32, bool)> {
+    pub(super) fn wait_stream(&self, stream: CUstream) -> Result<(), (Status, bool)> {
         match cu!(self, cuStreamSynchronize(stream)) {
             Ok(()) => Ok(()),
             Err(e) => match cu!(self, cuCtxSynchronize()) {
-                Ok(()) if e == CUresult::CUDA_ERROR_NOT_SUPPORTED.0 => Ok(()),
+                Ok(()) if e == Status::Cuda(CUresult::CUDA_ERROR_NOT_SUPPORTED) => Ok(()),
                 Ok(()) => Err((e, true)),
                 Err(_) => Err((e, false)),
             },
         }
     }
+}
 
-    fn stream_create(&mut self, c: StreamCreate) -> Result<u64, u32> {
+impl Serve<StreamCreate> for Session {
+    fn serve(&mut self, c: StreamCreate) -> Result<u64, Status> {
         self.enter(c.ctx)?;
         let mut raw: CUstream = std::ptr::null_mut();
         if self.driver.cuda.cuStreamCreateWithPriority.is_some() {
@@ -123,52 +114,65 @@ impl Session {
         } else {
             cu!(self, cuStreamCreate(&mut raw, c.flags))?;
         }
-        Ok(self
-            .streams
-            .insert(&mut self.minter, Strm { raw, ctx: c.ctx }))
+        Ok(self.streams.insert(Strm { raw, ctx: c.ctx }))
     }
+}
 
+impl Session {
     /// The stream behind a handle, with its context made current.
-    fn enter_own_stream(&mut self, h: u64) -> Result<CUstream, u32> {
-        let (raw, ctx) = match self.streams.get(h) {
+    fn enter_own_stream(&mut self, h: u64) -> Result<CUstream, Status> {
+        let (raw, ctx) = match self.streams.find(h) {
             Some(s) => (s.raw, s.ctx),
             None => return Err(INVALID_HANDLE),
         };
         self.enter(ctx)?;
         Ok(raw)
     }
+}
 
-    fn stream_destroy(&mut self, h: u64) -> Result<(), u32> {
+impl Serve<StreamDestroy> for Session {
+    fn serve(&mut self, c: StreamDestroy) -> Result<(), Status> {
+        let h = c.stream;
         let raw = self.enter_own_stream(h)?;
         self.destroy_raw_stream(raw)?;
         self.streams.remove(h);
         Ok(())
     }
+}
 
-    fn destroy_raw_stream(&self, raw: CUstream) -> Result<(), u32> {
+impl Session {
+    fn destroy_raw_stream(&self, raw: CUstream) -> Result<(), Status> {
         if self.driver.cuda.cuStreamDestroy_v2.is_some() {
             cu!(self, cuStreamDestroy_v2(raw))
         } else {
             cu!(self, cuStreamDestroy(raw))
         }
     }
+}
 
-    fn stream_synchronize(&mut self, h: u64) -> Result<(), u32> {
+impl Serve<StreamSynchronize> for Session {
+    fn serve(&mut self, c: StreamSynchronize) -> Result<(), Status> {
+        let h = c.stream;
         if is_builtin(h) {
             return self.each_builtin(h, |s, raw| cu!(s, cuStreamSynchronize(raw)));
         }
         let raw = self.enter_own_stream(h)?;
         cu!(self, cuStreamSynchronize(raw))
     }
+}
 
-    fn stream_query(&mut self, h: u64) -> Result<(), u32> {
+impl Serve<StreamQuery> for Session {
+    fn serve(&mut self, c: StreamQuery) -> Result<(), Status> {
+        let h = c.stream;
         if is_builtin(h) {
             return self.each_builtin(h, |s, raw| cu!(s, cuStreamQuery(raw)));
         }
         let raw = self.enter_own_stream(h)?;
         cu!(self, cuStreamQuery(raw))
     }
+}
 
+impl Session {
     /// Runs `f` on the built-in stream `wire` (0, legacy or per-thread) of
     /// every live context of the session. These calls carry no context, and
     /// the guest's current one is not known here; asking all of them is
@@ -178,8 +182,8 @@ impl Session {
     fn each_builtin(
         &mut self,
         wire: u64,
-        f: impl Fn(&Session, CUstream) -> Result<(), u32>,
-    ) -> Result<(), u32> {
+        f: impl Fn(&Session, CUstream) -> Result<(), Status>,
+    ) -> Result<(), Status> {
         let live: Vec<u64> = self
             .contexts
             .iter()
@@ -187,7 +191,7 @@ impl Session {
             .map(|(h, _)| h)
             .collect();
         if live.is_empty() {
-            return Err(CUresult::CUDA_ERROR_INVALID_CONTEXT.0);
+            return Err(Status::Cuda(CUresult::CUDA_ERROR_INVALID_CONTEXT));
         }
         let raw = if wire == 0 {
             std::ptr::null_mut()
@@ -233,7 +237,7 @@ impl Session {
                 match self.destroy_raw_stream(raw) {
                     Ok(()) => n += 1,
                     Err(e) => {
-                        tracing::warn!("session {}: cuStreamDestroy: CUresult {e}", self.id)
+                        tracing::warn!("session {}: cuStreamDestroy: {e}", self.id)
                     }
                 }
             }

@@ -14,7 +14,7 @@
 
 use super::memory::INVALID_VALUE;
 use super::ranges::{span, RangeSet};
-use super::{cu, handle, Handler, Session};
+use super::{cu, Session};
 use cuda_types::cuda::{
     CUdeviceptr, CUmemAccessDesc, CUmemAccess_flags, CUmemAllocationGranularity_flags,
     CUmemAllocationHandleType, CUmemAllocationProp, CUmemAllocationProp_st__bindgen_ty_1,
@@ -23,35 +23,10 @@ use cuda_types::cuda::{
 };
 use std::collections::BTreeMap;
 use vgpu_transport::proto::{
-    Call, MemAccess, MemAddressFree, MemAddressReserve, MemAllocProp, MemCreate, MemGetAccess,
-    MemGetAllocationGranularity, MemMap, MemRelease, MemSetAccess, MemUnmap,
+    MemAccess, MemAddressFree, MemAddressReserve, MemAllocProp, MemCreate, MemGetAccess,
+    MemGetAllocationGranularity, MemMap, MemRelease, MemSetAccess, MemUnmap, Serve,
 };
-
-pub const HANDLERS: &[(u16, Handler)] = &[
-    (MemGetAllocationGranularity::OP, |s, p| {
-        handle(p, |c: MemGetAllocationGranularity| s.vmm_granularity(c))
-    }),
-    (MemCreate::OP, |s, p| {
-        handle(p, |c: MemCreate| s.vmm_create(c))
-    }),
-    (MemRelease::OP, |s, p| {
-        handle(p, |c: MemRelease| s.vmm_release(c.handle))
-    }),
-    (MemAddressReserve::OP, |s, p| {
-        handle(p, |c: MemAddressReserve| s.vmm_reserve(c))
-    }),
-    (MemAddressFree::OP, |s, p| {
-        handle(p, |c: MemAddressFree| s.vmm_address_free(c))
-    }),
-    (MemMap::OP, |s, p| handle(p, |c: MemMap| s.vmm_map(c))),
-    (MemUnmap::OP, |s, p| handle(p, |c: MemUnmap| s.vmm_unmap(c))),
-    (MemSetAccess::OP, |s, p| {
-        handle(p, |c: MemSetAccess| s.vmm_set_access(c))
-    }),
-    (MemGetAccess::OP, |s, p| {
-        handle(p, |c: MemGetAccess| s.vmm_get_access(c))
-    }),
-];
+use vgpu_transport::Status;
 
 /// A physical allocation from `cuMemCreate`.
 #[derive(Debug)]
@@ -113,7 +88,7 @@ fn to_prop(p: &MemAllocProp) -> CUmemAllocationProp {
 impl Session {
     /// A device location must name one of this worker's devices: the id is
     /// a guest ordinal, and guest ordinals are the host's.
-    fn check_location(&self, location_type: u32, id: i32) -> Result<(), u32> {
+    fn check_location(&self, location_type: u32, id: i32) -> Result<(), Status> {
         if location_type == DEVICE_LOCATION {
             self.device(id)?;
         }
@@ -124,8 +99,10 @@ impl Session {
     pub(super) fn vmm_is_mapped(&self, ptr: u64) -> bool {
         self.vmm.mapped_set.covers(ptr, ptr.saturating_add(1))
     }
+}
 
-    fn vmm_granularity(&mut self, c: MemGetAllocationGranularity) -> Result<u64, u32> {
+impl Serve<MemGetAllocationGranularity> for Session {
+    fn serve(&mut self, c: MemGetAllocationGranularity) -> Result<u64, Status> {
         self.check_location(c.prop.location_type, c.prop.location_id)?;
         let prop = to_prop(&c.prop);
         let mut g: usize = 0;
@@ -139,29 +116,30 @@ impl Session {
         )?;
         Ok(g as u64)
     }
+}
 
-    fn vmm_create(&mut self, c: MemCreate) -> Result<u64, u32> {
+impl Serve<MemCreate> for Session {
+    fn serve(&mut self, c: MemCreate) -> Result<u64, Status> {
         self.check_location(c.prop.location_type, c.prop.location_id)?;
         self.quota.check_alloc(c.size)?;
         let prop = to_prop(&c.prop);
         let mut raw: CUmemGenericAllocationHandle = 0;
         cu!(self, cuMemCreate(&mut raw, c.size as usize, &prop, c.flags))?;
         self.quota.used = self.quota.used.saturating_add(c.size);
-        Ok(self.physical.insert(
-            &mut self.minter,
-            Physical {
-                raw,
-                size: c.size,
-                mappings: 0,
-                released: false,
-            },
-        ))
+        Ok(self.physical.insert(Physical {
+            raw,
+            size: c.size,
+            mappings: 0,
+            released: false,
+        }))
     }
+}
 
+impl Session {
     /// The driver frees a physical allocation once it is released and
     /// unmapped; then its handle goes and its bytes leave the quota.
     fn reap_physical(&mut self, h: u64) {
-        if let Some(p) = self.physical.get(h) {
+        if let Some(p) = self.physical.find(h) {
             if p.released && p.mappings == 0 {
                 let size = p.size;
                 self.physical.remove(h);
@@ -169,9 +147,12 @@ impl Session {
             }
         }
     }
+}
 
-    fn vmm_release(&mut self, h: u64) -> Result<(), u32> {
-        let raw = match self.physical.get(h) {
+impl Serve<MemRelease> for Session {
+    fn serve(&mut self, c: MemRelease) -> Result<(), Status> {
+        let h = c.handle;
+        let raw = match self.physical.find(h) {
             Some(p) if !p.released => p.raw,
             _ => {
                 tracing::warn!(
@@ -182,14 +163,16 @@ impl Session {
             }
         };
         cu!(self, cuMemRelease(raw))?;
-        if let Some(p) = self.physical.get_mut(h) {
+        if let Some(p) = self.physical.find_mut(h) {
             p.released = true;
         }
         self.reap_physical(h);
         Ok(())
     }
+}
 
-    fn vmm_reserve(&mut self, c: MemAddressReserve) -> Result<u64, u32> {
+impl Serve<MemAddressReserve> for Session {
+    fn serve(&mut self, c: MemAddressReserve) -> Result<u64, Status> {
         // `addr` is only a hint to the driver, which never hands out a range
         // that is already in use, so it needs no check.
         let mut p: CUdeviceptr = 0;
@@ -206,8 +189,10 @@ impl Session {
         self.vmm.reserved.insert(p, c.size);
         Ok(p)
     }
+}
 
-    fn vmm_address_free(&mut self, c: MemAddressFree) -> Result<(), u32> {
+impl Serve<MemAddressFree> for Session {
+    fn serve(&mut self, c: MemAddressFree) -> Result<(), Status> {
         if self.vmm.reserved.get(&c.ptr) != Some(&c.size) {
             tracing::warn!(
                 "session {}: MemAddressFree({:#x}, {}) is not a range this session reserved",
@@ -230,7 +215,9 @@ impl Session {
         self.vmm.reserved.remove(&c.ptr);
         Ok(())
     }
+}
 
+impl Session {
     /// Whether [start, end) lies inside one reservation of this session.
     fn in_reservation(&self, start: u64, end: u64) -> bool {
         matches!(
@@ -238,13 +225,15 @@ impl Session {
             Some((&b, &n)) if b.checked_add(n).is_some_and(|e| e >= end)
         )
     }
+}
 
-    fn vmm_map(&mut self, c: MemMap) -> Result<(), u32> {
+impl Serve<MemMap> for Session {
+    fn serve(&mut self, c: MemMap) -> Result<(), Status> {
         let (start, end) = match span(c.ptr, c.size) {
             Some(r) if c.size > 0 => r,
             _ => return Err(INVALID_VALUE),
         };
-        let (raw, phys_size) = match self.physical.get(c.handle) {
+        let (raw, phys_size) = match self.physical.find(c.handle) {
             Some(p) if !p.released => (p.raw, p.size),
             _ => {
                 tracing::warn!(
@@ -278,12 +267,14 @@ impl Session {
             },
         );
         self.vmm.mapped_set.insert(start, end);
-        if let Some(p) = self.physical.get_mut(c.handle) {
+        if let Some(p) = self.physical.find_mut(c.handle) {
             p.mappings += 1;
         }
         Ok(())
     }
+}
 
+impl Session {
     /// The mappings that exactly tile [start, end), or `None` when the range
     /// cuts through a mapping or has a hole (the driver only unmaps whole
     /// mappings).
@@ -299,8 +290,10 @@ impl Session {
         }
         (at == end && !v.is_empty()).then_some(v)
     }
+}
 
-    fn vmm_unmap(&mut self, c: MemUnmap) -> Result<(), u32> {
+impl Serve<MemUnmap> for Session {
+    fn serve(&mut self, c: MemUnmap) -> Result<(), Status> {
         let tiles = span(c.ptr, c.size).and_then(|(s, e)| self.tiling(s, e));
         let Some(tiles) = tiles else {
             tracing::warn!(
@@ -318,7 +311,9 @@ impl Session {
         }
         Ok(())
     }
+}
 
+impl Session {
     fn forget_mapping(&mut self, start: u64) {
         let Some(m) = self.vmm.mapped.remove(&start) else {
             return;
@@ -327,13 +322,15 @@ impl Session {
         self.vmm.mapped_set.remove(start, end);
         self.mem.readable.remove(start, end);
         self.mem.writable.remove(start, end);
-        if let Some(p) = self.physical.get_mut(m.handle) {
+        if let Some(p) = self.physical.find_mut(m.handle) {
             p.mappings = p.mappings.saturating_sub(1);
         }
         self.reap_physical(m.handle);
     }
+}
 
-    fn vmm_set_access(&mut self, c: MemSetAccess) -> Result<(), u32> {
+impl Serve<MemSetAccess> for Session {
+    fn serve(&mut self, c: MemSetAccess) -> Result<(), Status> {
         let (start, end) = match span(c.ptr, c.size) {
             Some(r) if c.size > 0 && self.vmm.mapped_set.covers(r.0, r.1) => r,
             _ => {
@@ -377,8 +374,10 @@ impl Session {
         }
         Ok(())
     }
+}
 
-    fn vmm_get_access(&mut self, c: MemGetAccess) -> Result<u64, u32> {
+impl Serve<MemGetAccess> for Session {
+    fn serve(&mut self, c: MemGetAccess) -> Result<u64, Status> {
         self.check_location(c.location_type, c.location_id)?;
         if !self.vmm_is_mapped(c.ptr) {
             tracing::warn!(
@@ -393,7 +392,9 @@ impl Session {
         cu!(self, cuMemGetAccess(&mut flags, &loc, c.ptr))?;
         Ok(flags)
     }
+}
 
+impl Session {
     /// Session teardown: unmaps every mapping, releases every physical
     /// allocation, frees every reservation — the order the driver needs.
     /// Returns (unmapped, released, reservations freed).
@@ -403,7 +404,7 @@ impl Session {
         for (s, n) in maps {
             match cu!(self, cuMemUnmap(s, n as usize)) {
                 Ok(()) => unmapped += 1,
-                Err(e) => tracing::warn!("session {}: cuMemUnmap({s:#x}): CUresult {e}", self.id),
+                Err(e) => tracing::warn!("session {}: cuMemUnmap({s:#x}): {e}", self.id),
             }
             self.forget_mapping(s);
         }
@@ -417,7 +418,7 @@ impl Session {
             if !already {
                 match cu!(self, cuMemRelease(raw)) {
                     Ok(()) => released += 1,
-                    Err(e) => tracing::warn!("session {}: cuMemRelease: CUresult {e}", self.id),
+                    Err(e) => tracing::warn!("session {}: cuMemRelease: {e}", self.id),
                 }
             }
             if let Some(p) = self.physical.remove(h) {
@@ -430,10 +431,7 @@ impl Session {
             match cu!(self, cuMemAddressFree(s, n as usize)) {
                 Ok(()) => freed += 1,
                 Err(e) => {
-                    tracing::warn!(
-                        "session {}: cuMemAddressFree({s:#x}): CUresult {e}",
-                        self.id
-                    )
+                    tracing::warn!("session {}: cuMemAddressFree({s:#x}): {e}", self.id)
                 }
             }
         }

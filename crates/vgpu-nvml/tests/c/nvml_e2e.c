@@ -85,6 +85,8 @@ static int nodaemon(void) {
     FN(const char *, nvmlErrorString, (nvret));
     FN(nvret, nvmlShutdown, (void));
     FN(nvret, nvmlDeviceGetCount_v2, (unsigned *));
+    FN(nvret, nvmlSystemGetNVMLVersion, (char *, unsigned));
+    FN(nvret, nvmlSystemGetCudaDriverVersion, (int *));
     double t0 = now_ms();
     nvret rc = nvmlInit_v2();
     double t1 = now_ms();
@@ -94,6 +96,10 @@ static int nodaemon(void) {
     printf("init_error=%s\n", nvmlErrorString(rc));
     printf("count_rc=%d\n", nvmlDeviceGetCount_v2(&n));
     printf("shutdown_rc=%d\n", nvmlShutdown());
+    char version[96];
+    int cuda_v = 0;
+    printf("nvml_version_rc=%d\n", nvmlSystemGetNVMLVersion(version, sizeof version));
+    printf("cuda_version_rc=%d\n", nvmlSystemGetCudaDriverVersion(&cuda_v));
     return 0;
 }
 
@@ -140,6 +146,23 @@ static int full(void) {
     FN(nvret, nvmlDeviceGetComputeRunningProcesses_v2, (nvdev, unsigned *, proc_v2_t *));
     FN(nvret, nvmlDeviceGetComputeRunningProcesses_v3, (nvdev, unsigned *, proc_v2_t *));
     FN(nvret, nvmlDeviceGetGraphicsRunningProcesses_v3, (nvdev, unsigned *, proc_v2_t *));
+    FN(nvret, nvmlDeviceGetVbiosVersion, (nvdev, char *, unsigned));
+    FN(nvret, nvmlDeviceGetBrand, (nvdev, unsigned *));
+    FN(nvret, nvmlDeviceGetArchitecture, (nvdev, unsigned *));
+    FN(nvret, nvmlDeviceGetCurrPcieLinkGeneration, (nvdev, unsigned *));
+    FN(nvret, nvmlDeviceGetMaxPcieLinkGeneration, (nvdev, unsigned *));
+    FN(nvret, nvmlDeviceGetCurrPcieLinkWidth, (nvdev, unsigned *));
+    FN(nvret, nvmlDeviceGetMaxPcieLinkWidth, (nvdev, unsigned *));
+    FN(nvret, nvmlDeviceGetPowerManagementLimit, (nvdev, unsigned *));
+    FN(nvret, nvmlDeviceGetPowerManagementLimitConstraints, (nvdev, unsigned *, unsigned *));
+    FN(nvret, nvmlDeviceGetMaxClockInfo, (nvdev, unsigned, unsigned *));
+    FN(nvret, nvmlDeviceGetClock, (nvdev, unsigned, unsigned, unsigned *));
+    FN(nvret, nvmlDeviceGetPerformanceState, (nvdev, unsigned *));
+    FN(nvret, nvmlDeviceGetPowerState, (nvdev, unsigned *));
+    FN(nvret, nvmlDeviceGetCurrentClocksEventReasons, (nvdev, unsigned long long *));
+    FN(nvret, nvmlDeviceGetCurrentClocksThrottleReasons, (nvdev, unsigned long long *));
+    FN(nvret, nvmlDeviceGetEccMode, (nvdev, unsigned *, unsigned *));
+    FN(nvret, nvmlDeviceGetFanSpeed, (nvdev, unsigned *));
 
     /* Before init: error text works, everything else says UNINITIALIZED. */
     CHECK(strcmp(nvmlErrorString(9), "Driver Not Loaded") == 0, "errorString(9)=%s",
@@ -148,6 +171,19 @@ static int full(void) {
     unsigned n = 99;
     EXPECT_RC(nvmlShutdown(), 1);
     EXPECT_RC(nvmlDeviceGetCount_v2(&n), 1);
+
+    /* Real NVML answers the NVML and CUDA driver versions before init too
+     * (nvml.h lists no UNINITIALIZED for them); the driver version needs it. */
+    char early_nvml[96] = "";
+    int early_cuda = 0;
+    char early_buf[96];
+    EXPECT_RC(nvmlSystemGetNVMLVersion(early_nvml, sizeof early_nvml), 0);
+    EXPECT_RC(nvmlSystemGetCudaDriverVersion(&early_cuda), 0);
+    EXPECT_RC(nvmlSystemGetNVMLVersion(early_buf, 1), 7);
+    EXPECT_RC(nvmlSystemGetCudaDriverVersion(NULL), 2);
+    EXPECT_RC(nvmlSystemGetDriverVersion(early_buf, sizeof early_buf), 1);
+    EXPECT_RC(nvmlDeviceGetCount_v2(&n), 1); /* asking them is no init */
+    EXPECT_RC(nvmlShutdown(), 1);
 
     /* Three inits, refcounted. */
     EXPECT_RC(nvmlInitWithFlags(0), 0);
@@ -161,10 +197,12 @@ static int full(void) {
     EXPECT_RC(nvmlSystemGetDriverVersion(NULL, 80), 2);
     EXPECT_RC(nvmlSystemGetNVMLVersion(buf, sizeof buf), 0);
     printf("nvml_version=%s\n", buf);
+    CHECK(strcmp(buf, early_nvml) == 0, "nvml version %s, before init %s", buf, early_nvml);
     int cuda_v = 0, cuda_v2 = 0;
     EXPECT_RC(nvmlSystemGetCudaDriverVersion(&cuda_v), 0);
     EXPECT_RC(nvmlSystemGetCudaDriverVersion_v2(&cuda_v2), 0);
     CHECK(cuda_v == cuda_v2, "cuda versions %d %d", cuda_v, cuda_v2);
+    CHECK(cuda_v == early_cuda, "cuda version %d, before init %d", cuda_v, early_cuda);
     printf("cuda_driver_version=%d\n", cuda_v);
 
     unsigned n1 = 0;
@@ -281,6 +319,51 @@ static int full(void) {
     util_t u = {101, 101};
     EXPECT_RC(nvmlDeviceGetUtilizationRates(h, &u), 0);
     printf("utilization_gpu=%u\nutilization_memory=%u\n", u.gpu, u.memory);
+
+    /* Entry points that share one body in the shim must each still read
+     * their own value. Expected: the H100 PCIe the emulated GPU models
+     * (datasheet: PCIe Gen5 x16, 350 W power limit, 200 W minimum, 1755 MHz
+     * max boost clock; passively cooled) and nvml.h's enumerators. */
+    unsigned v = 0, v2 = 0;
+    char vbios[64] = "";
+    EXPECT_RC(nvmlDeviceGetVbiosVersion(h, vbios, sizeof vbios), 0);
+    EXPECT_RC(nvmlDeviceGetVbiosVersion(h, vbios, 0), 7); /* even "" needs its NUL */
+    EXPECT_RC(nvmlDeviceGetBrand(h, &v), 0);
+    CHECK(v == 14, "brand %u, want NVML_BRAND_NVIDIA", v);
+    EXPECT_RC(nvmlDeviceGetArchitecture(h, &v), 0);
+    CHECK(v == 9, "architecture %u, want NVML_DEVICE_ARCH_HOPPER", v);
+    EXPECT_RC(nvmlDeviceGetBrand(h, NULL), 2);
+    EXPECT_RC(nvmlDeviceGetCurrPcieLinkGeneration(h, &v), 0);
+    CHECK(v == 5, "current PCIe generation %u", v);
+    EXPECT_RC(nvmlDeviceGetMaxPcieLinkGeneration(h, &v), 0);
+    CHECK(v == 5, "max PCIe generation %u", v);
+    EXPECT_RC(nvmlDeviceGetCurrPcieLinkWidth(h, &v), 0);
+    CHECK(v == 16, "current PCIe width %u", v);
+    EXPECT_RC(nvmlDeviceGetMaxPcieLinkWidth(h, &v), 0);
+    CHECK(v == 16, "max PCIe width %u", v);
+    EXPECT_RC(nvmlDeviceGetMaxPcieLinkWidth(h, NULL), 2);
+    EXPECT_RC(nvmlDeviceGetPowerManagementLimit(h, &v), 0);
+    CHECK(v == 350000, "power limit %u mW", v);
+    EXPECT_RC(nvmlDeviceGetPowerManagementLimitConstraints(h, &v, &v2), 0);
+    CHECK(v == 200000 && v2 == 350000, "power limit constraints %u..%u mW", v, v2);
+    EXPECT_RC(nvmlDeviceGetPowerManagementLimitConstraints(h, &v, NULL), 2);
+    EXPECT_RC(nvmlDeviceGetMaxClockInfo(h, 0 /* GRAPHICS */, &v), 0);
+    CHECK(v == 1755, "max graphics clock %u MHz", v);
+    EXPECT_RC(nvmlDeviceGetClock(h, 0 /* GRAPHICS */, 3 /* CUSTOMER_BOOST_MAX */, &v), 0);
+    CHECK(v == 1755, "boost graphics clock %u MHz", v);
+    v = v2 = 99;
+    EXPECT_RC(nvmlDeviceGetPerformanceState(h, &v), 0);
+    EXPECT_RC(nvmlDeviceGetPowerState(h, &v2), 0);
+    CHECK(v == 0 && v2 == 0, "pstate %u, power state %u, want P0", v, v2);
+    unsigned long long reasons = 1, throttle = 2;
+    EXPECT_RC(nvmlDeviceGetCurrentClocksEventReasons(h, &reasons), 0);
+    EXPECT_RC(nvmlDeviceGetCurrentClocksThrottleReasons(h, &throttle), 0);
+    CHECK(reasons == throttle, "clock event reasons %llx, throttle reasons %llx", reasons,
+          throttle);
+    v = v2 = 99;
+    EXPECT_RC(nvmlDeviceGetEccMode(h, &v, &v2), 0);
+    CHECK(v == 1 && v2 == 1, "ECC mode %u/%u, want enabled", v, v2);
+    EXPECT_RC(nvmlDeviceGetFanSpeed(h, &v), 3);
 
     unsigned is_mig = 7, cur = 0, pend = 0;
     EXPECT_RC(nvmlDeviceIsMigDeviceHandle(h, &is_mig), 0);

@@ -1,26 +1,25 @@
-//! Context objects, the registry of live ones, and each thread's context
-//! stack — everything about contexts that is answered without the host.
+//! The state behind the context entry points ([`crate::context`]): context
+//! objects, the registry of live ones, and each thread's context stack —
+//! everything about contexts that is answered without the host.
 //!
-//! A `CUcontext` handed to an application is the address of a [`Context`]
-//! owned by the registry. Nothing ever dereferences an address the app
-//! passes in: [`lookup`] first finds it among the registered ones, so a
-//! stale or invented handle is `CUDA_ERROR_INVALID_CONTEXT`, never a crash.
+//! A `CUcontext` handed to an application is a handle the registry minted
+//! for a [`Context`]. A `CUcontext` argument converts to a [`Live`] context
+//! (NULL or unknown: `CUDA_ERROR_INVALID_CONTEXT`) or, where NULL has a
+//! meaning, to a [`CtxArg`]; a stale or invented handle is never
+//! dereferenced.
 //!
 //! A thread's stack holds `Arc`s, so a context destroyed by another thread
 //! stays readable here; its `destroyed` flag makes later work on it fail with
 //! `CUDA_ERROR_CONTEXT_IS_DESTROYED`, as the driver documents.
 
+use crate::args::{self, Live};
 use cuda_types::cuda::{CUcontext, CUdevice, CUresult};
 use parking_lot::{Mutex, RwLock};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-
-/// Guards against a registry bug handing out something that is not ours
-/// ("vgpuctx!").
-const MAGIC: u64 = 0x2178_7463_7570_6776;
+use vgpu_ffi::{FromCuda, Mint, Shared};
 
 /// What `cuCtxGetApiVersion` reports: every context made through the
 /// `_v2`-and-later entry points, and primary contexts, are API 3020.
@@ -38,7 +37,8 @@ pub enum Kind {
 }
 
 pub struct Context {
-    magic: u64,
+    /// The value the application holds (0 until registered).
+    handle: u64,
     /// `cuCtxGetId`: unique for the process lifetime, never reused.
     pub id: u64,
     /// Ordinal as the application sees it (after CUDA_VISIBLE_DEVICES).
@@ -77,7 +77,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 impl Context {
     pub fn new(kind: Kind, device: CUdevice, host_device: i32, flags: u32, api: u32) -> Context {
         Context {
-            magic: MAGIC,
+            handle: 0,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             device,
             host_device,
@@ -92,8 +92,8 @@ impl Context {
     }
 
     /// The value the application holds.
-    pub fn handle(self: &Arc<Self>) -> CUcontext {
-        Arc::as_ptr(self) as CUcontext
+    pub fn handle(&self) -> CUcontext {
+        args::handle(self.handle)
     }
 
     pub fn flags(&self) -> u32 {
@@ -160,7 +160,7 @@ impl Context {
     /// released for the last time): empties the storage and runs each
     /// destructor, outside the lock, so a destructor may use CLS and other
     /// driver calls again.
-    pub fn cls_destroy(self: &Arc<Self>) {
+    pub fn cls_destroy(&self) {
         let entries = std::mem::take(&mut *self.cls.write());
         for e in entries {
             if let Some(dtor) = e.dtor {
@@ -177,23 +177,24 @@ impl Context {
     }
 }
 
-/// Live contexts by address. A BTreeMap because it can be built in a
-/// `static` without allocating at load time.
-static LIVE: RwLock<BTreeMap<usize, Arc<Context>>> = RwLock::new(BTreeMap::new());
+/// Live contexts: every primary context (from `cuInit` on) and every
+/// created one until `cuCtxDestroy`.
+pub(crate) static CONTEXTS: Shared<Arc<Context>, CUresult> = Shared::new(
+    "context",
+    CUresult::CUDA_ERROR_INVALID_CONTEXT,
+    Mint::Pointer,
+);
 
-/// Makes `ctx` known and returns the shared object whose address is its
-/// handle.
+/// Makes `ctx` known under a fresh handle.
 pub fn register(ctx: Context) -> Arc<Context> {
-    let ctx = Arc::new(ctx);
-    LIVE.write().insert(Arc::as_ptr(&ctx) as usize, ctx.clone());
-    ctx
+    args::register(&CONTEXTS, |handle| Context { handle, ..ctx })
 }
 
 /// Removes a created context from the registry and marks it destroyed; the
 /// memory stays while a thread still has it on its stack. False when it was
-/// not registered (any more).
-pub fn unregister(ctx: &Arc<Context>) -> bool {
-    let removed = LIVE.write().remove(&(Arc::as_ptr(ctx) as usize)).is_some();
+/// not registered (any more): of racing destroys, one wins.
+pub fn unregister(ctx: &Context) -> bool {
+    let removed = CONTEXTS.take(ctx.handle).is_ok();
     ctx.mark_destroyed();
     removed
 }
@@ -201,20 +202,41 @@ pub fn unregister(ctx: &Arc<Context>) -> bool {
 /// The live context behind an application's handle. NULL and unknown
 /// handles are `CUDA_ERROR_INVALID_CONTEXT`.
 pub fn lookup(handle: CUcontext) -> Result<Arc<Context>, CUresult> {
-    let found = LIVE.read().get(&(handle as usize)).cloned();
-    match found {
-        Some(c) if c.magic == MAGIC => Ok(c),
-        _ => Err(CUresult::CUDA_ERROR_INVALID_CONTEXT),
+    Live::find(&CONTEXTS, handle).map(Live::into_arc)
+}
+
+/// A `CUcontext` that must name a live context.
+impl FromCuda<CUcontext, CUresult> for Live<Context> {
+    unsafe fn from_cuda(handle: CUcontext) -> Result<Self, CUresult> {
+        Live::find(&CONTEXTS, handle)
     }
 }
 
-/// NULL means "the calling thread's current context" (the convention of
-/// every `(..., CUcontext ctx)` query); anything else must be live.
-pub fn lookup_or_current(handle: CUcontext) -> Result<Arc<Context>, CUresult> {
-    if handle.is_null() {
-        current().ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)
-    } else {
-        lookup(handle)
+/// A `CUcontext` argument where NULL has a meaning: "the calling thread's
+/// current context" for the `(..., CUcontext ctx)` queries, "none" for
+/// `cuCtxSetCurrent`. Anything else must be live.
+pub enum CtxArg {
+    Null,
+    Given(Arc<Context>),
+}
+
+impl CtxArg {
+    /// NULL as the current context (none: INVALID_CONTEXT).
+    pub fn or_current(self) -> Result<Arc<Context>, CUresult> {
+        match self {
+            CtxArg::Null => current().ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT),
+            CtxArg::Given(c) => Ok(c),
+        }
+    }
+}
+
+impl FromCuda<CUcontext, CUresult> for CtxArg {
+    unsafe fn from_cuda(handle: CUcontext) -> Result<Self, CUresult> {
+        if handle.is_null() {
+            Ok(CtxArg::Null)
+        } else {
+            lookup(handle).map(CtxArg::Given)
+        }
     }
 }
 
@@ -260,25 +282,10 @@ pub fn with_context<R>(
     }
 }
 
-/// Before `fork()`: the registry lock is held across it, so the child
-/// never inherits it held by a thread it does not have.
-pub(crate) fn fork_prepare() {
-    std::mem::forget(LIVE.write());
-}
-
-pub(crate) fn fork_parent() {
-    // SAFETY: fork_prepare took the write lock on this thread and leaked
-    // its guard.
-    unsafe { LIVE.force_unlock_write() };
-}
-
-/// In the child: the parent's contexts belong to the parent's host
-/// session. They are forgotten — unknown handles from now on — and the
-/// forking thread (the child's only one) starts with an empty stack.
+/// In a forked child (the registry is emptied by the driver's fork
+/// handler): the forking thread, the child's only one, starts with an
+/// empty stack.
 pub(crate) fn fork_child() {
-    // SAFETY: as in fork_parent.
-    unsafe { LIVE.force_unlock_write() };
-    LIVE.write().clear();
     with_stack(|s| s.clear());
 }
 
@@ -355,6 +362,30 @@ mod tests {
         assert!(!unregister(&c));
         assert_eq!(lookup(h).err(), Some(CUresult::CUDA_ERROR_INVALID_CONTEXT));
         assert_eq!(c.remote(), Err(CUresult::CUDA_ERROR_CONTEXT_IS_DESTROYED));
+    }
+
+    #[test]
+    fn context_arguments() {
+        let conv = |h: CUcontext| {
+            // SAFETY: plain handle values; nothing is dereferenced.
+            unsafe {
+                (
+                    vgpu_ffi::from_cuda::<_, Live<Context>, CUresult>(h).map(|c| c.id),
+                    vgpu_ffi::from_cuda::<_, CtxArg, CUresult>(h).map(|a| match a {
+                        CtxArg::Null => None,
+                        CtxArg::Given(c) => Some(c.id),
+                    }),
+                )
+            }
+        };
+        const INVALID: CUresult = CUresult::CUDA_ERROR_INVALID_CONTEXT;
+        let c = created();
+        assert_eq!(conv(c.handle()), (Ok(c.id), Ok(Some(c.id))));
+        assert_eq!(conv(std::ptr::null_mut()), (Err(INVALID), Ok(None)));
+        assert_eq!(conv(0x40 as CUcontext), (Err(INVALID), Err(INVALID)));
+        let h = c.handle();
+        assert!(unregister(&c));
+        assert_eq!(conv(h), (Err(INVALID), Err(INVALID)));
     }
 
     #[test]
