@@ -29,10 +29,8 @@
 //! - `cuLaunchCooperativeKernel` (and the cooperative launch attribute):
 //!   set [`LaunchOptions::cooperative`]; every block then runs at once.
 //! - Device heap: implement [`Memory::device_alloc`] / [`Memory::device_free`]
-//!   on the driver's memory (within `CU_LIMIT_MALLOC_HEAP_SIZE`); device
-//!   `malloc` and the cooperative grid workspace use them. Without them
-//!   `malloc` returns NULL and grid synchronisation traps, as CUDA's
-//!   cooperative groups do without a workspace.
+//!   on the driver's memory (within `CU_LIMIT_MALLOC_HEAP_SIZE`) for device
+//!   `malloc`; without them `malloc` returns NULL.
 //! - `vgpu bench`: [`bench::interpreter_throughput`].
 //!
 //! Execution model: blocks run in parallel on a small pool of OS threads;

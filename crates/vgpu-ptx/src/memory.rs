@@ -31,10 +31,9 @@ pub trait Memory: Sync {
     fn compare_exchange_u64(&self, addr: u64, current: u64, new: u64) -> Result<u64, MemError>;
 
     /// Allocates `size` zeroed bytes of device memory, 16-byte aligned, for
-    /// the device heap (`malloc` in a kernel) and the interpreter's own
-    /// needs (the cooperative-launch grid workspace). `None` when there is
-    /// no room (`malloc` then returns NULL, as on a GPU whose heap is
-    /// exhausted). The default has no heap at all.
+    /// the device heap (`malloc` in a kernel). `None` when there is no room
+    /// (`malloc` then returns NULL, as on a GPU whose heap is exhausted).
+    /// The default has no heap at all.
     fn device_alloc(&self, size: u64) -> Option<u64> {
         let _ = size;
         None

@@ -336,3 +336,26 @@ fn special_registers_of_the_environment() {
     assert_eq!((o[2], o[3], o[4]), (0, 1024, 1024));
     assert_eq!((o[5], o[6]), (1, 0));
 }
+
+#[test]
+fn converged_lanes_see_each_others_shared_stores_without_a_barrier() {
+    // Warp-synchronous code (ggml's mul_mat_f with one warp): each lane
+    // stores, then reads what its neighbour stored, with no barrier.
+    let vals: [u32; 32] = std::array::from_fn(|l| 100 + l as u32);
+    let out = warp(
+        ".shared .align 4 .b32 buf[32];
+         mov.u32 %r2, buf;
+         shl.b32 %r3, %r1, 2;
+         add.u32 %r4, %r2, %r3;
+         st.shared.u32 [%r4], %r0;
+         add.u32 %r5, %r1, 1;
+         and.b32 %r5, %r5, 31;
+         shl.b32 %r5, %r5, 2;
+         add.u32 %r5, %r2, %r5;
+         ld.shared.u32 %r16, [%r5];",
+        &vals,
+    );
+    for (l, o) in out.iter().enumerate() {
+        assert_eq!(o[0], vals[(l + 1) % 32], "lane {l}");
+    }
+}

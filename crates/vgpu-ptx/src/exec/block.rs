@@ -96,10 +96,8 @@ impl<'a, 'l> Block<'a, 'l> {
         }
         self.shared.iter_mut().for_each(|b| *b = 0);
         loop {
-            for t in threads.iter_mut() {
-                if t.st == St::Run {
-                    self.run(t)?;
-                }
+            for w in 0..n.div_ceil(32) {
+                self.run_warp(threads, w * 32, (n - w * 32).min(32))?;
             }
             // Everyone is blocked or done. Warp collectives first: a warp
             // whose lanes wait at the same instruction executes it together.
@@ -148,6 +146,38 @@ impl<'a, 'l> Block<'a, 'l> {
             }
             return Ok(());
         }
+    }
+
+    /// Runs the lanes of a warp in lockstep until each blocks or ends: in
+    /// turn, each lane runs up to and including its next memory access, so
+    /// the accesses of a converged warp interleave as on the GPU. Lockstep
+    /// matters: warp-synchronous code (a lane reading shared memory another
+    /// lane of its warp has just written, with no barrier in between, as
+    /// ggml's kernels do) relies on the lanes executing together.
+    fn run_warp(&mut self, threads: &mut [Thread], base: usize, lanes: usize) -> X<()> {
+        let mut live = [0usize; 32];
+        let mut n = 0;
+        for k in base..base + lanes {
+            if threads[k].st == St::Run {
+                live[n] = k;
+                n += 1;
+            }
+        }
+        while n > 0 {
+            // A lone lane has no one to keep step with.
+            let lockstep = n > 1;
+            let mut kept = 0;
+            for j in 0..n {
+                let k = live[j];
+                self.run(&mut threads[k], lockstep)?;
+                if threads[k].st == St::Run {
+                    live[kept] = k;
+                    kept += 1;
+                }
+            }
+            n = kept;
+        }
+        Ok(())
     }
 
     /// Executes the warp collective at which the lanes in `group` stand,

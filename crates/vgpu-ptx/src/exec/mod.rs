@@ -8,6 +8,7 @@
 //! What each instruction does lives with its family in `crate::ops`.
 
 pub(crate) mod block;
+mod scratch;
 pub(crate) mod thread;
 
 use std::collections::HashMap;
@@ -161,8 +162,8 @@ pub struct LaunchOptions<'a> {
     pub cancel: Option<&'a AtomicBool>,
     /// A cooperative launch (`cuLaunchCooperativeKernel`): every block runs
     /// at once, on its own OS thread, so grid-wide synchronisation works
-    /// (`cg::this_grid().sync()`, `cudaCGSynchronize`); the grid workspace
-    /// comes from [`crate::Memory::device_alloc`].
+    /// (`cg::this_grid().sync()`, `cudaCGSynchronize`). The interpreter
+    /// provides the grid workspace itself.
     pub cooperative: bool,
     /// Receives the launch's device output (`printf`, and the message of a
     /// failed `assert`), one call per block with that block's text in the
@@ -187,9 +188,6 @@ const MAX_COOPERATIVE_BLOCKS: u64 = 4096;
 
 /// Device output one launch may produce (CUDA's default printf FIFO size).
 pub(crate) const MAX_OUTPUT: usize = 1 << 20;
-
-/// Bytes of the cooperative grid workspace; the barrier word is at 4.
-const GRID_WORKSPACE: u64 = 16;
 
 /// [`launch`] with [`LaunchOptions`].
 pub fn launch_with(
@@ -271,10 +269,12 @@ pub(crate) fn launch_counted(
         workers.clamp(1, 64).min(blocks as usize)
     };
     let mut envreg = [0u32; 32];
-    let grid_workspace = if opts.cooperative {
-        mem.device_alloc(GRID_WORKSPACE).unwrap_or(0)
+    // A cooperative grid's workspace lives in the interpreter's own memory.
+    let overlay = scratch::Overlay::new(mem);
+    let (mem, grid_workspace): (&dyn Memory, u64) = if opts.cooperative {
+        (&overlay, scratch::SCRATCH_BASE)
     } else {
-        0
+        (mem, 0)
     };
     envreg[1] = (grid_workspace >> 32) as u32;
     envreg[2] = grid_workspace as u32;
@@ -340,9 +340,6 @@ pub(crate) fn launch_counted(
                 s.spawn(move || work(w as u32));
             }
         });
-    }
-    if grid_workspace != 0 {
-        mem.device_free(grid_workspace);
     }
     match first_err.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(e) => Err(e),

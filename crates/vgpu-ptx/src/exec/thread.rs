@@ -273,8 +273,11 @@ impl Block<'_, '_> {
         }
     }
 
-    /// Runs one thread until it blocks (barrier, warp collective) or ends.
-    pub(crate) fn run(&mut self, t: &mut Thread) -> X<()> {
+    /// Runs one thread until it blocks (barrier, warp collective) or ends —
+    /// or, with `lockstep`, until it has executed one instruction that other
+    /// threads can observe (a memory access or a call), so that the lanes
+    /// of a warp interleave those in program order.
+    pub(crate) fn run(&mut self, t: &mut Thread, lockstep: bool) -> X<()> {
         let m = self.l.m;
         let mut insts: &[Inst] = &m.funcs[t.func as usize].insts;
         loop {
@@ -302,9 +305,16 @@ impl Block<'_, '_> {
                 Op::Bits(op) => ops::bits::exec(self, t, i, op)?,
                 Op::Cmp(op) => ops::compare::exec(self, t, i, op)?,
                 Op::Cvt(op) => ops::convert::exec(self, t, i, op)?,
-                Op::Mem(op) => ops::memory::exec(self, t, i, op)?,
+                Op::Mem(op) => {
+                    ops::memory::exec(self, t, i, op)?;
+                    if lockstep {
+                        return Ok(());
+                    }
+                }
                 Op::Ctl(op) => match ops::control::exec(self, t, i, op)? {
                     Flow::Next => {}
+                    // A call may run a runtime function (printf) in place.
+                    Flow::Switched if lockstep => return Ok(()),
                     Flow::Switched => insts = &m.funcs[t.func as usize].insts,
                     Flow::Stop => return Ok(()),
                 },
