@@ -157,8 +157,8 @@ impl<'a, 'l> Block<'a, 'l> {
     fn run_warp(&mut self, threads: &mut [Thread], base: usize, lanes: usize) -> X<()> {
         let mut live = [0usize; 32];
         let mut n = 0;
-        for k in base..base + lanes {
-            if threads[k].st == St::Run {
+        for (k, t) in threads.iter().enumerate().skip(base).take(lanes) {
+            if t.st == St::Run {
                 live[n] = k;
                 n += 1;
             }
