@@ -323,7 +323,7 @@ fn run(work: &Work) -> Result<(), CUresult> {
                 return Err(INVALID_VALUE);
             }
             check_kernel(k)?;
-            launch::run(&k.func, k.dims, &k.args)
+            launch::run(&k.func, k.dims, &k.args, k.attrs.cooperative)
         }
         Work::Memset(m) => {
             launch::sticky_error(m.ctx.id)?;

@@ -204,6 +204,9 @@ fn exec_error(ctx: u64, kernel: &str, e: ExecError) -> CUresult {
         ExecError::BadParams { .. } | ExecError::InvalidConfig(_) => INVALID_VALUE,
         ExecError::UnknownKernel(_) => INVALID_HANDLE,
         ExecError::Cancelled => R::CUDA_ERROR_LAUNCH_FAILED,
+        // The message (CUDA's "file:line: function: block: [..], thread:
+        // [..] Assertion `..` failed.") came through LaunchOptions::output.
+        ExecError::Assert { .. } => make_sticky(ctx, R::CUDA_ERROR_ASSERT),
         ExecError::MissingSymbol(_) | ExecError::Internal(_) => {
             warn(format_args!("kernel `{kernel}` failed: {e}"));
             R::CUDA_ERROR_LAUNCH_FAILED
@@ -217,15 +220,16 @@ pub(crate) fn check_cooperative(func: &Function, d: &Dims) -> Result<(), CUresul
     let threads: u32 = d.block.iter().product();
     let per_sm = blocks_per_sm(func, threads, d.shared as usize)?;
     let blocks: u64 = d.grid.iter().map(|&g| u64::from(g)).product();
-    if blocks > u64::from(per_sm) * profile::SM_COUNT as u64 {
+    if blocks > u64::from(per_sm) * profile::board().sm_count as u64 {
         return Err(CUresult::CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE);
     }
     Ok(())
 }
 
 /// Runs a checked kernel with its packed arguments in its module's context
-/// (a fault makes that context sticky).
-pub(crate) fn run(func: &Function, d: Dims, buf: &[u8]) -> Result<(), CUresult> {
+/// (a fault makes that context sticky). A cooperative kernel's blocks all
+/// run at once, so grid-wide synchronization works.
+pub(crate) fn run(func: &Function, d: Dims, buf: &[u8], cooperative: bool) -> Result<(), CUresult> {
     let ctx = func.module.ctx;
     sticky_error(ctx)?;
     let name = func.name.to_str().map_err(|_| INVALID_HANDLE)?;
@@ -235,9 +239,14 @@ pub(crate) fn run(func: &Function, d: Dims, buf: &[u8]) -> Result<(), CUresult> 
         block: d.block,
         dynamic_shared: d.shared,
     };
+    // Device printf / assert text. TODO: hand it to the guest's stdout
+    // (assert: stderr) in order with stream synchronisation.
+    let print = |text: &str| eprint!("{text}");
     let opts = LaunchOptions {
         workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cancel: Some(&cancel),
+        cooperative,
+        output: Some(&print),
     };
     let started = Instant::now();
     let r = memory::with_kernel_memory(|mem| {
@@ -275,7 +284,7 @@ unsafe fn launch(
     if cooperative {
         check_cooperative(func, &d)?;
     }
-    run(func, d, &buf)
+    run(func, d, &buf, cooperative)
 }
 
 /// `cuLaunchKernel`, and `cuLaunchCooperativeKernel` (no `extra`, and
@@ -660,7 +669,7 @@ pub unsafe fn occupancy_max_potential_block_size_with_flags(
         }
         t -= 32;
     }
-    min_grid.write((best_blocks * profile::SM_COUNT as u32) as c_int);
+    min_grid.write((best_blocks * profile::board().sm_count as u32) as c_int);
     block_size.write(best_threads as c_int);
     Ok(())
 }
@@ -745,7 +754,7 @@ pub unsafe fn occupancy_max_active_clusters(
     }
     let threads: u32 = block.iter().product();
     let per_sm = blocks_per_sm(&f, threads, c.sharedMemBytes as usize)?;
-    out.write((per_sm * profile::SM_COUNT as u32) as c_int);
+    out.write((per_sm * profile::board().sm_count as u32) as c_int);
     Ok(())
 }
 

@@ -392,10 +392,6 @@ pub fn release() -> &'static Release {
     current().release
 }
 
-/// The default board's SM count, for code that has not moved to
-/// `board().sm_count` yet (the launch checks).
-pub const SM_COUNT: i32 = 114;
-
 /// `cuDriverGetVersion` (and NVML's CUDA driver version).
 pub fn cuda_driver_version() -> i32 {
     release().cuda
@@ -709,7 +705,6 @@ mod tests {
             attribute(A::CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES),
             Ok(0)
         );
-        assert_eq!(SM_COUNT, H100_PCIE.sm_count);
     }
 
     /// What the software GPU lacks reads 0 whatever the board can do.

@@ -60,7 +60,7 @@ const UNSUPPORTED: &str = r#"
     .reg .b32 %r<4>;
     .reg .b64 %rd<4>;
     ld.param.u64 %rd1, [p];
-    cp.async.ca.shared.global [%r1], [%rd1], 16;
+    vadd.s32.s32.s32 %r1, %r2, %r3;
     ret;
 }
 "#;
