@@ -104,7 +104,7 @@ static void modes() {
         size_t n = 0;
         CHECK(cudaGraphGetNodes(g, nullptr, &n));
         if (n != 4) fail("node count");
-        cudaGraphExec e;
+        cudaGraphExec_t e;
         CHECK(cudaGraphInstantiate(&e, g, 0));
         CHECK(cudaMemset(z, 0, N * sizeof(int)));
         CHECK(cudaGraphLaunch(e, s));
@@ -194,7 +194,7 @@ static void fork_join() {
     CHECK(cudaGraphGetRootNodes(g, nullptr, &roots));
     printf("fork_join nodes=%zu roots=%zu\n", n, roots);
     if (n != 5 || roots != 1) fail("fork/join graph shape");
-    cudaGraphExec e;
+    cudaGraphExec_t e;
     CHECK(cudaGraphInstantiate(&e, g, 0));
     for (int r = 0; r < 3; r++) CHECK(cudaGraphLaunch(e, s1));
     CHECK(cudaStreamSynchronize(s1));
@@ -242,7 +242,7 @@ static void replay100() {
     CHECK(cudaMemcpyAsync(z, acc, N * sizeof(int), cudaMemcpyDeviceToDevice, s));
     cudaGraph_t g;
     CHECK(cudaStreamEndCapture(s, &g));
-    cudaGraphExec e;
+    cudaGraphExec_t e;
     CHECK(cudaGraphInstantiate(&e, g, 0));
     for (int r = 0; r < 100; r++) CHECK(cudaGraphLaunch(e, s));
     CHECK(cudaStreamSynchronize(s));
@@ -270,7 +270,7 @@ static void update() {
     CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
     capture_basic(s, x, y, z, 1, 2);
     CHECK(cudaStreamEndCapture(s, &g));
-    cudaGraphExec e;
+    cudaGraphExec_t e;
     CHECK(cudaGraphInstantiate(&e, g, 0));
     CHECK(cudaGraphLaunch(e, s));
     CHECK(cudaStreamSynchronize(s));
@@ -347,7 +347,7 @@ static void host_node() {
     cudaKernelNodeParams back = {};
     CHECK(cudaGraphKernelNodeGetParams(k, &back));
     if (back.gridDim.x != (unsigned)G || *(int *)back.kernelParams[1] != 3) fail("kernel node params");
-    cudaGraphExec e;
+    cudaGraphExec_t e;
     CHECK(cudaGraphInstantiate(&e, g, 0));
     cudaStream_t s;
     CHECK(cudaStreamCreate(&s));
@@ -389,7 +389,7 @@ static void set_params() {
     cudaGraphNode_t nodes[2];
     size_t n = 2;
     CHECK(cudaGraphGetNodes(g, nodes, &n));
-    cudaGraphExec e;
+    cudaGraphExec_t e;
     CHECK(cudaGraphInstantiate(&e, g, 0));
     CHECK(cudaGraphLaunch(e, s));
     CHECK(cudaStreamSynchronize(s));
@@ -441,7 +441,7 @@ static void k256() {
     size_t n = 0;
     CHECK(cudaGraphGetNodes(g, nullptr, &n));
     if (n != 256) fail("256 nodes");
-    cudaGraphExec e;
+    cudaGraphExec_t e;
     CHECK(cudaGraphInstantiate(&e, g, 0));
     for (int r = 0; r < 50; r++) CHECK(cudaGraphLaunch(e, s));
     CHECK(cudaStreamSynchronize(s));
@@ -514,7 +514,7 @@ static void mem_nodes() {
     cudaMemAllocNodeParams ap = {};
     CHECK(cudaGraphMemAllocNodeGetParams(nodes[0], &ap));
     if (ap.dptr != tmp || ap.bytesize != N * sizeof(int)) fail("alloc node params");
-    cudaGraphExec e;
+    cudaGraphExec_t e;
     CHECK(cudaGraphInstantiate(&e, g, 0));
     for (int r = 0; r < 3; r++) {
         CHECK(cudaMemset(out, 0, N * sizeof(int)));
@@ -525,7 +525,7 @@ static void mem_nodes() {
             if (h[i] != 3 * (9 + i)) fail("graph memory numbers");
     }
     // One executable graph at a time for a graph with memory nodes.
-    cudaGraphExec e2;
+    cudaGraphExec_t e2;
     EXPECT(cudaGraphInstantiate(&e2, g, 0), cudaErrorInvalidValue);
     CHECK(cudaGraphExecDestroy(e));
     CHECK(cudaGraphDestroy(g));

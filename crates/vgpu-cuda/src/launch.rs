@@ -143,8 +143,8 @@ unsafe fn launch(
         // Captured: a kernel node with the function as the application
         // named it, in the stream's context.
         let k = Kernel::new(KernelSpec {
+            as_kernel: f.kind == module::FuncKind::Kernel,
             func: f.into_arc(),
-            as_kernel: false,
             ctx: t.ctx.clone(),
             grid: shape.grid,
             block: shape.block,

@@ -133,7 +133,9 @@ impl Op {
 pub struct Kernel {
     /// As the application named it (function or kernel).
     pub func: Arc<Func>,
-    /// Named in the `kern` field of the parameters (not `func`).
+    /// A `CUkernel` (however the application passed it — cudart 13 launches
+    /// kernels as `CUfunction`s): reported in the `kern` field, as the
+    /// driver reports it and cudart expects.
     pub as_kernel: bool,
     pub ctx: Arc<Context>,
     /// The function's host handle in `ctx`.
@@ -330,17 +332,18 @@ kernel_struct!(CUDA_KERNEL_NODE_PARAMS_v3, true);
 /// The argument arrays follow the `cuLaunchKernel` contract.
 pub unsafe fn kernel_from(d: &KernelDesc) -> Result<Kernel, CUresult> {
     let bad = |why: &str| reject(INVALID_VALUE, format_args!("kernel node: {why}"));
-    let (func, as_kernel) = match (d.func.is_null(), d.kern.is_null()) {
-        (false, true) => (Live::find(&FUNCTIONS, d.func)?.into_arc(), false),
+    let func = match (d.func.is_null(), d.kern.is_null()) {
+        (false, true) => Live::find(&FUNCTIONS, d.func)?.into_arc(),
         (true, false) => {
             let k = Live::find(&FUNCTIONS, d.kern)?.into_arc();
             if k.kind != FuncKind::Kernel {
                 return Err(bad("`kern` names a function"));
             }
-            (k, true)
+            k
         }
         _ => return Err(bad("needs exactly one of func and kern")),
     };
+    let as_kernel = func.kind == FuncKind::Kernel;
     let ctx = if d.ctx.is_null() {
         check::current()?.0
     } else {
