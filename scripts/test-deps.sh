@@ -21,7 +21,7 @@ CACHE="${VGPU_CACHE:-$REPO/.cache}"
 VENV="$CACHE/venv"
 PYTHON="${PYTHON:-python3}"
 
-ALL_GROUPS=(apt bindings nvml cudart nvcc numba)
+ALL_GROUPS=(apt bindings nvml cudart nvcc numba llama)
 # Opt-in, not in ALL_GROUPS (5.3 GB): torch (tests/torch.rs, an #[ignore]d test).
 
 log() { printf 'test-deps: %s\n' "$*"; }
@@ -103,7 +103,7 @@ group_bindings() {
     log "bindings: bindgen-cli and headers present"
 }
 
-# NVML clients (shared/reference/clients.md §3). All three pins were checked
+# NVML clients (docs/clients.md "NVML clients"). All three pins were checked
 # to exist on PyPI with `pip index versions`.
 group_nvml() {
     pip_group nvml nvidia-ml-py==13.615.71 nvitop==1.7.2 gpustat==1.1.1
@@ -127,7 +127,7 @@ pip_target() {
 }
 
 # Unmodified libcudart of every runtime the shims must satisfy
-# (shared/reference/cuda-runtime.md): $VGPU_CACHE/cudart/<version>/nvidia/...
+# (docs/clients.md "libcudart releases"): $VGPU_CACHE/cudart/<version>/nvidia/...
 group_cudart() {
     local spec ver
     for spec in nvidia-cuda-runtime-cu11==11.8.89 nvidia-cuda-runtime-cu12==12.4.127 \
@@ -138,7 +138,7 @@ group_cudart() {
     done
 }
 
-# The CUDA 13 compiler driver (nvcc, cicc, ptxas, fatbinary; clients.md §2)
+# The CUDA 13 compiler driver (nvcc, cicc, ptxas, fatbinary; docs/clients.md "nvcc and NVRTC")
 # and NVRTC 12/13, for test programs built at test time.
 group_nvcc() {
     pip_group nvcc nvidia-cuda-nvcc==13.5.37 nvidia-cuda-nvrtc==13.5.37 nvidia-cuda-nvrtc-cu12==12.9.86
@@ -149,7 +149,7 @@ group_nvcc() {
     log "nvcc: $("$nv/bin/nvcc" --version | tail -n 1)"
 }
 
-# numba-cuda and cuda-bindings (clients.md §4, tests/python_clients.rs) in
+# numba-cuda and cuda-bindings (docs/clients.md "Python CUDA clients", tests/python_clients.rs) in
 # their own venv, $VGPU_CACHE/venv-numba, so the NVML venv stays small.
 # These are the versions `pip install 'numba-cuda[cu12]==0.30.4'` resolves,
 # pinned one by one, MINUS nvidia-nvjitlink-cu12: numba-cuda 0.30.4 reads no
@@ -184,6 +184,42 @@ group_numba() {
 group_torch() {
     local VENV="$CACHE/venv-torch"
     pip_group torch torch==2.15.0 numpy==2.4.6
+}
+
+# llama.cpp's prebuilt CUDA build (tests/llama.rs): the cyllama-cuda12 wheel
+# (llama.cpp b9190, ggml 0.12.0, kernels for sm_75 with compute_75 PTX; an
+# 88 MB download, 235 MB installed), the CUDA 12 runtime and cuBLAS its
+# libggml-cuda links (cuBLAS is most of the 1.2 GB venv), and gguf + numpy
+# for scripts/tiny-gguf.py, every pin of `pip install` of the first five,
+# in $VGPU_CACHE/venv-llama. Then the tiny test models into
+# $VGPU_CACHE/llama-models, rewritten only when tiny-gguf.py, the runner it
+# uses or the pins change.
+LLAMA_PINS=(
+    cyllama-cuda12==0.2.18 gguf==0.19.0 numpy==2.4.6
+    nvidia-cuda-runtime-cu12==12.9.79 nvidia-cublas-cu12==12.9.1.4
+    pyyaml==6.0.4 requests==2.34.2 tqdm==4.70.1 certifi==2026.10.19.post1
+    charset-normalizer==3.5.3 idna==3.21 urllib3==2.8.0
+)
+group_llama() {
+    local VENV="$CACHE/venv-llama"
+    pip_group llama "${LLAMA_PINS[@]}"
+    local out="$CACHE/llama-models" want
+    want="$(cat "$REPO/scripts/tiny-gguf.py" "$REPO/tests/py/llama_generate.py" | sha256sum | cut -d' ' -f1) ${LLAMA_PINS[*]}"
+    if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$want" ]; then
+        log "llama: models up to date in $out"
+        return
+    fi
+    log "llama: writing the tiny models into $out"
+    rm -rf "$out.tmp"
+    PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" "$REPO/scripts/tiny-gguf.py" "$out.tmp" 2>"$CACHE/llama-models.log" || {
+        tail -n 20 "$CACHE/llama-models.log"
+        log "llama: scripts/tiny-gguf.py failed (whole log: $CACHE/llama-models.log)"
+        exit 1
+    }
+    grep '^tiny-gguf:' "$CACHE/llama-models.log" || true
+    rm -rf "$out"
+    mv "$out.tmp" "$out"
+    printf '%s' "$want" > "$out/.stamp"
 }
 
 # ---------------------------------------------------------------- main

@@ -1,5 +1,5 @@
 //! The `vgpu` command: host daemon, guest launcher, installer, diagnostics.
-//! The command-line contract is in shared/DESIGN.md; tests rely on it.
+//! The command-line contract is in docs/architecture.md ("Command-line contract"); tests rely on it.
 
 mod cmd;
 

@@ -1,5 +1,5 @@
 //! Real Python CUDA clients against the CUDA shim and the software GPU
-//! (shared/reference/clients.md §4): NVIDIA's cuda-bindings driver module and
+//! (docs/clients.md "Python CUDA clients"): NVIDIA's cuda-bindings driver module and
 //! numba-cuda, from the venv `${VGPU_CACHE:-.cache}/venv-numba` that
 //! `scripts/test-deps.sh numba` installs (pins and the reason nvJitLink is left
 //! out are there).

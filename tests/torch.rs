@@ -1,4 +1,4 @@
-//! PyTorch 2.15.0 (the PyPI default +cu132 build, clients.md §4) on the vgpu
+//! PyTorch 2.15.0 (the PyPI default +cu132 build, docs/clients.md "Python CUDA clients") on the vgpu
 //! device: `torch.cuda.is_available()`, `get_device_name(0)`,
 //! `mem_get_info()`, and a tensor to the device and back.
 //!
@@ -9,7 +9,7 @@
 //! missing. Not run in CI.
 //!
 //! What torch needs from the driver: libcudart 13.2 inside torch's wheels,
-//! i.e. every dark-API table of cuda-runtime.md §6 with the integrity check,
+//! i.e. every dark-API table of docs/call-path.md "Export tables" with the integrity check,
 //! cuGetProcAddress, and module loading for torch's own kernels. Its
 //! elementwise kernels ship as SASS plus PTX; the software GPU can run only
 //! the PTX (`x * 2` is the first kernel launch).

@@ -126,9 +126,8 @@ fn enter_namespace() -> Result<Privilege, String> {
             // SAFETY: getuid/getgid have no preconditions.
             let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
             // SAFETY: as above; this process is still single-threaded.
-            if let Some(e) =
-                errno_of(unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) })
-            {
+            let unshared = unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) };
+            if let Some(e) = errno_of(unshared) {
                 return Err(namespace_help(&admin_err, &e));
             }
             // A new user namespace may only map ids after setgroups is

@@ -112,7 +112,7 @@ static const char SCALE_PTX[] =
     "}\n";
 
 /* Container (16-byte header) + one uncompressed PTX entry (64-byte header),
- * the layout of shared/reference/cuda-runtime.md §8. */
+ * the layout of docs/call-path.md "Fatbin entries". */
 static unsigned char fatbin_image[16 + 64 + sizeof SCALE_PTX + 8] __attribute__((aligned(8)));
 static struct {
     unsigned magic, version;

@@ -1,4 +1,4 @@
-/* The device's identity must be the same through every door (DESIGN.md "The
+/* The device's identity must be the same through every door (docs/architecture.md "The
  * device as the guest sees it"): CUDA UUID bytes vs NVML UUID text, CUDA PCI
  * bus id vs attributes 50/33/34 vs NVML pci info, device count and name in
  * both APIs, and the two driver versions.

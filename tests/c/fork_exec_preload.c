@@ -1,6 +1,6 @@
 /* A parent that fork()s and exec()s a child with its environment inherited, as
  * Ollama starts its discovery children (LD_PRELOAD is always inherited;
- * shared/reference/ollama-discovery.md §1.1).
+ * docs/clients.md "What every generation shares").
  *
  * usage: fork_exec_preload [--expect-preloaded] [--parent-init] PROGRAM [ARGS...]
  *   --expect-preloaded  fail unless libcuda.so.1 and libnvidia-ml.so.1 are

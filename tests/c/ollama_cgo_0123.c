@@ -1,5 +1,5 @@
 /* Replays Ollama <= v0.12.3's in-process cgo discovery
- * (discover/gpu_info_nvcuda.c; shared/reference/ollama-discovery.md §2.2-2.3).
+ * (discover/gpu_info_nvcuda.c; docs/clients.md "Discovery in the server process").
  *
  * usage: ollama_cgo_0123 [LIBRARY]   (default "libcuda.so.1"; Ollama passes the
  *                                      absolute, symlink-resolved path)

@@ -1,6 +1,6 @@
 /* Replays the driver probe of Ollama v0.30+'s `ollama gpu-discover`
- * (discover/native_probe*.go; shared/reference/ollama-discovery.md §4.1 step 3
- * and the checks of §4.2).
+ * (discover/native_probe*.go; docs/clients.md "Discovery through llama-server"
+ * and the checks that follow it).
  *
  * usage: ollama_gpu_discover_030 [EXPECTED_PCI_ID]
  *        (default $VGPU_PCI_BUS_ID, else 0000:00:05.0)

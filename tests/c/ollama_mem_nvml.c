@@ -1,5 +1,5 @@
 /* Replays the NVML memory lookup of Ollama v0.12.6 - v0.24 (ggml-cuda
- * mem_nvml.cpp; shared/reference/ollama-discovery.md §3.3 steps 3-4). The UUID
+ * mem_nvml.cpp; docs/clients.md "Discovery in runner processes"). The UUID
  * comes from cuDeviceGetUuid here (Ollama uses cudaDeviceProp.uuid, the same bytes).
  *
  * stdout: mem id=GPU-... cuda_total=N nvml_total=N nvml_free=N nvml_used=N name="..."

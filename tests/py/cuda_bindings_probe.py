@@ -1,7 +1,7 @@
 """Driver API through NVIDIA's cuda-bindings (`from cuda.bindings import driver`).
 
 cuda-bindings loads libcuda.so.1, takes cuGetProcAddress_v2 with dlsym and
-resolves every other entry point through it (clients.md §4), so this exercises
+resolves every other entry point through it (docs/clients.md "Python CUDA clients"), so this exercises
 the shim's cuGetProcAddress table as much as the calls themselves.
 
 Prints one `key=value` line per result; a failing call prints

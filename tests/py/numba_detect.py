@@ -1,5 +1,5 @@
 """numba-cuda's device discovery: cuda.is_available(), cuda.detect(),
-cuda.list_devices() (clients.md §4).
+cuda.list_devices() (docs/clients.md "Python CUDA clients").
 
 numba-cuda 0.30.4 finds the driver library with ctypes (libcuda.so,
 libcuda.so.1 on the library path) and then makes every call through

@@ -1,4 +1,4 @@
-//! Module images (cuda-runtime.md §8): what one is and how long it is, read
+//! Module images (docs/call-path.md, "Module images"): what one is and how long it is, read
 //! from its own headers, and the fatbin container and entry headers.
 //!
 //! `cuModuleLoadData` and friends take a bare pointer, so the shim must find
@@ -287,13 +287,13 @@ pub enum Measured {
     Image { kind: ImageKind, len: usize },
 }
 
-/// How long the image at the start of `r` is (cuda-runtime.md §8.4). No
+/// How long the image at the start of `r` is (docs/call-path.md, "Image length"). No
 /// length read from a header may exceed `cap`.
 pub fn measure<R: ImageBytes + ?Sized>(r: &R, cap: u64) -> Result<Measured, ImageError> {
     let kind = classify(r)?;
     let len = match kind {
         // A v2 wrapper's pre-linked array (+16) is left to the caller: the
-        // nvcc 13.5 v2 wrappers observed (§8.1) run from their container.
+        // nvcc 13.5 v2 wrappers observed (docs/call-path.md "Fatbin wrapper") run from their container.
         ImageKind::Wrapper => {
             return Wrapper::read(r)
                 .map(Measured::Wrapper)
@@ -311,7 +311,7 @@ pub fn measure<R: ImageBytes + ?Sized>(r: &R, cap: u64) -> Result<Measured, Imag
     Ok(Measured::Image { kind, len })
 }
 
-/// The 24-byte `__fatBinC_Wrapper_t` (§8.1).
+/// The 24-byte `__fatBinC_Wrapper_t` (docs/call-path.md "Fatbin wrapper").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Wrapper {
     pub version: u32,
@@ -332,7 +332,7 @@ impl Wrapper {
     }
 }
 
-/// A fatbin container's 16-byte header (§8.2).
+/// A fatbin container's 16-byte header (docs/call-path.md "Fatbin container").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContainerHeader {
     pub magic: u32,
@@ -371,7 +371,7 @@ pub fn container_len<R: ImageBytes + ?Sized>(r: &R, cap: u64) -> Result<usize, I
     bounded(h.total().unwrap_or(u64::MAX), cap, "fatbin container")
 }
 
-/// An entry header inside a container (§8.3); the payload follows at
+/// An entry header inside a container (docs/call-path.md "Fatbin entries"); the payload follows at
 /// `header_size` and the next entry at `header_size + payload_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryHeader {

@@ -1,4 +1,4 @@
-//! Kernel arguments (cuda-runtime.md §9): `kernelParams` is one pointer per
+//! Kernel arguments (docs/call-path.md, "Kernel parameters"): `kernelParams` is one pointer per
 //! parameter with no sizes, so packing needs the kernel's (offset, size)
 //! layout; `extra` is `{CU_LAUNCH_PARAM_BUFFER_POINTER, buf,
 //! CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END}` with the
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn packs_struct_by_value_layout() {
-        // §9.3: (struct{float;double;char[3]}, char, struct(16){int[5]},
+        // docs/call-path.md "Parameter layout from PTX": (struct{float;double;char[3]}, char, struct(16){int[5]},
         // short, const float*, double).
         let layout = [(0, 24), (24, 1), (32, 32), (64, 2), (72, 8), (80, 8)];
         let p0: Vec<u8> = (1..=24).collect();

@@ -1,8 +1,8 @@
 //! The CUDA binary conventions that the shim, the software GPU, the PTX
 //! crate and the host worker must all read the same way: how long a module
-//! image is and what it holds (cuda-runtime.md §8), how a launch's
-//! arguments are laid out (§9), and where each kernel's parameters go, read
-//! from the image itself for host drivers that cannot say (§9).
+//! image is and what it holds (docs/call-path.md, "Module images"), how a launch's
+//! arguments are laid out ("Kernel parameters"), and where each kernel's parameters go, read
+//! from the image itself for host drivers that cannot say ("Kernel parameters").
 //!
 //! Pure functions only: no exports, no threads, no I/O, no logging. Callers
 //! turn the errors into their own CUresult and diagnostics, so each keeps

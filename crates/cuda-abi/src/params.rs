@@ -1,5 +1,5 @@
 //! Kernel parameter layouts read from the module image itself
-//! (cuda-runtime.md §9, ways 2 and 3).
+//! (docs/call-path.md, "Kernel parameters").
 //!
 //! `kernelParams` carries one pointer per parameter and no sizes, so packing
 //! a launch needs each parameter's offset and size. Host drivers from 12.4

@@ -11,7 +11,8 @@
     non_camel_case_types,
     non_snake_case,
     dead_code,
-    clippy::all
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
 )]
 pub mod cuda {
     include!("generated/cuda.rs");
@@ -22,7 +23,8 @@ pub mod cuda {
     non_camel_case_types,
     non_snake_case,
     dead_code,
-    clippy::all
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
 )]
 pub mod nvml {
     include!("generated/nvml.rs");

@@ -19,7 +19,7 @@ use cuda_types::cuda::{CUcontext, CUctxCreateParams, CUdevice, CUexecAffinityPar
 use state::{Context, CtxArg, Kind};
 use std::ffi::{c_int, c_uint, c_ulonglong};
 use std::sync::Arc;
-use vgpu_ffi::Out;
+use vgpu_ffi::{In, Out};
 use vgpu_transport::proto::{
     CtxCreate, CtxDestroy, CtxSynchronize, PrimaryCtxRelease, PrimaryCtxReset, PrimaryCtxRetain,
     PrimaryCtxSetFlags,
@@ -92,16 +92,15 @@ pub fn create_v3(
 /// `params` may be NULL (no parameters).
 ///
 /// # Safety
-/// `params` is NULL or points to a readable `CUctxCreateParams`.
+/// The affinity array `params` points to is readable for its count.
 pub unsafe fn create_v4(
     pctx: Out<CUcontext>,
-    params: *mut CUctxCreateParams,
+    params: Option<In<CUctxCreateParams>>,
     flags: c_uint,
     dev: Device,
 ) -> Result<(), CUresult> {
-    if !params.is_null() {
-        // SAFETY: non-null; the API contract makes it a readable struct.
-        let p = unsafe { params.read_unaligned() };
+    if let Some(params) = params {
+        let p = params.read();
         check_affinity(p.execAffinityParams, p.numExecAffinityParams)?;
         if !p.cigParams.is_null() {
             // CUDA-in-graphics shares a D3D/Vulkan queue that only exists

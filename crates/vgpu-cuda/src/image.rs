@@ -2,7 +2,7 @@
 //!
 //! `cuModuleLoadData`, `cuModuleLoadFatBinary` and `cuLibraryLoadData` take
 //! a bare pointer: the driver finds the end by parsing. A remoting driver
-//! must do the same before it can ship the bytes (reference §8.4). The
+//! must do the same before it can ship the bytes (docs/call-path.md "Image length"). The
 //! formats: a fatbin wrapper (cudart's `__fatBinC_Wrapper_t`, pointing at a
 //! container), a fatbin container, a cubin ELF, NUL-terminated PTX.
 //!
@@ -77,7 +77,7 @@ pub unsafe fn find(p: *const c_void) -> Result<Image, CUresult> {
     let r = unsafe { raw(p) };
     let (kind, len) = match abi::measure(&r, MAX_IMAGE).map_err(|e| refuse(p, e))? {
         // A v2 wrapper's pre-linked array (+16) is not shipped: the wire
-        // carries one image, and the nvcc 13.5 v2 wrappers observed (§8.1)
+        // carries one image, and the nvcc 13.5 v2 wrappers observed (docs/call-path.md "Fatbin wrapper")
         // run from their container alone.
         Measured::Wrapper(w) => {
             let container = w.container as *const u8;

@@ -7,8 +7,8 @@
 
 use crate::args::Live;
 use crate::capture;
-use crate::check::{self, reject, INVALID_VALUE, NOT_SUPPORTED};
-use crate::driver::{self, Device};
+use crate::check::{self, reject, INVALID_VALUE};
+use crate::driver::Device;
 use crate::graph::node::{self, Kernel, KernelSpec, Op};
 use crate::module::{self, Func};
 use crate::stream::{self, Null, StreamArg};
@@ -25,10 +25,6 @@ use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
     LaunchKernel, OccupancyMaxActiveBlocks, OccupancyMaxPotentialBlockSize, StreamSynchronize,
 };
-
-/// The first host driver with `cuFuncGetParamInfo` (12.4): from it on, an
-/// empty layout means "no parameters"; before, "unknown".
-const PARAM_INFO_DRIVER: i32 = 12040;
 
 /// The packed buffer an `extra` array describes, both keys required.
 ///
@@ -78,20 +74,7 @@ pub(crate) unsafe fn arguments(
         // SAFETY: forwarded.
         (true, false) => unsafe { extra_buffer(extra as *const *const c_void) },
         (false, true) => {
-            if f.params.is_empty() {
-                let version = driver::get()?.inventory.host.cuda_driver_version;
-                if version < PARAM_INFO_DRIVER {
-                    return Err(reject(
-                        NOT_SUPPORTED,
-                        format_args!(
-                            "launch of {:?} with kernelParams: the host driver ({version}) cannot \
-                             say where parameters go (needs cuFuncGetParamInfo, 12.4+); use extra",
-                            f.name
-                        ),
-                    ));
-                }
-            }
-            let layout = f.params.iter().copied();
+            let layout = f.layout()?.iter().copied();
             // SAFETY: forwarded; the array is non-NULL (matched above), and
             // a NULL argument is zeros, so packing cannot fail.
             let packed = unsafe {

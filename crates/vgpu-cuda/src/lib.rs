@@ -249,6 +249,8 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
 
         cuMemAllocAsync => mempool::mem_alloc_async[Null::Legacy],
         cuMemAllocAsync_ptsz => mempool::mem_alloc_async[Null::PerThread],
+        cuMemAllocFromPoolAsync => mempool::mem_alloc_from_pool_async[Null::Legacy],
+        cuMemAllocFromPoolAsync_ptsz => mempool::mem_alloc_from_pool_async[Null::PerThread],
         cuMemFreeAsync => mempool::mem_free_async[Null::Legacy],
         cuMemFreeAsync_ptsz => mempool::mem_free_async[Null::PerThread],
         cuDeviceGetDefaultMemPool => mempool::device_get_default_mem_pool,

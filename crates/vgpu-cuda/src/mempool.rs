@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 use vgpu_ffi::{FromCuda, In, Out};
 use vgpu_transport::proto::{
-    DeviceGetDefaultMemPool, MemAllocAsync, MemFreeAsync, MemPoolGetAttribute, MemPoolSetAttribute,
-    MemPoolTrimTo,
+    DeviceGetDefaultMemPool, MemAllocAsync, MemAllocFromPoolAsync, MemFreeAsync,
+    MemPoolGetAttribute, MemPoolSetAttribute, MemPoolTrimTo,
 };
 
 /// Default pool per guest ordinal, once asked.
@@ -136,37 +136,70 @@ pub fn mem_alloc_async(
     s: StreamArg,
     null: Null,
 ) -> Result<(), CUresult> {
+    alloc_in_stream_order(out, size, None, s, null)
+}
+
+/// `cuMemAllocFromPoolAsync`: the same, from a pool the application names.
+pub fn mem_alloc_from_pool_async(
+    out: Out<CUdeviceptr>,
+    size: usize,
+    pool: Pool,
+    s: StreamArg,
+    null: Null,
+) -> Result<(), CUresult> {
+    alloc_in_stream_order(out, size, Some(pool), s, null)
+}
+
+/// Both stream-ordered allocations: the host answers with the address at
+/// once; the memory is usable in stream order, which the host enforces.
+fn alloc_in_stream_order(
+    out: Out<CUdeviceptr>,
+    size: usize,
+    from: Option<Pool>,
+    s: StreamArg,
+    null: Null,
+) -> Result<(), CUresult> {
     if size == 0 {
         return Err(reject(
             INVALID_VALUE,
-            format_args!("cuMemAllocAsync: 0 bytes"),
+            format_args!("stream-ordered allocation of 0 bytes"),
         ));
     }
     let t = stream::target(&s, null)?;
     if let Some(sink) = capture::check(&t)? {
-        // Graph memory: allocated now, the same address at every launch.
+        // Graph memory: allocated now, the same address at every launch
+        // (a pool the application named plays no part in a graph).
         let mem = GraphMem::allocate(t.ctx.clone(), size as u64)?;
         let ptr = mem.ptr;
         sink.add(Op::MemAlloc(Alloc::for_capture(mem)))?;
         out.write(ptr);
         return Ok(());
     }
-    // The host answers with the address at once; the memory is usable in
-    // stream order, which the host enforces.
-    let ptr = check::host(&MemAllocAsync {
-        ctx: t.ctx_remote,
-        stream: t.stream,
-        size: size as u64,
-    })?;
+    let (ctx, stream, size) = (t.ctx_remote, t.stream, size as u64);
     let device = t.ctx.device;
-    let pool = DEFAULTS
-        .lock()
-        .as_ref()
-        .and_then(|m| m.get(&device).copied())
-        .unwrap_or(0);
+    let (ptr, pool) = match from {
+        Some(Pool(pool)) => {
+            let ptr = check::host(&MemAllocFromPoolAsync {
+                ctx,
+                stream,
+                pool,
+                size,
+            })?;
+            (ptr, pool)
+        }
+        None => {
+            let ptr = check::host(&MemAllocAsync { ctx, stream, size })?;
+            let pool = DEFAULTS
+                .lock()
+                .as_ref()
+                .and_then(|m| m.get(&device).copied())
+                .unwrap_or(0);
+            (ptr, pool)
+        }
+    };
     devmem::record(Range::new(
         ptr,
-        size as u64,
+        size,
         Kind::Async { pool },
         Some(t.ctx),
         device,

@@ -56,8 +56,10 @@ pub struct Func {
     pub kind: FuncKind,
     pub remote: u64,
     pub name: CString,
-    /// (offset, size) of each parameter in the argument buffer, in order.
-    pub params: Vec<(u32, u32)>,
+    /// (offset, size) of each parameter in the argument buffer, in order;
+    /// `None` when the host could not tell (an old host driver and an image
+    /// it could not read: its log says why).
+    pub params: Option<Vec<(u32, u32)>>,
     /// The handle of the module (functions) or library (kernels) it came
     /// from: `cuFuncGetModule`, `cuKernelGetLibrary`.
     owner: u64,
@@ -91,9 +93,25 @@ impl Func {
         args::handle(self.handle)
     }
 
-    /// Bytes of the packed argument buffer.
+    /// Bytes of the packed argument buffer (0 when the layout is unknown).
     pub fn params_size(&self) -> usize {
-        cuda_abi::launch::params_size(&self.params)
+        self.params
+            .as_deref()
+            .map_or(0, cuda_abi::launch::params_size)
+    }
+
+    /// The parameter layout, or NOT_SUPPORTED with the reason logged.
+    pub fn layout(&self) -> Result<&[(u32, u32)], CUresult> {
+        self.params.as_deref().ok_or_else(|| {
+            reject(
+                CUresult::CUDA_ERROR_NOT_SUPPORTED,
+                format_args!(
+                    "{:?}: the host cannot tell where its parameters go (its driver has no \
+                     cuFuncGetParamInfo and the module image did not say; see the host's log)",
+                    self.name
+                ),
+            )
+        })
     }
 
     /// What a launch in `ctx` runs: a function as it is; a kernel through
@@ -763,13 +781,14 @@ pub fn get_param_info(
     offset: Option<Out<usize>>,
     size: Option<Out<usize>>,
 ) -> Result<(), CUresult> {
-    let &(o, s) = f.params.get(index).ok_or_else(|| {
+    let params = f.layout()?;
+    let &(o, s) = params.get(index).ok_or_else(|| {
         reject(
             INVALID_VALUE,
             format_args!(
                 "{:?} has {} parameters, not {}",
                 f.name,
-                f.params.len(),
+                params.len(),
                 index + 1
             ),
         )
@@ -785,7 +804,7 @@ pub fn get_param_info(
 
 /// `cuFuncGetParamCount`, `cuKernelGetParamCount`.
 pub fn get_param_count(f: Live<Func>, out: Out<usize>) -> Result<(), CUresult> {
-    out.write(f.params.len());
+    out.write(f.layout()?.len());
     Ok(())
 }
 
@@ -887,7 +906,7 @@ mod tests {
     fn kernels_resolve_as_functions_but_not_back() {
         let info = FunctionInfo {
             handle: 5,
-            params: vec![(0, 8)],
+            params: Some(vec![(0, 8)]),
         };
         let k = Func::register(FuncKind::Kernel, info, CString::new("k").unwrap(), 0);
         assert!(Arc::ptr_eq(&as_function(k.handle()).unwrap(), &k));

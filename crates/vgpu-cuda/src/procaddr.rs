@@ -10,7 +10,7 @@
 //!
 //! Versions above the driver's are not refused although the header says
 //! so: cudart asks for functions newer than the driver it accepted and
-//! expects plain "not found" for those it lacks (cuda-runtime.md §5).
+//! expects plain "not found" for those it lacks (docs/call-path.md, "Driver version gate").
 
 use cuda_types::cuda::{CUdriverProcAddressQueryResult, CUresult};
 use cuda_types::pfn::PROC_TABLE;
@@ -90,7 +90,7 @@ fn index() -> &'static Index {
 }
 
 /// The address `name` resolves to for a caller built against `version`
-/// with `flags` (cuda-runtime.md §3.4).
+/// with `flags` (docs/call-path.md, "cuGetProcAddress").
 pub fn lookup(name: &[u8], version: c_int, flags: u64) -> Result<*const c_void, Miss> {
     let abis = index().get(name).ok_or(Miss::SymbolNotFound)?;
     // A negative version qualifies for nothing, like 0.

@@ -139,6 +139,25 @@ impl<T, S: Status> FromCuda<*const T, S> for In<'_, T> {
     }
 }
 
+/// An input pointer the API allows to be NULL (optional parameters).
+impl<T, S: Status> FromCuda<*const T, S> for Option<In<'_, T>> {
+    #[inline]
+    unsafe fn from_cuda(c: *const T) -> Result<Self, S> {
+        Ok(NonNull::new(c.cast_mut()).map(|ptr| In {
+            ptr,
+            _borrow: PhantomData,
+        }))
+    }
+}
+
+impl<T, S: Status> FromCuda<*mut T, S> for Option<In<'_, T>> {
+    #[inline]
+    unsafe fn from_cuda(c: *mut T) -> Result<Self, S> {
+        // SAFETY: forwarded from the caller.
+        unsafe { <Self as FromCuda<*const T, S>>::from_cuda(c.cast_const()) }
+    }
+}
+
 impl<T, S: Status> FromCuda<*mut T, S> for In<'_, T> {
     #[inline]
     unsafe fn from_cuda(c: *mut T) -> Result<Self, S> {
@@ -251,6 +270,10 @@ mod tests {
         let i: In<i32> = conv(&x as *const i32).unwrap();
         assert_eq!(i.read(), 5);
         assert!(conv::<_, In<i32>>(std::ptr::null::<i32>()).is_err());
+        let none: Option<In<i32>> = conv(std::ptr::null::<i32>()).unwrap();
+        assert!(none.is_none());
+        let some: Option<In<i32>> = conv(&x as *const i32).unwrap();
+        assert_eq!(some.map(|i| i.read()), Some(5));
         let s: &CStr = conv(c"abc".as_ptr()).unwrap();
         assert_eq!(s, c"abc");
         assert!(conv::<_, &CStr>(std::ptr::null::<c_char>()).is_err());

@@ -80,8 +80,8 @@ mod tests {
 
     #[test]
     fn nvml_texts() {
-        // SAFETY: static C strings.
         let t = |r| {
+            // SAFETY: static C strings.
             unsafe { CStr::from_ptr(nvml_error_string(r)) }
                 .to_str()
                 .unwrap()

@@ -284,10 +284,10 @@ pub unsafe fn serve_shared(
     ctx: *mut c_void,
 ) -> u32 {
     let run = || {
-        // SAFETY: the caller's contract.
         let payload = if len == 0 {
             &[][..]
         } else {
+            // SAFETY: the caller's contract: `payload` holds `len` bytes.
             unsafe { std::slice::from_raw_parts(payload, len) }
         };
         with_session(|s| {

@@ -5,7 +5,6 @@
 
 pub mod client;
 pub mod config;
-pub mod ffi;
 pub mod hooks;
 // The logger lives in the FFI runtime the three cdylibs share.
 pub use vgpu_ffi::{log, vlog};

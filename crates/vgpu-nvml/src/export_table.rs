@@ -1,5 +1,5 @@
 //! `nvmlInternalGetExportTable`, NVML's private counterpart of the CUDA
-//! driver's `cuGetExportTable` (cuda-runtime.md §6).
+//! driver's `cuGetExportTable` (docs/call-path.md, "Export tables").
 //!
 //! nvidia-smi 535.309.01 loads libnvidia-ml.so.1, calls `nvmlInitWithFlags`
 //! and then `dlsym("nvmlInternalGetExportTable")`; without that symbol it
@@ -14,7 +14,7 @@
 //!   **ppExportTable, const nvmlExportTableId_t *pId)`, the id being 16 bytes
 //!   compared like a `CUuuid`.
 //! * The only id in the nvidia-smi 535 binary is [`NVIDIA_SMI_TABLE_ID`]
-//!   (observed, clients.md §6).
+//!   (observed, docs/clients.md "nvidia-smi").
 //! * Table layout **(inference)**: like the driver's tables, an array of
 //!   pointer-sized slots whose slot 0 holds the table's size in bytes. The
 //!   k8s-test-infra mock notes that nvidia-smi 580 requires that size to be

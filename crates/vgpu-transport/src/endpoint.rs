@@ -536,12 +536,14 @@ mod tests {
         let l = ep.listen().unwrap();
         let mut c = ep.connect(Duration::from_secs(1)).unwrap();
         let (mut s, peer) = l.accept().unwrap();
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         assert_eq!(
             peer,
             Peer::Unix {
                 pid: std::process::id() as i32,
-                uid: unsafe { libc::getuid() },
-                gid: unsafe { libc::getgid() }
+                uid,
+                gid
             }
         );
         c.write_all(b"hi").unwrap();

@@ -39,7 +39,8 @@ use crate::wire_struct;
 pub const MAGIC: [u8; 4] = *b"VGPU";
 /// Bumped on every incompatible change of frames, handshake or calls.
 /// 2: copies and memsets split into sync and `...Async` ops.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: a function's parameter layout may be unknown (`FunctionInfo`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Handshake refusals (the status of the `Hello` reply); the payload is a
 /// human-readable reason and the host then closes the connection.
@@ -460,6 +461,8 @@ calls! {
     75 MemPoolGetAttribute [sync] { pool: u64, attr: u32 } -> u64;
     76 MemPoolSetAttribute [sync] { pool: u64, attr: u32, value: u64 } -> ();
     77 MemPoolTrimTo [sync] { pool: u64, keep: u64 } -> ();
+    /// `cuMemAllocFromPoolAsync` → device pointer.
+    78 MemAllocFromPoolAsync [sync] { ctx: u64, stream: u64, pool: u64, size: u64 } -> u64;
 
     // ---- modules, kernels, launches ----
     /// `cuModuleLoadData[Ex]` / `cuModuleLoadFatBinary`: `image` is the
@@ -569,10 +572,12 @@ on_stream! {
 
 wire_struct! {
     /// A function or kernel handle and what the guest needs to pack
-    /// `kernelParams`: each parameter's (offset, size) in the argument buffer.
+    /// `kernelParams`: each parameter's (offset, size) in the argument
+    /// buffer, `None` when neither the host driver nor the module image can
+    /// tell (the host log says why).
     pub struct FunctionInfo {
         pub handle: u64,
-        pub params: Vec<(u32, u32)>,
+        pub params: Option<Vec<(u32, u32)>>,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Parameter layouts from a cubin's `.nv.info.<kernel>` sections.
 //!
 //! The format, as observed in nvcc 13.5 cubins for sm_80 and sm_90 and read
-//! back with cuobjdump (cuda-runtime.md §9 and the tests' data):
+//! back with cuobjdump (docs/call-path.md "Kernel parameters" and the tests' data):
 //! - the kernels are the `STT_FUNC` symbols with the CUDA entry bit
 //!   (`0x10`) in `st_other`; each has a section `.nv.info.<name>` of type
 //!   `SHT_CUDA_INFO` (`0x7000_0000`);

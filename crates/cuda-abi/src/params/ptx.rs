@@ -12,7 +12,7 @@
 //! Its size is the type's width × the vector length × every array
 //! dimension; its alignment is `A` when given, else the width × the vector
 //! length; it starts at the previous parameter's end rounded up to that
-//! alignment (PTX ISA, "Kernel Function Parameters"; cuda-runtime.md §9).
+//! alignment (PTX ISA, "Kernel Function Parameters"; docs/call-path.md "Kernel parameters").
 //! The `.align P` after `.ptr` is the pointee's alignment, not the
 //! parameter's. Structs by value are `.align A .b8 name[N]`.
 //!

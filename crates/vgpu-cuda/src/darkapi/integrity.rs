@@ -1,5 +1,5 @@
 //! INTEGRITY_CHECK (3 slots, slot 0 = 24): cudart's proof that it talks to
-//! the driver it expects (cuda-runtime.md §7). Everything hashed is a value
+//! the driver it expects (docs/call-path.md, "Integrity check"). Everything hashed is a value
 //! of this process — its pid, thread, the table addresses it was handed, the
 //! devices as this shim reports them — so the answer is computed here, never
 //! on the host.

@@ -1,5 +1,5 @@
 //! `cuGetExportTable`: the undocumented tables ("dark API") libcudart
-//! cannot start without, all answered in the guest (cuda-runtime.md §6).
+//! cannot start without, all answered in the guest (docs/call-path.md, "Export tables").
 //!
 //! A table is an array of pointer-sized slots, usually with its own size in
 //! bytes in slot 0. The tables are `static`s so their addresses never change:

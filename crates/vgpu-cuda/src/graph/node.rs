@@ -178,7 +178,7 @@ impl Kernel {
         Ok(Kernel::with_views(
             spec,
             in_ctx.remote,
-            in_ctx.params.clone(),
+            in_ctx.params.clone().unwrap_or_default(),
         ))
     }
 
@@ -369,7 +369,7 @@ pub unsafe fn kernel_from(d: &KernelDesc) -> Result<Kernel, CUresult> {
     Ok(Kernel::with_views(
         spec,
         in_ctx.remote,
-        in_ctx.params.clone(),
+        in_ctx.params.clone().unwrap_or_default(),
     ))
 }
 

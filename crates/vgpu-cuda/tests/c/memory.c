@@ -424,6 +424,8 @@ static void streams(CUcontext ctx) {
     FN(CUresult, cuMemcpyHtoDAsync_v2_ptsz, (CUdeviceptr, const void *, size_t, CUstream));
     FN(CUresult, cuMemAllocAsync, (CUdeviceptr *, size_t, CUstream));
     FN(CUresult, cuMemFreeAsync, (CUdeviceptr, CUstream));
+    FN(CUresult, cuMemAllocFromPoolAsync, (CUdeviceptr *, size_t, CUmemoryPool, CUstream));
+    FN(CUresult, cuMemAllocFromPoolAsync_ptsz, (CUdeviceptr *, size_t, CUmemoryPool, CUstream));
     FN(CUresult, cuDeviceGetDefaultMemPool, (CUmemoryPool *, CUdevice));
     FN(CUresult, cuDeviceGetMemPool, (CUmemoryPool *, CUdevice));
     FN(CUresult, cuMemPoolGetAttribute, (CUmemoryPool, int, void *));
@@ -498,6 +500,27 @@ static void streams(CUcontext ctx) {
     EXPECT_RC(cuMemFreeAsync(ap, s), INVALID_VALUE, "cuMemFreeAsync twice");
     EXPECT_RC(cuStreamSynchronize(s), OK, "sync after free");
     expect(differs(src, dst, 4096) < 0, "async allocation round trip", "%lld %lld", 0, 0);
+    /* From a named pool, on a created stream and on the per-thread one. */
+    CUdeviceptr fp = 0, fq = 0;
+    EXPECT_RC(cuMemAllocFromPoolAsync(&fp, 8192, pool, s), OK, "cuMemAllocFromPoolAsync");
+    EXPECT_RC(cuMemAllocFromPoolAsync_ptsz(&fq, 256, pool, NULL), OK, "cuMemAllocFromPoolAsync_ptsz");
+    expect(fp != 0 && fq != 0 && fp != fq, "pool allocations", "%llx %llx", (long long)fp, (long long)fq);
+    EXPECT_RC(cuMemcpyHtoDAsync_v2(fp, src + 5, 8192, s), OK, "htod into a pool allocation");
+    memset(dst, 0, 8192);
+    EXPECT_RC(cuMemcpyDtoHAsync_v2(dst, fp, 8192, s), OK, "dtoh from a pool allocation");
+    EXPECT_RC(cuStreamSynchronize(s), OK, "sync pool allocation");
+    expect(differs(src + 5, dst, 8192) < 0, "pool allocation round trip", "%lld %lld", 0, 0);
+    owner = NULL;
+    EXPECT_RC(cuPointerGetAttribute(&owner, 17, fp), OK, "attr MEMPOOL_HANDLE of a pool allocation");
+    expect(owner == pool, "pool allocation's pool", "%llx %llx", (long long)(uintptr_t)owner,
+          (long long)(uintptr_t)pool);
+    CUdeviceptr bad = 0;
+    EXPECT_RC(cuMemAllocFromPoolAsync(&bad, 64, (CUmemoryPool)0x777, s), INVALID_VALUE, "unknown pool");
+    EXPECT_RC(cuMemAllocFromPoolAsync(&bad, 0, pool, s), INVALID_VALUE, "0 bytes from a pool");
+    EXPECT_RC(cuMemAllocFromPoolAsync(NULL, 64, pool, s), INVALID_VALUE, "NULL out-pointer");
+    EXPECT_RC(cuMemFreeAsync(fp, s), OK, "free a pool allocation");
+    EXPECT_RC(cuMemFreeAsync(fq, s), OK, "free a pool allocation (2)");
+    EXPECT_RC(cuStreamSynchronize(s), OK, "sync after pool frees");
     EXPECT_RC(cuMemPoolTrimTo(pool, 0), OK, "cuMemPoolTrimTo");
 
     cuMemFree_v2(a);

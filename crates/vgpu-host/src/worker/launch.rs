@@ -62,11 +62,12 @@ impl Serve<LaunchKernel> for Session {
 }
 
 impl Session {
-    /// The parameter layout known for a function or kernel handle.
+    /// The parameter layout known for a function or kernel handle (empty
+    /// when unknown: only a launch with no arguments can then go ahead).
     fn layout_of(&self, callable: Callable, h: u64) -> Vec<(u32, u32)> {
         match callable {
-            Callable::Function { .. } => self.code.functions.find(h).map(|f| f.params.clone()),
-            Callable::Kernel { .. } => self.code.kernels.find(h).map(|k| k.params.clone()),
+            Callable::Function { .. } => self.code.functions.find(h).and_then(|f| f.params.clone()),
+            Callable::Kernel { .. } => self.code.kernels.find(h).and_then(|k| k.params.clone()),
         }
         .unwrap_or_default()
     }

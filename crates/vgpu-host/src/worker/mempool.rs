@@ -11,8 +11,8 @@ use super::{cu, Session};
 use cuda_types::cuda::{CUdeviceptr, CUmemPool_attribute, CUmemoryPool};
 use std::ffi::c_void;
 use vgpu_transport::proto::{
-    DeviceGetDefaultMemPool, MemAllocAsync, MemFreeAsync, MemPoolGetAttribute, MemPoolSetAttribute,
-    MemPoolTrimTo, Serve,
+    DeviceGetDefaultMemPool, MemAllocAsync, MemAllocFromPoolAsync, MemFreeAsync,
+    MemPoolGetAttribute, MemPoolSetAttribute, MemPoolTrimTo, Serve,
 };
 use vgpu_transport::Status;
 
@@ -56,6 +56,29 @@ impl Serve<MemAllocAsync> for Session {
         let mut p: CUdeviceptr = 0;
         cu!(self, cuMemAllocAsync(&mut p, c.size as usize, stream))?;
         // It was made in the stream's context, which need not be the named one.
+        let owner = self.streams.find(c.stream).map_or(c.ctx, |s| s.ctx);
+        self.add_alloc(
+            p,
+            Alloc {
+                size: c.size,
+                ctx: owner,
+                kind: AllocKind::Async,
+            },
+        );
+        Ok(p)
+    }
+}
+
+impl Serve<MemAllocFromPoolAsync> for Session {
+    fn serve(&mut self, c: MemAllocFromPoolAsync) -> Result<u64, Status> {
+        let stream = self.enter_stream(c.ctx, c.stream)?;
+        let pool = self.pool(c.pool)?;
+        self.quota.check_alloc(c.size)?;
+        let mut p: CUdeviceptr = 0;
+        cu!(
+            self,
+            cuMemAllocFromPoolAsync(&mut p, c.size as usize, pool, stream)
+        )?;
         let owner = self.streams.find(c.stream).map_or(c.ctx, |s| s.ctx);
         self.add_alloc(
             p,

@@ -12,15 +12,22 @@
 //! belong to any (it is loaded in every context), but its modules, globals
 //! and the functions of its kernels are per context. A function's parameter
 //! layout comes from `cuFuncGetParamInfo` / `cuKernelGetParamInfo` so the
-//! guest can pack `kernelParams` into the buffer a launch carries.
+//! guest can pack `kernelParams` into the buffer a launch carries. Drivers
+//! older than 12.4 have neither; then the layouts are read from the image
+//! itself when it is loaded (`cuda_abi::params`: the cubin's `.nv.info`
+//! attributes or the PTX `.entry` signatures), and a function whose layout
+//! neither can tell reaches the guest without one, which refuses
+//! `kernelParams` launches of it with a clear error instead of launching
+//! with missing arguments.
 
 use super::{cu, Session};
 use cuda_abi::image::{
     self, ContainerHeader, ElfHeader, CONTAINER_MAGIC, ELF_MAGIC, WRAPPER_MAGIC,
 };
+use cuda_abi::params::{param_layouts, Layouts};
 use cuda_types::cuda::{
-    CUdevice, CUfunc_cache, CUfunction, CUfunction_attribute, CUkernel, CUlibrary, CUmodule,
-    CUresult,
+    CUdevice, CUdevice_attribute, CUfunc_cache, CUfunction, CUfunction_attribute, CUkernel,
+    CUlibrary, CUmodule, CUresult,
 };
 use std::collections::HashMap;
 use std::ffi::{c_char, CString};
@@ -58,6 +65,8 @@ pub struct Module {
     /// Kept for the driver's sake (see the module docs); empty for library
     /// modules, whose library keeps the image.
     _image: Vec<u8>,
+    /// Parameter layouts read from the image, when the driver cannot say.
+    layouts: Option<Layouts>,
     /// Functions already handed out, by name.
     functions: HashMap<String, u64>,
     /// Globals (ptr, size) the guest may now address.
@@ -71,6 +80,8 @@ pub struct Library {
     pub ctx: u64,
     pub device: CUdevice,
     _image: Vec<u8>,
+    /// Parameter layouts read from the image, when the driver cannot say.
+    layouts: Option<Layouts>,
     kernels: HashMap<String, u64>,
     /// Its module in each context that asked.
     modules: HashMap<u64, u64>,
@@ -78,10 +89,14 @@ pub struct Library {
     globals: Vec<(u64, u64, u64)>,
 }
 
+/// A parameter layout, `None` when neither the driver nor the image can
+/// tell it (the guest then refuses `kernelParams` launches).
+pub type ParamLayout = Option<Vec<(u32, u32)>>;
+
 pub struct Kernel {
     pub raw: CUkernel,
     pub library: u64,
-    pub params: Vec<(u32, u32)>,
+    pub params: ParamLayout,
     /// Its function in each context that asked.
     functions: HashMap<u64, u64>,
 }
@@ -96,7 +111,7 @@ pub struct Func {
     pub raw: CUfunction,
     pub ctx: u64,
     pub owner: FuncOwner,
-    pub params: Vec<(u32, u32)>,
+    pub params: ParamLayout,
 }
 
 /// The module family's handle tables.
@@ -235,52 +250,149 @@ impl Session {
     }
 
     /// The packed-argument layout of a function or kernel: the driver is
-    /// asked for parameter `i` until it says there is none.
-    fn param_layout(
-        &mut self,
-        what: &str,
+    /// asked for parameter `i` until it says there is none. `Err(None)`:
+    /// the driver has no such query; `Err(Some(e))`: it failed.
+    fn driver_layout(
+        &self,
         query: impl Fn(&Session, usize, &mut usize, &mut usize) -> Result<(), Status>,
-    ) -> Vec<(u32, u32)> {
+    ) -> Result<Vec<(u32, u32)>, Option<Status>> {
         let mut v = Vec::new();
         for i in 0..MAX_PARAMS {
             let (mut off, mut size) = (0usize, 0usize);
             match query(self, i, &mut off, &mut size) {
                 Ok(()) => v.push((off as u32, size as u32)),
-                Err(INVALID_VALUE) => return v,
-                Err(NOT_SUPPORTED) => {
-                    if !self.code.warned_no_param_info {
-                        self.code.warned_no_param_info = true;
-                        tracing::warn!(
-                            "session {}: the driver has no {what}; functions get an empty \
-                             parameter layout and the guest must learn it elsewhere",
-                            self.id
-                        );
-                    }
-                    return Vec::new();
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "session {}: {what}({i}) failed with {e}; no layout",
+                Err(INVALID_VALUE) => return Ok(v),
+                Err(NOT_SUPPORTED) => return Err(None),
+                Err(e) => return Err(Some(e)),
+            }
+        }
+        Err(Some(INVALID_VALUE))
+    }
+
+    /// The layout of `name`: the driver's answer, else the one read from
+    /// the image at load time (`layouts`), else unknown — with the reason
+    /// in the host log.
+    fn resolve_layout(
+        &mut self,
+        what: &str,
+        name: &str,
+        from_driver: Result<Vec<(u32, u32)>, Option<Status>>,
+        layouts: Option<&Layouts>,
+    ) -> ParamLayout {
+        match from_driver {
+            Ok(v) => Some(v),
+            Err(Some(e)) => {
+                tracing::warn!(
+                    "session {}: {what} of {name} failed with {e}; its launches with \
+                     kernelParams will be refused",
+                    self.id
+                );
+                None
+            }
+            Err(None) => {
+                if !self.code.warned_no_param_info {
+                    self.code.warned_no_param_info = true;
+                    tracing::info!(
+                        "session {}: the driver has no {what}; parameter layouts come from \
+                         the module images",
                         self.id
                     );
-                    return Vec::new();
+                }
+                let Some(layouts) = layouts else {
+                    tracing::warn!(
+                        "session {}: no parameter layout for {name}: the driver has no {what} \
+                         and its image could not be read; its launches with kernelParams \
+                         will be refused",
+                        self.id
+                    );
+                    return None;
+                };
+                match layouts.get(name) {
+                    Ok(v) => Some(v.to_vec()),
+                    Err(e) => {
+                        tracing::warn!(
+                            "session {}: no parameter layout for {name}: {e}; its launches \
+                             with kernelParams will be refused",
+                            self.id
+                        );
+                        None
+                    }
                 }
             }
         }
-        tracing::warn!("session {}: {what} never ended; no layout", self.id);
-        Vec::new()
     }
 
-    fn function_params(&mut self, f: CUfunction) -> Vec<(u32, u32)> {
-        self.param_layout("cuFuncGetParamInfo", |s, i, off, size| {
-            cu!(s, cuFuncGetParamInfo(f, i, off, size))
-        })
+    /// Returns layouts taken for a lookup to where they came from: the
+    /// module, or its library.
+    fn put_layouts_back(&mut self, module: u64, layouts: Option<Layouts>) {
+        let library = match self.code.modules.find(module).map(|m| &m.origin) {
+            Some(ModuleOrigin::Library(l)) => Some(*l),
+            _ => None,
+        };
+        match library {
+            Some(l) => {
+                if let Some(lib) = self.code.libraries.find_mut(l) {
+                    lib.layouts = layouts;
+                }
+            }
+            None => {
+                if let Some(m) = self.code.modules.find_mut(module) {
+                    m.layouts = layouts;
+                }
+            }
+        }
     }
 
-    fn kernel_params(&mut self, k: CUkernel) -> Vec<(u32, u32)> {
-        self.param_layout("cuKernelGetParamInfo", |s, i, off, size| {
-            cu!(s, cuKernelGetParamInfo(k, i, off, size))
-        })
+    /// Reads the parameter layouts of an image being loaded, when the
+    /// driver has no parameter query (drivers before 12.4): the image is
+    /// not kept for this, the layouts are.
+    fn image_layouts(&self, image: &[u8], has_query: bool) -> Option<Layouts> {
+        if has_query {
+            return None;
+        }
+        match param_layouts(image, self.current_sm()) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(
+                    "session {}: parameter layouts of a {}-byte image: {e}",
+                    self.id,
+                    image.len()
+                );
+                None
+            }
+        }
+    }
+
+    /// The current context's device's compute capability as `major * 10 +
+    /// minor`: it picks the fatbin entry the driver loads (every entry of
+    /// one image has the same layouts, so a wrong guess costs nothing).
+    fn current_sm(&self) -> u32 {
+        let mut dev: CUdevice = 0;
+        let (mut major, mut minor) = (0, 0);
+        let known = cu!(self, cuCtxGetDevice(&mut dev)).is_ok()
+            && cu!(
+                self,
+                cuDeviceGetAttribute(
+                    &mut major,
+                    CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                    dev
+                )
+            )
+            .is_ok()
+            && cu!(
+                self,
+                cuDeviceGetAttribute(
+                    &mut minor,
+                    CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                    dev
+                )
+            )
+            .is_ok();
+        if known {
+            (major * 10 + minor) as u32
+        } else {
+            u32::MAX
+        }
     }
 
     /// Makes a device range addressable by the guest's copies.
@@ -303,11 +415,13 @@ impl Serve<ModuleLoadData> for Session {
         self.enter(c.ctx)?;
         let mut raw: CUmodule = std::ptr::null_mut();
         cu!(self, cuModuleLoadData(&mut raw, image.as_ptr().cast()))?;
+        let layouts = self.image_layouts(&image, self.driver.cuda.cuFuncGetParamInfo.is_some());
         Ok(self.code.modules.insert(Module {
             raw,
             ctx: c.ctx,
             origin: ModuleOrigin::Loaded,
             _image: image,
+            layouts,
             functions: HashMap::new(),
             globals: Vec::new(),
         }))
@@ -371,16 +485,32 @@ impl Serve<ModuleGetFunction> for Session {
             .find(c.module)
             .and_then(|m| m.functions.get(&c.name))
         {
-            let params = self.code.functions.find(h).map(|f| f.params.clone());
-            return Ok(FunctionInfo {
-                handle: h,
-                params: params.unwrap_or_default(),
-            });
+            let params = self.code.functions.find(h).and_then(|f| f.params.clone());
+            return Ok(FunctionInfo { handle: h, params });
         }
         let name = c_name(&c.name)?;
         let mut raw: CUfunction = std::ptr::null_mut();
         cu!(self, cuModuleGetFunction(&mut raw, raw_mod, name.as_ptr()))?;
-        let params = self.function_params(raw);
+        let from_driver =
+            self.driver_layout(|s, i, off, size| cu!(s, cuFuncGetParamInfo(raw, i, off, size)));
+        // A library's module reads its layouts from the library's image.
+        let layouts = match self.code.modules.find_mut(c.module) {
+            Some(Module {
+                origin: ModuleOrigin::Library(l),
+                ..
+            }) => {
+                let l = *l;
+                self.code
+                    .libraries
+                    .find_mut(l)
+                    .and_then(|lib| lib.layouts.take())
+            }
+            Some(m) => m.layouts.take(),
+            None => None,
+        };
+        let params =
+            self.resolve_layout("cuFuncGetParamInfo", &c.name, from_driver, layouts.as_ref());
+        self.put_layouts_back(c.module, layouts);
         let ctx = self.code.modules.find(c.module).map(|m| m.ctx).unwrap_or(0);
         let h = self.code.functions.insert(Func {
             raw,
@@ -445,11 +575,13 @@ impl Serve<LibraryLoadData> for Session {
                 0
             )
         )?;
+        let layouts = self.image_layouts(&image, self.driver.cuda.cuKernelGetParamInfo.is_some());
         Ok(self.code.libraries.insert(Library {
             raw,
             ctx: c.ctx,
             device,
             _image: image,
+            layouts,
             kernels: HashMap::new(),
             modules: HashMap::new(),
             globals: Vec::new(),
@@ -502,17 +634,29 @@ impl Serve<LibraryGetKernel> for Session {
     fn serve(&mut self, c: LibraryGetKernel) -> Result<FunctionInfo, Status> {
         let lib = self.library(c.library)?;
         if let Some(&h) = lib.kernels.get(&c.name) {
-            let params = self.code.kernels.find(h).map(|k| k.params.clone());
-            return Ok(FunctionInfo {
-                handle: h,
-                params: params.unwrap_or_default(),
-            });
+            let params = self.code.kernels.find(h).and_then(|k| k.params.clone());
+            return Ok(FunctionInfo { handle: h, params });
         }
         let raw_lib = lib.raw;
         let name = c_name(&c.name)?;
         let mut raw: CUkernel = std::ptr::null_mut();
         cu!(self, cuLibraryGetKernel(&mut raw, raw_lib, name.as_ptr()))?;
-        let params = self.kernel_params(raw);
+        let from_driver =
+            self.driver_layout(|s, i, off, size| cu!(s, cuKernelGetParamInfo(raw, i, off, size)));
+        let layouts = self
+            .code
+            .libraries
+            .find_mut(c.library)
+            .and_then(|l| l.layouts.take());
+        let params = self.resolve_layout(
+            "cuKernelGetParamInfo",
+            &c.name,
+            from_driver,
+            layouts.as_ref(),
+        );
+        if let Some(lib) = self.code.libraries.find_mut(c.library) {
+            lib.layouts = layouts;
+        }
         let h = self.code.kernels.insert(Kernel {
             raw,
             library: c.library,
@@ -541,6 +685,7 @@ impl Serve<LibraryGetModule> for Session {
             ctx: c.ctx,
             origin: ModuleOrigin::Library(c.library),
             _image: Vec::new(),
+            layouts: None,
             functions: HashMap::new(),
             globals: Vec::new(),
         });
