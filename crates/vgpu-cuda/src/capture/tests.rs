@@ -487,7 +487,7 @@ fn capture_info_and_dependency_updates() {
     );
     begin(s.clone(), GLOBAL, Null::Legacy).unwrap();
     let mut g: CUgraph = std::ptr::null_mut();
-    let mut deps: *const CUgraphNode = 0x1 as *const CUgraphNode;
+    let mut deps: *const CUgraphNode = std::ptr::dangling();
     let mut edges: *const CUgraphEdgeData = std::ptr::null();
     let mut n = 99usize;
     info_v3(
@@ -606,7 +606,7 @@ fn capture_into_an_existing_graph() {
     r.unwrap();
     assert_eq!(out_g, g.handle());
     assert_eq!(edges(&g), [(0, 1)]);
-    assert_eq!(NODES.get(root).is_ok(), true);
+    assert!(NODES.get(root).is_ok());
     graph::discard(&g);
 }
 

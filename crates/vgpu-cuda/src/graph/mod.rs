@@ -389,7 +389,7 @@ pub fn nodes_of(graph: &Graph, hs: &[u64], what: &str) -> Result<(), CUresult> {
         let n = NODES
             .get(h)
             .map_err(|e| reject(e, format_args!("{what}: {h:#x} is not a graph node")))?;
-        if n.graph.as_ptr() != graph as *const Graph {
+        if !std::ptr::eq(n.graph.as_ptr(), graph) {
             return Err(reject(
                 INVALID_VALUE,
                 format_args!("{what}: node {h:#x} belongs to another graph"),

@@ -73,17 +73,20 @@ fn list(f: impl Fn(*mut CUgraphNode, *mut usize), room: usize) -> (usize, Vec<u6
 #[test]
 fn topology_queries() {
     let (g, [a, b, c, d]) = diamond();
-    // SAFETY (all list queries below): buffers as large as the room given.
+    // SAFETY: `list` passes buffers as large as the room it says.
     let nodes = |p, n| unsafe { get_nodes(Live(g.clone()), p, raw(n)) }.unwrap();
     let (count, got, written) = list(nodes, 6);
     assert_eq!((count, written), (4, 4));
     assert_eq!(got, [a, b, c, d, 0, 0], "extra room is set to NULL");
     let (_, got, written) = list(nodes, 2);
     assert_eq!((got, written), (vec![a, b], 2));
+    // SAFETY: `list` passes buffers as large as the room it says.
     let roots = |p, n| unsafe { get_root_nodes(Live(g.clone()), p, raw(n)) }.unwrap();
     assert_eq!(list(roots, 1), (1, vec![a], 1));
+    // SAFETY: `list` passes buffers as large as the room it says.
     let deps = |p, n| unsafe { node_neighbours_v1(arg(d), p, raw(n), false) }.unwrap();
     assert_eq!(list(deps, 2), (2, vec![b, c], 2));
+    // SAFETY: `list` passes buffers as large as the room it says.
     let dependents = |p, n| unsafe { node_neighbours_v1(arg(a), p, raw(n), true) }.unwrap();
     assert_eq!(list(dependents, 2), (2, vec![b, c], 2));
     // Edges, v2 with zeroed edge data.
@@ -270,8 +273,8 @@ fn node_parameters_by_kind_and_generically() {
     // SAFETY: the member the type selects.
     assert_eq!(unsafe { q.__bindgen_anon_1.host.userData }, p.userData);
     // Setting an empty node with host parameters: wrong kind.
-    // SAFETY: valid parameters.
     assert_eq!(
+        // SAFETY: valid parameters.
         unsafe { node::node_set_params(arg(e as u64), input(&q)) },
         Err(INVALID_VALUE)
     );
