@@ -170,3 +170,43 @@ fn dot_file_describes_the_captured_graph() {
         "{dot}"
     );
 }
+
+/// A graph through NVIDIA's cuda-bindings driver module (the numba venv of
+/// `scripts/test-deps.sh numba`): a captured memset/memset/copy graph
+/// replayed, and an explicit memset → copy graph with a memset value set
+/// in the executable graph. The script checks the numbers.
+#[test]
+fn cuda_bindings_graph() {
+    let py = common::cache_dir().join("venv-numba/bin/python");
+    assert!(
+        py.is_file(),
+        "no numba venv at {}: run scripts/test-deps.sh numba",
+        py.display()
+    );
+    let daemon = Daemon::start_emulated();
+    let mut cmd = Command::new(py);
+    cmd.arg(common::repo_root().join("tests/py/cuda_bindings_graph.py"))
+        .env_remove("CUDA_HOME")
+        .env_remove("CUDA_PATH");
+    let out = common::run_guest_with_timeout(
+        cmd,
+        &daemon,
+        &[("PYTHONDONTWRITEBYTECODE", "1"), ("VGPU_LOG", "warn")],
+        std::time::Duration::from_secs(120),
+    );
+    out.assert_success();
+    for (key, want) in [
+        ("capturing", "True"),
+        ("captured_nodes", "3"),
+        ("captured_types", "MEMSET,MEMSET,MEMCPY"),
+        ("captured_replay_equal", "True"),
+        ("explicit_deps", "1"),
+        ("explicit_first_equal", "True"),
+        ("explicit_set_params_equal", "True"),
+        ("graph_node_value", "5"),
+        ("done", "ok"),
+    ] {
+        let line = out.line(&format!("{key}="));
+        assert_eq!(&line[key.len() + 1..], want, "{out}");
+    }
+}
