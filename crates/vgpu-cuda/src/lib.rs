@@ -346,6 +346,7 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuGraphNodeGetType => graph::node_get_type,
         cuGraphNodeGetContainingGraph => graph::node_get_containing_graph,
         cuGraphNodeGetLocalId => graph::node_get_local_id,
+        cuGraphNodeGetToolsId => graph::node_get_tools_id,
         cuGraphChildGraphNodeGetGraph => graph::child_graph_node_get_graph,
         cuGraphDebugDotPrint => graph::dot::debug_dot_print,
 

@@ -624,3 +624,47 @@ fn a_destroyed_origin_stream_ends_its_capture() {
     assert_eq!(ACTIVE.load(Ordering::Acquire), before - 1);
     assert_eq!(status(&s), Ok(NONE));
 }
+
+#[test]
+fn a_captured_graph_launch_is_a_child_graph_node() {
+    let _serial = SERIAL.lock();
+    let c = Ctx::new();
+    let s = c.stream(0);
+    // An executable graph of guest-only work: empty -> host.
+    let inner = Graph::create();
+    let a = inner.add(Op::Empty, &[]).unwrap();
+    inner
+        .add(
+            Op::Host(crate::graph::node::Host {
+                func: noop,
+                user: 0,
+                sync_mode: 0,
+            }),
+            &[a],
+        )
+        .unwrap();
+    let mut e: cuda_types::cuda::CUgraphExec = std::ptr::null_mut();
+    crate::graph::exec::instantiate_with_flags(out(&mut e), Live(inner.clone()), 0).unwrap();
+    let exec = crate::graph::exec::EXECS.get(e as u64).unwrap();
+    begin(s.clone(), GLOBAL, Null::Legacy).unwrap();
+    host(&s).unwrap();
+    crate::graph::exec::launch(Live(exec.clone()), s.clone(), Null::Legacy).unwrap();
+    let (r, g) = end(&s);
+    r.unwrap();
+    let outer = graph_of(g);
+    let body = outer.body();
+    assert_eq!(body.nodes.len(), 2);
+    let Op::Child(child) = &body.nodes[1].op else {
+        panic!("the launch is a child graph node");
+    };
+    assert_eq!(child.body().nodes.len(), 2);
+    assert_eq!(child.body().edges.len(), 1);
+    assert_eq!(
+        body.deps_of(body.nodes[1].handle),
+        vec![body.nodes[0].handle]
+    );
+    drop(body);
+    crate::graph::exec::destroy(e).unwrap();
+    discard(g);
+    graph::discard(&inner);
+}

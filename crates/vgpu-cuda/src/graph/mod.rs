@@ -847,6 +847,14 @@ pub fn node_get_local_id(n: NodeArg, out: Out<c_uint>) -> Result<(), CUresult> {
     Ok(())
 }
 
+/// `cuGraphNodeGetToolsId`: unique per process — the graph's id and the
+/// node's local id, as the DOT output names the node.
+pub fn node_get_tools_id(n: NodeArg, out: Out<u64>) -> Result<(), CUresult> {
+    let local = n.graph.body().entry(n.handle).ok_or(INVALID_VALUE)?.local;
+    out.write((u64::from(n.graph.id) << 32) | u64::from(local));
+    Ok(())
+}
+
 /// `cuGraphChildGraphNodeGetGraph`: the node's own graph, not a copy.
 pub fn child_graph_node_get_graph(n: NodeArg, out: Out<CUgraph>) -> Result<(), CUresult> {
     match &n.graph.body().entry(n.handle).ok_or(INVALID_VALUE)?.op {
