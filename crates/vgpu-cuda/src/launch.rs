@@ -147,6 +147,7 @@ unsafe fn launch(
         stream: t.stream,
         params: Bytes(params),
         cooperative: shape.cooperative,
+        attrs: Vec::new(),
     };
     check::host(&call)
 }

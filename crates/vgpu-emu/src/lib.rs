@@ -14,6 +14,7 @@ mod context;
 mod device;
 mod event;
 mod ffi;
+mod graph;
 mod identity;
 mod launch;
 mod link;
@@ -23,6 +24,7 @@ mod nvml;
 pub mod profile;
 mod sensors;
 mod stream;
+mod tensormap;
 
 /// The CUDA driver API exports. Every entry but those under `without_init`
 /// needs cuInit first (`require`); arguments are converted at the boundary
@@ -34,7 +36,7 @@ mod stream;
 pub mod cuda_exports {
     use crate::context::MaybeCtx;
     use crate::stream::Order;
-    use crate::{context, device, event, launch, link, memory, module, stream};
+    use crate::{context, device, event, graph, launch, link, memory, module, stream, tensormap};
     use cuda_types::cuda::*;
     use std::ffi::{c_uchar, c_uint, c_ushort};
     use std::ptr::null_mut;
@@ -297,6 +299,45 @@ pub mod cuda_exports {
             cuOccupancyMaxPotentialBlockSize => launch::occupancy_max_potential_block_size_with_flags[0],
             cuOccupancyMaxPotentialBlockSizeWithFlags => launch::occupancy_max_potential_block_size_with_flags,
             cuOccupancyAvailableDynamicSMemPerBlock => launch::occupancy_available_dynamic_smem,
+            cuOccupancyMaxActiveClusters => launch::occupancy_max_active_clusters,
+            cuOccupancyMaxPotentialClusterSize => launch::occupancy_max_potential_cluster_size,
+
+            // Graphs (the explicit API the host worker builds graphs with;
+            // launches run the nodes in dependency order at call time). The
+            // v1 kernel-node parameters convert to the current layout.
+            cuGraphCreate => graph::graph_create,
+            cuGraphDestroy => graph::graph_destroy,
+            cuGraphAddKernelNode => graph::add_kernel_node,
+            cuGraphAddKernelNode_v2 => graph::add_kernel_node,
+            cuGraphAddMemsetNode => graph::add_memset_node,
+            cuGraphAddMemcpyNode => graph::add_memcpy_node,
+            cuGraphAddEventRecordNode => graph::add_event_record_node,
+            cuGraphAddEventWaitNode => graph::add_event_wait_node,
+            cuGraphAddEmptyNode => graph::add_empty_node,
+            cuGraphKernelNodeSetAttribute => graph::kernel_node_set_attribute,
+            cuGraphInstantiate => graph::instantiate_logged,
+            cuGraphInstantiate_v2 => graph::instantiate_logged,
+            cuGraphInstantiateWithFlags => graph::instantiate_with_flags,
+            cuGraphInstantiateWithParams => graph::instantiate_with_params,
+            cuGraphInstantiateWithParams_ptsz => graph::instantiate_with_params,
+            cuGraphLaunch => graph::launch,
+            cuGraphLaunch_ptsz => graph::launch,
+            cuGraphUpload => graph::upload,
+            cuGraphUpload_ptsz => graph::upload,
+            cuGraphExecDestroy => graph::exec_destroy,
+            cuGraphExecKernelNodeSetParams => graph::exec_kernel_node_set_params,
+            cuGraphExecKernelNodeSetParams_v2 => graph::exec_kernel_node_set_params,
+            cuGraphExecMemsetNodeSetParams => graph::exec_memset_node_set_params,
+            cuGraphExecMemcpyNodeSetParams => graph::exec_memcpy_node_set_params,
+            cuGraphExecEventRecordNodeSetEvent => graph::exec_event_record_node_set_event,
+            cuGraphExecEventWaitNodeSetEvent => graph::exec_event_wait_node_set_event,
+            cuGraphNodeSetEnabled => graph::node_set_enabled,
+            cuGraphNodeGetEnabled => graph::node_get_enabled,
+
+            // Tensor maps (the software GPU's own descriptor layout)
+            cuTensorMapEncodeTiled => tensormap::encode_tiled,
+            cuTensorMapEncodeIm2col => tensormap::encode_im2col,
+            cuTensorMapReplaceAddress => tensormap::replace_address,
 
             // The JIT linker (PTX inputs; the output is PTX)
             cuLinkCreate => link::link_create,

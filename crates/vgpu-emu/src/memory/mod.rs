@@ -222,6 +222,33 @@ impl Heap {
     }
 }
 
+/// What an address belongs to, as far as a graph update must keep it:
+/// the kind of memory and its owning context (VMM mappings belong to the
+/// device and have neither).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Association {
+    ctx: Option<u64>,
+    kind: Option<Kind>,
+}
+
+/// The association of `ptr`, or `None` for an address nothing tracks.
+pub(crate) fn association(ptr: CUdeviceptr) -> Option<Association> {
+    let p = usize::try_from(ptr).ok()?;
+    let heap = HEAP.read();
+    if let Some((_, a)) = heap.containing(p) {
+        return Some(Association {
+            ctx: Some(a.ctx),
+            kind: Some(a.kind),
+        });
+    }
+    heap.vmm
+        .overlaps(p, p.saturating_add(1))
+        .then_some(Association {
+            ctx: None,
+            kind: None,
+        })
+}
+
 /// Frees everything a context owned (destroy, primary release or reset).
 /// VMM memory belongs to the device, not a context, and survives.
 pub fn release_context(ctx: u64) {

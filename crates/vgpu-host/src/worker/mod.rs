@@ -30,6 +30,7 @@
 pub mod batch;
 pub mod context;
 pub mod event;
+pub mod graph;
 pub mod handles;
 pub mod inventory;
 pub mod launch;
@@ -40,6 +41,7 @@ pub mod module;
 pub mod nvml;
 pub mod ranges;
 pub mod stream;
+pub mod tensormap;
 pub mod vmm;
 
 use crate::driver::{Driver, ResolvedDriver};
@@ -143,6 +145,10 @@ pub struct Session {
     /// Modules, libraries, kernels and functions.
     pub code: module::Code,
     pub events: HandleTable<event::Event>,
+    /// Instantiated graphs.
+    pub graphs: HandleTable<graph::Exec>,
+    /// Tensor map descriptors this session encoded.
+    pub tensor_maps: tensormap::Known,
     /// Deferred errors of deferred calls, and broken contexts.
     pub batch: batch::Batch,
 }
@@ -188,6 +194,12 @@ impl Session {
                 tag::EVENT,
                 Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE),
             ),
+            graphs: table(
+                "graph exec",
+                tag::GRAPH_EXEC,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE),
+            ),
+            tensor_maps: tensormap::Known::default(),
             batch: batch::Batch::default(),
         };
         cu!(s, cuInit(0)).map_err(|e| format!("cuInit failed: {e}"))?;
@@ -237,6 +249,9 @@ impl Session {
                 tracing::debug!("session {}: synchronize before teardown: {e}", self.id);
             }
         }
+        // Graphs name events, functions and memory: they go first.
+        let graphs = self.release_graphs(None);
+        tracing::info!("session {}: destroyed {graphs} graph exec(s)", self.id);
         let allocs = self.release_allocs();
         let events = self.release_events();
         let (modules, libraries) = self.release_code();
