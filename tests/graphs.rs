@@ -210,3 +210,27 @@ fn cuda_bindings_graph() {
         assert_eq!(&line[key.len() + 1..], want, "{out}");
     }
 }
+
+/// A graph launch is one message whatever the graph's size: the program's
+/// 256-kernel graph, replayed 50 times, reaches the worker as one
+/// `GraphInstantiate` and 50 `GraphLaunch` frames — captured launches
+/// send nothing (the worker's trace log names every frame it serves).
+#[test]
+fn a_graph_launch_is_one_message() {
+    let daemon = Daemon::start_with_env(&[], &[("VGPU_LOG", "trace")]);
+    let mut cmd = Command::new(build("ptx-static"));
+    cmd.arg("k256");
+    let out = common::run_guest(cmd, &daemon, &[("VGPU_LOG", "warn")]);
+    out.assert_success();
+    out.line("k256 ok=1");
+    daemon.wait_log(&["guest disconnected"], std::time::Duration::from_secs(10));
+    let log = daemon.logs();
+    let served = |op: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!(": {op} seq ")))
+            .count()
+    };
+    assert_eq!(served("GraphInstantiate"), 1, "{log}");
+    assert_eq!(served("GraphLaunch"), 50, "{log}");
+    assert_eq!(served("LaunchKernel"), 0, "{log}");
+}

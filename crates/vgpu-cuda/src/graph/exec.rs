@@ -29,7 +29,7 @@
 //! executable graph on the GPU, which vgpu does not put it. Auto-free,
 //! upload and node priority are accepted (priority: nothing to order).
 
-use super::host::{DeviceOp, HostGraph};
+use super::host::HostGraph;
 use super::mem::GraphMem;
 use super::node::{self, Op};
 use super::{Body, Graph, NodeArg, INVALID_VALUE, NOT_SUPPORTED};
@@ -51,6 +51,8 @@ use std::ffi::{c_char, c_uint, c_ulonglong, c_void};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use vgpu_ffi::{FromCuda, In, Mint, Out, Shared};
+use vgpu_transport::codec::Bytes;
+use vgpu_transport::proto::{GraphNode, LaunchAttr};
 
 const AUTO_FREE_ON_LAUNCH: u64 = 1;
 const UPLOAD: u64 = 2;
@@ -296,18 +298,23 @@ pub fn phases(order: &[usize], preds: &[Vec<usize>], guest: &[bool]) -> Vec<usiz
     phase
 }
 
-/// What the host runs for a device node.
-fn device_op(op: &Op) -> DeviceOp {
+/// What the host runs for a device node (guest-run kinds never get here;
+/// memory nodes are empty on the host).
+fn device_op(op: &Op) -> GraphNode {
     match op {
-        Op::Kernel(k) => DeviceOp::Kernel {
+        Op::Kernel(k) => GraphNode::Kernel {
             func: k.remote,
             grid: k.grid,
             block: k.block,
             shared_mem: k.shared_mem,
-            params: k.args().to_vec(),
-            cooperative: k.cooperative,
+            params: Bytes(k.args().to_vec()),
+            attrs: if k.cooperative {
+                vec![LaunchAttr::Cooperative { value: 1 }]
+            } else {
+                Vec::new()
+            },
         },
-        Op::Memset(f) => DeviceOp::Memset {
+        Op::Memset(f) => GraphNode::Memset {
             dst: f.dst,
             pitch: f.pitch,
             value: f.value,
@@ -316,7 +323,7 @@ fn device_op(op: &Op) -> DeviceOp {
             height: f.height,
         },
         Op::Memcpy(c) => match c.plan.device() {
-            Some(d) => DeviceOp::Memcpy {
+            Some(d) => GraphNode::Memcpy {
                 dst: d.dst,
                 dst_pitch: d.dst_pitch,
                 dst_height: d.dst_height,
@@ -327,12 +334,12 @@ fn device_op(op: &Op) -> DeviceOp {
                 height: d.height,
                 depth: d.depth,
             },
-            None => DeviceOp::Empty,
+            None => GraphNode::Empty {},
         },
-        Op::EventRecord(e) => DeviceOp::EventRecord { event: e.remote },
-        Op::EventWait(e) => DeviceOp::EventWait { event: e.remote },
+        Op::EventRecord(e) => GraphNode::EventRecord { event: e.remote },
+        Op::EventWait(e) => GraphNode::EventWait { event: e.remote },
         Op::Host(_) | Op::Child(_) | Op::Empty | Op::MemAlloc(_) | Op::MemFree(_) => {
-            DeviceOp::Empty
+            GraphNode::Empty {}
         }
     }
 }
@@ -436,7 +443,12 @@ fn instantiate_graph(g: &Arc<Graph>, flags: u64) -> Result<Arc<Exec>, Failure> {
     }
     let mut phases = Vec::with_capacity(count);
     for (k, (device, guest_nodes)) in device_lists.into_iter().zip(guest_lists).enumerate() {
-        let host = if device.is_empty() {
+        // A phase of nothing but empty nodes orders nothing on the device:
+        // no host graph, no message.
+        let idle = device
+            .iter()
+            .all(|&i| device_op(&flat[i].op) == GraphNode::Empty {});
+        let host = if idle {
             None
         } else {
             let pos = |i: usize| match flat[i].place {
@@ -899,7 +911,7 @@ impl State {
     /// Installs new parameters; device nodes whose host form changed are
     /// sent, per phase, as one update.
     fn apply(&mut self, changes: Vec<(usize, Op)>) -> Result<(), CUresult> {
-        let mut per_phase: Vec<Vec<(u32, DeviceOp)>> = vec![Vec::new(); self.phases.len()];
+        let mut per_phase: Vec<Vec<(u32, GraphNode)>> = vec![Vec::new(); self.phases.len()];
         for (i, op) in changes {
             if let Place::Device { phase, pos } = self.flat[i].place {
                 let new = device_op(&op);
@@ -1228,12 +1240,25 @@ fn enable_kind(k: CUgraphNodeType) -> bool {
     )
 }
 
-/// Phase and placement facts, for tests and `vgpu bench`-style checks.
+/// Per phase: its device nodes, its guest nodes, and the size of its
+/// host graph (0 when it has none).
 #[cfg(test)]
-pub(crate) fn shape(e: &Exec) -> Vec<(usize, usize)> {
+pub(crate) fn shape(e: &Exec) -> Vec<(usize, usize, usize)> {
     let st = e.state.lock();
     st.phases
         .iter()
-        .map(|p| (p.host.as_ref().map_or(0, |h| h.len()), p.guest.len()))
+        .enumerate()
+        .map(|(k, p)| {
+            let devices = st
+                .flat
+                .iter()
+                .filter(|f| matches!(f.place, Place::Device { phase, .. } if phase == k))
+                .count();
+            (
+                devices,
+                p.guest.len(),
+                p.host.as_ref().map_or(0, |h| h.len()),
+            )
+        })
         .collect()
 }
