@@ -37,6 +37,7 @@ use crate::args::{self, Live};
 use crate::capture;
 use crate::check::{self, reject};
 use crate::context::state::Context;
+use crate::copy2d::DeviceCopy;
 use crate::event::Event;
 use crate::memory::Route;
 use crate::stream::{self, Null, StreamArg};
@@ -817,8 +818,16 @@ fn compatible(old: &Op, new: &Op) -> Result<(), CUgraphExecUpdateResult> {
             let (x, y) = (&a.desc.0, &b.desc.0);
             let same_types =
                 x.srcMemoryType == y.srcMemoryType && x.dstMemoryType == y.dstMemoryType;
-            let same_place = a.plan.device().is_some() == b.plan.device().is_some();
-            if !Arc::ptr_eq(&a.ctx, &b.ctx) || !same_types || !same_place {
+            let (da, db) = (a.plan.device(), b.plan.device());
+            let same_place = da.is_some() == db.is_some();
+            // The host updates a device copy with the driver's
+            // cuGraphExecMemcpyNodeSetParams, which takes 1D copies only.
+            let flat = |d: &DeviceCopy| d.height == 1 && d.depth == 1;
+            let reshaped = match (da, db) {
+                (Some(x), Some(y)) => x != y && !(flat(&x) && flat(&y)),
+                _ => false,
+            };
+            if !Arc::ptr_eq(&a.ctx, &b.ctx) || !same_types || !same_place || reshaped {
                 return Err(R::CU_GRAPH_EXEC_UPDATE_ERROR_PARAMETERS_CHANGED);
             }
             Ok(())
