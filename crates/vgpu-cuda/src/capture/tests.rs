@@ -668,3 +668,25 @@ fn a_captured_graph_launch_is_a_child_graph_node() {
     discard(g);
     graph::discard(&inner);
 }
+
+#[test]
+fn mode_exchange_through_the_export() {
+    use crate::cuThreadExchangeStreamCaptureMode as exchange;
+    // A fresh thread: the default mode is GLOBAL.
+    std::thread::spawn(|| {
+        let mut m = RELAXED;
+        // SAFETY: valid locals, or NULL, through the export.
+        unsafe {
+            assert_eq!(exchange(&mut m), CUresult::CUDA_SUCCESS);
+            assert_eq!(m, GLOBAL);
+            assert_eq!(exchange(&mut m), CUresult::CUDA_SUCCESS);
+            assert_eq!(m, RELAXED);
+            let mut bad = CUstreamCaptureMode(7);
+            assert_eq!(exchange(&mut bad), INVALID_VALUE);
+            assert_eq!(bad, CUstreamCaptureMode(7), "left as it was");
+            assert_eq!(exchange(std::ptr::null_mut()), INVALID_VALUE);
+        }
+    })
+    .join()
+    .unwrap();
+}
