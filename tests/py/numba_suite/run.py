@@ -58,7 +58,10 @@ def tests_dir():
     if spec is None or not spec.submodule_search_locations:
         sys.exit("numba-suite: numba_cuda is not installed in this Python; "
                  "run scripts/test-deps.sh numba numba_suite")
-    d = (Path(list(spec.submodule_search_locations)[0]) / "numba" / "cuda" / "tests").resolve()
+    # Not resolved: pytest names a test module by finding the import name
+    # whose spec.origin equals the file's path, which is spelled the way
+    # sys.path spells site-packages (a symlinked venv must stay symlinked).
+    d = Path(list(spec.submodule_search_locations)[0]) / "numba" / "cuda" / "tests"
     if not d.is_dir():
         sys.exit(f"numba-suite: no test suite at {d}")
     return d
@@ -69,7 +72,7 @@ def expand(selection, tdir):
     files = collections.OrderedDict()
     for sel in selection or ["."]:
         path, sep, _ = sel.partition("::")
-        p = (tdir / path).resolve()
+        p = Path(os.path.normpath(tdir / path))
         if not p.exists():
             sys.exit(f"numba-suite: {sel}: no such file or directory under {tdir}")
         if p.is_dir():
@@ -196,21 +199,25 @@ def run_file(rel, ids, args, tdir, vgpu, host, out, env):
                                     start_new_session=True)
             watchdog = False
             last_size, last_move = journal.stat().st_size if journal.exists() else 0, time.monotonic()
-            while proc.poll() is None:
-                time.sleep(1)
-                size = journal.stat().st_size if journal.exists() else 0
-                if size != last_size:
-                    last_size, last_move = size, time.monotonic()
-                elif time.monotonic() - last_move > args.timeout + 120:
-                    watchdog = True
-                    lf.write(f"\n=== numba-suite: no progress for {args.timeout + 120} s, killed\n")
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            # Whatever the process left behind (its guest, children) goes too.
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                while proc.poll() is None:
+                    time.sleep(1)
+                    size = journal.stat().st_size if journal.exists() else 0
+                    if size != last_size:
+                        last_size, last_move = size, time.monotonic()
+                    elif time.monotonic() - last_move > args.timeout + 120:
+                        watchdog = True
+                        lf.write(f"\n=== numba-suite: no progress for {args.timeout + 120} s, killed\n")
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+            finally:
+                # Whatever the process left behind (its guest, children)
+                # goes too, also when the runner itself is interrupted.
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
         rc = proc.returncode
         recs = read_journal(journal)[before:]
         ended = {r["nodeid"] for r in recs if r.get("event") == "end"}
@@ -302,6 +309,9 @@ def main():
                     help="keep DIR's journal and run only the tests it has no outcome for")
     args = ap.parse_args()
 
+    # SIGTERM (timeout(1), CI) unwinds like ^C: the daemon and the running
+    # pytest are killed in the finally blocks instead of being orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tdir = tests_dir()
     files = expand(args.selection, tdir)
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
