@@ -22,7 +22,10 @@ that test as ``timeout`` and continues the file in a new process
 
 Writes into DIR (default ``target/numba-suite``):
   journal.jsonl  every start/end record (the plugin's and the runner's)
-  outcomes.tsv   node id, outcome, seconds, first line of the exception or skip reason
+  outcomes.tsv   node id, outcome, seconds, first line of the exception (or the skip
+                 reason), innermost traceback locations, what the daemon logged
+                 meanwhile (the software GPU's reason for a refused link or
+                 launch); tab-separated
   summary.txt    totals, per-file counts, every failure with its first line
   logs/          pytest's output per file; host.log the daemon's
 Exit status: 0 when nothing failed, 1 when tests failed, 2 when the runner could not run.
@@ -174,7 +177,7 @@ def guest_env(out):
     return env
 
 
-def run_file(rel, ids, args, tdir, vgpu, host, out, env):
+def run_file(rel, ids, args, tdir, vgpu, host, host_log, out, env):
     """Runs one file to the end, restarting after each timeout or crash."""
     journal = out / "journal.jsonl"
     log = out / "logs" / (rel.replace("/", "__") + ".log")
@@ -188,6 +191,8 @@ def run_file(rel, ids, args, tdir, vgpu, host, out, env):
                "--import-mode=importlib", "-q", "-rN", "--no-header",
                f"--timeout={args.timeout}", "--timeout-method=thread",
                f"--vgpu-journal={journal}"]
+        if host_log is not None:
+            cmd.append(f"--vgpu-host-log={host_log}")
         if attempt or args.resume:
             cmd.append("--vgpu-resume")
         cmd += [str(tdir / t) for t in targets]
@@ -250,13 +255,14 @@ def run_file(rel, ids, args, tdir, vgpu, host, out, env):
 
 
 def outcomes(journal):
-    """{node id: (outcome, seconds, message)}; the last record of a node wins."""
+    """{node id: (outcome, seconds, message, where, host)}; a node's last record wins."""
     res = {}
     for r in read_journal(journal):
         if r.get("event") == "end":
-            res[r["nodeid"]] = (r["outcome"], r.get("duration"), r.get("message", ""))
+            res[r["nodeid"]] = (r["outcome"], r.get("duration"), r.get("message", ""),
+                                r.get("where", ""), " | ".join(r.get("host") or []))
         elif r.get("event") == "collect_error":
-            res[r["nodeid"]] = ("error", None, "collection: " + r.get("message", ""))
+            res[r["nodeid"]] = ("error", None, "collection: " + r.get("message", ""), "", "")
     return res
 
 
@@ -267,12 +273,13 @@ def file_of(nodeid):
 def write_reports(out, res, header, wall):
     with open(out / "outcomes.tsv", "w", encoding="utf-8") as f:
         for nid in sorted(res):
-            o, d, m = res[nid]
-            f.write(f"{nid}\t{o}\t{'' if d is None else d}\t{m.replace(chr(9), ' ')}\n")
-    totals = collections.Counter(o for o, _, _ in res.values())
+            o, d, m, w, h = res[nid]
+            cells = [nid, o, "" if d is None else str(d), m, w, h]
+            f.write("\t".join(c.replace("\t", " ") for c in cells) + "\n")
+    totals = collections.Counter(r[0] for r in res.values())
     per_file = collections.defaultdict(collections.Counter)
     secs = collections.Counter()
-    for nid, (o, d, _) in res.items():
+    for nid, (o, d, *_) in res.items():
         per_file[file_of(nid)][o] += 1
         secs[file_of(nid)] += d or 0
     cols = [o for o in ORDER if totals[o]] or ["passed"]
@@ -290,9 +297,13 @@ def write_reports(out, res, header, wall):
     lines.append("")
     lines.append("not passed (outcome, node id, first line of the exception):")
     for nid in sorted(res):
-        o, _, m = res[nid]
+        o, _, m, w, h = res[nid]
         if o in BAD:
             lines.append(f"  {o:<8} {nid}\n           {m}")
+            if w:
+                lines.append(f"           at {w}")
+            if h:
+                lines.append(f"           host: {h}")
     (out / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return totals
 
@@ -307,7 +318,14 @@ def main():
                     "or $CARGO_TARGET_DIR/debug/vgpu)")
     ap.add_argument("--resume", action="store_true",
                     help="keep DIR's journal and run only the tests it has no outcome for")
+    ap.add_argument("--report-only", action="store_true",
+                    help="only rewrite DIR's summary.txt and outcomes.tsv from its journal")
     args = ap.parse_args()
+    if args.report_only:
+        out = args.out.resolve()
+        totals = write_reports(out, outcomes(out / "journal.jsonl"),
+                               [f"report of {out / 'journal.jsonl'}"], 0)
+        return 1 if sum(totals[o] for o in BAD) else 0
 
     # SIGTERM (timeout(1), CI) unwinds like ^C: the daemon and the running
     # pytest are killed in the finally blocks instead of being orphaned.
@@ -350,9 +368,9 @@ def main():
                 print("numba-suite: " + msg, flush=True)
                 daemon.start()
             t = time.monotonic()
-            run_file(rel, ids, args, tdir, vgpu, host, out, env)
+            run_file(rel, ids, args, tdir, vgpu, host, daemon and daemon.log, out, env)
             res = outcomes(journal)
-            c = collections.Counter(o for n, (o, _, _) in res.items() if file_of(n) == rel)
+            c = collections.Counter(r[0] for n, r in res.items() if file_of(n) == rel)
             print(f"numba-suite: [{i}/{len(files)}] {rel}: "
                   + ", ".join(f"{c[o]} {o}" for o in ORDER if c[o])
                   + f" ({time.monotonic() - t:.0f} s)", flush=True)

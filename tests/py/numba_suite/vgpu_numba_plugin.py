@@ -37,6 +37,11 @@ def pytest_addoption(parser):
         help="Append one JSON line per test start, end and collection error to FILE.",
     )
     group.addoption(
+        "--vgpu-host-log",
+        metavar="FILE",
+        help="The daemon's log: what it printed while a test ran goes into the journal.",
+    )
+    group.addoption(
         "--vgpu-resume",
         action="store_true",
         help="Deselect the tests FILE (--vgpu-journal) already records an outcome for.",
@@ -75,14 +80,70 @@ def _message(report):
     return _first_line(getattr(report, "longreprtext", "") or str(longrepr))
 
 
+def _where(report, depth=3):
+    """The innermost traceback locations of a failure, innermost last.
+
+    The first line of a cuda.core error names only the status
+    (``CUDA_ERROR_NOT_SUPPORTED``); which driver call returned it shows in
+    the frames (``_memory_pool.pyx:353: in ..._MP_allocate``).
+    """
+    tb = getattr(getattr(report.longrepr, "reprtraceback", None), "reprentries", None)
+    if not tb:
+        return ""
+    locs = []
+    for entry in tb:
+        loc = getattr(entry, "reprfileloc", None)
+        # cuda.core raises every status from the same two helpers.
+        if loc is not None and "_utils/cuda_utils." not in str(loc.path):
+            path = str(loc.path)
+            path = path[path.rfind("site-packages/") + 14:] if "site-packages/" in path else path
+            locs.append(f"{path}:{loc.lineno}: {loc.message}")
+    return " < ".join(reversed(locs[-depth:]))
+
+
+# Daemon log lines that say nothing about a test (its lifecycle at INFO, and
+# one NVML warning each guest's nvidia-ml shim triggers when numba starts).
+_HOST_NOISE = (" INFO ", " DEBUG ", " TRACE ", "nvmlDeviceGetVbiosVersion is not supported")
+
+
 class Journal:
     """Writes the journal and folds setup/call/teardown reports into one outcome."""
 
-    def __init__(self, path, resume):
+    def __init__(self, path, resume, host_log):
         self.path = path
         self.resume = resume
+        self.host_log = host_log
+        self.host_offset = 0
         self.file = open(path, "a", encoding="utf-8")
         self.pending = {}
+
+    def _host_size(self):
+        try:
+            return os.path.getsize(self.host_log) if self.host_log else 0
+        except OSError:
+            return 0
+
+    def _host_lines(self):
+        """What the daemon logged since the test started, noise left out.
+
+        One guest runs at a time, so these lines are this test's: the
+        software GPU says there why a link or launch failed (the guest sees
+        only a status such as CUDA_ERROR_INVALID_PTX).
+        """
+        if not self.host_log:
+            return []
+        try:
+            with open(self.host_log, "rb") as f:
+                f.seek(self.host_offset)
+                text = f.read(1 << 20).decode("utf-8", "replace")
+        except OSError:
+            return []
+        lines = []
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not any(n in line for n in _HOST_NOISE) and line not in lines:
+                lines.append(line[:300])
+        return lines[:5]
 
     def write(self, **record):
         self.file.write(json.dumps(record) + "\n")
@@ -122,6 +183,7 @@ class Journal:
 
     def pytest_runtest_logstart(self, nodeid, location):
         self.pending[nodeid] = {"outcome": "passed", "message": "", "duration": 0.0}
+        self.host_offset = self._host_size()
         self.write(event="start", nodeid=nodeid, pid=os.getpid())
 
     def pytest_runtest_logreport(self, report):
@@ -137,6 +199,7 @@ class Journal:
             elif report.failed:
                 st["outcome"] = "failed"
                 st["message"] = _message(report)
+                st["where"] = _where(report)
             elif report.skipped:
                 st["outcome"] = "skipped"
                 st["message"] = _message(report)
@@ -145,6 +208,7 @@ class Journal:
             # a failure in the call stays the test's outcome.
             st["outcome"] = "error"
             st["message"] = f"{report.when}: {_message(report)}"
+            st["where"] = _where(report)
         elif report.when == "setup" and report.skipped:
             st["outcome"] = "xfailed" if wasxfail else "skipped"
             st["message"] = _message(report)
@@ -174,6 +238,8 @@ class Journal:
                 outcome=st["outcome"],
                 duration=round(st["duration"], 3),
                 message=st["message"],
+                where=st.get("where", ""),
+                host=self._host_lines() if st["outcome"] != "passed" else [],
             )
 
 
@@ -181,5 +247,6 @@ def pytest_configure(config):
     path = config.getoption("vgpu_journal")
     if path:
         config.pluginmanager.register(
-            Journal(path, config.getoption("vgpu_resume")), "vgpu-journal"
+            Journal(path, config.getoption("vgpu_resume"), config.getoption("vgpu_host_log")),
+            "vgpu-journal",
         )
