@@ -26,7 +26,8 @@ Writes into DIR (default ``target/numba-suite``):
                  reason), innermost traceback locations, what the daemon logged
                  meanwhile (the software GPU's reason for a refused link or
                  launch); tab-separated
-  summary.txt    totals, per-file counts, every failure with its first line
+  summary.txt    totals, per-file counts, failures by cause (classify.py), every
+                 failure with its first line
   logs/          pytest's output per file; host.log the daemon's
 Exit status: 0 when nothing failed, 1 when tests failed, 2 when the runner could not run.
 """
@@ -44,6 +45,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import classify  # this directory is sys.path[0]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -114,6 +117,16 @@ def last_line(text, pattern):
     return found[-1][:500] if found else ""
 
 
+def _die_with_runner(sig):
+    """preexec_fn: the child gets ``sig`` when the runner dies, however it
+    dies (a test harness's SIGKILL skips every finally block)."""
+    def set_pdeathsig():
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig))
+    return set_pdeathsig
+
+
 class Daemon:
     """``vgpu host --driver emulated`` on a unix socket in the output dir."""
 
@@ -133,7 +146,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [str(self.vgpu), "host", "--listen", f"unix:{self.sock}", "--driver", "emulated"],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_die_with_runner(signal.SIGTERM))
         self.starts += 1
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -201,7 +214,8 @@ def run_file(rel, ids, args, tdir, vgpu, host, host_log, out, env):
             lf.flush()
             proc = subprocess.Popen(cmd, cwd=out, env=env, stdin=subprocess.DEVNULL,
                                     stdout=lf, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True,
+                                    preexec_fn=_die_with_runner(signal.SIGKILL))
             watchdog = False
             last_size, last_move = journal.stat().st_size if journal.exists() else 0, time.monotonic()
             try:
@@ -294,6 +308,8 @@ def write_reports(out, res, header, wall):
         c = per_file[fname]
         lines.append(f"{fname:<{w}}  " + "  ".join(f"{c[o]:>7}" for o in cols)
                      + f"  {secs[fname]:7.1f}")
+    lines.append("")
+    lines.extend(classify.table(classify.load(out)))
     lines.append("")
     lines.append("not passed (outcome, node id, first line of the exception):")
     for nid in sorted(res):
