@@ -24,6 +24,11 @@ RULES = [
      "(cuda.core's pool allocator backs every implicit host-array transfer)",
      "vgpu-cuda (not forwarded) + vgpu-host", 15,
      {"where": r"_memory_pool|MemoryResource|_device_memory_resource"}),
+    # The same in a test that runs its body in a child process ("1 != 0"
+    # first, the child's traceback further down).
+    ("stream-ordered allocation: cuMemAllocFromPoolAsync returns NOT_SUPPORTED "
+     "(cuda.core's pool allocator backs every implicit host-array transfer)",
+     "vgpu-cuda (not forwarded) + vgpu-host", 15, {"markers": r"_memory_pool"}),
     ("mapped pinned host memory: cuMemHostGetDevicePointer / CAN_MAP_HOST_MEMORY 0",
      "vgpu-cuda (host_memory)", 15,
      {"message": r"cuMemHostGetDevicePointer|cannot map host memory"}),
@@ -55,9 +60,12 @@ RULES = [
      {"host": r"callprototype"}),
     ("PTX instruction the interpreter cannot execute (bf16/f16 arithmetic, ...)",
      "vgpu-ptx (interpreter)", 15, {"host": r"is not supported; launching it will fail"}),
-    ("PTX the parser rejects: other", "vgpu-ptx (parser)", 15, {"host": r"invalid PTX"}),
-    ("illegal address: exact bounds where a real GPU's allocation granularity tolerates the "
-     "access, then the sticky error fails the rest of the process",
+    ("PTX the parser rejects: other (a .func call with another argument count, ...)",
+     "vgpu-ptx (parser)", 15, {"host": r"invalid PTX"}),
+    ("illegal address in a kernel: exact bounds where a real GPU's allocation granularity "
+     "tolerates the access", "vgpu-emu (allocation granularity)", 15,
+     {"host": r"illegal address"}),
+    ("sticky CUDA_ERROR_ILLEGAL_ADDRESS left by an earlier test of the same process",
      "vgpu-emu (allocation granularity)", 15, {"message": r"ILLEGAL_ADDRESS"}),
     ("kernel launch refused: error reported later (at the next copy/sync)",
      "vgpu-emu / vgpu-cuda", 15,
@@ -72,7 +80,7 @@ RULES = [
      {"message": r"AssertionError|Mismatch|not equal|!="}),
 ]
 
-COLUMNS = ("nodeid", "outcome", "seconds", "message", "where", "host")
+COLUMNS = ("nodeid", "outcome", "seconds", "message", "where", "host", "markers")
 BAD = ("failed", "error", "timeout", "crashed", "xpassed")
 
 

@@ -25,7 +25,8 @@ Writes into DIR (default ``target/numba-suite``):
   outcomes.tsv   node id, outcome, seconds, first line of the exception (or the skip
                  reason), innermost traceback locations, what the daemon logged
                  meanwhile (the software GPU's reason for a refused link or
-                 launch); tab-separated
+                 launch), driver calls named anywhere in the failure's text;
+                 tab-separated
   summary.txt    totals, per-file counts, failures by cause (classify.py), every
                  failure with its first line
   logs/          pytest's output per file; host.log the daemon's
@@ -183,7 +184,9 @@ def guest_env(out):
               "CUDA_VISIBLE_DEVICES", "LD_PRELOAD"):
         env.pop(k, None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    env["NUMBA_CACHE_DIR"] = str(out / "numba-cache")
+    # The caching tests check where numba writes its cache (next to their
+    # temporary copies of the test modules): no NUMBA_CACHE_DIR redirect.
+    env.pop("NUMBA_CACHE_DIR", None)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("VGPU_LOG", "warn")
@@ -269,14 +272,16 @@ def run_file(rel, ids, args, tdir, vgpu, host, host_log, out, env):
 
 
 def outcomes(journal):
-    """{node id: (outcome, seconds, message, where, host)}; a node's last record wins."""
+    """{node id: (outcome, seconds, message, where, host, markers)}; a node's last
+    record wins."""
     res = {}
     for r in read_journal(journal):
         if r.get("event") == "end":
             res[r["nodeid"]] = (r["outcome"], r.get("duration"), r.get("message", ""),
-                                r.get("where", ""), " | ".join(r.get("host") or []))
+                                r.get("where", ""), " | ".join(r.get("host") or []),
+                                " ".join(r.get("markers") or []))
         elif r.get("event") == "collect_error":
-            res[r["nodeid"]] = ("error", None, "collection: " + r.get("message", ""), "", "")
+            res[r["nodeid"]] = ("error", None, "collection: " + r.get("message", ""), "", "", "")
     return res
 
 
@@ -287,8 +292,8 @@ def file_of(nodeid):
 def write_reports(out, res, header, wall):
     with open(out / "outcomes.tsv", "w", encoding="utf-8") as f:
         for nid in sorted(res):
-            o, d, m, w, h = res[nid]
-            cells = [nid, o, "" if d is None else str(d), m, w, h]
+            o, d, m, w, h, k = res[nid]
+            cells = [nid, o, "" if d is None else str(d), m, w, h, k]
             f.write("\t".join(c.replace("\t", " ") for c in cells) + "\n")
     totals = collections.Counter(r[0] for r in res.values())
     per_file = collections.defaultdict(collections.Counter)
@@ -313,7 +318,7 @@ def write_reports(out, res, header, wall):
     lines.append("")
     lines.append("not passed (outcome, node id, first line of the exception):")
     for nid in sorted(res):
-        o, _, m, w, h = res[nid]
+        o, _, m, w, h, _ = res[nid]
         if o in BAD:
             lines.append(f"  {o:<8} {nid}\n           {m}")
             if w:

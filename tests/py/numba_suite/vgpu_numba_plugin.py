@@ -20,6 +20,7 @@ Loaded with ``-p vgpu_numba_plugin`` (this directory on ``PYTHONPATH``) by
 
 import json
 import os
+import re
 
 import pytest
 
@@ -99,6 +100,17 @@ def _where(report, depth=3):
             path = path[path.rfind("site-packages/") + 14:] if "site-packages/" in path else path
             locs.append(f"{path}:{loc.lineno}: {loc.message}")
     return " < ".join(reversed(locs[-depth:]))
+
+
+# Driver entry points and cuda.core's pool allocator, wherever they appear in a
+# failure's whole text: a test that runs its body in a subprocess reports only
+# "1 != 0", with the child's traceback further down.
+_MARKERS = re.compile(r"\bcu[A-Z][A-Za-z0-9_]+\b|_memory_pool")
+
+
+def _markers(report):
+    text = getattr(report, "longreprtext", "") or ""
+    return sorted(set(_MARKERS.findall(text)))[:20]
 
 
 # Daemon log lines that say nothing about a test (its lifecycle at INFO, and
@@ -200,6 +212,7 @@ class Journal:
                 st["outcome"] = "failed"
                 st["message"] = _message(report)
                 st["where"] = _where(report)
+                st["markers"] = _markers(report)
             elif report.skipped:
                 st["outcome"] = "skipped"
                 st["message"] = _message(report)
@@ -209,6 +222,7 @@ class Journal:
             st["outcome"] = "error"
             st["message"] = f"{report.when}: {_message(report)}"
             st["where"] = _where(report)
+            st["markers"] = _markers(report)
         elif report.when == "setup" and report.skipped:
             st["outcome"] = "xfailed" if wasxfail else "skipped"
             st["message"] = _message(report)
@@ -240,6 +254,7 @@ class Journal:
                 message=st["message"],
                 where=st.get("where", ""),
                 host=self._host_lines() if st["outcome"] != "passed" else [],
+                markers=st.get("markers", []),
             )
 
 
