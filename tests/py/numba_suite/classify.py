@@ -2,12 +2,16 @@
 
     classify.py DIR        # DIR of a run.py run (reads DIR/outcomes.tsv)
 
-Each rule names a cause, the vgpu crate where it is fixed and the issue that
-asks for the fix, and matches the test's node id, the exception's first line,
-where it was raised and what the daemon logged meanwhile (the columns of
-outcomes.tsv). The first matching rule wins, so specific rules come first.
-run.py appends this table to summary.txt; a failure no rule matches is listed
-as "unclassified" with its message, which is the cue to add a rule.
+CAUSES names each cause with a short key, says what breaks, which vgpu crate
+fixes it and which issue asks for that. RULES recognise a cause from a test's
+columns in outcomes.tsv (node id, outcome, the exception's first line, where
+it was raised, what the daemon logged meanwhile, driver calls named in the
+failure's text); the first matching rule wins, so specific rules come first.
+
+run.py writes each failure's key into outcomes.tsv and this table into
+summary.txt; tests/numba_suite.rs lists its expected failures by these keys
+and checks that each still fails for the cause it is listed under. A failure
+no rule matches is "unclassified": the cue to add a rule.
 """
 
 import collections
@@ -15,72 +19,94 @@ import re
 import sys
 from pathlib import Path
 
-# (cause, crate, issue, {column: regex}); every regex given must match.
+# key: (what breaks, where it gets fixed, issue)
+CAUSES = {
+    "timeout": ("the interpreter is too slow for the test's kernels within the per-test limit",
+                "vgpu-ptx (speed)", 15),
+    "crashed": ("the guest process died", "?", 15),
+    "pool-alloc": ("stream-ordered allocation: cuMemAllocFromPoolAsync returns NOT_SUPPORTED "
+                   "while the device reports pool support; numba 0.30 (cuda.core) allocates "
+                   "every implicit host-array transfer from the pool",
+                   "vgpu-cuda (exported as a NOT_SUPPORTED stub, not forwarded) + vgpu-host", 15),
+    "mapped-host": ("mapped pinned host memory: cuMemHostGetDevicePointer NOT_SUPPORTED, "
+                    "CAN_MAP_HOST_MEMORY 0 (\"cannot map host memory\")",
+                    "vgpu-cuda (host_memory)", 15),
+    "managed": ("managed memory: cuMemAllocManaged NOT_SUPPORTED", "vgpu-cuda + vgpu-emu", 15),
+    "ipc": ("IPC: cuIpcGetMemHandle / cuIpcOpenMemHandle", "vgpu-cuda + vgpu-host", 15),
+    "profiler": ("profiler API: cuProfilerStart/Stop not exported", "vgpu-cuda (exports)", 15),
+    "graphs": ("graphs / stream capture: cuStreamBeginCapture NOT_SUPPORTED",
+               "vgpu-cuda + vgpu-host", 10),
+    "assertfail": ("device runtime function missing at link: __assertfail (numba's NRT, "
+                   "array reductions, assert)", "vgpu-ptx / vgpu-emu (device runtime)", 15),
+    "vprintf": ("device runtime function missing at link: vprintf (device print)",
+                "vgpu-ptx / vgpu-emu (device runtime)", 15),
+    "cg-sync": ("device runtime function missing at link: cudaCGGetIntrinsicHandle / "
+                "cudaCGSynchronize (cooperative-group grid sync)",
+                "vgpu-ptx / vgpu-emu (device runtime)", 15),
+    "device-malloc": ("device runtime function missing at link: malloc / free",
+                      "vgpu-ptx / vgpu-emu (device runtime)", 11),
+    "devrt-other": ("device runtime function missing at link: other",
+                    "vgpu-ptx / vgpu-emu (device runtime)", 15),
+    "callprototype": ("PTX the parser rejects: .callprototype (indirect calls)",
+                      "vgpu-ptx (parser)", 15),
+    "ptx-unsupported-op": ("PTX instruction the interpreter cannot execute (bf16 / f16 "
+                           "arithmetic, ...): the launch fails, the error surfaces at the "
+                           "next copy", "vgpu-ptx (interpreter)", 15),
+    "ptx-parse-other": ("PTX the parser rejects: other (a .func call with another argument "
+                        "count, ...)", "vgpu-ptx (parser)", 15),
+    "illegal-address": ("CUDA_ERROR_ILLEGAL_ADDRESS in a kernel: the software GPU checks exact "
+                        "bounds where a real GPU's allocation granularity (2 MiB / 512 B) "
+                        "tolerates the access", "vgpu-emu (allocation granularity)", 15),
+    "sticky": ("CUDA_ERROR_ILLEGAL_ADDRESS left by an earlier test of the same process "
+               "(sticky): follows from illegal-address", "vgpu-emu (allocation granularity)", 15),
+    "launch-error": ("a refused launch reported later (at the next copy or sync)",
+                     "vgpu-emu / vgpu-cuda", 15),
+    "num-regs": ("register count: CU_FUNC_ATTRIBUTE_NUM_REGS is a fixed 32 and max-register "
+                 "JIT options are not honoured", "vgpu-emu (function attributes, cuLink*)", 15),
+    "not-supported-other": ("another driver call returns NOT_SUPPORTED", "vgpu-cuda", 15),
+    "invalid-ptx": ("CUDA_ERROR_INVALID_PTX with no reason in the daemon's log", "vgpu-ptx", 15),
+    "wrong-result": ("wrong result: an assertion on values, no CUDA error",
+                     "vgpu-ptx (semantics)", 15),
+    "unclassified": ("no rule matches", "?", 15),
+}
+
+# (key, {column: regex}); every regex given must match (re.search).
 RULES = [
-    ("timeout: the interpreter is too slow for the test's kernel within the per-test limit",
-     "vgpu-ptx (speed)", 15, {"outcome": r"^timeout$"}),
-    ("guest process died", "?", 15, {"outcome": r"^crashed$"}),
-    ("stream-ordered allocation: cuMemAllocFromPoolAsync returns NOT_SUPPORTED "
-     "(cuda.core's pool allocator backs every implicit host-array transfer)",
-     "vgpu-cuda (not forwarded) + vgpu-host", 15,
-     {"where": r"_memory_pool|MemoryResource|_device_memory_resource"}),
-    # The same in a test that runs its body in a child process ("1 != 0"
-    # first, the child's traceback further down).
-    ("stream-ordered allocation: cuMemAllocFromPoolAsync returns NOT_SUPPORTED "
-     "(cuda.core's pool allocator backs every implicit host-array transfer)",
-     "vgpu-cuda (not forwarded) + vgpu-host", 15, {"markers": r"_memory_pool"}),
-    ("mapped pinned host memory: cuMemHostGetDevicePointer / CAN_MAP_HOST_MEMORY 0",
-     "vgpu-cuda (host_memory)", 15,
-     {"message": r"cuMemHostGetDevicePointer|cannot map host memory"}),
-    ("managed memory: cuMemAllocManaged", "vgpu-cuda + vgpu-emu", 15,
-     {"message": r"cuMemAllocManaged"}),
-    ("IPC: cuIpcGetMemHandle / cuIpcOpenMemHandle", "vgpu-cuda + vgpu-host", 15,
-     {"message": r"cuIpc|IpcHandle|ipc"}),
-    ("profiler API: cuProfilerStart/Stop not exported", "vgpu-cuda (exports)", 15,
-     {"message": r"cuProfiler"}),
-    ("graphs / stream capture (cuStreamBeginCapture)", "vgpu-cuda + vgpu-host", 10,
-     {"where": r"[Cc]apture|[Gg]raph"}),
-    # The launch configuration is invalid on purpose, but the host array
-    # argument's transfer fails first (the pool allocator).
-    ("stream-ordered allocation: cuMemAllocFromPoolAsync returns NOT_SUPPORTED "
-     "(cuda.core's pool allocator backs every implicit host-array transfer)",
-     "vgpu-cuda (not forwarded) + vgpu-host", 15,
-     {"message": r'"CUDA_ERROR_INVALID_VALUE" does not match "CUDA_ERROR_NOT_SUPPORTED'}),
-    ("device runtime function missing at link: __assertfail (numba's NRT, assert)",
-     "vgpu-ptx / vgpu-emu (device runtime)", 15, {"host": r"__assertfail"}),
-    ("device runtime function missing at link: vprintf (device print)",
-     "vgpu-ptx / vgpu-emu (device runtime)", 15, {"host": r"vprintf"}),
-    ("device runtime function missing at link: cooperative-group grid sync",
-     "vgpu-ptx / vgpu-emu (device runtime)", 15, {"host": r"cudaCG"}),
-    ("device runtime function missing at link: malloc/free",
-     "vgpu-ptx / vgpu-emu (device runtime)", 11, {"host": r"`(malloc|free)`"}),
-    ("device runtime function missing at link: other",
-     "vgpu-ptx / vgpu-emu (device runtime)", 15, {"host": r"declared but never defined"}),
-    ("PTX the parser rejects: .callprototype (indirect calls)", "vgpu-ptx (parser)", 15,
-     {"host": r"callprototype"}),
-    ("PTX instruction the interpreter cannot execute (bf16/f16 arithmetic, ...)",
-     "vgpu-ptx (interpreter)", 15, {"host": r"is not supported; launching it will fail"}),
-    ("PTX the parser rejects: other (a .func call with another argument count, ...)",
-     "vgpu-ptx (parser)", 15, {"host": r"invalid PTX"}),
-    ("illegal address in a kernel: exact bounds where a real GPU's allocation granularity "
-     "tolerates the access", "vgpu-emu (allocation granularity)", 15,
-     {"host": r"illegal address"}),
-    ("sticky CUDA_ERROR_ILLEGAL_ADDRESS left by an earlier test of the same process",
-     "vgpu-emu (allocation granularity)", 15, {"message": r"ILLEGAL_ADDRESS"}),
-    ("kernel launch refused: error reported later (at the next copy/sync)",
-     "vgpu-emu / vgpu-cuda", 15,
-     {"message": r"LAUNCH_FAILED|INVALID_HANDLE|NOT_FOUND"}),
-    ("register count: CU_FUNC_ATTRIBUTE_NUM_REGS is a fixed 32, max-register JIT "
-     "options are not honoured", "vgpu-emu (function attributes, cuLink* options)", 15,
-     {"nodeid": r"test_linker.py::.*registers"}),
-    ("other NOT_SUPPORTED from a driver call", "vgpu-cuda", 15,
-     {"message": r"NOT_SUPPORTED"}),
-    ("invalid PTX (no reason logged)", "vgpu-ptx", 15, {"message": r"INVALID_PTX"}),
-    ("wrong result (assertion on values, no CUDA error)", "vgpu-ptx (semantics)", 15,
-     {"message": r"AssertionError|Mismatch|not equal|!="}),
+    ("timeout", {"outcome": r"^timeout$"}),
+    ("crashed", {"outcome": r"^crashed$"}),
+    ("pool-alloc", {"where": r"_memory_pool|_device_memory_resource"}),
+    # A test whose body runs in a child process says "1 != 0"; the child's
+    # traceback further down names the pool allocator.
+    ("pool-alloc", {"markers": r"_memory_pool"}),
+    # The launch configuration is invalid on purpose, but the transfer of the
+    # host-array argument fails first.
+    ("pool-alloc", {"message": r'"CUDA_ERROR_INVALID_VALUE" does not match "CUDA_ERROR_NOT_SUPP'}),
+    ("mapped-host", {"message": r"cuMemHostGetDevicePointer|cannot map host memory"}),
+    ("managed", {"message": r"cuMemAllocManaged"}),
+    ("ipc", {"message": r"cuIpc"}),
+    ("ipc", {"markers": r"cuIpc"}),
+    ("profiler", {"message": r"cuProfiler"}),
+    ("graphs", {"where": r"[Cc]apture|_graph"}),
+    ("assertfail", {"host": r"__assertfail"}),
+    ("vprintf", {"host": r"`vprintf`"}),
+    ("cg-sync", {"host": r"cudaCG"}),
+    ("device-malloc", {"host": r"`(malloc|free)`"}),
+    ("devrt-other", {"host": r"declared but never defined"}),
+    ("callprototype", {"host": r"callprototype"}),
+    ("ptx-unsupported-op", {"host": r"is not supported; launching it will fail"}),
+    ("ptx-parse-other", {"host": r"invalid PTX"}),
+    ("illegal-address", {"host": r"illegal address"}),
+    ("sticky", {"message": r"ILLEGAL_ADDRESS"}),
+    ("launch-error", {"message": r"LAUNCH_FAILED|INVALID_HANDLE"}),
+    ("num-regs", {"nodeid": r"test_linker.py::.*registers"}),
+    ("not-supported-other", {"message": r"NOT_SUPPORTED"}),
+    ("invalid-ptx", {"message": r"INVALID_PTX"}),
+    ("wrong-result", {"message": r"AssertionError|Mismatch|not equal|!="}),
 ]
 
-COLUMNS = ("nodeid", "outcome", "seconds", "message", "where", "host", "markers")
+assert all(key in CAUSES for key, _ in RULES), "a rule names an unknown cause"
+
+COLUMNS = ("nodeid", "outcome", "seconds", "message", "where", "host", "markers", "cause")
 BAD = ("failed", "error", "timeout", "crashed", "xpassed")
 
 
@@ -95,25 +121,27 @@ def load(out):
 
 
 def cause_of(row):
-    for cause, crate, issue, pats in RULES:
-        if all(re.search(p, row[col]) for col, p in pats.items()):
-            return cause, crate, issue
-    return "unclassified", "?", 15
+    """The cause key of a failed test's row ({column: text})."""
+    for key, pats in RULES:
+        if all(re.search(p, row.get(col, "")) for col, p in pats.items()):
+            return key
+    return "unclassified"
 
 
 def table(rows):
     """The cause table as text lines, most frequent cause first."""
-    groups = collections.OrderedDict()
+    groups = collections.defaultdict(list)
     for row in rows:
         if row["outcome"] in BAD:
-            groups.setdefault(cause_of(row), []).append(row)
+            groups[cause_of(row)].append(row)
     lines = [f"failures by cause ({sum(len(v) for v in groups.values())} not passed):"]
-    for (cause, crate, issue), members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+    for key, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        what, crate, issue = CAUSES[key]
         files = len({m["nodeid"].split("::")[0] for m in members})
-        lines.append(f"{len(members):5}  {cause}")
+        lines.append(f"{len(members):5}  {key}: {what}")
         lines.append(f"       crate: {crate}; issue {issue}; {files} files; "
                      f"e.g. {members[0]['nodeid']}")
-        if cause == "unclassified":
+        if key == "unclassified":
             for m in members:
                 lines.append(f"         {m['nodeid']}: {m['message']}")
     return lines

@@ -25,8 +25,9 @@ Writes into DIR (default ``target/numba-suite``):
   outcomes.tsv   node id, outcome, seconds, first line of the exception (or the skip
                  reason), innermost traceback locations, what the daemon logged
                  meanwhile (the software GPU's reason for a refused link or
-                 launch), driver calls named anywhere in the failure's text;
-                 tab-separated
+                 launch), driver calls named anywhere in the failure's text,
+                 the cause (a key of classify.py's CAUSES) of a test that did
+                 not pass; tab-separated
   summary.txt    totals, per-file counts, failures by cause (classify.py), every
                  failure with its first line
   logs/          pytest's output per file; host.log the daemon's
@@ -294,6 +295,8 @@ def write_reports(out, res, header, wall):
         for nid in sorted(res):
             o, d, m, w, h, k = res[nid]
             cells = [nid, o, "" if d is None else str(d), m, w, h, k]
+            if o in BAD:
+                cells.append(classify.cause_of(dict(zip(classify.COLUMNS, cells))))
             f.write("\t".join(c.replace("\t", " ") for c in cells) + "\n")
     totals = collections.Counter(r[0] for r in res.values())
     per_file = collections.defaultdict(collections.Counter)
