@@ -10,8 +10,11 @@
 //! * every test in [`EXPECTED_FAILURES`] to still fail, so that a fix forces
 //!   its entries out of the list and the list only shrinks.
 //!
-//! Each entry names its cause ([`Cause`]: where it gets fixed and the issue
-//! asking for it). The whole suite is `scripts/numba-suite.sh` (README).
+//! Each entry names its cause, a key of `CAUSES` in
+//! `tests/py/numba_suite/classify.py` (where it gets fixed, the issue asking
+//! for it), and must fail for that cause: when a fix moves a test on to its
+//! next problem, the entry moves to that cause's group. The whole suite is
+//! `scripts/numba-suite.sh` (README).
 //!
 //! Needs `scripts/test-deps.sh numba numba_suite` and the built workspace.
 mod common;
@@ -33,35 +36,79 @@ const PER_TEST_TIMEOUT_S: u32 = 120;
 /// The whole run; the runner's own timeouts end well before.
 const RUN_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
-/// Why a test of the selection fails today. Doc comments say what breaks,
-/// where it gets fixed and which issue asks for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Cause {
-    /// `cuMemAllocFromPoolAsync` returns CUDA_ERROR_NOT_SUPPORTED while the
-    /// device reports memory-pool support; numba 0.30 (cuda.core) allocates
-    /// every implicit host-array transfer from the pool. vgpu-cuda does not
-    /// forward the stream-ordered allocator; issue 15.
-    PoolAllocation,
-    /// `cuMemHostGetDevicePointer` / "cannot map host memory": guest memory
-    /// cannot be mapped into the remote GPU (vgpu-cuda host_memory,
-    /// `CAN_MAP_HOST_MEMORY` 0); issue 15.
-    MappedHostMemory,
-    /// `cuMemAllocManaged` is not supported (vgpu-cuda, vgpu-emu); issue 15.
-    ManagedMemory,
-    /// `cuProfilerStart`/`cuProfilerStop` are not exported (vgpu-cuda); issue 15.
-    Profiler,
-    /// `cuStreamBeginCapture` (cuda.core's graph builder): graphs, issue 10.
-    StreamCapture,
-    /// `CU_FUNC_ATTRIBUTE_NUM_REGS` is a fixed 32 and max-register JIT
-    /// options are not honoured (vgpu-emu); issue 15.
-    RegisterCount,
-}
-
-use Cause::*;
-
-/// The tests of [`CI_SELECTION`] that fail today, by cause (pytest node ids
-/// relative to `numba/cuda/tests`).
-const EXPECTED_FAILURES: &[(Cause, &[&str])] = &[];
+/// The tests of [`CI_SELECTION`] that fail today, grouped by cause: the key
+/// of the cause in `tests/py/numba_suite/classify.py` (`CAUSES` there says
+/// what breaks, which crate fixes it and which issue asks for it; the runner
+/// writes each failure's key into `outcomes.tsv`), then pytest node ids
+/// relative to `numba/cuda/tests`. Each must still fail, for that cause.
+const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
+    // stream-ordered allocation: cuMemAllocFromPoolAsync returns NOT_SUPPORTED while the device
+    // reports pool support; numba 0.30 (cuda.core) allocates every implicit host-array transfer
+    // from the pool. Fix: vgpu-cuda (exported as a NOT_SUPPORTED stub, not forwarded) + vgpu-
+    // host; issue 15.
+    (
+        "pool-alloc",
+        &[
+            "cudadrv/test_cuda_driver.py::TestAcceleratedArchitecture::test_device_arch_specific",
+            "cudadrv/test_cuda_ndarray.py::TestRecarray::test_recarray",
+            "cudadrv/test_linker.py::TestLinker::test_linking_cu",
+            "cudadrv/test_linker.py::TestLinker::test_linking_eager_compile",
+            "cudadrv/test_linker.py::TestLinker::test_linking_lazy_compile",
+            "cudadrv/test_linker.py::TestLinker::test_max_threads_exceeded",
+            "cudadrv/test_module_callbacks.py::TestModuleCallbacks::test_decldevice_arg",
+            "cudadrv/test_module_callbacks.py::TestModuleCallbacks::test_jitarg",
+        ],
+    ),
+    // mapped pinned host memory: cuMemHostGetDevicePointer NOT_SUPPORTED, CAN_MAP_HOST_MEMORY 0
+    // ("cannot map host memory"). Fix: vgpu-cuda (host_memory); issue 15.
+    (
+        "mapped-host",
+        &[
+            "cudadrv/test_cuda_memory.py::TestCudaMemory::test_host_alloc",
+            "cudadrv/test_cuda_memory.py::TestCudaMemory::test_pinned_memory",
+            "cudadrv/test_deallocations.py::TestDeallocation::test_del_mapped_contextmanager",
+            "cudadrv/test_deallocations.py::TestDeallocation::test_del_mapped_memory",
+            "cudadrv/test_host_alloc.py::TestHostAlloc::test_host_alloc_driver",
+            "cudadrv/test_host_alloc.py::TestHostAlloc::test_host_alloc_mapped",
+            "cudadrv/test_host_alloc.py::TestHostAlloc::test_host_operators",
+        ],
+    ),
+    // managed memory: cuMemAllocManaged NOT_SUPPORTED. Fix: vgpu-cuda + vgpu-emu; issue 15.
+    (
+        "managed",
+        &[
+            "cudadrv/test_cuda_memory.py::TestCudaMemory::test_managed_memory",
+            "cudadrv/test_deallocations.py::TestDeallocation::test_del_managed_memory",
+            "cudadrv/test_managed_alloc.py::TestManagedAlloc::test_managed_alloc_driver_host_attach",
+            "cudadrv/test_managed_alloc.py::TestManagedAlloc::test_managed_alloc_driver_undersubscribe",
+            "cudadrv/test_managed_alloc.py::TestManagedAlloc::test_managed_array_attach_global",
+            "cudadrv/test_managed_alloc.py::TestManagedAlloc::test_managed_array_attach_host",
+        ],
+    ),
+    // graphs / stream capture: cuStreamBeginCapture NOT_SUPPORTED. Fix: vgpu-cuda + vgpu-host;
+    // issue 10.
+    (
+        "graphs",
+        &[
+            "cudadrv/test_cuda_driver.py::TestCudaDriver::test_cuda_core_graph_builder_launch_user_facing",
+        ],
+    ),
+    // register count: CU_FUNC_ATTRIBUTE_NUM_REGS is a fixed 32 and max-register JIT options are
+    // not honoured. Fix: vgpu-emu (function attributes, cuLink*); issue 15.
+    (
+        "num-regs",
+        &[
+            "cudadrv/test_linker.py::TestLinker::test_set_registers_no_max",
+        ],
+    ),
+    // profiler API: cuProfilerStart/Stop not exported. Fix: vgpu-cuda (exports); issue 15.
+    (
+        "profiler",
+        &[
+            "cudadrv/test_profiler.py::TestProfiler::test_profiling",
+        ],
+    ),
+];
 
 /// One row of the runner's `outcomes.tsv`.
 struct Outcome {
@@ -69,6 +116,8 @@ struct Outcome {
     message: String,
     location: String,
     host: String,
+    /// The cause key the runner classified a failure under ("" if it passed).
+    cause: String,
 }
 
 const FAILED: &[&str] = &["failed", "error", "timeout", "crashed", "xpassed"];
@@ -87,11 +136,13 @@ fn numba_cuda_suite_ci_selection() {
     );
 
     let expected = expected_failures();
-    let out_dir = common::TempDir::new("numba-suite");
+    // Kept after the run (the runner starts it afresh each time): its
+    // summary, logs and outcomes are what a failure is investigated with.
+    let out_dir = common::artifacts().dir.join("numba-suite-ci");
     let mut cmd = Command::new(&py);
     cmd.arg(common::repo_root().join("tests/py/numba_suite/run.py"))
         .arg("--out")
-        .arg(out_dir.path())
+        .arg(&out_dir)
         .arg("--vgpu")
         .arg(&common::artifacts().vgpu)
         .arg(format!("--timeout={PER_TEST_TIMEOUT_S}"))
@@ -103,8 +154,8 @@ fn numba_cuda_suite_ci_selection() {
         matches!(run.status.code(), Some(0 | 1)),
         "the numba-suite runner failed:\n{run}"
     );
-    let summary = fs::read_to_string(out_dir.path().join("summary.txt")).unwrap_or_default();
-    let outcomes = read_outcomes(&out_dir.path().join("outcomes.tsv"));
+    let summary = fs::read_to_string(out_dir.join("summary.txt")).unwrap_or_default();
+    let outcomes = read_outcomes(&out_dir.join("outcomes.tsv"));
 
     let mut problems = String::new();
     for line in summary.lines().filter(|l| l.starts_with("DAEMON:")) {
@@ -124,18 +175,26 @@ fn numba_cuda_suite_ci_selection() {
         }
     }
     for (id, o) in &outcomes {
-        match (expected.get(id.as_str()), o.outcome.as_str()) {
-            (None, ok) if OK.contains(&ok) => {}
-            (Some(_), bad) if FAILED.contains(&bad) => {}
-            (None, bad) => writeln!(
+        let now = o.outcome.as_str();
+        match expected.get(id.as_str()) {
+            None if OK.contains(&now) => {}
+            Some(cause) if FAILED.contains(&now) && o.cause == *cause => {}
+            None => writeln!(
                 problems,
-                "NEW FAILURE {id}: {bad}: {}\n    at {}\n    host: {}",
-                o.message, o.location, o.host
+                "NEW FAILURE [{}] {id}: {now}: {}\n    at {}\n    host: {}",
+                o.cause, o.message, o.location, o.host
             )
             .unwrap(),
-            (Some(cause), now) => writeln!(
+            Some(cause) if FAILED.contains(&now) => writeln!(
                 problems,
-                "NOW {now} (remove it from EXPECTED_FAILURES, {cause:?}): {id}"
+                "CAUSE CHANGED {id}: listed under \"{cause}\", now fails as \"{}\": {}\n    \
+                 at {}\n    host: {}",
+                o.cause, o.message, o.location, o.host
+            )
+            .unwrap(),
+            Some(cause) => writeln!(
+                problems,
+                "NOW {now} (remove it from EXPECTED_FAILURES \"{cause}\"): {id}"
             )
             .unwrap(),
         }
@@ -144,20 +203,24 @@ fn numba_cuda_suite_ci_selection() {
         if !outcomes.contains_key(*id) {
             writeln!(
                 problems,
-                "NOT RUN (stale EXPECTED_FAILURES entry, {cause:?}): {id}"
+                "NOT RUN (stale EXPECTED_FAILURES entry under \"{cause}\"): {id}"
             )
             .unwrap();
         }
     }
     assert!(
         problems.is_empty(),
-        "numba-cuda suite ratchet:\n{problems}\n--- runner ---\n{}\n--- summary ---\n{summary}",
-        run.stdout
+        "numba-cuda suite ratchet:\n{problems}\nThe run is in {dir} (summary.txt, logs/); \
+         EXPECTED_FAILURES as this run would have it:\n    {py} \
+         tests/py/numba_suite/classify.py --rust {dir}\n--- runner ---\n{}\n--- summary ---\n{summary}",
+        run.stdout,
+        dir = out_dir.display(),
+        py = py.display(),
     );
 }
 
 /// [`EXPECTED_FAILURES`] by node id; an id listed twice is a mistake.
-fn expected_failures() -> BTreeMap<&'static str, Cause> {
+fn expected_failures() -> BTreeMap<&'static str, &'static str> {
     let mut m = BTreeMap::new();
     for (cause, ids) in EXPECTED_FAILURES {
         for id in *ids {
@@ -170,7 +233,8 @@ fn expected_failures() -> BTreeMap<&'static str, Cause> {
     m
 }
 
-/// `outcomes.tsv`: node id, outcome, seconds, message, location, host log.
+/// `outcomes.tsv`: node id, outcome, seconds, message, location, host log,
+/// driver calls named, cause key.
 fn read_outcomes(path: &std::path::Path) -> BTreeMap<String, Outcome> {
     let text = fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: {e} (the runner wrote no outcomes)", path.display()));
@@ -181,7 +245,8 @@ fn read_outcomes(path: &std::path::Path) -> BTreeMap<String, Outcome> {
             let id = next();
             let outcome = next();
             let _seconds = next();
-            let (message, location, host) = (next(), next(), next());
+            let (message, location, host, _markers) = (next(), next(), next(), next());
+            let cause = next();
             (
                 id,
                 Outcome {
@@ -189,6 +254,7 @@ fn read_outcomes(path: &std::path::Path) -> BTreeMap<String, Outcome> {
                     message,
                     location,
                     host,
+                    cause,
                 },
             )
         })

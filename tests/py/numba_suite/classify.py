@@ -1,6 +1,7 @@
 """Groups the failures of a numba-suite run by cause.
 
-    classify.py DIR        # DIR of a run.py run (reads DIR/outcomes.tsv)
+    classify.py DIR           # the cause table of DIR (a run.py run's --out)
+    classify.py --rust DIR    # its failures as tests/numba_suite.rs's EXPECTED_FAILURES
 
 CAUSES names each cause with a short key, says what breaks, which vgpu crate
 fixes it and which issue asks for that. RULES recognise a cause from a test's
@@ -17,6 +18,7 @@ no rule matches is "unclassified": the cue to add a rule.
 import collections
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 # key: (what breaks, where it gets fixed, issue)
@@ -147,10 +149,34 @@ def table(rows):
     return lines
 
 
+def rust_expected(rows):
+    """tests/numba_suite.rs's EXPECTED_FAILURES for the failures of ``rows``."""
+    groups = collections.defaultdict(list)
+    for row in rows:
+        if row["outcome"] in BAD:
+            groups[cause_of(row)].append(row["nodeid"])
+    lines = ["const EXPECTED_FAILURES: &[(&str, &[&str])] = &["]
+    for key, ids in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        what, crate, issue = CAUSES[key]
+        lines += textwrap.wrap(f"{what}. Fix: {crate}; issue {issue}.", 96,
+                               initial_indent="    // ", subsequent_indent="    // ",
+                               break_on_hyphens=False)
+        lines.append(f"    (\n        \"{key}\",\n        &[")
+        lines += [f"            \"{i}\"," for i in sorted(ids)]
+        lines.append("        ],\n    ),")
+    lines.append("];")
+    return lines
+
+
 def main():
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    rust = args[:1] == ["--rust"]
+    if rust:
+        args = args[1:]
+    if len(args) != 1:
         sys.exit(__doc__)
-    print("\n".join(table(load(sys.argv[1]))))
+    rows = load(args[0])
+    print("\n".join(rust_expected(rows) if rust else table(rows)))
 
 
 if __name__ == "__main__":
