@@ -120,6 +120,20 @@ struct Outcome {
     cause: String,
 }
 
+impl Outcome {
+    /// The message, then where it was raised and what the daemon logged.
+    fn detail(&self) -> String {
+        let mut d = self.message.clone();
+        if !self.location.is_empty() {
+            write!(d, "\n    at {}", self.location).unwrap();
+        }
+        if !self.host.is_empty() {
+            write!(d, "\n    host: {}", self.host).unwrap();
+        }
+        d
+    }
+}
+
 const FAILED: &[&str] = &["failed", "error", "timeout", "crashed", "xpassed"];
 const OK: &[&str] = &["passed", "skipped", "xfailed"];
 
@@ -181,15 +195,16 @@ fn numba_cuda_suite_ci_selection() {
             Some(cause) if FAILED.contains(&now) && o.cause == *cause => {}
             None => writeln!(
                 problems,
-                "NEW FAILURE [{}] {id}: {now}: {}\n    at {}\n    host: {}",
-                o.cause, o.message, o.location, o.host
+                "NEW FAILURE [{}] {id}: {now}: {}",
+                o.cause,
+                o.detail()
             )
             .unwrap(),
             Some(cause) if FAILED.contains(&now) => writeln!(
                 problems,
-                "CAUSE CHANGED {id}: listed under \"{cause}\", now fails as \"{}\": {}\n    \
-                 at {}\n    host: {}",
-                o.cause, o.message, o.location, o.host
+                "CAUSE CHANGED {id}: listed under \"{cause}\", now fails as \"{}\": {}",
+                o.cause,
+                o.detail()
             )
             .unwrap(),
             Some(cause) => writeln!(
