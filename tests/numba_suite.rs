@@ -25,12 +25,42 @@ use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
-/// The parts of numba-cuda's suite (under `numba/cuda/tests`) CI runs; chosen
-/// so the run takes about 5 minutes on 2 cores (README has the timings).
-const CI_SELECTION: &[&str] = &["cudadrv"];
+/// The parts of numba-cuda's suite (under `numba/cuda/tests`) CI runs, 48
+/// files, ~880 tests: all of `cudadrv/`; `cudapy/` files that finish in
+/// seconds and mostly pass today (compiler, type inference, control flow,
+/// libdevice math, device arrays, streams, small kernels), so that
+/// regressions show; and one or two files for each cause of failure in
+/// [`EXPECTED_FAILURES`] (pool allocation, illegal address and its sticky
+/// aftermath, cooperative groups, bf16, `.callprototype`, IPC, ...), so that
+/// fixes show. About 6 minutes of wall time on this 2-core machine while it
+/// was shared (load ~10), ~2 minutes of CPU; the whole suite is ~40 minutes.
+/// When fixes make these files run kernels that fail fast today, they get
+/// slower: keep the run near 5 minutes.
+const CI_SELECTION: &[&str] = &[
+    "cudadrv",
+    "cudapy/test_array.py",
+    "cudapy/test_array_methods.py",
+    "cudapy/test_blackscholes.py",
+    "cudapy/test_compiler.py",
+    "cudapy/test_cooperative_groups.py",
+    "cudapy/test_bfloat16.py",
+    "cudapy/test_device_array_capture.py",
+    "cudapy/test_device_func.py",
+    "cudapy/test_dispatcher.py",
+    "cudapy/test_exception.py",
+    "cudapy/test_flow_control.py",
+    "cudapy/test_idiv.py",
+    "cudapy/test_ipc.py",
+    "cudapy/test_libdevice.py",
+    "cudapy/test_localmem.py",
+    "cudapy/test_mandel.py",
+    "cudapy/test_stream_api.py",
+    "cudapy/test_typeinfer.py",
+    "cudapy/test_warning.py",
+];
 
-/// Per-test limit handed to the runner (pytest-timeout): a slow kernel of
-/// the selection takes ~20 s on a loaded 2-core machine.
+/// Per-test limit handed to the runner (pytest-timeout): the slowest test of
+/// the selection takes ~8 s on a loaded 2-core machine.
 const PER_TEST_TIMEOUT_S: u32 = 120;
 
 /// The whole run; the runner's own timeouts end well before.
@@ -44,8 +74,8 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
     // stream-ordered allocation: cuMemAllocFromPoolAsync returns NOT_SUPPORTED while the device
     // reports pool support; numba 0.30 (cuda.core) allocates every implicit host-array transfer
-    // from the pool. Fix: vgpu-cuda (exported as a NOT_SUPPORTED stub, not forwarded) + vgpu-
-    // host; issue 15.
+    // from the pool. Fix: vgpu-cuda (exported as a NOT_SUPPORTED stub, not forwarded) +
+    // vgpu-host; issue 15.
     (
         "pool-alloc",
         &[
@@ -57,6 +87,82 @@ const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
             "cudadrv/test_linker.py::TestLinker::test_max_threads_exceeded",
             "cudadrv/test_module_callbacks.py::TestModuleCallbacks::test_decldevice_arg",
             "cudadrv/test_module_callbacks.py::TestModuleCallbacks::test_jitarg",
+            "cudapy/test_array.py::TestCudaArray::test_array_reshape",
+            "cudapy/test_array.py::TestCudaArray::test_gpu_array_strided",
+            "cudapy/test_array.py::TestCudaArray::test_issue_4628",
+            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_false_cooperative_doesnt_link_cudadevrt",
+            "cudapy/test_device_func.py::TestDeclareDevice::test_call_declared_function_twice",
+            "cudapy/test_device_func.py::TestDeclareDevice::test_call_two_different_declared_functions",
+            "cudapy/test_device_func.py::TestDeclareDevice::test_declared_in_called_function",
+            "cudapy/test_device_func.py::TestDeclareDevice::test_declared_in_called_function_and_parent",
+            "cudapy/test_device_func.py::TestDeclareDevice::test_declared_in_called_function_twice",
+            "cudapy/test_device_func.py::TestDeclareDevice::test_declared_in_called_function_two_calls",
+            "cudapy/test_device_func.py::TestDeclareDevice::test_link_cu_source",
+            "cudapy/test_device_func.py::TestDeclareDevice::test_link_multiple_sources_list",
+            "cudapy/test_device_func.py::TestDeclareDevice::test_link_multiple_sources_set",
+            "cudapy/test_device_func.py::TestDeclareDevice::test_link_multiple_sources_tuple",
+            "cudapy/test_device_func.py::TestDeclareDevice::test_link_sources_in_memory_and_on_disk",
+            "cudapy/test_device_func.py::TestDeclareDeviceCABI::test_declare_device_cabi_basic",
+            "cudapy/test_device_func.py::TestDeclareDeviceCABI::test_declare_device_cabi_propagate",
+            "cudapy/test_device_func.py::TestDeclareDeviceCABI::test_declare_device_cabi_two_args",
+            "cudapy/test_device_func.py::TestDeclareDeviceCABI::test_declare_device_cabi_zero_args",
+            "cudapy/test_device_func.py::TestDeviceFunc::test_cpu_dispatcher",
+            "cudapy/test_device_func.py::TestDeviceFunc::test_cpu_dispatcher_other_module",
+            "cudapy/test_device_func.py::TestDeviceFunc::test_indirect_add2f",
+            "cudapy/test_device_func.py::TestDeviceFunc::test_use_add2f",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_ambiguous_new_version",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_capture_compile_config",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_coerce_input_types",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_coerce_input_types_unsafe_complex",
+            "cudapy/test_exception.py::TestException::test_exception",
+            "cudapy/test_exception.py::TestException::test_no_zero_division_error",
+            "cudapy/test_exception.py::TestException::test_raise_causing_warp_diverge",
+            "cudapy/test_exception.py::TestException::test_zero_division_error_in_debug",
+            "cudapy/test_libdevice.py::TestLibdevice::test_frexp",
+            "cudapy/test_libdevice.py::TestLibdevice::test_sad",
+            "cudapy/test_libdevice.py::TestLibdevice::test_sincos",
+            "cudapy/test_localmem.py::TestCudaLocalMem::test_issue_fp16_support",
+            "cudapy/test_localmem.py::TestCudaLocalMem::test_local_array",
+            "cudapy/test_localmem.py::TestCudaLocalMem::test_local_array_1_tuple",
+            "cudapy/test_localmem.py::TestCudaLocalMem::test_local_array_complex",
+            "cudapy/test_localmem.py::TestCudaLocalMem::test_struct_model_type_arr",
+            "cudapy/test_warning.py::TestWarnings::test_pinned_warn_on_host_array",
+            "cudapy/test_warning.py::TestWarnings::test_warn_on_host_array",
+        ],
+    ),
+    // CUDA_ERROR_ILLEGAL_ADDRESS left by an earlier test of the same process (sticky): follows
+    // from illegal-address. Fix: vgpu-emu (allocation granularity); issue 15.
+    (
+        "sticky",
+        &[
+            "cudapy/test_dispatcher.py::TestDispatcher::test_dispatcher_mark_launch_config_sensitive",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_ambiguous_resolution",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_device",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_device_ambiguous",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_device_same_type_class",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_device_unsafe",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_mixed",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_same_type_class",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_signatures",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_strings",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_tuples",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_launch_config_args_are_thread_local",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_launch_config_available_during_compile",
+            "cudapy/test_dispatcher.py::TestDispatcher::test_lock",
+            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_const_mem_specialized",
+            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_const_mem_unspecialized",
+            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_local_mem_per_thread_specialized",
+            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_local_mem_per_thread_unspecialized",
+            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_max_threads_per_block_unspecialized",
+            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_regs_per_thread_specialized",
+            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_regs_per_thread_unspecialized",
+            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_shared_mem_per_block_specialized",
+            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_shared_mem_per_block_unspecialized",
+            "cudapy/test_dispatcher.py::TestLaunchBounds::test_launch_bounds_scalar",
+            "cudapy/test_dispatcher.py::TestLaunchBounds::test_launch_bounds_tuple",
+            "cudapy/test_dispatcher.py::TestLaunchBounds::test_launch_bounds_with_max_cluster_rank",
+            "cudapy/test_dispatcher.py::TestLaunchBounds::test_launch_bounds_with_min_cta",
+            "cudapy/test_dispatcher.py::TestSharedMemoryCarveout::test_shared_memory_carveout_valid_values",
         ],
     ),
     // mapped pinned host memory: cuMemHostGetDevicePointer NOT_SUPPORTED, CAN_MAP_HOST_MEMORY 0
@@ -71,6 +177,36 @@ const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
             "cudadrv/test_host_alloc.py::TestHostAlloc::test_host_alloc_driver",
             "cudadrv/test_host_alloc.py::TestHostAlloc::test_host_alloc_mapped",
             "cudadrv/test_host_alloc.py::TestHostAlloc::test_host_operators",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_1d",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_1d_f",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_1d_view",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_1d_view_f",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_2d",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_2d_f",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_2d_f_transpose",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_2d_transpose",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_2d_view",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_2d_view_f",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_2d_view_f_transpose",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_2d_view_transpose_device",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_3d",
+            "cudapy/test_array.py::TestCudaArray::test_array_like_3d_f",
+            "cudapy/test_warning.py::TestWarnings::test_nowarn_on_mapped_array",
+        ],
+    ),
+    // PTX instruction the interpreter cannot execute (bf16 / f16 arithmetic, ...): the launch
+    // fails, the error surfaces at the next copy. Fix: vgpu-ptx (interpreter); issue 15.
+    (
+        "ptx-unsupported-op",
+        &[
+            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_arithmetic_intrinsics_basic",
+            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_arithmetic_intrinsics_saturating",
+            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_comparison_intrinsics",
+            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_fma_relu_intrinsic",
+            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_hmax_hmin_intrinsics",
+            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_hmax_nan_hmin_nan_intrinsics",
+            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_math_bindings",
+            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_nan_and_inf_intrinsics",
         ],
     ),
     // managed memory: cuMemAllocManaged NOT_SUPPORTED. Fix: vgpu-cuda + vgpu-emu; issue 15.
@@ -83,6 +219,49 @@ const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
             "cudadrv/test_managed_alloc.py::TestManagedAlloc::test_managed_alloc_driver_undersubscribe",
             "cudadrv/test_managed_alloc.py::TestManagedAlloc::test_managed_array_attach_global",
             "cudadrv/test_managed_alloc.py::TestManagedAlloc::test_managed_array_attach_host",
+            "cudapy/test_warning.py::TestWarnings::test_nowarn_on_managed_array",
+        ],
+    ),
+    // device runtime function missing at link: cudaCGGetIntrinsicHandle / cudaCGSynchronize
+    // (cooperative-group grid sync). Fix: vgpu-ptx / vgpu-emu (device runtime); issue 15.
+    (
+        "cg-sync",
+        &[
+            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_max_cooperative_grid_blocks",
+            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_sync_at_matrix_row",
+            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_sync_group",
+            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_sync_group_is_cooperative",
+            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_this_grid",
+            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_this_grid_is_cooperative",
+        ],
+    ),
+    // IPC: cuIpcGetMemHandle / cuIpcOpenMemHandle. Fix: vgpu-cuda + vgpu-host; issue 15.
+    (
+        "ipc",
+        &[
+            "cudapy/test_ipc.py::TestIpcMemory::test_ipc_array",
+            "cudapy/test_ipc.py::TestIpcMemory::test_ipc_handle",
+            "cudapy/test_ipc.py::TestIpcMemory::test_ipc_handle_serialization",
+            "cudapy/test_ipc.py::TestIpcStaged::test_ipc_array",
+            "cudapy/test_ipc.py::TestIpcStaged::test_staged",
+        ],
+    ),
+    // PTX the parser rejects: .callprototype (indirect calls). Fix: vgpu-ptx (parser); issue
+    // 15.
+    (
+        "callprototype",
+        &[
+            "cudapy/test_array_methods.py::TestCudaArrayMethods::test_array_copy",
+            "cudapy/test_array_methods.py::TestCudaArrayMethods::test_reinterpret_array_type",
+        ],
+    ),
+    // PTX the parser rejects: other (a .func call with another argument count, ...). Fix:
+    // vgpu-ptx (parser); issue 15.
+    (
+        "ptx-parse-other",
+        &[
+            "cudapy/test_device_func.py::TestDeclareDeviceCABI::test_declare_device_cabi_pointer_return",
+            "cudapy/test_device_func.py::TestDeclareDeviceCABI::test_declare_device_cabi_void_return",
         ],
     ),
     // graphs / stream capture: cuStreamBeginCapture NOT_SUPPORTED. Fix: vgpu-cuda + vgpu-host;
@@ -106,6 +285,32 @@ const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
         "profiler",
         &[
             "cudadrv/test_profiler.py::TestProfiler::test_profiling",
+        ],
+    ),
+    // device runtime function missing at link: __assertfail (numba's NRT, array reductions,
+    // assert). Fix: vgpu-ptx / vgpu-emu (device runtime); issue 15.
+    (
+        "assertfail",
+        &[
+            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_external_cooperative_func",
+        ],
+    ),
+    // CUDA_ERROR_ILLEGAL_ADDRESS in a kernel: the software GPU checks exact bounds where a real
+    // GPU's allocation granularity (2 MiB / 512 B) tolerates the access. Fix: vgpu-emu
+    // (allocation granularity); issue 15.
+    (
+        "illegal-address",
+        &[
+            "cudapy/test_dispatcher.py::TestDispatcher::test_dispatcher_cpointer_arguments",
+        ],
+    ),
+    // the venv has no nvJitLink on purpose (numba must link PTX through cuLink*), so numba's
+    // first link warns "cuda.bindings.nvjitlink is not available" and a test that expects no
+    // warning fails. Fix: environment (vgpu-emu if it ever links LTO-IR); issue 15.
+    (
+        "nvjitlink-warning",
+        &[
+            "cudapy/test_warning.py::TestWarnings::test_efficient_launch_configuration",
         ],
     ),
 ];
@@ -175,17 +380,18 @@ fn numba_cuda_suite_ci_selection() {
     for line in summary.lines().filter(|l| l.starts_with("DAEMON:")) {
         writeln!(problems, "{line}").unwrap();
     }
+    // A part that collected nothing, or skipped all, would pass unnoticed.
     for sel in CI_SELECTION {
         let prefix = format!("{sel}/");
-        let passed = outcomes
+        let ran = outcomes
             .iter()
             .filter(|(id, o)| {
                 (id.starts_with(&prefix) || id.split("::").next() == Some(sel))
-                    && o.outcome == "passed"
+                    && o.outcome != "skipped"
             })
             .count();
-        if passed == 0 {
-            writeln!(problems, "{sel}: no test passed (did it run at all?)").unwrap();
+        if ran == 0 {
+            writeln!(problems, "{sel}: no test ran").unwrap();
         }
     }
     for (id, o) in &outcomes {

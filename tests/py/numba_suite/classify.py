@@ -69,6 +69,10 @@ CAUSES = {
     "invalid-ptx": ("CUDA_ERROR_INVALID_PTX with no reason in the daemon's log", "vgpu-ptx", 15),
     "wrong-result": ("wrong result: an assertion on values, no CUDA error",
                      "vgpu-ptx (semantics)", 15),
+    "nvjitlink-warning": ("the venv has no nvJitLink on purpose (numba must link PTX through "
+                          "cuLink*), so numba's first link warns \"cuda.bindings.nvjitlink is "
+                          "not available\" and a test that expects no warning fails",
+                          "environment (vgpu-emu if it ever links LTO-IR)", 15),
     "unclassified": ("no rule matches", "?", 15),
 }
 
@@ -101,6 +105,8 @@ RULES = [
     ("sticky", {"message": r"ILLEGAL_ADDRESS"}),
     ("launch-error", {"message": r"LAUNCH_FAILED|INVALID_HANDLE"}),
     ("num-regs", {"nodeid": r"test_linker.py::.*registers"}),
+    ("nvjitlink-warning", {"nodeid": r"test_warning.py::TestWarnings::"
+                                     r"test_efficient_launch_configuration$"}),
     ("not-supported-other", {"message": r"NOT_SUPPORTED"}),
     ("invalid-ptx", {"message": r"INVALID_PTX"}),
     ("wrong-result", {"message": r"AssertionError|Mismatch|not equal|!="}),
