@@ -42,9 +42,11 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,17 +63,23 @@ ORDER = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "timeout"
 TIMEOUT_MARK = re.compile(r"^\++ Timeout \++$", re.M)
 
 
+def die(msg):
+    """The runner cannot run (exit status 2, unlike failed tests' 1)."""
+    print(msg, file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def tests_dir():
     spec = importlib.util.find_spec("numba_cuda")
     if spec is None or not spec.submodule_search_locations:
-        sys.exit("numba-suite: numba_cuda is not installed in this Python; "
+        die("numba-suite: numba_cuda is not installed in this Python; "
                  "run scripts/test-deps.sh numba numba_suite")
     # Not resolved: pytest names a test module by finding the import name
     # whose spec.origin equals the file's path, which is spelled the way
     # sys.path spells site-packages (a symlinked venv must stay symlinked).
     d = Path(list(spec.submodule_search_locations)[0]) / "numba" / "cuda" / "tests"
     if not d.is_dir():
-        sys.exit(f"numba-suite: no test suite at {d}")
+        die(f"numba-suite: no test suite at {d}")
     return d
 
 
@@ -82,7 +90,7 @@ def expand(selection, tdir):
         path, sep, _ = sel.partition("::")
         p = Path(os.path.normpath(tdir / path))
         if not p.exists():
-            sys.exit(f"numba-suite: {sel}: no such file or directory under {tdir}")
+            die(f"numba-suite: {sel}: no such file or directory under {tdir}")
         if p.is_dir():
             for f in sorted(p.rglob("test_*.py")):
                 files.setdefault(f.relative_to(tdir).as_posix(), None)
@@ -134,7 +142,10 @@ class Daemon:
 
     def __init__(self, vgpu, out):
         self.vgpu, self.out = vgpu, out
-        self.sock = out / "vgpu.sock"
+        # A short private directory: a unix socket path has at most 107 bytes,
+        # and DIR may be deep.
+        self.sock_dir = Path(tempfile.mkdtemp(prefix="vgpu-numba-suite-"))
+        self.sock = self.sock_dir / "vgpu.sock"
         self.log = out / "host.log"
         self.proc = None
         self.starts = 0
@@ -157,7 +168,7 @@ class Daemon:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.1)
-        sys.exit(f"numba-suite: vgpu host did not start; see {self.log}")
+        die(f"numba-suite: vgpu host did not start; see {self.log}")
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -170,6 +181,7 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        shutil.rmtree(self.sock_dir, ignore_errors=True)
 
     @property
     def endpoint(self):
@@ -359,7 +371,7 @@ def main():
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     vgpu = (args.vgpu or target / "debug" / "vgpu").resolve()
     if not vgpu.is_file():
-        sys.exit(f"numba-suite: no vgpu binary at {vgpu}: cargo build --workspace first")
+        die(f"numba-suite: no vgpu binary at {vgpu}: cargo build --workspace first")
     out = args.out.resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     journal = out / "journal.jsonl"
