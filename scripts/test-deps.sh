@@ -21,7 +21,7 @@ CACHE="${VGPU_CACHE:-$REPO/.cache}"
 VENV="$CACHE/venv"
 PYTHON="${PYTHON:-python3}"
 
-ALL_GROUPS=(apt bindings nvml cudart nvcc numba llama)
+ALL_GROUPS=(apt bindings nvml cudart nvcc numba numba_suite llama)
 # Opt-in, not in ALL_GROUPS (5.3 GB): torch (tests/torch.rs, an #[ignore]d test).
 
 log() { printf 'test-deps: %s\n' "$*"; }
@@ -220,6 +220,24 @@ group_llama() {
     rm -rf "$out"
     mv "$out.tmp" "$out"
     printf '%s' "$want" > "$out/.stamp"
+}
+
+# numba-cuda's own test suite (scripts/numba-suite.sh, tests/numba_suite.rs)
+# in the numba venv: pytest with pytest-timeout (one hung kernel must not stall
+# the run), and the packages of numba-cuda's `test` dependency group that the
+# wheel's tests import (filecheck is imported by numba.cuda.testing itself;
+# ml_dtypes, cffi and psutil by single test files; pytest-benchmark gives
+# tests/benchmarks its fixture). Transitive dependencies pinned one by one, as
+# pip resolved them.
+NUMBA_SUITE_PINS=(
+    pytest==9.2.0 pytest-timeout==2.4.0 pluggy==1.7.0 iniconfig==2.3.1 Pygments==2.21.0
+    filecheck==1.0.6 ml-dtypes==0.6.0 psutil==7.2.2 cffi==2.1.1 pycparser==3.12
+    pytest-benchmark==5.3.1 py-cpuinfo2==10.1.1
+)
+group_numba_suite() {
+    local VENV="$CACHE/venv-numba"
+    [ -x "$VENV/bin/python" ] || group_numba
+    pip_group numba_suite "${NUMBA_SUITE_PINS[@]}"
 }
 
 # ---------------------------------------------------------------- main
