@@ -17,8 +17,7 @@
 //!   (bit for bit) twice, gives the tokens recorded when the model was
 //!   written, and every step's top logit leads the second by the manifest's
 //!   margin, with flash attention on and off.
-//! * `cuda_*` (`#[ignore]`d until the software GPU runs ggml's kernels): for
-//!   every model, CUDA graphs on and off, flash attention on and off, the
+//! * `cuda_*` (CI, about 7 minutes on 2 cores): for every model, CUDA graphs on and off, flash attention on and off, the
 //!   CUDA run must offload every layer, keep the whole graph on the GPU, and
 //!   match the CPU run: identical tokens, and every top-5 token of either
 //!   run among the other's top 8 with a logit within the model's tolerance.
@@ -28,8 +27,7 @@
 //!   `vgpu run` finds the vgpu GPU and generates the text it generates on
 //!   the CPU.
 //!
-//! `cargo test --test llama -- --include-ignored --skip ollama` runs every
-//! variant.
+//! `cargo test --test llama` runs every variant but Ollama.
 mod common;
 
 use common::{expected, Daemon, GuestOutput, TempDir};
@@ -597,15 +595,12 @@ fn check_cuda(ftype: &str, graphs: bool, fa: bool) {
 macro_rules! cuda_test {
     ($name:ident, $ftype:literal, graphs on, fa $fa:literal) => {
         #[test]
-        #[ignore = "needs the software GPU's sm_75+ PTX instructions and vprintf (issue 11) \
-                    and CUDA graphs (issue 10)"]
         fn $name() {
             check_cuda($ftype, true, $fa);
         }
     };
     ($name:ident, $ftype:literal, graphs off, fa $fa:literal) => {
         #[test]
-        #[ignore = "needs the software GPU's sm_75+ PTX instructions and vprintf (issue 11)"]
         fn $name() {
             check_cuda($ftype, false, $fa);
         }
