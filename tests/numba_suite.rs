@@ -72,64 +72,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// writes each failure's key into `outcomes.tsv`), then pytest node ids
 /// relative to `numba/cuda/tests`. Each must still fail, for that cause.
 const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
-    // stream-ordered allocation: cuMemAllocFromPoolAsync returns NOT_SUPPORTED while the device
-    // reports pool support; numba 0.30 (cuda.core) allocates every implicit host-array transfer
-    // from the pool. Fix: vgpu-cuda (exported as a NOT_SUPPORTED stub, not forwarded) +
-    // vgpu-host; issue 15.
-    (
-        "pool-alloc",
-        &[
-            "cudadrv/test_cuda_driver.py::TestAcceleratedArchitecture::test_device_arch_specific",
-            "cudadrv/test_cuda_ndarray.py::TestRecarray::test_recarray",
-            "cudadrv/test_linker.py::TestLinker::test_linking_cu",
-            "cudadrv/test_linker.py::TestLinker::test_linking_eager_compile",
-            "cudadrv/test_linker.py::TestLinker::test_linking_lazy_compile",
-            "cudadrv/test_linker.py::TestLinker::test_max_threads_exceeded",
-            "cudadrv/test_module_callbacks.py::TestModuleCallbacks::test_decldevice_arg",
-            "cudadrv/test_module_callbacks.py::TestModuleCallbacks::test_jitarg",
-            "cudapy/test_array.py::TestCudaArray::test_array_reshape",
-            "cudapy/test_array.py::TestCudaArray::test_gpu_array_strided",
-            "cudapy/test_array.py::TestCudaArray::test_issue_4628",
-            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_false_cooperative_doesnt_link_cudadevrt",
-            "cudapy/test_device_func.py::TestDeclareDevice::test_call_declared_function_twice",
-            "cudapy/test_device_func.py::TestDeclareDevice::test_call_two_different_declared_functions",
-            "cudapy/test_device_func.py::TestDeclareDevice::test_declared_in_called_function",
-            "cudapy/test_device_func.py::TestDeclareDevice::test_declared_in_called_function_and_parent",
-            "cudapy/test_device_func.py::TestDeclareDevice::test_declared_in_called_function_twice",
-            "cudapy/test_device_func.py::TestDeclareDevice::test_declared_in_called_function_two_calls",
-            "cudapy/test_device_func.py::TestDeclareDevice::test_link_cu_source",
-            "cudapy/test_device_func.py::TestDeclareDevice::test_link_multiple_sources_list",
-            "cudapy/test_device_func.py::TestDeclareDevice::test_link_multiple_sources_set",
-            "cudapy/test_device_func.py::TestDeclareDevice::test_link_multiple_sources_tuple",
-            "cudapy/test_device_func.py::TestDeclareDevice::test_link_sources_in_memory_and_on_disk",
-            "cudapy/test_device_func.py::TestDeclareDeviceCABI::test_declare_device_cabi_basic",
-            "cudapy/test_device_func.py::TestDeclareDeviceCABI::test_declare_device_cabi_propagate",
-            "cudapy/test_device_func.py::TestDeclareDeviceCABI::test_declare_device_cabi_two_args",
-            "cudapy/test_device_func.py::TestDeclareDeviceCABI::test_declare_device_cabi_zero_args",
-            "cudapy/test_device_func.py::TestDeviceFunc::test_cpu_dispatcher",
-            "cudapy/test_device_func.py::TestDeviceFunc::test_cpu_dispatcher_other_module",
-            "cudapy/test_device_func.py::TestDeviceFunc::test_indirect_add2f",
-            "cudapy/test_device_func.py::TestDeviceFunc::test_use_add2f",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_ambiguous_new_version",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_capture_compile_config",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_coerce_input_types",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_coerce_input_types_unsafe_complex",
-            "cudapy/test_exception.py::TestException::test_exception",
-            "cudapy/test_exception.py::TestException::test_no_zero_division_error",
-            "cudapy/test_exception.py::TestException::test_raise_causing_warp_diverge",
-            "cudapy/test_exception.py::TestException::test_zero_division_error_in_debug",
-            "cudapy/test_libdevice.py::TestLibdevice::test_frexp",
-            "cudapy/test_libdevice.py::TestLibdevice::test_sad",
-            "cudapy/test_libdevice.py::TestLibdevice::test_sincos",
-            "cudapy/test_localmem.py::TestCudaLocalMem::test_issue_fp16_support",
-            "cudapy/test_localmem.py::TestCudaLocalMem::test_local_array",
-            "cudapy/test_localmem.py::TestCudaLocalMem::test_local_array_1_tuple",
-            "cudapy/test_localmem.py::TestCudaLocalMem::test_local_array_complex",
-            "cudapy/test_localmem.py::TestCudaLocalMem::test_struct_model_type_arr",
-            "cudapy/test_warning.py::TestWarnings::test_pinned_warn_on_host_array",
-            "cudapy/test_warning.py::TestWarnings::test_warn_on_host_array",
-        ],
-    ),
     // CUDA_ERROR_ILLEGAL_ADDRESS left by an earlier test of the same process (sticky): follows
     // from illegal-address. Fix: vgpu-emu (allocation granularity); issue 15.
     (
@@ -163,6 +105,8 @@ const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
             "cudapy/test_dispatcher.py::TestLaunchBounds::test_launch_bounds_with_max_cluster_rank",
             "cudapy/test_dispatcher.py::TestLaunchBounds::test_launch_bounds_with_min_cta",
             "cudapy/test_dispatcher.py::TestSharedMemoryCarveout::test_shared_memory_carveout_valid_values",
+            "cudapy/test_localmem.py::TestCudaLocalMem::test_struct_model_type_arr",
+            "cudapy/test_localmem.py::TestCudaLocalMem::test_type_with_struct_data_model",
         ],
     ),
     // mapped pinned host memory: cuMemHostGetDevicePointer NOT_SUPPORTED, CAN_MAP_HOST_MEMORY 0
@@ -194,21 +138,6 @@ const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
             "cudapy/test_warning.py::TestWarnings::test_nowarn_on_mapped_array",
         ],
     ),
-    // PTX instruction the interpreter cannot execute (bf16 / f16 arithmetic, ...): the launch
-    // fails, the error surfaces at the next copy. Fix: vgpu-ptx (interpreter); issue 15.
-    (
-        "ptx-unsupported-op",
-        &[
-            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_arithmetic_intrinsics_basic",
-            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_arithmetic_intrinsics_saturating",
-            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_comparison_intrinsics",
-            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_fma_relu_intrinsic",
-            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_hmax_hmin_intrinsics",
-            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_hmax_nan_hmin_nan_intrinsics",
-            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_math_bindings",
-            "cudapy/test_bfloat16.py::TestBfloat16HighLevelBindings::test_nan_and_inf_intrinsics",
-        ],
-    ),
     // managed memory: cuMemAllocManaged NOT_SUPPORTED. Fix: vgpu-cuda + vgpu-emu; issue 15.
     (
         "managed",
@@ -222,19 +151,6 @@ const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
             "cudapy/test_warning.py::TestWarnings::test_nowarn_on_managed_array",
         ],
     ),
-    // device runtime function missing at link: cudaCGGetIntrinsicHandle / cudaCGSynchronize
-    // (cooperative-group grid sync). Fix: vgpu-ptx / vgpu-emu (device runtime); issue 15.
-    (
-        "cg-sync",
-        &[
-            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_max_cooperative_grid_blocks",
-            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_sync_at_matrix_row",
-            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_sync_group",
-            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_sync_group_is_cooperative",
-            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_this_grid",
-            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_this_grid_is_cooperative",
-        ],
-    ),
     // IPC: cuIpcGetMemHandle / cuIpcOpenMemHandle. Fix: vgpu-cuda + vgpu-host; issue 15.
     (
         "ipc",
@@ -246,15 +162,6 @@ const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
             "cudapy/test_ipc.py::TestIpcStaged::test_staged",
         ],
     ),
-    // PTX the parser rejects: .callprototype (indirect calls). Fix: vgpu-ptx (parser); issue
-    // 15.
-    (
-        "callprototype",
-        &[
-            "cudapy/test_array_methods.py::TestCudaArrayMethods::test_array_copy",
-            "cudapy/test_array_methods.py::TestCudaArrayMethods::test_reinterpret_array_type",
-        ],
-    ),
     // PTX the parser rejects: other (a .func call with another argument count, ...). Fix:
     // vgpu-ptx (parser); issue 15.
     (
@@ -264,12 +171,27 @@ const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
             "cudapy/test_device_func.py::TestDeclareDeviceCABI::test_declare_device_cabi_void_return",
         ],
     ),
+    // PTX instruction the interpreter cannot execute (bf16 / f16 arithmetic, ...): the launch
+    // fails, the error surfaces at the next copy. Fix: vgpu-ptx (interpreter); issue 15.
+    (
+        "ptx-unsupported-op",
+        &[
+            "cudadrv/test_cuda_driver.py::TestAcceleratedArchitecture::test_device_arch_specific",
+        ],
+    ),
     // graphs / stream capture: cuStreamBeginCapture NOT_SUPPORTED. Fix: vgpu-cuda + vgpu-host;
     // issue 10.
     (
         "graphs",
         &[
             "cudadrv/test_cuda_driver.py::TestCudaDriver::test_cuda_core_graph_builder_launch_user_facing",
+        ],
+    ),
+    // no rule matches. Fix: ?; issue 15.
+    (
+        "unclassified",
+        &[
+            "cudadrv/test_linker.py::TestLinker::test_max_threads_exceeded",
         ],
     ),
     // register count: CU_FUNC_ATTRIBUTE_NUM_REGS is a fixed 32 and max-register JIT options are
@@ -287,12 +209,18 @@ const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
             "cudadrv/test_profiler.py::TestProfiler::test_profiling",
         ],
     ),
-    // device runtime function missing at link: __assertfail (numba's NRT, array reductions,
-    // assert). Fix: vgpu-ptx / vgpu-emu (device runtime); issue 15.
+    // wrong result: an assertion on values, no CUDA error. Fix: vgpu-ptx (semantics); issue 15.
     (
-        "assertfail",
+        "wrong-result",
         &[
-            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_external_cooperative_func",
+            "cudapy/test_array_methods.py::TestCudaArrayMethods::test_array_copy",
+        ],
+    ),
+    // another driver call returns NOT_SUPPORTED. Fix: vgpu-cuda; issue 15.
+    (
+        "not-supported-other",
+        &[
+            "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_false_cooperative_doesnt_link_cudadevrt",
         ],
     ),
     // CUDA_ERROR_ILLEGAL_ADDRESS in a kernel: the software GPU checks exact bounds where a real
