@@ -172,11 +172,33 @@ impl Sink {
         log(format!("session {}: {clean}\n", self.session).as_bytes());
     }
 
+    /// Keeps `bytes` for the guest's descriptor `i` if they fit. Past the
+    /// limit, what is kept ends at its last whole line and everything else
+    /// until the next flush is dropped, so the guest gets a prefix of whole
+    /// lines and then nothing, never a line cut short or a gap.
     fn hold(&mut self, i: usize, bytes: &[u8]) {
         let h = &mut self.held[i];
-        let room = self.limit.saturating_sub(h.data.len()).min(bytes.len());
+        if h.dropped > 0 {
+            h.dropped += bytes.len() as u64;
+            return;
+        }
+        let room = self.limit.saturating_sub(h.data.len());
+        if bytes.len() <= room {
+            h.data.extend_from_slice(bytes);
+            return;
+        }
+        let keep = h
+            .data
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |n| n + 1);
+        let keep = bytes[..room]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(keep, |n| h.data.len() + n + 1);
         h.data.extend_from_slice(&bytes[..room]);
-        h.dropped += (bytes.len() - room) as u64;
+        h.dropped = (h.data.len() - keep + bytes.len() - room) as u64;
+        h.data.truncate(keep);
     }
 
     /// Everything held, as notices: stdout's before stderr's.
@@ -445,16 +467,31 @@ mod tests {
     #[test]
     fn output_past_the_limit_is_counted_not_kept() {
         let mut s = Sink::new(10, 1);
+        // 16 bytes for a limit of 10: the whole lines within it stay; the
+        // rest, and everything until the next flush, is counted.
         feed(
             &mut s,
-            &[(1, b"0123456"), (1, b"789abcdef"), (2, ASSERT.as_bytes())],
+            &[
+                (1, b"0123\n56"),
+                (1, b"789\nabc"),
+                (1, b"d\n"),
+                (2, ASSERT.as_bytes()),
+            ],
         );
         let n = s.take();
-        assert_eq!(&n[0].data.0[..], b"0123456789");
-        assert_eq!(n[0].dropped, 6);
-        // An assert line that does not fit is dropped whole or in part too.
-        assert_eq!(&n[1].data.0[..], &ASSERT.as_bytes()[..10]);
-        assert_eq!(n[1].dropped, ASSERT.len() as u64 - 10);
+        assert_eq!(&n[0].data.0[..], b"0123\n");
+        assert_eq!(n[0].dropped, 16 - 5);
+        // An assert line that does not fit is dropped whole.
+        assert!(n[1].data.0.is_empty());
+        assert_eq!(n[1].dropped, ASSERT.len() as u64);
+        // The next flush starts afresh.
+        feed(&mut s, &[(1, b"ok\n")]);
+        let n = s.take();
+        assert_eq!((&n[0].data.0[..], n[0].dropped), (&b"ok\n"[..], 0));
+        // A line ending inside the room is kept.
+        let mut s = Sink::new(10, 1);
+        feed(&mut s, &[(1, b"ab\ncd\nefghij")]);
+        assert_eq!(&s.take()[0].data.0[..], b"ab\ncd\n");
         // Nothing kept but something dropped: the guest still hears of it.
         let mut s = Sink::new(0, 1);
         feed(&mut s, &[(1, b"abc")]);
