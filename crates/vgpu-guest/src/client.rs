@@ -606,9 +606,10 @@ fn session_then<R>(
 }
 
 extern "C" {
-    /// C's `stdout` (glibc and musl export the `FILE *` under this name).
-    static mut stdout: *mut libc::FILE;
-    static mut stderr: *mut libc::FILE;
+    /// C's standard streams (glibc and musl export the `FILE *` under
+    /// these names).
+    static stdout: *mut libc::FILE;
+    static stderr: *mut libc::FILE;
 }
 
 /// Writes device output where a local GPU's driver prints it: `printf`

@@ -61,6 +61,13 @@ pub fn limit() -> usize {
         .unwrap_or(DEFAULT_LIMIT)
 }
 
+extern "C" {
+    /// C's standard streams (glibc and musl export the `FILE *` under
+    /// these names).
+    static stdout: *mut libc::FILE;
+    static stderr: *mut libc::FILE;
+}
+
 /// Where this process's log goes: descriptor 2 until [`Capture::install`]
 /// moves it to a saved duplicate; -1 when there is none.
 static LOG_FD: AtomicI32 = AtomicI32::new(2);
@@ -303,12 +310,16 @@ impl Capture {
     }
 
     /// Everything printed so far, as notices for the guest (stdout's, then
-    /// stderr's). First flushes the process's C stdio buffers, since a
-    /// driver may print through them.
+    /// stderr's). First flushes C's `stdout` and `stderr`, since a driver
+    /// may print through them (into a full buffer: descriptor 1 is a pipe).
     pub fn collect(&self) -> Vec<DeviceOutput> {
-        // SAFETY: fflush(NULL) flushes every open output stream; the worker
-        // reads no stdio stream, so no lock it takes is held across I/O.
-        unsafe { libc::fflush(std::ptr::null_mut()) };
+        // SAFETY: the C library's own stream pointers, valid for the whole
+        // process; fflush takes the stream's lock, which this thread does
+        // not hold.
+        unsafe {
+            libc::fflush(stdout);
+            libc::fflush(stderr);
+        }
         let mut sink = self.shared.sink.lock();
         for (i, fd) in self.shared.read.iter().enumerate() {
             // Whatever was written before now is in the pipe, at most its
