@@ -105,7 +105,11 @@ fn connect(d: &Daemon, capabilities: u64) -> (Client, Seen) {
     )
     .unwrap();
     c.set_timeout(Some(Duration::from_secs(20))).unwrap();
-    assert_ne!(c.hello.capabilities & caps::DEVICE_OUTPUT, 0, "the host offers it");
+    assert_ne!(
+        c.hello.capabilities & caps::DEVICE_OUTPUT,
+        0,
+        "the host offers it"
+    );
     let seen: Seen = Default::default();
     let sink = seen.clone();
     c.set_output_sink(Box::new(move |o| {
@@ -179,7 +183,10 @@ fn printf_and_assert_text_arrive_before_the_synchronizations_reply() {
     drop(c);
     d.wait_log(&["session 1:", "released"], Duration::from_secs(10));
     let log = d.logs();
-    assert!(!log.contains("dev-out") && !log.contains("Assertion"), "{log}");
+    assert!(
+        !log.contains("dev-out") && !log.contains("Assertion"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -195,5 +202,8 @@ fn a_guest_that_does_not_ask_gets_no_notices() {
     drop(c);
     d.wait_log(&["session 1:", "released"], Duration::from_secs(10));
     let log = d.logs();
-    assert!(!log.contains("dev-out") && !log.contains("Assertion"), "{log}");
+    assert!(
+        !log.contains("dev-out") && !log.contains("Assertion"),
+        "{log}"
+    );
 }
