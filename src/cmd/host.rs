@@ -70,12 +70,15 @@ pub struct WorkerArgs {
     quota_bytes: Option<u64>,
 }
 
+/// Logs to stderr: descriptor 2 in the daemon; in a worker, which gives
+/// descriptor 2 to the guest's device output, the original stderr it saved
+/// (`vgpu_host::worker::output`).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VGPU_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(vgpu_host::worker::output::log_writer)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

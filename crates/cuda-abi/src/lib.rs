@@ -5,12 +5,14 @@
 //! from the image itself for host drivers that cannot say ("Kernel parameters"); how far
 //! a tensor map's tensor reaches from its address; and which devices
 //! `CUDA_VISIBLE_DEVICES` leaves a process, which the guest shim and the
-//! software GPU must decide alike.
+//! software GPU must decide alike; and the shape of a device assert's
+//! message, which the software GPU prints and the host worker recognizes.
 //!
 //! Pure functions only: no exports, no threads, no I/O, no logging. Callers
 //! turn the errors into their own CUresult and diagnostics, so each keeps
 //! the codes and messages it always had while the parsing itself exists once.
 
+pub mod device_output;
 pub mod image;
 pub mod launch;
 pub mod params;

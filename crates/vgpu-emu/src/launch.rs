@@ -239,9 +239,23 @@ pub(crate) fn run(func: &Function, d: Dims, buf: &[u8], cooperative: bool) -> Re
         block: d.block,
         dynamic_shared: d.shared,
     };
-    // Device printf / assert text. TODO: hand it to the guest's stdout
-    // (assert: stderr) in order with stream synchronisation.
-    let print = |text: &str| eprint!("{text}");
+    // Device output, printed as a GPU's driver prints it: `printf` text to
+    // this process's stdout, a failed assert's message (the last line of its
+    // block's text) to stderr. In a host worker both are captured and sent
+    // to the guest at its next synchronization (vgpu-host's
+    // `worker::output`). Each block's text is written whole and flushed at
+    // once, so nothing waits in a buffer when the worker collects.
+    let print = |text: &str| {
+        use std::io::Write;
+        let (printed, assert) = cuda_abi::device_output::split_trailing_assert(text);
+        if !printed.is_empty() {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(printed.as_bytes()).and_then(|()| out.flush());
+        }
+        if let Some(message) = assert {
+            let _ = std::io::stderr().lock().write_all(message.as_bytes());
+        }
+    };
     let opts = LaunchOptions {
         workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cancel: Some(&cancel),

@@ -10,6 +10,12 @@
 //! is initializing" (see [`fetch_inventory`]). After `fork()` the child
 //! notices the pid change and opens its own connection instead of sharing
 //! the parent's.
+//!
+//! Device output — what the guest's kernels `printf`, and the messages of
+//! failed device asserts — arrives from the host just before the reply of a
+//! call where CUDA flushes it (a synchronization, say) and is written to
+//! this process's stdout and stderr ([`write_device_output`]) before that
+//! call returns, as a local GPU's driver would print it.
 
 use crate::config::{Config, PciAddress};
 use crate::log::Level;
@@ -23,7 +29,7 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 use vgpu_transport::codec::{from_bytes, to_bytes};
 use vgpu_transport::frame::FLAG_NO_REPLY;
-use vgpu_transport::proto::{caps, DeviceInfo, GetInventory, Hello, Inventory};
+use vgpu_transport::proto::{caps, DeviceInfo, DeviceOutput, GetInventory, Hello, Inventory};
 use vgpu_transport::{Call, Client, HandshakeError, Status};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,7 +454,11 @@ fn open_session() -> Result<Session, GuestError> {
         .endpoint
         .connect(config.connect_timeout)
         .map_err(|e| GuestError::Unavailable(format!("connect {}: {e}", config.endpoint)))?;
-    let hello = Hello::new(vgpu_transport::BUILD_ID, caps::BATCH, config.token.clone());
+    let hello = Hello::new(
+        vgpu_transport::BUILD_ID,
+        caps::BATCH | caps::DEVICE_OUTPUT,
+        config.token.clone(),
+    );
     let mut client =
         Client::handshake(stream, &hello, Duration::from_secs(2)).map_err(|e| match e {
             HandshakeError::Refused(_, why) => {
@@ -475,6 +485,7 @@ fn open_session() -> Result<Session, GuestError> {
         )
     })?;
     bounded(&client, None)?;
+    client.set_output_sink(Box::new(write_device_output));
     let inventory = Arc::new(GuestInventory::new(
         host,
         config.pci_address,
@@ -592,6 +603,60 @@ fn session_then<R>(
         *guard = None;
     }
     Some(r)
+}
+
+extern "C" {
+    /// C's standard streams (glibc and musl export the `FILE *` under
+    /// these names).
+    static stdout: *mut libc::FILE;
+    static stderr: *mut libc::FILE;
+}
+
+/// Writes device output where a local GPU's driver prints it: `printf`
+/// text to this process's stdout, assert messages to its stderr. What the
+/// application has buffered in C's stream for that descriptor goes first,
+/// so its own `printf` before the synchronization comes out before the
+/// kernel's, as with a driver printing through C's `stdout`. The bytes are
+/// written with write(2), unchanged; a descriptor the application closed
+/// takes nothing. Output the host had to drop is reported in the log.
+fn write_device_output(out: DeviceOutput) {
+    if out.dropped > 0 {
+        vlog!(
+            Level::Warn,
+            "{} byte(s) of device output for fd {} were dropped: more was printed between two \
+             synchronizations than the host holds (VGPU_DEVICE_OUTPUT_LIMIT on the host)",
+            out.dropped,
+            out.fd
+        );
+    }
+    // SAFETY: reading the C library's stream pointers, which it sets up
+    // before any constructor runs and applications only ever replace with
+    // other valid streams (freopen).
+    let stream = unsafe {
+        match out.fd {
+            1 => stdout,
+            2 => stderr,
+            // Only the two descriptors a driver prints to.
+            _ => return,
+        }
+    };
+    if !stream.is_null() {
+        // SAFETY: a valid stream; fflush takes its lock, which this thread
+        // (inside a CUDA call) does not hold.
+        unsafe { libc::fflush(stream) };
+    }
+    let mut data = &out.data.0[..];
+    while !data.is_empty() {
+        // SAFETY: `data` is valid for its length.
+        let n = unsafe { libc::write(out.fd.into(), data.as_ptr().cast(), data.len()) };
+        if n > 0 {
+            data = &data[n as usize..];
+        } else if n == 0
+            || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+        {
+            return;
+        }
+    }
 }
 
 /// The inventory for the virtual files: like [`inventory`], but never waits

@@ -3,8 +3,11 @@
 
 use crate::codec::{from_bytes, to_bytes, DecodeError, Wire};
 use crate::endpoint::{Peer, Stream};
-use crate::frame::{encode_frame, read_frame, write_frame, Frame, FrameError, Header};
-use crate::proto::{refusal, Call, Hello, HelloReply, HELLO_OP, MAGIC, PROTOCOL_VERSION};
+use crate::frame::{encode_frame, read_frame, write_frame, Frame, FrameError, Header, FLAG_NOTICE};
+use crate::proto::{
+    refusal, Call, DeviceOutput, Hello, HelloReply, DEVICE_OUTPUT_OP, HELLO_OP, MAGIC,
+    PROTOCOL_VERSION,
+};
 use crate::status::Status;
 use std::fmt;
 use std::io::Write;
@@ -67,6 +70,9 @@ impl fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
+/// Where a [`Client`] hands the device output notices it reads.
+pub type OutputSink = Box<dyn FnMut(DeviceOutput) + Send>;
+
 /// A guest's connection: one request in flight at a time, replies matched by
 /// sequence number. Callers share it behind a lock.
 pub struct Client {
@@ -75,6 +81,8 @@ pub struct Client {
     /// Frames of queued calls (sent with `FLAG_NO_REPLY`) not yet written.
     queued: Vec<u8>,
     queued_calls: usize,
+    /// Receives device output notices; without one they are dropped.
+    output: Option<OutputSink>,
     pub hello: HelloReply,
 }
 
@@ -113,8 +121,17 @@ impl Client {
             next_seq: 1,
             queued: Vec::new(),
             queued_calls: 0,
+            output: None,
             hello,
         })
+    }
+
+    /// Hands every [`DeviceOutput`] notice read from now on to `sink`, in
+    /// the order the host sent them, before the reply they precede is
+    /// returned. (The host sends them only if the `Hello` announced
+    /// `caps::DEVICE_OUTPUT`.)
+    pub fn set_output_sink(&mut self, sink: OutputSink) {
+        self.output = Some(sink);
     }
 
     /// One call, travelling as its op's [`crate::proto::Meta`] says: a
@@ -171,7 +188,13 @@ impl Client {
         self.queued = out;
         written.map_err(FrameError::Io)?;
         before_reply(&self.stream).map_err(FrameError::Io)?;
-        let f = read_frame(&mut self.stream)?;
+        let f = loop {
+            let f = read_frame(&mut self.stream)?;
+            if f.header.flags & FLAG_NOTICE == 0 {
+                break f;
+            }
+            self.notice(f)?;
+        };
         if f.header.seq != seq {
             return Err(CallError::OutOfOrder {
                 expected: seq,
@@ -179,6 +202,20 @@ impl Client {
             });
         }
         Ok(f)
+    }
+
+    /// A notice read while waiting for a reply: device output goes to the
+    /// sink; a notice this version does not know is skipped, so a newer
+    /// host can add kinds.
+    fn notice(&mut self, f: Frame) -> Result<(), CallError> {
+        if f.header.op != DEVICE_OUTPUT_OP {
+            return Ok(());
+        }
+        let out = from_bytes::<DeviceOutput>(&f.payload).map_err(CallError::Decode)?;
+        if let Some(sink) = self.output.as_mut() {
+            sink(out);
+        }
+        Ok(())
     }
 
     /// Queues an encoded call with `FLAG_NO_REPLY`: no round trip now; the
@@ -447,6 +484,80 @@ mod tests {
         assert_eq!(f.header.status, crate::proto::STATUS_UNKNOWN_OP);
         drop(c);
         t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn notices_before_a_reply_go_to_the_sink() {
+        use crate::codec::Bytes;
+        use std::sync::{Arc, Mutex};
+        let (a, mut b) = Stream::pair().unwrap();
+        let host = std::thread::spawn(move || {
+            accept_hello(
+                &mut b,
+                &Peer::Tcp {
+                    addr: "127.0.0.1:1".parse().unwrap(),
+                },
+                &Admission {
+                    build_id: "test",
+                    token: Some("t"),
+                    allowed_uids: &[],
+                },
+            )
+            .unwrap();
+            send_hello_reply(&mut b, &HelloReply::default()).unwrap();
+            // Two requests; before each reply, notices: output for both
+            // descriptors, a kind this version does not know, and output
+            // whose bytes look like a frame header.
+            for round in 0..2u8 {
+                let f = read_frame(&mut b).unwrap();
+                let notice = |op: u16, payload: &[u8]| {
+                    let h = Header {
+                        op,
+                        seq: f.header.seq,
+                        flags: FLAG_NOTICE,
+                        ..Default::default()
+                    };
+                    let mut v = Vec::new();
+                    encode_frame(&mut v, h, payload).unwrap();
+                    v
+                };
+                let out = |fd, data: &[u8]| {
+                    to_bytes(&DeviceOutput {
+                        fd,
+                        data: Bytes(data.to_vec()),
+                        dropped: u64::from(round),
+                    })
+                };
+                let mut burst = notice(DEVICE_OUTPUT_OP, &out(1, &[b'a' + round; 3]));
+                burst.extend(notice(0x7ff0, b"later"));
+                burst.extend(notice(DEVICE_OUTPUT_OP, &out(2, &f.header.to_bytes())));
+                encode_frame(&mut burst, f.header, &[round]).unwrap();
+                b.write_all(&burst).unwrap();
+            }
+        });
+        let mut c = Client::handshake(
+            a,
+            &Hello::new("test", 0, Some("t".into())),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        c.set_output_sink(Box::new(move |o| {
+            sink.lock().unwrap().push((o.fd, o.data.0, o.dropped))
+        }));
+        // The replies are the requests' own (the op and payload echo).
+        for round in 0..2u8 {
+            let f = c.round_trip(DEVICE_OUTPUT_OP, b"req").unwrap();
+            assert_eq!(f.payload, [round]);
+            assert_eq!(f.header.op, DEVICE_OUTPUT_OP);
+        }
+        host.join().unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[0], (1, b"aaa".to_vec(), 0));
+        assert_eq!((seen[1].0, seen[1].1.len(), seen[1].2), (2, 16, 0));
+        assert_eq!(seen[2], (1, b"bbb".to_vec(), 1));
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! 0  u32 payload length      8  u32 sequence
 //! 4  u16 op   6 u16 flags   12  u32 status (replies; 0 in requests)
 //! ```
-//! A reply echoes the op and sequence of its request. Lengths above
-//! [`MAX_PAYLOAD`] are refused before anything is allocated.
+//! A reply echoes the op and sequence of its request; a host frame flagged
+//! [`FLAG_NOTICE`] is not a reply but a notice the host sends unasked.
+//! Lengths above [`MAX_PAYLOAD`] are refused before anything is allocated.
 
 use std::io::{self, Read, Write};
 
@@ -18,6 +19,13 @@ pub const MAX_PAYLOAD: u32 = 64 * 1024 * 1024 + 4096;
 /// receiver never replies to such a frame; a failure becomes the session's
 /// pending error, returned by the next synchronizing call.
 pub const FLAG_NO_REPLY: u16 = 1;
+
+/// Host frame flag: not a reply but a notice, sent unasked just before a
+/// reply (today only device output, `proto::DEVICE_OUTPUT_OP`, to a guest
+/// that announced `caps::DEVICE_OUTPUT`). Its op names the notice; its
+/// sequence number is that of the request about to be answered. The guest
+/// handles it and goes on reading for its reply; a guest never sends one.
+pub const FLAG_NOTICE: u16 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Header {

@@ -60,6 +60,10 @@ pub mod caps {
     pub const SHM: u64 = 1 << 0;
     /// The peer understands [`crate::frame::FLAG_NO_REPLY`] batching.
     pub const BATCH: u64 = 1 << 1;
+    /// Guest: it writes [`super::DeviceOutput`] notices to its stdout and
+    /// stderr. Host: it sends them (to a guest that set the bit; another
+    /// guest's device output is dropped).
+    pub const DEVICE_OUTPUT: u64 = 1 << 2;
 }
 
 /// How a call travels between guest and host.
@@ -97,6 +101,12 @@ pub struct Meta {
     /// Moves application data of unbounded size (copy payloads, images) in
     /// its request or reply: what a shared-memory data plane would carry.
     pub bulk: bool,
+    /// A point where the driver flushes device `printf` output (CUDA:
+    /// synchronizations, blocking copies, module load and unload, context
+    /// destruction): the host sends the guest the output printed so far
+    /// ([`DeviceOutput`]) just before the reply. Every op that `collects`
+    /// flushes; the table adds `flushes` for the others.
+    pub flushes: bool,
     pub domain: Domain,
 }
 
@@ -109,17 +119,24 @@ impl Meta {
             travel,
             collects: false,
             bulk: false,
+            flushes: false,
             domain: Domain::Cuda,
         }
     }
 
     /// Refuses (at compile time: `META` is a constant) combinations that
-    /// mean nothing.
-    const fn checked(self) -> Meta {
+    /// mean nothing, and derives what other flags imply.
+    const fn checked(mut self) -> Meta {
         assert!(
             !(matches!(self.travel, Travel::Deferred) && self.collects),
             "a deferred call has no reply to report deferred errors in"
         );
+        assert!(
+            !(matches!(self.travel, Travel::Deferred) && self.flushes),
+            "a deferred call has no reply to send device output before"
+        );
+        // A call that waits for the device is where CUDA flushes printf.
+        self.flushes |= self.collects;
         self
     }
 
@@ -187,14 +204,17 @@ macro_rules! call_flag {
     ($m:ident, bulk) => {
         $m.bulk = true;
     };
+    ($m:ident, flushes) => {
+        $m.flushes = true;
+    };
     ($m:ident, nvml) => {
         $m.domain = Domain::Nvml;
     };
 }
 
 /// The table: `op Name [travel flags] { fields } -> Reply;`. Travel is
-/// `sync` or `deferred`; flags are `collects`, `bulk` and `nvml` (see
-/// [`Meta`]). Generates each struct and its [`Call`] impl, [`OPS`],
+/// `sync` or `deferred`; flags are `collects`, `bulk`, `flushes` and `nvml`
+/// (see [`Meta`]). Generates each struct and its [`Call`] impl, [`OPS`],
 /// [`meta`] and [`dispatch`].
 macro_rules! calls {
     ($(
@@ -411,12 +431,12 @@ calls! {
 
     /// `cuCtxCreate*`; returns the host's handle for the new context.
     16 CtxCreate [sync] { device: i32, flags: u32 } -> u64;
-    17 CtxDestroy [sync] { ctx: u64 } -> ();
+    17 CtxDestroy [sync flushes] { ctx: u64 } -> ();
     /// Retains the device's primary context; returns its handle (the same
     /// handle for every retain of one device within a session).
     18 PrimaryCtxRetain [sync] { device: i32 } -> u64;
     19 PrimaryCtxRelease [sync] { device: i32 } -> ();
-    20 PrimaryCtxReset [sync] { device: i32 } -> ();
+    20 PrimaryCtxReset [sync flushes] { device: i32 } -> ();
     21 PrimaryCtxSetFlags [sync] { device: i32, flags: u32 } -> ();
     /// → (flags, active).
     22 PrimaryCtxGetState [sync] { device: i32 } -> (u32, bool);
@@ -494,15 +514,15 @@ calls! {
     // ---- modules, kernels, launches ----
     /// `cuModuleLoadData[Ex]` / `cuModuleLoadFatBinary`: `image` is the
     /// exact bytes (fatbin container, cubin ELF or NUL-terminated PTX).
-    80 ModuleLoadData [sync bulk] { ctx: u64, image: Bytes } -> u64;
-    81 ModuleUnload [sync] { module: u64 } -> ();
+    80 ModuleLoadData [sync bulk flushes] { ctx: u64, image: Bytes } -> u64;
+    81 ModuleUnload [sync flushes] { module: u64 } -> ();
     /// `cuModuleGetFunction` → the function and its parameter layout.
     82 ModuleGetFunction [sync] { module: u64, name: String } -> FunctionInfo;
     /// `cuModuleGetGlobal` → (device pointer, size).
     83 ModuleGetGlobal [sync] { module: u64, name: String } -> (u64, u64);
     /// `cuLibraryLoadData` (in the current context of the call) → library.
-    84 LibraryLoadData [sync bulk] { ctx: u64, image: Bytes } -> u64;
-    85 LibraryUnload [sync] { library: u64 } -> ();
+    84 LibraryLoadData [sync bulk flushes] { ctx: u64, image: Bytes } -> u64;
+    85 LibraryUnload [sync flushes] { library: u64 } -> ();
     /// `cuLibraryGetKernel` → the kernel and its parameter layout.
     86 LibraryGetKernel [sync] { library: u64, name: String } -> FunctionInfo;
     /// `cuLibraryGetModule` → the library's module in context `ctx`.
@@ -800,6 +820,27 @@ wire_struct! {
 
 pub const HELLO_OP: u16 = 1;
 
+/// The op of a [`DeviceOutput`] notice (a frame flagged
+/// [`crate::frame::FLAG_NOTICE`]); no call has this number.
+pub const DEVICE_OUTPUT_OP: u16 = 15;
+
+wire_struct! {
+    /// Text the device printed for the guest's kernels, host to guest: what
+    /// the driver wrote to the worker's stdout (`fd` 1: device `printf`) or
+    /// the device assert messages it wrote to its stderr (`fd` 2), in the
+    /// order written, sent before the reply of a call that [`Meta::flushes`].
+    /// The guest writes `data` to that descriptor of its own and nothing
+    /// else: the bytes are the kernel's, never interpreted.
+    pub struct DeviceOutput {
+        pub fd: u8,
+        pub data: Bytes,
+        /// Bytes of this descriptor's output the host dropped since the
+        /// previous notice, past its bound on output held between flushes;
+        /// they belonged before `data`.
+        pub dropped: u64,
+    }
+}
+
 impl Hello {
     pub fn new(build_id: &str, capabilities: u64, token: Option<String>) -> Hello {
         Hello {
@@ -882,6 +923,39 @@ mod tests {
         assert!(!meta(MemcpyDtoHAsync::OP).unwrap().collects);
         assert_eq!(<NvmlQuery as Call>::META.domain, Domain::Nvml);
         assert_eq!(<CtxSynchronize as Call>::META.domain, Domain::Cuda);
+    }
+
+    #[test]
+    fn device_output_goes_out_where_cuda_flushes_printf() {
+        // The CUDA C++ Programming Guide's flush points ("Formatted
+        // Output"): synchronizations, blocking copies, module load and
+        // unload, context destruction; and every call that collects, since
+        // each waits for (or asks about) the device.
+        let expected: BTreeSet<&str> = [
+            "CtxSynchronize",
+            "StreamSynchronize",
+            "StreamQuery",
+            "EventSynchronize",
+            "EventQuery",
+            "Flush",
+            "MemcpyHtoD",
+            "MemcpyDtoH",
+            "Memcpy2DHtoD",
+            "Memcpy2DDtoH",
+            "ModuleLoadData",
+            "ModuleUnload",
+            "LibraryLoadData",
+            "LibraryUnload",
+            "CtxDestroy",
+            "PrimaryCtxReset",
+        ]
+        .into();
+        let flushing: BTreeSet<&str> = OPS.iter().filter(|m| m.flushes).map(|m| m.name).collect();
+        assert_eq!(flushing, expected);
+        assert!(OPS.iter().all(|m| !m.flushes || m.answered()));
+        // The notice's op is no call's, so a reply can never be taken for it.
+        assert_eq!(meta(DEVICE_OUTPUT_OP), None);
+        assert_ne!(DEVICE_OUTPUT_OP, HELLO_OP);
     }
 
     #[test]

@@ -22,15 +22,22 @@
 //! Contexts are marked where [`Session::enter`](super::Session::enter)
 //! makes one current: the last context entered is the one the driver ran
 //! the failing call in.
+//!
+//! Before the reply of an op the table marks `flushes` (where CUDA flushes
+//! device `printf`), the loop sends the device output printed since the
+//! last such reply as `DeviceOutput` notices ([`FLAG_NOTICE`] frames), in
+//! the same write as the reply ([`Served::device_output`], see
+//! [`super::output`]).
 
 use super::Session;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::ops::Range;
+use vgpu_transport::codec::to_bytes;
 use vgpu_transport::frame::{
-    write_frame, FrameError, Header, FLAG_NO_REPLY, HEADER_LEN, MAX_PAYLOAD,
+    encode_frame, FrameError, Header, FLAG_NOTICE, FLAG_NO_REPLY, HEADER_LEN, MAX_PAYLOAD,
 };
-use vgpu_transport::proto::{self, Flush, Serve, Travel};
+use vgpu_transport::proto::{self, DeviceOutput, Flush, Serve, Travel, DEVICE_OUTPUT_OP};
 use vgpu_transport::Status;
 
 impl Serve<Flush> for Session {
@@ -68,6 +75,8 @@ pub struct Handling {
     pub answered: bool,
     /// The reply reports the pending deferred error, if any.
     pub collects: bool,
+    /// Device output printed so far goes out before the reply.
+    pub flushes: bool,
 }
 
 impl Handling {
@@ -79,6 +88,7 @@ impl Handling {
         let by_flag = Handling {
             answered: wants_reply,
             collects: false,
+            flushes: false,
         };
         match proto::meta(header.op) {
             None => (by_flag, Err(Status::UNKNOWN_OP)),
@@ -87,6 +97,7 @@ impl Handling {
                 Handling {
                     answered: m.travel == Travel::Sync,
                     collects: m.collects,
+                    flushes: m.flushes,
                 },
                 Ok(()),
             ),
@@ -295,6 +306,11 @@ impl FrameReader {
 pub trait Served {
     fn id(&self) -> u64;
     fn batch(&mut self) -> &mut Batch;
+    /// The device output printed since the last call, for the guest
+    /// (nothing when it does not take device output).
+    fn device_output(&mut self) -> Vec<DeviceOutput> {
+        Vec::new()
+    }
 }
 
 /// Serves frames until the guest hangs up (0) or framing is lost (0 too:
@@ -366,13 +382,29 @@ pub fn serve_loop<T: Served, S: Read + Write>(
             Ok(p) => (0, &p[..]),
             Err(s) => (s.code(), &[][..]),
         };
+        let mut out = Vec::new();
+        if how.flushes {
+            for notice in t.device_output() {
+                let h = Header {
+                    op: DEVICE_OUTPUT_OP,
+                    seq: header.seq,
+                    flags: FLAG_NOTICE,
+                    ..Default::default()
+                };
+                // A notice's data is bounded far below a frame's limit.
+                let _ = encode_frame(&mut out, h, &to_bytes(&notice));
+            }
+        }
         let h = Header {
             op: header.op,
             seq: header.seq,
             status,
             ..Default::default()
         };
-        if let Err(e) = write_frame(stream, h, payload) {
+        let sent = encode_frame(&mut out, h, payload)
+            .and_then(|()| stream.write_all(&out))
+            .and_then(|()| stream.flush());
+        if let Err(e) = sent {
             tracing::info!("session {}: guest gone while replying: {e}", t.id());
             return 0;
         }
@@ -383,7 +415,8 @@ pub fn serve_loop<T: Served, S: Read + Write>(
 mod tests {
     use super::*;
     use cuda_types::cuda::CUresult;
-    use vgpu_transport::frame::read_frame;
+    use vgpu_transport::codec::{from_bytes, Bytes};
+    use vgpu_transport::frame::{read_frame, write_frame};
     use vgpu_transport::proto::{
         Call, CtxSynchronize, LaunchKernel, MemAlloc, MemcpyDtoD, MemcpyDtoH, MemcpyDtoHAsync,
         MemcpyHtoD, MemcpyHtoDAsync, MemsetAsync, NvmlQuery, Ping, StreamQuery, StreamSynchronize,
@@ -401,6 +434,10 @@ mod tests {
     struct Fake {
         batch: Batch,
         calls: u32,
+        /// Whether each call "prints" a line of device output.
+        printing: bool,
+        /// Device output printed and not yet taken.
+        printed: Vec<u8>,
     }
 
     impl Served for Fake {
@@ -410,10 +447,24 @@ mod tests {
         fn batch(&mut self) -> &mut Batch {
             &mut self.batch
         }
+        fn device_output(&mut self) -> Vec<DeviceOutput> {
+            if self.printed.is_empty() {
+                return Vec::new();
+            }
+            vec![DeviceOutput {
+                fd: 1,
+                data: Bytes(std::mem::take(&mut self.printed)),
+                dropped: 0,
+            }]
+        }
     }
 
     fn fake_dispatch(f: &mut Fake, op: u16, p: &[u8]) -> Result<Vec<u8>, Status> {
         f.calls += 1;
+        if f.printing {
+            let line = format!("call {}\n", f.calls);
+            f.printed.extend_from_slice(line.as_bytes());
+        }
         let ctx = p
             .get(..8)
             .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
@@ -485,13 +536,21 @@ mod tests {
     }
 
     fn run(input: Vec<u8>, max_read: usize) -> (Fake, Vec<(Header, Vec<u8>)>, u32) {
+        run_with(Fake::default(), input, max_read)
+    }
+
+    /// Every frame the loop wrote, replies and notices.
+    fn run_with(
+        mut fake: Fake,
+        input: Vec<u8>,
+        max_read: usize,
+    ) -> (Fake, Vec<(Header, Vec<u8>)>, u32) {
         let mut pipe = Pipe {
             input: io::Cursor::new(input),
             output: Vec::new(),
             max_read,
             reads: 0,
         };
-        let mut fake = Fake::default();
         assert_eq!(serve_loop(&mut fake, &mut pipe, fake_dispatch), 0);
         let mut replies = Vec::new();
         let mut out = &pipe.output[..];
@@ -694,6 +753,57 @@ mod tests {
         assert_eq!(replies.len(), 3);
         assert_eq!(replies[1].1, big);
         assert_eq!(replies[2].1, req(0, 0));
+    }
+
+    #[test]
+    fn device_output_precedes_the_replies_of_flushing_calls_only() {
+        let mut inp = Vec::new();
+        frame(&mut inp, LaunchKernel::OP, 1, &req(5, 0));
+        frame(&mut inp, LaunchKernel::OP, 2, &req(5, 0));
+        // Neither a reply that does not flush ...
+        frame(&mut inp, MemAlloc::OP, 3, &req(0, 0));
+        // ... nor a refused frame carries it; a synchronization does, and a
+        // failing one too.
+        frame_flagged(&mut inp, 0x7777, 4, false, &[]);
+        frame(&mut inp, CtxSynchronize::OP, 5, &req(0, INVALID_VALUE));
+        frame(&mut inp, LaunchKernel::OP, 6, &req(5, 0));
+        frame(&mut inp, Flush::OP, 7, &[]);
+        frame(&mut inp, Flush::OP, 8, &[]);
+        let printing = Fake {
+            printing: true,
+            ..Default::default()
+        };
+        let (_, frames, _) = run_with(printing, inp, usize::MAX);
+        let got: Vec<(u32, bool, String)> = frames
+            .iter()
+            .map(|(h, p)| {
+                let notice = h.flags & FLAG_NOTICE != 0;
+                let text = if notice {
+                    assert_eq!(h.op, DEVICE_OUTPUT_OP);
+                    let o: DeviceOutput = from_bytes(p).unwrap();
+                    assert_eq!((o.fd, o.dropped), (1, 0));
+                    String::from_utf8(o.data.0).unwrap()
+                } else {
+                    String::new()
+                };
+                (h.seq, notice, text)
+            })
+            .collect();
+        let n = |seq, text: &str| (seq, true, text.to_string());
+        let r = |seq| (seq, false, String::new());
+        assert_eq!(
+            got,
+            [
+                r(3),
+                r(4),
+                n(5, "call 1\ncall 2\ncall 3\ncall 4\n"),
+                r(5),
+                n(7, "call 5\ncall 6\n"),
+                r(7),
+                n(8, "call 7\n"),
+                r(8)
+            ]
+        );
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! then serves requests one at a time until the guest goes away, and finally
 //! returns everything the guest held. A driver that fails to initialize is
 //! reported to the guest as a host error on every request, with the reason
-//! in this log.
+//! in this log. What the driver prints for the guest's kernels (device
+//! `printf`, assert messages) is captured from the worker's stdout and
+//! stderr and sent to the guest ([`output`]); the worker's own log goes to
+//! the original stderr.
 //!
 //! Every op of the protocol is served by one `impl Serve<TheCall> for
 //! Session` in its family's module; [`proto::dispatch`], generated from the
@@ -44,6 +47,7 @@ pub mod memory;
 pub mod mempool;
 pub mod module;
 pub mod nvml;
+pub mod output;
 pub mod peer;
 pub mod ranges;
 pub mod stream;
@@ -60,7 +64,9 @@ use vgpu_transport::codec::to_bytes;
 use vgpu_transport::conn::send_hello_reply;
 use vgpu_transport::conn::send_reply;
 use vgpu_transport::frame::{read_frame, write_frame, Header, FLAG_NO_REPLY};
-use vgpu_transport::proto::{self, refusal, Hello, HelloReply, HELLO_OP, PROTOCOL_VERSION};
+use vgpu_transport::proto::{
+    self, caps, refusal, DeviceOutput, Hello, HelloReply, HELLO_OP, PROTOCOL_VERSION,
+};
 use vgpu_transport::{Status, Stream};
 
 /// Calls a CUDA driver-table entry → `Result<(), Status>`; a function the
@@ -158,6 +164,11 @@ pub struct Session {
     pub tensor_maps: tensormap::Known,
     /// Deferred errors of deferred calls, and broken contexts.
     pub batch: batch::Batch,
+    /// The worker's captured stdout and stderr (`None`: not captured).
+    pub output: Option<output::Capture>,
+    /// The guest takes device output (`caps::DEVICE_OUTPUT`); otherwise
+    /// it is dropped.
+    pub output_to_guest: bool,
 }
 
 impl Session {
@@ -208,6 +219,8 @@ impl Session {
             ),
             tensor_maps: tensormap::Known::default(),
             batch: batch::Batch::default(),
+            output: None,
+            output_to_guest: false,
         };
         cu!(s, cuInit(0)).map_err(|e| format!("cuInit failed: {e}"))?;
         let mut n: i32 = 0;
@@ -311,6 +324,19 @@ pub struct WorkerConfig {
 /// Runs a worker to completion; the value is the process exit code.
 pub fn run(cfg: WorkerConfig) -> i32 {
     tracing::info!("driver: {} (session {})", cfg.driver, cfg.session);
+    // Before the driver is loaded, so all it prints is captured. The log
+    // must then go through `output::log_writer`.
+    let capture = match output::Capture::install(cfg.session) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(
+                "session {}: device output cannot be captured ({e}); the guest will not see it",
+                cfg.session
+            );
+            None
+        }
+    };
+    let to_guest = capture.is_some() && cfg.hello.capabilities & caps::DEVICE_OUTPUT != 0;
     // SAFETY: the supervisor passed this descriptor to us alone; nothing
     // else in this process owns or closes it.
     let mut stream = match unsafe { Stream::from_raw_fd(cfg.fd) } {
@@ -340,8 +366,14 @@ pub fn run(cfg: WorkerConfig) -> i32 {
     let reply = HelloReply {
         version: PROTOCOL_VERSION,
         build_id: vgpu_transport::BUILD_ID.to_string(),
-        // NO_REPLY batching (see worker::batch); no shared-memory plane yet.
-        capabilities: vgpu_transport::proto::caps::BATCH,
+        // NO_REPLY batching (see worker::batch), device output when it is
+        // captured; no shared-memory plane yet.
+        capabilities: caps::BATCH
+            | if capture.is_some() {
+                caps::DEVICE_OUTPUT
+            } else {
+                0
+            },
         driver_kind: driver.kind.as_str().to_string(),
         session: cfg.session,
     };
@@ -353,6 +385,8 @@ pub fn run(cfg: WorkerConfig) -> i32 {
     let mut session = match Session::start(cfg.session, cfg.hello.pid, driver) {
         Ok(mut s) => {
             s.quota.limit = cfg.quota;
+            s.output = capture;
+            s.output_to_guest = to_guest;
             s
         }
         Err(why) => {
@@ -374,6 +408,19 @@ pub fn run(cfg: WorkerConfig) -> i32 {
     );
     let code = serve(&mut session, &mut stream);
     session.teardown();
+    // Printed after the guest's last flushing call: natively lost too when
+    // a process exits without synchronizing.
+    let left: usize = session
+        .output
+        .as_ref()
+        .map_or(0, |c| c.collect().iter().map(|o| o.data.0.len()).sum());
+    if left > 0 {
+        tracing::debug!(
+            "session {}: {left} byte(s) of device output printed after the guest's last \
+             synchronization were not delivered",
+            cfg.session
+        );
+    }
     code
 }
 
@@ -420,6 +467,21 @@ impl batch::Served for Session {
     }
     fn batch(&mut self) -> &mut batch::Batch {
         &mut self.batch
+    }
+    fn device_output(&mut self) -> Vec<DeviceOutput> {
+        let Some(c) = &self.output else {
+            return Vec::new();
+        };
+        let out = c.collect();
+        if self.output_to_guest || out.is_empty() {
+            return out;
+        }
+        let bytes: u64 = out.iter().map(|o| o.data.0.len() as u64 + o.dropped).sum();
+        tracing::debug!(
+            "session {}: dropped {bytes} byte(s) of device output (the guest does not take it)",
+            self.id
+        );
+        Vec::new()
     }
 }
 
