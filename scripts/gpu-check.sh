@@ -75,6 +75,15 @@ while [ $# -gt 0 ]; do
 done
 EMULATED=0
 [ "$DRIVER" = emulated ] && EMULATED=1
+# NATIVE=0: no native side (the software GPU has no "native"). For testing
+# this script only, GPU_CHECK_EMU_NATIVE=1 with --driver emulated runs the
+# native side in-process on the software GPU (libvgpu_emu.so as
+# libcuda.so.1), so the comparison paths run without a GPU.
+NATIVE=1
+if [ $EMULATED = 1 ]; then
+    NATIVE=0
+    [ "${GPU_CHECK_EMU_NATIVE:-0}" = 1 ] && NATIVE=1
+fi
 
 # ------------------------------------------------------------------ staging
 
@@ -108,14 +117,23 @@ for line in open(sys.argv[1]):
         continue
     t = m.get("target") or {}
     if m.get("reason") == "compiler-artifact" and m.get("executable") and t.get("kind") == ["test"]:
-        pkg = m["package_id"].split("#")[-1].split("@")[0].split(" ")[0].rsplit("/", 1)[-1]
+        pid = m["package_id"]  # "name version (url)" or "url#name@version" or "url#version"
+        url, _, frag = pid.partition("#")
+        if " " in pid:
+            pkg = pid.split(" ")[0]
+        elif "@" in frag:
+            pkg = frag.split("@")[0]
+        else:
+            pkg = url.rstrip("/").rsplit("/", 1)[-1]
         print(f"{pkg}/{t['name']}\t{m['executable']}")
 EOF
     rm -f "$json"
     local name exe
     : >"$STAGE/tests.list"
+    # Symbols go too (panics keep their messages and locations): the stage
+    # must fit the device tool's 64 MiB with the tree.
     while IFS=$'\t' read -r name exe; do
-        strip --strip-debug -o "$STAGE/deps/$(basename "$exe")" "$exe" 2>/dev/null ||
+        strip --strip-all -o "$STAGE/deps/$(basename "$exe")" "$exe" 2>/dev/null ||
             cp "$exe" "$STAGE/deps/$(basename "$exe")"
         printf '%s\tdeps/%s\n' "$name" "$(basename "$exe")" >>"$STAGE/tests.list"
     done <"$STAGE/tests.list.tmp"
@@ -160,19 +178,23 @@ ROWS=$work/rows.tsv
 : >"$ROWS"
 DAEMON=
 HOLDER=
-STRAYS=() # guests and workers a failure case may leave behind
+LINKED= # the link to this tree that run_suite made at the build's path
 
 cleanup() {
-    local p
-    for p in "${STRAYS[@]}" $HOLDER; do kill -9 "$p" 2>/dev/null; done
+    # Only processes this script started: the holder, the daemon and the
+    # daemon's own children (its workers, which a wedged kernel can outlive
+    # the daemon's SIGTERM in).
+    [ -n "$HOLDER" ] && kill -9 "$HOLDER" 2>/dev/null
     if [ -n "$DAEMON" ]; then
-        local kids
+        local kids k
         kids=$(children_of "$DAEMON")
         kill -TERM "$DAEMON" 2>/dev/null
         for _ in $(seq 50); do kill -0 "$DAEMON" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$DAEMON" $kids 2>/dev/null
+        for k in $kids; do kill -9 "$k" 2>/dev/null; done
+        kill -9 "$DAEMON" 2>/dev/null
         wait "$DAEMON" 2>/dev/null
     fi
+    [ -n "$LINKED" ] && [ -L "$LINKED" ] && rm -f "$LINKED"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -190,8 +212,8 @@ row() {
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$unit" "$nat" "$vg" "$ratio" "$status" "$note" >>"$ROWS"
     local shown=$note
-    [ ${#shown} -gt 58 ] && shown="${shown:0:55}..."
-    printf '%-22s %-9s %10s %10s %6s %-4s %s\n' "$name" "$unit" "$nat" "$vg" "$ratio" "$status" "$shown" | tee -a "$LOG"
+    [ ${#shown} -gt 56 ] && shown="${shown:0:53}..."
+    printf '%-20s %-10s %9s %9s %6s %-4s %s\n' "$name" "$unit" "$nat" "$vg" "$ratio" "$status" "$shown" | tee -a "$LOG"
 }
 
 children_of() { # PID: its child pids, from /proc (no procps needed)
@@ -203,7 +225,7 @@ children_of() { # PID: its child pids, from /proc (no procps needed)
 
 # Seconds a step may take: its own cap, clipped so that the failure cases
 # (RESERVE seconds) still fit in the budget. 0 when the budget is spent.
-RESERVE=100
+RESERVE=120
 limit_for() {
     local left=$((DEADLINE - $(date +%s) - RESERVE))
     [ "$left" -lt "$1" ] && { [ "$left" -ge 10 ] && echo "$left" || echo 0; return; }
@@ -214,6 +236,12 @@ gpu_mem_used() { # MiB used on GPU 0, or nothing without nvidia-smi
     [ $HAVE_SMI = 1 ] || return 0
     timeout 10 nvidia-smi -i 0 --query-gpu=memory.used --format=csv,noheader,nounits 2>/dev/null | head -n1 | tr -d ' '
 }
+
+# Natively: as it is, or (GPU_CHECK_EMU_NATIVE) with the software GPU as the
+# driver library.
+NATIVE_ENV=(env)
+[ $EMULATED = 1 ] && [ $NATIVE = 1 ] &&
+    NATIVE_ENV=(env "LD_LIBRARY_PATH=$work/emu-native${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
 
 # As a vgpu guest: the shims first on the library path and preloaded (what
 # `vgpu run` does, without its extra process, so signals reach the guest).
@@ -226,9 +254,10 @@ GUEST=(env "LD_LIBRARY_PATH=$work/shims${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 run_side() {
     local side=$1 lim=$2 tag=$3
     shift 3
-    local out=$work/$tag.$side.out err=$work/$tag.$side.err rc t0=$(date +%s)
+    local out=$work/$tag.$side.out err=$work/$tag.$side.err rc t0
+    t0=$(date +%s)
     if [ "$side" = native ]; then
-        timeout -k 5 "$lim" "$@" >"$out" 2>"$err"
+        timeout -k 5 "$lim" "${NATIVE_ENV[@]}" "$@" >"$out" 2>"$err"
     else
         daemon_alive
         timeout -k 5 "$lim" "${GUEST[@]}" "$@" >"$out" 2>"$err"
@@ -261,7 +290,7 @@ bench() {
     limn=$(limit_for "$capn")
     : >"$work/$tag.native.out"
     : >"$work/$tag.native.err"
-    if [ $EMULATED = 1 ]; then
+    if [ $NATIVE = 0 ]; then
         nwhy="software GPU run"
     elif [ "$limn" -eq 0 ]; then
         nwhy="native skipped: time budget spent"
@@ -321,7 +350,7 @@ bench() {
         elif [ -n "$mismatch" ]; then
             status=FAIL note="differs from native: $mismatch"
         elif [ -n "$nwhy" ]; then
-            [ $EMULATED = 1 ] || note=$nwhy
+            [ $NATIVE = 0 ] || note=$nwhy
         elif [ -n "$nskip" ]; then
             note="native: $nskip"
         elif [ $nrc != 0 ] || [ -z "$nv" ]; then
@@ -397,9 +426,20 @@ START=$(date +%s)
 DEADLINE=$((START + BUDGET))
 
 COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || cat "$STAGE/build-commit" 2>/dev/null || echo ?)
-say "vgpu gpu-check $STAMP on $(hostname): ${CARD:--}, driver ${DRV_VERSION:--}, persistence ${PERSIST:--}"
-say "tree $COMMIT; mode $([ $EMULATED = 1 ] && echo "software GPU (--driver emulated): native side skipped, small sizes" || echo "--driver $DRIVER, native vs vgpu")"
-printf '%-22s %-9s %10s %10s %6s %-4s %s\n' check unit native vgpu ratio stat note | tee -a "$LOG"
+if [ $EMULATED = 1 ]; then
+    say "vgpu gpu-check $STAMP on $(hostname): vgpu's software GPU$([ "${CARD:--}" != - ] && echo " (this machine has a $CARD)")"
+else
+    say "vgpu gpu-check $STAMP on $(hostname): ${CARD:--}, driver ${DRV_VERSION:--}, persistence ${PERSIST:--}"
+fi
+if [ $EMULATED = 0 ]; then
+    mode="--driver $DRIVER, native vs vgpu"
+elif [ $NATIVE = 1 ]; then
+    mode="software GPU, small sizes; \"native\" = the software GPU in-process (GPU_CHECK_EMU_NATIVE)"
+else
+    mode="software GPU (--driver emulated), small sizes: native side skipped"
+fi
+say "tree $COMMIT; mode $mode"
+printf '%-20s %-10s %9s %9s %6s %-4s %s\n' check unit native vgpu ratio stat note | tee -a "$LOG"
 
 if [ -z "$BIN" ]; then
     row artifacts - - - FAIL "${BUILD_NOTE:-no cargo, no .gpucheck/ stage, no target/release}"
@@ -413,6 +453,11 @@ ln -s "$BIN/libvgpu_cuda.so" "$work/shims/libcuda.so.1"
 ln -s "$BIN/libvgpu_cuda.so" "$work/shims/libcuda.so"
 ln -s "$BIN/libvgpu_nvml.so" "$work/shims/libnvidia-ml.so.1"
 ln -s "$BIN/libvgpu_nvml.so" "$work/shims/libnvidia-ml.so"
+if [ $EMULATED = 1 ] && [ $NATIVE = 1 ]; then
+    mkdir -p "$work/emu-native"
+    ln -s "$BIN/libvgpu_emu.so" "$work/emu-native/libcuda.so.1"
+    ln -s "$BIN/libvgpu_emu.so" "$work/emu-native/libnvidia-ml.so.1"
+fi
 
 BENCH=
 if command -v gcc >/dev/null && gcc -std=gnu11 -O2 -Wall -Wextra -Werror -o "$work/cudabench" \
@@ -421,7 +466,11 @@ if command -v gcc >/dev/null && gcc -std=gnu11 -O2 -Wall -Wextra -Werror -o "$wo
 elif [ -x "$STAGE/cudabench" ]; then
     BENCH=$STAGE/cudabench
 fi
-row artifacts - - - $([ -n "$BENCH" ] && echo PASS || echo FAIL) "$BUILD_NOTE${BENCH:+; cudabench ok}${BENCH:-; no gcc and no staged cudabench}"
+if [ -n "$BENCH" ]; then
+    row artifacts - - - PASS "$BUILD_NOTE; cudabench ok"
+else
+    row artifacts - - - FAIL "$BUILD_NOTE; no gcc and no staged cudabench: no figures"
+fi
 
 if [ $EMULATED = 0 ]; then
     [ -n "$LIBCUDA" ] && row libcuda - "$(basename "$(readlink -f "$LIBCUDA")")" - INFO "$LIBCUDA" ||
@@ -475,13 +524,14 @@ run_suite() {
     built=$(cat "$STAGE/build-root" 2>/dev/null)
     if [ -n "$built" ] && [ ! -e "$built/tests/c" ] && [ "$built" != "$ROOT" ]; then
         if mkdir -p "$(dirname "$built")" 2>/dev/null && ln -s "$ROOT" "$built" 2>/dev/null; then
+            LINKED=$built
             log "linked $built -> $ROOT (the test executables' source root)"
         else
             log "cannot link $built -> $ROOT: tests that read sources will fail"
         fi
     fi
     local lim
-    lim=$(limit_for 200)
+    lim=$(limit_for $((BUDGET / 2)))
     if [ "$lim" -eq 0 ]; then
         row suite - - - SKIP "time budget spent"
         return
@@ -495,7 +545,9 @@ run_suite() {
     [ $threads -gt 4 ] && threads=4
     mkdir -p "$work/suite"
     : >"$STAGE/vgpu-test-skips.log"
-    local end=$(($(date +%s) + lim)) name rel
+    local t0 end name rel
+    t0=$(date +%s)
+    end=$((t0 + lim))
     (
         export VGPU_TEST_DRIVER=$DRIVER RUST_TEST_THREADS=$threads
         while IFS=$'\t' read -r name rel; do
@@ -515,7 +567,7 @@ run_suite() {
     )
     # libtest prints `test NAME ... ok|FAILED|ignored` per test and, for each
     # failure, a `---- NAME stdout ----` section with its panic.
-    local pass=0 fail=0 ign=0 deps=0 tout=() failed=() nodeps=() f tag rc
+    local pass=0 fail=0 ign=0 deps=0 tout=() failed=() nodeps=() f tag rc t lacking
     for f in "$work"/suite/*.out; do
         tag=$(basename "$f" .out)
         rc=$(cat "$work/suite/$tag.rc" 2>/dev/null || echo 125)
@@ -526,18 +578,21 @@ run_suite() {
         case $rc in 124 | 137 | 125) tout+=("${tag//__//}") ;; esac
         pass=$((pass + $(grep -c '^test .* \.\.\. ok$' "$f")))
         ign=$((ign + $(grep -c '^test .* \.\.\. ignored' "$f")))
-        local t
+        # A failure whose panic asks for scripts/test-deps.sh is a test
+        # dependency this machine lacks (.cache/ does not travel to a device
+        # machine), not a verdict on vgpu; so is a PoisonError in the same
+        # executable, where tests share a lock that such a panic poisoned.
+        lacking=$(awk '/^---- .* stdout ----$/ { t = $2; next }
+                       /^---- / || /^failures:$/ { t = "" }
+                       t != "" && /test-deps\.sh/ { deps[t] = 1 }
+                       t != "" && /PoisonError/ { poison[t] = 1 }
+                       END { for (t in deps) { print t; any = 1 }
+                             if (any) for (t in poison) if (!(t in deps)) print t }' "$f")
         while read -r t; do
             [ -n "$t" ] || continue
-            # A failure whose panic asks for scripts/test-deps.sh is a test
-            # dependency this machine lacks (.cache/ is not carried), not a
-            # verdict on vgpu.
-            if awk -v t="$t" '$0 == "---- " t " stdout ----" { on = 1; next }
-                              on && /^---- / { exit }
-                              on && /test-deps\.sh/ { found = 1; exit }
-                              END { exit !found }' "$f"; then
+            if grep -qx -- "$t" <<<"$lacking"; then
                 deps=$((deps + 1))
-                nodeps+=("${tag%%__*}::$t")
+                nodeps+=("${tag//__//}::$t")
             else
                 fail=$((fail + 1))
                 failed+=("${tag//__//}::$t")
@@ -554,7 +609,7 @@ run_suite() {
         printf '%s\n' "${nodeps[@]}"
     } >>"$LOG"
     local status=PASS note
-    note="$pass passed ($skips of them skipped by the harness), $fail failed, $ign ignored, $deps lack test deps"
+    note="$fail failed, $deps lack .cache deps, $skips skipped by the harness, $ign ignored; $(($(date +%s) - t0))s"
     [ $fail -gt 0 ] || [ ${#tout[@]} -gt 0 ] && status=FAIL
     [ ${#tout[@]} -gt 0 ] && note="$note, timed out: ${tout[*]}"
     [ $((pass + fail)) -eq 0 ] && status=FAIL note="no test ran: $note"
@@ -628,7 +683,7 @@ fi
 # GRACE seconds and the GPU memory must return to what it was before.
 GRACE=30
 ends_clean() {
-    local name=$1 ns=$2 sig=$3 before during after workers_before worker= g t gone=
+    local name=$1 ns=$2 sig=$3 before during after workers_before worker='' g t gone=
     local lim
     lim=$(limit_for $((GRACE + 25)))
     [ "$lim" -gt 0 ] || { row "$name" - - - SKIP "time budget spent"; return; }
@@ -637,7 +692,6 @@ ends_clean() {
     workers_before=" $(children_of "$DAEMON" | tr '\n' ' ') "
     "${GUEST[@]}" "$BENCH" spin "$ns" 1024 >"$work/$name.out" 2>"$work/$name.err" &
     g=$!
-    STRAYS+=("$g")
     for _ in $(seq 200); do
         grep -q '^info spin launched' "$work/$name.out" && break
         kill -0 $g 2>/dev/null || break
@@ -648,6 +702,7 @@ ends_clean() {
     done
     if ! grep -q '^info spin launched' "$work/$name.out"; then
         kill -9 $g 2>/dev/null
+        wait $g 2>/dev/null
         row "$name" - - failed FAIL "guest never launched: $(tail -n1 "$work/$name.err" "$work/$name.out" | grep -v '^==' | tail -n1)"
         return
     fi
@@ -657,7 +712,6 @@ ends_clean() {
     wait $g 2>/dev/null
     t0=$(date +%s)
     if [ -n "$worker" ]; then
-        STRAYS+=("$worker")
         for _ in $(seq $((GRACE * 10))); do
             kill -0 "$worker" 2>/dev/null || { gone=$(($(date +%s) - t0)); break; }
             sleep 0.1
@@ -668,12 +722,20 @@ ends_clean() {
         status=FAIL note="no worker process found for the guest"
     elif [ -z "$gone" ]; then
         status=FAIL note="worker $worker still running ${GRACE}s after the guest ended"
-        kill -9 "$worker" 2>/dev/null
+        # Still the daemon's child, so still that worker: end it, so that
+        # the GPU is free for what follows.
+        children_of "$DAEMON" | grep -qx "$worker" && kill -9 "$worker" 2>/dev/null
         sleep 2
     else
         note="worker gone ${gone}s after the guest"
     fi
+    # The driver may take a moment to reclaim a dead process's memory.
     after=$(gpu_mem_used)
+    for _ in $(seq 10); do
+        [ -n "$before" ] && [ -n "$after" ] && [ "$after" -gt $((before + 64)) ] || break
+        sleep 1
+        after=$(gpu_mem_used)
+    done
     if [ -n "$before" ] && [ -n "$after" ]; then
         note="$note; used MiB before/during/after: $before/$during/$after"
         # The guest held 1 GiB: the reading must have seen it to mean anything.
@@ -693,7 +755,7 @@ ends_clean() {
         note="$note; memory not measured (no nvidia-smi)"
     fi
     [ $status = FAIL ] && [ -z "$gone" ] && [ -n "$worker" ] && note="$note (killed by this script)"
-    row "$name" - - "${gone:+${gone}s}" $status "$note"
+    row "$name" - - "$([ -n "$gone" ] && echo "${gone}s" || echo running)" $status "$note"
 }
 if [ -n "$BENCH" ]; then
     ends_clean kill-mid-kernel 8000000000 KILL
@@ -724,11 +786,11 @@ tail -n +2 "$TSV" >>"$OUT_DIR/history.tsv"
 nfail=$(awk -F'\t' '$6 == "FAIL"' "$ROWS" | wc -l)
 npass=$(awk -F'\t' '$6 == "PASS"' "$ROWS" | wc -l)
 nskip=$(awk -F'\t' '$6 == "SKIP"' "$ROWS" | wc -l)
-failed=$(awk -F'\t' '$6 == "FAIL" { printf "%s%s", sep, $1; sep = ", " }' "$ROWS")
+failures=$(awk -F'\t' '$6 == "FAIL" { printf "%s%s", sep, $1; sep = ", " }' "$ROWS")
 say "results: $TSV (full log $LOG) after $(elapsed)s"
 if [ "$nfail" -eq 0 ]; then
     say "gpu-check: PASS ($npass passed, $nskip skipped) on $([ $EMULATED = 1 ] && echo "vgpu's software GPU" || echo "${CARD:-this GPU}")"
     exit 0
 fi
-say "gpu-check: FAIL ($nfail failed: $failed; $npass passed, $nskip skipped)"
+say "gpu-check: FAIL ($nfail failed: $failures; $npass passed, $nskip skipped)"
 exit 1

@@ -68,7 +68,7 @@ def torch_bench():
     if rel > 1e-2:
         say("error", "matmul-fp16", f"corner differs from the CPU product by {rel:.3g} (relative)")
         sys.exit(1)
-    say("figure", "matmul-fp16", "TFLOP/s", f"{2 * n**3 / sec / 1e12:.1f}")
+    say("figure", "matmul-fp16", "TFLOP/s", f"{2 * n**3 / sec / 1e12:.4g}")
     say("check", "matmul-fp16-abssum", f"{c.float().abs().sum().item():.4e}")
 
     # Scaled-dot-product attention (fused flash / memory-efficient kernels).
@@ -81,7 +81,7 @@ def torch_bench():
     if err > 2e-2:
         say("error", "sdpa-fp16", f"head 0 differs from the fp32 formula by {err:.3g}")
         sys.exit(1)
-    say("figure", "sdpa-fp16", "TFLOP/s", f"{4 * bsz * heads * seq * seq * dim / sec / 1e12:.2f}")
+    say("figure", "sdpa-fp16", "TFLOP/s", f"{4 * bsz * heads * seq * seq * dim / sec / 1e12:.4g}")
     say("check", "sdpa-fp16-abssum", f"{o.float().abs().sum().item():.4e}")
 
 
@@ -99,7 +99,7 @@ def report_saxpy(np, name, out, a, x, y, sec, n):
         bad = int(np.argmax(out != want))
         say("error", name, f"element {bad} is {out[bad]}, expected {want[bad]}")
         sys.exit(1)
-    say("figure", name, "GB/s", f"{3 * 4 * n / sec / 1e9:.1f}")
+    say("figure", name, "GB/s", f"{3 * 4 * n / sec / 1e9:.4g}")
     say("check", f"{name}-sum", f"{int(out.astype(np.float64).sum())}")
 
 
