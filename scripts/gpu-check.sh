@@ -181,19 +181,19 @@ HOLDER=
 LINKED= # the link to this tree that run_suite made at the build's path
 
 cleanup() {
-    # Only processes this script started: the holder, the daemon and the
-    # daemon's own children (its workers, which a wedged kernel can outlive
-    # the daemon's SIGTERM in).
-    [ -n "$HOLDER" ] && kill -9 "$HOLDER" 2>/dev/null
+    trap - EXIT INT TERM
+    # The daemon first, gently: SIGTERM lets it end its workers.
     if [ -n "$DAEMON" ]; then
-        local kids k
-        kids=$(children_of "$DAEMON")
         kill -TERM "$DAEMON" 2>/dev/null
         for _ in $(seq 50); do kill -0 "$DAEMON" 2>/dev/null || break; sleep 0.1; done
-        for k in $kids; do kill -9 "$k" 2>/dev/null; done
-        kill -9 "$DAEMON" 2>/dev/null
-        wait "$DAEMON" 2>/dev/null
     fi
+    # Then whatever this script started and is still running (the holder,
+    # a wedged worker, test executables and their daemons after a Ctrl-C;
+    # `timeout` puts its command in a process group of its own, out of the
+    # terminal's reach), and daemons a timed-out test executable orphaned.
+    local p
+    for p in $(descendants_of $$) $(orphaned_test_daemons); do kill -9 "$p" 2>/dev/null; done
+    [ -n "$DAEMON" ] && wait "$DAEMON" 2>/dev/null
     [ -n "$LINKED" ] && [ -L "$LINKED" ] && rm -f "$LINKED"
     rm -rf "$work"
 }
@@ -216,11 +216,34 @@ row() {
     printf '%-20s %-10s %9s %9s %6s %-4s %s\n' "$name" "$unit" "$nat" "$vg" "$ratio" "$status" "$shown" | tee -a "$LOG"
 }
 
-children_of() { # PID: its child pids, from /proc (no procps needed)
-    # Field 4 of stat is the parent; the command name before it may hold spaces.
-    awk -v want="$1" '{ sub(/.*\) /, ""); split($0, f, " ")
-                        if (f[2] == want) { n = FILENAME; gsub(/[^0-9]/, "", n); print n } }' \
-        /proc/[0-9]*/stat 2>/dev/null
+# PID PPID of every process, from /proc (no procps needed). Field 4 of stat
+# is the parent; the command name before it may hold spaces. cat, not awk,
+# opens the files: some awks stop at a process that exited meanwhile.
+ps_tree() {
+    cat /proc/[0-9]*/stat 2>/dev/null |
+        awk '{ pid = $1; sub(/.*\) /, ""); split($0, f, " "); print pid, f[2] }'
+}
+children_of() { # PID: its child pids
+    ps_tree | awk -v want="$1" '$2 == want { print $1 }'
+}
+descendants_of() { # PID: all its descendants, PID itself excluded
+    ps_tree | awk -v root="$1" '{ kids[$2] = kids[$2] " " $1 }
+        END { todo = root; while (todo != "") { split(todo, q, " "); todo = ""
+                  for (i in q) { n = split(kids[q[i]], k, " ")
+                      for (j = 1; j <= n; j++) { print k[j]; todo = todo " " k[j] } } } }'
+}
+# `vgpu host` processes of this run's binary other than ours: the test
+# harness starts each daemon in a process group of its own, so one whose test
+# executable was killed at the suite's time limit lives on as an orphan.
+orphaned_test_daemons() {
+    [ -n "${BIN:-}" ] || return 0
+    local exe p
+    exe=$(readlink -f "$BIN/vgpu")
+    for p in /proc/[0-9]*; do
+        [ "$(readlink "$p/exe" 2>/dev/null)" = "$exe" ] || continue
+        [ "${p#/proc/}" = "${DAEMON:-}" ] && continue
+        tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q ' host .*--listen unix:[^ ]*/vgpu-host-' && echo "${p#/proc/}"
+    done
 }
 
 # Seconds a step may take: its own cap, clipped so that the failure cases
@@ -565,6 +588,12 @@ run_suite() {
         done <"$list"
         wait
     )
+    local orphans
+    orphans=$(orphaned_test_daemons)
+    if [ -n "$orphans" ]; then
+        log "killing test daemons orphaned by timed-out test executables: $orphans"
+        for rel in $orphans; do kill -9 "$rel" 2>/dev/null; done
+    fi
     # libtest prints `test NAME ... ok|FAILED|ignored` per test and, for each
     # failure, a `---- NAME stdout ----` section with its panic.
     local pass=0 fail=0 ign=0 deps=0 tout=() failed=() nodeps=() f tag rc t lacking
@@ -690,6 +719,7 @@ ends_clean() {
     daemon_alive
     before=$(gpu_mem_used)
     workers_before=" $(children_of "$DAEMON" | tr '\n' ' ') "
+    : >"$work/$name.out"
     "${GUEST[@]}" "$BENCH" spin "$ns" 1024 >"$work/$name.out" 2>"$work/$name.err" &
     g=$!
     for _ in $(seq 200); do

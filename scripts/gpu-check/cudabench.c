@@ -446,7 +446,9 @@ static int do_oob(void) {
     CUresult at_launch = cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL);
     CUresult at_sync = cuCtxSynchronize();
     CUresult after = cuMemAlloc(&more, 4096);
-    out("check", "oob-launch", "%d", at_launch);
+    /* Only the launch's own result may differ between drivers: an error of
+     * the kernel may be reported by the launch or by a later call. */
+    out("info", "oob-launch", "%d", at_launch);
     out("check", "oob-sync", "%d", at_sync);
     out("check", "oob-after", "%d", after);
     /* The launch itself may already fail (asynchronous errors may surface at
