@@ -182,6 +182,8 @@ LINKED= # the link to this tree that run_suite made at the build's path
 
 cleanup() {
     trap - EXIT INT TERM
+    # No "Killed" notices for the jobs ended below.
+    disown -a 2>/dev/null
     # The daemon first, gently: SIGTERM lets it end its workers.
     if [ -n "$DAEMON" ]; then
         kill -TERM "$DAEMON" 2>/dev/null
@@ -191,14 +193,18 @@ cleanup() {
     # a wedged worker, test executables and their daemons after a Ctrl-C;
     # `timeout` puts its command in a process group of its own, out of the
     # terminal's reach), and daemons a timed-out test executable orphaned.
+    # Parents before children (descendants_of lists them so), so that no
+    # loop of this script starts anything new meanwhile; then the groups of
+    # `timeout`, whose members the first pass may have missed.
     local p
-    for p in $(descendants_of $$) $(orphaned_test_daemons); do kill -9 "$p" 2>/dev/null; done
-    [ -n "$DAEMON" ] && wait "$DAEMON" 2>/dev/null
+    for p in $(descendants_of $$); do kill -9 "$p" 2>/dev/null; done
+    for p in $(cat "$work/groups" 2>/dev/null); do kill -9 -- "-$p" 2>/dev/null; done
+    for p in $(orphaned_test_daemons); do kill -9 "$p" 2>/dev/null; done
     [ -n "$LINKED" ] && [ -L "$LINKED" ] && rm -f "$LINKED"
     rm -rf "$work"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'say "gpu-check: interrupted"; exit 130' INT TERM
 
 log() { printf '%s\n' "$*" >>"$LOG"; }
 say() { printf '%s\n' "$*" | tee -a "$LOG"; }
@@ -272,6 +278,24 @@ GUEST=(env "LD_LIBRARY_PATH=$work/shims${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     "LD_PRELOAD=$work/shims/libcuda.so.1:$work/shims/libnvidia-ml.so.1"
     "VGPU_HOST=unix:$SOCK")
 
+# limited LIMIT OUT ERR CMD...: CMD with a time limit, stdout to OUT and
+# stderr to ERR (the same file is fine). `timeout` gives CMD a process group
+# of its own, out of reach of a Ctrl-C; waiting in the background instead of
+# the foreground lets this script's trap run at once, and cleanup ends the
+# group recorded here.
+limited() {
+    local lim=$1 out=$2 err=$3 p
+    shift 3
+    if [ "$out" = "$err" ]; then
+        timeout -k 5 "$lim" "$@" >"$out" 2>&1 &
+    else
+        timeout -k 5 "$lim" "$@" >"$out" 2>"$err" &
+    fi
+    p=$!
+    echo "$p" >>"$work/groups"
+    wait "$p"
+}
+
 # run_side SIDE LIMIT TAG CMD...: runs CMD natively or as a guest with a time
 # limit; stdout to $work/TAG.SIDE.out, stderr to .err; returns its status.
 run_side() {
@@ -280,10 +304,10 @@ run_side() {
     local out=$work/$tag.$side.out err=$work/$tag.$side.err rc t0
     t0=$(date +%s)
     if [ "$side" = native ]; then
-        timeout -k 5 "$lim" "${NATIVE_ENV[@]}" "$@" >"$out" 2>"$err"
+        limited "$lim" "$out" "$err" "${NATIVE_ENV[@]}" "$@"
     else
         daemon_alive
-        timeout -k 5 "$lim" "${GUEST[@]}" "$@" >"$out" 2>"$err"
+        limited "$lim" "$out" "$err" "${GUEST[@]}" "$@"
     fi
     rc=$?
     {
@@ -402,8 +426,10 @@ start_daemon() {
     "$BIN/vgpu" host --listen "unix:$SOCK" --driver "$DRIVER" >>"$HOSTLOG" 2>&1 &
     DAEMON=$!
     for _ in $(seq 300); do
-        DAEMON_FIRST=$(tail -n +$((skip + 1)) "$HOSTLOG" | head -n1)
-        grep -q "^listening on unix:$SOCK" "$HOSTLOG" && return 0
+        if grep -q "^listening on unix:$SOCK" "$HOSTLOG"; then
+            DAEMON_FIRST=$(tail -n +$((skip + 1)) "$HOSTLOG" | head -n1)
+            return 0
+        fi
         kill -0 "$DAEMON" 2>/dev/null || break
         sleep 0.1
     done
@@ -572,7 +598,10 @@ run_suite() {
     t0=$(date +%s)
     end=$((t0 + lim))
     (
-        export VGPU_TEST_DRIVER=$DRIVER RUST_TEST_THREADS=$threads
+        # TMPDIR: the harness's daemons and files live under $work, which
+        # cleanup removes even when a test executable was killed.
+        mkdir -p "$work/tmp"
+        export VGPU_TEST_DRIVER=$DRIVER RUST_TEST_THREADS=$threads TMPDIR=$work/tmp
         while IFS=$'\t' read -r name rel; do
             while [ "$(jobs -rp | wc -l)" -ge $par ]; do wait -n; done
             local left=$((end - $(date +%s))) tag=${name//\//__}
@@ -582,12 +611,14 @@ run_suite() {
                 continue
             fi
             (
-                cd "$ROOT" && timeout -k 5 "$left" "$STAGE/$rel" >"$work/suite/$tag.out" 2>&1
+                cd "$ROOT" && limited "$left" "$work/suite/$tag.out" "$work/suite/$tag.out" "$STAGE/$rel"
                 echo $? >"$work/suite/$tag.rc"
             ) &
         done <"$list"
         wait
-    )
+    ) &
+    # In the background, so that a signal to this script is handled at once.
+    wait $!
     local orphans
     orphans=$(orphaned_test_daemons)
     if [ -n "$orphans" ]; then
