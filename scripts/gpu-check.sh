@@ -32,23 +32,29 @@
 #     log in DIR/<stamp>.log; exit status 1 if anything failed, 2 if there is
 #     no GPU to check. DIR defaults to gpu-check-results/.
 #
-# `--driver emulated` runs everything on vgpu's software GPU with small
-# problem sizes (native side skipped): the check of this script itself on a
-# machine without a GPU. Never changes the GPU's settings.
+# --driver emulated runs it all on vgpu's software GPU with small problem
+# sizes and no native side: how this script is checked on a machine without
+# a GPU (GPU_CHECK_EMU_NATIVE=1 adds a "native" side that is the software GPU
+# in-process, to exercise the comparisons). Other knobs: --no-build (use the
+# stage even where cargo exists), GPU_CHECK_STAGE (stage dir, default
+# .gpucheck/), GPU_CHECK_PYTHON (tried first for torch/numba/cupy), VGPU_CACHE.
+# Never changes the GPU's settings.
 #
-# On the device machine of this workplace (no cargo, no network): stage here
-# first, in the checkout the device tool sends (the session's own), then
+# On this workplace's device machine (one H100, no cargo, no network; the
+# device tool sends the checkout its session started in): stage in that
+# checkout, then run with the stage carried:
 #
-#   scripts/gpu-check.sh --stage          # here: release build + .gpucheck/ (~20-40 MiB)
-#   run(command="scripts/gpu-check.sh --out $OUT", carry=[".gpucheck"],
-#       timeout_s=480, kind="nvidia-h100-x1")
+#   scripts/gpu-check.sh --stage       # here: release build -> .gpucheck/ (~38 MiB)
+#   run(command="scripts/gpu-check.sh --out $OUT", carry=[".gpucheck"], timeout_s=480)
 #
 # --stage adds /.gpucheck/ and /gpu-check-results/ to .git/info/exclude, so
-# the stage travels only as `carry` and results stay out of the tree. $OUT
-# brings back <stamp>.tsv, <stamp>.log, <stamp>-host.log and history.tsv.
-# The default --budget of 420 s bounds everything after the build; expect
-# about 5 minutes on an H100 (the suite is most of it), which leaves the
-# 15 minutes of device time room for a second run.
+# the stage travels only as carried (the tree and it must stay under 64 MiB
+# together) and results stay out of the tree. $OUT brings back <stamp>.tsv,
+# <stamp>.log, <stamp>-host.log and history.tsv. --budget (default 420 s)
+# bounds everything after the build, failure cases included; expect about 5
+# minutes on an H100, so 15 minutes of device time hold the machine's start
+# and a second run. Leaving `kind` out may give an H200: the header line
+# names the card.
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -61,7 +67,7 @@ BUDGET=420
 STAGE_ONLY=0
 BUILD=1
 
-usage() { sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
 while [ $# -gt 0 ]; do
     case $1 in
         --driver) DRIVER=${2:?--driver needs a value}; shift 2 ;;
@@ -367,7 +373,7 @@ bench() {
     if [ -z "$names" ]; then
         # A step of checks only (identity, oob): one row for the step.
         local checks
-        checks=$(awk '$1 == "check" { v = $0; sub(/^check /, "", v); sub(/ /, "=", v); printf "%s%s", s, v; s = " " }' "$vout")
+        checks=$(awk '$1 == "check" || $1 == "info" { v = $0; sub(/^[a-z]+ /, "", v); sub(/ /, "=", v); printf "%s%s", s, v; s = " " }' "$vout")
         if [ $vrc != 0 ]; then
             row "$tag" - "$nstate" failed FAIL "vgpu: $(why_failed "$tag" vgpu $vrc "$limv")"
         elif [ $nrc != 0 ]; then
@@ -436,6 +442,31 @@ start_daemon() {
     return 1
 }
 
+# The TSV and the verdict; also what an early stop ends with. `finish
+# STOPPED` says why the run stopped early.
+finish() {
+    [ -n "${1:-}" ] && row stopped - - - FAIL "$1"
+    {
+        printf 'date\thost\tcard\tdriver\tmode\ttree\tname\tunit\tnative\tvgpu\tratio\tstatus\tnote\n'
+        awk -v pre="$STAMP	$(uname -n)	${CARD:--}	${DRV_VERSION:--}	$DRIVER	$COMMIT" \
+            'BEGIN { FS = OFS = "\t" } { print pre, $0 }' "$ROWS"
+    } >"$TSV"
+    [ -s "$OUT_DIR/history.tsv" ] || head -n1 "$TSV" >"$OUT_DIR/history.tsv"
+    tail -n +2 "$TSV" >>"$OUT_DIR/history.tsv"
+    local nfail npass nskip failures
+    nfail=$(awk -F'\t' '$6 == "FAIL"' "$ROWS" | wc -l)
+    npass=$(awk -F'\t' '$6 == "PASS"' "$ROWS" | wc -l)
+    nskip=$(awk -F'\t' '$6 == "SKIP"' "$ROWS" | wc -l)
+    failures=$(awk -F'\t' '$6 == "FAIL" { printf "%s%s", sep, $1; sep = ", " }' "$ROWS")
+    say "results: $TSV (full log $LOG) after $(elapsed)s"
+    if [ "$nfail" -eq 0 ]; then
+        say "gpu-check: PASS ($npass passed, $nskip skipped) on $([ $EMULATED = 1 ] && echo "vgpu's software GPU" || echo "${CARD:-this GPU}")"
+        exit 0
+    fi
+    say "gpu-check: FAIL ($nfail failed: $failures; $npass passed, $nskip skipped)"
+    exit 1
+}
+
 # ------------------------------------------------------------------ 1. preflight
 
 HAVE_SMI=0
@@ -476,9 +507,9 @@ DEADLINE=$((START + BUDGET))
 
 COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || cat "$STAGE/build-commit" 2>/dev/null || echo ?)
 if [ $EMULATED = 1 ]; then
-    say "vgpu gpu-check $STAMP on $(hostname): vgpu's software GPU$([ "${CARD:--}" != - ] && echo " (this machine has a $CARD)")"
+    say "vgpu gpu-check $STAMP on $(uname -n): vgpu's software GPU$([ "${CARD:--}" != - ] && echo " (this machine has a $CARD)")"
 else
-    say "vgpu gpu-check $STAMP on $(hostname): ${CARD:--}, driver ${DRV_VERSION:--}, persistence ${PERSIST:--}"
+    say "vgpu gpu-check $STAMP on $(uname -n): ${CARD:--}, driver ${DRV_VERSION:--}, persistence ${PERSIST:--}"
 fi
 if [ $EMULATED = 0 ]; then
     mode="--driver $DRIVER, native vs vgpu"
@@ -490,12 +521,9 @@ fi
 say "tree $COMMIT; mode $mode"
 printf '%-20s %-10s %9s %9s %6s %-4s %s\n' check unit native vgpu ratio stat note | tee -a "$LOG"
 
-if [ -z "$BIN" ]; then
-    row artifacts - - - FAIL "${BUILD_NOTE:-no cargo, no .gpucheck/ stage, no target/release}"
-    exit 1
-fi
+[ -n "$BIN" ] || finish "no artifacts: ${BUILD_NOTE:-no cargo, no .gpucheck/ stage, no target/release}"
 for f in vgpu libvgpu_cuda.so libvgpu_nvml.so; do
-    [ -f "$BIN/$f" ] || { row artifacts - - - FAIL "missing $BIN/$f"; exit 1; }
+    [ -f "$BIN/$f" ] || finish "missing $BIN/$f"
 done
 mkdir -p "$work/shims"
 ln -s "$BIN/libvgpu_cuda.so" "$work/shims/libcuda.so.1"
@@ -522,8 +550,11 @@ else
 fi
 
 if [ $EMULATED = 0 ]; then
-    [ -n "$LIBCUDA" ] && row libcuda - "$(basename "$(readlink -f "$LIBCUDA")")" - INFO "$LIBCUDA" ||
+    if [ -n "$LIBCUDA" ]; then
+        row libcuda - - - INFO "$LIBCUDA -> $(readlink -f "$LIBCUDA")"
+    else
         row libcuda - - - INFO "not in ldconfig's cache"
+    fi
     # Without persistence mode the driver tears the GPU down whenever its
     # last client exits and every cuInit pays for bringing it up again; a
     # process that stays initialized keeps that out of every figure.
@@ -541,12 +572,11 @@ if start_daemon; then
         row host-driver - - "$want" PASS "${DAEMON_FIRST#*driver: }"
     else
         row host-driver - - - FAIL "first log line is not \"driver: $want ...\": ${DAEMON_FIRST:-nothing}"
-        say "gpu-check: FAIL: vgpu host does not use the $want driver; nothing else would mean anything."
-        exit 1
+        finish "vgpu host does not use the $want driver: nothing else would mean anything"
     fi
 else
     row host-driver - - - FAIL "vgpu host did not start: $(tail -n1 "$HOSTLOG")"
-    exit 1
+    finish "no vgpu host"
 fi
 
 if [ -n "$BENCH" ]; then
@@ -730,8 +760,10 @@ RESERVE=0
 if [ -n "$BENCH" ]; then
     bench oob 20 30 "$BENCH" oob
     lim=$(limit_for 30)
-    if [ "$lim" -gt 0 ] && run_side vgpu "$lim" next "$BENCH" smoke && grep -q '^check smoke ok' "$work/next.vgpu.out"; then
-        row next-process - - ok PASS "a new guest after the sticky error runs a kernel"
+    if [ "$lim" -eq 0 ]; then
+        row next-process - - - SKIP "time budget spent"
+    elif run_side vgpu "$lim" next "$BENCH" smoke; then
+        row next-process - - ok PASS "a new guest after the sticky error copies and runs a kernel"
     else
         row next-process - - failed FAIL "$(why_failed next vgpu $? "$lim")"
     fi
@@ -807,7 +839,8 @@ ends_clean() {
             status=FAIL note="$note: memory not returned"
         fi
         # A worker's pid must not be listed as a compute process any more.
-        if timeout 10 nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null | grep -qx "$worker"; then
+        if [ -n "$worker" ] && timeout 10 nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null |
+            grep -qx "$worker"; then
             status=FAIL note="$note; nvidia-smi still lists pid $worker"
         fi
     elif [ $EMULATED = 1 ]; then
@@ -836,22 +869,4 @@ fi
 
 # ------------------------------------------------------------------ 6. verdict
 
-{
-    printf 'date\thost\tcard\tdriver\tmode\ttree\tname\tunit\tnative\tvgpu\tratio\tstatus\tnote\n'
-    awk -v pre="$STAMP	$(hostname)	${CARD:--}	${DRV_VERSION:--}	$DRIVER	$COMMIT" \
-        'BEGIN { FS = OFS = "\t" } { print pre, $0 }' "$ROWS"
-} >"$TSV"
-[ -s "$OUT_DIR/history.tsv" ] || head -n1 "$TSV" >"$OUT_DIR/history.tsv"
-tail -n +2 "$TSV" >>"$OUT_DIR/history.tsv"
-
-nfail=$(awk -F'\t' '$6 == "FAIL"' "$ROWS" | wc -l)
-npass=$(awk -F'\t' '$6 == "PASS"' "$ROWS" | wc -l)
-nskip=$(awk -F'\t' '$6 == "SKIP"' "$ROWS" | wc -l)
-failures=$(awk -F'\t' '$6 == "FAIL" { printf "%s%s", sep, $1; sep = ", " }' "$ROWS")
-say "results: $TSV (full log $LOG) after $(elapsed)s"
-if [ "$nfail" -eq 0 ]; then
-    say "gpu-check: PASS ($npass passed, $nskip skipped) on $([ $EMULATED = 1 ] && echo "vgpu's software GPU" || echo "${CARD:-this GPU}")"
-    exit 0
-fi
-say "gpu-check: FAIL ($nfail failed: $failures; $npass passed, $nskip skipped)"
-exit 1
+finish
