@@ -477,7 +477,14 @@ if [ $HAVE_SMI = 1 ]; then
         --query-gpu=name,driver_version,persistence_mode --format=csv,noheader 2>>"$LOG" |
         sed 's/, /,/g') || true
 fi
-LIBCUDA=$(ldconfig -p 2>/dev/null | awk '$1 == "libcuda.so.1" { print $NF; exit }')
+# Where the dynamic loader would find NVIDIA's library: LD_LIBRARY_PATH,
+# then ldconfig's cache.
+LIBCUDA=
+IFS=: read -ra ldirs <<<"${LD_LIBRARY_PATH:-}"
+for d in "${ldirs[@]}"; do
+    [ -n "$d" ] && [ -e "$d/libcuda.so.1" ] && { LIBCUDA=$d/libcuda.so.1; break; }
+done
+[ -n "$LIBCUDA" ] || LIBCUDA=$(ldconfig -p 2>/dev/null | awk '$1 == "libcuda.so.1" { print $NF; exit }')
 if [ $EMULATED = 0 ] && [ -z "$LIBCUDA" ] && [ "${CARD:--}" = - ]; then
     echo "no NVIDIA driver here (no libcuda.so.1, no nvidia-smi): nothing to check."
     echo "(scripts/gpu-check.sh --driver emulated checks this script on vgpu's software GPU)"
@@ -553,7 +560,7 @@ if [ $EMULATED = 0 ]; then
     if [ -n "$LIBCUDA" ]; then
         row libcuda - - - INFO "$LIBCUDA -> $(readlink -f "$LIBCUDA")"
     else
-        row libcuda - - - INFO "not in ldconfig's cache"
+        row libcuda - - - INFO "not on LD_LIBRARY_PATH nor in ldconfig's cache"
     fi
     # Without persistence mode the driver tears the GPU down whenever its
     # last client exits and every cuInit pays for bringing it up again; a
@@ -657,7 +664,7 @@ run_suite() {
     fi
     # libtest prints `test NAME ... ok|FAILED|ignored` per test and, for each
     # failure, a `---- NAME stdout ----` section with its panic.
-    local pass=0 fail=0 ign=0 deps=0 tout=() failed=() nodeps=() f tag rc t lacking
+    local pass=0 fail=0 ign=0 deps=0 tout=() notrun=() failed=() nodeps=() f tag rc t lacking
     for f in "$work"/suite/*.out; do
         tag=$(basename "$f" .out)
         rc=$(cat "$work/suite/$tag.rc" 2>/dev/null || echo 125)
@@ -665,7 +672,10 @@ run_suite() {
             echo "---- suite ${tag//__//} (status $rc)"
             cat "$f"
         } >>"$LOG"
-        case $rc in 124 | 137 | 125) tout+=("${tag//__//}") ;; esac
+        case $rc in
+            124 | 137) tout+=("${tag//__//}") ;;
+            125) notrun+=("${tag//__//}") ;;
+        esac
         pass=$((pass + $(grep -c '^test .* \.\.\. ok$' "$f")))
         ign=$((ign + $(grep -c '^test .* \.\.\. ignored' "$f")))
         # A failure whose panic asks for scripts/test-deps.sh is a test
@@ -700,8 +710,9 @@ run_suite() {
     } >>"$LOG"
     local status=PASS note
     note="$fail failed, $deps lack .cache deps, $skips skipped by the harness, $ign ignored; $(($(date +%s) - t0))s"
-    [ $fail -gt 0 ] || [ ${#tout[@]} -gt 0 ] && status=FAIL
-    [ ${#tout[@]} -gt 0 ] && note="$note, timed out: ${tout[*]}"
+    [ $fail -gt 0 ] || [ ${#tout[@]} -gt 0 ] || [ ${#notrun[@]} -gt 0 ] && status=FAIL
+    [ ${#tout[@]} -gt 0 ] && note="${#tout[@]} executables timed out, $note (timed out: ${tout[*]})"
+    [ ${#notrun[@]} -gt 0 ] && note="${#notrun[@]} executables not run (time limit), $note (not run: ${notrun[*]})"
     [ $((pass + fail)) -eq 0 ] && status=FAIL note="no test ran: $note"
     row suite tests - "$pass/$((pass + fail))" $status "$note"
     if [ $fail -gt 0 ]; then
@@ -859,11 +870,11 @@ fi
 # ------------------------------------------------------------------ 5. host log
 
 errors=$(grep -c ' ERROR ' "$HOSTLOG")
-panics=$(cat "$HOSTLOG" "$work"/*.vgpu.err 2>/dev/null | grep -c 'panicked')
+panics=$(cat "$HOSTLOG" "$work"/*.vgpu.err "$work"/*-kernel.err 2>/dev/null | grep -c 'panicked')
 if [ "$errors" -eq 0 ] && [ "$panics" -eq 0 ]; then
     row host-log - - clean PASS "no ERROR line, no panic ($(wc -l <"$HOSTLOG") lines)"
 else
-    first=$( (grep -h ' ERROR \|panicked' "$HOSTLOG" "$work"/*.vgpu.err 2>/dev/null || true) | head -n1)
+    first=$( (grep -h ' ERROR \|panicked' "$HOSTLOG" "$work"/*.vgpu.err "$work"/*-kernel.err 2>/dev/null || true) | head -n1)
     row host-log - - "$errors/$panics" FAIL "$errors ERROR lines, $panics panics; first: $first"
 fi
 
