@@ -731,7 +731,7 @@ if [ -n "$BENCH" ]; then
         bench graph 30 60 "$BENCH" graph 10
         bench bwtest 30 60 "$BENCH" bwtest 4000000 5
     else
-        bench copy 60 120 "$BENCH" copy 1024 3
+        bench copy 60 120 "$BENCH" copy 1024 2
         bench launch 30 60 "$BENCH" launch 20000
         bench graph 30 60 "$BENCH" graph 100
         bench bwtest 30 90 "$BENCH" bwtest 32000000 100

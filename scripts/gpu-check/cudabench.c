@@ -5,7 +5,7 @@
  * are hand-written PTX, JIT-compiled by whichever driver serves the program.
  *
  *   cudabench info
- *   cudabench copy MIB REPS        H2D/D2H, pageable and pinned
+ *   cudabench copy MIB REPS        H2D/D2H, pageable and pinned, best of REPS
  *   cudabench launch N             launch rate of a one-thread kernel
  *   cudabench graph REPLAYS        a 256-kernel graph, captured from a stream
  *   cudabench bwtest BYTES ITERS   cuda-samples bandwidthTest style, event-timed
