@@ -6,22 +6,26 @@ use common::{expected, Daemon};
 use std::path::Path;
 use std::process::Command;
 
+/// The device as Ollama 0.30's probe lists it: the software GPU's profile
+/// exactly, a real driver's by form.
 fn check_030_device(out: &common::GuestOutput) {
     out.assert_success();
     let dev = out.line("device ");
-    assert_eq!(common::field(dev, "name"), expected::NAME, "{dev}");
-    assert_eq!(common::field(dev, "compute"), "9.0", "{dev}");
-    assert_eq!(
-        common::field(dev, "total"),
-        expected::TOTAL_MEM_BYTES.to_string(),
-        "{dev}"
-    );
     assert_eq!(common::field(dev, "pci_id"), expected::PCI_BUS_ID, "{dev}");
+    let total: u64 = common::field(dev, "total").parse().unwrap();
+    match expected::host() {
+        Some(h) => {
+            assert_eq!(common::field(dev, "name"), h.name, "{dev}");
+            assert_eq!(common::field(dev, "compute"), h.cc_text(), "{dev}");
+            assert_eq!(total, h.total_mem, "{dev}");
+        }
+        None => assert!(total > 0 && !common::field(dev, "name").is_empty(), "{dev}"),
+    }
 }
 
 #[test]
 fn vgpu_run_with_only_vgpu_host() {
-    let d = Daemon::start_emulated();
+    let d = Daemon::start_target();
     let a = common::artifacts();
     let mut cmd = Command::new(&a.vgpu);
     cmd.arg("run")
@@ -38,12 +42,15 @@ fn vgpu_run_with_only_vgpu_host() {
     let out = common::run_guest(cmd, &d, &[("LD_LIBRARY_PATH", "")]);
     out.assert_success();
     let line = out.line("inference compute ");
-    assert_eq!(common::field(line, "name"), expected::NAME, "{line}");
+    assert!(!common::field(line, "name").is_empty(), "{line}");
+    if let Some(h) = expected::host() {
+        assert_eq!(common::field(line, "name"), h.name, "{line}");
+    }
 }
 
 #[test]
 fn vgpu_run_passes_exit_status() {
-    let d = Daemon::start_emulated();
+    let d = Daemon::start_target();
     let mut cmd = Command::new(&common::artifacts().vgpu);
     cmd.args(["run", "--", "sh", "-c", "exit 7"]);
     let out = common::run_guest(cmd, &d, &[("LD_LIBRARY_PATH", "")]);
@@ -66,7 +73,7 @@ fn assert_lib(dir: &Path, name: &str, soname: &str) {
 
 #[test]
 fn vgpu_install_libdir() {
-    let d = Daemon::start_emulated();
+    let d = Daemon::start_target();
     let dir = common::TempDir::new("install");
     let libdir = dir.path().join("lib");
     std::fs::create_dir_all(&libdir).unwrap();

@@ -1,7 +1,9 @@
 //! Unmodified libcudart from the PyPI wheels (11.8, 12.4, 12.9, 13.0, 13.5)
 //! on the shims: `tests/c/cudart_client.c` built against each runtime's own
-//! headers, linked to that runtime, run against `vgpu host --driver
-//! emulated`. The runtimes come from `scripts/test-deps.sh cudart nvcc`.
+//! headers, linked to that runtime, run against the tests' daemon (the
+//! software GPU or `VGPU_TEST_DRIVER`'s driver), and on two devices with the
+//! host's `--devices` and the guest's `CUDA_VISIBLE_DEVICES` together. The
+//! runtimes come from `scripts/test-deps.sh cudart nvcc`.
 mod common;
 
 use common::{expected, Daemon};
@@ -59,10 +61,24 @@ fn client(version: &str) -> Command {
     Command::new(exe)
 }
 
+/// The runtime's view of the host: on the software GPU exactly its
+/// profile's numbers (a CUDA 13 runtime on a 12.x driver refuses it, as on
+/// a real host), on a real driver the numbers' form and the two APIs
+/// agreeing.
 fn check_runtime(version: &str, runtime_version: i32) {
-    let daemon = Daemon::start_emulated();
+    let daemon = Daemon::start_target();
+    let host = expected::host();
+    if let Some(h) = host.filter(|h| !h.runs_cudart(runtime_version / 1000)) {
+        // cudaErrorInsufficientDriver.
+        let mut cmd = client(version);
+        cmd.args(["--expect-error", "35"]);
+        let out = common::run_guest(cmd, &daemon, &[]);
+        out.assert_success();
+        let drv = common::field(out.line("versions "), "driver");
+        assert_eq!(drv, h.cuda_driver_version.to_string(), "{out}");
+        return;
+    }
     let out = common::run_guest(client(version), &daemon, &[]);
-    out.assert_success();
     let v = out.line("versions ");
     assert_eq!(
         common::field(v, "runtime"),
@@ -70,18 +86,24 @@ fn check_runtime(version: &str, runtime_version: i32) {
         "{v}"
     );
     let drv: i32 = common::field(v, "driver").parse().unwrap();
-    assert!(drv >= expected::MIN_CUDA_DRIVER_VERSION, "{v}");
-    assert_eq!(common::field(out.line("count "), "n"), "1");
+    let count: usize = common::field(out.line("count "), "n").parse().unwrap();
     let p = out.line("prop ");
-    assert_eq!(common::field(p, "name"), expected::NAME, "{p}");
-    assert_eq!(common::field(p, "major"), "9", "{p}");
-    assert_eq!(common::field(p, "minor"), "0", "{p}");
-    assert_eq!(
-        common::field(p, "total"),
-        expected::TOTAL_MEM_BYTES.to_string(),
-        "{p}"
-    );
-    assert_eq!(common::field(p, "sms"), "114", "{p}");
+    let total: u64 = common::field(p, "total").parse().unwrap();
+    match host {
+        Some(h) => {
+            assert_eq!(drv, h.cuda_driver_version, "{v}");
+            assert_eq!(count, h.devices, "{out}");
+            assert_eq!(common::field(p, "name"), h.name, "{p}");
+            assert_eq!(common::field(p, "major"), h.cc.0.to_string(), "{p}");
+            assert_eq!(common::field(p, "minor"), h.cc.1.to_string(), "{p}");
+            assert_eq!(total, h.total_mem, "{p}");
+            assert_eq!(common::field(p, "sms"), h.sm_count.to_string(), "{p}");
+        }
+        None => {
+            assert!(drv >= 11000, "{v}");
+            assert!(count >= 1 && total > 0, "{out}");
+        }
+    }
     assert_eq!(common::field(p, "warp"), "32", "{p}");
     assert_eq!(common::field(p, "integrated"), "0", "{p}");
     // The guest-visible address 0000:00:05.0 everywhere.
@@ -107,11 +129,7 @@ fn check_runtime(version: &str, runtime_version: i32) {
     nvml.assert_success();
     assert_eq!(common::field(nvml.line("nvml "), "uuid"), uuid);
     let m = out.line("meminfo ");
-    assert_eq!(
-        common::field(m, "total"),
-        expected::TOTAL_MEM_BYTES.to_string(),
-        "{m}"
-    );
+    assert_eq!(common::field(m, "total"), total.to_string(), "{m}");
     for n in ["1", "4097", "67108864", "268435456"] {
         assert!(
             out.stdout.contains(&format!("roundtrip bytes={n} ok=1")),
@@ -126,6 +144,7 @@ fn check_runtime(version: &str, runtime_version: i32) {
     // A hand-built fatbin registered like nvcc's code does and launched with
     // cudaLaunchKernel: cudart 11 loads it through CUDART_INTERFACE, 12+
     // through cuLibraryLoadData.
+    out.assert_success();
     out.line("kernel registered=1 ok=1");
     out.line("done ok=1");
 }
@@ -155,12 +174,71 @@ fn cudart_13_5() {
     check_runtime("13.5.37", 13050);
 }
 
+/// The UUID of the device a guest numbers 0, and how many it sees.
+fn first_device(daemon: &Daemon, visible: Option<&str>) -> (String, String) {
+    let mut cmd = client("12.9.79");
+    cmd.args(["--sizes", "1", "--threads", "1"]);
+    let env: Vec<(&str, &str)> = visible
+        .map(|v| ("CUDA_VISIBLE_DEVICES", v))
+        .into_iter()
+        .collect();
+    let out = common::run_guest(cmd, daemon, &env);
+    out.line("threads n=1 ok=1");
+    (
+        common::field(out.line("prop "), "uuid"),
+        common::field(out.line("count "), "n"),
+    )
+}
+
+/// The host picks and orders devices (`--devices`), the guest's
+/// CUDA_VISIBLE_DEVICES then picks among what it was given, by ordinal or
+/// UUID: on the two-device profile.
+#[test]
+fn host_device_selection_and_cuda_visible_devices() {
+    if !common::requires_software_gpu("the two-device host is a software GPU profile") {
+        return;
+    }
+    let plain = Daemon::start(&["--driver", "emulated", "--profile", "2x-h100"]);
+    let (u0, n) = first_device(&plain, None);
+    assert_eq!(n, "2");
+    let (u1, n) = first_device(&plain, Some("1"));
+    assert_eq!(n, "1");
+    assert_ne!(u0, u1);
+    let swapped = Daemon::start(&[
+        "--driver",
+        "emulated",
+        "--profile",
+        "2x-h100",
+        "--devices",
+        "1,0",
+    ]);
+    assert_eq!(first_device(&swapped, None), (u1.clone(), "2".into()));
+    assert_eq!(first_device(&swapped, Some("1")), (u0.clone(), "1".into()));
+    assert_eq!(
+        first_device(&swapped, Some(&u0[..12])),
+        (u0.clone(), "1".into())
+    );
+    let one = Daemon::start(&[
+        "--driver",
+        "emulated",
+        "--profile",
+        "2x-h100",
+        "--devices",
+        &u1[..12],
+    ]);
+    assert_eq!(first_device(&one, None), (u1, "1".into()));
+}
+
 /// A wrong integrity answer (the shim's test switch) must make cudart refuse
 /// to work: proof that the check is really computed and checked.
 #[test]
 fn wrong_integrity_answer_is_rejected() {
-    let daemon = Daemon::start_emulated();
-    for version in ["11.8.89", "12.9.79", "13.5.37"] {
+    let daemon = Daemon::start_target();
+    for (version, major) in [("11.8.89", 11), ("12.9.79", 12), ("13.5.37", 13)] {
+        // A runtime that refuses the host's driver never gets as far.
+        if expected::host().is_some_and(|h| !h.runs_cudart(major)) {
+            continue;
+        }
         // cudaErrorSoftwareValidityNotEstablished
         let mut cmd = client(version);
         cmd.args(["--expect-error", "103"]);

@@ -114,10 +114,10 @@ fn shadowing_libcuda_fails_by_name() {
 
 #[test]
 fn old_driver_fails_the_version_check() {
-    let d = Daemon::start_with_env(
-        &["--driver", "emulated"],
-        &[("VGPU_EMU_CUDA_VERSION", "12020")],
-    );
+    if !common::requires_software_gpu("the CUDA 12.2 host is a software GPU profile") {
+        return;
+    }
+    let d = Daemon::start(&["--driver", "emulated", "--profile", "h100-cuda12.2"]);
     let out = common::run_guest(doctor_under_run(), &d, &[("LD_LIBRARY_PATH", "")]);
     assert_eq!(out.status.code(), Some(1), "{out}");
     assert!(check(&out, "daemon").contains("CUDA 12.2"), "{out}");
@@ -135,4 +135,32 @@ fn old_driver_fails_the_version_check() {
         .filter(|l| l.starts_with("FAIL"))
         .collect();
     assert_eq!(fails.len(), 1, "{out}");
+}
+
+/// A cold host: doctor waits like a guest, passes, and says the host was
+/// initializing; given less time than the host needs, the daemon check
+/// fails saying so.
+#[test]
+fn a_cold_host_is_reported_as_initializing() {
+    if !common::requires_software_gpu("the init delay is the software GPU's knob") {
+        return;
+    }
+    let d = Daemon::start_with_env(&[], &[("VGPU_EMU_INIT_DELAY_MS", "2000")]);
+    let out = common::run_guest(doctor_under_run(), &d, &[("LD_LIBRARY_PATH", "")]);
+    out.assert_success();
+    let line = check(&out, "daemon");
+    assert!(
+        line.starts_with("PASS  ") && line.contains("host was initializing: devices after 2."),
+        "{out}"
+    );
+    assert!(out.stderr.contains("host is initializing"), "{out}");
+    let env = [("LD_LIBRARY_PATH", ""), ("VGPU_INIT_TIMEOUT", "0.5")];
+    let out = common::run_guest(doctor_under_run(), &d, &env);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let line = check(&out, "daemon");
+    assert!(
+        line.starts_with("FAIL  daemon: ") && line.contains("host is initializing"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("VGPU_INIT_TIMEOUT=SECONDS"), "{out}");
 }

@@ -17,6 +17,9 @@ fn key_values(out: &common::GuestOutput) -> HashMap<String, String> {
 
 #[test]
 fn pynvml_script() {
+    if !common::requires_h100_pcie("checks the H100 PCIe's published numbers") {
+        return;
+    }
     let bin = common::venv();
     let d = Daemon::start_emulated();
     let mut cmd = Command::new(bin.join("python"));
@@ -72,6 +75,9 @@ fn pynvml_script() {
 
 #[test]
 fn nvitop_once() {
+    if !common::requires_h100_pcie("checks the H100 PCIe's name and memory") {
+        return;
+    }
     let bin = common::venv();
     let d = Daemon::start_emulated();
     let mut cmd = Command::new(bin.join("nvitop"));
@@ -86,6 +92,9 @@ fn nvitop_once() {
 
 #[test]
 fn gpustat() {
+    if !common::requires_h100_pcie("checks the H100 PCIe's name and memory") {
+        return;
+    }
     let bin = common::venv();
     let d = Daemon::start_emulated();
     let mut cmd = Command::new(bin.join("gpustat"));

@@ -89,6 +89,9 @@ fn num(kv: &HashMap<String, String>, key: &str, out: &GuestOutput) -> u64 {
 
 #[test]
 fn cuda_bindings_driver_calls() {
+    if !common::requires_h100_pcie("checks the H100 PCIe's published numbers") {
+        return;
+    }
     let mut d = Daemon::start_emulated();
     let out = run_script(&d, "cuda_bindings_probe.py", BINDINGS_TIMEOUT);
     out.assert_success();
@@ -140,6 +143,9 @@ fn cuda_bindings_driver_calls() {
 
 #[test]
 fn numba_detect_and_list_devices() {
+    if !common::requires_h100_pcie("checks the H100 PCIe's name") {
+        return;
+    }
     let mut d = Daemon::start_emulated();
     let out = run_script(&d, "numba_detect.py", NUMBA_TIMEOUT);
     out.assert_success();

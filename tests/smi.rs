@@ -6,7 +6,7 @@ use std::process::Command;
 
 #[test]
 fn smi_table_shows_the_device_and_is_aligned() {
-    let d = Daemon::start_emulated();
+    let d = Daemon::start_target();
     let mut cmd = Command::new(&common::artifacts().vgpu);
     cmd.arg("smi");
     let out = common::run_guest(cmd, &d, &[]);
@@ -39,14 +39,16 @@ fn smi_table_shows_the_device_and_is_aligned() {
 
     let row = table
         .iter()
-        .find(|l| l.contains(expected::NAME))
-        .unwrap_or_else(|| panic!("no {} row:\n{out}", expected::NAME));
-    assert!(row.starts_with("|   0  "), "{row}");
+        .find(|l| l.starts_with("|   0  "))
+        .unwrap_or_else(|| panic!("no row for device 0:\n{out}"));
     assert!(row.contains(expected::NVML_PCI_BUS_ID), "{row}");
-    let mem = format!("{}MiB", expected::TOTAL_MEM_MIB);
-    assert_eq!(mem, "81559MiB");
-    assert!(
-        table.iter().any(|l| l.contains(&format!("/ {mem} |"))),
-        "no memory total {mem}:\n{out}"
-    );
+    // The software GPU's name and NVML total; a real board's are its own.
+    if let Some(h) = expected::host() {
+        assert!(row.contains(h.name), "{row}");
+        let mem = format!("{}MiB", h.nvml_total_mem >> 20);
+        assert!(
+            table.iter().any(|l| l.contains(&format!("/ {mem} |"))),
+            "no memory total {mem}:\n{out}"
+        );
+    }
 }

@@ -41,6 +41,9 @@ fn torch_python() -> PathBuf {
 #[ignore = "opt-in: needs the 5.3 GB torch venv (scripts/test-deps.sh torch), then \
             cargo test --test torch -- --ignored"]
 fn torch_cuda_basics() {
+    if !common::requires_h100_pcie("checks the H100 PCIe's name and memory") {
+        return;
+    }
     let py = torch_python();
     let mut d = Daemon::start_emulated();
     let mut cmd = Command::new(py);

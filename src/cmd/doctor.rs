@@ -15,7 +15,7 @@ use std::ffi::{c_char, c_int, CString};
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
-use vgpu_transport::proto::{caps, GetInventory, Hello};
+use vgpu_transport::proto::{caps, Hello};
 use vgpu_transport::{Client, Endpoint};
 
 #[derive(Args)]
@@ -134,13 +134,13 @@ fn check_daemon(host: &str) -> Outcome {
             )
         }
     };
-    // The shims' own reading of VGPU_TOKEN / VGPU_TOKEN_FILE, so a token the
-    // guest would send is the one tried here.
-    let token = match vgpu_guest::config::Config::from_env() {
-        Ok(c) => c.token,
+    // The shims' own reading of VGPU_TOKEN / VGPU_TOKEN_FILE and
+    // VGPU_INIT_TIMEOUT, so the token and the wait are a guest's.
+    let config = match vgpu_guest::config::Config::from_env() {
+        Ok(c) => c,
         Err(e) => return Outcome::Fail(e, "fix the variable named".into()),
     };
-    let hello = Hello::new(vgpu_transport::BUILD_ID, caps::BATCH, token);
+    let hello = Hello::new(vgpu_transport::BUILD_ID, caps::BATCH, config.token);
     let mut client = match Client::handshake(stream, &hello, Duration::from_secs(5)) {
         Ok(c) => c,
         Err(e) => {
@@ -150,15 +150,44 @@ fn check_daemon(host: &str) -> Outcome {
             )
         }
     };
-    match client.call(&GetInventory {}) {
+    let limit = config.init_timeout;
+    let mut initializing = false;
+    let start = std::time::Instant::now();
+    let got = vgpu_guest::client::fetch_inventory(&mut client, limit, || {
+        initializing = true;
+        // stderr: stdout is one line per check.
+        eprintln!(
+            "vgpu doctor: host is initializing (its GPU driver is starting); waiting up to \
+             {:.1} s ({})",
+            limit.as_secs_f64(),
+            vgpu_guest::config::INIT_TIMEOUT_ENV
+        );
+    });
+    let waited = if initializing {
+        format!(
+            "; host was initializing: devices after {:.1} s",
+            start.elapsed().as_secs_f64()
+        )
+    } else {
+        String::new()
+    };
+    match got {
         Ok(inv) => Outcome::Pass(format!(
-            "{ep}: host build {}, driver {} (CUDA {}, NVIDIA {}), {} device(s)",
+            "{ep}: host build {}, driver {} (CUDA {}, NVIDIA {}), {} device(s){waited}",
             client.hello.build_id,
             inv.driver_kind,
             fmt_cuda(inv.cuda_driver_version),
             inv.system_driver_version,
             inv.devices.len()
         )),
+        Err(e) if initializing => Outcome::Fail(
+            format!("{ep}: host is initializing: {e}"),
+            format!(
+                "wait and run doctor again, or give the host longer with {}=SECONDS; \
+                 the daemon's log says what its driver is doing",
+                vgpu_guest::config::INIT_TIMEOUT_ENV
+            ),
+        ),
         Err(e) => Outcome::Fail(
             format!("{ep}: inventory failed: {e}"),
             "check the daemon's log".into(),

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vgpu_host::driver::{DriverChoice, DriverKind, ResolvedDriver};
-use vgpu_host::supervisor::{self, HostConfig};
+use vgpu_host::supervisor::{self, DeviceSelection, HostConfig};
 use vgpu_host::WorkerConfig;
 use vgpu_transport::Endpoint;
 
@@ -37,6 +37,15 @@ pub struct HostArgs {
     /// the device's total memory. Default: no cap.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     quota_mib: Option<u64>,
+    /// With --driver emulated: the host configuration the software GPU
+    /// imitates, e.g. h100-pcie (the default), h100-cuda12.2 (an old
+    /// driver), 2x-h100 (two devices); an unknown name lists them all.
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// The host devices guests see, in this order: CUDA ordinals or UUIDs
+    /// (GPU-...), comma-separated, e.g. `0,2`. Default: all of them.
+    #[arg(long, value_name = "LIST")]
+    devices: Option<DeviceSelection>,
 }
 
 #[derive(Args)]
@@ -105,6 +114,8 @@ pub fn host(args: HostArgs) -> ExitCode {
         driver: args.driver,
         allowed_uids,
         quota: args.quota_mib.map(|m| m.saturating_mul(1 << 20)),
+        profile: args.profile,
+        devices: args.devices,
     };
     match supervisor::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,8 +8,9 @@
  *   driver cuda=13.0 nvidia="570.xx.yy" nvidia_major=570 count=1
  *   device index=0 name="..." compute=9.0 arch=900 integrated=0 total=N pci_id=0000:00:05.0
  * Exit 0 only if the probe succeeds and every device would be kept: pci_id as
- * expected, arch string in both cuda_v12 and cuda_v13 lists, integrated == 0,
- * total > 0, NVIDIA driver major >= 570. */
+ * expected (device i at EXPECTED_PCI_ID's device number + i, where vgpu
+ * places a guest's further devices), arch string in both cuda_v12 and
+ * cuda_v13 lists, integrated == 0, total > 0, NVIDIA driver major >= 570. */
 #include <ctype.h>
 
 #include "vgpu_test.h"
@@ -78,6 +79,16 @@ static int nvidia_driver_major(char *version, size_t len) {
     if (end == buf || (*end != '.' && *end != '\0'))
         return -1;
     return (int)major;
+}
+
+/* Device i's expected address: `base` with its device number advanced by i. */
+static void nth_pci(const char *base, int i, char *out, size_t len) {
+    unsigned dom = 0, bus = 0, dev = 0, fn = 0;
+    if (sscanf(base, "%x:%x:%x.%x", &dom, &bus, &dev, &fn) != 4) {
+        snprintf(out, len, "%s", base);
+        return;
+    }
+    snprintf(out, len, "%04x:%02x:%02x.%x", dom, bus, (dev + (unsigned)i) & 0x1f, fn);
 }
 
 int main(int argc, char **argv) {
@@ -156,8 +167,10 @@ int main(int argc, char **argv) {
             fail("device %d: compute capability %s not in compiled architectures", i, arch);
         if (integrated != 0)
             fail("device %d: integrated=%d", i, integrated);
-        if (strcmp(pci, want_pci) != 0)
-            fail("device %d: pci_id %s, expected %s", i, pci, want_pci);
+        char want[32];
+        nth_pci(want_pci, i, want, sizeof want);
+        if (strcmp(pci, want) != 0)
+            fail("device %d: pci_id %s, expected %s", i, pci, want);
     }
     fflush(stdout);
     return 0;

@@ -183,8 +183,11 @@ pub fn get_id(ctx: CtxArg, id: Out<c_ulonglong>) -> Result<(), CUresult> {
 }
 
 /// `cuCtxSynchronize_v2`, and `cuCtxSynchronize` with [`CtxArg::Null`].
+/// Refused while a stream of the context captures (see `capture.rs`).
 pub fn synchronize(ctx: CtxArg) -> Result<(), CUresult> {
-    let remote = ctx.or_current()?.remote()?;
+    let ctx = ctx.or_current()?;
+    let remote = ctx.remote()?;
+    crate::capture::sync_context(&ctx)?;
     driver::call(&CtxSynchronize { ctx: remote })
 }
 

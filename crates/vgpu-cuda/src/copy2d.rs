@@ -271,7 +271,7 @@ unsafe fn run(c: &Copy2D, route: &Route, what: &str) -> Result<(), CUresult> {
 pub struct Desc2D(CUDA_MEMCPY2D);
 
 /// A 3D copy descriptor, in the `_v2` layout.
-pub struct Desc3D(CUDA_MEMCPY3D);
+pub struct Desc3D(pub CUDA_MEMCPY3D);
 
 /// Reads the application's descriptor.
 ///
@@ -399,18 +399,48 @@ pub unsafe fn memcpy2d(p: Desc2D, when: When, null: Null) -> Result<(), CUresult
         width: p.WidthInBytes as u64,
         height: p.Height as u64,
     };
+    if c.width > 0 && c.height > 0 {
+        if let Some(r) = capture_copy(&route, &desc_from_2d(p)) {
+            return r;
+        }
+    }
     // SAFETY: host sides come from the app's descriptor (its contract).
     unsafe { run(&c, &route, what) }
 }
 
-/// `cuMemcpy3D*`.
-///
-/// # Safety
-/// As [`memcpy2d`].
-pub unsafe fn memcpy3d(p: Desc3D, when: When, null: Null) -> Result<(), CUresult> {
-    let p = &p.0;
-    let what = "cuMemcpy3D";
-    let route = route(&when, null)?;
+/// A 3D copy, validated and resolved: where each side starts, the
+/// extents, and how far apart slices are. What `cuMemcpy3D*` runs and what
+/// a graph memcpy node keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan3D {
+    src: Side,
+    dst: Side,
+    width: u64,
+    height: u64,
+    depth: u64,
+    /// Bytes between slices on each side.
+    src_slice: u64,
+    dst_slice: u64,
+}
+
+/// A device-to-device 3D copy as the host runs it (offsets applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceCopy {
+    pub dst: u64,
+    pub dst_pitch: u64,
+    pub dst_height: u64,
+    pub src: u64,
+    pub src_pitch: u64,
+    pub src_height: u64,
+    pub width: u64,
+    pub height: u64,
+    pub depth: u64,
+}
+
+/// Checks and resolves a 3D copy descriptor (`what` names the caller in
+/// log lines). A copy with a zero extent is an empty plan, checked no
+/// further, as `cuMemcpy3D` does nothing for it.
+pub fn plan3d(p: &CUDA_MEMCPY3D, what: &str) -> Result<Plan3D, CUresult> {
     if p.srcLOD != 0 || p.dstLOD != 0 || !p.reserved0.is_null() || !p.reserved1.is_null() {
         return Err(reject(
             INVALID_VALUE,
@@ -418,8 +448,20 @@ pub unsafe fn memcpy3d(p: Desc3D, when: When, null: Null) -> Result<(), CUresult
         ));
     }
     let (w, h, depth) = (p.WidthInBytes as u64, p.Height as u64, p.Depth as u64);
+    let empty = Side {
+        mem: Mem::Host(0),
+        pitch: 0,
+    };
     if w == 0 || h == 0 || depth == 0 {
-        return Ok(());
+        return Ok(Plan3D {
+            src: empty,
+            dst: empty,
+            width: 0,
+            height: 0,
+            depth: 0,
+            src_slice: 0,
+            dst_slice: 0,
+        });
     }
     if depth > 1 && (p.srcHeight < p.Height || p.dstHeight < p.Height) {
         return Err(reject(
@@ -465,24 +507,198 @@ pub unsafe fn memcpy3d(p: Desc3D, when: When, null: Null) -> Result<(), CUresult
         },
         what,
     )?;
-    let (s_slice, d_slice) = (sp * p.srcHeight as u64, dp * p.dstHeight as u64);
-    for z in 0..depth {
-        let c = Copy2D {
-            src: Side {
-                mem: src.at(z * s_slice),
-                pitch: sp,
-            },
-            dst: Side {
-                mem: dst.at(z * d_slice),
-                pitch: dp,
-            },
-            width: w,
-            height: h,
-        };
-        // SAFETY: host sides come from the app's descriptor (its contract).
-        unsafe { run(&c, &route, what)? };
+    Ok(Plan3D {
+        src,
+        dst,
+        width: w,
+        height: h,
+        depth,
+        src_slice: sp * p.srcHeight as u64,
+        dst_slice: dp * p.dstHeight as u64,
+    })
+}
+
+impl Plan3D {
+    /// Nothing to copy.
+    pub fn is_empty(&self) -> bool {
+        self.width == 0 || self.height == 0 || self.depth == 0
     }
-    Ok(())
+
+    /// The copy, when both sides are device memory.
+    pub fn device(&self) -> Option<DeviceCopy> {
+        let (Mem::Device(src), Mem::Device(dst)) = (self.src.mem, self.dst.mem) else {
+            return None;
+        };
+        // One row needs no pitch; a single slice no slice height.
+        let pitch = |p: u64| {
+            if self.height > 1 || self.depth > 1 {
+                p
+            } else {
+                self.width
+            }
+        };
+        let slice_rows = |slice: u64, p: u64| {
+            if self.depth > 1 && p > 0 {
+                slice / p
+            } else {
+                self.height
+            }
+        };
+        Some(DeviceCopy {
+            dst,
+            dst_pitch: pitch(self.dst.pitch),
+            dst_height: slice_rows(self.dst_slice, self.dst.pitch),
+            src,
+            src_pitch: pitch(self.src.pitch),
+            src_height: slice_rows(self.src_slice, self.src.pitch),
+            width: self.width,
+            height: self.height,
+            depth: self.depth,
+        })
+    }
+
+    /// "Host" or "Device" for each side (DOT labels).
+    pub fn sides(&self) -> (&'static str, &'static str) {
+        let name = |m: Mem| match m {
+            Mem::Host(_) => "Host",
+            Mem::Device(_) => "Device",
+        };
+        (name(self.src.mem), name(self.dst.mem))
+    }
+
+    /// Runs the copy on `route`, one 2D copy per slice.
+    ///
+    /// # Safety
+    /// Host sides are valid for the extent the descriptor described (the
+    /// API contract of the call, or of the graph node, that made it).
+    pub unsafe fn run(&self, route: &Route, what: &str) -> Result<(), CUresult> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let (sp, dp) = (self.src.pitch, self.dst.pitch);
+        for z in 0..self.depth {
+            let c = Copy2D {
+                src: Side {
+                    mem: self.src.at(z * self.src_slice),
+                    pitch: sp,
+                },
+                dst: Side {
+                    mem: self.dst.at(z * self.dst_slice),
+                    pitch: dp,
+                },
+                width: self.width,
+                height: self.height,
+            };
+            // SAFETY: forwarded contract.
+            unsafe { run(&c, route, what)? };
+        }
+        Ok(())
+    }
+}
+
+/// A 2D copy descriptor as the one-slice 3D copy it is.
+pub fn desc_from_2d(p: &CUDA_MEMCPY2D) -> CUDA_MEMCPY3D {
+    CUDA_MEMCPY3D {
+        srcXInBytes: p.srcXInBytes,
+        srcY: p.srcY,
+        srcZ: 0,
+        srcLOD: 0,
+        srcMemoryType: p.srcMemoryType,
+        srcHost: p.srcHost,
+        srcDevice: p.srcDevice,
+        srcArray: p.srcArray,
+        reserved0: std::ptr::null_mut(),
+        srcPitch: p.srcPitch,
+        srcHeight: p.Height,
+        dstXInBytes: p.dstXInBytes,
+        dstY: p.dstY,
+        dstZ: 0,
+        dstLOD: 0,
+        dstMemoryType: p.dstMemoryType,
+        dstHost: p.dstHost,
+        dstDevice: p.dstDevice,
+        dstArray: p.dstArray,
+        reserved1: std::ptr::null_mut(),
+        dstPitch: p.dstPitch,
+        dstHeight: p.Height,
+        WidthInBytes: p.WidthInBytes,
+        Height: p.Height,
+        Depth: 1,
+    }
+}
+
+/// A 1D copy of `n` bytes as a descriptor (a capture's memcpy node):
+/// `src`/`dst` are device addresses or guest pointers as their memory
+/// types say.
+pub fn desc_1d(dst: (CUmemorytype, u64), src: (CUmemorytype, u64), n: u64) -> CUDA_MEMCPY3D {
+    let host = |(t, a): (CUmemorytype, u64)| {
+        if t == CUmemorytype::CU_MEMORYTYPE_HOST {
+            a as usize as *mut c_void
+        } else {
+            std::ptr::null_mut()
+        }
+    };
+    let device = |(t, a): (CUmemorytype, u64)| {
+        if t == CUmemorytype::CU_MEMORYTYPE_HOST {
+            0
+        } else {
+            a
+        }
+    };
+    CUDA_MEMCPY3D {
+        srcXInBytes: 0,
+        srcY: 0,
+        srcZ: 0,
+        srcLOD: 0,
+        srcMemoryType: src.0,
+        srcHost: host(src),
+        srcDevice: device(src),
+        srcArray: std::ptr::null_mut(),
+        reserved0: std::ptr::null_mut(),
+        srcPitch: n as usize,
+        srcHeight: 1,
+        dstXInBytes: 0,
+        dstY: 0,
+        dstZ: 0,
+        dstLOD: 0,
+        dstMemoryType: dst.0,
+        dstHost: host(dst),
+        dstDevice: device(dst),
+        dstArray: std::ptr::null_mut(),
+        reserved1: std::ptr::null_mut(),
+        dstPitch: n as usize,
+        dstHeight: 1,
+        WidthInBytes: n as usize,
+        Height: 1,
+        Depth: 1,
+    }
+}
+
+/// In a capture, a copy becomes a memcpy node in the capture's context.
+pub fn capture_copy(route: &Route, desc: &CUDA_MEMCPY3D) -> Option<Result<(), CUresult>> {
+    let sink = route.capture.as_ref()?;
+    Some(
+        crate::graph::node::copy_from(desc, sink.context().clone())
+            .and_then(|c| sink.add(crate::graph::node::Op::Memcpy(c))),
+    )
+}
+
+/// `cuMemcpy3D*`.
+///
+/// # Safety
+/// As [`memcpy2d`].
+pub unsafe fn memcpy3d(p: Desc3D, when: When, null: Null) -> Result<(), CUresult> {
+    let what = "cuMemcpy3D";
+    let route = route(&when, null)?;
+    let plan = plan3d(&p.0, what)?;
+    if plan.is_empty() {
+        return Ok(());
+    }
+    if let Some(r) = capture_copy(&route, &p.0) {
+        return r;
+    }
+    // SAFETY: host sides come from the app's descriptor (its contract).
+    unsafe { plan.run(&route, what) }
 }
 
 #[cfg(test)]
@@ -546,6 +762,7 @@ mod tests {
             ctx: 0,
             stream: 0,
             asynchronous: false,
+            capture: None,
         };
         // SAFETY: both extents lie within the vectors.
         unsafe { run(&c, &route, "t").unwrap() };

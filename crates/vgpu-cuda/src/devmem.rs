@@ -34,6 +34,9 @@ pub enum Kind {
     /// Device memory known to exist but not freed through memory entry
     /// points (module globals).
     External,
+    /// Graph memory (an allocation node's): it stays with its graph;
+    /// freeing it outside the graph ends one launch's use of it.
+    Graph,
 }
 
 #[derive(Clone)]

@@ -10,7 +10,7 @@
 use crate::context::state::{self, Context, Kind};
 use crate::visible;
 use cuda_types::cuda::{CUdevice, CUresult};
-use parking_lot::{Mutex, RwLockWriteGuard};
+use parking_lot::{Mutex, MutexGuard, RwLockWriteGuard};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Once};
@@ -86,6 +86,25 @@ impl<T, E: Copy> Held for RwLockWriteGuard<'static, Registry<T, E>> {
     }
 }
 
+/// A registry whose objects must not be dropped in a forked child: graph
+/// objects free host memory and lock each other when they go, which the
+/// child must not do with the parent's state. They are leaked instead.
+struct Leaking<T: 'static, E: 'static>(RwLockWriteGuard<'static, Registry<T, E>>);
+
+impl<T, E: Copy> Held for Leaking<T, E> {
+    fn clear(&mut self) {
+        std::mem::forget(self.0.take_all());
+    }
+}
+
+/// A plain table behind a mutex (the capture table, graph memory by
+/// address): emptied in the child, its contents leaked likewise.
+impl<T> Held for MutexGuard<'static, Option<T>> {
+    fn clear(&mut self) {
+        std::mem::forget(self.take());
+    }
+}
+
 thread_local! {
     /// The guards fork_prepare took, on the forking thread (the handlers
     /// of one fork all run on it).
@@ -96,6 +115,16 @@ fn hold<T: Clone + 'static, E: Copy + 'static>(registry: &'static Shared<T, E>) 
     let guard = registry.write();
     // A thread whose TLS is already torn down cannot keep it: the lock is
     // then released at once, as before there were these handlers.
+    let _ = HELD.try_with(|h| h.borrow_mut().push(Box::new(guard)));
+}
+
+fn hold_leaking<T: Clone + 'static, E: Copy + 'static>(registry: &'static Shared<T, E>) {
+    let guard = Leaking(registry.write());
+    let _ = HELD.try_with(|h| h.borrow_mut().push(Box::new(guard)));
+}
+
+fn hold_table<T: 'static>(table: &'static Mutex<Option<T>>) {
+    let guard = table.lock();
     let _ = HELD.try_with(|h| h.borrow_mut().push(Box::new(guard)));
 }
 
@@ -117,6 +146,11 @@ extern "C" fn fork_prepare() {
     hold(&crate::module::LIBRARIES);
     hold(&crate::module::FUNCTIONS);
     hold(&crate::link::LINKS);
+    hold_leaking(&crate::graph::GRAPHS);
+    hold_leaking(&crate::graph::NODES);
+    hold_leaking(&crate::graph::exec::EXECS);
+    hold_table(crate::capture::table_lock());
+    hold_table(crate::graph::mem::live_lock());
 }
 
 extern "C" fn fork_parent() {
@@ -134,6 +168,7 @@ extern "C" fn fork_child() {
         guard.clear();
     }
     state::fork_child();
+    crate::capture::fork_child();
     // SAFETY: as in fork_parent.
     unsafe { INIT.force_unlock() };
 }

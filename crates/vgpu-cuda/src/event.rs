@@ -7,10 +7,12 @@
 //! are about is on the host before the question is.
 
 use crate::args::{self, Live};
+use crate::capture::{self, Mark, Record};
 use crate::check::{self, reject, INVALID_VALUE};
 use crate::context::state::Context;
 use crate::stream::{self, Null, StreamArg};
 use cuda_types::cuda::{CUevent, CUresult};
+use parking_lot::Mutex;
 use std::ffi::c_uint;
 use std::sync::Arc;
 use vgpu_ffi::{FromCuda, Mint, Out, Shared};
@@ -35,11 +37,18 @@ pub struct Event {
     pub remote: u64,
     pub ctx: Arc<Context>,
     pub flags: u32,
+    /// Set while the event's last record was into a stream capture (no
+    /// record reached the host): see `capture.rs`.
+    mark: Mutex<Option<Mark>>,
 }
 
 impl Event {
-    fn handle(&self) -> CUevent {
+    pub fn handle(&self) -> CUevent {
         args::handle(self.handle)
+    }
+
+    pub(crate) fn mark(&self) -> Option<Mark> {
+        self.mark.lock().clone()
     }
 }
 
@@ -78,6 +87,7 @@ pub fn create(out: Out<CUevent>, flags: c_uint) -> Result<(), CUresult> {
         remote,
         ctx,
         flags,
+        mark: Mutex::new(None),
     });
     out.write(e.handle());
     Ok(())
@@ -109,6 +119,23 @@ pub fn record(e: Live<Event>, s: StreamArg, flags: c_uint, null: Null) -> Result
             format_args!("cuEventRecord: event and stream are in different contexts"),
         ));
     }
+    // A record into a capture makes no node: the event remembers the
+    // capture for the waits that fork or join streams (or, EXTERNAL, is a
+    // record node).
+    let record = capture::record_event(&t, flags, &e)?;
+    let mut mark = e.mark.lock();
+    match record {
+        Record::Mark(m) => {
+            *mark = Some(m);
+            return Ok(());
+        }
+        Record::Node => {
+            *mark = None;
+            return Ok(());
+        }
+        Record::Send => *mark = None,
+    }
+    drop(mark);
     check::host(&EventRecord {
         event: e.remote,
         stream: t.stream,
@@ -119,10 +146,12 @@ pub fn record(e: Live<Event>, s: StreamArg, flags: c_uint, null: Null) -> Result
 /// CUDA_ERROR_NOT_READY while the record is pending (an answer, not a
 /// failure; `check::host` does not log it).
 pub fn query(e: Live<Event>) -> Result<(), CUresult> {
+    capture::event_use(e.mark(), "cuEventQuery")?;
     check::host(&EventQuery { event: e.remote })
 }
 
 pub fn synchronize(e: Live<Event>) -> Result<(), CUresult> {
+    capture::event_use(e.mark(), "cuEventSynchronize")?;
     check::host(&EventSynchronize { event: e.remote })
 }
 
@@ -136,6 +165,8 @@ pub fn elapsed_time(ms: Out<f32>, s: Live<Event>, e: Live<Event>) -> Result<(), 
             format_args!("cuEventElapsedTime: an event was created without timing"),
         ));
     }
+    capture::event_use(s.mark(), "cuEventElapsedTime")?;
+    capture::event_use(e.mark(), "cuEventElapsedTime")?;
     let bits = check::host(&EventElapsedTime {
         start: s.remote,
         end: e.remote,
@@ -159,10 +190,26 @@ pub fn stream_wait(
     // The event may belong to another context (of the same device): a
     // cross-context wait is legal.
     let t = stream::target(&s, null)?;
+    // Forks, joins and wait nodes are capture's.
+    if capture::wait_event(&t, e.mark(), flags, &e)? {
+        return Ok(());
+    }
     check::host(&StreamWaitEvent {
         stream: t.stream,
         event: e.remote,
         flags,
+    })
+}
+
+/// A registered event without a host (unit tests of other modules).
+#[cfg(test)]
+pub(crate) fn test_event(ctx: &Arc<Context>) -> Arc<Event> {
+    args::register(&EVENTS, |handle| Event {
+        handle,
+        remote: handle,
+        ctx: ctx.clone(),
+        flags: 0,
+        mark: Mutex::new(None),
     })
 }
 
@@ -192,6 +239,7 @@ mod tests {
             remote: 9,
             ctx: ctx.clone(),
             flags: 0,
+            mark: Mutex::new(None),
         });
         let h = e.handle();
         assert_eq!(find(h).unwrap().remote, 9);

@@ -115,6 +115,7 @@ fn new_range(base: usize, size: usize, flags: u32, origin: Origin, ctx: Arc<Cont
 pub fn host_alloc(pp: Out<*mut c_void>, size: Wide, flags: c_uint) -> Result<(), CUresult> {
     let size = size.0 as usize;
     let (ctx, _) = check::current()?;
+    crate::capture::unsafe_call("cuMemHostAlloc")?;
     if size == 0 || flags & !ALLOC_FLAGS != 0 {
         return Err(reject(
             INVALID_VALUE,
@@ -148,6 +149,7 @@ pub fn host_alloc(pp: Out<*mut c_void>, size: Wide, flags: c_uint) -> Result<(),
 }
 
 pub fn free_host(p: *mut c_void) -> Result<(), CUresult> {
+    crate::capture::unsafe_call("cuMemFreeHost")?;
     let taken = {
         let mut t = TABLE.write();
         match t.get(&(p as usize)) {
@@ -169,6 +171,7 @@ pub fn free_host(p: *mut c_void) -> Result<(), CUresult> {
 
 pub fn register(p: *mut c_void, size: usize, flags: c_uint) -> Result<(), CUresult> {
     let (ctx, _) = check::current()?;
+    crate::capture::unsafe_call("cuMemHostRegister")?;
     if p.is_null() || size == 0 || flags & !REGISTER_FLAGS != 0 {
         return Err(reject(
             INVALID_VALUE,
@@ -186,6 +189,7 @@ pub fn register(p: *mut c_void, size: usize, flags: c_uint) -> Result<(), CUresu
 }
 
 pub fn unregister(p: *mut c_void) -> Result<(), CUresult> {
+    crate::capture::unsafe_call("cuMemHostUnregister")?;
     let mut t = TABLE.write();
     match t.get(&(p as usize)) {
         Some(r) if r.origin == Origin::Registered => {

@@ -6,8 +6,10 @@
 //! the argument protocol) fails at once.
 
 use crate::args::Live;
+use crate::capture;
 use crate::check::{self, reject, INVALID_VALUE};
 use crate::driver::Device;
+use crate::graph::node::{self, Kernel, KernelSpec, Op};
 use crate::module::{self, Func};
 use crate::stream::{self, Null, StreamArg};
 use cuda_abi::launch::{self as abi, ExtraError, NullArgs, EXTRA_WORDS};
@@ -59,7 +61,7 @@ pub unsafe fn extra_buffer(extra: *const *const c_void) -> Result<Vec<u8>, CUres
 ///
 /// # Safety
 /// As [`cuda_abi::launch::pack`] and [`extra_buffer`].
-unsafe fn arguments(
+pub(crate) unsafe fn arguments(
     f: &Func,
     kernel_params: *mut *mut c_void,
     extra: *mut *mut c_void,
@@ -116,9 +118,26 @@ unsafe fn launch(
         ));
     }
     let t = stream::target(&shape.stream, null)?;
+    let sink = capture::check(&t)?;
     let func = f.in_context(&t.ctx)?;
     // SAFETY: forwarded.
     let params = unsafe { arguments(&func, kernel_params, extra) }?;
+    if let Some(sink) = sink {
+        // Captured: a kernel node with the function as the application
+        // named it, in the stream's context.
+        let k = Kernel::new(KernelSpec {
+            as_kernel: f.kind == module::FuncKind::Kernel,
+            func: f.into_arc(),
+            ctx: t.ctx.clone(),
+            grid: shape.grid,
+            block: shape.block,
+            shared_mem: shape.shared_mem,
+            cooperative: shape.cooperative,
+            args: params,
+            from_extra: !extra.is_null(),
+        })?;
+        return sink.add(Op::Kernel(k));
+    }
     let call = LaunchKernel {
         ctx: t.ctx_remote,
         func: func.remote,
@@ -128,6 +147,7 @@ unsafe fn launch(
         stream: t.stream,
         params: Bytes(params),
         cooperative: shape.cooperative,
+        attrs: Vec::new(),
     };
     check::host(&call)
 }
@@ -334,10 +354,14 @@ pub fn launch_host_func(
     s: StreamArg,
     f: CUhostFn,
     user: *mut c_void,
-    _mode: c_uint,
+    mode: c_uint,
     null: Null,
 ) -> Result<(), CUresult> {
     let f = f.ok_or_else(|| reject(INVALID_VALUE, format_args!("cuLaunchHostFunc: NULL fn")))?;
+    let t = stream::target(&s, null)?;
+    if let Some(sink) = capture::check(&t)? {
+        return sink.add(Op::Host(node::host_from(Some(f), user, mode)?));
+    }
     drain(&s, null)?;
     // SAFETY: the application's function with its own argument.
     unsafe { f(user) };
@@ -363,7 +387,12 @@ pub fn add_callback(
     // An invalid handle is the caller's error, not the stream's status
     // (it was refused as the argument converted); so is a default stream
     // without a current context.
-    stream::target(&s, null)?;
+    let t = stream::target(&s, null)?;
+    if let Some(sink) = capture::check(&t)? {
+        // Its doc: not supported with stream capture, unlike
+        // cuLaunchHostFunc.
+        return Err(sink.refuse(capture::UNSUPPORTED, "cuStreamAddCallback"));
+    }
     let status = match drain(&s, null) {
         Ok(()) => CUresult::CUDA_SUCCESS,
         Err(e) => e,

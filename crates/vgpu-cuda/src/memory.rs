@@ -16,12 +16,14 @@
 //! `_ptsz` forms in a [`Null`].
 
 use crate::args::{Live, Wide, Word};
+use crate::capture::{self, Sink};
 use crate::check::{self, end_of, reject, INVALID_VALUE, NOT_SUPPORTED};
 use crate::context::state::{self, Context};
+use crate::copy2d;
 use crate::devmem::{self, Kind, Range, Span};
 use crate::driver;
 use crate::stream::{self, Null, StreamArg};
-use cuda_types::cuda::{CUresult, CUstream};
+use cuda_types::cuda::{CUmemorytype, CUresult, CUstream};
 use std::ffi::{c_uint, c_void};
 use vgpu_ffi::{FromCuda, Out};
 use vgpu_transport::codec::Bytes;
@@ -49,35 +51,58 @@ impl FromCuda<CUstream, CUresult> for When {
 }
 
 /// Where a copy goes: the context, and whether it is stream-ordered on the
-/// stream value the host receives (then it travels as the `...Async` op).
-#[derive(Debug, Clone, Copy)]
+/// stream value the host receives (then it travels as the `...Async` op)
+/// — or, when that stream is capturing, into the capture as a node.
+#[derive(Clone)]
 pub struct Route {
     pub ctx: u64,
     pub stream: u64,
     pub asynchronous: bool,
+    pub capture: Option<Sink>,
 }
 
-/// `null` says what a NULL stream means at the entry point.
+/// `null` says what a NULL stream means at the entry point. A synchronous
+/// call passes the capture rules for calls outside streams
+/// ([`capture::sync_work`]); a stream-ordered one finds out whether its
+/// stream captures ([`capture::check`]).
 pub fn route(when: &When, null: Null) -> Result<Route, CUresult> {
     match when {
         When::Sync => {
-            let (_, ctx) = check::current()?;
+            let (ctx_obj, ctx) = check::current()?;
+            capture::sync_work(&ctx_obj, null, "synchronous copy or memset")?;
             Ok(Route {
                 ctx,
                 stream: 0,
                 asynchronous: false,
+                capture: None,
             })
         }
         When::Async(s) => {
             let t = stream::target(s, null)?;
+            let capture = capture::check(&t)?;
             Ok(Route {
                 ctx: t.ctx_remote,
                 stream: t.stream,
                 asynchronous: true,
+                capture,
             })
         }
     }
 }
+
+/// A 1D copy in a capture: a memcpy node (`None` outside captures).
+fn captured(
+    route: &Route,
+    dst: (CUmemorytype, u64),
+    src: (CUmemorytype, u64),
+    n: u64,
+) -> Option<Result<(), CUresult>> {
+    copy2d::capture_copy(route, &copy2d::desc_1d(dst, src, n))
+}
+
+const HOST: CUmemorytype = CUmemorytype::CU_MEMORYTYPE_HOST;
+const DEVICE: CUmemorytype = CUmemorytype::CU_MEMORYTYPE_DEVICE;
+const UNIFIED: CUmemorytype = CUmemorytype::CU_MEMORYTYPE_UNIFIED;
 
 impl Route {
     /// Sends a copy or memset: as the synchronous op, or ordered on the
@@ -230,6 +255,9 @@ pub unsafe fn memcpy_htod(
     check_device_span(dst, n, "cuMemcpyHtoD")?;
     // SAFETY: the caller's buffer holds n bytes (API contract).
     let src = unsafe { host_slice(src, n, "cuMemcpyHtoD")? };
+    if let Some(r) = captured(&route, (DEVICE, dst), (HOST, src.as_ptr() as u64), n) {
+        return r;
+    }
     put(&route, dst, src)
 }
 
@@ -252,6 +280,9 @@ pub unsafe fn memcpy_dtoh(
     check_device_span(src, n, "cuMemcpyDtoH")?;
     // SAFETY: the caller's buffer holds n bytes (API contract).
     let dst = unsafe { host_slice_mut(dst, n, "cuMemcpyDtoH")? };
+    if let Some(r) = captured(&route, (HOST, dst.as_ptr() as u64), (DEVICE, src), n) {
+        return r;
+    }
     get(&route, dst, src)
 }
 
@@ -264,6 +295,9 @@ pub fn memcpy_dtod(dst: Wide, src: Wide, n: Wide, when: When, null: Null) -> Res
     }
     check_device_span(src, n, "cuMemcpyDtoD source")?;
     check_device_span(dst, n, "cuMemcpyDtoD destination")?;
+    if let Some(r) = captured(&route, (DEVICE, dst), (DEVICE, src), n) {
+        return r;
+    }
     dtod(&route, dst, src, n)
 }
 
@@ -284,6 +318,17 @@ pub unsafe fn memcpy(
     let route = route(&when, null)?;
     if n == 0 {
         return Ok(());
+    }
+    if route.capture.is_some() {
+        if dst == 0 || src == 0 {
+            return Err(reject(
+                INVALID_VALUE,
+                format_args!("cuMemcpy: NULL pointer"),
+            ));
+        }
+        if let Some(r) = captured(&route, (UNIFIED, dst), (UNIFIED, src), n) {
+            return r;
+        }
     }
     match (devmem::is_device(dst), devmem::is_device(src)) {
         (true, true) => {
@@ -343,6 +388,9 @@ pub fn memcpy_peer(
     }
     check_device_span(src, n, "cuMemcpyPeer source")?;
     check_device_span(dst, n, "cuMemcpyPeer destination")?;
+    if let Some(r) = captured(&route, (DEVICE, dst), (DEVICE, src), n) {
+        return r;
+    }
     dtod(&route, dst, src, n)
 }
 
@@ -403,7 +451,42 @@ pub fn memset_2d(
     if width == 0 || height == 0 {
         return Ok(());
     }
-    let what = "cuMemset";
+    let pitch = memset_extent(dst, pitch, elem, width, height, "cuMemset")?;
+    if let Some(sink) = &route.capture {
+        let f = crate::graph::node::Fill {
+            dst,
+            pitch,
+            value,
+            elem,
+            width,
+            height,
+            ctx: sink.context().clone(),
+        };
+        return sink.add(crate::graph::node::Op::Memset(f));
+    }
+    route.send(Memset {
+        ctx: route.ctx,
+        dst,
+        pitch,
+        value,
+        elem_size: elem,
+        width,
+        height,
+    })
+}
+
+/// Checks a memset's shape: `elem`-aligned destination (and pitch, for
+/// more than one row), a pitch of at least a row, inside its allocation as
+/// far as the guest knows. Returns the pitch the host gets: the row's
+/// width for one row.
+pub fn memset_extent(
+    dst: u64,
+    pitch: u64,
+    elem: u32,
+    width: u64,
+    height: u64,
+    what: &str,
+) -> Result<u64, CUresult> {
     let row = width.checked_mul(elem.into()).ok_or_else(|| {
         reject(
             INVALID_VALUE,
@@ -428,15 +511,7 @@ pub fn memset_2d(
         .and_then(|v| v.checked_add(row))
         .ok_or_else(|| reject(INVALID_VALUE, format_args!("{what}: extent overflows")))?;
     check_device_span(dst, span, what)?;
-    route.send(Memset {
-        ctx: route.ctx,
-        dst,
-        pitch: if height > 1 { pitch } else { row },
-        value,
-        elem_size: elem,
-        width,
-        height,
-    })
+    Ok(if height > 1 { pitch } else { row })
 }
 
 // ---- allocation ----
@@ -454,6 +529,7 @@ fn narrow<P: Word>(v: u64, what: &str) -> Result<P, CUresult> {
 
 fn alloc_bytes(size: u64) -> Result<u64, CUresult> {
     let (ctx, remote) = check::current()?;
+    capture::unsafe_call("cuMemAlloc")?;
     if size == 0 {
         return Err(reject(INVALID_VALUE, format_args!("cuMemAlloc: 0 bytes")));
     }
@@ -484,6 +560,7 @@ pub fn alloc_pitch<P: Word, Q: Word>(
 ) -> Result<(), CUresult> {
     let (width, height) = (width.0, height.0);
     let (ctx, remote) = check::current()?;
+    capture::unsafe_call("cuMemAllocPitch")?;
     if width == 0 || height == 0 || !matches!(elem, 4 | 8 | 16) {
         return Err(reject(
             INVALID_VALUE,
@@ -513,6 +590,12 @@ pub fn alloc_pitch<P: Word, Q: Word>(
 pub fn free(ptr: Wide) -> Result<(), CUresult> {
     let ptr = ptr.0;
     if ptr == 0 {
+        return Ok(());
+    }
+    capture::unsafe_call("cuMemFree")?;
+    if crate::graph::mem::free_outside(ptr) {
+        // Graph memory stays with its graph; freeing it outside a graph
+        // only ends this launch's use of it.
         return Ok(());
     }
     let taken = devmem::take_base(ptr, |r| matches!(r.kind, Kind::Alloc | Kind::Async { .. }));

@@ -3,9 +3,12 @@
 //! `CUmemoryPool` the application holds is the host's u64 handle; the
 //! guest only lets through handles the host gave it.
 
+use crate::capture;
 use crate::check::{self, reject, INVALID_VALUE};
 use crate::devmem::{self, Kind, Range};
 use crate::driver::Device;
+use crate::graph::mem::{Alloc, GraphMem};
+use crate::graph::node::Op;
 use crate::stream::{self, Null, StreamArg};
 use cuda_types::cuda::{CUdevice, CUdeviceptr, CUmemPool_attribute, CUmemoryPool, CUresult};
 use parking_lot::Mutex;
@@ -163,6 +166,15 @@ fn alloc_in_stream_order(
         ));
     }
     let t = stream::target(&s, null)?;
+    if let Some(sink) = capture::check(&t)? {
+        // Graph memory: allocated now, the same address at every launch
+        // (a pool the application named plays no part in a graph).
+        let mem = GraphMem::allocate(t.ctx.clone(), size as u64)?;
+        let ptr = mem.ptr;
+        sink.add(Op::MemAlloc(Alloc::for_capture(mem)))?;
+        out.write(ptr);
+        return Ok(());
+    }
     let (ctx, stream, size) = (t.ctx_remote, t.stream, size as u64);
     let device = t.ctx.device;
     let (ptr, pool) = match from {
@@ -201,6 +213,16 @@ fn alloc_in_stream_order(
 /// order.
 pub fn mem_free_async(ptr: CUdeviceptr, s: StreamArg, null: Null) -> Result<(), CUresult> {
     let t = stream::target(&s, null)?;
+    if let Some(sink) = capture::check(&t)? {
+        // A free node; only memory a graph allocated can be freed in one.
+        return match GraphMem::find(ptr) {
+            Some(m) => sink.add(Op::MemFree(m)),
+            None => Err(sink.refuse(INVALID_VALUE, "cuMemFreeAsync of memory no graph allocated")),
+        };
+    }
+    if crate::graph::mem::free_outside(ptr) {
+        return Ok(());
+    }
     let taken = devmem::take_base(ptr, |r| matches!(r.kind, Kind::Alloc | Kind::Async { .. }));
     let Some(range) = taken else {
         return Err(reject(

@@ -31,7 +31,7 @@ pub const LEGACY: u64 = 0x1;
 pub const PER_THREAD: u64 = 0x2;
 
 /// `CU_STREAM_NON_BLOCKING`, the only creation flag there is.
-const FLAG_NON_BLOCKING: u32 = 0x1;
+pub const FLAG_NON_BLOCKING: u32 = 0x1;
 
 /// `cuCtxGetStreamPriorityRange` of every GPU since Volta: 0 (least) down
 /// to -5 (greatest). Priorities outside it are clamped, as the driver does.
@@ -51,6 +51,11 @@ pub struct Stream {
 impl Stream {
     fn handle(&self) -> CUstream {
         args::handle(self.handle)
+    }
+
+    /// The handle's value (how capture state names the stream).
+    pub fn raw_handle(&self) -> u64 {
+        self.handle
     }
 }
 
@@ -181,6 +186,7 @@ pub fn create(ph: Out<CUstream>, flags: c_uint, priority: c_int) -> Result<(), C
 /// are not in the registry: they cannot be destroyed.
 pub fn destroy(h: CUstream) -> Result<(), CUresult> {
     let s = STREAMS.take(h as u64)?;
+    crate::capture::forget_stream(s.handle);
     if s.ctx.is_destroyed() {
         // The host dropped it with its context.
         return Ok(());
@@ -191,21 +197,26 @@ pub fn destroy(h: CUstream) -> Result<(), CUresult> {
 /// The host's StreamSynchronize/StreamQuery name created streams only.
 /// Waiting for a default stream is a context synchronisation there — a
 /// superset of the wait, so never too early.
-fn wait(t: &Target) -> Result<(), CUresult> {
+pub(crate) fn wait(t: &Target) -> Result<(), CUresult> {
     match &t.object {
         Some(s) => check::host(&StreamSynchronize { stream: s.remote }),
         None => check::host(&CtxSynchronize { ctx: t.ctx_remote }),
     }
 }
 
+/// Synchronizing a capturing stream (or, under the capture mode rules,
+/// another one) is refused: see `capture.rs`.
 pub fn synchronize(s: StreamArg, null: Null) -> Result<(), CUresult> {
-    wait(&target(&s, null)?)
+    let t = target(&s, null)?;
+    crate::capture::sync_stream(&t, "cuStreamSynchronize")?;
+    wait(&t)
 }
 
 /// A default stream is queried by waiting for it: "idle" is then the true
 /// answer, at the price of a blocking query.
 pub fn query(s: StreamArg, null: Null) -> Result<(), CUresult> {
     let t = target(&s, null)?;
+    crate::capture::sync_stream(&t, "cuStreamQuery")?;
     match &t.object {
         Some(s) => check::host(&StreamQuery { stream: s.remote }),
         None => wait(&t),
@@ -271,6 +282,18 @@ pub fn priority_range(
         greatest.write(PRIORITY_GREATEST);
     }
     Ok(())
+}
+
+/// A registered stream without a host (unit tests of other modules).
+#[cfg(test)]
+pub(crate) fn test_stream(ctx: &Arc<Context>, flags: u32) -> Arc<Stream> {
+    args::register(&STREAMS, |handle| Stream {
+        handle,
+        remote: handle,
+        ctx: ctx.clone(),
+        flags,
+        priority: 0,
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Contexts: a registry of live context objects, a per-thread context stack
-//! and one primary context per device.
+//! Contexts: a registry of live context objects, a per-thread context stack,
+//! one primary context per device, and which contexts may map which other
+//! devices' memory (peer access).
 //!
 //! A `CUcontext` is a handle minted by the registry and never dereferenced,
 //! so a stale or forged handle is an error code, not a crash. Thread stacks
@@ -35,6 +36,8 @@ pub struct Context {
     /// Ordinary contexts: not yet destroyed. Primary: retained at least once
     /// since the last release to zero or reset.
     alive: AtomicBool,
+    /// Ids of the contexts whose memory this one has peer access to.
+    peers: Mutex<Vec<u64>>,
 }
 
 static REGISTRY: Shared<Arc<Context>, CUresult> =
@@ -51,6 +54,7 @@ impl Context {
             flags: AtomicU32::new(flags),
             primary,
             alive: AtomicBool::new(alive),
+            peers: Mutex::new(Vec::new()),
         })
     }
 
@@ -269,6 +273,41 @@ pub fn ctx_get_id(ctx: MaybeCtx, id: Out<c_ulonglong>) -> Result<(), CUresult> {
     Ok(())
 }
 
+// ---- peer access ------------------------------------------------------------
+
+/// `cuCtxEnablePeerAccess`: the current context may map `peer`'s memory
+/// from now on. Only a device that can access the peer's device may
+/// (CUDA_ERROR_INVALID_DEVICE otherwise, a device's own contexts included);
+/// enabling twice is CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED.
+pub fn ctx_enable_peer_access(peer: Live<Context>, flags: c_uint) -> Result<(), CUresult> {
+    if flags != 0 {
+        return Err(INVALID_VALUE);
+    }
+    let c = current()?;
+    if !crate::device::peers(c.device, peer.device) {
+        return Err(CUresult::CUDA_ERROR_INVALID_DEVICE);
+    }
+    let mut peers = c.peers.lock();
+    if peers.contains(&peer.id) {
+        return Err(CUresult::CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED);
+    }
+    peers.push(peer.id);
+    Ok(())
+}
+
+/// `cuCtxDisablePeerAccess`: CUDA_ERROR_PEER_ACCESS_NOT_ENABLED unless
+/// enabled.
+pub fn ctx_disable_peer_access(peer: Live<Context>) -> Result<(), CUresult> {
+    let c = current()?;
+    let mut peers = c.peers.lock();
+    let at = peers
+        .iter()
+        .position(|&id| id == peer.id)
+        .ok_or(CUresult::CUDA_ERROR_PEER_ACCESS_NOT_ENABLED)?;
+    peers.remove(at);
+    Ok(())
+}
+
 /// What a context owns dies with it: streams, events, memory.
 fn release_objects(ctx: u64) {
     stream::release_context(ctx);
@@ -292,7 +331,7 @@ struct Primary {
 /// recognisable (and usable again once retained).
 static PRIMARY: Lazy<Mutex<Vec<Primary>>> = Lazy::new(|| {
     Mutex::new(
-        (0..crate::device::DEVICE_COUNT)
+        (0..crate::device::count())
             .map(|dev| {
                 let ctx = Context::new(dev, 0, true, false);
                 Primary {
@@ -307,6 +346,7 @@ static PRIMARY: Lazy<Mutex<Vec<Primary>>> = Lazy::new(|| {
 
 fn deactivate(p: &mut Primary) {
     p.refcount = 0;
+    p.ctx.peers.lock().clear();
     p.ctx.alive.store(false, Ordering::Release);
     release_objects(p.ctx.id);
 }

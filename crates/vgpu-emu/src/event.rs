@@ -67,8 +67,25 @@ pub fn event_record_with_flags(e: Live<Event>, s: Stream, flags: c_uint) -> Resu
     if s.ctx.id != e.ctx {
         return Err(INVALID_HANDLE);
     }
-    *e.recorded.lock() = Some(Instant::now());
+    record_now(&e);
     Ok(())
+}
+
+/// Records an event now: the work before it has completed (launch
+/// attributes and graph nodes record events too).
+pub(crate) fn record_now(e: &Event) {
+    *e.recorded.lock() = Some(Instant::now());
+}
+
+/// The id of the context an event belongs to.
+pub(crate) fn context_of(e: &Event) -> u64 {
+    e.ctx
+}
+
+/// Whether the device may record the event for a launch attribute: the
+/// driver wants one that does not time and is not interprocess.
+pub(crate) fn usable_by_device(e: &Event) -> bool {
+    e.flags & DISABLE_TIMING != 0 && e.flags & INTERPROCESS == 0
 }
 
 /// `cuEventQuery` and `cuEventSynchronize`: complete whether or not it was

@@ -1,7 +1,9 @@
-//! The emulated board's UUID and serial number: stable for one host across
+//! The emulated boards' UUIDs and serial numbers: stable for one host across
 //! processes, builds and Rust releases (so std's `DefaultHasher`, whose
 //! algorithm may change between releases, is not used), different between
-//! hosts.
+//! hosts and between the devices of one host (the device's index is part of
+//! the input). Device 0's identity does not depend on the profile, so a
+//! host keeps its UUID when its profile changes.
 
 use once_cell::sync::Lazy;
 
@@ -69,10 +71,16 @@ fn derive(host: &[u8], ordinal: u32) -> Identity {
     }
 }
 
-static DEVICE0: Lazy<Identity> = Lazy::new(|| derive(&host_identity(), 0));
+static DEVICES: Lazy<Vec<Identity>> = Lazy::new(|| {
+    let host = host_identity();
+    (0..crate::profile::MAX_DEVICES as u32)
+        .map(|i| derive(&host, i))
+        .collect()
+});
 
-pub fn device0() -> &'static Identity {
-    &DEVICE0
+/// The identity of the device at `index` in driver (NVML) order.
+pub fn device(index: usize) -> &'static Identity {
+    &DEVICES[index]
 }
 
 /// NVML's spelling: `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lowercase.
@@ -106,6 +114,15 @@ mod tests {
             uuid_string(&a.uuid),
             "GPU-a99a73d9-4c8c-91ac-4ebc-bf59be27e87b"
         );
+    }
+
+    #[test]
+    fn devices_of_one_host_differ() {
+        let a = derive(b"3d1219c7c4c5404aaa1f6d2a48adfda4", 0);
+        let b = derive(b"3d1219c7c4c5404aaa1f6d2a48adfda4", 1);
+        assert_ne!(a.uuid, b.uuid);
+        assert_ne!(a.serial, b.serial);
+        assert_ne!(device(0).uuid, device(1).uuid);
     }
 
     #[test]

@@ -1,8 +1,29 @@
-//! Kernel launches, sticky errors and occupancy.
+//! Kernel launches, launch attributes, sticky errors and occupancy.
 //!
 //! A launch runs to completion on the calling thread (blocks spread over
 //! worker threads by the interpreter): streams are in order and every stream
 //! is always complete, so synchronous execution is a valid schedule.
+//!
+//! Launch attributes (`cuLaunchKernelEx`, and kernel nodes of graphs) are
+//! each validated as the driver documents them, then:
+//! - honoured: cooperative launches; clusters of one block (the only size
+//!   the interpreter runs: a larger cluster is refused with
+//!   `CUDA_ERROR_NOT_SUPPORTED` and a message, since `%clusterid`, cluster
+//!   barriers and distributed shared memory are not emulated); priority and
+//!   programmatic stream serialization, which only permit an order or an
+//!   overlap that synchronous execution in stream order already satisfies;
+//!   programmatic and launch-completion events, recorded when the kernel has
+//!   finished (no earlier than the driver may record them);
+//! - accepted as hints the driver itself may ignore, with a log line the
+//!   first time each is seen: the access policy window, cluster scheduling
+//!   policy, preferred cluster dimension, memory synchronization domain and
+//!   map, shared memory carveout, NVLink-centric scheduling, portable
+//!   cluster size mode and shared memory mode;
+//! - refused: what is not valid for the target (the synchronization policy
+//!   belongs to streams; programmatic serialization and events, completion
+//!   events and the carveout to launches; a device-updatable node to
+//!   graphs) with `CUDA_ERROR_INVALID_VALUE`, and device-updatable kernel
+//!   nodes with `CUDA_ERROR_NOT_SUPPORTED` (no device-side graph updates).
 //!
 //! A kernel that faults leaves its context unusable, as on a real board:
 //! every later call that needs the context returns the fault's error until
@@ -10,17 +31,21 @@
 //! [`sticky_error`] for that.
 
 use crate::context::current;
+use crate::event::{self, Event};
 use crate::ffi::Live;
 use crate::module::{self, max_threads, warn, Function, REGS_PER_THREAD, SHARED_OPTIN};
 use crate::stream::{self, Stream};
 use crate::{memory, profile, sensors};
 use cuda_abi::launch::{self as abi, NullArgs};
-use cuda_types::cuda::{CUlaunchAttributeID, CUlaunchConfig, CUoccupancyB2DSize, CUresult};
+use cuda_types::cuda::{
+    CUdevice_attribute, CUlaunchAttribute, CUlaunchAttributeID as Id, CUlaunchConfig,
+    CUoccupancyB2DSize, CUresult,
+};
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_uint, c_void};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use vgpu_ffi::{In, Out};
@@ -79,14 +104,14 @@ pub fn release_context(ctx: u64) {
     module::release_context(ctx);
 }
 
-#[derive(Clone, Copy)]
-struct Dims {
-    grid: [c_uint; 3],
-    block: [c_uint; 3],
-    shared: c_uint,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Dims {
+    pub grid: [c_uint; 3],
+    pub block: [c_uint; 3],
+    pub shared: c_uint,
 }
 
-fn check_dims(f: &Function, d: &Dims) -> Result<(), CUresult> {
+pub(crate) fn check_dims(f: &Function, d: &Dims) -> Result<(), CUresult> {
     let name = f.name.to_str().unwrap_or("");
     let k = f.module.ptx.entry(name).ok_or(INVALID_HANDLE)?;
     let bad = |v: &[c_uint; 3], max: &[u32; 3]| v.iter().zip(max).any(|(&v, &m)| v == 0 || v > m);
@@ -115,7 +140,7 @@ fn check_dims(f: &Function, d: &Dims) -> Result<(), CUresult> {
 /// `params`, when non-null, holds one pointer per kernel parameter, each to a
 /// value of that parameter's size; `extra`, when non-null, is a
 /// CU_LAUNCH_PARAM_END-terminated list as cuLaunchKernel documents.
-unsafe fn pack_params(
+pub(crate) unsafe fn pack_params(
     f: &Function,
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
@@ -179,11 +204,64 @@ fn exec_error(ctx: u64, kernel: &str, e: ExecError) -> CUresult {
         ExecError::BadParams { .. } | ExecError::InvalidConfig(_) => INVALID_VALUE,
         ExecError::UnknownKernel(_) => INVALID_HANDLE,
         ExecError::Cancelled => R::CUDA_ERROR_LAUNCH_FAILED,
+        // The message (CUDA's "file:line: function: block: [..], thread:
+        // [..] Assertion `..` failed.") came through LaunchOptions::output.
+        ExecError::Assert { .. } => make_sticky(ctx, R::CUDA_ERROR_ASSERT),
         ExecError::MissingSymbol(_) | ExecError::Internal(_) => {
             warn(format_args!("kernel `{kernel}` failed: {e}"));
             R::CUDA_ERROR_LAUNCH_FAILED
         }
     }
+}
+
+/// Refuses a cooperative grid that cannot be resident on the device at
+/// once.
+pub(crate) fn check_cooperative(func: &Function, d: &Dims) -> Result<(), CUresult> {
+    let threads: u32 = d.block.iter().product();
+    let per_sm = blocks_per_sm(func, threads, d.shared as usize)?;
+    let blocks: u64 = d.grid.iter().map(|&g| u64::from(g)).product();
+    if blocks > u64::from(per_sm) * profile::board().sm_count as u64 {
+        return Err(CUresult::CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE);
+    }
+    Ok(())
+}
+
+/// Runs a checked kernel with its packed arguments in its module's context
+/// (a fault makes that context sticky). A cooperative kernel's blocks all
+/// run at once, so grid-wide synchronization works.
+pub(crate) fn run(func: &Function, d: Dims, buf: &[u8], cooperative: bool) -> Result<(), CUresult> {
+    let ctx = func.module.ctx;
+    sticky_error(ctx)?;
+    let name = func.name.to_str().map_err(|_| INVALID_HANDLE)?;
+    let cancel = CANCEL.lock().entry(ctx).or_default().clone();
+    let cfg = LaunchConfig {
+        grid: d.grid,
+        block: d.block,
+        dynamic_shared: d.shared,
+    };
+    // Device printf / assert text. TODO: hand it to the guest's stdout
+    // (assert: stderr) in order with stream synchronisation.
+    let print = |text: &str| eprint!("{text}");
+    let opts = LaunchOptions {
+        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cancel: Some(&cancel),
+        cooperative,
+        output: Some(&print),
+    };
+    let started = Instant::now();
+    let r = memory::with_kernel_memory(|mem| {
+        vgpu_ptx::launch_with(
+            &func.module.ptx,
+            name,
+            &cfg,
+            buf,
+            mem,
+            &func.module.symbols,
+            &opts,
+        )
+    });
+    sensors::record_kernel_busy(started.elapsed());
+    r.map_err(|e| exec_error(ctx, name, e))
 }
 
 /// # Safety
@@ -203,39 +281,10 @@ unsafe fn launch(
     check_dims(func, &d)?;
     // SAFETY: per the caller.
     let buf = unsafe { pack_params(func, params, extra) }?;
-    let name = func.name.to_str().map_err(|_| INVALID_HANDLE)?;
     if cooperative {
-        let threads: u32 = d.block.iter().product();
-        let per_sm = blocks_per_sm(func, threads, d.shared as usize)?;
-        let blocks: u64 = d.grid.iter().map(|&g| u64::from(g)).product();
-        if blocks > u64::from(per_sm) * profile::SM_COUNT as u64 {
-            return Err(CUresult::CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE);
-        }
+        check_cooperative(func, &d)?;
     }
-    let cancel = CANCEL.lock().entry(ctx.id).or_default().clone();
-    let cfg = LaunchConfig {
-        grid: d.grid,
-        block: d.block,
-        dynamic_shared: d.shared,
-    };
-    let opts = LaunchOptions {
-        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        cancel: Some(&cancel),
-    };
-    let started = Instant::now();
-    let r = memory::with_kernel_memory(|mem| {
-        vgpu_ptx::launch_with(
-            &func.module.ptx,
-            name,
-            &cfg,
-            &buf,
-            mem,
-            &func.module.symbols,
-            &opts,
-        )
-    });
-    sensors::record_kernel_busy(started.elapsed());
-    r.map_err(|e| exec_error(ctx.id, name, e))
+    run(func, d, &buf, cooperative)
 }
 
 /// `cuLaunchKernel`, and `cuLaunchCooperativeKernel` (no `extra`, and
@@ -271,36 +320,11 @@ pub unsafe fn launch_kernel_ex(
     extra: *mut *mut c_void,
 ) -> Result<(), CUresult> {
     let c = config.read();
-    if c.numAttrs > 0 && c.attrs.is_null() {
-        return Err(INVALID_VALUE);
-    }
-    let mut cooperative = false;
-    for i in 0..c.numAttrs as usize {
-        // SAFETY: `attrs` holds `numAttrs` entries per the API.
-        let a = unsafe { c.attrs.add(i).read_unaligned() };
-        match a.id {
-            CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE => {
-                // SAFETY: the id says `cooperative` is the member set.
-                cooperative = unsafe { a.value.cooperative } != 0;
-            }
-            CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION => {
-                // SAFETY: the id says `clusterDim` is the member set.
-                let cd = unsafe { a.value.clusterDim };
-                if [cd.x, cd.y, cd.z].iter().any(|&v| v > 1) {
-                    warn(format_args!(
-                        "thread block clusters ({}x{}x{}) are not supported by the software GPU",
-                        cd.x, cd.y, cd.z
-                    ));
-                    return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
-                }
-            }
-            CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PRIORITY => {}
-            other => {
-                if std::env::var_os("VGPU_LOG").is_some() {
-                    warn(format_args!("launch attribute {} ignored", other.0));
-                }
-            }
-        }
+    // SAFETY: `attrs` holds `numAttrs` entries per the API.
+    let attrs = unsafe { config_attrs(&c) }?;
+    let mut wanted = Attrs::default();
+    for a in &attrs {
+        wanted.apply(a, Target::Launch)?;
     }
     let d = Dims {
         grid: [c.gridDimX, c.gridDimY, c.gridDimZ],
@@ -309,8 +333,244 @@ pub unsafe fn launch_kernel_ex(
     };
     // The stream is inside the config, so it is resolved here.
     let s = stream::resolve(c.hStream)?;
+    for e in &wanted.events {
+        // An event records work of its own context only.
+        if event::context_of(e) != s.ctx.id {
+            return Err(INVALID_HANDLE);
+        }
+    }
     // SAFETY: forwarded with the caller's guarantees.
-    unsafe { launch(&f, d, &s, params, extra, cooperative) }
+    unsafe { launch(&f, d, &s, params, extra, wanted.cooperative) }?;
+    for e in &wanted.events {
+        event::record_now(e);
+    }
+    Ok(())
+}
+
+/// The attributes of a launch configuration, copied out.
+///
+/// # Safety
+/// `c.attrs` holds `c.numAttrs` entries, as the API requires.
+unsafe fn config_attrs(c: &CUlaunchConfig) -> Result<Vec<CUlaunchAttribute>, CUresult> {
+    if c.numAttrs == 0 {
+        return Ok(Vec::new());
+    }
+    if c.attrs.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    // SAFETY: per the caller; read unaligned, as the application's array
+    // is only as aligned as it made it.
+    Ok((0..c.numAttrs as usize)
+        .map(|i| unsafe { c.attrs.add(i).read_unaligned() })
+        .collect())
+}
+
+// ---- launch attributes --------------------------------------------------------------
+
+/// Where an attribute is applied: each is valid for streams, launches or
+/// graph nodes, or several (cuda.h, `CUlaunchAttributeID`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Target {
+    Launch,
+    Node,
+}
+
+/// What a launch's (or kernel node's) attributes ask of it.
+#[derive(Clone, Default)]
+pub(crate) struct Attrs {
+    pub cooperative: bool,
+    /// Recorded once the kernel has finished: programmatic events and
+    /// launch-completion events, which the driver may only record later
+    /// than their blocks start, and completion is later still.
+    pub events: Vec<Arc<Event>>,
+}
+
+/// Logs, once per attribute id, that a hint was accepted without effect.
+fn hint(id: Id, what: &str) {
+    static SEEN: AtomicU32 = AtomicU32::new(0);
+    let bit = 1u32 << (id.0 & 31);
+    if SEEN.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+        warn(format_args!(
+            "launch attribute {what} ({}) accepted: a hint with no effect on the software GPU",
+            id.0
+        ));
+    }
+}
+
+/// An event an attribute names: one the driver records on the device's
+/// behalf, so it may not time or be interprocess; record flags are none.
+fn attribute_event(ev: cuda_types::cuda::CUevent, flags: c_int) -> Result<Arc<Event>, CUresult> {
+    // SAFETY: a handle is only looked up, never dereferenced.
+    let Live(e) = unsafe { <Live<Event> as vgpu_ffi::FromCuda<_, CUresult>>::from_cuda(ev) }?;
+    if flags != 0 || !event::usable_by_device(&e) {
+        return Err(INVALID_VALUE);
+    }
+    Ok(e)
+}
+
+fn cluster_dims(v: [c_uint; 3]) -> Result<[c_uint; 3], CUresult> {
+    if v.contains(&0) {
+        return Err(INVALID_VALUE);
+    }
+    Ok(v)
+}
+
+impl Attrs {
+    /// Validates one attribute for `target` and notes what it asks.
+    pub(crate) fn apply(&mut self, a: &CUlaunchAttribute, target: Target) -> Result<(), CUresult> {
+        let launch_only = || {
+            if target == Target::Launch {
+                Ok(())
+            } else {
+                Err(INVALID_VALUE)
+            }
+        };
+        let v = &a.value;
+        // SAFETY (every union read below): the id says which member the
+        // application set; all members are plain integers, floats and
+        // handles, valid for any bit pattern.
+        match a.id {
+            Id::CU_LAUNCH_ATTRIBUTE_IGNORE => {}
+            Id::CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW => {
+                // SAFETY: the id names the member read (see above).
+                let w = unsafe { v.accessPolicyWindow };
+                let max = profile::attribute(
+                    CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_ACCESS_POLICY_WINDOW_SIZE,
+                )? as usize;
+                // CU_ACCESS_PROPERTY_NORMAL, _STREAMING, _PERSISTING.
+                if !(0.0..=1.0).contains(&w.hitRatio)
+                    || w.hitProp.0 > 2
+                    || w.missProp.0 > 2
+                    || w.num_bytes > max
+                {
+                    return Err(INVALID_VALUE);
+                }
+                hint(a.id, "access policy window");
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_COOPERATIVE => {
+                // SAFETY: the id names the member read (see above).
+                self.cooperative = unsafe { v.cooperative } != 0;
+            }
+            // Valid for streams only.
+            Id::CU_LAUNCH_ATTRIBUTE_SYNCHRONIZATION_POLICY => return Err(INVALID_VALUE),
+            Id::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION => {
+                // SAFETY: the id names the member read (see above).
+                let c = unsafe { v.clusterDim };
+                let dims = cluster_dims([c.x, c.y, c.z])?;
+                if dims != [1, 1, 1] {
+                    warn(format_args!(
+                        "thread block clusters ({}x{}x{}) are not supported by the software GPU \
+                         (only clusters of one block: no %clusterid, cluster barriers or \
+                         distributed shared memory)",
+                        c.x, c.y, c.z
+                    ));
+                    return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
+                }
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE => {
+                // DEFAULT, SPREAD, LOAD_BALANCING.
+                // SAFETY: the id names the member read (see above).
+                if unsafe { v.clusterSchedulingPolicyPreference }.0 > 2 {
+                    return Err(INVALID_VALUE);
+                }
+                hint(a.id, "cluster scheduling policy");
+            }
+            // Kernels run one after the other in stream order, which is
+            // what an allowed-but-not-taken overlap looks like.
+            Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION => launch_only()?,
+            Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT => {
+                launch_only()?;
+                // SAFETY: the id names the member read (see above).
+                let e = unsafe { v.programmaticEvent };
+                self.events.push(attribute_event(e.event, e.flags)?);
+            }
+            // One queue: every priority is served in submission order.
+            Id::CU_LAUNCH_ATTRIBUTE_PRIORITY => {}
+            Id::CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP => {
+                // SAFETY: the id names the member read (see above).
+                let m = unsafe { v.memSyncDomainMap };
+                let domains = profile::attribute(
+                    CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEM_SYNC_DOMAIN_COUNT,
+                )?;
+                if i32::from(m.default_) >= domains || i32::from(m.remote) >= domains {
+                    return Err(INVALID_VALUE);
+                }
+                hint(a.id, "memory synchronization domain map");
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN => {
+                // CU_LAUNCH_MEM_SYNC_DOMAIN_DEFAULT or _REMOTE.
+                // SAFETY: the id names the member read (see above).
+                if unsafe { v.memSyncDomain }.0 > 1 {
+                    return Err(INVALID_VALUE);
+                }
+                hint(a.id, "memory synchronization domain");
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_PREFERRED_CLUSTER_DIMENSION => {
+                // A preference the device may decline for the regular
+                // cluster dimension, which here is one block.
+                // SAFETY: the id names the member read (see above).
+                let c = unsafe { v.preferredClusterDim };
+                cluster_dims([c.x, c.y, c.z])?;
+                hint(a.id, "preferred cluster dimension");
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT => {
+                launch_only()?;
+                // SAFETY: the id names the member read (see above).
+                let e = unsafe { v.launchCompletionEvent };
+                self.events.push(attribute_event(e.event, e.flags)?);
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_DEVICE_UPDATABLE_KERNEL_NODE => {
+                // SAFETY: the id names the member read (see above).
+                let u = unsafe { v.deviceUpdatableKernelNode }.deviceUpdatable;
+                // Graphs only: a launch outside capture is an error.
+                if target == Target::Launch || !(0..=1).contains(&u) {
+                    return Err(INVALID_VALUE);
+                }
+                if u == 1 {
+                    warn(format_args!(
+                        "device-updatable kernel nodes are not supported by the software GPU"
+                    ));
+                    return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
+                }
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT => {
+                launch_only()?;
+                // A percentage, or -1 for the default, as the function
+                // attribute takes it.
+                // SAFETY: the id names the member read (see above).
+                let c = unsafe { v.sharedMemCarveout };
+                if c > 100 && c != u32::MAX {
+                    return Err(INVALID_VALUE);
+                }
+                hint(a.id, "shared memory carveout");
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_NVLINK_UTIL_CENTRIC_SCHEDULING => {
+                // SAFETY: the id names the member read (see above).
+                if unsafe { v.nvlinkUtilCentricScheduling } > 1 {
+                    return Err(INVALID_VALUE);
+                }
+                hint(a.id, "NVLink-centric scheduling");
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_PORTABLE_CLUSTER_SIZE_MODE => {
+                // DEFAULT, REQUIRE_PORTABLE, ALLOW_NON_PORTABLE.
+                // SAFETY: the id names the member read (see above).
+                if unsafe { v.portableClusterSizeMode }.0 > 2 {
+                    return Err(INVALID_VALUE);
+                }
+                hint(a.id, "portable cluster size mode");
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_SHARED_MEMORY_MODE => {
+                // DEFAULT .. PREFER_OVERSIZED_SHARED_MEMORY.
+                // SAFETY: the id names the member read (see above).
+                if unsafe { v.sharedMemoryMode }.0 > 4 {
+                    return Err(INVALID_VALUE);
+                }
+                hint(a.id, "shared memory mode");
+            }
+            _ => return Err(INVALID_VALUE),
+        }
+        Ok(())
+    }
 }
 
 // ---- occupancy --------------------------------------------------------------------
@@ -409,7 +669,7 @@ pub unsafe fn occupancy_max_potential_block_size_with_flags(
         }
         t -= 32;
     }
-    min_grid.write((best_blocks * profile::SM_COUNT as u32) as c_int);
+    min_grid.write((best_blocks * profile::board().sm_count as u32) as c_int);
     block_size.write(best_threads as c_int);
     Ok(())
 }
@@ -438,5 +698,86 @@ pub fn occupancy_available_dynamic_smem(
             .min(SHARED_OPTIN.saturating_sub(static_shared))
     };
     out.write(avail as usize);
+    Ok(())
+}
+
+// ---- clusters ---------------------------------------------------------------
+
+/// The cluster shape a configuration asks for: its `CLUSTER_DIMENSION`
+/// attribute, else the function's required cluster size; `None` if
+/// neither says.
+fn config_cluster(
+    f: &Function,
+    attrs: &[CUlaunchAttribute],
+) -> Result<Option<[c_uint; 3]>, CUresult> {
+    let required = f.attrs.lock().required_cluster;
+    let required = (!required.contains(&0)).then(|| required.map(|v| v as c_uint));
+    let mut asked = None;
+    for a in attrs {
+        if a.id == Id::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION {
+            // SAFETY: the id says `clusterDim` is the member set.
+            let c = unsafe { a.value.clusterDim };
+            asked = Some(cluster_dims([c.x, c.y, c.z])?);
+        }
+    }
+    match (required, asked) {
+        (Some(r), Some(a)) if r != a => Err(CUresult::CUDA_ERROR_INVALID_CLUSTER_SIZE),
+        (r, a) => Ok(a.or(r)),
+    }
+}
+
+/// `cuOccupancyMaxActiveClusters`: for clusters of one block, the blocks
+/// the device holds at once; a larger cluster never runs here, so none of
+/// it fits (0, with a message).
+pub unsafe fn occupancy_max_active_clusters(
+    out: Out<c_int>,
+    f: Live<Function>,
+    config: In<CUlaunchConfig>,
+) -> Result<(), CUresult> {
+    let c = config.read();
+    // SAFETY: `attrs` holds `numAttrs` entries per the API.
+    let attrs = unsafe { config_attrs(&c) }?;
+    current()?;
+    let block = [c.blockDimX, c.blockDimY, c.blockDimZ];
+    if block.contains(&0) {
+        return Err(INVALID_VALUE);
+    }
+    let cluster = config_cluster(&f, &attrs)?.ok_or(CUresult::CUDA_ERROR_INVALID_CLUSTER_SIZE)?;
+    if cluster != [1, 1, 1] {
+        warn(format_args!(
+            "cuOccupancyMaxActiveClusters: clusters of {}x{}x{} blocks never run on the \
+             software GPU; 0 fit",
+            cluster[0], cluster[1], cluster[2]
+        ));
+        out.write(0);
+        return Ok(());
+    }
+    let threads: u32 = block.iter().product();
+    let per_sm = blocks_per_sm(&f, threads, c.sharedMemBytes as usize)?;
+    out.write((per_sm * profile::board().sm_count as u32) as c_int);
+    Ok(())
+}
+
+/// `cuOccupancyMaxPotentialClusterSize`: the configuration's cluster
+/// dimensions are ignored (as by the driver); the largest cluster the
+/// software GPU runs is one block.
+pub unsafe fn occupancy_max_potential_cluster_size(
+    out: Out<c_int>,
+    f: Live<Function>,
+    config: In<CUlaunchConfig>,
+) -> Result<(), CUresult> {
+    let c = config.read();
+    // SAFETY: `attrs` holds `numAttrs` entries per the API.
+    unsafe { config_attrs(&c) }?;
+    current()?;
+    if [c.blockDimX, c.blockDimY, c.blockDimZ].contains(&0) {
+        return Err(INVALID_VALUE);
+    }
+    let required = f.attrs.lock().required_cluster;
+    out.write(if required.contains(&0) {
+        1
+    } else {
+        required.iter().product()
+    });
     Ok(())
 }

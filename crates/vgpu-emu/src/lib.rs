@@ -14,15 +14,18 @@ mod context;
 mod device;
 mod event;
 mod ffi;
+mod graph;
 mod identity;
 mod launch;
 mod link;
+pub mod loader;
 mod memory;
 mod module;
 mod nvml;
 pub mod profile;
 mod sensors;
 mod stream;
+mod tensormap;
 
 /// The CUDA driver API exports. Every entry but those under `without_init`
 /// needs cuInit first (`require`); arguments are converted at the boundary
@@ -34,7 +37,7 @@ mod stream;
 pub mod cuda_exports {
     use crate::context::MaybeCtx;
     use crate::stream::Order;
-    use crate::{context, device, event, launch, link, memory, module, stream};
+    use crate::{context, device, event, graph, launch, link, memory, module, stream, tensormap};
     use cuda_types::cuda::*;
     use std::ffi::{c_uchar, c_uint, c_ushort};
     use std::ptr::null_mut;
@@ -56,6 +59,8 @@ pub mod cuda_exports {
             cuDeviceGetProperties => device::get_properties,
             cuDeviceGetPCIBusId => device::get_pci_bus_id,
             cuDeviceGetByPCIBusId => device::get_by_pci_bus_id,
+            cuDeviceCanAccessPeer => device::can_access_peer,
+            cuDeviceGetP2PAttribute => device::get_p2p_attribute,
 
             // Primary contexts
             cuDevicePrimaryCtxRetain => context::primary_retain,
@@ -87,6 +92,8 @@ pub mod cuda_exports {
             cuCtxGetFlags => context::ctx_get_flags,
             cuCtxGetApiVersion => context::ctx_get_api_version,
             cuCtxGetId => context::ctx_get_id,
+            cuCtxEnablePeerAccess => context::ctx_enable_peer_access,
+            cuCtxDisablePeerAccess => context::ctx_disable_peer_access,
 
             // Memory: allocation and information
             cuMemGetInfo => memory::get_info::<c_uint>,
@@ -297,6 +304,45 @@ pub mod cuda_exports {
             cuOccupancyMaxPotentialBlockSize => launch::occupancy_max_potential_block_size_with_flags[0],
             cuOccupancyMaxPotentialBlockSizeWithFlags => launch::occupancy_max_potential_block_size_with_flags,
             cuOccupancyAvailableDynamicSMemPerBlock => launch::occupancy_available_dynamic_smem,
+            cuOccupancyMaxActiveClusters => launch::occupancy_max_active_clusters,
+            cuOccupancyMaxPotentialClusterSize => launch::occupancy_max_potential_cluster_size,
+
+            // Graphs (the explicit API the host worker builds graphs with;
+            // launches run the nodes in dependency order at call time). The
+            // v1 kernel-node parameters convert to the current layout.
+            cuGraphCreate => graph::graph_create,
+            cuGraphDestroy => graph::graph_destroy,
+            cuGraphAddKernelNode => graph::add_kernel_node,
+            cuGraphAddKernelNode_v2 => graph::add_kernel_node,
+            cuGraphAddMemsetNode => graph::add_memset_node,
+            cuGraphAddMemcpyNode => graph::add_memcpy_node,
+            cuGraphAddEventRecordNode => graph::add_event_record_node,
+            cuGraphAddEventWaitNode => graph::add_event_wait_node,
+            cuGraphAddEmptyNode => graph::add_empty_node,
+            cuGraphKernelNodeSetAttribute => graph::kernel_node_set_attribute,
+            cuGraphInstantiate => graph::instantiate_logged,
+            cuGraphInstantiate_v2 => graph::instantiate_logged,
+            cuGraphInstantiateWithFlags => graph::instantiate_with_flags,
+            cuGraphInstantiateWithParams => graph::instantiate_with_params,
+            cuGraphInstantiateWithParams_ptsz => graph::instantiate_with_params,
+            cuGraphLaunch => graph::launch,
+            cuGraphLaunch_ptsz => graph::launch,
+            cuGraphUpload => graph::upload,
+            cuGraphUpload_ptsz => graph::upload,
+            cuGraphExecDestroy => graph::exec_destroy,
+            cuGraphExecKernelNodeSetParams => graph::exec_kernel_node_set_params,
+            cuGraphExecKernelNodeSetParams_v2 => graph::exec_kernel_node_set_params,
+            cuGraphExecMemsetNodeSetParams => graph::exec_memset_node_set_params,
+            cuGraphExecMemcpyNodeSetParams => graph::exec_memcpy_node_set_params,
+            cuGraphExecEventRecordNodeSetEvent => graph::exec_event_record_node_set_event,
+            cuGraphExecEventWaitNodeSetEvent => graph::exec_event_wait_node_set_event,
+            cuGraphNodeSetEnabled => graph::node_set_enabled,
+            cuGraphNodeGetEnabled => graph::node_get_enabled,
+
+            // Tensor maps (the software GPU's own descriptor layout)
+            cuTensorMapEncodeTiled => tensormap::encode_tiled,
+            cuTensorMapEncodeIm2col => tensormap::encode_im2col,
+            cuTensorMapReplaceAddress => tensormap::replace_address,
 
             // The JIT linker (PTX inputs; the output is PTX)
             cuLinkCreate => link::link_create,
@@ -319,8 +365,9 @@ pub mod cuda_exports {
 
 /// The NVML exports. Every entry but those under `without_init` needs
 /// nvmlInit first (`require`). Bracketed values are constants appended to
-/// the C arguments: the answer of a query whose value never changes (the
-/// emulated board is an H100 PCIe), which string or clock a call asks for.
+/// the C arguments: the answer of a query whose value never changes (a
+/// property of the profile's board or driver release), which string or
+/// clock a call asks for.
 pub mod nvml_exports {
     use crate::nvml::{self, Clients, Key, Text};
     use crate::profile;
@@ -333,7 +380,7 @@ pub mod nvml_exports {
             // Library
             // The library's version strings (NVML's own is answered before
             // nvmlInit, the driver's is not).
-            nvmlSystemGetDriverVersion => crate::ffi::nvml_string[profile::DRIVER_VERSION],
+            nvmlSystemGetDriverVersion => crate::ffi::nvml_string[profile::release().driver],
 
             // Inventory and identity
             nvmlDeviceGetCount => nvml::device_get_count,
@@ -347,9 +394,9 @@ pub mod nvml_exports {
             nvmlDeviceGetName => nvml::get_string[Text::Name],
             nvmlDeviceGetUUID => nvml::get_string[Text::Uuid],
             nvmlDeviceGetSerial => nvml::get_string[Text::Serial],
-            nvmlDeviceGetIndex => nvml::answer[0],
-            // The N of /dev/nvidiaN.
-            nvmlDeviceGetMinorNumber => nvml::answer[0],
+            nvmlDeviceGetIndex => nvml::get_index,
+            // The N of /dev/nvidiaN: the index.
+            nvmlDeviceGetMinorNumber => nvml::get_index,
             // Every version fills the same current struct layout.
             nvmlDeviceGetPciInfo => nvml::get_pci_info,
             nvmlDeviceGetPciInfo_v2 => nvml::get_pci_info,
@@ -357,15 +404,14 @@ pub mod nvml_exports {
             nvmlDeviceGetCudaComputeCapability => nvml::get_cuda_compute_capability,
             // Datacenter boards since A100 report the plain "NVIDIA" brand.
             nvmlDeviceGetBrand => nvml::answer[nvmlBrandType_t::NVML_BRAND_NVIDIA],
-            nvmlDeviceGetArchitecture => nvml::answer[NVML_DEVICE_ARCH_HOPPER],
-            nvmlDeviceGetMemoryBusWidth => nvml::answer[5120],
-            // 114 SMs x 128 FP32 cores.
-            nvmlDeviceGetNumGpuCores => nvml::answer[profile::SM_COUNT as u32 * 128],
-            // PCIe Gen5 x16.
-            nvmlDeviceGetCurrPcieLinkGeneration => nvml::answer[5],
-            nvmlDeviceGetMaxPcieLinkGeneration => nvml::answer[5],
-            nvmlDeviceGetCurrPcieLinkWidth => nvml::answer[16],
-            nvmlDeviceGetMaxPcieLinkWidth => nvml::answer[16],
+            nvmlDeviceGetArchitecture => nvml::answer[profile::board().nvml_arch],
+            nvmlDeviceGetMemoryBusWidth => nvml::answer[profile::board().bus_width as u32],
+            // SMs x FP32 cores per SM.
+            nvmlDeviceGetNumGpuCores => nvml::answer[profile::board().sm_count as u32 * profile::board().fp32_cores_per_sm],
+            nvmlDeviceGetCurrPcieLinkGeneration => nvml::answer[profile::board().pcie_generation],
+            nvmlDeviceGetMaxPcieLinkGeneration => nvml::answer[profile::board().pcie_generation],
+            nvmlDeviceGetCurrPcieLinkWidth => nvml::answer[profile::board().pcie_width],
+            nvmlDeviceGetMaxPcieLinkWidth => nvml::answer[profile::board().pcie_width],
 
             // Memory
             nvmlDeviceGetMemoryInfo => nvml::get_memory_info,
@@ -377,9 +423,9 @@ pub mod nvml_exports {
             nvmlDeviceGetTemperatureThreshold => nvml::get_temperature_threshold,
             nvmlDeviceGetPowerUsage => nvml::get_power_usage,
             // The limit as set, enforced and by default: all the TDP.
-            nvmlDeviceGetPowerManagementLimit => nvml::answer[profile::POWER_LIMIT_MW],
-            nvmlDeviceGetEnforcedPowerLimit => nvml::answer[profile::POWER_LIMIT_MW],
-            nvmlDeviceGetPowerManagementDefaultLimit => nvml::answer[profile::POWER_LIMIT_MW],
+            nvmlDeviceGetPowerManagementLimit => nvml::answer[profile::board().power_limit],
+            nvmlDeviceGetEnforcedPowerLimit => nvml::answer[profile::board().power_limit],
+            nvmlDeviceGetPowerManagementDefaultLimit => nvml::answer[profile::board().power_limit],
             nvmlDeviceGetPowerManagementLimitConstraints => nvml::get_power_limit_constraints,
             nvmlDeviceGetUtilizationRates => nvml::get_utilization_rates,
             nvmlDeviceGetEncoderUtilization => nvml::get_codec_utilization,
@@ -422,7 +468,7 @@ pub mod nvml_exports {
             // Checks the count itself, under the same lock it decrements.
             nvmlShutdown => nvml::shutdown,
             nvmlErrorString => vgpu_ffi::entry::nvml_error_string,
-            nvmlSystemGetNVMLVersion => crate::ffi::nvml_string[profile::NVML_VERSION],
+            nvmlSystemGetNVMLVersion => crate::ffi::nvml_string[profile::release().nvml],
             nvmlSystemGetCudaDriverVersion => nvml::system_get_cuda_driver_version,
             nvmlSystemGetCudaDriverVersion_v2 => nvml::system_get_cuda_driver_version,
         }

@@ -143,6 +143,14 @@ enum Object {
 static OBJECTS: Shared<Object, CUresult> =
     Shared::new("module object", INVALID_HANDLE, Mint::Pointer);
 
+impl Function {
+    /// Whether its module is still loaded: a graph's kernel node keeps the
+    /// function, and may outlive an unload or its context.
+    pub(crate) fn is_loaded(&self) -> bool {
+        OBJECTS.contains(self.handle)
+    }
+}
+
 impl LoadedModule {
     fn functions(&self) -> &[(String, u64)] {
         self.functions.get().map_or(&[], Vec::as_slice)

@@ -1,5 +1,7 @@
 //! The NVML subset: inventory, identity and live telemetry of the emulated
-//! board.
+//! boards. NVML numbers every device of the profile in driver order and
+//! ignores `CUDA_VISIBLE_DEVICES`, as the real library does. The sensors
+//! (temperature, power, utilization) are one board's, shared by all.
 
 use crate::ffi::nvml_string;
 use crate::{context, device, identity, memory, profile, sensors};
@@ -19,13 +21,17 @@ type R = Result<(), nvmlReturn_t>;
 /// last shutdown.
 static REFCOUNT: Mutex<u32> = Mutex::new(0);
 
-/// The one device's handle is the address of this static: unique, stable and
-/// never dereferenced. A single handle for the life of the process, so it
-/// needs no registry.
-static DEVICE0: u8 = 0;
+/// A device's handle is the address of its byte of this static: unique,
+/// stable and never dereferenced. One handle per device for the life of the
+/// process, so it needs no registry.
+static HANDLES: [u8; profile::MAX_DEVICES] = [0; profile::MAX_DEVICES];
 
-fn handle0() -> nvmlDevice_t {
-    std::ptr::addr_of!(DEVICE0) as nvmlDevice_t
+fn handle(index: usize) -> nvmlDevice_t {
+    std::ptr::addr_of!(HANDLES[index]) as nvmlDevice_t
+}
+
+fn device_count() -> usize {
+    profile::current().devices()
 }
 
 /// The export list's `require`: everything but the library calls needs
@@ -39,22 +45,26 @@ pub fn ensure_init() -> R {
 }
 
 /// A device handle argument this library gave out (INVALID_ARGUMENT
-/// otherwise).
-pub struct Device;
+/// otherwise): the device's driver-order index.
+pub struct Device(usize);
 
 impl FromCuda<nvmlDevice_t, nvmlReturn_t> for Device {
     unsafe fn from_cuda(d: nvmlDevice_t) -> Result<Self, nvmlReturn_t> {
-        if d == handle0() {
-            Ok(Device)
-        } else {
-            Err(INVALID_ARGUMENT)
-        }
+        (0..device_count())
+            .find(|&i| handle(i) == d)
+            .map(Device)
+            .ok_or(INVALID_ARGUMENT)
     }
 }
 
 /// `nvmlInitWithFlags`, and `nvmlInit` with no flags: NO_GPUS (1) and
-/// NO_ATTACH (2) change nothing for a software device.
+/// NO_ATTACH (2) change nothing for a software device. A profile name that
+/// names none is a driver that cannot load.
 pub fn init(_flags: c_uint) -> R {
+    if let Err(why) = profile::selected() {
+        vgpu_ffi::vlog!(vgpu_ffi::log::Level::Error, "vgpu-emu: {why}");
+        return Err(nvmlReturn_t::NVML_ERROR_DRIVER_NOT_LOADED);
+    }
     *REFCOUNT.lock() += 1;
     Ok(())
 }
@@ -69,7 +79,7 @@ pub fn shutdown() -> R {
 }
 
 /// The answer of every query whose value never changes: the list gives it
-/// (a property of the emulated board, an H100 PCIe).
+/// (a property of the profile's board).
 pub fn answer<T>(_d: Device, out: Out<T>, value: T) -> R {
     out.write(value);
     Ok(())
@@ -82,15 +92,22 @@ pub fn system_get_cuda_driver_version(v: Out<c_int>) -> R {
 }
 
 pub fn device_get_count(count: Out<c_uint>) -> R {
-    count.write(device::DEVICE_COUNT as c_uint);
+    count.write(device_count() as c_uint);
     Ok(())
 }
 
 pub fn handle_by_index(index: c_uint, dev: Out<nvmlDevice_t>) -> R {
-    if index >= device::DEVICE_COUNT as c_uint {
+    let i = index as usize;
+    if i >= device_count() {
         return Err(INVALID_ARGUMENT);
     }
-    dev.write(handle0());
+    dev.write(handle(i));
+    Ok(())
+}
+
+/// `nvmlDeviceGetIndex`.
+pub fn get_index(d: Device, index: Out<c_uint>) -> R {
+    index.write(d.0 as c_uint);
     Ok(())
 }
 
@@ -106,16 +123,16 @@ pub enum Key {
 pub fn handle_by(key: &CStr, dev: Out<nvmlDevice_t>, kind: Key) -> R {
     let key = key.to_string_lossy();
     let key = key.trim();
-    let ours = identity::device0();
-    let matches = match kind {
-        Key::Uuid => key.eq_ignore_ascii_case(&identity::uuid_string(&ours.uuid)),
-        Key::PciBusId => device::is_our_pci_address(key),
-        Key::Serial => key == ours.serial,
+    let matches = |i: usize| {
+        let id = identity::device(i);
+        match kind {
+            Key::Uuid => key.eq_ignore_ascii_case(&identity::uuid_string(&id.uuid)),
+            Key::PciBusId => device::index_at_pci_address(key) == Some(i),
+            Key::Serial => key == id.serial,
+        }
     };
-    if !matches {
-        return Err(NOT_FOUND);
-    }
-    dev.write(handle0());
+    let i = (0..device_count()).find(|&i| matches(i)).ok_or(NOT_FOUND)?;
+    dev.write(handle(i));
     Ok(())
 }
 
@@ -130,10 +147,10 @@ pub enum Text {
 ///
 /// # Safety
 /// `buf` holds `len` bytes.
-pub unsafe fn get_string(_d: Device, buf: Out<c_char>, len: c_uint, which: Text) -> R {
-    let id = identity::device0();
+pub unsafe fn get_string(d: Device, buf: Out<c_char>, len: c_uint, which: Text) -> R {
+    let id = identity::device(d.0);
     let s = match which {
-        Text::Name => profile::NAME.to_string(),
+        Text::Name => profile::board().name.to_string(),
         Text::Uuid => identity::uuid_string(&id.uuid),
         Text::Serial => id.serial.clone(),
     };
@@ -149,22 +166,24 @@ fn c_chars<const N: usize>(s: &str) -> [c_char; N] {
     a
 }
 
-fn pci_info() -> nvmlPciInfo_t {
-    let (d, b, dv) = (profile::PCI_DOMAIN, profile::PCI_BUS, profile::PCI_DEVICE);
+/// Domain 0, device 0 on the device's own bus.
+fn pci_info(index: usize) -> nvmlPciInfo_t {
+    let b = profile::current().buses[index];
+    let board = profile::board();
     nvmlPciInfo_t {
-        busIdLegacy: c_chars(&format!("{d:04X}:{b:02X}:{dv:02X}.0")),
-        domain: d,
+        busIdLegacy: c_chars(&format!("0000:{b:02X}:00.0")),
+        domain: 0,
         bus: b,
-        device: dv,
-        pciDeviceId: profile::PCI_DEVICE_ID,
-        pciSubSystemId: profile::PCI_SUBSYSTEM_ID,
-        busId: c_chars(&format!("{d:08X}:{b:02X}:{dv:02X}.0")),
+        device: 0,
+        pciDeviceId: board.pci_device_id,
+        pciSubSystemId: board.pci_subsystem_id,
+        busId: c_chars(&format!("00000000:{b:02X}:00.0")),
     }
 }
 
 /// Every version of the call fills the same current struct layout.
-pub fn get_pci_info(_d: Device, pci: Out<nvmlPciInfo_t>) -> R {
-    pci.write(pci_info());
+pub fn get_pci_info(d: Device, pci: Out<nvmlPciInfo_t>) -> R {
+    pci.write(pci_info(d.0));
     Ok(())
 }
 
@@ -175,19 +194,22 @@ struct MemoryView {
     free: u64,
 }
 
-fn memory_view() -> MemoryView {
-    let used = memory::device_bytes_in_use();
+/// What NVML's total holds beyond CUDA's counts as reserved, with the
+/// driver's own share.
+fn memory_view(index: usize) -> MemoryView {
+    let b = profile::board();
+    let used = memory::device_bytes_in_use(index);
     MemoryView {
-        total: profile::TOTAL_MEMORY,
-        reserved: profile::RESERVED_MEMORY,
+        total: b.nvml_total,
+        reserved: b.reserved + (b.nvml_total - b.cuda_total),
         used,
-        free: memory::CAPACITY.saturating_sub(used),
+        free: memory::capacity().saturating_sub(used),
     }
 }
 
 /// v1 has no `reserved` field and counts the driver's share as used.
-pub fn get_memory_info(_d: Device, mem: Out<nvmlMemory_t>) -> R {
-    let m = memory_view();
+pub fn get_memory_info(d: Device, mem: Out<nvmlMemory_t>) -> R {
+    let m = memory_view(d.0);
     mem.write(nvmlMemory_t {
         total: m.total,
         free: m.free,
@@ -203,12 +225,12 @@ pub const NVML_TEMPERATURE_V1: c_uint =
     std::mem::size_of::<nvmlTemperature_t>() as c_uint | (1 << 24);
 
 /// The caller sets the struct's version.
-pub fn get_memory_info_v2(_d: Device, mem: Out<nvmlMemory_v2_t>) -> R {
+pub fn get_memory_info_v2(d: Device, mem: Out<nvmlMemory_v2_t>) -> R {
     let version = mem.read().version;
     if version != NVML_MEMORY_V2 {
         return Err(nvmlReturn_t::NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
     }
-    let m = memory_view();
+    let m = memory_view(d.0);
     mem.write(nvmlMemory_v2_t {
         version,
         total: m.total,
@@ -220,8 +242,9 @@ pub fn get_memory_info_v2(_d: Device, mem: Out<nvmlMemory_v2_t>) -> R {
 }
 
 pub fn get_cuda_compute_capability(_d: Device, major: Out<c_int>, minor: Out<c_int>) -> R {
-    major.write(profile::CC_MAJOR);
-    minor.write(profile::CC_MINOR);
+    let (ma, mi) = profile::board().cc;
+    major.write(ma);
+    minor.write(mi);
     Ok(())
 }
 
@@ -260,12 +283,13 @@ pub fn get_temperature_threshold(
     temp: Out<c_uint>,
 ) -> R {
     use nvmlTemperatureThresholds_t as T;
-    // H100 PCIe, from `nvidia-smi -q`.
+    // The board's, as `nvidia-smi -q` lists them.
+    let [shutdown, slowdown, gpu_max, mem_max] = profile::board().thresholds;
     let v = match kind {
-        T::NVML_TEMPERATURE_THRESHOLD_SHUTDOWN => 92,
-        T::NVML_TEMPERATURE_THRESHOLD_SLOWDOWN => 89,
-        T::NVML_TEMPERATURE_THRESHOLD_GPU_MAX => 87,
-        T::NVML_TEMPERATURE_THRESHOLD_MEM_MAX => 95,
+        T::NVML_TEMPERATURE_THRESHOLD_SHUTDOWN => shutdown,
+        T::NVML_TEMPERATURE_THRESHOLD_SLOWDOWN => slowdown,
+        T::NVML_TEMPERATURE_THRESHOLD_GPU_MAX => gpu_max,
+        T::NVML_TEMPERATURE_THRESHOLD_MEM_MAX => mem_max,
         k if k.0 < T::NVML_TEMPERATURE_THRESHOLD_COUNT.0 => return Err(NOT_SUPPORTED),
         _ => return Err(INVALID_ARGUMENT),
     };
@@ -279,8 +303,8 @@ pub fn get_power_usage(_d: Device, mw: Out<c_uint>) -> R {
 }
 
 pub fn get_power_limit_constraints(_d: Device, min: Out<c_uint>, max: Out<c_uint>) -> R {
-    min.write(profile::POWER_LIMIT_MIN_MW);
-    max.write(profile::POWER_LIMIT_MW);
+    min.write(profile::board().power_limit_min);
+    max.write(profile::board().power_limit);
     Ok(())
 }
 
@@ -295,10 +319,11 @@ pub fn get_utilization_rates(_d: Device, u: Out<nvmlUtilization_t>) -> R {
 
 fn max_clock(kind: nvmlClockType_t) -> Result<u32, nvmlReturn_t> {
     use nvmlClockType_t as C;
+    let b = profile::board();
     match kind {
-        C::NVML_CLOCK_GRAPHICS | C::NVML_CLOCK_SM => Ok(profile::MAX_GRAPHICS_CLOCK_MHZ),
-        C::NVML_CLOCK_MEM => Ok(profile::MAX_MEMORY_CLOCK_MHZ),
-        C::NVML_CLOCK_VIDEO => Ok(profile::MAX_VIDEO_CLOCK_MHZ),
+        C::NVML_CLOCK_GRAPHICS | C::NVML_CLOCK_SM => Ok(b.max_graphics_clock),
+        C::NVML_CLOCK_MEM => Ok(b.max_memory_clock),
+        C::NVML_CLOCK_VIDEO => Ok(b.max_video_clock),
         _ => Err(INVALID_ARGUMENT),
     }
 }
@@ -310,8 +335,8 @@ fn current_clock(kind: nvmlClockType_t) -> Result<u32, nvmlReturn_t> {
     Ok(match kind {
         C::NVML_CLOCK_MEM => max,
         _ if sensors::boosted() => max,
-        C::NVML_CLOCK_VIDEO => profile::IDLE_VIDEO_CLOCK_MHZ,
-        _ => profile::IDLE_GRAPHICS_CLOCK_MHZ,
+        C::NVML_CLOCK_VIDEO => profile::board().idle_video_clock,
+        _ => profile::board().idle_graphics_clock,
     })
 }
 
@@ -346,8 +371,13 @@ pub fn get_ecc_mode(
     current: Out<nvmlEnableState_t>,
     pending: Out<nvmlEnableState_t>,
 ) -> R {
-    current.write(nvmlEnableState_t::NVML_FEATURE_ENABLED);
-    pending.write(nvmlEnableState_t::NVML_FEATURE_ENABLED);
+    let state = if profile::board().ecc {
+        nvmlEnableState_t::NVML_FEATURE_ENABLED
+    } else {
+        nvmlEnableState_t::NVML_FEATURE_DISABLED
+    };
+    current.write(state);
+    pending.write(state);
     Ok(())
 }
 
@@ -390,10 +420,10 @@ pub enum Clients {
 }
 
 /// This process, when it holds a live context: the only client the software
-/// GPU can see.
-fn compute_processes() -> Vec<(u32, u64)> {
+/// GPU can see (on every device; what it holds is per device).
+fn compute_processes(index: usize) -> Vec<(u32, u64)> {
     if context::any_alive() {
-        vec![(std::process::id(), memory::device_bytes_in_use())]
+        vec![(std::process::id(), memory::device_bytes_in_use(index))]
     } else {
         Vec::new()
     }
@@ -434,13 +464,13 @@ impl ProcessInfo for nvmlProcessInfo_v2_t {
 /// # Safety
 /// `infos` is NULL or holds `*count` entries.
 pub unsafe fn processes<T: ProcessInfo>(
-    _d: Device,
+    d: Device,
     count: Out<c_uint>,
     infos: *mut T,
     which: Clients,
 ) -> R {
     let list = match which {
-        Clients::Compute => compute_processes(),
+        Clients::Compute => compute_processes(d.0),
         Clients::Graphics => Vec::new(),
     };
     let capacity = count.read() as usize;

@@ -1,6 +1,8 @@
 //! Live telemetry for NVML: temperature, power, clocks and utilization that
 //! follow what the process does with the device and drift slowly over time,
 //! so monitoring tools see a plausible board rather than frozen numbers.
+//! One set of sensors serves every device of a profile (their memory
+//! together warms it): a simplification for multi-device profiles.
 
 use crate::{memory, profile};
 use once_cell::sync::Lazy;
@@ -123,7 +125,8 @@ fn drift() -> f64 {
 }
 
 fn memory_fraction() -> f64 {
-    memory::device_bytes_in_use() as f64 / (profile::TOTAL_MEMORY - profile::RESERVED_MEMORY) as f64
+    let capacity = memory::capacity() as f64 * profile::current().devices() as f64;
+    memory::all_device_bytes_in_use() as f64 / capacity
 }
 
 /// GPU core temperature in °C: low 30s idle, up to the high 60s under load.
@@ -134,12 +137,13 @@ pub fn temperature_c() -> u32 {
 
 /// Board power draw in mW.
 pub fn power_mw() -> u32 {
-    let p = f64::from(profile::IDLE_POWER_MW)
+    let b = profile::board();
+    let p = f64::from(b.idle_power)
         + 1500.0 * drift()
         + 22_000.0 * memory_fraction()
         + 270_000.0 * heat();
     p.round()
-        .clamp(20_000.0, f64::from(profile::POWER_LIMIT_MW)) as u32
+        .clamp(f64::from(b.idle_power) / 2.0, f64::from(b.power_limit)) as u32
 }
 
 /// Whether the board has left its idle clocks.
@@ -159,7 +163,7 @@ mod tests {
         assert!(power_mw() > p0 + 50_000, "{} -> {}", p0, power_mw());
         assert!(temperature_c() > t0);
         assert!(boosted());
-        assert!(power_mw() <= profile::POWER_LIMIT_MW);
+        assert!(power_mw() <= profile::board().power_limit);
     }
 
     #[test]

@@ -1037,5 +1037,6 @@ fn cdylib_exports_every_symbol() {
     assert!(missing.is_empty(), "not exported: {missing:?}");
 }
 
+mod graphs;
 mod kernels;
 mod runtime;

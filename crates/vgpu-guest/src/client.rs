@@ -3,8 +3,13 @@
 //! Opened lazily by the first call that needs it (cuInit, nvmlInit, a
 //! virtual file), never in a constructor. If the host cannot be reached the
 //! caller gets [`GuestError::Unavailable`] at once (connect and handshake are
-//! bounded), so no API call hangs. After `fork()` the child notices the pid
-//! change and opens its own connection instead of sharing the parent's.
+//! bounded by a couple of seconds), so no API call hangs. The host answers
+//! the handshake at once and its inventory when its driver is ready, which
+//! on a cold host takes a while: that wait has its own, generous deadline
+//! (`VGPU_INIT_TIMEOUT`), and a wait longer than a second is logged as "host
+//! is initializing" (see [`fetch_inventory`]). After `fork()` the child
+//! notices the pid change and opens its own connection instead of sharing
+//! the parent's.
 
 use crate::config::{Config, PciAddress};
 use crate::log::Level;
@@ -12,9 +17,10 @@ use crate::vlog;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vgpu_transport::codec::{from_bytes, to_bytes};
 use vgpu_transport::frame::FLAG_NO_REPLY;
 use vgpu_transport::proto::{caps, DeviceInfo, GetInventory, Hello, Inventory};
@@ -334,12 +340,109 @@ fn register_atfork() {
     });
 }
 
+/// How long the inventory may take before a wait counts as the host
+/// initializing (and is said so).
+pub const INITIALIZING_NOTICE: Duration = Duration::from_secs(1);
+/// How long the inventory's frame may take to arrive once it has started.
+const REPLY_TRANSFER: Duration = Duration::from_secs(10);
+
+/// Waits until `fd` has something to read (data or hang-up), at most `t`.
+fn wait_readable(fd: std::os::fd::RawFd, t: Duration) -> std::io::Result<bool> {
+    let deadline = Instant::now() + t;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd, for the duration of the call.
+        match unsafe { libc::poll(&mut p, 1, ms) } {
+            n if n > 0 => return Ok(true),
+            0 if Instant::now() >= deadline => return Ok(false),
+            0 => continue,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Seconds as a person reads them: "60", "2.5".
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s:.1}")
+    }
+}
+
+/// The last time this process gave up waiting for an initializing host,
+/// and why: a new connection within as long again fails at once with the
+/// same reason instead of starting another worker that waits for its driver
+/// too (an application retrying, or the virtual files asked call by call,
+/// would otherwise pile up cold workers on the host).
+static GAVE_UP: Mutex<Option<(u32, Instant, Duration, String)>> = Mutex::new(None);
+
+fn recently_gave_up() -> Option<String> {
+    let g = GAVE_UP.lock();
+    let (pid, at, window, why) = g.as_ref()?;
+    (*pid == std::process::id() && at.elapsed() < *window).then(|| why.clone())
+}
+
+/// The host's inventory on a fresh connection, waiting up to `limit` for
+/// the host to initialize its driver. If it is not there within
+/// [`INITIALIZING_NOTICE`], `initializing` is called once (to say so) and
+/// the wait goes on. Past `limit` the connection is given up.
+pub fn fetch_inventory(
+    client: &mut Client,
+    limit: Duration,
+    initializing: impl FnOnce(),
+) -> Result<Inventory, GuestError> {
+    let start = Instant::now();
+    let mut gave_up = false;
+    let got = client.call_after(&GetInventory {}, |stream| {
+        let fd = stream.as_raw_fd();
+        if wait_readable(fd, INITIALIZING_NOTICE.min(limit))? {
+            return Ok(());
+        }
+        initializing();
+        if wait_readable(fd, limit.saturating_sub(start.elapsed()))? {
+            return Ok(());
+        }
+        gave_up = true;
+        Err(std::io::ErrorKind::TimedOut.into())
+    });
+    if gave_up {
+        let why = format!(
+            "the host did not finish initializing its GPU driver within {} s \
+             ({} sets how long to wait)",
+            seconds(limit),
+            crate::config::INIT_TIMEOUT_ENV
+        );
+        let window = limit.max(INITIALIZING_NOTICE);
+        *GAVE_UP.lock() = Some((std::process::id(), Instant::now(), window, why.clone()));
+        return Err(GuestError::Unavailable(why));
+    }
+    got.map_err(|e| GuestError::Unavailable(format!("inventory: {e}")))
+}
+
 fn open_session() -> Result<Session, GuestError> {
     let config = Config::from_env().map_err(GuestError::Unavailable)?;
     if ROLE.load(Ordering::Relaxed) == ROLE_DELEGATE {
         if let Some(call) = find_owner() {
             return open_shared(call, &config);
         }
+    }
+    if let Some(why) = recently_gave_up() {
+        return Err(GuestError::Unavailable(format!(
+            "{why}; not asked again yet"
+        )));
     }
     let stream = config
         .endpoint
@@ -353,15 +456,24 @@ fn open_session() -> Result<Session, GuestError> {
             }
             e => GuestError::Unavailable(format!("{}: {e}", config.endpoint)),
         })?;
-    // Still part of "is there a host": bounded like the handshake.
+    // The wait for the reply is the host initializing (see fetch_inventory);
+    // once it arrives, reading it is bounded.
     let bounded = |c: &Client, t| {
         c.set_timeout(t)
             .map_err(|e| GuestError::Unavailable(e.to_string()))
     };
-    bounded(&client, Some(Duration::from_secs(2)))?;
-    let host = client
-        .call(&GetInventory {})
-        .map_err(|e| GuestError::Unavailable(format!("inventory: {e}")))?;
+    bounded(&client, Some(REPLY_TRANSFER))?;
+    let endpoint = &config.endpoint;
+    let limit = config.init_timeout;
+    let host = fetch_inventory(&mut client, limit, || {
+        vlog!(
+            Level::Warn,
+            "host {endpoint} is initializing (its GPU driver is starting); waiting up to \
+             {} s for its devices ({})",
+            seconds(limit),
+            crate::config::INIT_TIMEOUT_ENV
+        )
+    })?;
     bounded(&client, None)?;
     let inventory = Arc::new(GuestInventory::new(
         host,
@@ -556,6 +668,13 @@ pub fn disconnect() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_read_naturally() {
+        assert_eq!(seconds(Duration::from_secs(60)), "60");
+        assert_eq!(seconds(Duration::from_millis(2500)), "2.5");
+        assert_eq!(seconds(Duration::from_millis(500)), "0.5");
+    }
 
     #[test]
     fn uuid_format() {

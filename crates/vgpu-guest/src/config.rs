@@ -8,6 +8,14 @@ use vgpu_transport::Endpoint;
 
 pub const DEFAULT_PCI_BUS_ID: &str = "0000:00:05.0";
 
+/// How long the host may take to initialize its driver (`VGPU_INIT_TIMEOUT`,
+/// seconds) before the guest reports no GPU: generous, because a cold host
+/// (no persistence mode, eight GPUs) can spend many seconds in cuInit and
+/// NVML's start-up. The handshake itself stays short: it only asks whether
+/// a host is there.
+pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const INIT_TIMEOUT_ENV: &str = "VGPU_INIT_TIMEOUT";
+
 /// A PCI address as the guest shows it everywhere (driver API, NVML, files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PciAddress {
@@ -86,10 +94,19 @@ pub struct Config {
     /// numbers on the same bus.
     pub pci_address: PciAddress,
     pub connect_timeout: Duration,
+    /// The longest wait for the host's inventory (its driver initializing).
+    pub init_timeout: Duration,
+}
+
+/// A timeout in seconds: a non-negative decimal number, e.g. `90` or `2.5`.
+fn parse_seconds(s: &str) -> Option<Duration> {
+    let v: f64 = s.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0).then(|| Duration::from_secs_f64(v))
 }
 
 impl Config {
-    /// Reads `VGPU_HOST`, `VGPU_TOKEN` / `VGPU_TOKEN_FILE`, `VGPU_PCI_BUS_ID`.
+    /// Reads `VGPU_HOST`, `VGPU_TOKEN` / `VGPU_TOKEN_FILE`, `VGPU_PCI_BUS_ID`,
+    /// `VGPU_INIT_TIMEOUT`.
     pub fn from_env() -> Result<Config, String> {
         let host = std::env::var("VGPU_HOST").unwrap_or_else(|_| DEFAULT_ENDPOINT.to_string());
         let endpoint: Endpoint = host.parse().map_err(|e| format!("VGPU_HOST: {e}"))?;
@@ -116,11 +133,17 @@ impl Config {
                     PciAddress::parse(DEFAULT_PCI_BUS_ID).expect("default is valid")
                 }),
         };
+        let init_timeout = match std::env::var(INIT_TIMEOUT_ENV) {
+            Ok(s) => parse_seconds(&s)
+                .ok_or_else(|| format!("{INIT_TIMEOUT_ENV} `{s}`: expected seconds, e.g. 90"))?,
+            Err(_) => DEFAULT_INIT_TIMEOUT,
+        };
         Ok(Config {
             endpoint,
             token,
             pci_address,
             connect_timeout: Duration::from_secs(2),
+            init_timeout,
         })
     }
 }
@@ -128,6 +151,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_seconds(" 2.5 "), Some(Duration::from_millis(2500)));
+        assert_eq!(parse_seconds("0"), Some(Duration::ZERO));
+        for bad in ["", "-1", "soon", "inf", "NaN"] {
+            assert_eq!(parse_seconds(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn pci_forms() {

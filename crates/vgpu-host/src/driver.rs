@@ -37,6 +37,32 @@ pub const SHIM_MARKER: &CStr = c"vgpu_shim_marker";
 /// Environment override for the software GPU's location.
 pub const EMU_LIB_ENV: &str = "VGPU_EMU_LIB";
 pub const EMU_LIB_NAME: &str = "libvgpu_emu.so";
+/// The environment variable through which workers hand the software GPU its
+/// profile (`vgpu host --profile`).
+pub const EMU_PROFILE_ENV: &str = "VGPU_EMU_PROFILE";
+/// The software GPU's answer to "does the driver you imitate export this
+/// name": `int vgpu_emu_exports(const char *name)`.
+pub const EMU_EXPORTS: &CStr = c"vgpu_emu_exports";
+type EmuExports = unsafe extern "C" fn(*const std::ffi::c_char) -> std::ffi::c_int;
+
+/// The profiles a software GPU library offers (`vgpu_emu_profiles`), default
+/// first. Calls nothing that initializes the library.
+pub fn emu_profiles(lib: &Path) -> Result<Vec<String>, String> {
+    let lib = Library::open(lib, c"vgpu_emu_profiles")?;
+    let f = lib.sym(c"vgpu_emu_profiles");
+    // SAFETY: exported by the software GPU with this prototype; it returns a
+    // static NUL-terminated string.
+    let names = unsafe {
+        let f = std::mem::transmute::<*mut c_void, extern "C" fn() -> *const std::ffi::c_char>(f);
+        CStr::from_ptr(f())
+    };
+    Ok(names
+        .to_string_lossy()
+        .split(',')
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect())
+}
 
 /// What `--driver` asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,10 +207,25 @@ impl Library {
     }
 
     /// The CUDA driver API this library exports (absent functions `None`).
+    /// The software GPU exports every function but imitates drivers that
+    /// lack some: what it says its driver does not export (see
+    /// [`EMU_EXPORTS`]) stays `None` too, exactly as on a real old driver.
     pub fn cuda(&self) -> CudaDriver {
-        // SAFETY: the resolver returns dlsym results of this library, whose
-        // exports follow the pinned cuda.h's prototypes by name.
-        unsafe { CudaDriver::load(|n| self.sym(n)) }
+        let exports = self.sym(EMU_EXPORTS);
+        let exported = (!exports.is_null()).then(|| {
+            // SAFETY: the software GPU exports this name with exactly this
+            // prototype (vgpu_emu::loader).
+            unsafe { std::mem::transmute::<*mut c_void, EmuExports>(exports) }
+        });
+        let resolve = |n: &CStr| match exported {
+            // SAFETY: `n` is a NUL-terminated name for the call's duration.
+            Some(f) if unsafe { f(n.as_ptr()) } == 0 => std::ptr::null_mut(),
+            _ => self.sym(n),
+        };
+        // SAFETY: the resolver returns null or dlsym results of this
+        // library, whose exports follow the pinned cuda.h's prototypes by
+        // name.
+        unsafe { CudaDriver::load(resolve) }
     }
 
     /// The NVML API this library exports (absent functions `None`).

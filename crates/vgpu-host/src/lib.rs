@@ -4,14 +4,16 @@
 //!
 //! - [`driver`]: which driver (`auto` / `emulated` / a path), found with
 //!   dlopen + dlsym only; vgpu's own shims (they export `vgpu_shim_marker`)
-//!   are never taken for a driver.
+//!   are never taken for a driver. The software GPU says which entry points
+//!   the driver it imitates lacks (`--profile`); those load as absent.
 //! - [`supervisor`]: listeners, admission (peer uid for Unix sockets, token
 //!   for TCP/vsock — see the module for the policy), worker spawning
 //!   (`vgpu worker --fd N ...` inheriting exactly the connection's
 //!   descriptor, killed with the supervisor via PR_SET_PDEATHSIG), reaping
 //!   and shutdown.
-//! - [`worker`]: loads the driver, answers the handshake (or refuses with
-//!   `HOST_UNAVAILABLE` and the reason), serves requests through the
+//! - [`worker`]: loads the driver library, answers the handshake at once
+//!   (or refuses with `HOST_UNAVAILABLE` and the reason), initializes the
+//!   driver while the guest waits for its inventory, serves requests through the
 //!   dispatch the protocol's `calls!` table generates (one `Serve` impl per
 //!   op), and returns every context to the driver when the guest leaves.
 //!   Handles given to guests are minted per session: a kind tag in the top
@@ -26,5 +28,5 @@ pub mod supervisor;
 pub mod worker;
 
 pub use driver::{DriverChoice, DriverKind, ResolvedDriver};
-pub use supervisor::{HostConfig, HANDSHAKE_TIMEOUT};
+pub use supervisor::{DeviceSelection, HostConfig, HANDSHAKE_TIMEOUT};
 pub use worker::WorkerConfig;

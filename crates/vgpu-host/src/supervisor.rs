@@ -9,6 +9,12 @@
 //! must live as long as the daemon); one reaper; the main thread waits for
 //! SIGTERM/SIGINT/SIGHUP.
 //!
+//! Host configuration handed to every worker through its environment: the
+//! software GPU's profile (`--profile`, as `VGPU_EMU_PROFILE`) and the
+//! devices guests see (`--devices`, as `CUDA_VISIBLE_DEVICES`, which the
+//! real driver and the software GPU both apply — so ordinals, peer access
+//! and every device-numbered call inside the worker are the guest's).
+//!
 //! Admission policy:
 //! - Unix sockets: the peer's uid (SO_PEERCRED) must be the daemon's own or
 //!   root, plus any `--allow-uid`; `--allow-all-users` lifts the check (the
@@ -18,7 +24,7 @@
 //!   token only loopback TCP listeners are allowed, and only loopback peers
 //!   are admitted.
 
-use crate::driver::{self, DriverChoice, ResolvedDriver};
+use crate::driver::{self, DriverChoice, DriverKind, ResolvedDriver};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::io::Write;
@@ -55,6 +61,65 @@ pub struct HostConfig {
     pub allowed_uids: Option<Vec<u32>>,
     /// Device memory each guest may hold, in bytes; `None` = no cap.
     pub quota: Option<u64>,
+    /// The software GPU's profile (`--profile`); only with that driver.
+    pub profile: Option<String>,
+    /// Which host devices guests see, in that order (`--devices`).
+    pub devices: Option<DeviceSelection>,
+}
+
+/// `--devices 0,2` or `--devices GPU-8d2c...,GPU-1f0e...`: host devices by
+/// CUDA ordinal or by (a prefix of) their UUID, in the order guests number
+/// them. Applied as the workers' `CUDA_VISIBLE_DEVICES`, so the NVIDIA
+/// driver's own rules pick the devices (MIG-... UUIDs included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSelection(pub Vec<String>);
+
+impl std::str::FromStr for DeviceSelection {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut v: Vec<String> = Vec::new();
+        for e in s.split(',').map(str::trim) {
+            let uuid = ["GPU-", "MIG-"]
+                .iter()
+                .any(|p| e.len() > 4 && e[..4].eq_ignore_ascii_case(p));
+            let ordinal = !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit());
+            if !uuid && !ordinal {
+                return Err(format!(
+                    "`{e}`: a device is a CUDA ordinal (0, 1, ...) or a UUID (GPU-...)"
+                ));
+            }
+            if v.iter().any(|x| x.eq_ignore_ascii_case(e)) {
+                return Err(format!("`{e}` is listed twice"));
+            }
+            v.push(e.to_string());
+        }
+        Ok(DeviceSelection(v))
+    }
+}
+
+impl std::fmt::Display for DeviceSelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+/// Refuses a profile the driver cannot take: profiles belong to the
+/// software GPU, and the name must be one its library knows.
+fn check_profile(driver: &ResolvedDriver, profile: &str) -> Result<(), String> {
+    if driver.kind != DriverKind::Emulated {
+        return Err(format!(
+            "--profile {profile}: profiles are host configurations of the software GPU, \
+             and the driver is {driver}; use --driver emulated"
+        ));
+    }
+    let known = driver::emu_profiles(&driver.cuda_lib)?;
+    if !known.iter().any(|k| k == profile) {
+        return Err(format!(
+            "--profile {profile}: no such profile (known: {})",
+            known.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 impl HostConfig {
@@ -131,6 +196,8 @@ struct Shared {
     pending: AtomicUsize,
     exe: PathBuf,
     quota: Option<u64>,
+    profile: Option<String>,
+    devices: Option<DeviceSelection>,
 }
 
 struct SpawnJob {
@@ -149,6 +216,13 @@ pub fn run(cfg: HostConfig) -> Result<(), String> {
         } else {
             tracing::info!("{}", n.text);
         }
+    }
+    if let Some(p) = &cfg.profile {
+        check_profile(&driver, p)?;
+        tracing::info!("profile: {p}");
+    }
+    if let Some(d) = &cfg.devices {
+        tracing::info!("devices: {d} (the workers' CUDA_VISIBLE_DEVICES)");
     }
     check_exposure(&cfg)?;
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
@@ -179,6 +253,8 @@ pub fn run(cfg: HostConfig) -> Result<(), String> {
         pending: AtomicUsize::new(0),
         exe,
         quota: cfg.quota,
+        profile: cfg.profile,
+        devices: cfg.devices,
     });
 
     let (tx, rx) = mpsc::channel::<SpawnJob>();
@@ -443,6 +519,12 @@ fn spawner(sh: Arc<Shared>, rx: mpsc::Receiver<SpawnJob>) {
         if let Some(q) = sh.quota {
             cmd.args(["--quota-bytes", &q.to_string()]);
         }
+        if let Some(p) = &sh.profile {
+            cmd.env(driver::EMU_PROFILE_ENV, p);
+        }
+        if let Some(d) = &sh.devices {
+            cmd.env("CUDA_VISIBLE_DEVICES", d.to_string());
+        }
         cmd.args(["--hello", &hex(&to_bytes(&hello))])
             .stdin(Stdio::null())
             // stdout belongs to the daemon's "listening on" contract.
@@ -588,6 +670,8 @@ mod tests {
             driver: DriverChoice::Emulated,
             allowed_uids: None,
             quota: None,
+            profile: None,
+            devices: None,
         }
     }
 
@@ -598,6 +682,28 @@ mod tests {
         assert!(e.contains("--token-file"), "{e}");
         assert!(check_exposure(&cfg(&["vsock:3:7070"], None)).is_err());
         assert!(check_exposure(&cfg(&["tcp:0.0.0.0:7070"], Some("t"))).is_ok());
+    }
+
+    #[test]
+    fn device_selections() {
+        let d: DeviceSelection = "0, 2".parse().unwrap();
+        assert_eq!(d.to_string(), "0,2");
+        let d: DeviceSelection = "GPU-8d2c1a,gpu-00ff,MIG-abc/1/2".parse().unwrap();
+        assert_eq!(d.0.len(), 3);
+        for bad in ["", "0,,1", "-1", "x", "0,0", "GPU-", "1.5"] {
+            assert!(bad.parse::<DeviceSelection>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn profiles_need_the_software_gpu() {
+        let real = ResolvedDriver {
+            kind: DriverKind::Nvidia,
+            cuda_lib: "/usr/lib/libcuda.so.1".into(),
+            nvml_lib: None,
+        };
+        let e = check_profile(&real, "l4").unwrap_err();
+        assert!(e.contains("--driver emulated"), "{e}");
     }
 
     #[test]

@@ -175,6 +175,7 @@ fn launch(ctx: u64, func: u64, grid: u32, block: u32, stream: u64, params: Bytes
         stream,
         params,
         cooperative: false,
+        attrs: Vec::new(),
     }
 }
 

@@ -21,6 +21,11 @@ pub enum Ty {
     F16x2,
     Bf16,
     Bf16x2,
+    /// TensorFloat-32, held in 32 bits (`cvt`, `mma`).
+    Tf32,
+    /// Pairs of 8-bit floats (OCP FP8), held in 16 bits (`cvt`).
+    E4m3x2,
+    E5m2x2,
     F32,
     F64,
     Pred,
@@ -55,6 +60,9 @@ impl Ty {
             "f16x2" => Ty::F16x2,
             "bf16" => Ty::Bf16,
             "bf16x2" => Ty::Bf16x2,
+            "tf32" => Ty::Tf32,
+            "e4m3x2" => Ty::E4m3x2,
+            "e5m2x2" => Ty::E5m2x2,
             "f32" => Ty::F32,
             "f64" => Ty::F64,
             "pred" => Ty::Pred,
@@ -65,8 +73,8 @@ impl Ty {
     pub fn bytes(self) -> u32 {
         match self {
             Ty::B8 | Ty::U8 | Ty::S8 => 1,
-            Ty::B16 | Ty::U16 | Ty::S16 | Ty::F16 | Ty::Bf16 => 2,
-            Ty::B32 | Ty::U32 | Ty::S32 | Ty::F32 | Ty::F16x2 | Ty::Bf16x2 => 4,
+            Ty::B16 | Ty::U16 | Ty::S16 | Ty::F16 | Ty::Bf16 | Ty::E4m3x2 | Ty::E5m2x2 => 2,
+            Ty::B32 | Ty::U32 | Ty::S32 | Ty::F32 | Ty::F16x2 | Ty::Bf16x2 | Ty::Tf32 => 4,
             Ty::B64 | Ty::U64 | Ty::S64 | Ty::F64 => 8,
             Ty::B128 => 16,
             // Predicates have no memory form; 1 keeps layout arithmetic sane.
@@ -83,7 +91,15 @@ impl Ty {
             Ty::B8 | Ty::B16 | Ty::B32 | Ty::B64 | Ty::B128 => Kind::Bits,
             Ty::U8 | Ty::U16 | Ty::U32 | Ty::U64 => Kind::Unsigned,
             Ty::S8 | Ty::S16 | Ty::S32 | Ty::S64 => Kind::Signed,
-            Ty::F16 | Ty::F16x2 | Ty::Bf16 | Ty::Bf16x2 | Ty::F32 | Ty::F64 => Kind::Float,
+            Ty::F16
+            | Ty::F16x2
+            | Ty::Bf16
+            | Ty::Bf16x2
+            | Ty::Tf32
+            | Ty::E4m3x2
+            | Ty::E5m2x2
+            | Ty::F32
+            | Ty::F64 => Kind::Float,
             Ty::Pred => Kind::Pred,
         }
     }
@@ -112,30 +128,7 @@ pub enum Space {
     Const,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sreg {
-    Tid(u8),
-    Ntid(u8),
-    Ctaid(u8),
-    Nctaid(u8),
-    Laneid,
-    Warpid,
-    Nwarpid,
-    Smid,
-    Nsmid,
-    Gridid,
-    Clock,
-    Clock64,
-    Globaltimer,
-    LanemaskEq,
-    LanemaskLt,
-    LanemaskLe,
-    LanemaskGt,
-    LanemaskGe,
-    DynamicSmemSize,
-    TotalSmemSize,
-    WarpSz,
-}
+pub use crate::ops::sreg::Sreg;
 
 /// A symbol whose address an instruction takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,161 +223,39 @@ pub enum AtomOp {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShflMode {
-    Up,
-    Down,
-    Bfly,
-    Idx,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VoteMode {
-    All,
-    Any,
-    Uni,
-    Ballot,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReduxOp {
-    Add,
-    Min,
-    Max,
-    And,
-    Or,
-    Xor,
-    Popc,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MulMode {
     Lo,
     Hi,
     Wide,
 }
 
+/// A decoded instruction, by family. Each family's operations, decoding and
+/// execution live in one module under `ops/`, so adding an instruction
+/// touches only that family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    Add,
-    Sub,
-    Mul(MulMode),
-    Mad(MulMode),
-    Mul24(MulMode),
-    Mad24(MulMode),
-    Sad,
-    Div,
-    Rem,
-    Abs,
-    Neg,
-    Min,
-    Max,
-    Fma,
-    Rcp,
-    Sqrt,
-    Rsqrt,
-    Ex2,
-    Lg2,
-    Sin,
-    Cos,
-    Tanh,
-    Copysign,
-    Testp(u8),
-    And,
-    Or,
-    Xor,
-    Not,
-    Cnot,
-    Shl,
-    Shr,
-    Bfe,
-    Bfi,
-    Popc,
-    Clz,
-    Brev,
-    Bfind {
-        shiftamt: bool,
-    },
-    Prmt(u8),
-    Lop3,
-    Shf {
-        left: bool,
-        wrap: bool,
-    },
-    Setp {
-        cmp: Cmp,
-        bop: Option<BoolOp>,
-    },
-    Set {
-        cmp: Cmp,
-        bop: Option<BoolOp>,
-        dty: Ty,
-    },
-    Selp,
-    Slct {
-        fsel: bool,
-    },
-    Cvt {
-        dty: Ty,
-        sty: Ty,
-    },
-    Cvta {
-        to: bool,
-        space: Space,
-    },
-    Isspacep(Space),
-    Mov,
-    Ld {
-        space: Space,
-    },
-    St {
-        space: Space,
-    },
-    Atom {
-        space: Space,
-        op: AtomOp,
-    },
-    Red {
-        space: Space,
-        op: AtomOp,
-    },
-    Bra,
-    Call,
-    Ret,
-    Exit,
-    /// `bar.sync`, `barrier.sync`, `bar.red`: block-wide rendezvous.
-    Bar {
-        red: Option<ReduxOp>,
-    },
-    /// `bar.arrive`: no wait.
-    BarArrive,
-    BarWarp,
-    Shfl(ShflMode),
-    Vote(VoteMode),
-    Activemask,
-    MatchAny,
-    MatchAll,
-    Redux(ReduxOp),
-    Nop,
-    Trap,
-    Brkpt,
+    /// Integer arithmetic (`add`, `mad`, `div`, carry chains, `dp4a`...).
+    Int(crate::ops::int::IntOp),
+    /// `f32`/`f64` arithmetic and transcendentals.
+    Float(crate::ops::float::FloatOp),
+    /// `f16`/`bf16` arithmetic, scalar and packed pairs.
+    Half(crate::ops::half::HalfOp),
+    /// Logic, shifts and bit-field instructions.
+    Bits(crate::ops::bits::BitsOp),
+    /// `setp`, `set`, `selp`, `slct`.
+    Cmp(crate::ops::compare::CmpOp),
+    /// `mov`, `cvt`, `cvta`, `isspacep`.
+    Cvt(crate::ops::convert::CvtOp),
+    /// Loads, stores, atomics, asynchronous copies.
+    Mem(crate::ops::memory::MemOp),
+    /// Branches, calls, barriers, traps and no-ops.
+    Ctl(crate::ops::control::CtlOp),
+    /// Warp collectives (`shfl`, `vote`, `match`, `redux`...).
+    Warp(crate::ops::warp::WarpOp),
+    /// Warp-wide matrix instructions (`mma`, `ldmatrix`, `movmatrix`...).
+    Matrix(crate::ops::matrix::MatrixOp),
     /// Decoded but not executable; the text is in `Inst::text`.
     Unsupported,
-}
-
-impl Op {
-    /// Instructions that the block scheduler executes for a whole warp group.
-    pub fn is_warp_collective(self) -> bool {
-        matches!(
-            self,
-            Op::BarWarp
-                | Op::Shfl(_)
-                | Op::Vote(_)
-                | Op::Activemask
-                | Op::MatchAny
-                | Op::MatchAll
-                | Op::Redux(_)
-        )
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -403,10 +274,19 @@ pub struct Inst {
     pub text: Box<str>,
 }
 
+/// What a call site calls.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Callee {
+    /// Index in `Module::funcs`.
+    Direct(u32),
+    /// Through a register holding a function address (`.callprototype`).
+    Indirect(Opnd),
+}
+
 /// A call site: how arguments and results move between frames.
 #[derive(Debug, Clone)]
 pub struct CallInfo {
-    pub callee: u32,
+    pub callee: Callee,
     pub args: Vec<Opnd>,
     pub rets: Vec<Opnd>,
 }
@@ -436,6 +316,8 @@ pub struct Function {
     pub calls: Vec<CallInfo>,
     /// Whether the body was given (not just a prototype).
     pub defined: bool,
+    /// A body-less runtime function the interpreter provides.
+    pub builtin: Option<crate::runtime::Builtin>,
     pub line: u32,
     /// `.reqntid` / `.maxntid`, when given.
     pub reqntid: Option<[u32; 3]>,

@@ -19,8 +19,19 @@
 //!   `extra` buffer as is; then [`launch_with`] on the stream's thread.
 //!   [`ExecError::IllegalAddress`] maps to `CUDA_ERROR_ILLEGAL_ADDRESS`,
 //!   `MisalignedAddress` to `CUDA_ERROR_MISALIGNED_ADDRESS`, `Trap` to
-//!   `CUDA_ERROR_LAUNCH_FAILED` (or `ASSERT`), `Unsupported` to
+//!   `CUDA_ERROR_LAUNCH_FAILED`, [`ExecError::Assert`] to
+//!   `CUDA_ERROR_ASSERT` (sticky, like the faults), `Unsupported` to
 //!   `CUDA_ERROR_NOT_SUPPORTED` with the message logged.
+//! - Device output: [`LaunchOptions::output`] receives `printf` text and
+//!   the message of a failed `assert`, block by block; the driver passes it
+//!   to the guest's stdout (the assert message to stderr) in order with
+//!   stream synchronisation.
+//! - `cuLaunchCooperativeKernel` (and the cooperative launch attribute):
+//!   set [`LaunchOptions::cooperative`]; every block then runs at once.
+//! - Device heap: implement [`Memory::device_alloc`] / [`Memory::device_free`]
+//!   on the driver's memory (within `CU_LIMIT_MALLOC_HEAP_SIZE`) for device
+//!   `malloc`; without them `malloc` returns NULL.
+//! - `vgpu bench`: [`bench::interpreter_throughput`].
 //!
 //! Execution model: blocks run in parallel on a small pool of OS threads;
 //! inside a block each CUDA thread is interpreted on its own until it reaches
@@ -28,13 +39,24 @@
 //! `shfl.sync`), where the block scheduler lines the participants up. Warp
 //! collectives are executed for the lanes of a warp that stand at the same
 //! instruction, which is the independent-thread-scheduling model of sm_70+.
+//!
+//! Layout: `parse/` turns text into the `ir` (resolving names), `ops/` holds
+//! one module per instruction family (its decoding and its execution),
+//! `exec/` schedules blocks, threads and warps, `runtime.rs` provides the
+//! device runtime functions, `num.rs` exact floating-point rounding.
 
+#![forbid(unsafe_code)]
+
+pub mod bench;
 mod exec;
 pub mod fatbin;
-pub mod ir;
+pub(crate) mod ir;
 mod lexer;
 mod memory;
+mod num;
+mod ops;
 mod parse;
+mod runtime;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -42,6 +64,7 @@ use std::fmt;
 pub use exec::{launch, launch_with, LaunchConfig, LaunchOptions};
 pub use ir::Param;
 pub use memory::{ArenaMemory, MemError, Memory};
+pub use runtime::Builtin;
 
 /// A syntax or semantic error in PTX text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +129,15 @@ pub enum ExecError {
     Cancelled,
     /// An interpreter bug surfaced as a panic; reported instead of crashing.
     Internal(String),
+    /// A device-side `assert` failed (`__assertfail`): the caller reports
+    /// `CUDA_ERROR_ASSERT`, sticky. The launch output already holds CUDA's
+    /// message for it.
+    Assert {
+        message: String,
+        file: String,
+        line: u32,
+        function: String,
+    },
 }
 
 impl fmt::Display for ExecError {
@@ -135,6 +167,12 @@ impl fmt::Display for ExecError {
             ExecError::InvalidConfig(s) => write!(f, "invalid launch configuration: {s}"),
             ExecError::Cancelled => write!(f, "launch cancelled"),
             ExecError::Internal(s) => write!(f, "interpreter internal error: {s}"),
+            ExecError::Assert {
+                message,
+                file,
+                line,
+                function,
+            } => write!(f, "{file}:{line}: {function}: Assertion `{message}` failed"),
         }
     }
 }
@@ -185,6 +223,9 @@ pub(crate) struct KernelMeta {
     /// Globals this kernel (and its callees) reference.
     pub globals_used: Vec<u32>,
     pub local_bytes: u32,
+    /// The kernel reads `%reserved_smem_offset_*`: its blocks get the
+    /// driver's reserved shared memory after their own.
+    pub reserved_smem: bool,
 }
 
 /// A parsed PTX module.
@@ -287,6 +328,32 @@ fn operands_syms(ops: &[ir::Opnd], f: &mut impl FnMut(ir::Sym)) {
     }
 }
 
+fn operands_funcs(ops: &[ir::Opnd], f: &mut impl FnMut(u32)) {
+    for o in ops {
+        match o {
+            ir::Opnd::Func(g) => f(*g),
+            ir::Opnd::Addr(b, _) => operands_funcs(std::slice::from_ref(b), f),
+            ir::Opnd::Vec(v) => operands_funcs(v, f),
+            _ => {}
+        }
+    }
+}
+
+fn reads_reserved_smem(ops: &[ir::Opnd]) -> bool {
+    use ir::Sreg as S;
+    ops.iter().any(|o| match o {
+        ir::Opnd::Sreg(
+            S::ReservedSmemBegin
+            | S::ReservedSmemEnd
+            | S::ReservedSmemCap
+            | S::ReservedSmemOffset(_),
+        ) => true,
+        ir::Opnd::Addr(b, _) => reads_reserved_smem(std::slice::from_ref(b)),
+        ir::Opnd::Vec(v) => reads_reserved_smem(v),
+        _ => false,
+    })
+}
+
 /// Computes per-kernel layouts after all bodies are decoded.
 pub(crate) fn finish_module(m: &mut Module) -> Result<(), PtxError> {
     for (fi, f) in m.funcs.iter().enumerate() {
@@ -298,11 +365,15 @@ pub(crate) fn finish_module(m: &mut Module) -> Result<(), PtxError> {
         let mut shared_used = Vec::new();
         let mut globals_used = Vec::new();
         let mut local_max = 0u32;
+        let mut reserved_smem = false;
         while let Some(g) = todo.pop() {
             if !seen.insert(g) {
                 continue;
             }
             let func = &m.funcs[g as usize];
+            if func.builtin.is_some() {
+                continue;
+            }
             if !func.defined {
                 return Err(PtxError::new(
                     func.line,
@@ -311,14 +382,19 @@ pub(crate) fn finish_module(m: &mut Module) -> Result<(), PtxError> {
             }
             local_max = local_max.max(func.local_frame);
             for i in &func.insts {
+                reserved_smem |= reads_reserved_smem(&i.ops);
                 operands_syms(&i.ops, &mut |s| match s {
                     ir::Sym::Shared(v) => shared_used.push(v),
                     ir::Sym::Global(v) => globals_used.push(v),
                     _ => {}
                 });
+                // A function whose address is taken may be called indirectly.
+                operands_funcs(&i.ops, &mut |f| todo.push(f));
             }
             for c in &func.calls {
-                todo.push(c.callee);
+                if let ir::Callee::Direct(f) = c.callee {
+                    todo.push(f);
+                }
                 for o in c.args.iter().chain(&c.rets) {
                     operands_syms(std::slice::from_ref(o), &mut |s| {
                         if let ir::Sym::Global(v) = s {
@@ -358,6 +434,7 @@ pub(crate) fn finish_module(m: &mut Module) -> Result<(), PtxError> {
                 dyn_base: static_shared.next_multiple_of(dyn_align),
                 globals_used,
                 local_bytes: local_max,
+                reserved_smem,
             },
         );
     }

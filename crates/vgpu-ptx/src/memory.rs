@@ -29,6 +29,20 @@ pub trait Memory: Sync {
     /// Atomically: if `*addr == current` store `new`. Returns the previous value.
     fn compare_exchange_u32(&self, addr: u64, current: u32, new: u32) -> Result<u32, MemError>;
     fn compare_exchange_u64(&self, addr: u64, current: u64, new: u64) -> Result<u64, MemError>;
+
+    /// Allocates `size` zeroed bytes of device memory, 16-byte aligned, for
+    /// the device heap (`malloc` in a kernel). `None` when there is no room
+    /// (`malloc` then returns NULL, as on a GPU whose heap is exhausted).
+    /// The default has no heap at all.
+    fn device_alloc(&self, size: u64) -> Option<u64> {
+        let _ = size;
+        None
+    }
+
+    /// Frees what [`Memory::device_alloc`] returned (device `free`).
+    fn device_free(&self, addr: u64) {
+        let _ = addr;
+    }
 }
 
 /// A simple, safe [`Memory`]: regions at synthetic addresses backed by byte
@@ -123,6 +137,17 @@ impl ArenaMemory {
 }
 
 impl Memory for ArenaMemory {
+    fn device_alloc(&self, size: u64) -> Option<u64> {
+        Some(self.alloc(usize::try_from(size).ok()?.max(1)))
+    }
+
+    fn device_free(&self, addr: u64) {
+        let mut r = self.regions.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = r.iter().position(|g| g.base == addr) {
+            r.remove(k);
+        }
+    }
+
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         self.with_region(addr, buf.len(), |r| {
             for (b, s) in buf.iter_mut().zip(r) {

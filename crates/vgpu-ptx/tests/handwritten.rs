@@ -318,7 +318,7 @@ const ERRORS: &str = r#"
     .reg .b32 %r<4>;
     .reg .b64 %rd<4>;
     ld.param.u64 %rd1, [p];
-    cp.async.ca.shared.global [%r1], [%rd1], 16;
+    vadd.s32.s32.s32 %r1, %r2, %r3;
     ret;
 }
 
@@ -347,8 +347,8 @@ const ERRORS: &str = r#"
 
 .visible .entry f16_add()
 {
-    .reg .b16 %h<4>;
-    add.f16 %h1, %h2, %h3;
+    .reg .b32 %r<4>;
+    vabsdiff.s32.s32.s32 %r1, %r2, %r3;
     ret;
 }
 
@@ -369,7 +369,7 @@ const ERRORS: &str = r#"
     mov.u32 %r1, %tid.x;
     setp.ne.s32 %p1, %r1, 0;
     @%p1 bra $L_end;
-    cp.async.ca.shared.global [%r1], [%rd1], 16;
+    vadd.s32.s32.s32 %r1, %r2, %r3;
 $L_end:
     ret;
 }
@@ -380,7 +380,7 @@ fn error_paths_name_the_problem() {
     let m = Module::parse(ERRORS).unwrap();
     let un = m.unsupported();
     assert_eq!(un.len(), 3);
-    assert_eq!(un[0].inst, "cp.async.ca.shared.global");
+    assert_eq!(un[0].inst, "vadd.s32.s32.s32");
     assert_eq!(un[0].line, 11);
     let mem = ArenaMemory::new();
     let buf = mem.alloc(16);
@@ -389,7 +389,7 @@ fn error_paths_name_the_problem() {
     let err = launch(&m, "unsupported", &cfg1(), &p, &mem, &nosyms).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unsupported PTX instruction `cp.async.ca.shared.global` at line 11"
+        "unsupported PTX instruction `vadd.s32.s32.s32` at line 11"
     );
     assert_eq!(
         launch(&m, "trapper", &cfg1(), &[], &mem, &nosyms).unwrap_err(),
@@ -409,7 +409,7 @@ fn error_paths_name_the_problem() {
     let err = launch(&m, "f16_add", &cfg1(), &[], &mem, &nosyms).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unsupported PTX instruction `add.f16` at line 41"
+        "unsupported PTX instruction `vabsdiff.s32.s32.s32` at line 41"
     );
     assert!(matches!(
         launch(&m, "null_deref", &cfg1(), &[], &mem, &nosyms).unwrap_err(),
@@ -549,6 +549,7 @@ fn spinning_kernel_can_be_cancelled() {
     let opts = vgpu_ptx::LaunchOptions {
         workers: 2,
         cancel: Some(&cancel),
+        ..Default::default()
     };
     let t = std::time::Instant::now();
     let r = std::thread::scope(|s| {

@@ -11,6 +11,11 @@
 //! * [`Daemon::start_emulated`] / [`Daemon::start`]: `vgpu host` on a private
 //!   unix socket, killed on drop; its log is printed when a test fails.
 //!   [`Daemon::connect`] is a protocol client of it.
+//! * [`target`]: which driver the daemon runs — the software GPU (default),
+//!   one of its profiles, or a real driver — from `VGPU_TEST_DRIVER` and
+//!   `VGPU_TEST_PROFILE`; [`requires_software_gpu`] and
+//!   [`requires_h100_pcie`] let a test that cannot apply to the target say
+//!   why and step aside (only ever outside the default mode).
 //! * [`shim_libdir`]: a dir with `libcuda.so.1`, `libcuda.so`, `libnvidia-ml.so.1`,
 //!   `libnvidia-ml.so` symlinks to the shims (what `vgpu run` does).
 //! * [`compile_c`] / [`compile_c_in`]: gcc a test program, once per test binary run.
@@ -38,7 +43,10 @@ pub const GUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the daemon may take to print `listening on`.
 pub const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The device the software GPU must present (its default H100 PCIe profile).
+/// The device the software GPU must present with an H100 PCIe board (its
+/// default profile, and h100-cuda12.2, h100-cuda13, 2x-h100), and the host
+/// configuration of the run ([`expected::host`]). Published facts, written
+/// here independently of the software GPU's own tables.
 pub mod expected {
     pub const NAME: &str = "NVIDIA H100 PCIe";
     pub const CC_MAJOR: i32 = 9;
@@ -53,6 +61,229 @@ pub mod expected {
     pub const MIN_NVIDIA_DRIVER_MAJOR: u32 = 570;
     /// Ollama's scheduler subtracts this from free memory (server/sched.go).
     pub const OLLAMA_MIN_FREE_BYTES: u64 = 457 * 1024 * 1024;
+
+    /// A host configuration the software GPU imitates, as the guest must
+    /// see it.
+    #[derive(Debug)]
+    pub struct Host {
+        pub profile: &'static str,
+        pub name: &'static str,
+        pub cc: (i32, i32),
+        pub sm_count: i32,
+        /// `cuDeviceTotalMem` of each device.
+        pub total_mem: u64,
+        /// NVML's total of each device (`nvidia-smi`), which on some boards
+        /// counts memory CUDA does not.
+        pub nvml_total_mem: u64,
+        pub devices: usize,
+        /// `cuDriverGetVersion`.
+        pub cuda_driver_version: i32,
+        /// The NVIDIA driver's major version (`nvmlSystemGetDriverVersion`).
+        pub nvidia_major: u32,
+    }
+
+    impl Host {
+        /// `cuDriverGetVersion` as CUDA prints it, e.g. "12.2".
+        pub fn cuda_version_text(&self) -> String {
+            let v = self.cuda_driver_version;
+            format!("{}.{}", v / 1000, v % 1000 / 10)
+        }
+
+        /// The compute capability as "9.0".
+        pub fn cc_text(&self) -> String {
+            format!("{}.{}", self.cc.0, self.cc.1)
+        }
+
+        /// Whether a runtime of CUDA major `major` accepts this driver
+        /// (a runtime refuses a driver of an older major version).
+        pub fn runs_cudart(&self, major: i32) -> bool {
+            self.cuda_driver_version / 1000 >= major
+        }
+    }
+
+    const H100: &str = NAME;
+
+    pub const HOSTS: &[Host] = &[
+        Host {
+            profile: "h100-pcie",
+            name: H100,
+            cc: (9, 0),
+            sm_count: 114,
+            total_mem: TOTAL_MEM_BYTES,
+            nvml_total_mem: TOTAL_MEM_BYTES,
+            devices: 1,
+            cuda_driver_version: 13050,
+            nvidia_major: 590,
+        },
+        Host {
+            profile: "h100-cuda12.2",
+            name: H100,
+            cc: (9, 0),
+            sm_count: 114,
+            total_mem: TOTAL_MEM_BYTES,
+            nvml_total_mem: TOTAL_MEM_BYTES,
+            devices: 1,
+            cuda_driver_version: 12020,
+            nvidia_major: 535,
+        },
+        Host {
+            profile: "h100-cuda13",
+            name: H100,
+            cc: (9, 0),
+            sm_count: 114,
+            total_mem: TOTAL_MEM_BYTES,
+            nvml_total_mem: TOTAL_MEM_BYTES,
+            devices: 1,
+            cuda_driver_version: 13000,
+            nvidia_major: 580,
+        },
+        Host {
+            profile: "a100-80gb",
+            name: "NVIDIA A100 80GB PCIe",
+            cc: (8, 0),
+            sm_count: 108,
+            // 81049 MiB, a published mixbench run's totalGlobalMem.
+            total_mem: 81_049 * 1024 * 1024,
+            // `nvidia-smi` on A100 80GB.
+            nvml_total_mem: 81_920 * 1024 * 1024,
+            devices: 1,
+            cuda_driver_version: 13050,
+            nvidia_major: 590,
+        },
+        Host {
+            profile: "l4",
+            name: "NVIDIA L4",
+            cc: (8, 9),
+            sm_count: 58,
+            // A published deviceQuery run's totalGlobalMem.
+            total_mem: 23_583_784_960,
+            // `nvidia-smi` on L4.
+            nvml_total_mem: 23_034 * 1024 * 1024,
+            devices: 1,
+            cuda_driver_version: 13050,
+            nvidia_major: 590,
+        },
+        Host {
+            profile: "2x-h100",
+            name: H100,
+            cc: (9, 0),
+            sm_count: 114,
+            total_mem: TOTAL_MEM_BYTES,
+            nvml_total_mem: TOTAL_MEM_BYTES,
+            devices: 2,
+            cuda_driver_version: 13050,
+            nvidia_major: 590,
+        },
+    ];
+
+    /// The host of this run, when it is the software GPU (a real driver's
+    /// facts are not known in advance).
+    pub fn host() -> Option<&'static Host> {
+        let t = super::target();
+        if !t.software_gpu() {
+            return None;
+        }
+        let name = t.profile.as_deref().unwrap_or("h100-pcie");
+        Some(
+            HOSTS.iter().find(|h| h.profile == name).unwrap_or_else(|| {
+                panic!("VGPU_TEST_PROFILE={name}: not a profile the tests know")
+            }),
+        )
+    }
+
+    /// [`host`], for tests that only run on the software GPU.
+    #[track_caller]
+    pub fn software_host() -> &'static Host {
+        host().expect("a test of the software GPU's host (see requires_software_gpu)")
+    }
+}
+
+// ---------------------------------------------------------------- target
+
+/// What the end-to-end tests run against, from the environment:
+///
+/// * `VGPU_TEST_DRIVER`: `emulated` (the default: the software GPU), `auto`
+///   (the real driver if one loads) or the path of a `libcuda.so.1` — what
+///   `vgpu host --driver` takes. Set it to run the same `cargo test` on a
+///   machine with a GPU (`scripts/gpu-check.sh` does).
+/// * `VGPU_TEST_PROFILE`: with the software GPU, the host configuration it
+///   imitates (`vgpu host --profile`); default its default profile.
+#[derive(Debug)]
+pub struct Target {
+    pub driver: String,
+    pub profile: Option<String>,
+}
+
+impl Target {
+    pub fn software_gpu(&self) -> bool {
+        matches!(self.driver.as_str(), "emulated" | "emu")
+    }
+
+    /// Whether this is the default mode, in which every test applies.
+    pub fn is_default(&self) -> bool {
+        self.software_gpu() && self.profile.is_none()
+    }
+}
+
+pub fn target() -> &'static Target {
+    static T: OnceLock<Target> = OnceLock::new();
+    T.get_or_init(|| {
+        let var = |k| {
+            std::env::var(k)
+                .ok()
+                .filter(|v: &String| !v.trim().is_empty())
+        };
+        Target {
+            driver: var("VGPU_TEST_DRIVER").unwrap_or_else(|| "emulated".into()),
+            profile: var("VGPU_TEST_PROFILE").filter(|p| p != "h100-pcie"),
+        }
+    })
+}
+
+/// Says why the running test does not apply to this run and returns false.
+/// Rust has no run-time "ignored", so the test must return after this: it
+/// then passes without having checked anything, which is why a skip is only
+/// possible in an opt-in mode (a real driver, a profile) and is printed to
+/// stderr and appended to `target/<profile>/vgpu-test-skips.log`, where
+/// `scripts/gpu-check.sh` lists it. The default mode never skips.
+fn skip(why: &str) -> bool {
+    let t = target();
+    assert!(!t.is_default(), "a test skipped in the default mode: {why}");
+    let test = thread::current().name().unwrap_or("?").to_string();
+    let line = format!(
+        "SKIP {test}: {why} (VGPU_TEST_DRIVER={}, VGPU_TEST_PROFILE={})",
+        t.driver,
+        t.profile.as_deref().unwrap_or("-")
+    );
+    eprintln!("{line}");
+    let log = artifacts().dir.join("vgpu-test-skips.log");
+    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(log) {
+        use std::io::Write;
+        let _ = writeln!(f, "{line}");
+    }
+    false
+}
+
+/// For a test of what only the software GPU does (its knobs, its exact
+/// numbers): true unless the tests target a real driver, where it says why
+/// the test does not apply. Use as `if !requires_software_gpu("...") { return; }`.
+#[must_use]
+pub fn requires_software_gpu(why: &str) -> bool {
+    target().software_gpu() || skip(&format!("software GPU only: {why}"))
+}
+
+/// For a test that checks the exact numbers of an H100 PCIe ([`expected`]):
+/// true on the software GPU with an H100 PCIe profile.
+#[must_use]
+pub fn requires_h100_pcie(why: &str) -> bool {
+    match expected::host() {
+        Some(h) if h.name == expected::NAME => true,
+        Some(h) => skip(&format!(
+            "needs an H100 PCIe, the profile has {}: {why}",
+            h.name
+        )),
+        None => skip(&format!("software GPU only (H100 PCIe numbers): {why}")),
+    }
 }
 
 // ---------------------------------------------------------------- artifacts
@@ -160,15 +391,24 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// `vgpu host --listen unix:<tmp>/vgpu.sock --driver emulated`.
+    /// `vgpu host --listen unix:<tmp>/vgpu.sock --driver emulated` (with the
+    /// [`target`]'s profile): for tests of the software GPU itself.
     #[track_caller]
     pub fn start_emulated() -> Daemon {
         Daemon::start(&["--driver", "emulated"])
     }
 
-    /// `vgpu host --listen unix:<tmp>/vgpu.sock EXTRA...`, with
-    /// `--driver emulated` unless EXTRA names a driver; waits until it has
-    /// printed a `listening on` line for every `--listen`.
+    /// `vgpu host` with the [`target`]'s driver and profile: the software
+    /// GPU by default, a real GPU under `VGPU_TEST_DRIVER`.
+    #[track_caller]
+    pub fn start_target() -> Daemon {
+        Daemon::start(&[])
+    }
+
+    /// `vgpu host --listen unix:<tmp>/vgpu.sock EXTRA...`, with the
+    /// [`target`]'s driver unless EXTRA names a driver, and the target's
+    /// profile on the software GPU unless EXTRA names one; waits until it
+    /// has printed a `listening on` line for every `--listen`.
     #[track_caller]
     pub fn start(extra: &[&str]) -> Daemon {
         Daemon::start_with_env(extra, &[])
@@ -176,7 +416,7 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra environment for the daemon, which its
     /// workers (and so the software GPU) inherit, e.g.
-    /// `VGPU_EMU_CUDA_VERSION`. `VGPU_LOG` is `debug` unless the test's
+    /// `VGPU_EMU_INIT_DELAY_MS`. `VGPU_LOG` is `debug` unless the test's
     /// environment or `env` sets it.
     #[track_caller]
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
@@ -195,8 +435,24 @@ impl Daemon {
             .stdout(out)
             .stderr(err)
             .process_group(0);
-        if !extra.contains(&"--driver") {
-            cmd.args(["--driver", "emulated"]);
+        let t = target();
+        let driver = match extra.iter().position(|a| *a == "--driver") {
+            Some(i) => extra.get(i + 1).copied().unwrap_or(""),
+            None => {
+                cmd.args(["--driver", &t.driver]);
+                t.driver.as_str()
+            }
+        };
+        let emulated = matches!(driver, "emulated" | "emu");
+        if emulated && !extra.contains(&"--profile") {
+            if let Some(p) = &t.profile {
+                cmd.args(["--profile", p]);
+            }
+        }
+        if emulated {
+            // The software GPU honours it as the real driver does; a value
+            // in the developer's shell must not change what tests see.
+            cmd.env_remove("CUDA_VISIBLE_DEVICES");
         }
         if std::env::var_os("VGPU_LOG").is_none() {
             cmd.env("VGPU_LOG", "debug");

@@ -258,6 +258,79 @@ macro_rules! wire_struct {
     };
 }
 
+/// Declares an enum whose variants all have named fields, encoded as a u32
+/// tag and then the variant's fields in order (as [`wire_struct!`] does).
+/// Each variant names its tag: `3 Name { field: Type, ... }`. Decoding is
+/// total: an unknown tag is [`DecodeError::BadTag`]. The first variant,
+/// with default fields, is the `Default` (so structs holding the enum can
+/// derive theirs). `TAGS` lists every tag, in declaration order.
+#[macro_export]
+macro_rules! wire_enum {
+    (
+        $(#[$m:meta])*
+        pub enum $name:ident {
+            $(#[$vm0:meta])*
+            $tag0:literal $v0:ident { $($(#[$fm0:meta])* $f0:ident : $t0:ty),* $(,)? }
+            $(,
+                $(#[$vm:meta])*
+                $tag:literal $v:ident { $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)? }
+            )* $(,)?
+        }
+    ) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum $name {
+            $(#[$vm0])*
+            $v0 { $($(#[$fm0])* $f0: $t0),* },
+            $(
+                $(#[$vm])*
+                $v { $($(#[$fm])* $f: $t),* },
+            )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name::$v0 { $($f0: ::core::default::Default::default()),* }
+            }
+        }
+
+        impl $name {
+            /// Every variant's wire tag, in declaration order.
+            pub const TAGS: &'static [u32] = &[$tag0 $(, $tag)*];
+
+            /// This value's wire tag.
+            pub fn tag(&self) -> u32 {
+                match self {
+                    $name::$v0 { .. } => $tag0,
+                    $($name::$v { .. } => $tag,)*
+                }
+            }
+        }
+
+        impl $crate::codec::Wire for $name {
+            fn encode(&self, out: &mut Vec<u8>) {
+                match self {
+                    $name::$v0 { $($f0),* } => {
+                        <u32 as $crate::codec::Wire>::encode(&$tag0, out);
+                        $($crate::codec::Wire::encode($f0, out);)*
+                    }
+                    $($name::$v { $($f),* } => {
+                        <u32 as $crate::codec::Wire>::encode(&$tag, out);
+                        $($crate::codec::Wire::encode($f, out);)*
+                    })*
+                }
+            }
+            fn decode(r: &mut $crate::codec::Reader<'_>) -> Result<Self, $crate::codec::DecodeError> {
+                match <u32 as $crate::codec::Wire>::decode(r)? {
+                    $tag0 => Ok($name::$v0 { $($f0: <$t0 as $crate::codec::Wire>::decode(r)?),* }),
+                    $($tag => Ok($name::$v { $($f: <$t as $crate::codec::Wire>::decode(r)?),* }),)*
+                    t => Err($crate::codec::DecodeError::BadTag(t)),
+                }
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +365,53 @@ mod tests {
         );
     }
 
+    crate::wire_enum! {
+        /// A test enum with a gap in its tags.
+        pub enum Shape {
+            1 Point {},
+            2 Circle { r: u32 },
+            7 Named { name: String, sides: Vec<u16> },
+        }
+    }
+
+    #[test]
+    fn enums_round_trip_and_refuse_unknown_tags() {
+        for v in [
+            Shape::Point {},
+            Shape::Circle { r: 9 },
+            Shape::Named {
+                name: "hex".into(),
+                sides: vec![1, 2, 3, 4, 5, 6],
+            },
+        ] {
+            let b = to_bytes(&v);
+            assert_eq!(b[..4], v.tag().to_le_bytes());
+            assert_eq!(from_bytes::<Shape>(&b), Ok(v));
+        }
+        assert_eq!(Shape::TAGS, &[1, 2, 7]);
+        assert_eq!(Shape::default(), Shape::Point {});
+        assert_eq!(
+            from_bytes::<Shape>(&to_bytes(&3u32)),
+            Err(DecodeError::BadTag(3))
+        );
+        assert_eq!(
+            from_bytes::<Shape>(&to_bytes(&0u32)),
+            Err(DecodeError::BadTag(0))
+        );
+        // A known tag whose fields are missing.
+        assert_eq!(
+            from_bytes::<Shape>(&to_bytes(&2u32)),
+            Err(DecodeError::Truncated)
+        );
+        // Lengths inside a variant are capped like anywhere else.
+        let mut lie = to_bytes(&7u32);
+        lie.extend_from_slice(&to_bytes(&u32::MAX));
+        assert_eq!(
+            from_bytes::<Shape>(&lie),
+            Err(DecodeError::TooLong(u32::MAX as usize))
+        );
+    }
+
     #[test]
     fn random_bytes_never_panic() {
         let mut x: u64 = 0x9e3779b97f4a7c15;
@@ -306,6 +426,8 @@ mod tests {
                 .collect();
             let _ = from_bytes::<(String, Vec<Vec<u32>>, Option<Bytes>)>(&bytes);
             let _ = from_bytes::<crate::proto::Inventory>(&bytes);
+            let _ = from_bytes::<Vec<Shape>>(&bytes);
+            let _ = from_bytes::<crate::proto::GraphInstantiate>(&bytes);
         }
     }
 }

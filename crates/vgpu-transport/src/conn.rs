@@ -121,11 +121,24 @@ impl Client {
     /// round trip for a sync op; a deferred op is queued (it goes out with
     /// the next round trip) and its `()` reply is immediate.
     pub fn call<C: Call>(&mut self, call: &C) -> Result<C::Reply, CallError> {
+        self.call_after(call, |_| Ok(()))
+    }
+
+    /// [`Client::call`], running `before_reply` on the stream once a sync
+    /// op's request is written and before its reply is read: a caller can
+    /// wait for the reply its own way (poll with a deadline, say why it
+    /// waits) without consuming any of it. An error from `before_reply`
+    /// leaves the reply unread, so the connection is then unusable.
+    pub fn call_after<C: Call>(
+        &mut self,
+        call: &C,
+        before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
+    ) -> Result<C::Reply, CallError> {
         if let Some(reply) = C::unanswered() {
             self.queue_raw(C::OP, &to_bytes(call))?;
             return Ok(reply);
         }
-        let f = self.round_trip(C::OP, &to_bytes(call))?;
+        let f = self.round_trip_after(C::OP, &to_bytes(call), before_reply)?;
         match Status::from_wire(C::META.domain, f.header.status) {
             Some(s) => Err(CallError::Status(s)),
             None => from_bytes::<C::Reply>(&f.payload).map_err(CallError::Decode),
@@ -135,6 +148,15 @@ impl Client {
     /// Sends raw bytes under an op and returns the raw reply (tests and tools).
     /// Queued calls go out first, in the same write.
     pub fn round_trip(&mut self, op: u16, payload: &[u8]) -> Result<Frame, CallError> {
+        self.round_trip_after(op, payload, |_| Ok(()))
+    }
+
+    fn round_trip_after(
+        &mut self,
+        op: u16,
+        payload: &[u8],
+        before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
+    ) -> Result<Frame, CallError> {
         let seq = self.take_seq();
         let header = Header {
             op,
@@ -148,6 +170,7 @@ impl Client {
         out.clear();
         self.queued = out;
         written.map_err(FrameError::Io)?;
+        before_reply(&self.stream).map_err(FrameError::Io)?;
         let f = read_frame(&mut self.stream)?;
         if f.header.seq != seq {
             return Err(CallError::OutOfOrder {

@@ -34,13 +34,15 @@
 
 use crate::codec::{to_bytes, Bytes, DecodeError, Reader, Wire};
 pub use crate::status::{Status, STATUS_BAD_REQUEST, STATUS_HOST_ERROR, STATUS_UNKNOWN_OP};
-use crate::wire_struct;
+use crate::{wire_enum, wire_struct};
 
 pub const MAGIC: [u8; 4] = *b"VGPU";
 /// Bumped on every incompatible change of frames, handshake or calls.
 /// 2: copies and memsets split into sync and `...Async` ops.
-/// 3: a function's parameter layout may be unknown (`FunctionInfo`).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 3: `LaunchKernel` carries launch attributes; graphs, graph memory,
+/// cluster occupancy, dynamic shared memory occupancy and tensor maps.
+/// 4: a function's parameter layout may be unknown (`FunctionInfo`).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Handshake refusals (the status of the `Hello` reply); the payload is a
 /// human-readable reason and the host then closes the connection.
@@ -295,6 +297,22 @@ wire_struct! {
         pub architecture: u32,
         /// NVML `(major, minor)` compute capability.
         pub nvml_cc: (i32, i32),
+        /// What this device can do with each other device of the guest.
+        pub peers: Vec<PeerInfo>,
+    }
+}
+
+wire_struct! {
+    /// The link from one device to another (`cuDeviceCanAccessPeer`,
+    /// `cuDeviceGetP2PAttribute`); static, so it travels in the inventory.
+    pub struct PeerInfo {
+        /// The other device's guest ordinal (host order, before the guest's
+        /// `CUDA_VISIBLE_DEVICES`).
+        pub peer: u32,
+        pub can_access: bool,
+        /// `(CUdevice_P2PAttribute, value)` for every attribute the driver
+        /// answered.
+        pub attributes: Vec<(i32, i32)>,
     }
 }
 
@@ -405,6 +423,10 @@ calls! {
     23 CtxSynchronize [sync collects] { ctx: u64 } -> ();
     /// `cuMemGetInfo` in that context → (free, total).
     24 MemGetInfo [sync] { ctx: u64 } -> (u64, u64);
+    /// `cuCtxEnablePeerAccess` in `ctx` (the caller's current context) for
+    /// `peer`'s memory.
+    26 CtxEnablePeerAccess [sync] { ctx: u64, peer: u64, flags: u32 } -> ();
+    27 CtxDisablePeerAccess [sync] { ctx: u64, peer: u64 } -> ();
 
     // ---- memory (device addresses are the host driver's real values; the
     // worker checks every range against this session's allocations) ----
@@ -429,6 +451,11 @@ calls! {
     /// A 2D copy from device → `height` rows of `width` bytes, packed.
     41 Memcpy2DDtoH [sync collects bulk] { ctx: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> Bytes;
     42 Memcpy2DDtoD [sync] { ctx: u64, dst: u64, dst_pitch: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> ();
+    /// `cuMemcpyPeer`, issued in `ctx`: `size` bytes from `src` (memory of
+    /// context `src_ctx`) to `dst` (of `dst_ctx`).
+    43 MemcpyPeer [sync] { ctx: u64, dst: u64, dst_ctx: u64, src: u64, src_ctx: u64, size: u64 } -> ();
+    /// `cuMemcpyPeerAsync`, ordered on `stream` (see the `...Async` ops).
+    44 MemcpyPeerAsync [deferred] { ctx: u64, stream: u64, dst: u64, dst_ctx: u64, src: u64, src_ctx: u64, size: u64 } -> ();
 
     // ---- virtual memory management ----
     /// `cuMemGetAllocationGranularity` → bytes.
@@ -489,8 +516,10 @@ calls! {
     91 FuncSetAttribute [sync] { func: u64, attr: i32, value: i32 } -> ();
     92 FuncSetCacheConfig [sync] { func: u64, config: u32 } -> ();
     /// `cuLaunchKernel[Ex]`, `cuLaunchCooperativeKernel`: `params` is the
-    /// packed argument buffer (as in `CU_LAUNCH_PARAM_BUFFER_POINTER`).
-    93 LaunchKernel [deferred] { ctx: u64, func: u64, grid: [u32; 3], block: [u32; 3], shared_mem: u32, stream: u64, params: Bytes, cooperative: bool } -> ();
+    /// packed argument buffer (as in `CU_LAUNCH_PARAM_BUFFER_POINTER`);
+    /// `attrs` are every attribute of a `cuLaunchKernelEx` config, in its
+    /// order (empty: a plain or, with `cooperative`, cooperative launch).
+    93 LaunchKernel [deferred] { ctx: u64, func: u64, grid: [u32; 3], block: [u32; 3], shared_mem: u32, stream: u64, params: Bytes, cooperative: bool, attrs: Vec<LaunchAttr> } -> ();
     /// `cuOccupancyMaxActiveBlocksPerMultiprocessor[WithFlags]`.
     94 OccupancyMaxActiveBlocks [sync] { func: u64, block_size: i32, dynamic_smem: u64, flags: u32 } -> i32;
     /// `cuOccupancyMaxPotentialBlockSize[WithFlags]` with a fixed dynamic
@@ -499,6 +528,15 @@ calls! {
     /// `cuLink*` done in one step on the host: the guest collects the inputs
     /// and `cuLinkComplete` asks for the linked image.
     96 LinkComplete [sync bulk] { ctx: u64, inputs: Vec<LinkInput> } -> Bytes;
+    /// `cuOccupancyMaxActiveClusters` for a launch of `func` shaped so;
+    /// the cluster size comes from a `ClusterDimension` in `attrs` (or the
+    /// function's required cluster size).
+    97 OccupancyMaxActiveClusters [sync] { func: u64, grid: [u32; 3], block: [u32; 3], shared_mem: u32, attrs: Vec<LaunchAttr> } -> i32;
+    /// `cuOccupancyMaxPotentialClusterSize` (cluster dimensions in `attrs`
+    /// are ignored, as by the driver).
+    98 OccupancyMaxPotentialClusterSize [sync] { func: u64, grid: [u32; 3], block: [u32; 3], shared_mem: u32, attrs: Vec<LaunchAttr> } -> i32;
+    /// `cuOccupancyAvailableDynamicSMemPerBlock` → bytes.
+    99 OccupancyAvailableDynamicSMem [sync] { func: u64, num_blocks: i32, block_size: i32 } -> u64;
 
     // ---- events ----
     100 EventCreate [sync] { ctx: u64, flags: u32 } -> u64;
@@ -528,6 +566,117 @@ calls! {
     116 Memcpy2DHtoDAsync [deferred bulk] { ctx: u64, stream: u64, dst: u64, dst_pitch: u64, width: u64, height: u64, data: Bytes } -> ();
     117 Memcpy2DDtoHAsync [sync bulk] { ctx: u64, stream: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> Bytes;
     118 Memcpy2DDtoDAsync [deferred] { ctx: u64, stream: u64, dst: u64, dst_pitch: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> ();
+
+    // ---- graphs (docs/graphs.md): the guest records and keeps the graph;
+    // the host builds the same one with the driver's graph API once, at
+    // instantiation, and replays it. Nodes are named by their index in
+    // `GraphInstantiate::nodes`. ----
+    /// `cuGraphInstantiateWithFlags` of a graph with only host-run nodes
+    /// (see [`GraphNode`]) in context `ctx`; `edges` are (from, to) node
+    /// indices and must form a DAG; `flags` are
+    /// `CUgraphInstantiate_flags`. → an exec handle.
+    120 GraphInstantiate [sync] { ctx: u64, nodes: Vec<GraphNode>, edges: Vec<(u32, u32)>, flags: u64 } -> u64;
+    /// `cuGraphLaunch`: one message whatever the graph's size. `stream` as
+    /// for the `...Async` ops.
+    121 GraphLaunch [deferred] { exec: u64, stream: u64 } -> ();
+    /// `cuGraphUpload`.
+    122 GraphUpload [deferred] { exec: u64, stream: u64 } -> ();
+    /// `cuGraphExecDestroy` (and the host's copy of the graph with it).
+    123 GraphExecDestroy [sync] { exec: u64 } -> ();
+    /// `cuGraphExec{Kernel,Memset,Memcpy}NodeSetParams` and
+    /// `cuGraphExecEvent{Record,Wait}NodeSetEvent`, one per (node index,
+    /// new parameters); each node keeps its kind, and a kernel node its
+    /// attributes (they are fixed at instantiation).
+    124 GraphExecSetNodes [deferred] { exec: u64, updates: Vec<(u32, GraphNode)> } -> ();
+    /// `cuGraphNodeSetEnabled` of node `index` (kernel, memset and memcpy
+    /// nodes only, as on the driver).
+    125 GraphExecSetEnabled [deferred] { exec: u64, index: u32, enabled: bool } -> ();
+    /// Graph memory (`cuMemAllocAsync` during capture,
+    /// `cuGraphAddMemAllocNode`): a device allocation of this session,
+    /// counted in its quota, until `GraphMemFree`. → device pointer.
+    126 GraphMemAlloc [sync] { ctx: u64, size: u64 } -> u64;
+    /// Returns graph memory; only pointers `GraphMemAlloc` returned.
+    127 GraphMemFree [sync] { ctx: u64, ptr: u64 } -> ();
+
+    // ---- tensor maps (TMA descriptors, compute capability 9.0): encoded
+    // by the host's driver in context `ctx`; the reply is the 128-byte
+    // `CUtensorMap` the guest copies out. The whole tensor must lie in
+    // this session's memory. Enums travel as their C values. ----
+    /// `cuTensorMapEncodeTiled`; `global_strides` has `rank - 1` entries,
+    /// the other arrays `rank`.
+    128 TensorMapEncodeTiled [sync] { ctx: u64, data_type: u32, rank: u32, global_address: u64, global_dim: Vec<u64>, global_strides: Vec<u64>, box_dim: Vec<u32>, element_strides: Vec<u32>, interleave: u32, swizzle: u32, l2_promotion: u32, oob_fill: u32 } -> Bytes;
+    /// `cuTensorMapEncodeIm2col`; the corners have `rank - 2` entries.
+    129 TensorMapEncodeIm2col [sync] { ctx: u64, data_type: u32, rank: u32, global_address: u64, global_dim: Vec<u64>, global_strides: Vec<u64>, lower_corner: Vec<i32>, upper_corner: Vec<i32>, channels_per_pixel: u32, pixels_per_column: u32, element_strides: Vec<u32>, interleave: u32, swizzle: u32, l2_promotion: u32, oob_fill: u32 } -> Bytes;
+    /// `cuTensorMapReplaceAddress` of a descriptor this session had
+    /// encoded (the host knows what it spans) → the new descriptor.
+    130 TensorMapReplaceAddress [sync] { ctx: u64, map: Bytes, global_address: u64 } -> Bytes;
+}
+
+/// Size of a `CUtensorMap`.
+pub const TENSOR_MAP_BYTES: usize = 128;
+
+wire_enum! {
+    /// One `CUlaunchAttribute` of `cuLaunchKernelEx` or of a kernel node;
+    /// the tag is its `CUlaunchAttributeID` and the fields are the members
+    /// of `CUlaunchAttributeValue` that id selects. Events are event
+    /// handles of the session (the host translates them); `f32`s travel as
+    /// their bits.
+    pub enum LaunchAttr {
+        0 Ignore {},
+        1 AccessPolicyWindow { base_ptr: u64, num_bytes: u64, hit_ratio_bits: u32, hit_prop: u32, miss_prop: u32 },
+        2 Cooperative { value: i32 },
+        3 SynchronizationPolicy { policy: u32 },
+        4 ClusterDimension { dim: [u32; 3] },
+        5 ClusterSchedulingPolicyPreference { policy: u32 },
+        6 ProgrammaticStreamSerialization { allowed: i32 },
+        7 ProgrammaticEvent { event: u64, flags: i32, trigger_at_block_start: i32 },
+        8 Priority { priority: i32 },
+        9 MemSyncDomainMap { default_domain: u8, remote_domain: u8 },
+        10 MemSyncDomain { domain: u32 },
+        11 PreferredClusterDimension { dim: [u32; 3] },
+        12 LaunchCompletionEvent { event: u64, flags: i32 },
+        /// Only `device_updatable`: the `devNode` the driver would return
+        /// is not carried back, so the host refuses a non-zero value.
+        13 DeviceUpdatableKernelNode { device_updatable: i32 },
+        14 PreferredSharedMemoryCarveout { carveout: u32 },
+        16 NvlinkUtilCentricScheduling { value: u32 },
+        17 PortableClusterSizeMode { mode: u32 },
+        18 SharedMemoryMode { mode: u32 },
+    }
+}
+
+wire_enum! {
+    /// One node of a graph the host runs, the tag its `CUgraphNodeType`.
+    /// Host-function nodes and copies touching guest memory run in the
+    /// guest, child graphs are inlined, and graph-memory alloc/free nodes
+    /// are `Empty` (their memory is [`GraphMemAlloc`]'s), so no other kind
+    /// travels.
+    pub enum GraphNode {
+        /// `func` is a function or kernel handle of this session; `params`
+        /// the packed argument buffer, as for [`LaunchKernel`].
+        0 Kernel { func: u64, grid: [u32; 3], block: [u32; 3], shared_mem: u32, params: Bytes, attrs: Vec<LaunchAttr> },
+        /// Device to device, `depth` slices of `height` rows of `width`
+        /// bytes; rows `*_pitch` bytes apart, slices `*_height` rows apart
+        /// (unused when `depth` is 1). `dst`/`src` are the first byte
+        /// copied (the guest folds `X/Y/Z` offsets into them).
+        1 Memcpy { dst: u64, dst_pitch: u64, dst_height: u64, src: u64, src_pitch: u64, src_height: u64, width: u64, height: u64, depth: u64 },
+        /// As [`Memset`]'s fields (`CUDA_MEMSET_NODE_PARAMS`).
+        2 Memset { dst: u64, pitch: u64, value: u32, elem_size: u32, width: u64, height: u64 },
+        5 Empty {},
+        /// `event` is an event handle of this session.
+        6 EventWait { event: u64 },
+        7 EventRecord { event: u64 },
+    }
+}
+
+impl GraphNode {
+    /// Whether `cuGraphNodeSetEnabled` applies to nodes of this kind.
+    pub fn can_disable(&self) -> bool {
+        matches!(
+            self,
+            GraphNode::Kernel { .. } | GraphNode::Memcpy { .. } | GraphNode::Memset { .. }
+        )
+    }
 }
 
 /// A synchronous copy or memset whose stream-ordered twin is the
@@ -568,6 +717,7 @@ on_stream! {
     Memcpy2DHtoD / Memcpy2DHtoDAsync { ctx, dst, dst_pitch, width, height, data };
     Memcpy2DDtoH / Memcpy2DDtoHAsync { ctx, src, src_pitch, width, height };
     Memcpy2DDtoD / Memcpy2DDtoDAsync { ctx, dst, dst_pitch, src, src_pitch, width, height };
+    MemcpyPeer / MemcpyPeerAsync { ctx, dst, dst_ctx, src, src_ctx, size };
 }
 
 wire_struct! {
@@ -760,6 +910,146 @@ mod tests {
         assert_eq!(twin.stream, 9);
         assert_eq!((twin.ctx, twin.height), (1, 7));
         assert_eq!(Memcpy2DDtoD::split(twin), (sync, 9));
+    }
+
+    #[test]
+    fn launch_attribute_tags_are_every_attribute_id() {
+        use cuda_types::cuda::CUlaunchAttributeID as Id;
+        // Every id below MAX the header defines has a variant, and no
+        // variant has an id the header does not define (15 is unused).
+        let defined: BTreeSet<u32> = (0..Id::CU_LAUNCH_ATTRIBUTE_MAX.0)
+            .filter(|&i| i != 15)
+            .collect();
+        let tags: BTreeSet<u32> = LaunchAttr::TAGS.iter().copied().collect();
+        assert_eq!(tags.len(), LaunchAttr::TAGS.len(), "a tag is used twice");
+        assert_eq!(tags, defined);
+        assert_eq!(
+            LaunchAttr::ClusterDimension { dim: [2, 1, 1] }.tag(),
+            Id::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION.0
+        );
+        assert_eq!(
+            LaunchAttr::LaunchCompletionEvent { event: 1, flags: 0 }.tag(),
+            Id::CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT.0
+        );
+        assert_eq!(
+            LaunchAttr::SharedMemoryMode { mode: 0 }.tag(),
+            Id::CU_LAUNCH_ATTRIBUTE_SHARED_MEMORY_MODE.0
+        );
+    }
+
+    #[test]
+    fn graph_node_tags_are_node_types() {
+        use cuda_types::cuda::CUgraphNodeType as T;
+        let cases = [
+            (
+                GraphNode::Kernel {
+                    func: 1,
+                    grid: [1; 3],
+                    block: [1; 3],
+                    shared_mem: 0,
+                    params: Bytes(vec![1]),
+                    attrs: vec![],
+                },
+                T::CU_GRAPH_NODE_TYPE_KERNEL,
+            ),
+            (
+                GraphNode::Memcpy {
+                    dst: 1,
+                    dst_pitch: 0,
+                    dst_height: 0,
+                    src: 2,
+                    src_pitch: 0,
+                    src_height: 0,
+                    width: 4,
+                    height: 1,
+                    depth: 1,
+                },
+                T::CU_GRAPH_NODE_TYPE_MEMCPY,
+            ),
+            (
+                GraphNode::Memset {
+                    dst: 1,
+                    pitch: 0,
+                    value: 0,
+                    elem_size: 1,
+                    width: 1,
+                    height: 1,
+                },
+                T::CU_GRAPH_NODE_TYPE_MEMSET,
+            ),
+            (GraphNode::Empty {}, T::CU_GRAPH_NODE_TYPE_EMPTY),
+            (
+                GraphNode::EventWait { event: 3 },
+                T::CU_GRAPH_NODE_TYPE_WAIT_EVENT,
+            ),
+            (
+                GraphNode::EventRecord { event: 3 },
+                T::CU_GRAPH_NODE_TYPE_EVENT_RECORD,
+            ),
+        ];
+        assert_eq!(cases.len(), GraphNode::TAGS.len());
+        for (node, ty) in cases {
+            assert_eq!(node.tag(), ty.0, "{node:?}");
+            assert_eq!(
+                node.can_disable(),
+                matches!(
+                    ty,
+                    T::CU_GRAPH_NODE_TYPE_KERNEL
+                        | T::CU_GRAPH_NODE_TYPE_MEMCPY
+                        | T::CU_GRAPH_NODE_TYPE_MEMSET
+                )
+            );
+            assert_eq!(
+                crate::codec::from_bytes::<GraphNode>(&to_bytes(&node)),
+                Ok(node)
+            );
+        }
+        // A host node (3) or a child graph (4) never travels.
+        for t in [3u32, 4, 8, 10, 99] {
+            assert_eq!(
+                crate::codec::from_bytes::<GraphNode>(&to_bytes(&t)),
+                Err(DecodeError::BadTag(t))
+            );
+        }
+    }
+
+    #[test]
+    fn a_graph_instantiation_round_trips_and_a_launch_is_small() {
+        let node = |i: u64| GraphNode::Kernel {
+            func: 0xF700 + i,
+            grid: [4, 1, 1],
+            block: [128, 1, 1],
+            shared_mem: 0,
+            params: Bytes(i.to_le_bytes().to_vec()),
+            attrs: vec![
+                LaunchAttr::Priority { priority: -1 },
+                LaunchAttr::ProgrammaticEvent {
+                    event: 7,
+                    flags: 0,
+                    trigger_at_block_start: 1,
+                },
+            ],
+        };
+        let g = GraphInstantiate {
+            ctx: 1,
+            nodes: (0..256).map(node).collect(),
+            edges: (0..255).map(|i| (i, i + 1)).collect(),
+            flags: 0,
+        };
+        let b = to_bytes(&g);
+        assert_eq!(decode_call::<GraphInstantiate>(&b), Ok(g));
+        // A launch names the exec only: its size does not depend on the graph.
+        assert_eq!(to_bytes(&GraphLaunch { exec: 1, stream: 2 }).len(), 16);
+        assert_eq!(<GraphLaunch as Call>::META.travel, Travel::Deferred);
+        assert_eq!(<GraphInstantiate as Call>::META.travel, Travel::Sync);
+        // A node of an unknown kind inside an otherwise valid request.
+        let mut bad = to_bytes(&1u64);
+        bad.extend_from_slice(&to_bytes(&1u32));
+        bad.extend_from_slice(&to_bytes(&3u32));
+        assert_eq!(
+            decode_call::<GraphInstantiate>(&bad),
+            Err(DecodeError::BadTag(3))
+        );
     }
 
     /// Answers every call with its reply type's default value and counts.

@@ -129,6 +129,45 @@ pub fn memset_2d<T: Copy>(
     _order: Order,
 ) -> Result<(), CUresult> {
     current()?;
+    memset_box(dst, pitch, value, width, height, Run::Yes)
+}
+
+/// Whether a checked copy or memset moves its bytes or only validates
+/// (a graph node is checked when it is added, and runs at every launch).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Run {
+    Yes,
+    CheckOnly,
+}
+
+/// A graph memset node (`CUDA_MEMSET_NODE_PARAMS`): `elem` is 1, 2 or 4
+/// bytes, and the value keeps its low bits for the narrower widths, like
+/// the typed entry points' C prototypes.
+pub(crate) fn memset_node(
+    dst: CUdeviceptr,
+    pitch: usize,
+    value: u32,
+    elem: u32,
+    width: usize,
+    height: usize,
+    run: Run,
+) -> Result<(), CUresult> {
+    match elem {
+        1 => memset_box(dst, pitch, value as u8, width, height, run),
+        2 => memset_box(dst, pitch, value as u16, width, height, run),
+        4 => memset_box(dst, pitch, value, width, height, run),
+        _ => Err(INVALID_VALUE),
+    }
+}
+
+fn memset_box<T: Copy>(
+    dst: CUdeviceptr,
+    pitch: usize,
+    value: T,
+    width: usize,
+    height: usize,
+    run: Run,
+) -> Result<(), CUresult> {
     let size = std::mem::size_of::<T>();
     // Element sizes are powers of two (1, 2, 4); rows must stay aligned too.
     let misaligned = |v: u64| v & (size as u64 - 1) != 0;
@@ -145,6 +184,9 @@ pub fn memset_2d<T: Copy>(
     let span = span(pitch, row, height, 1, 0)?;
     let heap = HEAP.read();
     heap.check_range(dst, span, Access::Write)?;
+    if run == Run::CheckOnly {
+        return Ok(());
+    }
     timed(|| {
         for y in 0..height {
             let p = dst as usize + y * pitch;
@@ -159,8 +201,9 @@ pub fn memset_2d<T: Copy>(
 
 // ---- peer copies ------------------------------------------------------------
 
-/// One device: a peer copy is a device-to-device copy between two valid
-/// contexts of it.
+/// Every device shares one address space here: a peer copy is a
+/// device-to-device copy between two valid contexts, with or without peer
+/// access enabled (the real driver stages it through the host then).
 pub fn copy_peer(
     dst: CUdeviceptr,
     _dst_ctx: Live<Context>,
@@ -252,8 +295,8 @@ fn copy_box(
     width: usize,
     height: usize,
     depth: usize,
+    run: Run,
 ) -> Result<(), CUresult> {
-    current()?;
     if width == 0 || height == 0 || depth == 0 {
         return Ok(());
     }
@@ -282,6 +325,9 @@ fn copy_box(
     if dst.device {
         let n = span(dst.pitch, width, height, depth, dst_slice)?;
         heap.check_range(dst.base as CUdeviceptr, n, Access::Write)?;
+    }
+    if run == Run::CheckOnly {
+        return Ok(());
     }
     let contiguous = |s: &Side| s.pitch == width && (depth == 1 || s.height == height);
     timed(|| {
@@ -335,11 +381,22 @@ pub fn copy_2d(p: In<CUDA_MEMCPY2D>, _order: Order) -> Result<(), CUresult> {
         pitch: c.dstPitch,
         height: c.Height,
     })?;
-    copy_box(&src, &dst, c.WidthInBytes, c.Height, 1)
+    current()?;
+    copy_box(&src, &dst, c.WidthInBytes, c.Height, 1, Run::Yes)
 }
 
 pub fn copy_3d(p: In<CUDA_MEMCPY3D>, _order: Order) -> Result<(), CUresult> {
-    let c = p.read();
+    copy_3d_desc(&p.read(), Run::Yes, true)
+}
+
+/// A `CUDA_MEMCPY3D` copy, or only its checks; `needs_context`: whether
+/// the calling thread must have a usable context (the entry points), or
+/// the caller vouched for one (graph nodes carry theirs).
+pub(crate) fn copy_3d_desc(
+    c: &CUDA_MEMCPY3D,
+    run: Run,
+    needs_context: bool,
+) -> Result<(), CUresult> {
     // Mipmap levels only exist for arrays; the reserved fields must be NULL.
     if c.srcLOD != 0 || c.dstLOD != 0 || !c.reserved0.is_null() || !c.reserved1.is_null() {
         return Err(INVALID_VALUE);
@@ -364,5 +421,8 @@ pub fn copy_3d(p: In<CUDA_MEMCPY3D>, _order: Order) -> Result<(), CUresult> {
         pitch: c.dstPitch,
         height: c.dstHeight,
     })?;
-    copy_box(&src, &dst, c.WidthInBytes, c.Height, c.Depth)
+    if needs_context {
+        current()?;
+    }
+    copy_box(&src, &dst, c.WidthInBytes, c.Height, c.Depth, run)
 }

@@ -5,6 +5,9 @@
 //! 80 GiB device fits on a much smaller machine until pages are touched, and
 //! the device pointer is the host address (the interpreter dereferences it
 //! directly). Every range is checked against the table before any byte moves.
+//! All devices of a profile share that one address space (unified
+//! addressing); each allocation is charged to its context's device, whose
+//! capacity is the board's.
 //!
 //! The table sits behind a reader-writer lock: copies and memsets hold it
 //! shared while bytes move (so copies on different threads run in parallel),
@@ -26,8 +29,8 @@ pub use vmm::*;
 
 use crate::context::current;
 use crate::ffi::Saturate;
-use crate::profile;
-use cuda_types::cuda::{CUdeviceptr, CUresult};
+use crate::{device, profile};
+use cuda_types::cuda::{CUdevice, CUdeviceptr, CUresult};
 use once_cell::sync::Lazy;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
@@ -44,8 +47,12 @@ const OUT_OF_MEMORY: CUresult = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
 /// the VMM granularity.
 pub const GRANULE: usize = 2 * 1024 * 1024;
 const PAGE: usize = 4096;
-/// What allocations may use: the board's total less the driver's own share.
-pub const CAPACITY: u64 = profile::TOTAL_MEMORY - profile::RESERVED_MEMORY;
+/// What allocations may use on one device: the board's total less the
+/// driver's own share.
+pub fn capacity() -> u64 {
+    let b = profile::board();
+    b.cuda_total - b.reserved
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -63,6 +70,9 @@ struct Allocation {
     mapped: usize,
     ctx: u64,
     ctx_handle: usize,
+    /// The CUDA ordinal of the context's device, which device memory is
+    /// charged to.
+    device: CUdevice,
     kind: Kind,
     /// cuMemHostAlloc / cuMemHostRegister flags, for cuMemHostGetFlags.
     host_flags: c_uint,
@@ -87,11 +97,19 @@ struct Heap {
 }
 
 static HEAP: Lazy<RwLock<Heap>> = Lazy::new(Default::default);
-/// Device bytes accounted, readable without the heap lock (NVML, sensors).
-static DEVICE_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Device bytes accounted per device (driver order), readable without the
+/// heap lock (NVML, sensors).
+static DEVICE_BYTES: [AtomicU64; profile::MAX_DEVICES] =
+    [const { AtomicU64::new(0) }; profile::MAX_DEVICES];
 
-pub fn device_bytes_in_use() -> u64 {
-    DEVICE_BYTES.load(Ordering::Relaxed)
+/// Bytes in use on the device at driver-order `index`.
+pub fn device_bytes_in_use(index: usize) -> u64 {
+    DEVICE_BYTES[index].load(Ordering::Relaxed)
+}
+
+/// Bytes in use on every device together.
+pub fn all_device_bytes_in_use() -> u64 {
+    DEVICE_BYTES.iter().map(|b| b.load(Ordering::Relaxed)).sum()
 }
 
 fn next_buffer_id() -> u64 {
@@ -103,19 +121,21 @@ fn round_up(n: usize, to: usize) -> Option<usize> {
     n.checked_add(to - 1).map(|v| v / to * to)
 }
 
-/// Reserves `bytes` of device capacity, or fails without reserving.
-fn charge(bytes: usize) -> Result<(), CUresult> {
+/// Reserves `bytes` of the capacity of device `dev` (a CUDA ordinal), or
+/// fails without reserving.
+fn charge(dev: CUdevice, bytes: usize) -> Result<(), CUresult> {
     let bytes = bytes as u64;
-    DEVICE_BYTES
+    let cap = capacity();
+    DEVICE_BYTES[device::index_of(dev)]
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-            used.checked_add(bytes).filter(|&t| t <= CAPACITY)
+            used.checked_add(bytes).filter(|&t| t <= cap)
         })
         .map(drop)
         .map_err(|_| OUT_OF_MEMORY)
 }
 
-fn uncharge(bytes: usize) {
-    DEVICE_BYTES.fetch_sub(bytes as u64, Ordering::Relaxed);
+fn uncharge(dev: CUdevice, bytes: usize) {
+    DEVICE_BYTES[device::index_of(dev)].fetch_sub(bytes as u64, Ordering::Relaxed);
 }
 
 fn map(len: usize, noreserve: bool) -> Result<usize, CUresult> {
@@ -150,7 +170,7 @@ fn release(start: usize, a: &Allocation) {
         unsafe { libc::munmap(start as *mut c_void, a.mapped) };
     }
     if a.kind == Kind::Device {
-        uncharge(a.mapped);
+        uncharge(a.device, a.mapped);
     }
     if let Some(p) = &a.pool {
         p.on_free(a.len, a.mapped);
@@ -222,6 +242,33 @@ impl Heap {
     }
 }
 
+/// What an address belongs to, as far as a graph update must keep it:
+/// the kind of memory and its owning context (VMM mappings belong to the
+/// device and have neither).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Association {
+    ctx: Option<u64>,
+    kind: Option<Kind>,
+}
+
+/// The association of `ptr`, or `None` for an address nothing tracks.
+pub(crate) fn association(ptr: CUdeviceptr) -> Option<Association> {
+    let p = usize::try_from(ptr).ok()?;
+    let heap = HEAP.read();
+    if let Some((_, a)) = heap.containing(p) {
+        return Some(Association {
+            ctx: Some(a.ctx),
+            kind: Some(a.kind),
+        });
+    }
+    heap.vmm
+        .overlaps(p, p.saturating_add(1))
+        .then_some(Association {
+            ctx: None,
+            kind: None,
+        })
+}
+
 /// Frees everything a context owned (destroy, primary release or reset).
 /// VMM memory belongs to the device, not a context, and survives.
 pub fn release_context(ctx: u64) {
@@ -249,7 +296,9 @@ fn alloc_device(size: usize, pool: Option<Arc<pool::Pool>>) -> Result<CUdevicept
     if let Some(p) = &pool {
         p.reserve(mapped)?;
     }
-    let mapping = charge(mapped).and_then(|()| map(mapped, true).inspect_err(|_| uncharge(mapped)));
+    let dev = ctx.device;
+    let mapping =
+        charge(dev, mapped).and_then(|()| map(mapped, true).inspect_err(|_| uncharge(dev, mapped)));
     let start = match mapping {
         Ok(s) => s,
         Err(e) => {
@@ -269,6 +318,7 @@ fn alloc_device(size: usize, pool: Option<Arc<pool::Pool>>) -> Result<CUdevicept
             mapped,
             ctx: ctx.id,
             ctx_handle: ctx.handle() as usize,
+            device: ctx.device,
             kind: Kind::Device,
             host_flags: 0,
             buffer_id: next_buffer_id(),
@@ -345,12 +395,13 @@ pub fn get_address_range(
     Ok(())
 }
 
-/// `cuMemGetInfo_v2`, and `cuMemGetInfo` whose 32-bit outputs saturate.
+/// `cuMemGetInfo_v2`, and `cuMemGetInfo` whose 32-bit outputs saturate:
+/// the current context's device.
 pub fn get_info<T: Saturate>(free: Out<T>, total: Out<T>) -> Result<(), CUresult> {
-    current()?;
-    let avail = CAPACITY.saturating_sub(device_bytes_in_use());
+    let c = current()?;
+    let avail = capacity().saturating_sub(device_bytes_in_use(device::index_of(c.device)));
     free.write(T::saturate(avail));
-    total.write(T::saturate(profile::TOTAL_MEMORY));
+    total.write(T::saturate(profile::board().cuda_total));
     Ok(())
 }
 
@@ -379,6 +430,7 @@ pub fn host_alloc(pp: Out<*mut c_void>, size: usize, flags: c_uint) -> Result<()
             mapped,
             ctx: ctx.id,
             ctx_handle: ctx.handle() as usize,
+            device: ctx.device,
             kind: Kind::PinnedHost,
             host_flags: flags,
             buffer_id: next_buffer_id(),
@@ -442,6 +494,7 @@ pub fn host_register(p: *mut c_void, size: usize, flags: c_uint) -> Result<(), C
             mapped: 0,
             ctx: ctx.id,
             ctx_handle: ctx.handle() as usize,
+            device: ctx.device,
             kind: Kind::Registered,
             host_flags: flags,
             buffer_id: next_buffer_id(),

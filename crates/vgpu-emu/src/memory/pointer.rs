@@ -29,6 +29,8 @@ struct Info {
     access: c_uint,
     handle_types: u64,
     pool: usize,
+    /// CUDA ordinal of the device the memory belongs to.
+    ordinal: c_int,
 }
 
 fn info(ptr: usize) -> Option<Info> {
@@ -47,6 +49,7 @@ fn info(ptr: usize) -> Option<Info> {
             access: READWRITE,
             handle_types: 0,
             pool: a.pool.as_ref().map_or(0, |p| p.handle() as usize),
+            ordinal: a.device,
         });
     }
     let v = heap.vmm.info(ptr)?;
@@ -60,6 +63,7 @@ fn info(ptr: usize) -> Option<Info> {
         access: v.access,
         handle_types: u64::from(v.handle_types),
         pool: 0,
+        ordinal: v.device,
     })
 }
 
@@ -135,7 +139,7 @@ fn value(attr: A, ptr: usize, i: &Info) -> Result<Value, CUresult> {
         A::CU_POINTER_ATTRIBUTE_BUFFER_ID | A::CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID => {
             Value::U64(i.buffer_id)
         }
-        A::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => Value::Int(0),
+        A::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => Value::Int(i.ordinal),
         A::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR | A::CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR => {
             Value::Word(i.base)
         }

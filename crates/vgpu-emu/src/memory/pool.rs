@@ -102,7 +102,7 @@ static POOLS: Shared<Arc<Pool>, CUresult> =
     Shared::new("memory pool", INVALID_VALUE, Mint::Pointer);
 static DEVICE: Lazy<Mutex<Vec<DevicePools>>> = Lazy::new(|| {
     Mutex::new(
-        (0..crate::device::DEVICE_COUNT)
+        (0..crate::device::count())
             .map(|dev| {
                 let p = Pool::new(dev, 0);
                 DevicePools {

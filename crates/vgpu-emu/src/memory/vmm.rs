@@ -12,7 +12,7 @@
 use super::{charge, round_up, uncharge, Access, GRANULE, HEAP};
 use crate::device::check_device;
 use cuda_types::cuda::{
-    CUdeviceptr, CUmemAccessDesc, CUmemAccess_flags, CUmemAllocationGranularity_flags,
+    CUdevice, CUdeviceptr, CUmemAccessDesc, CUmemAccess_flags, CUmemAllocationGranularity_flags,
     CUmemAllocationHandleType, CUmemAllocationProp, CUmemAllocationType,
     CUmemGenericAllocationHandle, CUmemLocation, CUmemLocationType, CUresult,
 };
@@ -34,9 +34,10 @@ struct Physical {
     refs: u32,
     /// Mapped pieces referring to it; the memory lives until both are 0.
     maps: u32,
-    /// Created here (charged to the device) rather than imported from a
-    /// shareable handle, whose exporter already accounts for it.
-    charged: bool,
+    /// The device (CUDA ordinal) it was created on and is charged to;
+    /// `None` when imported from a shareable handle, whose exporter already
+    /// accounts for it.
+    charged: Option<CUdevice>,
 }
 
 /// A mapped piece of a reservation. cuMemSetAccess on part of a mapping
@@ -78,6 +79,9 @@ pub(super) struct PieceInfo {
     pub access: u32,
     pub handle_types: u32,
     pub handle: u64,
+    /// The device the physical memory was created on (an imported handle's
+    /// is unknown here: device 0).
+    pub device: CUdevice,
 }
 
 impl Vmm {
@@ -98,6 +102,12 @@ impl Vmm {
             access: p.access,
             handle_types: self.handles.get(p.handle).map_or(0, |h| h.handle_types),
             handle: p.handle,
+            device: self
+                .handles
+                .get(p.handle)
+                .ok()
+                .and_then(|h| h.charged)
+                .unwrap_or(0),
         })
     }
 
@@ -195,8 +205,8 @@ impl Vmm {
             .is_ok_and(|h| h.refs == 0 && h.maps == 0);
         if done {
             let h = self.handles.take(handle).expect("checked above");
-            if h.charged {
-                uncharge(h.size);
+            if let Some(dev) = h.charged {
+                uncharge(dev, h.size);
             }
         }
     }
@@ -312,15 +322,18 @@ pub fn mem_create(
     if p.allocFlags.usage != 0 {
         return Err(NOT_SUPPORTED);
     }
-    charge(size)?;
-    let fd = memfd(size).inspect_err(|_| uncharge(size))?;
+    // SAFETY: check_prop accepted a DEVICE location, whose union member is
+    // `id`; every bit pattern is a valid int.
+    let dev = unsafe { p.location.__bindgen_anon_1.id };
+    charge(dev, size)?;
+    let fd = memfd(size).inspect_err(|_| uncharge(dev, size))?;
     let h = HEAP.write().vmm.handles.insert(Physical {
         fd,
         size,
         handle_types: types,
         refs: 1,
         maps: 0,
-        charged: true,
+        charged: Some(dev),
     });
     handle.write(h);
     Ok(())
@@ -684,7 +697,7 @@ pub fn import_from_shareable_handle(
         handle_types: POSIX_FD,
         refs: 1,
         maps: 0,
-        charged: false,
+        charged: None,
     });
     handle.write(h);
     Ok(())

@@ -60,12 +60,12 @@ const UNSUPPORTED: &str = r#"
     .reg .b32 %r<4>;
     .reg .b64 %rd<4>;
     ld.param.u64 %rd1, [p];
-    cp.async.ca.shared.global [%r1], [%rd1], 16;
+    vadd.s32.s32.s32 %r1, %r2, %r3;
     ret;
 }
 "#;
 
-fn load_ptx(text: &str) -> CUmodule {
+pub(super) fn load_ptx(text: &str) -> CUmodule {
     let c = CString::new(text).unwrap();
     let mut m = null_mut();
     // SAFETY: NUL-terminated PTX and a local out-slot.
@@ -73,7 +73,7 @@ fn load_ptx(text: &str) -> CUmodule {
     m
 }
 
-fn get_fn(m: CUmodule, name: &str) -> CUfunction {
+pub(super) fn get_fn(m: CUmodule, name: &str) -> CUfunction {
     let c = CString::new(name).unwrap();
     let mut f = null_mut();
     // SAFETY: a local out-slot and a C string.
@@ -81,13 +81,13 @@ fn get_fn(m: CUmodule, name: &str) -> CUfunction {
     f
 }
 
-fn htod<T: Copy>(dst: CUdeviceptr, v: &[T]) {
+pub(super) fn htod<T: Copy>(dst: CUdeviceptr, v: &[T]) {
     // SAFETY: `v` is a live slice of that many bytes.
     let r = unsafe { cuMemcpyHtoD_v2(dst, v.as_ptr().cast(), std::mem::size_of_val(v)) };
     assert_eq!(r, OK);
 }
 
-fn dtoh<T: Copy + Default>(src: CUdeviceptr, n: usize) -> Vec<T> {
+pub(super) fn dtoh<T: Copy + Default>(src: CUdeviceptr, n: usize) -> Vec<T> {
     let mut v = vec![T::default(); n];
     // SAFETY: `v` has room for `n` elements.
     let r = unsafe { cuMemcpyDtoH_v2(v.as_mut_ptr().cast(), src, std::mem::size_of_val(&v[..])) };
@@ -115,7 +115,7 @@ fn launch(f: CUfunction, grid: u32, block: u32, shared: u32, args: &mut [*mut c_
     }
 }
 
-fn arg<T>(v: &mut T) -> *mut c_void {
+pub(super) fn arg<T>(v: &mut T) -> *mut c_void {
     (v as *mut T).cast()
 }
 

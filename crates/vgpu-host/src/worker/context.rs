@@ -98,6 +98,8 @@ impl Serve<CtxDestroy> for Session {
             _ => return Err(INVALID_CONTEXT),
         }
         let raw = self.ctx(h)?;
+        // Graph execs hold resources of their context: they go before it.
+        self.release_graphs(Some(h));
         cu!(self, cuCtxDestroy_v2(raw))?;
         self.contexts.remove(h);
         self.forget_objects_of(h);
@@ -165,6 +167,11 @@ impl Serve<PrimaryCtxRelease> for Session {
             Some(p) if p.retains > 0 => {}
             _ => return Err(INVALID_CONTEXT),
         }
+        if let Some(p) = self.primary.get(&device).filter(|p| p.retains == 1) {
+            // The last release destroys the context: its graphs go first.
+            let h = p.handle;
+            self.release_graphs(Some(h));
+        }
         self.release_primary_once(dev)?;
         let p = self.primary.get_mut(&device).expect("checked above");
         p.retains -= 1;
@@ -195,6 +202,9 @@ impl Serve<PrimaryCtxReset> for Session {
     fn serve(&mut self, c: PrimaryCtxReset) -> Result<(), Status> {
         let device = c.device;
         let dev = self.device(device)?;
+        if let Some(h) = self.primary.get(&device).map(|p| p.handle) {
+            self.release_graphs(Some(h));
+        }
         if self.driver.cuda.cuDevicePrimaryCtxReset_v2.is_some() {
             cu!(self, cuDevicePrimaryCtxReset_v2(dev))?;
         } else {

@@ -26,6 +26,8 @@ pub mod tag {
     /// A `cuMemCreate` physical allocation.
     pub const MEM_HANDLE: u8 = 0x4D;
     pub const MEM_POOL: u8 = 0x9E;
+    /// An instantiated graph (see `worker::graph`).
+    pub const GRAPH_EXEC: u8 = 0x6A;
 }
 
 /// An empty table for handles of `kind` (for log lines) tagged `tag`.

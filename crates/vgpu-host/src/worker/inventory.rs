@@ -1,11 +1,222 @@
 //! The device inventory a guest fetches once, and the liveness probe.
+//!
+//! The inventory is what the guest answers device queries from, so it must
+//! promise only what a guest can use: [`MASKED`] is the one list of device
+//! attributes that read 0 to guests whatever the host driver says, each
+//! with the reason (the guest shim's missing entry points, checked against
+//! its export list by `tests/masked_attributes.rs`, or the guest's memory
+//! being out of the host GPU's reach).
 
 use super::{c_buf_to_string, cu, nv, Session};
-use cuda_types::cuda::{CUdevice, CUdevice_attribute, CUuuid};
+use cuda_types::cuda::{CUdevice, CUdevice_P2PAttribute, CUdevice_attribute as A, CUuuid};
 use cuda_types::nvml::{nvmlBrandType_t, nvmlDevice_t, nvmlPciInfo_t};
 use std::ffi::c_char;
-use vgpu_transport::proto::{DeviceInfo, GetInventory, Inventory, Ping, Serve};
+use vgpu_transport::proto::{DeviceInfo, GetInventory, Inventory, PeerInfo, Ping, Serve};
 use vgpu_transport::Status;
+
+/// Why guests must not see a capability.
+#[derive(Debug, Clone, Copy)]
+pub enum Lacks {
+    /// The guest shim does not implement these entry points (they are
+    /// CUDA_ERROR_NOT_SUPPORTED stubs there); an attribute promising them
+    /// would send applications down a path that fails.
+    Functions(&'static [&'static str]),
+    /// The capability is about the guest's own memory or devices (pageable
+    /// or pinned host memory, host NUMA memory, third-party PCIe devices),
+    /// which are on another machine than the GPU.
+    GuestIsRemote,
+}
+
+/// Device attributes guests see as 0 (if the driver answers them at all),
+/// for every host driver.
+pub const MASKED: &[(A, Lacks)] = &[
+    (
+        A::CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY,
+        Lacks::Functions(&["cuMemAllocManaged"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS,
+        Lacks::Functions(&[
+            "cuMemAllocManaged",
+            "cuMemPrefetchAsync_v2",
+            "cuMemAdvise_v2",
+        ]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_DIRECT_MANAGED_MEM_ACCESS_FROM_HOST,
+        Lacks::Functions(&["cuMemAllocManaged"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_ONLY_PARTIAL_HOST_NATIVE_ATOMIC_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_IPC_EVENT_SUPPORTED,
+        Lacks::Functions(&["cuIpcGetEventHandle", "cuIpcOpenEventHandle"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED,
+        Lacks::Functions(&[
+            "cuMemExportToShareableHandle",
+            "cuMemImportFromShareableHandle",
+        ]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED,
+        Lacks::Functions(&[
+            "cuMemExportToShareableHandle",
+            "cuMemImportFromShareableHandle",
+        ]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES,
+        Lacks::Functions(&[
+            "cuMemPoolExportToShareableHandle",
+            "cuMemPoolImportFromShareableHandle",
+        ]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED,
+        Lacks::Functions(&["cuMemGetHandleForAddressRange"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_MEM_OPS_V1,
+        Lacks::Functions(&["cuStreamWaitValue32_v2", "cuStreamWriteValue32_v2"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS,
+        Lacks::Functions(&["cuStreamWaitValue64_v2", "cuStreamWriteValue64_v2"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_WAIT_VALUE_NOR,
+        Lacks::Functions(&["cuStreamWaitValue32_v2", "cuStreamBatchMemOp_v2"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_TIMELINE_SEMAPHORE_INTEROP_SUPPORTED,
+        Lacks::Functions(&[
+            "cuImportExternalSemaphore",
+            "cuSignalExternalSemaphoresAsync",
+            "cuWaitExternalSemaphoresAsync",
+        ]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_SPARSE_CUDA_ARRAY_SUPPORTED,
+        Lacks::Functions(&["cuMemMapArrayAsync"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_DEFERRED_MAPPING_CUDA_ARRAY_SUPPORTED,
+        Lacks::Functions(&["cuMemMapArrayAsync"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_MULTI_DEVICE_LAUNCH,
+        Lacks::Functions(&["cuLaunchCooperativeKernelMultiDevice"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_MULTICAST_SUPPORTED,
+        Lacks::Functions(&["cuMulticastCreate", "cuMulticastBindMem"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_TENSOR_MAP_ACCESS_SUPPORTED,
+        Lacks::Functions(&["cuTensorMapEncodeTiled", "cuTensorMapEncodeIm2col"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_CAN_FLUSH_REMOTE_WRITES,
+        Lacks::Functions(&["cuFlushGPUDirectRDMAWrites"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WITH_CUDA_VMM_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_MEMORY_POOLS_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_MULTINODE_IPC_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_MEMORY_POOLS_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_ALLOC_DMA_BUF_SUPPORTED,
+        Lacks::GuestIsRemote,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_MEM_DECOMPRESS_ALGORITHM_MASK,
+        Lacks::Functions(&["cuMemBatchDecompressAsync"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_MEM_DECOMPRESS_MAXIMUM_LENGTH,
+        Lacks::Functions(&["cuMemBatchDecompressAsync"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_LOGICAL_ENDPOINT_UNICAST_SUPPORTED,
+        Lacks::Functions(&["cuLogicalEndpointCreate"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_LOGICAL_ENDPOINT_MULTICAST_SUPPORTED,
+        Lacks::Functions(&["cuLogicalEndpointCreate"]),
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_LOGICAL_ENDPOINT_SUPPORTED_HANDLE_TYPES,
+        Lacks::Functions(&["cuLogicalEndpointCreate"]),
+    ),
+];
+
+/// The value guests see for `attr` given the driver's.
+pub fn guest_value(attr: i32, value: i32) -> i32 {
+    if MASKED.iter().any(|(a, _)| a.0 as i32 == attr) {
+        0
+    } else {
+        value
+    }
+}
+
+/// `CUdevice_P2PAttribute`s the inventory asks for (PERFORMANCE_RANK ..
+/// ONLY_PARTIAL_NATIVE_ATOMIC_SUPPORTED).
+const P2P_ATTRIBUTES: std::ops::RangeInclusive<u32> = 1..=5;
 
 impl Serve<Ping> for Session {
     fn serve(&mut self, _: Ping) -> Result<(), Status> {
@@ -65,23 +276,44 @@ impl Session {
             Ok(()) => info.total_mem = self.quota.report(bytes as u64, bytes as u64).1,
             Err(e) => tracing::warn!("cuDeviceTotalMem_v2({ordinal}): {e}"),
         }
-        let max = CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX.0;
+        let max = A::CU_DEVICE_ATTRIBUTE_MAX.0;
         for a in 1..max {
             let mut val: i32 = 0;
-            if cu!(
-                self,
-                cuDeviceGetAttribute(&mut val, CUdevice_attribute(a), dev)
-            )
-            .is_ok()
-            {
-                info.attributes.push((a as i32, val));
+            if cu!(self, cuDeviceGetAttribute(&mut val, A(a), dev)).is_ok() {
+                info.attributes.push((a as i32, guest_value(a as i32, val)));
             }
         }
+        info.peers = (0..self.devices.len())
+            .filter(|&p| p != ordinal)
+            .map(|p| self.peer_info(dev, p))
+            .collect();
         match self.nvml_device(ordinal as u32) {
             Ok(h) => self.nvml_device_info(h, &mut info),
             Err(e) => tracing::warn!("NVML has no device for ordinal {ordinal} ({e})"),
         }
         info
+    }
+
+    /// What `dev` can do with the memory of the device at ordinal `peer`.
+    fn peer_info(&self, dev: CUdevice, peer: usize) -> PeerInfo {
+        let other = self.devices[peer];
+        let mut can: i32 = 0;
+        if let Err(e) = cu!(self, cuDeviceCanAccessPeer(&mut can, dev, other)) {
+            tracing::debug!("cuDeviceCanAccessPeer: {e}");
+        }
+        let mut attributes = Vec::new();
+        for a in P2P_ATTRIBUTES {
+            let mut v: i32 = 0;
+            let asked = CUdevice_P2PAttribute(a);
+            if cu!(self, cuDeviceGetP2PAttribute(&mut v, asked, dev, other)).is_ok() {
+                attributes.push((a as i32, v));
+            }
+        }
+        PeerInfo {
+            peer: peer as u32,
+            can_access: can != 0,
+            attributes,
+        }
     }
 
     /// `cuDeviceGetUuid_v2` (MIG-aware) when present, else the original.

@@ -1,19 +1,40 @@
-//! Kernel launches.
+//! Kernel launches, launch attributes and the occupancy queries that take
+//! a launch configuration.
 //!
 //! The guest packs the arguments into one buffer (the layout comes from
 //! the function's parameter info) and the driver takes it as is through
 //! `extra`; pointer arguments are real device addresses and need no
-//! rewriting. A launch is a deferred op: its failure is reported by the
-//! next synchronizing call (see [`super::batch`]).
+//! rewriting. A cooperative launch cannot take `extra` (the driver refuses
+//! it), so it gets one pointer per argument, from the layout. A launch is
+//! a deferred op: its failure is reported by the next synchronizing call
+//! (see [`super::batch`]).
+//!
+//! A launch with attributes (`cuLaunchKernelEx`) goes to the driver's
+//! `cuLaunchKernelEx` with every attribute the guest sent, in its order;
+//! attributes naming events carry this session's event handles, replaced
+//! here by the driver's events. The one attribute refused here is a
+//! device-updatable kernel node: the driver answers it with a handle
+//! (`devNode`) for device-side updates that the protocol does not carry
+//! back.
 
 use super::module::Callable;
 use super::{cu, Session};
 use cuda_abi::launch as abi;
-use cuda_types::cuda::{CUfunction, CUresult, CUstream};
-use vgpu_transport::proto::{LaunchKernel, Serve};
+use cuda_types::cuda::{
+    CUaccessPolicyWindow, CUaccessProperty, CUclusterSchedulingPolicy, CUfunction,
+    CUlaunchAttribute, CUlaunchAttributeID as Id, CUlaunchAttributePortableClusterMode,
+    CUlaunchConfig, CUlaunchMemSyncDomain, CUlaunchMemSyncDomainMap, CUresult, CUsharedMemoryMode,
+    CUstream, CUsynchronizationPolicy,
+};
+use vgpu_transport::proto::{
+    LaunchAttr, LaunchKernel, OccupancyAvailableDynamicSMem, OccupancyMaxActiveClusters,
+    OccupancyMaxPotentialClusterSize, Serve,
+};
 use vgpu_transport::Status;
 
 const INVALID_VALUE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE);
+const INVALID_HANDLE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE);
+const NOT_SUPPORTED: Status = Status::Cuda(CUresult::CUDA_ERROR_NOT_SUPPORTED);
 
 impl Session {
     /// The context a stream-ordered call actually runs in: the stream's
@@ -24,6 +45,126 @@ impl Session {
             h => self.streams.find(h).map(|s| s.ctx).unwrap_or(ctx),
         }
     }
+
+    /// The driver's form of launch attributes from the wire: event handles
+    /// become this session's driver events. Refuses an unknown event
+    /// handle and a device-updatable node (see the module docs).
+    pub(super) fn driver_attrs(
+        &self,
+        attrs: &[LaunchAttr],
+    ) -> Result<Vec<CUlaunchAttribute>, Status> {
+        attrs.iter().map(|a| self.driver_attr(a)).collect()
+    }
+
+    fn driver_attr(&self, a: &LaunchAttr) -> Result<CUlaunchAttribute, Status> {
+        let event = |h: u64| match self.events.find(h) {
+            Some(e) => Ok(e.raw),
+            None => {
+                tracing::debug!(
+                    "session {}: launch attribute names unknown event {h:#x}",
+                    self.id
+                );
+                Err(INVALID_HANDLE)
+            }
+        };
+        let mut out = CUlaunchAttribute {
+            id: Id(a.tag()),
+            ..Default::default()
+        };
+        let v = &mut out.value;
+        match *a {
+            LaunchAttr::Ignore {} => {}
+            LaunchAttr::AccessPolicyWindow {
+                base_ptr,
+                num_bytes,
+                hit_ratio_bits,
+                hit_prop,
+                miss_prop,
+            } => {
+                // A cache hint: it names addresses but touches no memory.
+                v.accessPolicyWindow = CUaccessPolicyWindow {
+                    base_ptr: std::ptr::without_provenance_mut(base_ptr as usize),
+                    num_bytes: usize::try_from(num_bytes).map_err(|_| INVALID_VALUE)?,
+                    hitRatio: f32::from_bits(hit_ratio_bits),
+                    hitProp: CUaccessProperty(hit_prop),
+                    missProp: CUaccessProperty(miss_prop),
+                }
+            }
+            LaunchAttr::Cooperative { value } => v.cooperative = value,
+            LaunchAttr::SynchronizationPolicy { policy } => {
+                v.syncPolicy = CUsynchronizationPolicy(policy)
+            }
+            LaunchAttr::ClusterDimension { dim } => {
+                v.clusterDim.x = dim[0];
+                v.clusterDim.y = dim[1];
+                v.clusterDim.z = dim[2];
+            }
+            LaunchAttr::ClusterSchedulingPolicyPreference { policy } => {
+                v.clusterSchedulingPolicyPreference = CUclusterSchedulingPolicy(policy)
+            }
+            LaunchAttr::ProgrammaticStreamSerialization { allowed } => {
+                v.programmaticStreamSerializationAllowed = allowed
+            }
+            LaunchAttr::ProgrammaticEvent {
+                event: e,
+                flags,
+                trigger_at_block_start,
+            } => {
+                v.programmaticEvent.event = event(e)?;
+                v.programmaticEvent.flags = flags;
+                v.programmaticEvent.triggerAtBlockStart = trigger_at_block_start;
+            }
+            LaunchAttr::Priority { priority } => v.priority = priority,
+            LaunchAttr::MemSyncDomainMap {
+                default_domain,
+                remote_domain,
+            } => {
+                v.memSyncDomainMap = CUlaunchMemSyncDomainMap {
+                    default_: default_domain,
+                    remote: remote_domain,
+                }
+            }
+            LaunchAttr::MemSyncDomain { domain } => v.memSyncDomain = CUlaunchMemSyncDomain(domain),
+            LaunchAttr::PreferredClusterDimension { dim } => {
+                v.preferredClusterDim.x = dim[0];
+                v.preferredClusterDim.y = dim[1];
+                v.preferredClusterDim.z = dim[2];
+            }
+            LaunchAttr::LaunchCompletionEvent { event: e, flags } => {
+                v.launchCompletionEvent.event = event(e)?;
+                v.launchCompletionEvent.flags = flags;
+            }
+            LaunchAttr::DeviceUpdatableKernelNode { device_updatable } => {
+                if device_updatable != 0 {
+                    tracing::warn!(
+                        "session {}: device-updatable kernel nodes are not supported (the \
+                         driver's devNode handle is not carried back to the guest); refused",
+                        self.id
+                    );
+                    return Err(NOT_SUPPORTED);
+                }
+                v.deviceUpdatableKernelNode.deviceUpdatable = 0;
+            }
+            LaunchAttr::PreferredSharedMemoryCarveout { carveout } => {
+                v.sharedMemCarveout = carveout
+            }
+            LaunchAttr::NvlinkUtilCentricScheduling { value } => {
+                v.nvlinkUtilCentricScheduling = value
+            }
+            LaunchAttr::PortableClusterSizeMode { mode } => {
+                v.portableClusterSizeMode = CUlaunchAttributePortableClusterMode(mode)
+            }
+            LaunchAttr::SharedMemoryMode { mode } => v.sharedMemoryMode = CUsharedMemoryMode(mode),
+        }
+        Ok(out)
+    }
+}
+
+/// Whether attributes ask for a cooperative launch.
+pub(super) fn wants_cooperative(attrs: &[LaunchAttr]) -> bool {
+    attrs
+        .iter()
+        .any(|a| matches!(a, LaunchAttr::Cooperative { value } if *value != 0))
 }
 
 impl Serve<LaunchKernel> for Session {
@@ -45,6 +186,36 @@ impl Serve<LaunchKernel> for Session {
             return Err(INVALID_VALUE);
         }
         let mut params = c.params.0;
+        if !c.attrs.is_empty() {
+            let mut attrs = self.driver_attrs(&c.attrs)?;
+            let cooperative = c.cooperative || wants_cooperative(&c.attrs);
+            if c.cooperative && !wants_cooperative(&c.attrs) {
+                let mut a = CUlaunchAttribute {
+                    id: Id::CU_LAUNCH_ATTRIBUTE_COOPERATIVE,
+                    ..Default::default()
+                };
+                a.value.cooperative = 1;
+                attrs.push(a);
+            }
+            let config = CUlaunchConfig {
+                gridDimX: c.grid[0],
+                gridDimY: c.grid[1],
+                gridDimZ: c.grid[2],
+                blockDimX: c.block[0],
+                blockDimY: c.block[1],
+                blockDimZ: c.block[2],
+                sharedMemBytes: c.shared_mem,
+                hStream: stream,
+                attrs: attrs.as_mut_ptr(),
+                numAttrs: attrs.len() as u32,
+            };
+            return self.launch_ex(
+                f,
+                &config,
+                &mut params,
+                cooperative.then_some(layout.as_slice()),
+            );
+        }
         if c.cooperative {
             self.launch_cooperative(
                 f,
@@ -64,7 +235,7 @@ impl Serve<LaunchKernel> for Session {
 impl Session {
     /// The parameter layout known for a function or kernel handle (empty
     /// when unknown: only a launch with no arguments can then go ahead).
-    fn layout_of(&self, callable: Callable, h: u64) -> Vec<(u32, u32)> {
+    pub(super) fn layout_of(&self, callable: Callable, h: u64) -> Vec<(u32, u32)> {
         match callable {
             Callable::Function { .. } => self.code.functions.find(h).and_then(|f| f.params.clone()),
             Callable::Kernel { .. } => self.code.kernels.find(h).and_then(|k| k.params.clone()),
@@ -121,6 +292,61 @@ impl Session {
         )
     }
 
+    /// `cuLaunchKernelEx`: the buffer through `extra`, or for a
+    /// cooperative launch (`layout` given) one pointer per argument.
+    fn launch_ex(
+        &self,
+        f: CUfunction,
+        config: &CUlaunchConfig,
+        params: &mut [u8],
+        cooperative: Option<&[(u32, u32)]>,
+    ) -> Result<(), Status> {
+        if let Some(layout) = cooperative {
+            let mut ptrs = self.argument_pointers(params, layout)?;
+            let kernel_params = if ptrs.is_empty() {
+                std::ptr::null_mut()
+            } else {
+                ptrs.as_mut_ptr()
+            };
+            return cu!(
+                self,
+                cuLaunchKernelEx(config, f, kernel_params, std::ptr::null_mut())
+            );
+        }
+        if params.is_empty() {
+            return cu!(
+                self,
+                cuLaunchKernelEx(config, f, std::ptr::null_mut(), std::ptr::null_mut())
+            );
+        }
+        let mut size: usize = params.len();
+        let mut extra = abi::extra_array(params.as_mut_ptr().cast(), &mut size);
+        // The attribute array, `extra`, the buffer and `size` outlive the
+        // call; the driver copies what it needs before it returns.
+        cu!(
+            self,
+            cuLaunchKernelEx(config, f, std::ptr::null_mut(), extra.as_mut_ptr())
+        )
+    }
+
+    /// One pointer per argument into `params`, for the calls that cannot
+    /// take the packed buffer (cooperative launches and kernel nodes).
+    /// The caller checked `params` is at least the layout's size.
+    pub(super) fn argument_pointers(
+        &self,
+        params: &mut [u8],
+        layout: &[(u32, u32)],
+    ) -> Result<Vec<*mut std::ffi::c_void>, Status> {
+        if layout.is_empty() && !params.is_empty() {
+            tracing::warn!(
+                "session {}: cooperative launch without a known parameter layout; refused",
+                self.id
+            );
+            return Err(NOT_SUPPORTED);
+        }
+        Ok(abi::arg_pointers(params, layout))
+    }
+
     /// `cuLaunchCooperativeKernel` has no `extra`: it needs a pointer per
     /// argument, so the layout must be known.
     #[allow(clippy::too_many_arguments)]
@@ -134,15 +360,8 @@ impl Session {
         params: &mut [u8],
         layout: &[(u32, u32)],
     ) -> Result<(), Status> {
-        if layout.is_empty() && !params.is_empty() {
-            tracing::warn!(
-                "session {}: cooperative launch without a known parameter layout; refused",
-                self.id
-            );
-            return Err(Status::Cuda(CUresult::CUDA_ERROR_NOT_SUPPORTED));
-        }
         // Bounds were checked against the layout by the caller.
-        let mut ptrs = abi::arg_pointers(params, layout);
+        let mut ptrs = self.argument_pointers(params, layout)?;
         let kernel_params = if ptrs.is_empty() {
             std::ptr::null_mut()
         } else {
@@ -163,5 +382,67 @@ impl Session {
                 kernel_params
             )
         )
+    }
+}
+
+impl Session {
+    /// A launch configuration for the occupancy queries: the function's
+    /// context is current, so no stream is needed to pick one.
+    fn occupancy_config(
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_mem: u32,
+        attrs: &mut [CUlaunchAttribute],
+    ) -> CUlaunchConfig {
+        CUlaunchConfig {
+            gridDimX: grid[0],
+            gridDimY: grid[1],
+            gridDimZ: grid[2],
+            blockDimX: block[0],
+            blockDimY: block[1],
+            blockDimZ: block[2],
+            sharedMemBytes: shared_mem,
+            hStream: std::ptr::null_mut(),
+            attrs: if attrs.is_empty() {
+                std::ptr::null_mut()
+            } else {
+                attrs.as_mut_ptr()
+            },
+            numAttrs: attrs.len() as u32,
+        }
+    }
+}
+
+impl Serve<OccupancyMaxActiveClusters> for Session {
+    fn serve(&mut self, c: OccupancyMaxActiveClusters) -> Result<i32, Status> {
+        let f = self.occupancy_function(c.func)?;
+        let mut attrs = self.driver_attrs(&c.attrs)?;
+        let config = Session::occupancy_config(c.grid, c.block, c.shared_mem, &mut attrs);
+        let mut n = 0;
+        cu!(self, cuOccupancyMaxActiveClusters(&mut n, f, &config))?;
+        Ok(n)
+    }
+}
+
+impl Serve<OccupancyMaxPotentialClusterSize> for Session {
+    fn serve(&mut self, c: OccupancyMaxPotentialClusterSize) -> Result<i32, Status> {
+        let f = self.occupancy_function(c.func)?;
+        let mut attrs = self.driver_attrs(&c.attrs)?;
+        let config = Session::occupancy_config(c.grid, c.block, c.shared_mem, &mut attrs);
+        let mut n = 0;
+        cu!(self, cuOccupancyMaxPotentialClusterSize(&mut n, f, &config))?;
+        Ok(n)
+    }
+}
+
+impl Serve<OccupancyAvailableDynamicSMem> for Session {
+    fn serve(&mut self, c: OccupancyAvailableDynamicSMem) -> Result<u64, Status> {
+        let f = self.occupancy_function(c.func)?;
+        let mut size: usize = 0;
+        cu!(
+            self,
+            cuOccupancyAvailableDynamicSMemPerBlock(&mut size, f, c.num_blocks, c.block_size)
+        )?;
+        Ok(size as u64)
     }
 }

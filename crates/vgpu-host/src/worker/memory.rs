@@ -38,6 +38,8 @@ pub enum AllocKind {
     Pitched,
     /// `cuMemAllocAsync` from the device's pool.
     Async,
+    /// Graph memory (`GraphMemAlloc`, see [`super::graph`]).
+    Graph,
 }
 
 #[derive(Debug, Clone)]
@@ -69,7 +71,7 @@ pub(super) enum Access {
 /// Bytes a pitched region spans: `height` rows of `width` bytes, `pitch`
 /// apart; `None` when it is empty (nothing to check or do), `Err` when the
 /// geometry is impossible (rows overlap, arithmetic overflows).
-fn footprint(width: u64, height: u64, pitch: u64) -> Result<Option<u64>, Status> {
+pub(super) fn footprint(width: u64, height: u64, pitch: u64) -> Result<Option<u64>, Status> {
     if width == 0 || height == 0 {
         return Ok(None);
     }
@@ -79,6 +81,37 @@ fn footprint(width: u64, height: u64, pitch: u64) -> Result<Option<u64>, Status>
     pitch
         .checked_mul(height - 1)
         .and_then(|v| v.checked_add(width))
+        .map(Some)
+        .ok_or(INVALID_VALUE)
+}
+
+/// Bytes a 3D box spans: `depth` slices of `height` rows of `width`
+/// bytes, rows `pitch` apart and slices `slice_height` rows apart (unused
+/// for one slice). `None` when empty, `Err` when slices or rows overlap or
+/// the arithmetic overflows.
+pub(super) fn footprint_3d(
+    width: u64,
+    height: u64,
+    depth: u64,
+    pitch: u64,
+    slice_height: u64,
+) -> Result<Option<u64>, Status> {
+    if depth == 0 {
+        return Ok(None);
+    }
+    let Some(slice) = footprint(width, height, pitch)? else {
+        return Ok(None);
+    };
+    if depth == 1 {
+        return Ok(Some(slice));
+    }
+    if pitch < width || slice_height < height {
+        return Err(INVALID_VALUE);
+    }
+    pitch
+        .checked_mul(slice_height)
+        .and_then(|s| s.checked_mul(depth - 1))
+        .and_then(|v| v.checked_add(slice))
         .map(Some)
         .ok_or(INVALID_VALUE)
 }
@@ -556,5 +589,20 @@ mod tests {
         assert_eq!(footprint(10, 3, 16), Ok(Some(42)));
         assert_eq!(footprint(10, 3, 8), Err(INVALID_VALUE));
         assert_eq!(footprint(10, u64::MAX, u64::MAX), Err(INVALID_VALUE));
+    }
+
+    #[test]
+    fn box_footprints() {
+        assert_eq!(footprint_3d(10, 3, 0, 16, 3), Ok(None));
+        assert_eq!(footprint_3d(10, 3, 1, 16, 0), Ok(Some(42)));
+        // Two slices of 4 rows of 16: the second starts at 64.
+        assert_eq!(footprint_3d(10, 3, 2, 16, 4), Ok(Some(64 + 42)));
+        // Slices closer than their rows overlap.
+        assert_eq!(footprint_3d(10, 3, 2, 16, 2), Err(INVALID_VALUE));
+        assert_eq!(footprint_3d(10, 1, 2, 8, 1), Err(INVALID_VALUE));
+        assert_eq!(
+            footprint_3d(1, 1, u64::MAX, u64::MAX, 1),
+            Err(INVALID_VALUE)
+        );
     }
 }

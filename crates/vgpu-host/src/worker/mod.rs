@@ -1,6 +1,11 @@
-//! The worker: one process per guest connection. It loads the driver,
-//! answers the handshake, then serves requests one at a time until the
-//! guest goes away, and finally returns everything the guest held.
+//! The worker: one process per guest connection. It loads the driver
+//! library, answers the handshake at once, then initializes the driver
+//! (cuInit, device enumeration, nvmlInit — many seconds on a cold host with
+//! many GPUs) while the guest waits for its first reply, the inventory; it
+//! then serves requests one at a time until the guest goes away, and finally
+//! returns everything the guest held. A driver that fails to initialize is
+//! reported to the guest as a host error on every request, with the reason
+//! in this log.
 //!
 //! Every op of the protocol is served by one `impl Serve<TheCall> for
 //! Session` in its family's module; [`proto::dispatch`], generated from the
@@ -30,6 +35,7 @@
 pub mod batch;
 pub mod context;
 pub mod event;
+pub mod graph;
 pub mod handles;
 pub mod inventory;
 pub mod launch;
@@ -38,8 +44,10 @@ pub mod memory;
 pub mod mempool;
 pub mod module;
 pub mod nvml;
+pub mod peer;
 pub mod ranges;
 pub mod stream;
+pub mod tensormap;
 pub mod vmm;
 
 use crate::driver::{Driver, ResolvedDriver};
@@ -50,7 +58,8 @@ use std::collections::HashMap;
 use std::os::fd::RawFd;
 use vgpu_transport::codec::to_bytes;
 use vgpu_transport::conn::send_hello_reply;
-use vgpu_transport::frame::{write_frame, Header};
+use vgpu_transport::conn::send_reply;
+use vgpu_transport::frame::{read_frame, write_frame, Header, FLAG_NO_REPLY};
 use vgpu_transport::proto::{self, refusal, Hello, HelloReply, HELLO_OP, PROTOCOL_VERSION};
 use vgpu_transport::{Status, Stream};
 
@@ -143,6 +152,10 @@ pub struct Session {
     /// Modules, libraries, kernels and functions.
     pub code: module::Code,
     pub events: HandleTable<event::Event>,
+    /// Instantiated graphs.
+    pub graphs: HandleTable<graph::Exec>,
+    /// Tensor map descriptors this session encoded.
+    pub tensor_maps: tensormap::Known,
     /// Deferred errors of deferred calls, and broken contexts.
     pub batch: batch::Batch,
 }
@@ -188,6 +201,12 @@ impl Session {
                 tag::EVENT,
                 Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE),
             ),
+            graphs: table(
+                "graph exec",
+                tag::GRAPH_EXEC,
+                Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE),
+            ),
+            tensor_maps: tensormap::Known::default(),
             batch: batch::Batch::default(),
         };
         cu!(s, cuInit(0)).map_err(|e| format!("cuInit failed: {e}"))?;
@@ -197,6 +216,17 @@ impl Session {
             let mut d: CUdevice = 0;
             cu!(s, cuDeviceGet(&mut d, i)).map_err(|e| format!("cuDeviceGet({i}) failed: {e}"))?;
             s.devices.push(d);
+        }
+        // `vgpu host --devices` arrives as the driver's CUDA_VISIBLE_DEVICES,
+        // whose list silently ends at its first entry naming no device.
+        if let Ok(sel) = std::env::var("CUDA_VISIBLE_DEVICES") {
+            let asked = sel.split(',').count();
+            if (n as usize) < asked {
+                tracing::warn!(
+                    "CUDA_VISIBLE_DEVICES={sel}: only the first {n} of {asked} entries name a \
+                     device (the list ends at the first that names none, or a repeat)"
+                );
+            }
         }
         match nv!(s, nvmlInit_v2()) {
             Ok(()) => s.driver.nvml_ok = true,
@@ -237,6 +267,9 @@ impl Session {
                 tracing::debug!("session {}: synchronize before teardown: {e}", self.id);
             }
         }
+        // Graphs name events, functions and memory: they go first.
+        let graphs = self.release_graphs(None);
+        tracing::info!("session {}: destroyed {graphs} graph exec(s)", self.id);
         let allocs = self.release_allocs();
         let events = self.release_events();
         let (modules, libraries) = self.release_code();
@@ -287,13 +320,9 @@ pub fn run(cfg: WorkerConfig) -> i32 {
             return 2;
         }
     };
-    let started =
-        Driver::load(&cfg.driver).and_then(|d| Session::start(cfg.session, cfg.hello.pid, d));
-    let mut session = match started {
-        Ok(mut s) => {
-            s.quota.limit = cfg.quota;
-            s
-        }
+    // Loading the library is quick and its failure final: refuse then.
+    let driver = match Driver::load(&cfg.driver) {
+        Ok(d) => d,
         Err(why) => {
             tracing::error!("session {}: driver unavailable: {why}", cfg.session);
             let h = Header {
@@ -305,19 +334,38 @@ pub fn run(cfg: WorkerConfig) -> i32 {
             return 1;
         }
     };
+    // Answered before the driver initializes: the guest's short handshake
+    // deadline measures whether a host is there, its inventory deadline
+    // (VGPU_INIT_TIMEOUT) how long initialization may take.
     let reply = HelloReply {
         version: PROTOCOL_VERSION,
         build_id: vgpu_transport::BUILD_ID.to_string(),
         // NO_REPLY batching (see worker::batch); no shared-memory plane yet.
         capabilities: vgpu_transport::proto::caps::BATCH,
-        driver_kind: session.driver.kind.as_str().to_string(),
+        driver_kind: driver.kind.as_str().to_string(),
         session: cfg.session,
     };
     if let Err(e) = send_hello_reply(&mut stream, &reply) {
         tracing::info!("session {}: guest left during handshake: {e}", cfg.session);
-        session.teardown();
         return 0;
     }
+    let started = std::time::Instant::now();
+    let mut session = match Session::start(cfg.session, cfg.hello.pid, driver) {
+        Ok(mut s) => {
+            s.quota.limit = cfg.quota;
+            s
+        }
+        Err(why) => {
+            tracing::error!("session {}: driver unavailable: {why}", cfg.session);
+            refuse_requests(&mut stream, cfg.session);
+            return 1;
+        }
+    };
+    tracing::info!(
+        "session {}: driver initialized in {:.1}s",
+        cfg.session,
+        started.elapsed().as_secs_f64()
+    );
     tracing::info!(
         "session {}: serving guest pid {} ({} device(s))",
         cfg.session,
@@ -327,6 +375,21 @@ pub fn run(cfg: WorkerConfig) -> i32 {
     let code = serve(&mut session, &mut stream);
     session.teardown();
     code
+}
+
+/// After the handshake, a driver that did not initialize: every request
+/// that wants an answer gets a host error (the reason is in this log) until
+/// the guest hangs up.
+fn refuse_requests(stream: &mut Stream, session: u64) {
+    while let Ok(f) = read_frame(stream) {
+        if f.header.flags & FLAG_NO_REPLY != 0 {
+            continue;
+        }
+        if send_reply(stream, &f.header, Status::HOST_ERROR.code(), &[]).is_err() {
+            break;
+        }
+    }
+    tracing::info!("session {session}: guest left");
 }
 
 /// The request loop. Returns the exit code: 0 when the guest hung up.

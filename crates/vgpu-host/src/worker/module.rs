@@ -816,7 +816,7 @@ impl Serve<FuncSetCacheConfig> for Session {
 impl Session {
     /// A function to compute occupancy for: a kernel's function in its
     /// library's context (occupancy depends on the device only).
-    fn occupancy_function(&mut self, h: u64) -> Result<CUfunction, Status> {
+    pub(super) fn occupancy_function(&mut self, h: u64) -> Result<CUfunction, Status> {
         match self.callable(h)? {
             Callable::Function { raw, ctx } => {
                 self.enter(ctx)?;
