@@ -41,25 +41,28 @@
 # Never changes the GPU's settings.
 #
 # On this workplace's device machine (one H100, no cargo, no network; the
-# device tool sends the checkout its session started in): stage in that
-# checkout, then run with the stage carried:
+# device tool sends the checkout its session started in): stage and pack in
+# that checkout, then run with the pack carried:
 #
-#   scripts/gpu-check.sh --stage       # here: release build -> .gpucheck/ (~38 MiB)
-#   run(command="scripts/gpu-check.sh --out $OUT", carry=[".gpucheck"], timeout_s=480)
+#   scripts/gpu-check.sh --stage       # here: release build -> .gpucheck/, .gpucheck.tar.xz (~6 MiB)
+#   run(command="scripts/gpu-check.sh --out $OUT", carry=[".gpucheck.tar.xz"], timeout_s=480)
 #
-# --stage adds /.gpucheck/ and /gpu-check-results/ to .git/info/exclude, so
-# the stage travels only as carried (the tree and it must stay under 64 MiB
-# together) and results stay out of the tree. $OUT brings back <stamp>.tsv,
-# <stamp>.log, <stamp>-host.log and history.tsv. --budget (default 420 s)
-# bounds everything after the build, failure cases included; expect about 5
-# minutes on an H100, so 15 minutes of device time hold the machine's start
-# and a second run. Leaving `kind` out may give an H200: the header line
-# names the card.
+# --stage adds /.gpucheck/, /.gpucheck.tar.xz and /gpu-check-results/ to
+# .git/info/exclude, so the pack travels only as carried and results stay out
+# of the tree. A run uses, in this order: a fresh build (where cargo is and
+# without --no-build), .gpucheck/, .gpucheck.tar.xz, target/release (no
+# suite then), always from a copy under /tmp, since the tests write next to
+# the artifacts. $OUT brings back <stamp>.tsv, <stamp>.log, <stamp>-host.log
+# and history.tsv. --budget (default 420 s) bounds everything after the
+# build, failure cases included; expect about 5 minutes on an H100, so 15
+# minutes of device time hold the machine's start and a second run. Leaving
+# `kind` out may give an H200: the header line names the card.
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HERE=$ROOT/scripts/gpu-check
 STAGE=${GPU_CHECK_STAGE:-$ROOT/.gpucheck}
+ARCHIVE=$STAGE.tar.xz
 CACHE=${VGPU_CACHE:-$ROOT/.cache}
 DRIVER=auto
 OUT_DIR=$ROOT/gpu-check-results
@@ -154,18 +157,22 @@ EOF
     exclude=$(git -C "$ROOT" rev-parse --git-path info/exclude 2>/dev/null) && {
         case $exclude in /*) ;; *) exclude=$ROOT/$exclude ;; esac
         mkdir -p "$(dirname "$exclude")"
-        grep -qx '/.gpucheck/' "$exclude" 2>/dev/null || echo '/.gpucheck/' >>"$exclude"
-        grep -qx '/gpu-check-results/' "$exclude" 2>/dev/null || echo '/gpu-check-results/' >>"$exclude"
+        local pat
+        for pat in /.gpucheck/ /.gpucheck.tar.xz /gpu-check-results/; do
+            grep -qxF "$pat" "$exclude" 2>/dev/null || echo "$pat" >>"$exclude"
+        done
     }
     echo "staged $(wc -l <"$STAGE/tests.list") test executables and the artifacts in $STAGE ($(du -sh "$STAGE" | cut -f1))"
 }
 
+# --stage also packs the stage: the test executables share most of their
+# code, so xz makes ~50 MiB into ~6, which is what travels to a device.
 if [ $STAGE_ONLY = 1 ]; then
     log=$(mktemp)
     stage "$log" || { tail -n 30 "$log"; exit 1; }
-    size=$(du -sm "$STAGE" | cut -f1)
-    [ "$size" -le 56 ] || echo "warning: $size MiB; the device tool carries 64 MiB with the tree"
     rm -f "$log"
+    tar -C "$STAGE" -cJf "$ARCHIVE.tmp" . && mv "$ARCHIVE.tmp" "$ARCHIVE" || exit 1
+    echo "packed $ARCHIVE ($(du -sh "$ARCHIVE" | cut -f1)): carry it to a machine without cargo"
     exit 0
 fi
 
@@ -505,14 +512,31 @@ fi
 if [ -z "$BIN" ] && [ -x "$STAGE/vgpu" ]; then
     BIN=$STAGE
     BUILD_NOTE="${BUILD_NOTE:+$BUILD_NOTE; }staged build $(cat "$STAGE/build-commit" 2>/dev/null)"
+elif [ -z "$BIN" ] && [ -f "$ARCHIVE" ]; then
+    mkdir -p "$work/stage"
+    if tar -C "$work/stage" -xJf "$ARCHIVE" 2>>"$LOG" ||
+        python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+            "$ARCHIVE" "$work/stage" 2>>"$LOG"; then
+        BIN=$work/stage
+        BUILD_NOTE="${BUILD_NOTE:+$BUILD_NOTE; }packed build $(cat "$BIN/build-commit" 2>/dev/null)"
+    else
+        BUILD_NOTE="${BUILD_NOTE:+$BUILD_NOTE; }cannot unpack $ARCHIVE"
+    fi
 elif [ -z "$BIN" ] && [ -x "$ROOT/target/release/vgpu" ]; then
     BIN=$ROOT/target/release
     BUILD_NOTE="${BUILD_NOTE:+$BUILD_NOTE; }target/release, no staged tests"
 fi
+# The tests write into the directory of the artifacts (compiled C programs,
+# shim links, a skip log): they run from a copy, so the stage stays as
+# built, and small enough to carry.
+if [ "$BIN" = "$STAGE" ]; then
+    mkdir -p "$work/stage"
+    cp -a "$STAGE/." "$work/stage/" && BIN=$work/stage
+fi
 START=$(date +%s)
 DEADLINE=$((START + BUDGET))
 
-COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || cat "$STAGE/build-commit" 2>/dev/null || echo ?)
+COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || cat "$BIN/build-commit" 2>/dev/null || echo ?)
 if [ $EMULATED = 1 ]; then
     say "vgpu gpu-check $STAMP on $(uname -n): vgpu's software GPU$([ "${CARD:--}" != - ] && echo " (this machine has a $CARD)")"
 else
@@ -547,8 +571,8 @@ BENCH=
 if command -v gcc >/dev/null && gcc -std=gnu11 -O2 -Wall -Wextra -Werror -o "$work/cudabench" \
     "$HERE/cudabench.c" -ldl 2>>"$LOG"; then
     BENCH=$work/cudabench
-elif [ -x "$STAGE/cudabench" ]; then
-    BENCH=$STAGE/cudabench
+elif [ -x "$BIN/cudabench" ]; then
+    BENCH=$BIN/cudabench
 fi
 if [ -n "$BENCH" ]; then
     row artifacts - - - PASS "$BUILD_NOTE; cudabench ok"
@@ -593,21 +617,21 @@ fi
 # ------------------------------------------------------------------ 2. suite
 
 run_suite() {
-    local list=$STAGE/tests.list
-    if [ "$BIN" != "$STAGE" ] || [ ! -s "$list" ]; then
+    local list=$BIN/tests.list
+    if [ ! -s "$list" ]; then
         row suite - - - SKIP "no staged test executables (scripts/gpu-check.sh --stage where cargo is)"
         return
     fi
     # The harness of this build must honour VGPU_TEST_DRIVER, else the
     # suite would test the software GPU and say nothing about this one.
     local exe
-    if [ $EMULATED = 0 ] && ! grep -qa VGPU_TEST_DRIVER "$STAGE"/deps/* 2>/dev/null; then
+    if [ $EMULATED = 0 ] && ! grep -qa VGPU_TEST_DRIVER "$BIN"/deps/* 2>/dev/null; then
         row suite - - - FAIL "this build's test harness ignores VGPU_TEST_DRIVER (branch hostcfg not in it): not run"
         return
     fi
     # Sources the tests read are found under the path they were built in.
     local built
-    built=$(cat "$STAGE/build-root" 2>/dev/null)
+    built=$(cat "$BIN/build-root" 2>/dev/null)
     if [ -n "$built" ] && [ ! -e "$built/tests/c" ] && [ "$built" != "$ROOT" ]; then
         if mkdir -p "$(dirname "$built")" 2>/dev/null && ln -s "$ROOT" "$built" 2>/dev/null; then
             LINKED=$built
@@ -630,7 +654,7 @@ run_suite() {
     threads=$((ncpu / par))
     [ $threads -gt 4 ] && threads=4
     mkdir -p "$work/suite"
-    : >"$STAGE/vgpu-test-skips.log"
+    : >"$BIN/vgpu-test-skips.log"
     local t0 end name rel
     t0=$(date +%s)
     end=$((t0 + lim))
@@ -648,7 +672,7 @@ run_suite() {
                 continue
             fi
             (
-                cd "$ROOT" && limited "$left" "$work/suite/$tag.out" "$work/suite/$tag.out" "$STAGE/$rel"
+                cd "$ROOT" && limited "$left" "$work/suite/$tag.out" "$work/suite/$tag.out" "$BIN/$rel"
                 echo $? >"$work/suite/$tag.rc"
             ) &
         done <"$list"
@@ -700,8 +724,8 @@ run_suite() {
         done < <(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$f")
     done
     local skips
-    skips=$(grep -c '^SKIP ' "$STAGE/vgpu-test-skips.log" 2>/dev/null)
-    cp "$STAGE/vgpu-test-skips.log" "$work/skips.log" 2>/dev/null
+    skips=$(grep -c '^SKIP ' "$BIN/vgpu-test-skips.log" 2>/dev/null)
+    cp "$BIN/vgpu-test-skips.log" "$work/skips.log" 2>/dev/null
     {
         echo "---- suite: tests skipped by the harness"
         cat "$work/skips.log" 2>/dev/null
