@@ -768,4 +768,118 @@ mod tests {
         let endless: Vec<usize> = [1, a].repeat(9);
         assert_eq!(extra(&endless), e);
     }
+
+    fn attr(
+        id: CUlaunchAttributeID,
+        set: impl FnOnce(&mut CUlaunchAttribute),
+    ) -> CUlaunchAttribute {
+        let mut a = CUlaunchAttribute {
+            id,
+            ..Default::default()
+        };
+        set(&mut a);
+        a
+    }
+
+    #[test]
+    fn attributes_take_the_member_their_id_names() {
+        type Id = CUlaunchAttributeID;
+        let wire = |a: CUlaunchAttribute| wire_attr(&a, "test").map(|(w, e)| (w, e.is_none()));
+        assert_eq!(
+            wire(attr(Id::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION, |a| {
+                a.value.clusterDim.x = 2;
+                a.value.clusterDim.y = 3;
+                a.value.clusterDim.z = 4;
+            })),
+            Ok((LaunchAttr::ClusterDimension { dim: [2, 3, 4] }, true))
+        );
+        assert_eq!(
+            wire(attr(Id::CU_LAUNCH_ATTRIBUTE_PRIORITY, |a| a
+                .value
+                .priority =
+                -3)),
+            Ok((LaunchAttr::Priority { priority: -3 }, true))
+        );
+        assert_eq!(
+            wire(attr(Id::CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW, |a| {
+                a.value.accessPolicyWindow.base_ptr = 0x1000 as *mut c_void;
+                a.value.accessPolicyWindow.num_bytes = 256;
+                a.value.accessPolicyWindow.hitRatio = 0.25;
+                a.value.accessPolicyWindow.hitProp.0 = 2;
+            })),
+            Ok((
+                LaunchAttr::AccessPolicyWindow {
+                    base_ptr: 0x1000,
+                    num_bytes: 256,
+                    hit_ratio_bits: 0.25f32.to_bits(),
+                    hit_prop: 2,
+                    miss_prop: 0,
+                },
+                true
+            ))
+        );
+        assert_eq!(
+            wire(attr(Id::CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP, |a| {
+                a.value.memSyncDomainMap.default_ = 1;
+                a.value.memSyncDomainMap.remote = 0;
+            })),
+            Ok((
+                LaunchAttr::MemSyncDomainMap {
+                    default_domain: 1,
+                    remote_domain: 0
+                },
+                true
+            ))
+        );
+        assert_eq!(
+            wire(attr(Id::CU_LAUNCH_ATTRIBUTE_COOPERATIVE, |a| a
+                .value
+                .cooperative =
+                1)),
+            Ok((LaunchAttr::Cooperative { value: 1 }, true))
+        );
+        // Every id cuda.h defines has its protocol tag, the others none.
+        for id in 0..=Id::CU_LAUNCH_ATTRIBUTE_MAX.0 {
+            let known = LaunchAttr::TAGS.contains(&id);
+            let events = matches!(
+                CUlaunchAttributeID(id),
+                Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT
+                    | Id::CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT
+            );
+            match wire(attr(CUlaunchAttributeID(id), |_| {})) {
+                Ok((w, _)) => assert_eq!(w.tag(), id),
+                // A NULL event is not a live event.
+                Err(e) if events => assert_eq!(e, INVALID_HANDLE),
+                Err(e) => {
+                    assert!(!known, "attribute {id}");
+                    assert_eq!(e, INVALID_VALUE);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nodes_keep_the_attributes_nodes_take() {
+        let all = vec![
+            LaunchAttr::Priority { priority: 1 },
+            LaunchAttr::ProgrammaticStreamSerialization { allowed: 1 },
+            LaunchAttr::LaunchCompletionEvent { event: 5, flags: 0 },
+            LaunchAttr::ProgrammaticEvent {
+                event: 6,
+                flags: 0,
+                trigger_at_block_start: 1,
+            },
+            LaunchAttr::PreferredSharedMemoryCarveout { carveout: 50 },
+            LaunchAttr::Cooperative { value: 1 },
+            LaunchAttr::ClusterDimension { dim: [1, 1, 1] },
+        ];
+        assert_eq!(
+            node_attrs(all),
+            vec![
+                LaunchAttr::Priority { priority: 1 },
+                LaunchAttr::Cooperative { value: 1 },
+                LaunchAttr::ClusterDimension { dim: [1, 1, 1] },
+            ]
+        );
+    }
 }

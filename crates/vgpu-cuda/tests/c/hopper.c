@@ -61,6 +61,8 @@ enum {
 #define INVALID_HANDLE 400
 #define NOT_SUPPORTED 801
 #define CAPTURE_STATUS_ACTIVE 1
+#define GRAPH_EXEC_UPDATE_FAILURE 910
+#define UPDATE_ERROR_ATTRIBUTES_CHANGED 8
 #define INVALID_CLUSTER_SIZE 912
 #define EVENT_DISABLE_TIMING 2
 #define CAPTURE_RELAXED 2
@@ -124,6 +126,7 @@ int main(int argc, char **argv) {
     FN(CUresult, cuGraphInstantiateWithFlags, (CUgraphExec *, CUgraph, unsigned long long));
     FN(CUresult, cuGraphLaunch, (CUgraphExec, CUstream));
     FN(CUresult, cuGraphDestroy, (CUgraph));
+    FN(CUresult, cuGraphExecUpdate_v2, (CUgraphExec, CUgraph, void *));
     FN(CUresult, cuOccupancyMaxActiveBlocksPerMultiprocessor, (int *, CUfunction, int, size_t));
     FN(CUresult, cuOccupancyAvailableDynamicSMemPerBlock, (size_t *, CUfunction, int, int));
     FN(CUresult, cuOccupancyMaxActiveClusters, (int *, CUfunction, const CUlaunchConfig *));
@@ -239,6 +242,33 @@ int main(int argc, char **argv) {
     v = 200;
     expect(RAN(), "capture: graph ran", "host[0] %lld, v %lld", host[0], v);
     cuGraphDestroy(g);
+    /* cuGraphExecUpdate: other arguments with the same attributes update
+     * the executable graph; other attributes cannot (the host's graph keeps
+     * those it was instantiated with). */
+    struct {
+        int result;
+        void *errorNode, *errorFromNode;
+    } info;
+    v = 400;
+    EXPECT_RC(cuStreamBeginCapture_v2(s, CAPTURE_RELAXED), 0, "recapture: begin");
+    EXPECT_RC(cuLaunchKernelEx(&c, f, args, NULL), 0, "recapture: launch");
+    EXPECT_RC(cuStreamEndCapture(s, &g), 0, "recapture: end");
+    EXPECT_RC(cuGraphExecUpdate_v2(e, g, &info), 0, "update: same attributes");
+    RESET();
+    EXPECT_RC(cuGraphLaunch(e, s), 0, "update: launch");
+    EXPECT_RC(cuStreamSynchronize(s), 0, "update: sync");
+    expect(RAN(), "update: the new argument ran", "host[0] %lld, v %lld", host[0], v);
+    cuGraphDestroy(g);
+    ok[0].value.priority = -2;
+    EXPECT_RC(cuStreamBeginCapture_v2(s, CAPTURE_RELAXED), 0, "recapture 2: begin");
+    EXPECT_RC(cuLaunchKernelEx(&c, f, args, NULL), 0, "recapture 2: launch");
+    EXPECT_RC(cuStreamEndCapture(s, &g), 0, "recapture 2: end");
+    EXPECT_RC(cuGraphExecUpdate_v2(e, g, &info), GRAPH_EXEC_UPDATE_FAILURE,
+              "update: other attributes");
+    expect(info.result == UPDATE_ERROR_ATTRIBUTES_CHANGED, "update: attributes changed",
+           "result %lld, wanted %lld", info.result, UPDATE_ERROR_ATTRIBUTES_CHANGED);
+    cuGraphDestroy(g);
+    v = 200;
     /* A cluster of two blocks in a node: refused by the host's driver when
      * the graph is built there. */
     c = config(s, &two, 1);
