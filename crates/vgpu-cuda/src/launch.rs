@@ -316,8 +316,8 @@ fn wire_attr(
 ) -> Result<(LaunchAttr, Option<Arc<Event>>), CUresult> {
     type Id = CUlaunchAttributeID;
     let v = &a.value;
-    // SAFETY (every union read below): the id says which member the
-    // application set; every member is plain integers, floats and
+    // SAFETY: the union reads below take the member the id names, which
+    // the application set; every member is plain integers, floats and
     // handles, valid for any bit pattern.
     let wire = unsafe {
         match a.id {
