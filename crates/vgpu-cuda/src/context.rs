@@ -21,8 +21,8 @@ use std::ffi::{c_int, c_uint, c_ulonglong};
 use std::sync::Arc;
 use vgpu_ffi::{In, Out};
 use vgpu_transport::proto::{
-    CtxCreate, CtxDestroy, CtxSynchronize, PrimaryCtxRelease, PrimaryCtxReset, PrimaryCtxRetain,
-    PrimaryCtxSetFlags,
+    CtxCreate, CtxDestroy, CtxDisablePeerAccess, CtxEnablePeerAccess, CtxSynchronize,
+    PrimaryCtxRelease, PrimaryCtxReset, PrimaryCtxRetain, PrimaryCtxSetFlags,
 };
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
@@ -192,6 +192,46 @@ pub fn synchronize(ctx: CtxArg) -> Result<(), CUresult> {
 }
 
 // ---- primary contexts ----
+
+// ---- peer access ----
+//
+// cuda.h's codes: a NULL or unknown `peerContext` and no current context
+// are CUDA_ERROR_INVALID_CONTEXT (the conversion and `check::current`),
+// as is the current context naming itself; non-zero flags
+// CUDA_ERROR_INVALID_VALUE; devices that cannot reach each other (a device
+// and itself included: cuDeviceCanAccessPeer says 0) are
+// CUDA_ERROR_PEER_ACCESS_UNSUPPORTED, known from the inventory. Whether
+// access is already enabled (or not yet) the host's driver knows:
+// CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED / _NOT_ENABLED come from there.
+
+/// `cuCtxEnablePeerAccess`: the current context may map `peer`'s memory.
+pub fn enable_peer_access(peer: Live<Context>, flags: c_uint) -> Result<(), CUresult> {
+    if flags != 0 {
+        return Err(INVALID_VALUE);
+    }
+    let (cur, ctx) = crate::check::current()?;
+    if Arc::ptr_eq(&cur, &peer) {
+        return Err(INVALID_CONTEXT);
+    }
+    let peer_remote = peer.remote()?;
+    if !crate::device::can_access(&Device::new(cur.device)?, &Device::new(peer.device)?) {
+        return Err(CUresult::CUDA_ERROR_PEER_ACCESS_UNSUPPORTED);
+    }
+    driver::call(&CtxEnablePeerAccess {
+        ctx,
+        peer: peer_remote,
+        flags,
+    })
+}
+
+/// `cuCtxDisablePeerAccess`.
+pub fn disable_peer_access(peer: Live<Context>) -> Result<(), CUresult> {
+    let (_, ctx) = crate::check::current()?;
+    driver::call(&CtxDisablePeerAccess {
+        ctx,
+        peer: peer.remote()?,
+    })
+}
 
 pub fn primary_retain(pctx: Out<CUcontext>, dev: Device) -> Result<(), CUresult> {
     let p = dev.primary();

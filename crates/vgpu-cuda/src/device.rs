@@ -2,11 +2,14 @@
 
 use crate::args::Word;
 use crate::driver::{self, Device};
-use cuda_types::cuda::{CUdevice, CUdevice_attribute, CUdevprop, CUresult, CUuuid};
+use cuda_types::cuda::{
+    CUdevice, CUdevice_P2PAttribute, CUdevice_attribute, CUdevprop, CUresult, CUuuid,
+};
 use std::ffi::{c_char, c_int, CStr};
 use std::ptr::NonNull;
 use vgpu_ffi::Out;
 use vgpu_guest::client::GuestDevice;
+use vgpu_transport::proto::PeerInfo;
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 
@@ -110,6 +113,48 @@ pub fn get_properties(prop: Out<CUdevprop>, dev: Device) -> Result<(), CUresult>
         clockRate: a(13),
         textureAlign: a(14),
     });
+    Ok(())
+}
+
+// ---- peers ----
+
+/// What `dev` can do with `peer`'s memory, from the inventory: each device
+/// lists a link to every other device of the host, named by the *host's*
+/// ordinal, which CUDA_VISIBLE_DEVICES may have renumbered for this
+/// process. A device has no link to itself.
+fn link(dev: &Device, peer: &Device) -> Option<&'static PeerInfo> {
+    let host = u32::try_from(peer.host()).ok()?;
+    dev.info().info.peers.iter().find(|l| l.peer == host)
+}
+
+/// Whether contexts on `dev` may map `peer`'s memory.
+pub(crate) fn can_access(dev: &Device, peer: &Device) -> bool {
+    link(dev, peer).is_some_and(|l| l.can_access)
+}
+
+/// `cuDeviceCanAccessPeer`: 0 for a device and itself, as on the driver.
+pub fn can_access_peer(can: Out<c_int>, dev: Device, peer: Device) -> Result<(), CUresult> {
+    can.write(c_int::from(can_access(&dev, &peer)));
+    Ok(())
+}
+
+/// `cuDeviceGetP2PAttribute`: the same device twice is
+/// CUDA_ERROR_INVALID_DEVICE, an attribute the host's driver did not
+/// answer CUDA_ERROR_INVALID_VALUE (cuda.h).
+pub fn get_p2p_attribute(
+    value: Out<c_int>,
+    attr: CUdevice_P2PAttribute,
+    src: Device,
+    dst: Device,
+) -> Result<(), CUresult> {
+    let l = link(&src, &dst).ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE)?;
+    let v = l
+        .attributes
+        .iter()
+        .find(|&&(a, _)| u32::try_from(a) == Ok(attr.0))
+        .map(|&(_, v)| v)
+        .ok_or(INVALID_VALUE)?;
+    value.write(v);
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //! for an ordinal this process cannot see).
 
 use crate::context::state::{self, Context, Kind};
-use crate::visible;
+use cuda_abi::visible;
 use cuda_types::cuda::{CUdevice, CUresult};
 use parking_lot::{Mutex, MutexGuard, RwLockWriteGuard};
 use std::cell::RefCell;

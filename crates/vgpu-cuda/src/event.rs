@@ -143,6 +143,20 @@ pub fn record(e: Live<Event>, s: StreamArg, flags: c_uint, null: Null) -> Result
     })
 }
 
+/// An event a launch on `t` records through a launch attribute
+/// (programmatic or launch-completion event), after the launch went out:
+/// outside a capture the host's launch recorded it; in a capture it is
+/// recorded like `cuEventRecord` after the kernel node, which a wait then
+/// depends on.
+pub(crate) fn recorded_by_launch(e: &Arc<Event>, t: &stream::Target) -> Result<(), CUresult> {
+    let record = capture::record_event(t, 0, e)?;
+    *e.mark.lock() = match record {
+        Record::Mark(m) => Some(m),
+        Record::Send | Record::Node => None,
+    };
+    Ok(())
+}
+
 /// CUDA_ERROR_NOT_READY while the record is pending (an answer, not a
 /// failure; `check::host` does not log it).
 pub fn query(e: Live<Event>) -> Result<(), CUresult> {

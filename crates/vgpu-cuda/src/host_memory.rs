@@ -11,7 +11,7 @@
 //! CUDA_ERROR_NOT_SUPPORTED, `CU_POINTER_ATTRIBUTE_DEVICE_POINTER` of such
 //! memory likewise, and the device attributes that promise mapped host
 //! memory (`CAN_MAP_HOST_MEMORY`, `CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM`)
-//! read 0 (see [`crate::vmm::adjust_attribute`]). Asking for
+//! read 0 (the host masks them: `MASKED` in the worker's inventory). Asking for
 //! `CU_MEMHOSTALLOC_DEVICEMAP` is still accepted: the allocation itself is
 //! fine, only the device pointer cannot exist.
 

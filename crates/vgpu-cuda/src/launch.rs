@@ -9,22 +9,29 @@ use crate::args::Live;
 use crate::capture;
 use crate::check::{self, reject, INVALID_VALUE};
 use crate::driver::Device;
+use crate::event::{self, Event};
 use crate::graph::node::{self, Kernel, KernelSpec, Op};
 use crate::module::{self, Func};
 use crate::stream::{self, Null, StreamArg};
 use cuda_abi::launch::{self as abi, ExtraError, NullArgs, EXTRA_WORDS};
 use cuda_types::cuda::{
-    CUdevice_attribute, CUfunction_attribute, CUhostFn, CUlaunchAttributeID, CUlaunchConfig,
-    CUoccupancyB2DSize, CUresult, CUstreamCallback,
+    CUdevice_attribute, CUevent, CUfunction_attribute, CUhostFn, CUlaunchAttribute,
+    CUlaunchAttributeID, CUlaunchConfig, CUoccupancyB2DSize, CUresult, CUstreamCallback,
 };
 use std::ffi::{c_int, c_uint, c_void};
-use vgpu_ffi::{In, Out};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use vgpu_ffi::{FromCuda, In, Out};
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
-    LaunchKernel, OccupancyMaxActiveBlocks, OccupancyMaxPotentialBlockSize, StreamSynchronize,
+    LaunchAttr, LaunchKernel, OccupancyAvailableDynamicSMem, OccupancyMaxActiveBlocks,
+    OccupancyMaxActiveClusters, OccupancyMaxPotentialBlockSize, OccupancyMaxPotentialClusterSize,
+    StreamSynchronize,
 };
+
+const INVALID_HANDLE: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
 
 /// The packed buffer an `extra` array describes, both keys required.
 ///
@@ -99,7 +106,10 @@ struct Shape {
     block: [u32; 3],
     shared_mem: u32,
     stream: StreamArg,
+    /// `cuLaunchCooperativeKernel` (`cuLaunchKernelEx` says it with an
+    /// attribute instead).
     cooperative: bool,
+    attrs: Attrs,
 }
 
 /// # Safety
@@ -122,7 +132,20 @@ unsafe fn launch(
     let func = f.in_context(&t.ctx)?;
     // SAFETY: forwarded.
     let params = unsafe { arguments(&func, kernel_params, extra) }?;
+    let Attrs { wire, events } = shape.attrs;
     if let Some(sink) = sink {
+        // An event the launch records belongs to the stream's context (the
+        // host checks this for a launch it runs).
+        if events.iter().any(|e| !Arc::ptr_eq(&e.ctx, &t.ctx)) {
+            return Err(reject(
+                INVALID_HANDLE,
+                format_args!("cuLaunchKernelEx: an attribute's event is of another context"),
+            ));
+        }
+        let mut attrs = node_attrs(wire);
+        if shape.cooperative {
+            attrs.push(LaunchAttr::Cooperative { value: 1 });
+        }
         // Captured: a kernel node with the function as the application
         // named it, in the stream's context.
         let k = Kernel::new(KernelSpec {
@@ -132,24 +155,30 @@ unsafe fn launch(
             grid: shape.grid,
             block: shape.block,
             shared_mem: shape.shared_mem,
-            cooperative: shape.cooperative,
+            attrs,
             args: params,
             from_extra: !extra.is_null(),
         })?;
-        return sink.add(Op::Kernel(k));
+        sink.add(Op::Kernel(k))?;
+    } else {
+        check::host(&LaunchKernel {
+            ctx: t.ctx_remote,
+            func: func.remote,
+            grid: shape.grid,
+            block: shape.block,
+            shared_mem: shape.shared_mem,
+            stream: t.stream,
+            params: Bytes(params),
+            cooperative: shape.cooperative,
+            attrs: wire,
+        })?;
     }
-    let call = LaunchKernel {
-        ctx: t.ctx_remote,
-        func: func.remote,
-        grid: shape.grid,
-        block: shape.block,
-        shared_mem: shape.shared_mem,
-        stream: t.stream,
-        params: Bytes(params),
-        cooperative: shape.cooperative,
-        attrs: Vec::new(),
-    };
-    check::host(&call)
+    // The events are recorded by the launch: on the host, or (captured)
+    // with the kernel node as what a wait on them depends on.
+    for e in &events {
+        event::recorded_by_launch(e, &t)?;
+    }
+    Ok(())
 }
 
 /// `cuLaunchKernel[_ptsz]` (`null` says which) and, with `cooperative`
@@ -179,15 +208,15 @@ pub unsafe fn launch_kernel(
         shared_mem,
         stream,
         cooperative,
+        attrs: Attrs::default(),
     };
     // SAFETY: forwarded caller contract.
     unsafe { launch(f, shape, null, kernel_params, extra) }
 }
 
-/// `cuLaunchKernelEx`: of the launch attributes only `COOPERATIVE` changes
-/// what the host does; the others (cluster shape, priority, programmatic
-/// serialization, memory sync domains ...) are hints or features the
-/// remoted launch does not carry, and are dropped with a Debug line.
+/// `cuLaunchKernelEx`: every launch attribute travels to the host, which
+/// hands them to its driver's `cuLaunchKernelEx` (a captured launch keeps
+/// them in its kernel node: see [`node_attrs`]).
 ///
 /// # Safety
 /// As [`arguments`]; `config.attrs` holds `numAttrs` entries.
@@ -199,38 +228,247 @@ pub unsafe fn launch_kernel_ex(
     null: Null,
 ) -> Result<(), CUresult> {
     let c = config.read();
-    let mut cooperative = false;
-    if c.numAttrs > 0 {
-        if c.attrs.is_null() {
-            return Err(reject(
-                INVALID_VALUE,
-                format_args!("cuLaunchKernelEx: NULL attrs"),
-            ));
-        }
-        // SAFETY: numAttrs readable attributes (contract).
-        let attrs = unsafe { std::slice::from_raw_parts(c.attrs, c.numAttrs as usize) };
-        for a in attrs {
-            if a.id == CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE {
-                // SAFETY: the union member this id selects.
-                cooperative = unsafe { a.value.cooperative } != 0;
-            } else if a.id != CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_IGNORE {
-                vlog!(
-                    Level::Debug,
-                    "cuLaunchKernelEx: launch attribute {} not forwarded",
-                    a.id.0
-                );
-            }
-        }
-    }
     let shape = Shape {
         grid: [c.gridDimX, c.gridDimY, c.gridDimZ],
         block: [c.blockDimX, c.blockDimY, c.blockDimZ],
         shared_mem: c.sharedMemBytes,
         stream: StreamArg::resolve(c.hStream)?,
-        cooperative,
+        cooperative: false,
+        // SAFETY: numAttrs readable attributes (contract).
+        attrs: unsafe { config_attrs(&c, "cuLaunchKernelEx") }?,
     };
     // SAFETY: forwarded caller contract.
     unsafe { launch(f, shape, null, kernel_params, extra) }
+}
+
+// ---- launch attributes ----
+//
+// Every `CUlaunchAttribute` becomes a `LaunchAttr` of the protocol, in the
+// application's order, with its events as the host's handles; the host
+// gives them to its driver, which validates them (so the codes are the
+// driver's). Refused here: an id the protocol does not know (the driver's
+// CUDA_ERROR_INVALID_VALUE), and what cuda.h says of the events an
+// attribute records (CUDA_ERROR_INVALID_VALUE unless created with
+// CU_EVENT_DISABLE_TIMING, not interprocess, and flags 0), which a captured
+// launch cannot leave to the host.
+
+/// `CU_EVENT_DISABLE_TIMING` and `CU_EVENT_INTERPROCESS`.
+const EVENT_DISABLE_TIMING: u32 = 0x2;
+const EVENT_INTERPROCESS: u32 = 0x4;
+
+/// A launch's attributes as the protocol carries them.
+#[derive(Default)]
+pub(crate) struct Attrs {
+    /// Every attribute, in the application's order.
+    pub wire: Vec<LaunchAttr>,
+    /// The events the launch records (programmatic and launch-completion
+    /// events).
+    pub events: Vec<Arc<Event>>,
+}
+
+/// The attributes of a launch configuration.
+///
+/// # Safety
+/// `c.attrs` holds `c.numAttrs` entries (API contract).
+pub(crate) unsafe fn config_attrs(c: &CUlaunchConfig, what: &str) -> Result<Attrs, CUresult> {
+    let mut out = Attrs::default();
+    if c.numAttrs == 0 {
+        return Ok(out);
+    }
+    if c.attrs.is_null() {
+        return Err(reject(
+            INVALID_VALUE,
+            format_args!("{what}: {} attributes at NULL", c.numAttrs),
+        ));
+    }
+    for i in 0..c.numAttrs as usize {
+        // SAFETY: numAttrs readable entries (contract); unaligned, as the
+        // application's array is only as aligned as it made it.
+        let a = unsafe { c.attrs.add(i).read_unaligned() };
+        let (wire, event) = wire_attr(&a, what)?;
+        out.wire.push(wire);
+        out.events.extend(event);
+    }
+    Ok(out)
+}
+
+/// An event an attribute names, as cuda.h requires it.
+fn attribute_event(h: CUevent, flags: c_int, what: &str) -> Result<Arc<Event>, CUresult> {
+    // SAFETY: a handle, only looked up.
+    let Live(e) = unsafe { <Live<Event> as FromCuda<CUevent, CUresult>>::from_cuda(h) }?;
+    if flags != 0 || e.flags & EVENT_DISABLE_TIMING == 0 || e.flags & EVENT_INTERPROCESS != 0 {
+        return Err(reject(
+            INVALID_VALUE,
+            format_args!(
+                "{what}: an attribute's event must disable timing and not be interprocess, \
+                 with flags 0 (event flags {:#x}, record flags {flags:#x})",
+                e.flags
+            ),
+        ));
+    }
+    Ok(e)
+}
+
+/// One attribute in the protocol's form, and the event it records.
+fn wire_attr(
+    a: &CUlaunchAttribute,
+    what: &str,
+) -> Result<(LaunchAttr, Option<Arc<Event>>), CUresult> {
+    type Id = CUlaunchAttributeID;
+    let v = &a.value;
+    // SAFETY: the union reads below take the member the id names, which
+    // the application set; every member is plain integers, floats and
+    // handles, valid for any bit pattern.
+    let wire = unsafe {
+        match a.id {
+            Id::CU_LAUNCH_ATTRIBUTE_IGNORE => LaunchAttr::Ignore {},
+            Id::CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW => {
+                let w = v.accessPolicyWindow;
+                LaunchAttr::AccessPolicyWindow {
+                    base_ptr: w.base_ptr as u64,
+                    num_bytes: w.num_bytes as u64,
+                    hit_ratio_bits: w.hitRatio.to_bits(),
+                    hit_prop: w.hitProp.0,
+                    miss_prop: w.missProp.0,
+                }
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_COOPERATIVE => LaunchAttr::Cooperative {
+                value: v.cooperative,
+            },
+            Id::CU_LAUNCH_ATTRIBUTE_SYNCHRONIZATION_POLICY => LaunchAttr::SynchronizationPolicy {
+                policy: v.syncPolicy.0,
+            },
+            Id::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION => {
+                let d = v.clusterDim;
+                LaunchAttr::ClusterDimension {
+                    dim: [d.x, d.y, d.z],
+                }
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE => {
+                LaunchAttr::ClusterSchedulingPolicyPreference {
+                    policy: v.clusterSchedulingPolicyPreference.0,
+                }
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION => {
+                LaunchAttr::ProgrammaticStreamSerialization {
+                    allowed: v.programmaticStreamSerializationAllowed,
+                }
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT => {
+                let p = v.programmaticEvent;
+                let e = attribute_event(p.event, p.flags, what)?;
+                let wire = LaunchAttr::ProgrammaticEvent {
+                    event: e.remote,
+                    flags: p.flags,
+                    trigger_at_block_start: p.triggerAtBlockStart,
+                };
+                return Ok((wire, Some(e)));
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_PRIORITY => LaunchAttr::Priority {
+                priority: v.priority,
+            },
+            Id::CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP => {
+                let m = v.memSyncDomainMap;
+                LaunchAttr::MemSyncDomainMap {
+                    default_domain: m.default_,
+                    remote_domain: m.remote,
+                }
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN => LaunchAttr::MemSyncDomain {
+                domain: v.memSyncDomain.0,
+            },
+            Id::CU_LAUNCH_ATTRIBUTE_PREFERRED_CLUSTER_DIMENSION => {
+                let d = v.preferredClusterDim;
+                LaunchAttr::PreferredClusterDimension {
+                    dim: [d.x, d.y, d.z],
+                }
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT => {
+                let p = v.launchCompletionEvent;
+                let e = attribute_event(p.event, p.flags, what)?;
+                let wire = LaunchAttr::LaunchCompletionEvent {
+                    event: e.remote,
+                    flags: p.flags,
+                };
+                return Ok((wire, Some(e)));
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_DEVICE_UPDATABLE_KERNEL_NODE => {
+                LaunchAttr::DeviceUpdatableKernelNode {
+                    device_updatable: v.deviceUpdatableKernelNode.deviceUpdatable,
+                }
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT => {
+                LaunchAttr::PreferredSharedMemoryCarveout {
+                    carveout: v.sharedMemCarveout,
+                }
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_NVLINK_UTIL_CENTRIC_SCHEDULING => {
+                LaunchAttr::NvlinkUtilCentricScheduling {
+                    value: v.nvlinkUtilCentricScheduling,
+                }
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_PORTABLE_CLUSTER_SIZE_MODE => {
+                LaunchAttr::PortableClusterSizeMode {
+                    mode: v.portableClusterSizeMode.0,
+                }
+            }
+            Id::CU_LAUNCH_ATTRIBUTE_SHARED_MEMORY_MODE => LaunchAttr::SharedMemoryMode {
+                mode: v.sharedMemoryMode.0,
+            },
+            id => {
+                return Err(reject(
+                    INVALID_VALUE,
+                    format_args!(
+                        "{what}: launch attribute {} is not one cuda.h defines",
+                        id.0
+                    ),
+                ))
+            }
+        }
+    };
+    Ok((wire, None))
+}
+
+/// What a kernel node keeps of a captured launch's attributes. cuda.h
+/// makes three attributes valid for launches but not for graph nodes; a
+/// launch captured with them is honoured by the graph's structure instead
+/// (each logged once, so none goes unnoticed):
+/// - programmatic stream serialization only *allows* the kernel to overlap
+///   the one before it: the node's ordinary dependency on that kernel is a
+///   stricter order, which the kernel's programmatic waits also satisfy;
+/// - programmatic and launch-completion events are recorded with the node
+///   as what a wait on them depends on ([`event::recorded_by_launch`]),
+///   i.e. at the kernel's completion, no earlier than the driver may
+///   trigger them;
+/// - the shared memory carveout is a preference the driver may ignore.
+fn node_attrs(wire: Vec<LaunchAttr>) -> Vec<LaunchAttr> {
+    static LOGGED: AtomicU32 = AtomicU32::new(0);
+    wire.into_iter()
+        .filter(|a| {
+            let how = match a {
+                LaunchAttr::ProgrammaticStreamSerialization { .. } => {
+                    "ordered after the previous work by a full dependency"
+                }
+                LaunchAttr::ProgrammaticEvent { .. } | LaunchAttr::LaunchCompletionEvent { .. } => {
+                    "the event is recorded at the kernel node's completion"
+                }
+                LaunchAttr::PreferredSharedMemoryCarveout { .. } => {
+                    "a preference the graph's kernel runs without"
+                }
+                _ => return true,
+            };
+            let bit = 1u32 << (a.tag() & 31);
+            if LOGGED.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+                vlog!(
+                    Level::Info,
+                    "captured launch with launch attribute {} (valid for launches, not graph \
+                     nodes): {how}",
+                    a.tag()
+                );
+            }
+            false
+        })
+        .collect()
 }
 
 // ---- occupancy ----
@@ -327,6 +565,102 @@ pub fn max_potential_block_size(
     };
     min_grid.write(grid);
     block.write(size);
+    Ok(())
+}
+
+/// `cuOccupancyAvailableDynamicSMemPerBlock` (cuBLAS asks it in
+/// `cublasCreate`).
+pub fn available_dynamic_smem(
+    out: Out<usize>,
+    f: Live<Func>,
+    num_blocks: c_int,
+    block_size: c_int,
+) -> Result<(), CUresult> {
+    let func = occupancy_func(&f)?;
+    let bytes = check::host(&OccupancyAvailableDynamicSMem {
+        func,
+        num_blocks,
+        block_size,
+    })?;
+    out.write(usize::try_from(bytes).unwrap_or(usize::MAX));
+    Ok(())
+}
+
+/// A cluster occupancy question: the launch configuration as the
+/// protocol carries it. Per cuda.h the context is the config's stream's,
+/// or the current one for a NULL (or special) stream.
+struct ClusterQuery {
+    func: u64,
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_mem: u32,
+    attrs: Vec<LaunchAttr>,
+}
+
+/// # Safety
+/// `config.attrs` holds `numAttrs` entries (API contract).
+unsafe fn cluster_query(
+    f: &Live<Func>,
+    config: In<CUlaunchConfig>,
+    what: &str,
+) -> Result<ClusterQuery, CUresult> {
+    let c = config.read();
+    let ctx = match StreamArg::resolve(c.hStream)? {
+        StreamArg::Created(s) => s.ctx.clone(),
+        _ => check::current()?.0,
+    };
+    // SAFETY: forwarded contract.
+    let attrs = unsafe { config_attrs(&c, what) }?;
+    Ok(ClusterQuery {
+        func: f.in_context(&ctx)?.remote,
+        grid: [c.gridDimX, c.gridDimY, c.gridDimZ],
+        block: [c.blockDimX, c.blockDimY, c.blockDimZ],
+        shared_mem: c.sharedMemBytes,
+        attrs: attrs.wire,
+    })
+}
+
+/// `cuOccupancyMaxActiveClusters`: the cluster size is the config's
+/// `CLUSTER_DIMENSION` attribute or the function's required one (the
+/// host's driver decides).
+///
+/// # Safety
+/// `config.attrs` holds `numAttrs` entries (API contract).
+pub unsafe fn max_active_clusters(
+    out: Out<c_int>,
+    f: Live<Func>,
+    config: In<CUlaunchConfig>,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded contract.
+    let q = unsafe { cluster_query(&f, config, "cuOccupancyMaxActiveClusters") }?;
+    out.write(check::host(&OccupancyMaxActiveClusters {
+        func: q.func,
+        grid: q.grid,
+        block: q.block,
+        shared_mem: q.shared_mem,
+        attrs: q.attrs,
+    })?);
+    Ok(())
+}
+
+/// `cuOccupancyMaxPotentialClusterSize`.
+///
+/// # Safety
+/// `config.attrs` holds `numAttrs` entries (API contract).
+pub unsafe fn max_potential_cluster_size(
+    out: Out<c_int>,
+    f: Live<Func>,
+    config: In<CUlaunchConfig>,
+) -> Result<(), CUresult> {
+    // SAFETY: forwarded contract.
+    let q = unsafe { cluster_query(&f, config, "cuOccupancyMaxPotentialClusterSize") }?;
+    out.write(check::host(&OccupancyMaxPotentialClusterSize {
+        func: q.func,
+        grid: q.grid,
+        block: q.block,
+        shared_mem: q.shared_mem,
+        attrs: q.attrs,
+    })?);
     Ok(())
 }
 
@@ -433,5 +767,119 @@ mod tests {
         );
         let endless: Vec<usize> = [1, a].repeat(9);
         assert_eq!(extra(&endless), e);
+    }
+
+    fn attr(
+        id: CUlaunchAttributeID,
+        set: impl FnOnce(&mut CUlaunchAttribute),
+    ) -> CUlaunchAttribute {
+        let mut a = CUlaunchAttribute {
+            id,
+            ..Default::default()
+        };
+        set(&mut a);
+        a
+    }
+
+    #[test]
+    fn attributes_take_the_member_their_id_names() {
+        type Id = CUlaunchAttributeID;
+        let wire = |a: CUlaunchAttribute| wire_attr(&a, "test").map(|(w, e)| (w, e.is_none()));
+        assert_eq!(
+            wire(attr(Id::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION, |a| {
+                a.value.clusterDim.x = 2;
+                a.value.clusterDim.y = 3;
+                a.value.clusterDim.z = 4;
+            })),
+            Ok((LaunchAttr::ClusterDimension { dim: [2, 3, 4] }, true))
+        );
+        assert_eq!(
+            wire(attr(Id::CU_LAUNCH_ATTRIBUTE_PRIORITY, |a| a
+                .value
+                .priority =
+                -3)),
+            Ok((LaunchAttr::Priority { priority: -3 }, true))
+        );
+        assert_eq!(
+            wire(attr(Id::CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW, |a| {
+                a.value.accessPolicyWindow.base_ptr = 0x1000 as *mut c_void;
+                a.value.accessPolicyWindow.num_bytes = 256;
+                a.value.accessPolicyWindow.hitRatio = 0.25;
+                a.value.accessPolicyWindow.hitProp.0 = 2;
+            })),
+            Ok((
+                LaunchAttr::AccessPolicyWindow {
+                    base_ptr: 0x1000,
+                    num_bytes: 256,
+                    hit_ratio_bits: 0.25f32.to_bits(),
+                    hit_prop: 2,
+                    miss_prop: 0,
+                },
+                true
+            ))
+        );
+        assert_eq!(
+            wire(attr(Id::CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP, |a| {
+                a.value.memSyncDomainMap.default_ = 1;
+                a.value.memSyncDomainMap.remote = 0;
+            })),
+            Ok((
+                LaunchAttr::MemSyncDomainMap {
+                    default_domain: 1,
+                    remote_domain: 0
+                },
+                true
+            ))
+        );
+        assert_eq!(
+            wire(attr(Id::CU_LAUNCH_ATTRIBUTE_COOPERATIVE, |a| a
+                .value
+                .cooperative =
+                1)),
+            Ok((LaunchAttr::Cooperative { value: 1 }, true))
+        );
+        // Every id cuda.h defines has its protocol tag, the others none.
+        for id in 0..=Id::CU_LAUNCH_ATTRIBUTE_MAX.0 {
+            let known = LaunchAttr::TAGS.contains(&id);
+            let events = matches!(
+                CUlaunchAttributeID(id),
+                Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT
+                    | Id::CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT
+            );
+            match wire(attr(CUlaunchAttributeID(id), |_| {})) {
+                Ok((w, _)) => assert_eq!(w.tag(), id),
+                // A NULL event is not a live event.
+                Err(e) if events => assert_eq!(e, INVALID_HANDLE),
+                Err(e) => {
+                    assert!(!known, "attribute {id}");
+                    assert_eq!(e, INVALID_VALUE);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nodes_keep_the_attributes_nodes_take() {
+        let all = vec![
+            LaunchAttr::Priority { priority: 1 },
+            LaunchAttr::ProgrammaticStreamSerialization { allowed: 1 },
+            LaunchAttr::LaunchCompletionEvent { event: 5, flags: 0 },
+            LaunchAttr::ProgrammaticEvent {
+                event: 6,
+                flags: 0,
+                trigger_at_block_start: 1,
+            },
+            LaunchAttr::PreferredSharedMemoryCarveout { carveout: 50 },
+            LaunchAttr::Cooperative { value: 1 },
+            LaunchAttr::ClusterDimension { dim: [1, 1, 1] },
+        ];
+        assert_eq!(
+            node_attrs(all),
+            vec![
+                LaunchAttr::Priority { priority: 1 },
+                LaunchAttr::Cooperative { value: 1 },
+                LaunchAttr::ClusterDimension { dim: [1, 1, 1] },
+            ]
+        );
     }
 }

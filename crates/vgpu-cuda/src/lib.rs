@@ -35,7 +35,6 @@ mod memory;
 mod mempool;
 mod pointer;
 mod stream;
-mod visible;
 mod vmm;
 // Kernels: images, modules/libraries, launches, events, host functions, cuLink*.
 mod event;
@@ -45,6 +44,7 @@ mod image;
 mod launch;
 mod link;
 mod module;
+mod tensormap;
 
 // The host-refusal marker and the virtual files' provider registration.
 vgpu_guest::shim_glue!(owner);
@@ -70,6 +70,8 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuDeviceGetProperties => device::get_properties,
         cuDeviceGetPCIBusId => device::get_pci_bus_id,
         cuDeviceGetByPCIBusId => device::get_by_pci_bus_id,
+        cuDeviceCanAccessPeer => device::can_access_peer,
+        cuDeviceGetP2PAttribute => device::get_p2p_attribute,
 
         cuDevicePrimaryCtxRetain => context::primary_retain,
         cuDevicePrimaryCtxRelease => context::primary_release,
@@ -99,6 +101,8 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuCtxGetId => context::get_id,
         cuCtxSynchronize => context::synchronize[CtxArg::Null],
         cuCtxSynchronize_v2 => context::synchronize,
+        cuCtxEnablePeerAccess => context::enable_peer_access,
+        cuCtxDisablePeerAccess => context::disable_peer_access,
 
         cuMemGetInfo => memory::get_info,
         cuMemGetInfo_v2 => memory::get_info,
@@ -302,6 +306,9 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags => launch::max_active_blocks,
         cuOccupancyMaxPotentialBlockSize => launch::max_potential_block_size[0],
         cuOccupancyMaxPotentialBlockSizeWithFlags => launch::max_potential_block_size,
+        cuOccupancyAvailableDynamicSMemPerBlock => launch::available_dynamic_smem,
+        cuOccupancyMaxActiveClusters => launch::max_active_clusters,
+        cuOccupancyMaxPotentialClusterSize => launch::max_potential_cluster_size,
         cuLaunchHostFunc => launch::launch_host_func[0, Null::Legacy],
         cuLaunchHostFunc_ptsz => launch::launch_host_func[0, Null::PerThread],
         cuLaunchHostFunc_v2 => launch::launch_host_func[Null::Legacy],
@@ -412,6 +419,10 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuGraphExecNodeSetParams => graph::exec::node_set_params,
         cuGraphNodeSetEnabled => graph::exec::set_enabled,
         cuGraphNodeGetEnabled => graph::exec::get_enabled,
+
+        cuTensorMapEncodeTiled => tensormap::encode_tiled,
+        cuTensorMapEncodeIm2col => tensormap::encode_im2col,
+        cuTensorMapReplaceAddress => tensormap::replace_address,
 
         cuLinkCreate => link::create,
         cuLinkCreate_v2 => link::create,

@@ -28,8 +28,8 @@ use std::ffi::{c_uint, c_void};
 use vgpu_ffi::{FromCuda, Out};
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
-    MemAlloc, MemAllocPitch, MemFree, MemGetInfo, MemcpyDtoD, MemcpyDtoH, MemcpyHtoD, Memset,
-    OnStream, COPY_CHUNK,
+    MemAlloc, MemAllocPitch, MemFree, MemGetInfo, MemcpyDtoD, MemcpyDtoH, MemcpyHtoD, MemcpyPeer,
+    Memset, OnStream, COPY_CHUNK,
 };
 
 // ---- copy plumbing shared with the 2D/3D and host-memory code ----
@@ -363,9 +363,11 @@ pub unsafe fn memcpy(
     }
 }
 
-/// `cuMemcpyPeer[Async]`: every device of a session sits behind one host
-/// driver with unified addressing, so a copy between contexts is a
-/// device-to-device copy in the destination's context.
+/// `cuMemcpyPeer[Async]`: the host's driver copies between the two
+/// contexts (which may be on different devices), issued in the current
+/// context or ordered on the stream. In a capture it is a device-to-device
+/// memcpy node: every device of a session sits behind one host driver with
+/// unified addressing.
 #[allow(clippy::too_many_arguments)]
 pub fn memcpy_peer(
     dst: Wide,
@@ -378,11 +380,8 @@ pub fn memcpy_peer(
 ) -> Result<(), CUresult> {
     let (dst, src, n) = (dst.0, src.0, n.0);
     let d_remote = dst_ctx.remote()?;
-    src_ctx.remote()?;
-    let mut route = route(&when, null)?;
-    if matches!(when, When::Sync) {
-        route.ctx = d_remote;
-    }
+    let s_remote = src_ctx.remote()?;
+    let route = route(&when, null)?;
     if n == 0 {
         return Ok(());
     }
@@ -391,7 +390,14 @@ pub fn memcpy_peer(
     if let Some(r) = captured(&route, (DEVICE, dst), (DEVICE, src), n) {
         return r;
     }
-    dtod(&route, dst, src, n)
+    route.send(MemcpyPeer {
+        ctx: route.ctx,
+        dst,
+        dst_ctx: d_remote,
+        src,
+        src_ctx: s_remote,
+        size: n,
+    })
 }
 
 // ---- memset ----

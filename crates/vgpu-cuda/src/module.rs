@@ -24,7 +24,7 @@ use cuda_types::cuda::{
     CUjit_option, CUkernel, CUlibrary, CUlibraryOption, CUmodule, CUresult,
 };
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -513,6 +513,28 @@ fn c_name(name: &CStr) -> Result<(CString, String), CUresult> {
     Ok((name.to_owned(), s.to_owned()))
 }
 
+/// Says, once per kernel, why the host found no code of it: typically a
+/// kernel compiled to machine code (SASS) only, which the software GPU
+/// cannot run (it interprets PTX). The application usually only shows the
+/// code (cuBLAS: a failed GEMM), so the name is worth a warning.
+fn explain_no_binary(e: CUresult, what: &str, name: &str) -> CUresult {
+    static SAID: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    if e == CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU
+        && SAID
+            .lock()
+            .get_or_insert_with(HashSet::new)
+            .insert(name.to_owned())
+    {
+        vlog!(
+            Level::Warn,
+            "{what}(`{name}`): the host has no code of it for this GPU \
+             (CUDA_ERROR_NO_BINARY_FOR_GPU; on the software GPU: the image has no PTX for it, \
+             only machine code; the host's log names the image)"
+        );
+    }
+    e
+}
+
 /// A module's function by name; the same name gives the same handle.
 pub fn get_function(out: Out<CUfunction>, m: Live<Module>, name: &CStr) -> Result<(), CUresult> {
     let (cname, name) = c_name(name)?;
@@ -523,8 +545,9 @@ pub fn get_function(out: Out<CUfunction>, m: Live<Module>, name: &CStr) -> Resul
             None => {
                 let info = check::host(&ModuleGetFunction {
                     module: m.remote(),
-                    name,
-                })?;
+                    name: name.clone(),
+                })
+                .map_err(|e| explain_no_binary(e, "cuModuleGetFunction", &name))?;
                 let f = Func::register(FuncKind::Function, info, cname.clone(), m.handle);
                 functions.insert(cname, f.clone());
                 f
@@ -687,8 +710,9 @@ pub fn library_get_kernel(
             None => {
                 let info = check::host(&LibraryGetKernel {
                     library: l.image.remote,
-                    name,
-                })?;
+                    name: name.clone(),
+                })
+                .map_err(|e| explain_no_binary(e, "cuLibraryGetKernel", &name))?;
                 let k = Func::register(FuncKind::Kernel, info, cname.clone(), l.handle);
                 kernels.insert(cname, k.clone());
                 k

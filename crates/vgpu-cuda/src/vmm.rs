@@ -30,8 +30,6 @@ use vgpu_transport::proto::{
     MemGetAllocationGranularity, MemMap, MemRelease, MemSetAccess, MemUnmap,
 };
 
-const ATTR_CAN_MAP_HOST_MEMORY: i32 = 19;
-const ATTR_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM: i32 = 91;
 const ATTR_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: i32 = 102;
 
 /// What the guest knows of an allocation handle.
@@ -377,11 +375,11 @@ fn host_serves_vmm(dev: CUdevice) -> bool {
     })
 }
 
-/// The guest's corrections to the host's device attributes: what a remote
-/// GPU cannot do for guest memory, and VMM when the host cannot serve it.
+/// The guest's one correction to the host's device attributes: VMM when
+/// the host cannot serve it. (What a remote GPU cannot do for guest memory
+/// the host masks for every guest: `MASKED` in its inventory.)
 pub fn adjust_attribute(dev: CUdevice, attr: i32, value: i32) -> i32 {
     match attr {
-        ATTR_CAN_MAP_HOST_MEMORY | ATTR_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM => 0,
         ATTR_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED if value != 0 && !host_serves_vmm(dev) => 0,
         _ => value,
     }

@@ -53,7 +53,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use vgpu_ffi::{FromCuda, In, Mint, Out, Shared};
 use vgpu_transport::codec::Bytes;
-use vgpu_transport::proto::{GraphNode, LaunchAttr};
+use vgpu_transport::proto::GraphNode;
 
 const AUTO_FREE_ON_LAUNCH: u64 = 1;
 const UPLOAD: u64 = 2;
@@ -309,11 +309,7 @@ fn device_op(op: &Op) -> GraphNode {
             block: k.block,
             shared_mem: k.shared_mem,
             params: Bytes(k.args().to_vec()),
-            attrs: if k.cooperative {
-                vec![LaunchAttr::Cooperative { value: 1 }]
-            } else {
-                Vec::new()
-            },
+            attrs: k.attrs.clone(),
         },
         Op::Memset(f) => GraphNode::Memset {
             dst: f.dst,
@@ -797,8 +793,13 @@ fn compatible(old: &Op, new: &Op) -> Result<(), CUgraphExecUpdateResult> {
             if !Arc::ptr_eq(&a.ctx, &b.ctx) {
                 return Err(R::CU_GRAPH_EXEC_UPDATE_ERROR_UNSUPPORTED_FUNCTION_CHANGE);
             }
-            if a.cooperative != b.cooperative {
+            if a.cooperative() != b.cooperative() {
                 return Err(R::CU_GRAPH_EXEC_UPDATE_ERROR_PARAMETERS_CHANGED);
+            }
+            // The host's graph keeps the attributes it was instantiated
+            // with: other ones cannot take effect by an update.
+            if a.attrs != b.attrs {
+                return Err(R::CU_GRAPH_EXEC_UPDATE_ERROR_ATTRIBUTES_CHANGED);
             }
             Ok(())
         }
@@ -1056,7 +1057,7 @@ pub unsafe fn kernel_set_params<P: node::KernelStruct>(
     // SAFETY: forwarded contract.
     let mut k = unsafe { node::kernel_from(&p.read().desc())? };
     if let Some(Op::Kernel(old)) = current_op(&e, &n) {
-        k.cooperative = old.cooperative;
+        k.attrs = old.attrs;
     }
     set_node(&e, &n, Op::Kernel(k), "cuGraphExecKernelNodeSetParams")
 }
@@ -1186,7 +1187,7 @@ pub unsafe fn node_set_params(
                 _ => {}
             }
             if let (Op::Kernel(k), Some(Op::Kernel(old))) = (&mut op, current_op(&e, &n)) {
-                k.cooperative = old.cooperative;
+                k.attrs = old.attrs;
             }
             set_node(&e, &n, op, "cuGraphExecNodeSetParams")
         }

@@ -36,6 +36,7 @@ use cuda_types::cuda::{
 use std::ffi::c_void;
 use std::sync::Arc;
 use vgpu_ffi::{In, Out};
+use vgpu_transport::proto::LaunchAttr;
 
 /// A value holding application pointers (descriptors, user data) that the
 /// guest keeps for later, as the driver keeps them.
@@ -145,7 +146,9 @@ pub struct Kernel {
     pub grid: [u32; 3],
     pub block: [u32; 3],
     pub shared_mem: u32,
-    pub cooperative: bool,
+    /// The launch attributes it runs with (`cuLaunchKernelEx` in a
+    /// capture, a cooperative launch), as the host's driver will get them.
+    pub attrs: Vec<LaunchAttr>,
     args: Box<[u8]>,
     /// The arguments came as an `extra` buffer (and go back out as one).
     from_extra: bool,
@@ -165,7 +168,7 @@ pub struct KernelSpec {
     pub grid: [u32; 3],
     pub block: [u32; 3],
     pub shared_mem: u32,
-    pub cooperative: bool,
+    pub attrs: Vec<LaunchAttr>,
     pub args: Vec<u8>,
     pub from_extra: bool,
 }
@@ -201,7 +204,7 @@ impl Kernel {
             grid: spec.grid,
             block: spec.block,
             shared_mem: spec.shared_mem,
-            cooperative: spec.cooperative,
+            attrs: spec.attrs,
             args,
             from_extra: spec.from_extra,
             ptrs,
@@ -212,6 +215,13 @@ impl Kernel {
 
     pub fn args(&self) -> &[u8] {
         &self.args
+    }
+
+    /// Whether it is a cooperative launch.
+    pub fn cooperative(&self) -> bool {
+        self.attrs
+            .iter()
+            .any(|a| matches!(a, LaunchAttr::Cooperative { value } if *value != 0))
     }
 
     fn kernel_params(&self) -> *mut *mut c_void {
@@ -241,7 +251,7 @@ impl Clone for Kernel {
             grid: self.grid,
             block: self.block,
             shared_mem: self.shared_mem,
-            cooperative: self.cooperative,
+            attrs: self.attrs.clone(),
             args: self.args.to_vec(),
             from_extra: self.from_extra,
         };
@@ -362,7 +372,7 @@ pub unsafe fn kernel_from(d: &KernelDesc) -> Result<Kernel, CUresult> {
         grid: d.grid,
         block: d.block,
         shared_mem: d.shared_mem,
-        cooperative: false,
+        attrs: Vec::new(),
         args,
         from_extra: !d.extra.is_null(),
     };
@@ -738,7 +748,8 @@ pub unsafe fn kernel_set_params<P: KernelStruct>(n: NodeArg, p: In<P>) -> Result
     let mut k = unsafe { kernel_from(&p.read().desc())? };
     with_op(&n, |op| match op {
         Op::Kernel(old) => {
-            k.cooperative = old.cooperative;
+            // Attributes are not parameters: they stay.
+            k.attrs = std::mem::take(&mut old.attrs);
             *op = Op::Kernel(k);
             Ok(())
         }
@@ -1118,11 +1129,11 @@ pub unsafe fn node_set_params(n: NodeArg, p: In<CUgraphNodeParams>) -> Result<()
     // SAFETY: forwarded contract.
     let new = unsafe { op_from_params(&p)? };
     let old = with_op(&n, |op| {
-        if let (Op::Kernel(old), Op::Kernel(_)) = (&*op, &new) {
-            let coop = old.cooperative;
+        if let (Op::Kernel(old), Op::Kernel(_)) = (&mut *op, &new) {
+            let attrs = std::mem::take(&mut old.attrs);
             *op = new;
             if let Op::Kernel(k) = op {
-                k.cooperative = coop;
+                k.attrs = attrs;
             }
             return Ok(None);
         }

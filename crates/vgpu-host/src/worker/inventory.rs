@@ -136,10 +136,6 @@ pub const MASKED: &[(A, Lacks)] = &[
         Lacks::Functions(&["cuMulticastCreate", "cuMulticastBindMem"]),
     ),
     (
-        A::CU_DEVICE_ATTRIBUTE_TENSOR_MAP_ACCESS_SUPPORTED,
-        Lacks::Functions(&["cuTensorMapEncodeTiled", "cuTensorMapEncodeIm2col"]),
-    ),
-    (
         A::CU_DEVICE_ATTRIBUTE_CAN_FLUSH_REMOTE_WRITES,
         Lacks::Functions(&["cuFlushGPUDirectRDMAWrites"]),
     ),
