@@ -8,7 +8,10 @@
 //! llama` installs; the CUDA run goes through the shims exactly as under
 //! `vgpu run`, CUDA graphs on (as Ollama builds ggml). The speed is that of
 //! the single-token decode steps, from the per-step times the runner
-//! prints; prompt steps are reported apart.
+//! prints: one over the median step (the first steps of a CUDA run also
+//! capture and instantiate ggml's graphs, and on a shared machine a step
+//! now and then waits for a CPU), and the mean for comparison. Prompt
+//! steps are left out: the first one is mostly warm-up.
 //!
 //! Those files live in a source checkout: the checkout this binary was
 //! built from, and `${VGPU_CACHE:-<checkout>/.cache}` for the installed
@@ -173,34 +176,37 @@ fn why(stderr: &str) -> String {
 pub struct Generation {
     /// `description` of the runner's GPU device, if it listed one.
     pub gpu: Option<String>,
-    /// Single-token decode steps: count and total seconds.
-    pub decoded: usize,
-    pub decode_s: f64,
-    /// Prompt steps (more than one token): tokens and total seconds.
-    pub prompt_tokens: usize,
-    pub prompt_s: f64,
+    /// Seconds of each single-token decode step, in order.
+    pub steps: Vec<f64>,
     pub tokens: String,
     /// The whole run, Python and model load included.
     pub total_s: f64,
 }
 
 impl Generation {
+    /// One over the median decode step.
     pub fn tokens_per_s(&self) -> f64 {
-        self.decoded as f64 / self.decode_s.max(1e-9)
+        let mut s = self.steps.clone();
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        let median = if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+        };
+        1.0 / median.max(1e-9)
     }
 
-    pub fn prompt_tokens_per_s(&self) -> f64 {
-        self.prompt_tokens as f64 / self.prompt_s.max(1e-9)
+    /// Decode steps over their total time.
+    pub fn mean_tokens_per_s(&self) -> f64 {
+        self.steps.len() as f64 / self.steps.iter().sum::<f64>().max(1e-9)
     }
 
     /// The runner's `key=value` lines (see tests/py/llama_generate.py).
     fn parse(out: &str) -> Result<Generation, String> {
         let mut g = Generation {
             gpu: None,
-            decoded: 0,
-            decode_s: 0.0,
-            prompt_tokens: 0,
-            prompt_s: 0.0,
+            steps: Vec::new(),
             tokens: String::new(),
             total_s: 0.0,
         };
@@ -216,14 +222,8 @@ impl Generation {
                     g.gpu = field(line, "description").map(|d| d.trim_matches('"').to_string());
                 }
                 Some("step") => {
-                    let decoded = num(line, "decoded")? as usize;
-                    let s = num(line, "seconds")?;
-                    if decoded == 1 {
-                        g.decoded += 1;
-                        g.decode_s += s;
-                    } else {
-                        g.prompt_tokens += decoded;
-                        g.prompt_s += s;
+                    if num(line, "decoded")? == 1.0 {
+                        g.steps.push(num(line, "seconds")?);
                     }
                 }
                 Some("tokens") => g.tokens = field(line, "value").unwrap_or("").to_string(),
@@ -234,7 +234,7 @@ impl Generation {
                 _ => {}
             }
         }
-        if !done || g.decoded == 0 {
+        if !done || g.steps.is_empty() {
             return Err("the runner printed no decode steps".into());
         }
         Ok(g)
@@ -273,18 +273,20 @@ mod tests {
         step index=1 phase=1 decoded=1 token=9 margin=1.0 seconds=0.25 top=9:1.0\n\
         step index=2 phase=1 decoded=1 token=8 margin=1.0 seconds=0.25 top=8:1.0\n\
         step index=3 phase=2 decoded=3 token=7 margin=1.0 seconds=0.1 top=7:1.0\n\
+        step index=4 phase=2 decoded=1 token=7 margin=1.0 seconds=1.0 top=7:1.0\n\
         tokens value=9,9,8,7\n\
         text value=\"a b\"\n\
         done steps=4 min_margin=1.0 seconds=3.5\n";
 
     #[test]
-    fn parses_decode_and_prompt_steps() {
+    fn decode_steps_median_and_mean() {
         let g = Generation::parse(OUT).unwrap();
         assert_eq!(g.gpu.as_deref(), Some("NVIDIA H100 PCIe"));
-        assert_eq!((g.decoded, g.decode_s), (2, 0.5));
-        assert_eq!(g.prompt_tokens, 8);
-        assert!((g.prompt_s - 0.6).abs() < 1e-12);
+        // The prompt steps (5 and 3 tokens) are not decode steps.
+        assert_eq!(g.steps, [0.25, 0.25, 1.0]);
+        // Median 0.25 s; mean 1.5 s / 3.
         assert_eq!(g.tokens_per_s(), 4.0);
+        assert_eq!(g.mean_tokens_per_s(), 2.0);
         assert_eq!(g.tokens, "9,9,8,7");
         assert_eq!(g.total_s, 3.5);
     }
