@@ -221,10 +221,9 @@ impl Generation {
                 Some("device") if field(line, "type") == Some("GPU") => {
                     g.gpu = field(line, "description").map(|d| d.trim_matches('"').to_string());
                 }
-                Some("step") => {
-                    if num(line, "decoded")? == 1.0 {
-                        g.steps.push(num(line, "seconds")?);
-                    }
+                // One new token: a decode step (the runner prints an int).
+                Some("step") if field(line, "decoded") == Some("1") => {
+                    g.steps.push(num(line, "seconds")?);
                 }
                 Some("tokens") => g.tokens = field(line, "value").unwrap_or("").to_string(),
                 Some("done") => {
