@@ -11,51 +11,10 @@ mod common;
 use common::{Daemon, GuestOutput};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
-/// `nvidia/cu13` of the test venv: nvcc, its headers, libcudart.so.13.
-fn cuda13() -> PathBuf {
-    let nv = common::venv_site_packages().join("nvidia/cu13");
-    assert!(
-        nv.join("bin/nvcc").is_file(),
-        "{}: run scripts/test-deps.sh nvcc",
-        nv.display()
-    );
-    nv
-}
-
-/// device_output.cu as PTX only (compute_90) with static cudart, built
-/// once per test binary run.
-fn program() -> &'static PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let nv = cuda13();
-        let out_dir = common::artifacts().dir.join("vgpu-test-cuda");
-        std::fs::create_dir_all(&out_dir).unwrap();
-        let exe = out_dir.join("device_output");
-        let out = Command::new(nv.join("bin/nvcc"))
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    nv.join("bin").display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .args(["-gencode", "arch=compute_90,code=compute_90"])
-            .arg(format!("-Xlinker=-rpath,{}", nv.join("lib").display()))
-            .arg("-o")
-            .arg(&exe)
-            .arg(common::repo_root().join("tests/cuda/device_output.cu"))
-            .output()
-            .expect("run nvcc");
-        assert!(
-            out.status.success(),
-            "nvcc:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        exe
-    })
+/// device_output.cu as PTX only (compute_90) with static cudart.
+fn program() -> PathBuf {
+    common::nvcc_build("device_output.cu", "ptx-static")
 }
 
 /// The program built by nvcc 13 is refused by cudart 13 on a 12.x host

@@ -13,87 +13,7 @@
 mod common;
 
 use common::Daemon;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
-
-/// `nvidia/cu13` of the test venv: nvcc, its headers, libcudart.so.13.
-fn cuda13() -> PathBuf {
-    let nv = common::venv_site_packages().join("nvidia/cu13");
-    assert!(
-        nv.join("bin/nvcc").is_file(),
-        "{}: run scripts/test-deps.sh nvcc",
-        nv.display()
-    );
-    nv
-}
-
-/// The nvcc arguments of each variant, as `tests/kernels.rs` has them.
-fn variant_args(variant: &str) -> &'static [&'static str] {
-    const PTX: &[&str] = &["-gencode", "arch=compute_90,code=compute_90"];
-    const PTX_SHARED: &[&str] = &[
-        "-gencode",
-        "arch=compute_90,code=compute_90",
-        "-cudart",
-        "shared",
-    ];
-    const SASS: &[&str] = &[
-        "-gencode",
-        "arch=compute_90,code=sm_90",
-        "-gencode",
-        "arch=compute_90,code=compute_90",
-    ];
-    const SASS_SHARED: &[&str] = &[
-        "-gencode",
-        "arch=compute_90,code=sm_90",
-        "-gencode",
-        "arch=compute_90,code=compute_90",
-        "-cudart",
-        "shared",
-    ];
-    match variant {
-        "ptx-static" => PTX,
-        "ptx-shared" => PTX_SHARED,
-        "sass-static" => SASS,
-        "sass-shared" => SASS_SHARED,
-        other => panic!("unknown variant {other}"),
-    }
-}
-
-/// Builds one variant of graphs.cu (cached for the test binary's run).
-fn build(variant: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
-    if let Some(p) = built.get(variant) {
-        return p.clone();
-    }
-    let nv = cuda13();
-    let out_dir = common::artifacts().dir.join("vgpu-test-cuda");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let exe = out_dir.join(format!("graphs-{variant}"));
-    let mut cmd = Command::new(nv.join("bin/nvcc"));
-    cmd.env(
-        "PATH",
-        format!(
-            "{}:{}",
-            nv.join("bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        ),
-    );
-    cmd.args(variant_args(variant))
-        .arg(format!("-Xlinker=-rpath,{}", nv.join("lib").display()))
-        .arg("-o")
-        .arg(&exe)
-        .arg(common::repo_root().join("tests/cuda/graphs.cu"));
-    let out = cmd.output().expect("run nvcc");
-    assert!(
-        out.status.success(),
-        "nvcc {variant}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    built.insert(variant.to_string(), exe.clone());
-    exe
-}
 
 const CHECKS: &[&str] = &[
     "model",
@@ -115,7 +35,7 @@ const CHECKS: &[&str] = &[
 fn check_all(variant: &str) {
     let daemon = Daemon::start_emulated();
     let dir = common::TempDir::new("graphs");
-    let mut cmd = Command::new(build(variant));
+    let mut cmd = Command::new(common::nvcc_build("graphs.cu", variant));
     cmd.arg("all").arg(dir.path());
     let out = common::run_guest(cmd, &daemon, &[("VGPU_LOG", "warn")]);
     out.assert_success();
@@ -155,7 +75,7 @@ fn sass_and_ptx_shared_cudart() {
 fn dot_file_describes_the_captured_graph() {
     let daemon = Daemon::start_emulated();
     let dir = common::TempDir::new("graphdot");
-    let mut cmd = Command::new(build("ptx-static"));
+    let mut cmd = Command::new(common::nvcc_build("graphs.cu", "ptx-static"));
     cmd.arg("model").arg(dir.path());
     let out = common::run_guest(cmd, &daemon, &[("VGPU_LOG", "warn")]);
     out.assert_success();
@@ -218,7 +138,7 @@ fn cuda_bindings_graph() {
 #[test]
 fn a_graph_launch_is_one_message() {
     let daemon = Daemon::start_with_env(&[], &[("VGPU_LOG", "trace")]);
-    let mut cmd = Command::new(build("ptx-static"));
+    let mut cmd = Command::new(common::nvcc_build("graphs.cu", "ptx-static"));
     cmd.arg("k256");
     let out = common::run_guest(cmd, &daemon, &[("VGPU_LOG", "warn")]);
     out.assert_success();

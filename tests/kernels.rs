@@ -8,78 +8,7 @@
 mod common;
 
 use common::Daemon;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
-
-/// `nvidia/cu13` of the test venv: nvcc, its headers, libcudart.so.13.
-fn cuda13() -> PathBuf {
-    let nv = common::venv_site_packages().join("nvidia/cu13");
-    assert!(
-        nv.join("bin/nvcc").is_file(),
-        "{}: run scripts/test-deps.sh nvcc",
-        nv.display()
-    );
-    nv
-}
-
-/// Builds one variant of kernels.cu (cached for the test binary's run).
-fn build(variant: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
-    if let Some(p) = built.get(variant) {
-        return p.clone();
-    }
-    let nv = cuda13();
-    let out_dir = common::artifacts().dir.join("vgpu-test-cuda");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let exe = out_dir.join(format!("kernels-{variant}"));
-    let mut cmd = Command::new(nv.join("bin/nvcc"));
-    cmd.env(
-        "PATH",
-        format!(
-            "{}:{}",
-            nv.join("bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        ),
-    );
-    match variant {
-        "ptx-static" => cmd.args(["-gencode", "arch=compute_90,code=compute_90"]),
-        "ptx-shared" => cmd.args([
-            "-gencode",
-            "arch=compute_90,code=compute_90",
-            "-cudart",
-            "shared",
-        ]),
-        "sass-static" => cmd.args([
-            "-gencode",
-            "arch=compute_90,code=sm_90",
-            "-gencode",
-            "arch=compute_90,code=compute_90",
-        ]),
-        "sass-shared" => cmd.args([
-            "-gencode",
-            "arch=compute_90,code=sm_90",
-            "-gencode",
-            "arch=compute_90,code=compute_90",
-            "-cudart",
-            "shared",
-        ]),
-        other => panic!("unknown variant {other}"),
-    };
-    cmd.arg(format!("-Xlinker=-rpath,{}", nv.join("lib").display()))
-        .arg("-o")
-        .arg(&exe)
-        .arg(common::repo_root().join("tests/cuda/kernels.cu"));
-    let out = cmd.output().expect("run nvcc");
-    assert!(
-        out.status.success(),
-        "nvcc {variant}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    built.insert(variant.to_string(), exe.clone());
-    exe
-}
 
 /// The programs are built by nvcc 13 with its cudart 13, which refuses a
 /// 12.x host driver (cudaErrorInsufficientDriver, 35) at its first call, as
@@ -103,7 +32,7 @@ fn refused_by_cudart_13(out: &common::GuestOutput) -> bool {
 fn check_all(variant: &str) {
     let daemon = Daemon::start_target();
     let out = common::run_guest(
-        Command::new(build(variant)),
+        Command::new(common::nvcc_build("kernels.cu", variant)),
         &daemon,
         &[("VGPU_LOG", "warn")],
     );
@@ -153,7 +82,7 @@ fn sass_and_ptx_shared_cudart() {
 #[test]
 fn out_of_bounds_is_illegal_address_and_daemon_survives() {
     let daemon = Daemon::start_target();
-    let mut bad = Command::new(build("ptx-static"));
+    let mut bad = Command::new(common::nvcc_build("kernels.cu", "ptx-static"));
     bad.arg("oob");
     let out = common::run_guest(bad, &daemon, &[("VGPU_LOG", "warn")]);
     if refused_by_cudart_13(&out) {
@@ -170,7 +99,7 @@ fn out_of_bounds_is_illegal_address_and_daemon_survives() {
         "0",
         "the error must be sticky: {out}"
     );
-    let mut good = Command::new(build("ptx-static"));
+    let mut good = Command::new(common::nvcc_build("kernels.cu", "ptx-static"));
     good.arg("vadd");
     let out = common::run_guest(good, &daemon, &[("VGPU_LOG", "warn")]);
     out.assert_success();
@@ -183,7 +112,7 @@ fn out_of_bounds_is_illegal_address_and_daemon_survives() {
 fn nvrtc_ptx_through_the_driver_api() {
     let daemon = Daemon::start_target();
     let mut cmd = Command::new(common::compile_c("nvrtc_vadd.c", &[]));
-    cmd.arg(cuda13().join("lib/libnvrtc.so.13"));
+    cmd.arg(common::cuda13().join("lib/libnvrtc.so.13"));
     let out = common::run_guest(cmd, &daemon, &[("VGPU_LOG", "warn")]);
     out.assert_success();
     out.line("kernelparams ok=1");

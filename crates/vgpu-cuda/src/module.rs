@@ -601,12 +601,16 @@ pub fn get_global<P: Word, S: Word>(
 
 // ---- libraries ----
 
-/// The context a library load runs in: libraries are context-independent
-/// in CUDA, but the host loads them through one; cudart always has its
-/// primary context current by then.
+/// The context a library load names to the host: the current one, or 0
+/// when there is none — libraries are context-independent in CUDA, and
+/// cudart 12+ loads its fatbins with `cuLibraryLoadData` before any context
+/// is current when a kernel launch is a program's first CUDA call.
 fn library_ctx() -> Result<u64, CUresult> {
-    let (_, remote) = check::current()?;
-    Ok(remote)
+    match check::current() {
+        Ok((_, remote)) => Ok(remote),
+        Err(CUresult::CUDA_ERROR_INVALID_CONTEXT) => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 /// JIT options: `(count, options, values)`.

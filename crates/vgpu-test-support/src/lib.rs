@@ -786,6 +786,78 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".cache"))
 }
 
+/// `nvidia/cu13` of the test venv: nvcc, its headers, libcudart.so.13.
+pub fn cuda13() -> PathBuf {
+    let nv = venv_site_packages().join("nvidia/cu13");
+    assert!(
+        nv.join("bin/nvcc").is_file(),
+        "{}: run scripts/test-deps.sh nvcc",
+        nv.display()
+    );
+    nv
+}
+
+/// The nvcc arguments of each way a test program is built: its kernels as
+/// compute_90 PTX only or as sm_90 SASS plus that PTX, cudart static or
+/// shared.
+pub fn nvcc_variant_args(variant: &str) -> &'static [&'static str] {
+    const PTX: &str = "arch=compute_90,code=compute_90";
+    const SASS: &str = "arch=compute_90,code=sm_90";
+    match variant {
+        "ptx-static" => &["-gencode", PTX],
+        "ptx-shared" => &["-gencode", PTX, "-cudart", "shared"],
+        "sass-static" => &["-gencode", SASS, "-gencode", PTX],
+        "sass-shared" => &["-gencode", SASS, "-gencode", PTX, "-cudart", "shared"],
+        other => panic!("unknown nvcc variant {other}"),
+    }
+}
+
+/// Every variant [`nvcc_variant_args`] knows.
+pub const NVCC_VARIANTS: [&str; 4] = ["ptx-static", "ptx-shared", "sass-static", "sass-shared"];
+
+/// `tests/cuda/<source>` built by the pinned nvcc 13 in `variant`, once per
+/// test binary run. A failed build fails only the tests that need it (the
+/// cache's lock is not poisoned by it).
+pub fn nvcc_build(source: &str, variant: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<(String, String), PathBuf>>> = OnceLock::new();
+    let key = (source.to_string(), variant.to_string());
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(&key) {
+        return p.clone();
+    }
+    let nv = cuda13();
+    let out_dir = artifacts().dir.join("vgpu-test-cuda");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let stem = source.trim_end_matches(".cu");
+    let exe = out_dir.join(format!("{stem}-{variant}"));
+    let out = Command::new(nv.join("bin/nvcc"))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                nv.join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .args(nvcc_variant_args(variant))
+        .arg(format!("-Xlinker=-rpath,{}", nv.join("lib").display()))
+        .arg("-o")
+        .arg(&exe)
+        .arg(repo_root().join("tests/cuda").join(source))
+        .output()
+        .expect("run nvcc");
+    assert!(
+        out.status.success(),
+        "nvcc {source} {variant}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    built.insert(key, exe.clone());
+    exe
+}
+
 /// `site-packages` of the test venv.
 #[track_caller]
 pub fn venv_site_packages() -> PathBuf {

@@ -520,7 +520,8 @@ calls! {
     82 ModuleGetFunction [sync] { module: u64, name: String } -> FunctionInfo;
     /// `cuModuleGetGlobal` → (device pointer, size).
     83 ModuleGetGlobal [sync] { module: u64, name: String } -> (u64, u64);
-    /// `cuLibraryLoadData` (in the current context of the call) → library.
+    /// `cuLibraryLoadData` (in the current context of the call, or 0 when
+    /// the guest has none) → library.
     84 LibraryLoadData [sync bulk flushes] { ctx: u64, image: Bytes } -> u64;
     85 LibraryUnload [sync flushes] { library: u64 } -> ();
     /// `cuLibraryGetKernel` → the kernel and its parameter layout.

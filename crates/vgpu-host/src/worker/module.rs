@@ -558,9 +558,14 @@ impl Serve<ModuleGetGlobal> for Session {
 impl Serve<LibraryLoadData> for Session {
     fn serve(&mut self, c: LibraryLoadData) -> Result<u64, Status> {
         let image = prepare_image(c.image.0)?;
-        self.enter(c.ctx)?;
+        // Libraries belong to no context; a guest with none current (cudart
+        // loading its fatbins at a program's first launch) names none, and
+        // the library's kernels then report device 0's attributes.
         let mut device: CUdevice = 0;
-        cu!(self, cuCtxGetDevice(&mut device))?;
+        if c.ctx != 0 {
+            self.enter(c.ctx)?;
+            cu!(self, cuCtxGetDevice(&mut device))?;
+        }
         let mut raw: CUlibrary = std::ptr::null_mut();
         cu!(
             self,
