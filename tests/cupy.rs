@@ -147,7 +147,11 @@ fn arrays_and_elementwise() {
     assert_eq!(kv["device.name"], common::expected::NAME);
     assert_eq!(
         kv["device.cc"],
-        format!("{}{}", common::expected::CC_MAJOR, common::expected::CC_MINOR)
+        format!(
+            "{}{}",
+            common::expected::CC_MAJOR,
+            common::expected::CC_MINOR
+        )
     );
     assert_eq!(
         kv["device.total_mem"],
