@@ -229,13 +229,13 @@ group_llama() {
 # runtime wheel for its headers only (CuPy passes its include/ to NVRTC,
 # found by cuda-pathfinder), cuBLAS (matmul: CuPy loads it even for integer
 # matmul; 817 MB installed, the same wheel as group llama, so pip's cache
-# downloads it once) and the pins of CuPy's `test` extra for its own
-# suite; 1.5 GB in all. Every pin is what `pip install` of the first six
-# resolved.
+# downloads it once), cuRAND (cupy.random's legacy API; 162 MB) and the
+# pins of CuPy's `test` extra for its own suite; 1.7 GB in all. Every pin
+# is what `pip install` of the first seven resolved.
 CUPY_PINS=(
     cupy-cuda12x==14.2.0 numpy==2.4.6 cuda-pathfinder==1.9.1
     nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79
-    nvidia-cublas-cu12==12.9.1.4
+    nvidia-cublas-cu12==12.9.1.4 nvidia-curand-cu12==10.3.10.19
     pytest==9.2.0 hypothesis==6.54.6 mpmath==1.4.1 packaging==26.4
     iniconfig==2.3.1 pluggy==1.7.0 pygments==2.21.0 sortedcontainers==2.4.0
     attrs==26.1.0

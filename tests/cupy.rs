@@ -251,3 +251,125 @@ fn sort_thrust() {
 fn matmul_float_cublas() {
     assert_checks_pass(&["matmul_float"]);
 }
+
+#[test]
+#[ignore = "too slow for CI: CuPy's XORWOW Generator initializes its curand states with \
+            curand_init's skip-ahead, about 120 s in the interpreter on 2 cores"]
+fn random_generator() {
+    assert_checks_pass(&["random_generator"]);
+}
+
+#[test]
+#[ignore = "cuRAND's generate_seed_pseudo<XORWOW> kernel (libcurand 10.3.10, compute_121 PTX) \
+            fails with CUDA_ERROR_MISALIGNED_ADDRESS (716, sticky): daemon log `misaligned \
+            address 0x1c accessed at PTX line 6086`, `ld.param.u64` of \
+            `.param .u64 .ptr .align 1 ..._param_4` after a .u32 at offset 24: \
+            crates/vgpu-ptx/src/parse.rs parse_var takes the `.ptr` attribute's `.align 1` \
+            (the pointee's alignment) as the parameter's own, placing it at 28 instead of 32"]
+fn random_curand() {
+    assert_checks_pass(&["random_curand"]);
+}
+
+/// What `cupy_own_core_tests` deselects, and why: only tests that need
+/// something the software GPU cannot have. CuPy's nvcc backend always
+/// builds SASS (`-gencode=arch=compute_XX,code=sm_XX`, cupy/cuda/compiler.py),
+/// which an interpreter of PTX cannot run; `slow` and `multi_gpu` are the
+/// markers CuPy's own CI leaves out of its quick run.
+const SUITE_DESELECT: &[(&str, &str)] = &[("-k", "not NVCC"), ("-m", "not slow and not multi_gpu")];
+
+/// Opt-in: CuPy's own tests of its core array module under pytest, in one
+/// guest process.
+///
+/// `VGPU_CUPY_SUITE` replaces the default selection
+/// (`tests/cupy_tests/core_tests`) with pytest arguments relative to
+/// `${VGPU_CACHE}/cupy-tests`, e.g. `tests/cupy_tests/core_tests/test_raw.py`.
+/// The kernels compile into `${VGPU_CACHE}/cupy-kernel-cache`, kept between
+/// runs (its keys include NVRTC's options, so PTX entries never mix with
+/// cubins). pytest's whole output goes to `${VGPU_CACHE}/cupy-suite/pytest.txt`,
+/// its JUnit report beside it, the daemon's log to `host.log` there. The test
+/// passes when pytest does: every selected test passes or is skipped by CuPy
+/// itself. The NVCC variable is set to the CUDA 13 nvcc of
+/// `scripts/test-deps.sh nvcc`: test_raw.py asks for nvcc's version while
+/// being collected.
+#[test]
+#[ignore = "opt-in, hours on 2 cores; 39 of the 192 selected tests of test_raw.py, \
+            test_elementwise.py, test_reduction.py and test_userkernel.py failed when \
+            written (README, Test)"]
+fn cupy_own_core_tests() {
+    let suite_dir = common::cache_dir().join("cupy-tests");
+    assert!(
+        suite_dir.join("tests/conftest.py").is_file(),
+        "no CuPy tests in {}: run scripts/test-deps.sh cupy",
+        suite_dir.display()
+    );
+    let nvcc = common::venv_site_packages().join("nvidia/cu13/bin/nvcc");
+    assert!(
+        nvcc.is_file(),
+        "{}: run scripts/test-deps.sh nvcc",
+        nvcc.display()
+    );
+    let results = common::cache_dir().join("cupy-suite");
+    std::fs::create_dir_all(&results).expect("create the results dir");
+    let kernel_cache = common::cache_dir().join("cupy-kernel-cache");
+    let selection = std::env::var("VGPU_CUPY_SUITE")
+        .unwrap_or_else(|_| "tests/cupy_tests/core_tests".to_string());
+
+    let junit = format!("--junitxml={}", results.join("junit.xml").display());
+    let mut args = vec![
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rfE",
+        "--tb=short",
+    ];
+    args.push(&junit);
+    for (flag, value) in SUITE_DESELECT {
+        args.push(flag);
+        args.push(value);
+    }
+    args.extend(selection.split_whitespace());
+    let mut cmd = cupy_command(&args);
+    cmd.current_dir(&suite_dir).env("NVCC", &nvcc);
+    let cache = kernel_cache.to_string_lossy().into_owned();
+    let env = [
+        ("CUPY_COMPILE_WITH_PTX", "1"),
+        ("CUPY_CACHE_DIR", cache.as_str()),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+        ("PYTHONUNBUFFERED", "1"),
+    ];
+    // The software GPU logs every PTX instruction it lacks each time a
+    // module with one loads: at debug level that is gigabytes over the suite.
+    let mut d = Daemon::start_with_env(&[], &[("VGPU_LOG", "info")]);
+    let out = common::run_guest_with_timeout(cmd, &d, &env, SUITE_TIMEOUT);
+    let text = format!("{out}");
+    std::fs::write(results.join("pytest.txt"), &text).expect("write pytest.txt");
+    d.assert_alive();
+    d.stop();
+    std::fs::copy(&d.log, results.join("host.log")).expect("copy the daemon log");
+    // Dropped before any assertion fails, so that its (long) log is not
+    // printed: it is in host.log.
+    drop(d);
+    let summary = out
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(" in ") && (l.contains("passed") || l.contains("failed")))
+        .unwrap_or("(no pytest summary line)")
+        .to_string();
+    eprintln!(
+        "CuPy core tests: {summary}\n(results in {})",
+        results.display()
+    );
+    assert!(
+        out.status.success(),
+        "pytest: {summary}\nfailures:\n{}\nwhole output: {}",
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("FAILED") || l.starts_with("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        results.join("pytest.txt").display()
+    );
+}
