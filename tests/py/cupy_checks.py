@@ -7,8 +7,10 @@ What runs where: CuPy's kernels (creation, elementwise, its own reductions,
 ElementwiseKernel/ReductionKernel/RawKernel/RawModule, fusion) are CUDA C++
 that CuPy compiles at run time with NVRTC and loads with the driver's
 cuModuleLoadData; full-array reductions go to CUB kernels precompiled into
-the wheel's cupy/cuda/cub.so (a fatbin the CUDA runtime, statically linked
-into that module, hands to the driver). The software GPU runs PTX only, so
+the wheel's cupy/cuda/cub.so, cupy.sort to Thrust's in cupy/cuda/thrust.so
+(fatbins of sm_50..sm_120 SASS and compute_100 PTX, which the CUDA runtime
+linked statically into those modules hands to cuLibraryLoadData; the
+software GPU interprets the compute_100 PTX). The software GPU runs PTX only, so
 the guest must set CUPY_COMPILE_WITH_PTX=1: without it CuPy asks NVRTC
 for `-arch=sm_90` (a cubin, SASS) whenever NVRTC knows the device's
 architecture, and cuModuleLoadData answers CUDA_ERROR_NO_BINARY_FOR_GPU.
