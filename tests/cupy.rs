@@ -288,6 +288,15 @@ const SUITE_DESELECT: &[(&str, &str)] = &[
          (`-gencode=arch=compute_XX,code=sm_XX`, cupy/cuda/compiler.py)",
     ),
     (
+        "test_load_cubin",
+        "it loads a cubin that nvcc built for the device's sm_XX: SASS only",
+    ),
+    (
+        "test_array_function",
+        "its numpy.linalg.qr needs cuSOLVER (and nvJitLink), which the venv \
+         leaves out: linear algebra is not the core module",
+    ),
+    (
         "test_dynamical_parallelism_compile_failure",
         "with CUPY_COMPILE_WITH_PTX set it expects the error from the driver's \
          link step, but NVRTC 12.9 already refuses the device-side launch \
@@ -358,7 +367,8 @@ fn pytest_counts(log: &str) -> Option<HashMap<String, u64>> {
 /// `scripts/test-deps.sh nvcc`: test_raw.py asks for nvcc's version while
 /// it is collected.
 #[test]
-#[ignore = "opt-in, about half an hour on 2 cores (README, Test)"]
+#[ignore = "opt-in, 25 minutes on 2 cores; 208 of 3086 selected tests failed when written \
+            (README, Test)"]
 fn cupy_own_core_tests() {
     let suite_dir = common::cache_dir().join("cupy-tests");
     assert!(
