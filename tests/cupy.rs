@@ -367,8 +367,8 @@ fn pytest_counts(log: &str) -> Option<HashMap<String, u64>> {
 /// `scripts/test-deps.sh nvcc`: test_raw.py asks for nvcc's version while
 /// it is collected.
 #[test]
-#[ignore = "opt-in, 25 minutes on 2 cores; 208 of 3086 selected tests failed when written \
-            (README, Test)"]
+#[ignore = "opt-in, 25 minutes on 2 cores (9 with the kernel cache warm); 199 of 3078 \
+            selected tests failed when written (README, Test)"]
 fn cupy_own_core_tests() {
     let suite_dir = common::cache_dir().join("cupy-tests");
     assert!(
