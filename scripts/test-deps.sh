@@ -21,7 +21,7 @@ CACHE="${VGPU_CACHE:-$REPO/.cache}"
 VENV="$CACHE/venv"
 PYTHON="${PYTHON:-python3}"
 
-ALL_GROUPS=(apt bindings nvml cudart nvcc numba numba_suite llama)
+ALL_GROUPS=(apt bindings nvml cudart nvcc numba numba_suite llama cupy)
 # Opt-in, not in ALL_GROUPS (5.3 GB): torch (tests/torch.rs, an #[ignore]d test).
 
 log() { printf 'test-deps: %s\n' "$*"; }
@@ -238,6 +238,61 @@ group_numba_suite() {
     local VENV="$CACHE/venv-numba"
     [ -x "$VENV/bin/python" ] || group_numba
     pip_group numba_suite "${NUMBA_SUITE_PINS[@]}"
+
+# CuPy for CUDA 12 (tests/cupy.rs, tests/py/cupy_checks.py) in
+# $VGPU_CACHE/venv-cupy: the cupy-cuda12x wheel (136 MB download, 286 MB
+# installed; its CUDA runtime is linked in statically, libcuda is dlopened),
+# NVRTC 12.9 (CuPy compiles every kernel at run time; 217 MB), the CUDA
+# runtime wheel for its headers only (CuPy passes its include/ to NVRTC,
+# found by cuda-pathfinder), cuBLAS (matmul: CuPy loads it even for integer
+# matmul; 817 MB installed, the same wheel as group llama, so pip's cache
+# downloads it once), cuRAND (cupy.random's legacy API; 162 MB) and the
+# pins of CuPy's `test` extra for its own suite; 1.7 GB in all. Every pin
+# is what `pip install` of the first seven resolved.
+CUPY_PINS=(
+    cupy-cuda12x==14.2.0 numpy==2.4.6 cuda-pathfinder==1.9.1
+    nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79
+    nvidia-cublas-cu12==12.9.1.4 nvidia-curand-cu12==10.3.10.19
+    pytest==9.2.0 hypothesis==6.54.6 mpmath==1.4.1 packaging==26.4
+    iniconfig==2.3.1 pluggy==1.7.0 pygments==2.21.0 sortedcontainers==2.4.0
+    attrs==26.1.0
+)
+# sha256 of the sdist cupy-<version of cupy-cuda12x>.tar.gz (4.1 MB): the
+# wheel lacks CuPy's tests, the sdist has them (tests/ and, for pytest,
+# pyproject.toml). A version bump fails here until this is updated.
+CUPY_SDIST_SHA256=cfed725e612178cfbdbf62f4a3a598b60edecbbca718c0d4580c21a16ae4a62c
+group_cupy() {
+    local VENV="$CACHE/venv-cupy"
+    pip_group cupy "${CUPY_PINS[@]}"
+    local ver="${CUPY_PINS[0]##*==}"
+    local out="$CACHE/cupy-tests" want="cupy==$ver --hash=sha256:$CUPY_SDIST_SHA256"
+    if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$want" ]; then
+        log "cupy: CuPy $ver's own tests up to date in $out"
+        return
+    fi
+    log "cupy: fetching CuPy $ver's own tests (its sdist) into $out"
+    local tmp="$CACHE/cupy-sdist.tmp" src
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    printf '%s\n' "$want" > "$tmp/requirements.txt"
+    # pip checks the hash, unpacks the sdist, then fails to prepare its
+    # metadata (building CuPy needs a CUDA toolkit); --no-clean keeps the
+    # unpacked tree in our private TMPDIR.
+    TMPDIR="$tmp" "$VENV/bin/python" -m pip download --disable-pip-version-check \
+        --no-deps --no-binary :all: --no-build-isolation --no-clean --require-hashes \
+        -r "$tmp/requirements.txt" -d "$tmp/download" > "$tmp/pip.log" 2>&1 || true
+    src="$(find "$tmp" -mindepth 2 -maxdepth 2 -type d -name 'cupy_*' | head -n 1)"
+    if [ -z "$src" ] || [ ! -f "$src/tests/conftest.py" ] || [ ! -f "$src/pyproject.toml" ]; then
+        tail -n 20 "$tmp/pip.log"
+        log "cupy: no unpacked CuPy $ver sdist with tests/ under $tmp (pip's log above)"
+        exit 1
+    fi
+    rm -rf "$out"
+    mkdir -p "$out"
+    cp -r "$src/tests" "$src/pyproject.toml" "$out/"
+    printf '%s' "$want" > "$out/.stamp"
+    rm -rf "$tmp"
+    log "cupy: $(find "$out/tests" -name 'test_*.py' | wc -l) test files in $out/tests"
 }
 
 # ---------------------------------------------------------------- main
