@@ -238,6 +238,7 @@ group_numba_suite() {
     local VENV="$CACHE/venv-numba"
     [ -x "$VENV/bin/python" ] || group_numba
     pip_group numba_suite "${NUMBA_SUITE_PINS[@]}"
+}
 
 # CuPy for CUDA 12 (tests/cupy.rs, tests/py/cupy_checks.py) in
 # $VGPU_CACHE/venv-cupy: the cupy-cuda12x wheel (136 MB download, 286 MB
