@@ -210,22 +210,15 @@ fn without_ptx_switch_kernels_need_sass() {
     d.assert_alive();
 }
 
+/// CUB's DeviceReduce kernel for `__half` (f16 arithmetic).
 #[test]
-#[ignore = "the software GPU lacks f16 arithmetic: CUB's DeviceReduce kernel for __half \
-            (cupy/cuda/cub.so, compute_100 PTX) uses `add.f16`/`add.f16x2`; the daemon \
-            logs `unsupported PTX instruction add.f16` and the launch fails with \
-            CUDA_ERROR_NOT_SUPPORTED (801)"]
 fn float16_sum() {
     assert_checks_pass(&["float16_sum"]);
 }
 
+/// libdevice's float64 sin/cos of large arguments (carry-chain integer
+/// arithmetic: `add.cc`, `addc`, `madc.hi.cc` ...).
 #[test]
-#[ignore = "the software GPU lacks PTX extended-precision integer arithmetic \
-            (`add.cc`, `addc`, `sub.cc`, `subc`, `madc.hi.cc`, `madc.lo.cc` on .u32): \
-            libdevice's float64 sin/cos reduce large arguments with them \
-            (__internal_trig_reduction_slowpathd), so the launch fails with \
-            CUDA_ERROR_NOT_SUPPORTED (801), daemon log `unsupported PTX instruction \
-            madc.hi.cc.u32`"]
 fn trig_large_arguments() {
     assert_checks_pass(&["trig_large_arguments"]);
 }
@@ -251,10 +244,9 @@ fn sort_thrust() {
 }
 
 #[test]
-#[ignore = "cuBLAS (float matmul) fails with CUBLAS_STATUS_INTERNAL_ERROR right after \
-            cuOccupancyAvailableDynamicSMemPerBlock returns CUDA_ERROR_NOT_SUPPORTED \
-            (801, not implemented by vgpu); cuBLAS 12.9 carries sm_90 SASS and \
-            compute_120 PTX only"]
+#[ignore = "cuBLAS's GemmEx answers CUBLAS_STATUS_ARCH_MISMATCH: it asks cuCtxGetLimit \
+            for CU_LIMIT_CIG_ENABLED and CU_LIMIT_SHMEM_SIZE, which the shim does not \
+            answer yet (CUDA_ERROR_NOT_SUPPORTED)"]
 fn matmul_float_cublas() {
     assert_checks_pass(&["matmul_float"]);
 }
