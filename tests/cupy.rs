@@ -259,12 +259,6 @@ fn random_generator() {
 }
 
 #[test]
-#[ignore = "cuRAND's generate_seed_pseudo<XORWOW> kernel (libcurand 10.3.10, compute_121 PTX) \
-            fails with CUDA_ERROR_MISALIGNED_ADDRESS (716, sticky): daemon log `misaligned \
-            address 0x1c accessed at PTX line 6086`, `ld.param.u64` of \
-            `.param .u64 .ptr .align 1 ..._param_4` after a .u32 at offset 24: \
-            crates/vgpu-ptx/src/parse.rs parse_var takes the `.ptr` attribute's `.align 1` \
-            (the pointee's alignment) as the parameter's own, placing it at 28 instead of 32"]
 fn random_curand() {
     assert_checks_pass(&["random_curand"]);
 }

@@ -179,6 +179,32 @@ fn cfg1() -> LaunchConfig {
     }
 }
 
+/// `.ptr .global .align N` qualifies the pointee: the parameter itself is an
+/// 8-byte-aligned u64 (cuRAND's kernels declare `.ptr .align 1` pointers
+/// after a u32).
+#[test]
+fn pointer_parameter_alignment_is_the_pointers_own() {
+    let ptx = r#"
+.version 7.0
+.target sm_80
+.address_size 64
+.visible .entry k(.param .u32 n, .param .u64 .ptr .align 1 p, .param .u64 .ptr .global .align 16 q)
+{
+    ret;
+}
+"#;
+    let m = Module::parse(ptx).unwrap();
+    let k = m.entry("k").unwrap();
+    assert_eq!(
+        k.params
+            .iter()
+            .map(|p| (p.offset, p.size))
+            .collect::<Vec<_>>(),
+        vec![(0, 4), (8, 8), (16, 8)]
+    );
+    assert_eq!(k.param_size, 24);
+}
+
 #[test]
 fn parser_reports_module_structure() {
     let m = Module::parse(BITS).unwrap();

@@ -129,11 +129,18 @@ fn parse_var(p: &mut P, space: &str, line: u32) -> R<VarDecl> {
     let mut align = 0;
     let mut ty = None;
     let mut vec = 1;
+    // In `.param .u64 .ptr .global .align 16 p`, the space and the
+    // alignment after `.ptr` describe the pointee, not the parameter.
+    let mut pointee = false;
     loop {
         match p.peek() {
             Some(Tok::Dot(d)) => {
                 p.i += 1;
                 match d.as_str() {
+                    "ptr" => pointee = true,
+                    "align" if pointee => {
+                        p.number()?;
+                    }
                     "align" => align = p.number()? as u32,
                     "v2" => vec = 2,
                     "v4" => vec = 4,
@@ -225,9 +232,16 @@ fn parse_param_list(p: &mut P) -> R<Vec<ParamDecl>> {
     loop {
         let mut align = 0;
         let mut ty = None;
+        // After `.ptr`, the space and `.align` describe the pointee (see
+        // `parse_var`).
+        let mut pointee = false;
         while let Some(Tok::Dot(d)) = p.peek() {
             p.i += 1;
             match d.as_str() {
+                "ptr" => pointee = true,
+                "align" if pointee => {
+                    p.number()?;
+                }
                 "align" => align = p.number()? as u32,
                 other => {
                     if let Some(t) = Ty::parse(other) {
