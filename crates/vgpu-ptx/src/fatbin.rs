@@ -1,6 +1,6 @@
 //! Fatbinary parsing: the wrapper nvcc places in `.nvFatBinSegment`, the
 //! container (`.nv_fatbin`), and its entries (PTX text or ELF cubins,
-//! optionally LZ4- or ZSTD-compressed). See cuda-runtime.md §8.
+//! optionally LZ4- or ZSTD-compressed). See docs/call-path.md "Module images".
 
 use cuda_abi::image::{self as abi, ContainerHeader, EntryHeader, Measured, MIN_ENTRY_HEADER};
 use std::fmt;
@@ -61,7 +61,7 @@ pub fn image_kind(bytes: &[u8]) -> ImageKind {
     abi::kind(bytes)
 }
 
-/// Length in bytes of the image at the start of `bytes` (cuda-runtime.md §8.4).
+/// Length in bytes of the image at the start of `bytes` (docs/call-path.md "Image length").
 ///
 /// A wrapper is 24 bytes itself; the container it points at lives elsewhere
 /// (see [`Wrapper`]). PTX text counts its NUL terminator. Returns `None` when

@@ -246,7 +246,7 @@ pub struct Module {
 #[derive(Debug, Clone, Copy)]
 pub struct Kernel<'m> {
     pub name: &'m str,
-    /// Parameter layout of the packed buffer (cuda-runtime.md §9.3), for
+    /// Parameter layout of the packed buffer (docs/call-path.md "Parameter layout from PTX"), for
     /// `cuFuncGetParamInfo`.
     pub params: &'m [Param],
     /// Total bytes of the packed parameter buffer.

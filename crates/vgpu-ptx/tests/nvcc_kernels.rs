@@ -191,7 +191,7 @@ fn atomic_histogram_global_and_shared() {
 fn struct_by_value_layout_and_values() {
     let m = nvcc_module();
     let k = m.entry("by_value").unwrap();
-    // cuda-runtime.md §9.3's verified layout.
+    // the layout docs/call-path.md "Parameter layout from PTX" describes.
     let layout: Vec<(u32, u32)> = k.params.iter().map(|p| (p.offset, p.size)).collect();
     assert_eq!(
         layout,
