@@ -107,6 +107,11 @@ pub struct Meta {
     /// ([`DeviceOutput`]) just before the reply. Every op that `collects`
     /// flushes; the table adds `flushes` for the others.
     pub flushes: bool,
+    /// Runs on the default stream though it names none: a synchronous copy
+    /// through host memory, which CUDA issues on the legacy default stream.
+    /// It collects the deferred failures of the default streams only
+    /// ([`Call::stream`] gives the stream of an op that names one).
+    pub default_stream: bool,
     pub domain: Domain,
 }
 
@@ -120,6 +125,7 @@ impl Meta {
             collects: false,
             bulk: false,
             flushes: false,
+            default_stream: false,
             domain: Domain::Cuda,
         }
     }
@@ -134,6 +140,10 @@ impl Meta {
         assert!(
             !(matches!(self.travel, Travel::Deferred) && self.flushes),
             "a deferred call has no reply to send device output before"
+        );
+        assert!(
+            !self.default_stream || self.collects,
+            "only a collecting call is scoped to the default streams"
         );
         // A call that waits for the device is where CUDA flushes printf.
         self.flushes |= self.collects;
@@ -152,6 +162,11 @@ pub trait Call: Wire {
     const NAME: &'static str;
     const META: Meta;
     type Reply: Wire;
+    /// The stream the call is ordered on: its field named `stream`, for
+    /// every op that has one (derived from the table, not listed). Deferred
+    /// failures are kept per stream and collected where that stream is
+    /// synchronized (docs/protocol.md "Batching and deferred errors").
+    fn stream(&self) -> Option<u64>;
     /// The reply a [`Travel::Deferred`] call stands for as soon as it is
     /// queued (`Some(())`; only `()` type-checks there), `None` for a
     /// [`Travel::Sync`] call, whose reply comes from the host.
@@ -210,10 +225,27 @@ macro_rules! call_flag {
     ($m:ident, nvml) => {
         $m.domain = Domain::Nvml;
     };
+    ($m:ident, default_stream) => {
+        $m.default_stream = true;
+    };
+}
+
+/// `Some(self.stream)` when one of the field names is `stream`, else `None`.
+macro_rules! stream_field {
+    ($self:ident;) => {
+        None
+    };
+    ($self:ident; stream $($rest:ident)*) => {
+        Some($self.stream)
+    };
+    ($self:ident; $first:ident $($rest:ident)*) => {
+        stream_field!($self; $($rest)*)
+    };
 }
 
 /// The table: `op Name [travel flags] { fields } -> Reply;`. Travel is
-/// `sync` or `deferred`; flags are `collects`, `bulk`, `flushes` and `nvml`
+/// `sync` or `deferred`; flags are `collects`, `bulk`, `flushes`,
+/// `default_stream` and `nvml`
 /// (see [`Meta`]). Generates each struct and its [`Call`] impl, [`OPS`],
 /// [`meta`] and [`dispatch`].
 macro_rules! calls {
@@ -234,9 +266,22 @@ macro_rules! calls {
                     m.checked()
                 };
                 type Reply = $reply;
+                fn stream(&self) -> Option<u64> {
+                    stream_field!(self; $($f)*)
+                }
                 call_unanswered!($travel);
             }
         )*
+
+        /// The stream a request of `op` is ordered on ([`Call::stream`]),
+        /// decoded from its payload; `None` for an op without one or a
+        /// payload that does not decode.
+        pub fn stream_of(op: u16, payload: &[u8]) -> Option<u64> {
+            match op {
+                $($op => decode_call::<$name>(payload).ok().and_then(|c| c.stream()),)*
+                _ => None,
+            }
+        }
 
         /// Every op's metadata, in table order.
         pub const OPS: &[Meta] = &[$(<$name as Call>::META),*];
@@ -458,18 +503,18 @@ calls! {
     /// `cuMemGetAddressRange` → (base, size).
     35 MemGetAddressRange [sync] { ctx: u64, ptr: u64 } -> (u64, u64);
     /// Synchronous host to device, at most [`COPY_CHUNK`] bytes per call.
-    36 MemcpyHtoD [sync collects bulk] { ctx: u64, dst: u64, data: Bytes } -> ();
+    36 MemcpyHtoD [sync collects default_stream bulk] { ctx: u64, dst: u64, data: Bytes } -> ();
     /// Synchronous device to host, at most [`COPY_CHUNK`] bytes → the bytes.
-    37 MemcpyDtoH [sync collects bulk] { ctx: u64, src: u64, size: u64 } -> Bytes;
+    37 MemcpyDtoH [sync collects default_stream bulk] { ctx: u64, src: u64, size: u64 } -> Bytes;
     38 MemcpyDtoD [sync] { ctx: u64, dst: u64, src: u64, size: u64 } -> ();
     /// `cuMemsetD8/16/32[2D]`: `height` rows of `width` elements of
     /// `elem_size` (1, 2, 4) bytes, rows `pitch` bytes apart (1D: height 1).
     39 Memset [sync] { ctx: u64, dst: u64, pitch: u64, value: u32, elem_size: u32, width: u64, height: u64 } -> ();
     /// A 2D copy to device: `height` rows of `width` bytes, packed in `data`,
     /// written `dst_pitch` apart. At most [`COPY_CHUNK`] bytes per call.
-    40 Memcpy2DHtoD [sync collects bulk] { ctx: u64, dst: u64, dst_pitch: u64, width: u64, height: u64, data: Bytes } -> ();
+    40 Memcpy2DHtoD [sync collects default_stream bulk] { ctx: u64, dst: u64, dst_pitch: u64, width: u64, height: u64, data: Bytes } -> ();
     /// A 2D copy from device → `height` rows of `width` bytes, packed.
-    41 Memcpy2DDtoH [sync collects bulk] { ctx: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> Bytes;
+    41 Memcpy2DDtoH [sync collects default_stream bulk] { ctx: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> Bytes;
     42 Memcpy2DDtoD [sync] { ctx: u64, dst: u64, dst_pitch: u64, src: u64, src_pitch: u64, width: u64, height: u64 } -> ();
     /// `cuMemcpyPeer`, issued in `ctx`: `size` bytes from `src` (memory of
     /// context `src_ctx`) to `dst` (of `dst_ctx`).
@@ -867,6 +912,43 @@ pub fn decode_call<C: Call>(payload: &[u8]) -> Result<C, DecodeError> {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn an_ops_stream_is_its_stream_field() {
+        let sync = StreamSynchronize { stream: 0x77 };
+        assert_eq!(sync.stream(), Some(0x77));
+        assert_eq!(
+            stream_of(StreamSynchronize::OP, &to_bytes(&sync)),
+            Some(0x77)
+        );
+        assert_eq!(Ping {}.stream(), None);
+        assert_eq!(CtxSynchronize { ctx: 1 }.stream(), None);
+        // Undecodable or unknown: no stream.
+        assert_eq!(stream_of(StreamSynchronize::OP, &[1, 2]), None);
+        assert_eq!(stream_of(0x7777, &[]), None);
+        // Every deferred op that takes a stream reports it.
+        let copy = MemsetAsync {
+            ctx: 1,
+            stream: 9,
+            dst: 0,
+            pitch: 0,
+            value: 0,
+            elem_size: 1,
+            width: 1,
+            height: 1,
+        };
+        assert_eq!(stream_of(MemsetAsync::OP, &to_bytes(&copy)), Some(9));
+        // Only synchronous copies are scoped to the default streams.
+        let scoped: Vec<&str> = OPS
+            .iter()
+            .filter(|m| m.default_stream)
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            scoped,
+            ["MemcpyHtoD", "MemcpyDtoH", "Memcpy2DHtoD", "Memcpy2DDtoH"]
+        );
+    }
 
     #[test]
     fn op_numbers_are_unique_and_not_the_handshake() {

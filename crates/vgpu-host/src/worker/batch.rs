@@ -5,11 +5,15 @@
 //! ([`proto::Meta`]), not decided here. A [`Travel::Deferred`] op (launches,
 //! async copies and memsets, event records, stream waits) arrives with
 //! [`FLAG_NO_REPLY`] and is never answered: its handler runs exactly like
-//! any other, and a failure becomes the session's *deferred* error (the
-//! first one is kept, every one is logged). The next op that `collects`
-//! (synchronizations, queries, synchronous copies through host memory, and
-//! `Flush`, which exists to collect) answers with it instead of success.
-//! That is when CUDA reports an asynchronous error too. A frame whose
+//! any other, and a failure becomes a *deferred* error of the stream it
+//! was ordered on (the first one per stream is kept, every one is logged).
+//! The next op that `collects` *for that stream* answers with it instead of
+//! success: that stream's synchronization or query, a synchronization of
+//! the whole context (`CtxSynchronize`, event waits and queries, `Flush`,
+//! which exists to collect), and for the default streams a synchronous copy
+//! through host memory too ([`Scope`]). That is when CUDA reports an
+//! asynchronous error, and a successful copy is never replaced by the
+//! failure of unrelated work on another stream. A frame whose
 //! NO_REPLY flag contradicts its op's table entry is refused, not run, and
 //! so is an op this host does not know; either refusal goes where the flag
 //! says the guest listens (a reply, or the deferred error).
@@ -53,13 +57,49 @@ pub struct Deferred {
     pub status: Status,
     pub op: u16,
     pub seq: u32,
+    pub scope: Scope,
 }
+
+/// What a deferred failure belongs to, and what a collecting call collects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A failure: of a call ordered on no stream. A collector: of a call
+    /// that waits for everything (context synchronization, events, `Flush`).
+    Any,
+    /// The built-in streams (`0`, `CU_STREAM_LEGACY`,
+    /// `CU_STREAM_PER_THREAD`), which synchronous copies are ordered on.
+    DefaultStreams,
+    /// A stream the application created.
+    Stream(u64),
+}
+
+impl Scope {
+    /// The scope of a call of `meta` ordered on `stream` (its `stream`
+    /// field, when it has one).
+    pub fn of(meta: &proto::Meta, stream: Option<u64>) -> Scope {
+        match stream {
+            Some(s) if super::stream::is_builtin(s) => Scope::DefaultStreams,
+            Some(s) => Scope::Stream(s),
+            None if meta.default_stream => Scope::DefaultStreams,
+            None => Scope::Any,
+        }
+    }
+
+    /// Whether a collector of this scope reports a failure of `failure`'s.
+    fn collects(self, failure: Scope) -> bool {
+        self == Scope::Any || failure == Scope::Any || self == failure
+    }
+}
+
+/// Failures kept at once (one per stream); more are logged and dropped.
+const MAX_PENDING: usize = 256;
 
 /// The batching state of one session.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// The first failure of a deferred call not yet reported.
-    pub pending: Option<Deferred>,
+    /// The first failure of a deferred call not yet reported, per scope,
+    /// oldest first.
+    pub pending: Vec<Deferred>,
     /// Deferred calls that failed since the session began (for logs).
     pub failed: u64,
     /// Contexts (by handle) that hit a sticky error, and the error.
@@ -75,6 +115,8 @@ pub struct Handling {
     pub answered: bool,
     /// The reply reports the pending deferred error, if any.
     pub collects: bool,
+    /// The op's metadata (`None`: unknown op).
+    pub meta: Option<proto::Meta>,
     /// Device output printed so far goes out before the reply.
     pub flushes: bool,
 }
@@ -89,6 +131,7 @@ impl Handling {
             answered: wants_reply,
             collects: false,
             flushes: false,
+            meta: None,
         };
         match proto::meta(header.op) {
             None => (by_flag, Err(Status::UNKNOWN_OP)),
@@ -98,6 +141,7 @@ impl Handling {
                     answered: m.travel == Travel::Sync,
                     collects: m.collects,
                     flushes: m.flushes,
+                    meta: Some(m),
                 },
                 Ok(()),
             ),
@@ -139,14 +183,21 @@ impl Batch {
     }
 
     /// Decides what the guest hears about a call that produced `result`:
-    /// `None` for no reply at all, else the reply.
+    /// `None` for no reply at all, else the reply. `stream` decodes the
+    /// call's stream ([`proto::stream_of`]); it runs only when a deferred
+    /// call failed or a collector finds failures pending.
     pub fn settle(
         &mut self,
         session: u64,
         header: &Header,
         how: Handling,
         result: Result<Vec<u8>, Status>,
+        stream: impl FnOnce() -> Option<u64>,
     ) -> Option<Result<Vec<u8>, Status>> {
+        let scope = |stream: Option<u64>| match how.meta {
+            Some(m) => Scope::of(&m, stream),
+            None => Scope::Any,
+        };
         if let Err(status) = result {
             if status.is_sticky() {
                 if let Some(ctx) = self.entered {
@@ -163,42 +214,53 @@ impl Batch {
         if !how.answered {
             if let Err(status) = result {
                 self.failed += 1;
+                let scope = scope(stream());
+                let first = self.pending.iter().find(|p| p.scope == scope);
                 tracing::warn!(
-                    "session {session}: deferred {} (seq {}) failed with {status}; \
-                     reported at the next synchronizing call{}",
+                    "session {session}: deferred {} (seq {}, {scope:?}) failed with {status}; \
+                     reported where that stream is next synchronized{}",
                     op_name(),
                     header.seq,
-                    match self.pending {
+                    match first {
                         Some(p) => format!(" ({} from seq {} goes first)", p.status, p.seq),
                         None => String::new(),
                     }
                 );
-                self.pending.get_or_insert(Deferred {
-                    status,
-                    op: header.op,
-                    seq: header.seq,
-                });
+                if first.is_none() && self.pending.len() < MAX_PENDING {
+                    self.pending.push(Deferred {
+                        status,
+                        op: header.op,
+                        seq: header.seq,
+                        scope,
+                    });
+                }
             }
             return None;
         }
-        if !how.collects {
+        if !how.collects || self.pending.is_empty() {
             return Some(result);
         }
-        let Some(p) = self.pending else {
+        let collector = scope(stream());
+        let Some(index) = self
+            .pending
+            .iter()
+            .position(|p| collector.collects(p.scope))
+        else {
             return Some(result);
         };
+        let p = self.pending[index];
         // The call's own failure (a bad handle, say) is its answer; the
         // deferred error waits for the next collector. Success and "not
         // ready yet" give way to it, as on CUDA.
         if let Err(own) = result {
             if !own.is_not_ready() {
                 if own == p.status {
-                    self.pending = None;
+                    self.pending.remove(index);
                 }
                 return Some(result);
             }
         }
-        self.pending = None;
+        self.pending.remove(index);
         tracing::debug!(
             "session {session}: {} reports deferred {} of {} seq {}",
             op_name(),
@@ -375,7 +437,9 @@ pub fn serve_loop<T: Served, S: Read + Write>(
             );
         }
         let id = t.id();
-        let Some(reply) = t.batch().settle(id, &header, how, result) else {
+        let payload = reader.payload();
+        let stream_of = || proto::stream_of(header.op, payload);
+        let Some(reply) = t.batch().settle(id, &header, how, result, stream_of) else {
             continue;
         };
         let (status, payload) = match &reply {
@@ -425,6 +489,7 @@ mod tests {
     const INVALID_VALUE: u32 = CUresult::CUDA_ERROR_INVALID_VALUE.0;
     const NOT_READY: u32 = CUresult::CUDA_ERROR_NOT_READY.0;
     const ILLEGAL_ADDRESS: u32 = CUresult::CUDA_ERROR_ILLEGAL_ADDRESS.0;
+    const NOT_SUPPORTED: u32 = CUresult::CUDA_ERROR_NOT_SUPPORTED.0;
 
     /// A session stand-in. Every request's payload (whatever its op) is
     /// `ctx: u64, code: u32, rest`: a non-zero `ctx` is entered first (a
@@ -600,7 +665,7 @@ mod tests {
         );
         assert_eq!(fake.calls, 10);
         assert_eq!(fake.batch.failed, 3);
-        assert_eq!(fake.batch.pending, None);
+        assert_eq!(fake.batch.pending, Vec::new());
     }
 
     #[test]
@@ -639,6 +704,90 @@ mod tests {
             vec![(2, 0), (3, INVALID_VALUE), (5, INVALID_VALUE), (6, 0)]
         );
         assert!(replies[1].1.is_empty());
+    }
+
+    /// A real launch request on `stream` whose fake status (the low half
+    /// of `func`, see [`Fake`]) is `code`.
+    fn launch_on(stream: u64, code: u32) -> Vec<u8> {
+        to_bytes(&LaunchKernel {
+            ctx: 5,
+            func: u64::from(code),
+            grid: [1; 3],
+            block: [1; 3],
+            shared_mem: 0,
+            stream,
+            params: Bytes(Vec::new()),
+            cooperative: false,
+            attrs: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn deferred_errors_belong_to_their_stream() {
+        const MINE: u64 = 0x51;
+        const OTHER: u64 = 0x52;
+        let copy = to_bytes(&MemcpyHtoD {
+            ctx: 5,
+            dst: 0,
+            data: Bytes(vec![1, 2, 3]),
+        });
+        let sync = |s: u64| to_bytes(&StreamSynchronize { stream: s });
+        let mut inp = Vec::new();
+        frame(
+            &mut inp,
+            LaunchKernel::OP,
+            1,
+            &launch_on(MINE, INVALID_VALUE),
+        );
+        // Neither a synchronous copy (default streams) nor another stream's
+        // synchronization is replaced by it ...
+        frame(&mut inp, MemcpyHtoD::OP, 2, &copy);
+        frame(&mut inp, StreamSynchronize::OP, 3, &sync(OTHER));
+        frame(&mut inp, StreamSynchronize::OP, 4, &sync(0));
+        // ... its own stream's is, once.
+        frame(&mut inp, StreamSynchronize::OP, 5, &sync(MINE));
+        frame(&mut inp, StreamSynchronize::OP, 6, &sync(MINE));
+        // A default-stream failure is the next synchronous copy's.
+        frame(&mut inp, LaunchKernel::OP, 7, &launch_on(0, INVALID_VALUE));
+        frame(&mut inp, StreamSynchronize::OP, 8, &sync(OTHER));
+        frame(&mut inp, MemcpyHtoD::OP, 9, &copy);
+        frame(&mut inp, MemcpyHtoD::OP, 10, &copy);
+        // The context's synchronization collects every stream's, oldest
+        // first, one per call.
+        frame(
+            &mut inp,
+            LaunchKernel::OP,
+            11,
+            &launch_on(OTHER, NOT_SUPPORTED),
+        );
+        frame(
+            &mut inp,
+            LaunchKernel::OP,
+            12,
+            &launch_on(MINE, INVALID_VALUE),
+        );
+        frame(&mut inp, CtxSynchronize::OP, 13, &req(0, 0));
+        frame(&mut inp, CtxSynchronize::OP, 14, &req(0, 0));
+        frame(&mut inp, CtxSynchronize::OP, 15, &req(0, 0));
+        let (fake, replies, _) = run(inp, usize::MAX);
+        assert_eq!(
+            statuses(&replies),
+            vec![
+                (2, 0),
+                (3, 0),
+                (4, 0),
+                (5, INVALID_VALUE),
+                (6, 0),
+                (8, 0),
+                (9, INVALID_VALUE),
+                (10, 0),
+                (13, NOT_SUPPORTED),
+                (14, INVALID_VALUE),
+                (15, 0),
+            ]
+        );
+        assert_eq!(fake.batch.failed, 4);
+        assert!(fake.batch.pending.is_empty());
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub struct Strm {
 const INVALID_HANDLE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE);
 
 /// The wire values that name the driver's own streams, not handles.
-fn is_builtin(v: u64) -> bool {
+pub(crate) fn is_builtin(v: u64) -> bool {
     matches!(v, 0 | WIRE_LEGACY | WIRE_PER_THREAD)
 }
 
