@@ -26,6 +26,7 @@ const CHECKS: &[&str] = &[
     "update",
     "host_node",
     "set_params",
+    "attributes",
     "k256",
     "illegal_sync",
     "mem_nodes",

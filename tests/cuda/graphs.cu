@@ -428,6 +428,64 @@ static void set_params() {
     printf("set_params ok=1\n");
 }
 
+// Kernel node attributes: read, set, copied between nodes, refused where
+// cuda.h makes them launch-only, and taken by the host at instantiation.
+static void attributes() {
+    int *d;
+    CHECK(cudaMalloc(&d, N * sizeof(int)));
+    cudaStream_t s;
+    CHECK(cudaStreamCreate(&s));
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    fill<<<G, B, 0, s>>>(d, 3, N);
+    scale<<<G, B, 0, s>>>(d, 5, N);
+    cudaGraph_t g;
+    CHECK(cudaStreamEndCapture(s, &g));
+    cudaGraphNode_t nodes[2];
+    size_t n = 2;
+    CHECK(cudaGraphGetNodes(g, nodes, &n));
+    cudaLaunchAttributeValue v = {};
+    v.priority = 42;
+    CHECK(cudaGraphKernelNodeGetAttribute(nodes[1], cudaLaunchAttributePriority, &v));
+    if (v.priority != 0) fail("a captured plain launch has priority 0");
+    int least, greatest;
+    CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    v.priority = greatest;
+    CHECK(cudaGraphKernelNodeSetAttribute(nodes[1], cudaLaunchAttributePriority, &v));
+    cudaLaunchAttributeValue c = {};
+    c.cooperative = 1;
+    CHECK(cudaGraphKernelNodeSetAttribute(nodes[1], cudaLaunchAttributeCooperative, &c));
+    cudaLaunchAttributeValue back = {};
+    CHECK(cudaGraphKernelNodeGetAttribute(nodes[1], cudaLaunchAttributePriority, &back));
+    if (back.priority != greatest) fail("priority read back");
+    CHECK(cudaGraphKernelNodeCopyAttributes(nodes[0], nodes[1]));
+    back = {};
+    CHECK(cudaGraphKernelNodeGetAttribute(nodes[0], cudaLaunchAttributeCooperative, &back));
+    if (back.cooperative != 1) fail("cooperative copied");
+    CHECK(cudaGraphKernelNodeGetAttribute(nodes[0], cudaLaunchAttributePriority, &back));
+    if (back.priority != greatest) fail("priority copied");
+    cudaLaunchAttributeValue pss = {};
+    pss.programmaticStreamSerializationAllowed = 1;
+    cudaError_t r = cudaGraphKernelNodeSetAttribute(
+        nodes[1], cudaLaunchAttributeProgrammaticStreamSerialization, &pss);
+    if (r != cudaErrorInvalidValue) {
+        fprintf(stderr, "FAIL: launch-only attribute on a node: %s\n", cudaGetErrorName(r));
+        exit(1);
+    }
+    (void)cudaGetLastError();
+    cudaGraphExec_t e;
+    CHECK(cudaGraphInstantiate(&e, g, 0));
+    CHECK(cudaGraphLaunch(e, s));
+    CHECK(cudaStreamSynchronize(s));
+    std::vector<int> h = get(d, N);
+    for (int i = 0; i < N; i++)
+        if (h[i] != 5 * (3 + i)) fail("graph with attributes");
+    CHECK(cudaGraphExecDestroy(e));
+    CHECK(cudaGraphDestroy(g));
+    CHECK(cudaStreamDestroy(s));
+    CHECK(cudaFree(d));
+    printf("attributes ok=1\n");
+}
+
 static void k256() {
     int *c;
     CHECK(cudaMalloc(&c, sizeof(int)));
@@ -581,6 +639,7 @@ int main(int argc, char **argv) {
     if (all || !strcmp(only, "update")) update();
     if (all || !strcmp(only, "host_node")) host_node();
     if (all || !strcmp(only, "set_params")) set_params();
+    if (all || !strcmp(only, "attributes")) attributes();
     if (all || !strcmp(only, "k256")) k256();
     if (all || !strcmp(only, "illegal_sync")) illegal_sync();
     if (all || !strcmp(only, "mem_nodes")) mem_nodes();

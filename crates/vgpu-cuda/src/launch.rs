@@ -310,7 +310,7 @@ fn attribute_event(h: CUevent, flags: c_int, what: &str) -> Result<Arc<Event>, C
 }
 
 /// One attribute in the protocol's form, and the event it records.
-fn wire_attr(
+pub(crate) fn wire_attr(
     a: &CUlaunchAttribute,
     what: &str,
 ) -> Result<(LaunchAttr, Option<Arc<Event>>), CUresult> {

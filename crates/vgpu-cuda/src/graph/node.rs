@@ -28,10 +28,15 @@ use crate::memory;
 use crate::module::{Func, FuncKind, FUNCTIONS};
 use cuda_types::cuda::{
     CUDA_HOST_NODE_PARAMS_v2, CUDA_KERNEL_NODE_PARAMS_v1, CUDA_KERNEL_NODE_PARAMS_v3,
-    CUDA_MEMSET_NODE_PARAMS_v2, CUcontext, CUevent, CUfunction, CUgraphChildGraphNodeOwnership,
-    CUgraphEdgeData, CUgraphNode, CUgraphNodeParams, CUgraphNodeType, CUhostFn, CUkernel,
-    CUmemAccessDesc, CUresult, CUDA_HOST_NODE_PARAMS, CUDA_KERNEL_NODE_PARAMS, CUDA_MEMCPY3D,
-    CUDA_MEMSET_NODE_PARAMS, CUDA_MEM_ALLOC_NODE_PARAMS,
+    CUDA_MEMSET_NODE_PARAMS_v2, CUaccessPolicyWindow, CUaccessProperty, CUclusterSchedulingPolicy,
+    CUcontext, CUevent, CUfunction, CUgraphChildGraphNodeOwnership, CUgraphEdgeData, CUgraphNode,
+    CUgraphNodeParams, CUgraphNodeType, CUhostFn, CUkernel, CUkernelNodeAttrID,
+    CUkernelNodeAttrValue, CUlaunchAttribute, CUlaunchAttributeID,
+    CUlaunchAttributePortableClusterMode, CUlaunchAttributeValue,
+    CUlaunchAttributeValue_union__bindgen_ty_1, CUlaunchAttributeValue_union__bindgen_ty_4,
+    CUlaunchMemSyncDomain, CUlaunchMemSyncDomainMap, CUmemAccessDesc, CUresult, CUsharedMemoryMode,
+    CUDA_HOST_NODE_PARAMS, CUDA_KERNEL_NODE_PARAMS, CUDA_MEMCPY3D, CUDA_MEMSET_NODE_PARAMS,
+    CUDA_MEM_ALLOC_NODE_PARAMS,
 };
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -754,6 +759,167 @@ pub unsafe fn kernel_set_params<P: KernelStruct>(n: NodeArg, p: In<P>) -> Result
             Ok(())
         }
         _ => Err(wrong_kind("cuGraphKernelNodeSetParams")),
+    })
+}
+
+// ---- kernel node attributes ----
+//
+// A kernel node's attributes are launch attributes in the protocol's form
+// ([`Kernel::attrs`]); the host's driver gets them at instantiation, so
+// reading and changing them is the guest's business.
+
+/// Whether cuda.h makes attribute `id` valid for graph kernel nodes (the
+/// "valid for" notes of `CUlaunchAttributeID`): the synchronization policy
+/// is for streams only; programmatic serialization, the two events and the
+/// shared memory carveout are for launches only.
+fn valid_for_nodes(id: CUlaunchAttributeID, what: &str) -> Result<(), CUresult> {
+    type Id = CUlaunchAttributeID;
+    match id {
+        Id::CU_LAUNCH_ATTRIBUTE_SYNCHRONIZATION_POLICY
+        | Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+        | Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT
+        | Id::CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT
+        | Id::CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT => Err(reject(
+            INVALID_VALUE,
+            format_args!(
+                "{what}: launch attribute {} is not valid for graph nodes",
+                id.0
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The application's form of a kept attribute (the members of
+/// [`launch::wire_attr`]'s input, read back).
+fn attribute_value(a: &LaunchAttr) -> CUlaunchAttributeValue {
+    // SAFETY: the union is plain integers and handles: all zeros is the
+    // value of every member before one is set.
+    let mut v: CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
+    match *a {
+        LaunchAttr::AccessPolicyWindow {
+            base_ptr,
+            num_bytes,
+            hit_ratio_bits,
+            hit_prop,
+            miss_prop,
+        } => {
+            v.accessPolicyWindow = CUaccessPolicyWindow {
+                base_ptr: base_ptr as usize as *mut c_void,
+                num_bytes: num_bytes as usize,
+                hitRatio: f32::from_bits(hit_ratio_bits),
+                hitProp: CUaccessProperty(hit_prop),
+                missProp: CUaccessProperty(miss_prop),
+            }
+        }
+        LaunchAttr::Cooperative { value } => v.cooperative = value,
+        LaunchAttr::ClusterDimension { dim: [x, y, z] } => {
+            v.clusterDim = CUlaunchAttributeValue_union__bindgen_ty_1 { x, y, z }
+        }
+        LaunchAttr::ClusterSchedulingPolicyPreference { policy } => {
+            v.clusterSchedulingPolicyPreference = CUclusterSchedulingPolicy(policy)
+        }
+        LaunchAttr::Priority { priority } => v.priority = priority,
+        LaunchAttr::MemSyncDomainMap {
+            default_domain,
+            remote_domain,
+        } => {
+            v.memSyncDomainMap = CUlaunchMemSyncDomainMap {
+                default_: default_domain,
+                remote: remote_domain,
+            }
+        }
+        LaunchAttr::MemSyncDomain { domain } => v.memSyncDomain = CUlaunchMemSyncDomain(domain),
+        LaunchAttr::PreferredClusterDimension { dim: [x, y, z] } => {
+            v.preferredClusterDim = CUlaunchAttributeValue_union__bindgen_ty_4 { x, y, z }
+        }
+        LaunchAttr::DeviceUpdatableKernelNode { device_updatable } => {
+            v.deviceUpdatableKernelNode.deviceUpdatable = device_updatable
+        }
+        LaunchAttr::NvlinkUtilCentricScheduling { value } => v.nvlinkUtilCentricScheduling = value,
+        LaunchAttr::PortableClusterSizeMode { mode } => {
+            v.portableClusterSizeMode = CUlaunchAttributePortableClusterMode(mode)
+        }
+        LaunchAttr::SharedMemoryMode { mode } => v.sharedMemoryMode = CUsharedMemoryMode(mode),
+        // Not kept by nodes (`valid_for_nodes`), or nothing to read.
+        LaunchAttr::Ignore {}
+        | LaunchAttr::SynchronizationPolicy { .. }
+        | LaunchAttr::ProgrammaticStreamSerialization { .. }
+        | LaunchAttr::ProgrammaticEvent { .. }
+        | LaunchAttr::LaunchCompletionEvent { .. }
+        | LaunchAttr::PreferredSharedMemoryCarveout { .. } => {}
+    }
+    v
+}
+
+/// `cuGraphKernelNodeSetAttribute`: replaces the node's attribute of that
+/// id (validated as a launch's; the host's driver checks the value against
+/// the device at instantiation, as the driver itself does).
+pub fn kernel_set_attribute(
+    n: NodeArg,
+    id: CUkernelNodeAttrID,
+    value: In<CUkernelNodeAttrValue>,
+) -> Result<(), CUresult> {
+    const WHAT: &str = "cuGraphKernelNodeSetAttribute";
+    valid_for_nodes(id, WHAT)?;
+    let a = CUlaunchAttribute {
+        id,
+        value: value.read(),
+        ..Default::default()
+    };
+    // No event-carrying attribute is valid here, so no event is returned.
+    let (wire, _) = launch::wire_attr(&a, WHAT)?;
+    with_op(&n, |op| match op {
+        Op::Kernel(k) => {
+            k.attrs.retain(|kept| kept.tag() != wire.tag());
+            if !matches!(wire, LaunchAttr::Ignore {}) {
+                k.attrs.push(wire);
+            }
+            Ok(())
+        }
+        _ => Err(wrong_kind(WHAT)),
+    })
+}
+
+/// `cuGraphKernelNodeGetAttribute`: the value set (by a capture's launch
+/// or `SetAttribute`), or the attribute's default, zero.
+pub fn kernel_get_attribute(
+    n: NodeArg,
+    id: CUkernelNodeAttrID,
+    out: Out<CUkernelNodeAttrValue>,
+) -> Result<(), CUresult> {
+    const WHAT: &str = "cuGraphKernelNodeGetAttribute";
+    valid_for_nodes(id, WHAT)?;
+    let value = with_op(&n, |op| match op {
+        Op::Kernel(k) => Ok(k
+            .attrs
+            .iter()
+            .find(|a| a.tag() == id.0)
+            .map(attribute_value)),
+        _ => Err(wrong_kind(WHAT)),
+    })?;
+    // SAFETY: as in `attribute_value`, zeros are every member's default.
+    out.write(value.unwrap_or_else(|| unsafe { std::mem::zeroed() }));
+    Ok(())
+}
+
+/// `cuGraphKernelNodeCopyAttributes`: both kernel nodes of one context.
+pub fn kernel_copy_attributes(dst: NodeArg, src: NodeArg) -> Result<(), CUresult> {
+    const WHAT: &str = "cuGraphKernelNodeCopyAttributes";
+    let (attrs, ctx) = with_op(&src, |op| match op {
+        Op::Kernel(k) => Ok((k.attrs.clone(), k.ctx.clone())),
+        _ => Err(wrong_kind(WHAT)),
+    })?;
+    with_op(&dst, |op| match op {
+        Op::Kernel(k) if !Arc::ptr_eq(&k.ctx, &ctx) => Err(reject(
+            CUresult::CUDA_ERROR_INVALID_CONTEXT,
+            format_args!("{WHAT}: the nodes' kernels belong to different contexts"),
+        )),
+        Op::Kernel(k) => {
+            k.attrs = attrs;
+            Ok(())
+        }
+        _ => Err(wrong_kind(WHAT)),
     })
 }
 
