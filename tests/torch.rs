@@ -1,6 +1,7 @@
 //! PyTorch 2.15.0 (the PyPI default +cu132 build, docs/clients.md "Python CUDA clients") on the vgpu
 //! device: `torch.cuda.is_available()`, `get_device_name(0)`,
-//! `mem_get_info()`, and a tensor to the device and back.
+//! `mem_get_info()`, a tensor to the device and back, and a
+//! `torch.cuda.CUDAGraph` captured and replayed.
 //!
 //! OPT-IN and long, so `#[ignore]`d: torch is a 2.8 GB download and 5.3 GB
 //! on disk. Its venv `${VGPU_CACHE:-.cache}/venv-torch` is made by
@@ -10,9 +11,11 @@
 //!
 //! What torch needs from the driver: libcudart 13.2 inside torch's wheels,
 //! i.e. every dark-API table of docs/call-path.md "Export tables" with the integrity check,
-//! cuGetProcAddress, and module loading for torch's own kernels. Its
-//! elementwise kernels ship as SASS plus PTX; the software GPU can run only
-//! the PTX (`x * 2` is the first kernel launch).
+//! cuGetProcAddress, and module loading for torch's own kernels.
+//! libtorch_cuda.so 2.15.0+cu132 carries no PTX at all: its fatbin holds
+//! 2,981 cubins (sm_75 to sm_121) and no PTX entry, so every native torch
+//! kernel needs a real GPU; on the software GPU each is refused with "no
+//! kernel image" and the shim's log names the kernel.
 mod common;
 
 use common::{expected, Daemon};
@@ -91,6 +94,9 @@ fn torch_cuda_basics() {
         );
     }
     assert_eq!(get("synchronize"), "ok", "{out}");
+    // torch.cuda.CUDAGraph capture and replay (copies only: they need no
+    // kernel image).
+    assert_eq!(get("graph_replay"), "True", "{out}");
     assert_eq!(get("failed"), "none", "{out}");
     out.assert_success();
     d.assert_alive();
