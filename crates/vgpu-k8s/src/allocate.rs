@@ -192,7 +192,7 @@ pub fn prefer(
         (!mine.contains(g), !fits, size_key)
     });
     for (_, mut ids) in ranked {
-        ids.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        ids.sort_by_key(|a| natural_key(a));
         for id in ids {
             if out.len() >= size {
                 return out;

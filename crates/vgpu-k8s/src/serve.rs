@@ -139,7 +139,12 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             cfg.state_dir.display()
         )
     })?);
+    let mut first = tx.subscribe();
     tokio::spawn(health_loop(cfg.clone(), tx));
+    // The kubelet's first device list should be the real one: wait for the
+    // first probe (it always changes the state: it records the endpoint's
+    // health), as long as a probe may take.
+    let _ = tokio::time::timeout(cfg.probe_timeout + Duration::from_secs(1), first.changed()).await;
     let kubelet_sock = cfg.kubelet_dir.join(crate::KUBELET_SOCKET);
     loop {
         // One generation: from serving and registering to the kubelet's
