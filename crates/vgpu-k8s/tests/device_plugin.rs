@@ -80,9 +80,10 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_log(&mut self, part: &str) {
+    /// Waits until the log has `n` lines starting with `part`.
+    fn wait_log(&mut self, part: &str, n: usize) {
         let deadline = Instant::now() + WAIT;
-        while !self.logs().contains(part) {
+        while self.logs().lines().filter(|l| l.starts_with(part)).count() < n {
             if let Ok(Some(s)) = self.child.try_wait() {
                 panic!("exited with {s} before logging {part:?}:\n{}", self.logs());
             }
@@ -118,7 +119,11 @@ fn start_daemon(socket: &Path, extra: &[&str], log: PathBuf) -> Proc {
         .args(extra)
         .env_remove("CUDA_VISIBLE_DEVICES");
     let mut p = Proc::spawn(cmd, log);
-    p.wait_log("listening on");
+    // One `listening on` line per endpoint.
+    p.wait_log(
+        "listening on ",
+        1 + extra.iter().filter(|a| **a == "--listen").count(),
+    );
     p
 }
 
@@ -500,12 +505,45 @@ async fn pod_runs_a_kernel_within_its_share_and_is_refused_beyond_it() {
     let s = Setup::new("k8s-pod");
     let mut regs = start_kubelet(&s.kubelet);
     let guests = s.guests.to_str().unwrap().to_string();
-    let _daemon = start_daemon(
+    // Pods reach the daemon over TCP, where a token is required: a pod's
+    // token names its principal, and a pod without a valid token is
+    // refused (on the Unix socket an unknown token falls back to the peer
+    // uid's principal, which would let a pod drop its share).
+    let token_file = s.dir.path().join("token");
+    std::fs::write(&token_file, vgpu_k8s::principals::random_token().unwrap()).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let daemon = start_daemon(
         &s.socket,
-        &["--guests-dir", &guests, "--allow-all-users"],
+        &[
+            "--guests-dir",
+            &guests,
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
         s.dir.path().join("host.log"),
     );
-    let _plugin = s.plugin(&["--resources", "gpu", "--shares-per-gpu", "8"]);
+    let tcp = daemon
+        .logs()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("listening on tcp:")
+                .map(|a| format!("tcp:{a}"))
+        })
+        .unwrap_or_else(|| panic!("no TCP listener in:\n{}", daemon.logs()));
+    let _plugin = s.plugin(&[
+        "--resources",
+        "gpu",
+        "--shares-per-gpu",
+        "8",
+        "--pod-endpoint",
+        &tcp,
+    ]);
     registrations(&mut regs, 1).await;
     let mut gpu = s.client("vgpu-gpu.sock").await;
     let mut watch = gpu
