@@ -12,6 +12,7 @@
 
 pub mod allocate;
 pub mod daemon;
+pub mod gc;
 pub mod plugin;
 pub mod principals;
 pub mod serve;
@@ -22,12 +23,21 @@ pub mod api {
     include!("generated/v1beta1.rs");
 }
 
+/// The part of the kubelet's PodResources API v1 the plugin reads
+/// (generated, do not edit).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod podresources {
+    include!("generated/v1.rs");
+}
+
 /// The API version a plugin states when it registers.
 pub const API_VERSION: &str = "v1beta1";
 /// Where the kubelet looks for plugin sockets and serves its own.
 pub const DEFAULT_KUBELET_DIR: &str = "/var/lib/kubelet/device-plugins";
 /// The kubelet's Registration socket, a file in [`DEFAULT_KUBELET_DIR`].
 pub const KUBELET_SOCKET: &str = "kubelet.sock";
+/// The kubelet's PodResources socket.
+pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
 /// `Device.health` values.
 pub const HEALTHY: &str = "Healthy";
 pub const UNHEALTHY: &str = "Unhealthy";

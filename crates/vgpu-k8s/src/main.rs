@@ -78,6 +78,18 @@ struct Args {
     /// Seconds a probe may take (a cold real driver initializes slowly).
     #[arg(long, default_value_t = 60.0)]
     probe_timeout: f64,
+    /// The kubelet's PodResources socket: principals whose devices no
+    /// running container holds are removed. `none`: only when their
+    /// devices are allocated again.
+    #[arg(long, default_value = vgpu_k8s::DEFAULT_POD_RESOURCES_SOCKET, value_name = "PATH|none")]
+    pod_resources_socket: String,
+    /// Seconds between those checks.
+    #[arg(long, default_value_t = 30.0)]
+    gc_interval: f64,
+    /// Seconds a new principal is kept before the check may remove it (the
+    /// kubelet lists a container's devices only once it has been created).
+    #[arg(long, default_value_t = 300.0)]
+    gc_grace: f64,
 }
 
 fn seconds(v: f64, name: &str) -> Result<Duration, String> {
@@ -167,6 +179,13 @@ fn config(a: Args) -> Result<Config, String> {
         limits,
         health_interval: seconds(a.health_interval, "health-interval")?,
         probe_timeout: seconds(a.probe_timeout, "probe-timeout")?,
+        pod_resources: (a.pod_resources_socket != "none").then(|| a.pod_resources_socket.into()),
+        gc_interval: seconds(a.gc_interval, "gc-interval")?,
+        gc_grace: if a.gc_grace.is_finite() && a.gc_grace >= 0.0 {
+            Duration::from_secs_f64(a.gc_grace)
+        } else {
+            return Err("--gc-grace: seconds, 0 or more".into());
+        },
     })
 }
 

@@ -61,6 +61,14 @@ pub struct Config {
     pub limits: Vec<(String, u64)>,
     pub health_interval: Duration,
     pub probe_timeout: Duration,
+    /// The kubelet's PodResources socket, to remove the principals of
+    /// finished containers (docs/kubernetes.md "Revocation"); `None`: only
+    /// when their devices are allocated again.
+    pub pod_resources: Option<PathBuf>,
+    pub gc_interval: Duration,
+    /// A principal younger than this is never collected: its container may
+    /// still be starting.
+    pub gc_grace: Duration,
 }
 
 impl Config {
@@ -77,9 +85,10 @@ const KUBELET_MAX_MESSAGE: usize = 4 << 20;
 pub struct Shared {
     pub cfg: Config,
     pub state: watch::Receiver<Snapshot>,
-    principals: Principals,
-    /// Allocations revoke and write principal files: one at a time.
-    grant_lock: Mutex<()>,
+    pub principals: Principals,
+    /// Allocations and the collection of finished containers' principals
+    /// revoke and write principal files: one at a time.
+    pub grant_lock: Mutex<()>,
 }
 
 impl Shared {

@@ -124,6 +124,12 @@ impl Principals {
         Ok(v)
     }
 
+    /// How long ago the principal `name` was written.
+    pub fn age(&self, name: &str) -> Option<std::time::Duration> {
+        let m = fs::metadata(self.state_dir.join(format!("{name}.devices"))).ok()?;
+        m.modified().ok()?.elapsed().ok()
+    }
+
     /// Removes a principal's file and its ledger entry.
     pub fn revoke(&self, name: &str) -> io::Result<()> {
         for p in [

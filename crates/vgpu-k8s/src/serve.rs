@@ -105,6 +105,36 @@ async fn health_loop(cfg: Config, tx: watch::Sender<Snapshot>) {
     }
 }
 
+/// Removes the principals of finished containers every `gc_interval`.
+async fn gc_loop(shared: Arc<Shared>, socket: PathBuf) {
+    let cfg = &shared.cfg;
+    let resources: Vec<String> = cfg.kinds.iter().map(|&k| cfg.resource_name(k)).collect();
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::time::sleep(cfg.gc_interval).await;
+        let held = match crate::gc::held_devices(socket.clone(), &resources).await {
+            Ok(h) => h,
+            Err(e) => {
+                if last_error.as_ref() != Some(&e) {
+                    tracing::warn!(
+                        "{e}; principals of finished containers are removed only when \
+                         their devices are allocated again"
+                    );
+                    last_error = Some(e);
+                }
+                continue;
+            }
+        };
+        if last_error.take().is_some() {
+            tracing::info!("PodResources answers again");
+        }
+        let _g = shared.grant_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = crate::gc::collect(&shared.principals, &held, cfg.gc_grace) {
+            tracing::error!("removing finished containers' principals: {e}");
+        }
+    }
+}
+
 /// The identity of a file, to notice it was replaced.
 fn inode(p: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
@@ -141,6 +171,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     })?);
     let mut first = tx.subscribe();
     tokio::spawn(health_loop(cfg.clone(), tx));
+    if let (Backend::Local { .. }, Some(sock)) = (&cfg.backend, &cfg.pod_resources) {
+        tokio::spawn(gc_loop(shared.clone(), sock.clone()));
+    }
     // The kubelet's first device list should be the real one: wait for the
     // first probe (it always changes the state: it records the endpoint's
     // health), as long as a probe may take.

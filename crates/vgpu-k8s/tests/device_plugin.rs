@@ -14,12 +14,14 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use vgpu_k8s::api::{self, device_plugin_client::DevicePluginClient, registration_server};
+use vgpu_k8s::podresources::{self, pod_resources_lister_server};
 use vgpu_k8s::serve::unix_channel;
 use vgpu_test_support::{artifacts, run_with_timeout, shim_libdir, TempDir};
 
@@ -57,6 +59,55 @@ fn start_kubelet(dir: &Path) -> mpsc::UnboundedReceiver<api::RegisterRequest> {
             .serve_with_incoming(UnixListenerStream::new(listener)),
     );
     rx
+}
+
+type Held = Arc<Mutex<Vec<(String, Vec<String>)>>>;
+
+/// The kubelet's PodResources service: one pod whose one container holds
+/// the `(resource, device IDs)` the test puts in `held`.
+struct FakePodResources {
+    held: Held,
+}
+
+#[tonic::async_trait]
+impl pod_resources_lister_server::PodResourcesLister for FakePodResources {
+    async fn list(
+        &self,
+        _: Request<podresources::ListPodResourcesRequest>,
+    ) -> Result<Response<podresources::ListPodResourcesResponse>, Status> {
+        let devices = self
+            .held
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(r, ids)| podresources::ContainerDevices {
+                resource_name: r.clone(),
+                device_ids: ids.clone(),
+            })
+            .collect();
+        Ok(Response::new(podresources::ListPodResourcesResponse {
+            pod_resources: vec![podresources::PodResources {
+                name: "pod".into(),
+                namespace: "default".into(),
+                containers: vec![podresources::ContainerResources {
+                    name: "cuda".into(),
+                    devices,
+                }],
+            }],
+        }))
+    }
+}
+
+/// Serves the fake PodResources service on `path`.
+fn start_pod_resources(path: &Path, held: Held) {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pod_resources_lister_server::PodResourcesListerServer::new(
+                FakePodResources { held },
+            ))
+            .serve_with_incoming(UnixListenerStream::new(listener)),
+    );
 }
 
 /// A process in its own group, killed with its group on drop.
@@ -172,6 +223,9 @@ impl Setup {
             .args(["--health-interval", "0.2", "--probe-timeout", "10"])
             .args(extra)
             .env("VGPU_LOG", "info");
+        if !extra.contains(&"--pod-resources-socket") {
+            cmd.args(["--pod-resources-socket", "none"]);
+        }
         Proc::spawn(cmd, self.dir.path().join("plugin.log"))
     }
 
@@ -401,6 +455,73 @@ async fn registers_lists_allocates_and_follows_health() {
         .into_inner();
     next_list(&mut w2, |d| all_health(d, vgpu_k8s::HEALTHY)).await;
     drop(plugin);
+}
+
+/// Waits until `path` exists (or not).
+async fn wait_exists(path: &Path, exists: bool) {
+    let deadline = Instant::now() + WAIT;
+    while path.exists() != exists {
+        assert!(
+            Instant::now() < deadline,
+            "{} exists: {}",
+            path.display(),
+            !exists
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_containers_principals_are_removed() {
+    let s = Setup::new("k8s-gc");
+    let mut regs = start_kubelet(&s.kubelet);
+    let held: Held = Arc::new(Mutex::new(vec![(
+        "vgpu.dev/gpu".to_string(),
+        vec!["gpu0-share0".to_string(), "gpu0-share1".to_string()],
+    )]));
+    let pr = s.dir.path().join("pod-resources.sock");
+    start_pod_resources(&pr, held.clone());
+    let _daemon = start_daemon(&s.socket, &[], s.dir.path().join("host.log"));
+    let _plugin = s.plugin(&[
+        "--resources",
+        "gpu",
+        "--pod-resources-socket",
+        pr.to_str().unwrap(),
+        "--gc-interval",
+        "0.2",
+        "--gc-grace",
+        "0",
+    ]);
+    registrations(&mut regs, 1).await;
+    let mut gpu = s.client("vgpu-gpu.sock").await;
+    let mut watch = gpu
+        .list_and_watch(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    next_list(&mut watch, |d| all_health(d, vgpu_k8s::HEALTHY)).await;
+    for id in ["gpu0-share0", "gpu0-share1", "gpu0-share2"] {
+        gpu.allocate(api::AllocateRequest {
+            container_requests: vec![api::ContainerAllocateRequest {
+                devices_ids: vec![id.into()],
+            }],
+        })
+        .await
+        .unwrap();
+    }
+    let file = |id: &str| s.guests.join(format!("k8s-{id}.conf"));
+    // share2's container never showed up in PodResources: collected. The
+    // two held ones stay.
+    wait_exists(&file("gpu0-share2"), false).await;
+    assert!(file("gpu0-share0").exists() && file("gpu0-share1").exists());
+    // share0's container ends.
+    held.lock().unwrap()[0].1.remove(0);
+    wait_exists(&file("gpu0-share0"), false).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(file("gpu0-share1").exists(), "a held principal was removed");
+    // Other resources' devices do not keep ours alive.
+    *held.lock().unwrap() = vec![("example.com/gpu".into(), vec!["gpu0-share1".into()])];
+    wait_exists(&file("gpu0-share1"), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
-//! Compiles ../proto/deviceplugin_v1beta1.proto (with protox, so no protoc)
-//! and writes the prost messages and tonic client and server into the
-//! directory given as the only argument. scripts/gen-k8s-proto.sh runs it.
+//! Compiles ../proto/*.proto (with protox, so no protoc) and writes the
+//! prost messages and tonic clients and servers, one file per protobuf
+//! package, into the directory given as the only argument.
+//! scripts/gen-k8s-proto.sh runs it.
 
 use std::path::PathBuf;
 
@@ -11,7 +12,11 @@ fn main() {
         .into();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let proto = root.join("proto");
-    let fds = protox::compile([proto.join("deviceplugin_v1beta1.proto")], [&proto])
+    let files = [
+        proto.join("deviceplugin_v1beta1.proto"),
+        proto.join("podresources_v1.proto"),
+    ];
+    let fds = protox::compile(files, [&proto])
         .unwrap_or_else(|e| panic!("compiling the proto: {e:?}"));
     tonic_prost_build::configure()
         .build_client(true)
