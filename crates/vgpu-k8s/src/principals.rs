@@ -158,6 +158,17 @@ impl Principals {
         let first = sorted
             .first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no devices"))?;
+        // The daemon refuses a file with a key it does not know: check
+        // before anything is revoked or written.
+        if let Some((k, _)) = limits
+            .iter()
+            .find(|(k, _)| !LIMIT_KEYS.contains(&k.as_str()))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown limit {k:?}; known: {}", LIMIT_KEYS.join(", ")),
+            ));
+        }
         for (name, held) in self.ledger()? {
             if sorted.iter().any(|d| held.contains(*d)) {
                 tracing::info!(
@@ -179,12 +190,6 @@ impl Principals {
         );
         conf.push_str(&format!("\ntoken = {token}\n"));
         for (k, v) in limits {
-            if !LIMIT_KEYS.contains(&k.as_str()) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("unknown limit {k:?}; known: {}", LIMIT_KEYS.join(", ")),
-                ));
-            }
             conf.push_str(&format!("{k} = {v}\n"));
         }
         // The ledger first: a crash in between leaves an entry without a
@@ -193,5 +198,69 @@ impl Principals {
         write_atomic(&self.state_dir, &format!("{name}.devices"), &ledger)?;
         write_atomic(&self.guests_dir, &format!("{name}.conf"), &conf)?;
         Ok(Grant { name, token })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs(tag: &str) -> (PathBuf, Principals) {
+        let d = std::env::temp_dir().join(format!("vgpu-k8s-pr-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        let p = Principals::new(d.join("guests"), d.join("state")).unwrap();
+        (d, p)
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn grant_writes_a_private_file_and_revokes_overlaps() {
+        let (d, p) = dirs("grant");
+        let a = p
+            .grant(
+                &ids(&["gpu0-share1", "gpu0-share0"]),
+                &[("memory_mib".into(), 512)],
+                "t",
+            )
+            .unwrap();
+        assert_eq!(a.name, "k8s-gpu0-share0");
+        let f = d.join("guests/k8s-gpu0-share0.conf");
+        let text = fs::read_to_string(&f).unwrap();
+        assert!(text.contains(&format!("\ntoken = {}\n", a.token)), "{text}");
+        assert!(text.contains("\nmemory_mib = 512\n"), "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let b = p.grant(&ids(&["gpu0-share2"]), &[], "t").unwrap();
+        assert_ne!(a.token, b.token);
+        assert_eq!(p.ledger().unwrap().len(), 2);
+        // share1 again: a's principal (share0+share1) is revoked, b's not.
+        p.grant(&ids(&["gpu0-share1"]), &[], "t").unwrap();
+        assert!(!f.exists());
+        let names: Vec<String> = p.ledger().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["k8s-gpu0-share1", "k8s-gpu0-share2"]);
+        // Nothing left behind but the files themselves.
+        assert_eq!(fs::read_dir(d.join("guests")).unwrap().count(), 2);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn bad_input_writes_nothing() {
+        let (d, p) = dirs("bad");
+        assert!(p.grant(&[], &[], "t").is_err());
+        assert!(p.grant(&ids(&["x"]), &[("colour".into(), 1)], "t").is_err());
+        assert_eq!(fs::read_dir(d.join("guests")).unwrap().count(), 0);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn names_are_what_the_daemon_accepts() {
+        assert_eq!(principal_name("a/b c"), "k8s-a_b_c");
+        assert_eq!(principal_name(&"x".repeat(100)).len(), 64);
     }
 }
