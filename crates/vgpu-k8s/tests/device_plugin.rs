@@ -709,3 +709,89 @@ async fn pod_runs_a_kernel_within_its_share_and_is_refused_beyond_it() {
     let out = run_pod(&bad, 0);
     assert!(!out.status.success(), "a wrong token ran:\n{out}");
 }
+
+/// A node without a GPU: slots made by deploy/kubernetes/make-remote-slots.sh
+/// for a GPU host's TCP listener, its principals copied into the host's
+/// guests directory (as gpu-node.yaml's init container does), and a pod run
+/// with the slot's environment gets the slot's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs --guests-dir (tenancy branch)"]
+async fn remote_pod_runs_within_its_slot() {
+    let s = Setup::new("k8s-rpod");
+    let token_file = s.dir.path().join("token");
+    std::fs::write(&token_file, vgpu_k8s::principals::random_token().unwrap()).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let guests = s.guests.to_str().unwrap().to_string();
+    let daemon = start_daemon(
+        &s.socket,
+        &[
+            "--guests-dir",
+            &guests,
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+        s.dir.path().join("host.log"),
+    );
+    let tcp = daemon
+        .logs()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("listening on tcp:")
+                .map(|a| format!("tcp:{a}"))
+        })
+        .unwrap_or_else(|| panic!("no TCP listener in:\n{}", daemon.logs()));
+    let out = s.dir.path().join("made");
+    let st = Command::new("bash")
+        .arg(vgpu_test_support::repo_root().join("deploy/kubernetes/make-remote-slots.sh"))
+        .args(["gpu-a", &tcp, "2", "3072"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for e in std::fs::read_dir(out.join("principals")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), s.guests.join(e.file_name())).unwrap();
+    }
+    let mut regs = start_kubelet(&s.kubelet);
+    let _plugin = s.plugin(&["--remote-slots", out.join("slots").to_str().unwrap()]);
+    registrations(&mut regs, 1).await;
+    let mut gpu = s.client("vgpu-gpu.sock").await;
+    let mut watch = gpu
+        .list_and_watch(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    let devs = next_list(&mut watch, |d| all_health(d, vgpu_k8s::HEALTHY)).await;
+    let ids: Vec<&str> = devs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["gpu-a-0", "gpu-a-1"]);
+    let resp = gpu
+        .allocate(api::AllocateRequest {
+            container_requests: vec![api::ContainerAllocateRequest {
+                devices_ids: vec!["gpu-a-1".into()],
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let env: HashMap<String, String> = resp.container_responses[0]
+        .envs
+        .clone()
+        .into_iter()
+        .collect();
+    assert_eq!(env["VGPU_HOST"], tcp);
+    let out = run_pod(&env, 4096);
+    out.assert_success();
+    assert_eq!(out.line("total_mib="), "total_mib=3072", "{out}");
+    assert_eq!(out.line("vadd ok="), "vadd ok=1", "{out}");
+    assert_eq!(
+        out.line("over_quota="),
+        "over_quota=cudaErrorMemoryAllocation",
+        "{out}"
+    );
+}
