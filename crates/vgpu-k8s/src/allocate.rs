@@ -281,6 +281,29 @@ mod tests {
     }
 
     #[test]
+    fn a_gpu_in_mib_blocks_fits_a_kubelet_message() {
+        // docs/kubernetes.md "The device plugin": an 80 GiB GPU in 1 MiB
+        // blocks is about 2.1 MB, under gRPC's default 4 MiB; two are not.
+        let one = MIB_SHAPE;
+        let msg = |n: usize| api::ListAndWatchResponse {
+            devices: local_devices(
+                Kind::GpuMemory,
+                &one,
+                &snap(&vec![81920; n], true),
+                "unix:/d",
+            ),
+        };
+        let len1 = prost::Message::encoded_len(&msg(1));
+        assert!((2_000_000..2_300_000).contains(&len1), "{len1}");
+        assert!(prost::Message::encoded_len(&msg(2)) > 4 << 20);
+    }
+
+    const MIB_SHAPE: Shape = Shape {
+        shares_per_gpu: 4,
+        memory_unit_mib: 1,
+    };
+
+    #[test]
     fn shares_add_up() {
         let s = snap(&[81920, 40960], true);
         let ids: Vec<String> = ["gpu0-share0", "gpu0-share1", "gpu1-share3"]

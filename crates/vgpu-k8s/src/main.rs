@@ -31,8 +31,10 @@ struct Args {
     /// 1/N of the GPU's memory.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     shares_per_gpu: u32,
-    /// MiB one vgpu.dev/gpu-memory unit stands for.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    /// MiB one vgpu.dev/gpu-memory unit stands for. The kubelet gets one
+    /// device ID per unit, in messages of at most 4 MiB: 1 (counting in
+    /// MiB) fits one 80 GiB GPU, not two (docs/kubernetes.md).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     memory_unit_mib: u64,
     /// Where the plugin reaches this node's `vgpu host` for health and the
     /// device inventory.

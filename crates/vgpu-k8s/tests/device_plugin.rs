@@ -166,9 +166,12 @@ fn start_daemon(socket: &Path, extra: &[&str], log: PathBuf) -> Proc {
     cmd.arg("host")
         .arg("--listen")
         .arg(format!("unix:{}", socket.display()))
-        .args(["--driver", "emulated", "--profile", "h100-pcie"])
+        .args(["--driver", "emulated"])
         .args(extra)
         .env_remove("CUDA_VISIBLE_DEVICES");
+    if !extra.contains(&"--profile") {
+        cmd.args(["--profile", "h100-pcie"]);
+    }
     let mut p = Proc::spawn(cmd, log);
     // One `listening on` line per endpoint.
     p.wait_log(
@@ -522,6 +525,92 @@ async fn finished_containers_principals_are_removed() {
     // Other resources' devices do not keep ours alive.
     *held.lock().unwrap() = vec![("example.com/gpu".into(), vec!["gpu0-share1".into()])];
     wait_exists(&file("gpu0-share1"), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gpus_shares_stay_on_one_gpu() {
+    let s = Setup::new("k8s-2gpu");
+    let mut regs = start_kubelet(&s.kubelet);
+    let _daemon = start_daemon(
+        &s.socket,
+        &["--profile", "2x-h100"],
+        s.dir.path().join("host.log"),
+    );
+    let _plugin = s.plugin(&["--resources", "gpu", "--shares-per-gpu", "2"]);
+    registrations(&mut regs, 1).await;
+    let mut gpu = s.client("vgpu-gpu.sock").await;
+    let mut watch = gpu
+        .list_and_watch(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    let devs = next_list(&mut watch, |d| all_health(d, vgpu_k8s::HEALTHY)).await;
+    let ids: Vec<&str> = devs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["gpu0-share0", "gpu0-share1", "gpu1-share0", "gpu1-share1"]
+    );
+    // GPU 0 is half taken: one share goes there (binpack), two to GPU 1.
+    let prefer = |n: i32| api::PreferredAllocationRequest {
+        container_requests: vec![api::ContainerPreferredAllocationRequest {
+            available_device_i_ds: vec![
+                "gpu0-share1".into(),
+                "gpu1-share0".into(),
+                "gpu1-share1".into(),
+            ],
+            must_include_device_i_ds: vec![],
+            allocation_size: n,
+        }],
+    };
+    let one = gpu
+        .get_preferred_allocation(prefer(1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.container_responses[0].device_i_ds, ["gpu0-share1"]);
+    let two = gpu
+        .get_preferred_allocation(prefer(2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        two.container_responses[0].device_i_ds,
+        ["gpu1-share0", "gpu1-share1"]
+    );
+    let resp = gpu
+        .allocate(api::AllocateRequest {
+            container_requests: vec![
+                api::ContainerAllocateRequest {
+                    devices_ids: vec!["gpu1-share0".into(), "gpu1-share1".into()],
+                },
+                api::ContainerAllocateRequest {
+                    devices_ids: vec!["gpu0-share1".into()],
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // One answer per container, in order, each its own principal.
+    let [a, b] = &resp.container_responses[..] else {
+        panic!("{resp:?}")
+    };
+    assert_eq!(a.envs["CUDA_VISIBLE_DEVICES"], "1");
+    assert_eq!(b.envs["CUDA_VISIBLE_DEVICES"], "0");
+    let (ma, mb): (u64, u64) = (
+        a.envs["VGPU_MEMORY_MIB"].parse().unwrap(),
+        b.envs["VGPU_MEMORY_MIB"].parse().unwrap(),
+    );
+    assert_eq!(ma, 2 * mb, "a whole GPU vs half of one");
+    assert_ne!(a.envs["VGPU_TOKEN"], b.envs["VGPU_TOKEN"]);
+    assert_eq!(
+        conf(&s.guests, "k8s-gpu1-share0")["memory_mib"],
+        ma.to_string()
+    );
+    assert_eq!(
+        conf(&s.guests, "k8s-gpu0-share1")["memory_mib"],
+        mb.to_string()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
