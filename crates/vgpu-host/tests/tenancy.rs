@@ -1,0 +1,327 @@
+//! Many guests on one host (docs/security.md): admission under slow or
+//! oversized handshakes, guests as principals with limits counted over all
+//! their connections, the guests directory read at run time.
+//! The real `vgpu` daemon with the software GPU; `vgpu_transport::Client`
+//! as guest.
+
+use cuda_types::cuda::CUresult;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+use vgpu_test_support::{connect, Daemon, TempDir};
+use vgpu_transport::codec::{from_bytes, to_bytes};
+use vgpu_transport::frame::{read_frame, Header};
+use vgpu_transport::proto::{
+    refusal, CtxCreate, EventCreate, GetInventory, Hello, MemAlloc, MemFree, MemGetInfo,
+    StreamCreate, HELLO_OP,
+};
+use vgpu_transport::{CallError, Client, Endpoint, HandshakeError, Status};
+
+const MIB: u64 = 1 << 20;
+const OUT_OF_MEMORY: Status = Status::Cuda(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+
+fn ctx(c: &mut Client) -> u64 {
+    c.call(&CtxCreate {
+        device: 0,
+        flags: 0,
+    })
+    .unwrap()
+}
+
+#[track_caller]
+fn refused(r: Result<Client, HandshakeError>) -> (u32, String) {
+    match r {
+        Err(HandshakeError::Refused(code, why)) => (code, why),
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("expected a refusal, was admitted"),
+    }
+}
+
+/// A whole `Hello` frame as a guest sends it.
+fn hello_bytes() -> Vec<u8> {
+    let payload = to_bytes(&Hello::new(vgpu_transport::BUILD_ID, 0, None));
+    let h = Header {
+        len: payload.len() as u32,
+        op: HELLO_OP,
+        ..Default::default()
+    };
+    let mut v = h.to_bytes().to_vec();
+    v.extend_from_slice(&payload);
+    v
+}
+
+/// 64 connections that send one byte of their `Hello` and then nothing
+/// hold every pending place a peer may have; a guest that sends its
+/// `Hello` at once is still admitted within a second (the oldest trickler
+/// is evicted for it).
+#[test]
+fn drip_handshakes_do_not_lock_out_a_guest() {
+    let d = Daemon::start_emulated();
+    let first = hello_bytes();
+    let mut drips = Vec::new();
+    for _ in 0..64 {
+        let mut s = d.unix().connect(Duration::from_secs(2)).unwrap();
+        s.write_all(&first[..1]).unwrap();
+        drips.push(s);
+    }
+    // Old enough to be evicted (admission::EVICT_AFTER).
+    std::thread::sleep(Duration::from_millis(400));
+    let t = Instant::now();
+    let mut c = connect(d.unix(), None).expect("a well-behaved guest is admitted");
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "admitted after {took:?}");
+    c.call(&GetInventory {}).unwrap();
+    d.wait_log(&["handshake evicted"], Duration::from_secs(5));
+    drop(drips);
+}
+
+/// The handshake has one deadline for all of it, not one per read: a
+/// `Hello` trickled a byte every 300 ms is refused after the deadline (3 s)
+/// with a reason, though no single read waits long.
+#[test]
+fn trickled_hello_hits_the_overall_deadline() {
+    let d = Daemon::start_emulated();
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    let bytes = hello_bytes();
+    let t = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for b in bytes {
+            if rx.try_recv().is_ok() || w.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let f = read_frame(&mut s).expect("a refusal frame");
+    let took = t.elapsed();
+    let _ = tx.send(());
+    writer.join().unwrap();
+    assert_eq!(f.header.status, refusal::TIMED_OUT);
+    let why: String = from_bytes(&f.payload).unwrap();
+    assert!(why.contains("within 3 s"), "{why}");
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+/// A header announcing a large `Hello` is refused from the header alone.
+#[test]
+fn oversized_hello_is_refused_unread() {
+    let d = Daemon::start_emulated();
+    let mut s = d.unix().connect(Duration::from_secs(2)).unwrap();
+    let h = Header {
+        len: 64 * 1024,
+        op: HELLO_OP,
+        ..Default::default()
+    };
+    s.write_all(&h.to_bytes()).unwrap();
+    s.set_timeouts(Some(Duration::from_secs(5))).unwrap();
+    let f = read_frame(&mut s).expect("a refusal frame");
+    assert_eq!(f.header.status, refusal::BAD_MAGIC);
+    let why: String = from_bytes(&f.payload).unwrap();
+    assert!(why.contains("65536 bytes"), "{why}");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+}
+
+fn guests_dir(files: &[(&str, &str)]) -> TempDir {
+    let dir = TempDir::new("guests");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(format!("{name}.conf")), text).unwrap();
+    }
+    dir
+}
+
+fn tcp(d: &Daemon) -> &Endpoint {
+    d.endpoints
+        .iter()
+        .find(|e| matches!(e, Endpoint::Tcp(_)))
+        .expect("a tcp listener")
+}
+
+/// 200 connections of one guest (this test's uid) get its limit of 4 and a
+/// clear refusal each after that, while another guest (a token's name) is
+/// served; closing one lets the next in.
+#[test]
+fn connections_are_capped_per_guest() {
+    let dir = guests_dir(&[("other", "token = other-secret\n")]);
+    let d = Daemon::start(&[
+        "--driver",
+        "emulated",
+        "--guest-connections",
+        "4",
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--guests-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let mut admitted = Vec::new();
+    let mut refusals = 0;
+    for _ in 0..200 {
+        match connect(d.unix(), None) {
+            Ok(c) => admitted.push(c),
+            Err(HandshakeError::Refused(code, why)) => {
+                assert_eq!(code, refusal::LIMIT_REACHED, "{why}");
+                assert!(why.contains("its limit"), "{why}");
+                refusals += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((admitted.len(), refusals), (4, 196));
+    d.wait_log(
+        &["refused", "already has 4 connection(s), its limit"],
+        Duration::from_secs(2),
+    );
+    // Another guest is served meanwhile.
+    let mut other = connect(tcp(&d), Some("other-secret")).expect("another guest");
+    other.call(&GetInventory {}).unwrap();
+    d.wait_log(&["guest other"], Duration::from_secs(5));
+    // A wrong token is no guest at all.
+    let (code, _) = refused(connect(tcp(&d), Some("nobody")));
+    assert_eq!(code, refusal::BAD_TOKEN);
+    // One closes; once its worker is gone the next is admitted.
+    drop(admitted.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let next = loop {
+        match connect(d.unix(), None) {
+            Ok(c) => break c,
+            Err(HandshakeError::Refused(refusal::LIMIT_REACHED, _)) => {
+                assert!(Instant::now() < deadline, "no place after a close");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    drop(next);
+}
+
+/// A guest's memory limit holds over all its connections, and each sees
+/// the whole guest's use: 64 MiB over four connections, not 64 MiB each.
+#[test]
+fn memory_limit_spans_a_guests_connections() {
+    let d = Daemon::start(&["--driver", "emulated", "--guest-memory-mib", "64"]);
+    let mut cs: Vec<Client> = (0..4).map(|_| d.connect()).collect();
+    let ctxs: Vec<u64> = cs.iter_mut().map(ctx).collect();
+    let a = cs[0]
+        .call(&MemAlloc {
+            ctx: ctxs[0],
+            size: 40 * MIB,
+        })
+        .unwrap();
+    // The others see it.
+    let (free, total) = cs[1].call(&MemGetInfo { ctx: ctxs[1] }).unwrap();
+    assert_eq!((free, total), (24 * MIB, 64 * MIB));
+    let b = cs[1]
+        .call(&MemAlloc {
+            ctx: ctxs[1],
+            size: 16 * MIB,
+        })
+        .unwrap();
+    for (c, &ctx) in cs.iter_mut().zip(&ctxs).skip(2) {
+        let r = c.call(&MemAlloc {
+            ctx,
+            size: 16 * MIB,
+        });
+        assert!(
+            matches!(r, Err(CallError::Status(s)) if s == OUT_OF_MEMORY),
+            "{r:?}"
+        );
+    }
+    cs[1]
+        .call(&MemFree {
+            ctx: ctxs[1],
+            ptr: b,
+        })
+        .unwrap();
+    cs[2]
+        .call(&MemAlloc {
+            ctx: ctxs[2],
+            size: 16 * MIB,
+        })
+        .unwrap();
+    let _ = a;
+    // A connection that goes away gives its share back.
+    drop(cs.remove(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // cs[1] is the third connection now, with ctxs[2].
+        let (free, _) = cs[1].call(&MemGetInfo { ctx: ctxs[2] }).unwrap();
+        if free == 48 * MIB {
+            break;
+        }
+        assert!(Instant::now() < deadline, "free stays {free}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Guest files are read when a connection arrives after the directory
+/// changed: a token added at run time admits its guest with its limits;
+/// object limits count over the guest's connections.
+#[test]
+fn guests_dir_is_reread_and_its_limits_apply() {
+    let dir = guests_dir(&[("broken", "token = x\nnot a line\n")]);
+    let d = Daemon::start(&[
+        "--driver",
+        "emulated",
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--guests-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    d.wait_log(
+        &["broken.conf", "line 2", "ignored"],
+        Duration::from_secs(5),
+    );
+    let (code, _) = refused(connect(tcp(&d), Some("late-secret")));
+    assert_eq!(code, refusal::BAD_TOKEN);
+    std::fs::write(
+        dir.path().join("late.conf.tmp"),
+        "token = late-secret\nmemory_mib = 32\nstreams = 2\nevents = 1\nconnections = 2\n",
+    )
+    .unwrap();
+    std::fs::rename(
+        dir.path().join("late.conf.tmp"),
+        dir.path().join("late.conf"),
+    )
+    .unwrap();
+    let mut a = connect(tcp(&d), Some("late-secret")).expect("admitted once its file exists");
+    let mut b = connect(tcp(&d), Some("late-secret")).expect("second connection");
+    let (code, why) = refused(connect(tcp(&d), Some("late-secret")));
+    assert_eq!(code, refusal::LIMIT_REACHED, "{why}");
+    assert!(why.contains("guest late"), "{why}");
+    let inv = a.call(&GetInventory {}).unwrap();
+    assert_eq!(inv.devices[0].total_mem, 32 * MIB);
+    let (ca, cb) = (ctx(&mut a), ctx(&mut b));
+    a.call(&StreamCreate {
+        ctx: ca,
+        flags: 0,
+        priority: 0,
+    })
+    .unwrap();
+    b.call(&StreamCreate {
+        ctx: cb,
+        flags: 0,
+        priority: 0,
+    })
+    .unwrap();
+    let r = a.call(&StreamCreate {
+        ctx: ca,
+        flags: 0,
+        priority: 0,
+    });
+    assert!(
+        matches!(r, Err(CallError::Status(s)) if s == OUT_OF_MEMORY),
+        "{r:?}"
+    );
+    b.call(&EventCreate { ctx: cb, flags: 0 }).unwrap();
+    let r = a.call(&EventCreate { ctx: ca, flags: 0 });
+    assert!(
+        matches!(r, Err(CallError::Status(s)) if s == OUT_OF_MEMORY),
+        "{r:?}"
+    );
+    d.wait_log(&["limit of 2 Streams"], Duration::from_secs(2));
+}
