@@ -57,8 +57,9 @@ pub struct HostArgs {
     /// Default: no cap.
     #[arg(long, value_name = "N")]
     guest_modules: Option<u64>,
-    /// Longest one kernel launch or synchronization of a guest may run, in
-    /// ms (0: no limit).
+    /// Longest one request of a guest (a kernel launch, a synchronization)
+    /// may run, in ms, before its worker is ended; 0: no limit. Default:
+    /// 300000 on the software GPU, none on a real driver.
     #[arg(long, value_name = "MS")]
     guest_kernel_time_ms: Option<u64>,
     /// Directory of guest principals: `<name>.conf` files with `token =`,

@@ -332,6 +332,15 @@ pub fn run(cfg: HostConfig) -> Result<(), String> {
         tracing::info!("devices: {d} (the workers' CUDA_VISIBLE_DEVICES)");
     }
     check_exposure(&cfg)?;
+    let mut defaults = cfg.defaults;
+    // The software GPU has no legitimate kernel that runs for minutes; a
+    // real GPU's may (docs/security.md, "Runaway work").
+    if driver.kind == DriverKind::Emulated && defaults.kernel_time_ms.is_none() {
+        defaults.kernel_time_ms = Some(crate::worker::watchdog::DEFAULT_SOFTWARE_GPU_LIMIT_MS);
+    }
+    if let Some(ms) = defaults.kernel_time_ms.filter(|ms| *ms > 0) {
+        tracing::info!("kernel time limit: {ms} ms per request");
+    }
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
 
     // Before any thread exists, so every thread inherits the mask and only
@@ -360,7 +369,7 @@ pub fn run(cfg: HostConfig) -> Result<(), String> {
         token: cfg.token,
         allowed_uids: cfg.allowed_uids.unwrap_or_default(),
         guests,
-        defaults: cfg.defaults,
+        defaults,
         max_connections: cfg.max_connections,
         principals: Mutex::new(HashMap::new()),
         children: Mutex::new(HashMap::new()),

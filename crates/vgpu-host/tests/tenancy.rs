@@ -8,11 +8,13 @@ use cuda_types::cuda::CUresult;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use vgpu_test_support::{connect, Daemon, TempDir};
+use vgpu_transport::codec::Bytes;
 use vgpu_transport::codec::{from_bytes, to_bytes};
 use vgpu_transport::frame::{read_frame, Header};
 use vgpu_transport::proto::{
-    refusal, CtxCreate, EventCreate, GetInventory, Hello, MemAlloc, MemFree, MemGetInfo,
-    StreamCreate, HELLO_OP,
+    refusal, CtxCreate, CtxSynchronize, EventCreate, GetInventory, Hello, LaunchKernel, MemAlloc,
+    MemFree, MemGetInfo, ModuleGetFunction, ModuleLoadData, PrimaryCtxRetain, StreamCreate,
+    HELLO_OP,
 };
 use vgpu_transport::{CallError, Client, Endpoint, HandshakeError, Status};
 
@@ -324,4 +326,131 @@ fn guests_dir_is_reread_and_its_limits_apply() {
         "{r:?}"
     );
     d.wait_log(&["limit of 2 Streams"], Duration::from_secs(2));
+}
+
+/// A kernel that never ends.
+const SPIN_PTX: &str = r#"
+.version 7.0
+.target sm_80
+.address_size 64
+
+.visible .entry spin()
+{
+$L_top:
+	bra.uni $L_top;
+}
+"#;
+
+/// A guest holding 32 MiB with an endless kernel queued and sent; its
+/// worker's pid.
+fn spin(d: &Daemon, c: &mut Client) -> (u64, i32) {
+    let ctx = c.call(&PrimaryCtxRetain { device: 0 }).unwrap();
+    c.call(&MemAlloc {
+        ctx,
+        size: 32 * MIB,
+    })
+    .unwrap();
+    let module = c
+        .call(&ModuleLoadData {
+            ctx,
+            image: Bytes(SPIN_PTX.as_bytes().to_vec()),
+        })
+        .unwrap();
+    let func = c
+        .call(&ModuleGetFunction {
+            module,
+            name: "spin".into(),
+        })
+        .unwrap()
+        .handle;
+    c.call(&LaunchKernel {
+        ctx,
+        func,
+        grid: [1, 1, 1],
+        block: [1, 1, 1],
+        ..Default::default()
+    })
+    .unwrap();
+    c.flush_queued().unwrap();
+    (ctx, d.worker_of(c.hello.session))
+}
+
+/// Waits until the guest's whole memory limit (64 MiB) is free again, as
+/// another connection of the same guest sees it.
+#[track_caller]
+fn memory_comes_back(d: &Daemon) {
+    let mut c = d.connect();
+    let ctx = ctx(&mut c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (free, total) = c.call(&MemGetInfo { ctx }).unwrap();
+        assert_eq!(total, 64 * MIB);
+        if free == 64 * MIB {
+            return;
+        }
+        assert!(Instant::now() < deadline, "free stays {free}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[track_caller]
+fn wait_gone(pid: i32, within: Duration) {
+    let deadline = Instant::now() + within;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "worker {pid} still there");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Past the kernel time limit the worker is ended: the guest's waiting
+/// call fails (the shim answers CUDA_ERROR_DEVICE_UNAVAILABLE), the host
+/// log says why, and the guest's memory is free again.
+#[test]
+fn a_runaway_kernel_ends_at_the_time_limit() {
+    let d = Daemon::start(&[
+        "--driver",
+        "emulated",
+        "--guest-memory-mib",
+        "64",
+        "--guest-kernel-time-ms",
+        "500",
+    ]);
+    let mut c = d.connect();
+    let (ctx, pid) = spin(&d, &mut c);
+    let t = Instant::now();
+    let r = c.call(&CtxSynchronize { ctx });
+    assert!(matches!(r, Err(CallError::Transport(_))), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    d.wait_log(
+        &["past the guest's kernel time limit of 500 ms"],
+        Duration::from_secs(2),
+    );
+    wait_gone(pid, Duration::from_secs(5));
+    memory_comes_back(&d);
+}
+
+/// With no time limit (a real driver's default), a guest killed while its
+/// endless kernel runs does not leave its worker behind: after the grace
+/// period the worker is ended and the memory is back.
+#[test]
+fn an_endless_kernel_is_cleaned_up_after_the_guest_is_killed() {
+    let d = Daemon::start(&[
+        "--driver",
+        "emulated",
+        "--guest-memory-mib",
+        "64",
+        "--guest-kernel-time-ms",
+        "0",
+    ]);
+    let mut c = d.connect();
+    let (_, pid) = spin(&d, &mut c);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(c);
+    wait_gone(pid, Duration::from_secs(10));
+    let line = d.wait_log(&["ending the worker"], Duration::from_secs(1));
+    assert!(
+        line.contains("the guest left while") || line.contains("the teardown has waited"),
+        "{line}"
+    );
+    memory_comes_back(&d);
 }

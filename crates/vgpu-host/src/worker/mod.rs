@@ -53,6 +53,7 @@ pub mod ranges;
 pub mod stream;
 pub mod tensormap;
 pub mod vmm;
+pub mod watchdog;
 
 use crate::account::{self, Account};
 use crate::driver::{Driver, ResolvedDriver};
@@ -512,8 +513,17 @@ pub fn run(cfg: WorkerConfig) -> i32 {
         cfg.hello.pid,
         session.devices.len()
     );
+    let limit = cfg
+        .limits
+        .kernel_time_ms
+        .filter(|ms| *ms > 0)
+        .map(std::time::Duration::from_millis);
+    watchdog::start(cfg.session, cfg.fd, limit);
     let code = serve(&mut session, &mut stream);
-    session.teardown();
+    {
+        let _busy = watchdog::Busy::teardown();
+        session.teardown();
+    }
     // Printed after the guest's last flushing call: natively lost too when
     // a process exits without synchronizing.
     let left: usize = session
@@ -553,9 +563,11 @@ fn serve(session: &mut Session, stream: &mut Stream) -> i32 {
     batch::serve_loop(session, stream, |session, op, payload| {
         // A bug in one handler must not take the guest's other state down
         // with it: report it as a host error and keep serving.
+        let busy = watchdog::Busy::op(op);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             proto::dispatch(session, op, payload)
         }));
+        drop(busy);
         // The principal's other connections check against this at once.
         session.publish();
         r.unwrap_or_else(|_| {
