@@ -1,5 +1,6 @@
 //! The shims' logger: `VGPU_LOG=error|warn|info|debug|trace` (default warn),
-//! to stderr or to `VGPU_LOG_FILE`. Deliberately tiny: no threads, no global
+//! to stderr or to `VGPU_LOG_FILE` (both ignored in setuid programs, see
+//! [`crate::settings`]). Deliberately tiny: no threads, no global
 //! subscriber, nothing done at load time — the level is read on first use.
 
 use std::io::Write;
@@ -47,7 +48,7 @@ fn parse_level(s: &str) -> u8 {
 pub fn enabled(level: Level) -> bool {
     let mut cur = LEVEL.load(Ordering::Relaxed);
     if cur == UNSET {
-        cur = std::env::var("VGPU_LOG")
+        cur = crate::settings::var("VGPU_LOG")
             .map(|v| parse_level(&v))
             .unwrap_or(Level::Warn as u8);
         LEVEL.store(cur, Ordering::Relaxed);
@@ -65,7 +66,8 @@ pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
         Level::Trace => "TRACE",
     };
     let line = format!("vgpu[{}] {tag} {args}\n", std::process::id());
-    match std::env::var_os("VGPU_LOG_FILE") {
+    // Never a file in a setuid program (`settings` ignores the variable).
+    match crate::settings::var_os("VGPU_LOG_FILE") {
         Some(path) => {
             if let Ok(mut f) = std::fs::OpenOptions::new()
                 .create(true)

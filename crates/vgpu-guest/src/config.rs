@@ -108,11 +108,14 @@ impl Config {
     /// Reads `VGPU_HOST`, `VGPU_TOKEN` / `VGPU_TOKEN_FILE`, `VGPU_PCI_BUS_ID`,
     /// `VGPU_INIT_TIMEOUT`.
     pub fn from_env() -> Result<Config, String> {
-        let host = std::env::var("VGPU_HOST").unwrap_or_else(|_| DEFAULT_ENDPOINT.to_string());
+        // Every setting through `settings`: none of them in a setuid
+        // program.
+        use vgpu_ffi::settings::{var, var_os};
+        let host = var("VGPU_HOST").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
         let endpoint: Endpoint = host.parse().map_err(|e| format!("VGPU_HOST: {e}"))?;
-        let token = match std::env::var("VGPU_TOKEN") {
-            Ok(t) => Some(t),
-            Err(_) => match std::env::var_os("VGPU_TOKEN_FILE") {
+        let token = match var("VGPU_TOKEN") {
+            Some(t) => Some(t),
+            None => match var_os("VGPU_TOKEN_FILE") {
                 Some(p) => Some(
                     std::fs::read_to_string(&p)
                         .map_err(|e| format!("VGPU_TOKEN_FILE {}: {e}", p.to_string_lossy()))?
@@ -122,21 +125,21 @@ impl Config {
                 None => None,
             },
         };
-        let pci_address = match std::env::var("VGPU_PCI_BUS_ID") {
-            Ok(s) => PciAddress::parse(&s)
+        let pci_address = match var("VGPU_PCI_BUS_ID") {
+            Some(s) => PciAddress::parse(&s)
                 .ok_or_else(|| format!("VGPU_PCI_BUS_ID `{s}`: expected dddd:bb:dd.f"))?,
             // A VM that already has an NVIDIA PCI function (the passed-through
             // or mediated device) shows that address everywhere.
-            Err(_) => crate::vfiles::detect_real_nvidia_bdf()
+            None => crate::vfiles::detect_real_nvidia_bdf()
                 .and_then(|b| PciAddress::parse(&b))
                 .unwrap_or_else(|| {
                     PciAddress::parse(DEFAULT_PCI_BUS_ID).expect("default is valid")
                 }),
         };
-        let init_timeout = match std::env::var(INIT_TIMEOUT_ENV) {
-            Ok(s) => parse_seconds(&s)
+        let init_timeout = match var(INIT_TIMEOUT_ENV) {
+            Some(s) => parse_seconds(&s)
                 .ok_or_else(|| format!("{INIT_TIMEOUT_ENV} `{s}`: expected seconds, e.g. 90"))?,
-            Err(_) => DEFAULT_INIT_TIMEOUT,
+            None => DEFAULT_INIT_TIMEOUT,
         };
         Ok(Config {
             endpoint,
