@@ -77,3 +77,87 @@ fn setuid_programs_ignore_vgpu_settings() {
         "a setuid program honoured VGPU_LOG_FILE"
     );
 }
+
+const DEVICE_UNAVAILABLE: &str = "46";
+
+fn program() -> Command {
+    Command::new(common::compile_c("tenancy_fork.c", &[]))
+}
+
+/// `fork()` while another thread waits in a call returns at once (no
+/// handler waits for the session), and the child opens its own session.
+#[test]
+fn fork_during_a_blocked_call_returns_at_once() {
+    let d = common::Daemon::start_emulated();
+    let mut cmd = program();
+    cmd.arg("fork-blocked");
+    let out = common::run_guest(cmd, &d, &[]);
+    out.assert_success();
+    let f = common::fields(out.line("fork_ms="));
+    let ms: f64 = f["fork_ms"].parse().unwrap();
+    assert!(ms < 1000.0, "fork took {ms} ms\n{out}");
+    assert_eq!(f["child"], "0", "the child's own session\n{out}");
+}
+
+/// A child that never execs does not keep its parent's session: when the
+/// parent exits, its worker exits, while the child lives on.
+#[test]
+fn a_forked_child_does_not_keep_the_parents_session() {
+    let d = common::Daemon::start_emulated();
+    let mut cmd = program();
+    cmd.arg("orphan");
+    let out = common::run_guest(cmd, &d, &[]);
+    out.assert_success();
+    let child: u32 = common::field(out.line("child_pid="), "child_pid")
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !d.workers().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the parent's worker outlives it\n{}",
+            d.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        std::path::Path::new(&format!("/proc/{child}")).exists(),
+        "the child ended before the check could tell"
+    );
+}
+
+/// After the host restarts, the old session is lost for good: every call
+/// on the old context fails with CUDA_ERROR_DEVICE_UNAVAILABLE (not a new
+/// session that knows none of its handles); a new process works.
+#[test]
+fn a_host_restart_is_a_lasting_device_loss() {
+    use std::io::BufRead;
+    let mut d = common::Daemon::start_emulated();
+    let dir = common::TempDir::new("restart");
+    let flag = dir.path().join("go");
+    let mut cmd = program();
+    cmd.arg("restart")
+        .arg(&flag)
+        .env("VGPU_HOST", d.host_env())
+        .env("LD_LIBRARY_PATH", common::shim_libdir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    d.stop();
+    let listen = format!("unix:{}", d.socket.display());
+    let d2 = common::Daemon::start(&["--driver", "emulated", "--listen", &listen]);
+    std::fs::write(&flag, "").unwrap();
+    let line = lines.next().unwrap().unwrap();
+    assert!(child.wait().unwrap().success());
+    let f = common::fields(&line);
+    for k in ["alloc1", "alloc2", "sync"] {
+        assert_eq!(f[k], DEVICE_UNAVAILABLE, "{k}: {line}");
+    }
+    let mut cmd = program();
+    cmd.arg("fresh");
+    let out = common::run_guest(cmd, &d2, &[]);
+    out.assert_success();
+    assert_eq!(common::field(out.line("fresh="), "fresh"), "0", "{out}");
+}

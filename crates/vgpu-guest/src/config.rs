@@ -16,6 +16,12 @@ pub const DEFAULT_PCI_BUS_ID: &str = "0000:00:05.0";
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const INIT_TIMEOUT_ENV: &str = "VGPU_INIT_TIMEOUT";
 
+/// How long one call may wait for the host's answer (`VGPU_CALL_TIMEOUT`,
+/// seconds; 0: no limit) before the session is lost: generous, since a
+/// synchronization legitimately waits for the kernels before it.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(1800);
+pub const CALL_TIMEOUT_ENV: &str = "VGPU_CALL_TIMEOUT";
+
 /// A PCI address as the guest shows it everywhere (driver API, NVML, files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PciAddress {
@@ -96,6 +102,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// The longest wait for the host's inventory (its driver initializing).
     pub init_timeout: Duration,
+    /// The longest wait for one call's answer; `None`: no limit.
+    pub call_timeout: Option<Duration>,
 }
 
 /// A timeout in seconds: a non-negative decimal number, e.g. `90` or `2.5`.
@@ -106,7 +114,8 @@ fn parse_seconds(s: &str) -> Option<Duration> {
 
 impl Config {
     /// Reads `VGPU_HOST`, `VGPU_TOKEN` / `VGPU_TOKEN_FILE`, `VGPU_PCI_BUS_ID`,
-    /// `VGPU_INIT_TIMEOUT`.
+    /// `VGPU_INIT_TIMEOUT`, `VGPU_CALL_TIMEOUT` — none of them in a setuid
+    /// program.
     pub fn from_env() -> Result<Config, String> {
         // Every setting through `settings`: none of them in a setuid
         // program.
@@ -141,12 +150,18 @@ impl Config {
                 .ok_or_else(|| format!("{INIT_TIMEOUT_ENV} `{s}`: expected seconds, e.g. 90"))?,
             None => DEFAULT_INIT_TIMEOUT,
         };
+        let call_timeout = match var(CALL_TIMEOUT_ENV) {
+            Some(s) => parse_seconds(&s)
+                .ok_or_else(|| format!("{CALL_TIMEOUT_ENV} `{s}`: expected seconds, e.g. 600"))?,
+            None => DEFAULT_CALL_TIMEOUT,
+        };
         Ok(Config {
             endpoint,
             token,
             pci_address,
             connect_timeout: Duration::from_secs(2),
             init_timeout,
+            call_timeout: (!call_timeout.is_zero()).then_some(call_timeout),
         })
     }
 }
