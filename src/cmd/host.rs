@@ -2,8 +2,9 @@
 //! guest connection. The work is in the vgpu-host crate; this is flags and
 //! logging.
 
+use super::logging::{Escaping, RateLimit};
 use clap::Args;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vgpu_host::driver::{DriverChoice, DriverKind, ResolvedDriver};
@@ -115,14 +116,29 @@ pub struct WorkerArgs {
 /// Logs to stderr: descriptor 2 in the daemon; in a worker, which gives
 /// descriptor 2 to the guest's device output, the original stderr it saved
 /// (`vgpu_host::worker::output`).
+/// Lines are rate-limited per statement and escaped
+/// ([`super::logging`]): a guest can neither flood the log nor forge lines.
 fn init_logging() {
+    use tracing_subscriber::filter::FilterExt;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("VGPU_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(vgpu_host::worker::output::log_writer)
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(|| Escaping(vgpu_host::worker::output::log_writer()))
         .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_filter(filter.and(rate_limit()));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+fn rate_limit() -> &'static RateLimit {
+    static R: std::sync::OnceLock<RateLimit> = std::sync::OnceLock::new();
+    R.get_or_init(|| {
+        RateLimit::new(|line| {
+            let _ = vgpu_host::worker::output::log_writer().write_all(line.as_bytes());
+        })
+    })
 }
 
 pub fn host(args: HostArgs) -> ExitCode {
@@ -172,7 +188,9 @@ pub fn host(args: HostArgs) -> ExitCode {
         profile: args.profile,
         devices: args.devices,
     };
-    match supervisor::run(cfg) {
+    let r = supervisor::run(cfg);
+    rate_limit().flush();
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -213,5 +231,7 @@ pub fn worker(args: WorkerArgs) -> ExitCode {
         account: args.account_fd.zip(args.account_slot),
         limits,
     };
-    ExitCode::from(vgpu_host::worker::run(cfg).clamp(0, 255) as u8)
+    let code = vgpu_host::worker::run(cfg);
+    rate_limit().flush();
+    ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -454,3 +454,46 @@ fn an_endless_kernel_is_cleaned_up_after_the_guest_is_killed() {
     );
     memory_comes_back(&d);
 }
+
+/// 20,000 failing batched calls leave a bounded log: each log statement
+/// writes a burst, and the rest is one "N more like this" line when the
+/// worker ends. Names a guest sends cannot start a line of their own.
+#[test]
+fn a_flood_of_failing_calls_leaves_a_bounded_log() {
+    use vgpu_transport::proto::{EventRecord, Flush};
+    let d = Daemon::start_with_env(&["--driver", "emulated"], &[("VGPU_LOG", "info")]);
+    let mut c = d.connect();
+    for _ in 0..20_000 {
+        c.call(&EventRecord {
+            event: 0xdead_beef,
+            stream: 0,
+            flags: 0,
+        })
+        .unwrap();
+    }
+    assert!(c.call(&Flush {}).is_err());
+    // A build id with a forged log line in it, in a refused handshake
+    // (the refusal is logged with it).
+    let mut h = Hello::new("x\n2026-01-01T00:00:00.000000Z ERROR forged line", 0, None);
+    h.version += 7;
+    let s = d.unix().connect(Duration::from_secs(2)).unwrap();
+    let r = Client::handshake(s, &h, Duration::from_secs(5));
+    assert!(matches!(
+        r,
+        Err(HandshakeError::Refused(refusal::VERSION_MISMATCH, _))
+    ));
+    d.wait_log(&["forged line"], Duration::from_secs(5));
+    drop(c);
+    d.wait_log(&["more like this", "batch.rs"], Duration::from_secs(10));
+    let log = d.logs();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("deferred EventRecord"))
+        .count();
+    assert!(lines <= 20, "{lines} lines about the failed calls");
+    assert!(log.len() < 200_000, "{} bytes of log", log.len());
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00")),
+        "a guest forged a log line"
+    );
+}
