@@ -161,3 +161,21 @@ fn a_host_restart_is_a_lasting_device_loss() {
     out.assert_success();
     assert_eq!(common::field(out.line("fresh="), "fresh"), "0", "{out}");
 }
+
+/// Every call has a deadline: a host that does not answer (here: an
+/// endless kernel, with the host's own time limit off) makes the call fail
+/// with CUDA_ERROR_DEVICE_UNAVAILABLE after VGPU_CALL_TIMEOUT, and the
+/// session stays lost.
+#[test]
+fn a_call_past_its_deadline_is_a_device_loss() {
+    let d = common::Daemon::start(&["--driver", "emulated", "--guest-kernel-time-ms", "0"]);
+    let mut cmd = program();
+    cmd.arg("deadline");
+    let out = common::run_guest(cmd, &d, &[("VGPU_CALL_TIMEOUT", "1")]);
+    out.assert_success();
+    let f = common::fields(out.line("sync="));
+    assert_eq!(f["sync"], DEVICE_UNAVAILABLE, "{out}");
+    assert_eq!(f["alloc"], DEVICE_UNAVAILABLE, "{out}");
+    let ms: f64 = f["ms"].parse().unwrap();
+    assert!((900.0..5000.0).contains(&ms), "{ms} ms\n{out}");
+}

@@ -8,7 +8,9 @@
  *   restart FLAG: holds a context and memory, says "ready", waits for FLAG
  *     to exist (the test restarts the host meanwhile), then calls on the
  *     old context twice.   -> "alloc1=R alloc2=R sync=R"
- *   fresh: cuInit, a context, an allocation.   -> "fresh=R" */
+ *   fresh: cuInit, a context, an allocation.   -> "fresh=R"
+ *   deadline: cuCtxSynchronize on an endless kernel under VGPU_CALL_TIMEOUT,
+ *     then another call.   -> "sync=R ms=N alloc=R" */
 #include "vgpu_test.h"
 #include <pthread.h>
 #include <sys/stat.h>
@@ -142,6 +144,21 @@ int main(int argc, char **argv) {
         CUresult a2 = cuMemAlloc(&p, 1 << 20);
         CUresult s = cuCtxSynchronize();
         printf("alloc1=%d alloc2=%d sync=%d\n", a1, a2, s);
+        return 0;
+    }
+    if (!strcmp(mode, "deadline")) {
+        CUcontext c;
+        CUmodule m;
+        CUfunction f;
+        CUdeviceptr p;
+        need(cuCtxCreate(&c, 0, 0), "cuCtxCreate");
+        need(cuModuleLoadData(&m, SPIN), "cuModuleLoadData");
+        need(cuModuleGetFunction(&f, m, "spin"), "cuModuleGetFunction");
+        need(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL), "cuLaunchKernel");
+        double t0 = now_ms();
+        CUresult s = cuCtxSynchronize();
+        double took = now_ms() - t0;
+        printf("sync=%d ms=%.0f alloc=%d\n", s, took, cuMemAlloc(&p, 1 << 20));
         return 0;
     }
     if (!strcmp(mode, "fresh")) {
