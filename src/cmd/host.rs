@@ -68,6 +68,12 @@ pub struct HostArgs {
     /// limits"); re-read when it changes.
     #[arg(long, value_name = "DIR")]
     guests_dir: Option<PathBuf>,
+    /// The mode of the Unix socket file, octal. Any local user may then
+    /// connect, and the uid policy decides who is admitted; with
+    /// --allow-all-users the mode is the access control (e.g. 0660 and a
+    /// group).
+    #[arg(long, value_name = "OCTAL", default_value = "0666", value_parser = parse_mode)]
+    socket_mode: u32,
     /// Connections served at once over all guests.
     #[arg(long, value_name = "N", default_value_t = supervisor::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -185,6 +191,7 @@ pub fn host(args: HostArgs) -> ExitCode {
         },
         guests_dir: args.guests_dir,
         max_connections: args.max_connections,
+        socket_mode: args.socket_mode,
         profile: args.profile,
         devices: args.devices,
     };
@@ -198,6 +205,13 @@ pub fn host(args: HostArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{s}`: expected an octal mode, e.g. 0660"))
 }
 
 pub fn worker(args: WorkerArgs) -> ExitCode {

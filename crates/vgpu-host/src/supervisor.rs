@@ -79,6 +79,9 @@ pub struct HostConfig {
     pub guests_dir: Option<PathBuf>,
     /// Connections served at once, over all guests.
     pub max_connections: usize,
+    /// The mode of Unix socket files (`--socket-mode`), set explicitly
+    /// rather than left to the umask.
+    pub socket_mode: u32,
     /// The software GPU's profile (`--profile`); only with that driver.
     pub profile: Option<String>,
     /// Which host devices guests see, in that order (`--devices`).
@@ -153,8 +156,21 @@ impl HostConfig {
     }
 }
 
-/// Reads a token file: its contents without surrounding whitespace.
+/// Reads a token file: its contents without surrounding whitespace. A
+/// file other users may read is refused: the token is the credential.
 pub fn read_token_file(p: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p)
+        .map_err(|e| format!("{}: {e}", p.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o004 != 0 {
+        return Err(format!(
+            "{}: every user may read this token file (mode {:o}); chmod o-r it",
+            p.display(),
+            mode & 0o777
+        ));
+    }
     let s = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
     let t = s.trim();
     if t.is_empty() {
@@ -355,6 +371,11 @@ pub fn run(cfg: HostConfig) -> Result<(), String> {
     for ep in &cfg.listen {
         let l = ep.listen().map_err(|e| format!("{ep}: {e}"))?;
         if let Endpoint::Unix(p) = ep {
+            use std::os::unix::fs::PermissionsExt;
+            // Until this the umask decided; a connect needs write access,
+            // and the uid policy is checked on top.
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(cfg.socket_mode))
+                .map_err(|e| format!("{ep}: chmod {:o}: {e}", cfg.socket_mode))?;
             socket_files.push(p.clone());
         }
         listeners.push(l);
@@ -803,6 +824,17 @@ fn spawner(sh: Arc<Shared>, rx: mpsc::Receiver<SpawnJob>) {
                 }
                 // A worker must not outlive a supervisor killed outright.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // Nothing the worker runs (the driver, its JIT) gains
+                // privileges through exec; and no core file holds a
+                // guest's data.
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
                 if libc::getppid() != supervisor {
                     return Err(std::io::Error::other("supervisor exited"));
                 }
@@ -940,6 +972,7 @@ mod tests {
             defaults: Limits::default(),
             guests_dir: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            socket_mode: 0o666,
             profile: None,
             devices: None,
         }

@@ -260,6 +260,8 @@ fn tcp_requires_the_token() {
     let tmp = TempDir::new("tok");
     let tok = tmp.0.join("token");
     std::fs::write(&tok, "s3cret-token\n").unwrap();
+    // A token file others may read is refused (tests/tenancy.rs).
+    std::fs::set_permissions(&tok, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let tok_arg = tok.display().to_string();
     let d = Daemon::start(&["--listen", "tcp:127.0.0.1:0", "--token-file", &tok_arg]);
     let tcp = d.endpoints[1].clone();

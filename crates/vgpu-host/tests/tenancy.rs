@@ -497,3 +497,43 @@ fn a_flood_of_failing_calls_leaves_a_bounded_log() {
         "a guest forged a log line"
     );
 }
+
+/// The host's own hardening: a token file every user may read is refused
+/// at start; the socket's mode is set, not left to the umask; workers run
+/// with no_new_privs and no core dumps.
+#[test]
+fn token_file_socket_mode_and_worker_privileges() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("hard");
+    let tok = dir.path().join("token");
+    std::fs::write(&tok, "secret\n").unwrap();
+    std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(&vgpu_test_support::artifacts().vgpu)
+        .args([
+            "host",
+            "--driver",
+            "emulated",
+            "--listen",
+            "tcp:127.0.0.1:0",
+        ])
+        .arg("--token-file")
+        .arg(&tok)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("chmod o-r"), "{err}");
+
+    let d = Daemon::start(&["--driver", "emulated", "--socket-mode", "0660"]);
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let c = d.connect();
+    let pid = d.worker_of(c.hello.session);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+}
