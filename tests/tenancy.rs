@@ -179,3 +179,35 @@ fn a_call_past_its_deadline_is_a_device_loss() {
     let ms: f64 = f["ms"].parse().unwrap();
     assert!((900.0..5000.0).contains(&ms), "{ms} ms\n{out}");
 }
+
+/// Loopback TCP without a token is no way around the Unix socket's uid
+/// policy: a loopback peer is the user owning its socket, and a user the
+/// policy refuses (here `nobody`) is refused on TCP too, with the reason.
+#[test]
+fn loopback_tcp_applies_the_uid_policy() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test runs a guest as nobody: run it as root (CI does)");
+    }
+    let d = common::Daemon::start(&["--driver", "emulated", "--listen", "tcp:127.0.0.1:0"]);
+    let tcp = format!("{}", d.endpoints[1]);
+    let run = |as_nobody: bool| {
+        let mut cmd = program();
+        cmd.arg("fresh");
+        if as_nobody {
+            cmd.uid(NOBODY).gid(NOBODY);
+        }
+        common::run_guest_at(cmd, &tcp, &[])
+    };
+    let me = run(false);
+    me.assert_success();
+    assert_eq!(common::field(me.line("fresh="), "fresh"), "0", "{me}");
+    let nobody = run(true);
+    assert!(!nobody.status.success(), "{nobody}");
+    assert!(
+        nobody
+            .stderr
+            .contains(&format!("uid {NOBODY} is not allowed")),
+        "{nobody}"
+    );
+}

@@ -375,17 +375,17 @@ fn spin(d: &Daemon, c: &mut Client) -> (u64, i32) {
     (ctx, d.worker_of(c.hello.session))
 }
 
-/// Waits until the guest's whole memory limit (64 MiB) is free again, as
-/// another connection of the same guest sees it.
+/// Waits until the guest's whole memory limit (`limit` MiB) is free again,
+/// as another connection of the same guest sees it.
 #[track_caller]
-fn memory_comes_back(d: &Daemon) {
+fn memory_comes_back(d: &Daemon, limit: u64) {
     let mut c = d.connect();
     let ctx = ctx(&mut c);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (free, total) = c.call(&MemGetInfo { ctx }).unwrap();
-        assert_eq!(total, 64 * MIB);
-        if free == 64 * MIB {
+        assert_eq!(total, limit * MIB);
+        if free == limit * MIB {
             return;
         }
         assert!(Instant::now() < deadline, "free stays {free}");
@@ -426,7 +426,7 @@ fn a_runaway_kernel_ends_at_the_time_limit() {
         Duration::from_secs(2),
     );
     wait_gone(pid, Duration::from_secs(5));
-    memory_comes_back(&d);
+    memory_comes_back(&d, 64);
 }
 
 /// With no time limit (a real driver's default), a guest killed while its
@@ -452,7 +452,7 @@ fn an_endless_kernel_is_cleaned_up_after_the_guest_is_killed() {
         line.contains("the guest left while") || line.contains("the teardown has waited"),
         "{line}"
     );
-    memory_comes_back(&d);
+    memory_comes_back(&d, 64);
 }
 
 /// 20,000 failing batched calls leave a bounded log: each log statement
@@ -536,4 +536,45 @@ fn token_file_socket_mode_and_worker_privileges() {
         .find(|l| l.starts_with("Max core file size"))
         .unwrap();
     assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+}
+
+/// Guests that vanish while holding memory (the connection cut, as when a
+/// guest is killed with SIGKILL): every worker goes, and the guest's whole
+/// limit is free again — nothing leaks in the daemon's accounting.
+fn kill_cycles(n: usize) {
+    // Room for a few workers still exiting while the next guest allocates.
+    let d = Daemon::start(&["--driver", "emulated", "--guest-memory-mib", "256"]);
+    for i in 0..n {
+        let mut c = d.connect();
+        let ctx = ctx(&mut c);
+        for _ in 0..2 {
+            c.call(&MemAlloc {
+                ctx,
+                size: 16 * MIB,
+            })
+            .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        }
+        drop(c);
+    }
+    memory_comes_back(&d, 256);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.workers().len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} workers left",
+            d.workers().len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn killed_guests_leave_nothing_behind() {
+    kill_cycles(20);
+}
+
+#[test]
+#[ignore = "long (about a minute on 2 cores): cargo test -p vgpu-host --test tenancy -- --ignored"]
+fn killed_guests_leave_nothing_behind_1000_cycles() {
+    kill_cycles(1000);
 }
