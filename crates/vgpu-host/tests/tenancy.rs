@@ -574,7 +574,197 @@ fn killed_guests_leave_nothing_behind() {
 }
 
 #[test]
-#[ignore = "long (about a minute on 2 cores): cargo test -p vgpu-host --test tenancy -- --ignored"]
+#[ignore = "long (about 30 s on 2 cores): cargo test -p vgpu-host --test tenancy -- --ignored"]
 fn killed_guests_leave_nothing_behind_1000_cycles() {
     kill_cycles(1000);
+}
+
+const FILL_PTX: &str = r#"
+.version 7.0
+.target sm_80
+.address_size 64
+
+.visible .entry fill(.param .u64 p, .param .u32 v)
+{
+	.reg .b32 %r<4>;
+	.reg .b64 %rd<4>;
+	ld.param.u64 %rd1, [p];
+	ld.param.u32 %r1, [v];
+	mov.u32 %r2, %tid.x;
+	cvta.to.global.u64 %rd2, %rd1;
+	mul.wide.u32 %rd3, %r2, 4;
+	add.s64 %rd2, %rd2, %rd3;
+	add.u32 %r3, %r1, %r2;
+	st.global.u32 [%rd2], %r3;
+	ret;
+}
+"#;
+
+/// One stress thread's connection: its context and the fill kernel.
+fn stress_session(ep: &Endpoint, token: &str) -> (Client, u64, u64) {
+    let mut c = connect(ep, Some(token)).expect("admitted");
+    let ctx = c.call(&PrimaryCtxRetain { device: 0 }).unwrap();
+    let module = c
+        .call(&ModuleLoadData {
+            ctx,
+            image: Bytes(FILL_PTX.as_bytes().to_vec()),
+        })
+        .unwrap();
+    let func = c
+        .call(&ModuleGetFunction {
+            module,
+            name: "fill".into(),
+        })
+        .unwrap()
+        .handle;
+    (c, ctx, func)
+}
+
+/// `guests` principals (tokens over TCP) × `threads` connections each, for
+/// `run`: allocations, copies checked byte for byte, launches checked
+/// element by element, and connections cut while holding memory; at the
+/// end every guest's whole limit is free again.
+fn stress(guests: usize, threads: usize, run: Duration) {
+    use vgpu_transport::proto::{MemcpyDtoH, MemcpyHtoD};
+    let files: Vec<(String, String)> = (0..guests)
+        .map(|g| {
+            (
+                format!("g{g}"),
+                format!("token = tok-{g}\nmemory_mib = 256\n"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let dir = guests_dir(&refs);
+    let d = Daemon::start_with_env(
+        &[
+            "--driver",
+            "emulated",
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--guests-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[("VGPU_LOG", "info")],
+    );
+    let ep = tcp(&d).clone();
+    let end = Instant::now() + run;
+    let mut handles = Vec::new();
+    for g in 0..guests {
+        for t in 0..threads {
+            let ep = ep.clone();
+            handles.push(std::thread::spawn(move || {
+                let token = format!("tok-{g}");
+                let mut seed = (g * 131 + t * 7 + 1) as u64;
+                let mut rnd = move || {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 33) as u32
+                };
+                let (mut c, mut ctx, mut func) = stress_session(&ep, &token);
+                let mut ops = 0u64;
+                while Instant::now() < end {
+                    match rnd() % 3 {
+                        0 => {
+                            let n = 4096 + (rnd() % (1 << 20)) as usize;
+                            let data: Vec<u8> = (0..n).map(|i| (i as u32 ^ rnd()) as u8).collect();
+                            let p = c
+                                .call(&MemAlloc {
+                                    ctx,
+                                    size: n as u64,
+                                })
+                                .unwrap();
+                            c.call(&MemcpyHtoD {
+                                ctx,
+                                dst: p,
+                                data: Bytes(data.clone()),
+                            })
+                            .unwrap();
+                            let back = c
+                                .call(&MemcpyDtoH {
+                                    ctx,
+                                    src: p,
+                                    size: n as u64,
+                                })
+                                .unwrap();
+                            assert!(back.0 == data, "guest {g} thread {t}: copy differs");
+                            c.call(&MemFree { ctx, ptr: p }).unwrap();
+                        }
+                        1 => {
+                            let v = rnd() % 1000;
+                            let p = c.call(&MemAlloc { ctx, size: 1024 }).unwrap();
+                            let mut params = p.to_le_bytes().to_vec();
+                            params.extend_from_slice(&v.to_le_bytes());
+                            c.call(&LaunchKernel {
+                                ctx,
+                                func,
+                                grid: [1, 1, 1],
+                                block: [256, 1, 1],
+                                params: Bytes(params),
+                                ..Default::default()
+                            })
+                            .unwrap();
+                            c.call(&CtxSynchronize { ctx }).unwrap();
+                            let back = c
+                                .call(&MemcpyDtoH {
+                                    ctx,
+                                    src: p,
+                                    size: 1024,
+                                })
+                                .unwrap();
+                            for (i, w) in back.0.chunks(4).enumerate() {
+                                let got = u32::from_le_bytes(w.try_into().unwrap());
+                                assert_eq!(got, v + i as u32, "guest {g} thread {t}: element {i}");
+                            }
+                            c.call(&MemFree { ctx, ptr: p }).unwrap();
+                        }
+                        _ => {
+                            // Cut while holding memory, as a killed guest.
+                            c.call(&MemAlloc { ctx, size: 1 << 20 }).unwrap();
+                            (c, ctx, func) = stress_session(&ep, &token);
+                        }
+                    }
+                    ops += 1;
+                }
+                ops
+            }));
+        }
+    }
+    let ops: u64 = handles
+        .into_iter()
+        .map(|h| h.join().expect("a stress thread failed"))
+        .sum();
+    assert!(ops > 0);
+    for g in 0..guests {
+        let mut c = connect(&ep, Some(&format!("tok-{g}"))).unwrap();
+        let ctx = ctx(&mut c);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (free, total) = c.call(&MemGetInfo { ctx }).unwrap();
+            assert_eq!(total, 256 * MIB);
+            if free == total {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "guest {g}: {free} of {total} free"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn many_guests_stress_short() {
+    stress(3, 2, Duration::from_secs(2));
+}
+
+#[test]
+#[ignore = "long (16 guests x 8 threads, 30 s, 128 workers): cargo test -p vgpu-host --test tenancy -- --ignored"]
+fn many_guests_stress_16x8() {
+    stress(16, 8, Duration::from_secs(30));
 }
