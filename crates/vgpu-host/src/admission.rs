@@ -2,7 +2,7 @@
 //! (docs/security.md, "Admission"): one deadline for the whole handshake,
 //! a small `Hello`, and bounded pending handshakes — per peer and in total
 //! — where a connection that finds its peer's (or the host's) share full
-//! evicts the oldest pending handshake instead of being turned away, so
+//! evicts the oldest stalled handshake instead of being turned away, so
 //! connections that trickle their `Hello` cannot keep a guest that sends it
 //! at once from being admitted.
 
@@ -18,6 +18,19 @@ pub const MAX_PENDING: usize = 64;
 /// Handshakes in progress at once from one peer (a uid, an IP address, a
 /// VM).
 pub const MAX_PENDING_PER_PEER: usize = 16;
+/// A pending handshake is stalled, and may be evicted for a newcomer, once
+/// it has waited this long with nothing unread on its socket.
+pub const EVICT_AFTER: Duration = Duration::from_millis(200);
+
+/// Bytes received on `fd` and not yet read.
+fn unread(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
 
 /// Who counts as one peer for the pending limits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -61,43 +74,74 @@ pub struct PendingGuard<'a> {
 }
 
 impl Pending {
-    /// Takes a place for a new connection, evicting the oldest pending
-    /// handshake of the same peer when the peer's share is full (of
-    /// anyone's when the total is). A guest that behaves sends its `Hello`
-    /// with the connection, so a peer would have to open all its places in
-    /// that instant to evict it; one that trickles is soon the oldest.
-    pub fn enter<'a>(&'a self, key: PeerKey, stream: &Stream) -> PendingGuard<'a> {
-        let mut g = self.entries.lock();
-        let live = |e: &&Entry| !e.evicted;
-        let mine = g.1.iter().filter(live).filter(|e| e.key == key).count();
-        let all = g.1.iter().filter(live).count();
-        if mine >= MAX_PENDING_PER_PEER || all >= MAX_PENDING {
-            let victim =
-                g.1.iter_mut()
-                    .filter(|e| !e.evicted && (mine < MAX_PENDING_PER_PEER || e.key == key))
-                    .min_by_key(|e| e.since);
-            if let Some(v) = victim {
-                v.evicted = true;
-                // SAFETY: the descriptor is open: its handshake thread
-                // removes the entry (under this lock) before its stream is
-                // closed or handed on. shutdown only ends that thread's
-                // blocked read.
-                unsafe { libc::shutdown(v.fd, libc::SHUT_RDWR) };
+    /// Takes a place for a new connection. When its peer's share (or the
+    /// total) is full, the oldest pending handshake of that peer (or of
+    /// anyone) that is stalled — pending for [`EVICT_AFTER`] with nothing
+    /// unread on its socket, i.e. waiting for bytes its peer trickles — is
+    /// evicted. A guest that sent its `Hello` is never evicted, however
+    /// slowly the supervisor gets to it. Without a stalled one to evict,
+    /// the caller waits for a place (the accept loop behind it waits too,
+    /// so the kernel's backlog holds further connections) up to
+    /// `deadline`; past it, `Err` with the reason for the refusal.
+    pub fn enter<'a>(
+        &'a self,
+        key: PeerKey,
+        stream: &Stream,
+        deadline: Instant,
+    ) -> Result<PendingGuard<'a>, String> {
+        loop {
+            let mut g = self.entries.lock();
+            let live = |e: &&Entry| !e.evicted;
+            let mine = g.1.iter().filter(live).filter(|e| e.key == key).count();
+            let all = g.1.iter().filter(live).count();
+            let full = mine >= MAX_PENDING_PER_PEER || all >= MAX_PENDING;
+            if full {
+                let now = Instant::now();
+                let victim =
+                    g.1.iter_mut()
+                        .filter(|e| !e.evicted && (mine < MAX_PENDING_PER_PEER || e.key == key))
+                        .filter(|e| now.duration_since(e.since) >= EVICT_AFTER && unread(e.fd) == 0)
+                        .min_by_key(|e| e.since);
+                match victim {
+                    Some(v) => {
+                        v.evicted = true;
+                        // SAFETY: the descriptor is open: its handshake
+                        // thread removes the entry (under this lock) before
+                        // its stream is closed or handed on. shutdown only
+                        // ends that thread's blocked read.
+                        unsafe { libc::shutdown(v.fd, libc::SHUT_RDWR) };
+                    }
+                    None => {
+                        drop(g);
+                        if Instant::now() >= deadline {
+                            return Err(if mine >= MAX_PENDING_PER_PEER {
+                                format!(
+                                    "{MAX_PENDING_PER_PEER} handshakes of this peer are in \
+                                     progress"
+                                )
+                            } else {
+                                format!("{MAX_PENDING} handshakes are in progress")
+                            });
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                }
             }
-        }
-        g.0 += 1;
-        let id = g.0;
-        g.1.push(Entry {
-            id,
-            key,
-            fd: stream.as_raw_fd(),
-            since: Instant::now(),
-            evicted: false,
-        });
-        PendingGuard {
-            pending: self,
-            id,
-            left: false,
+            g.0 += 1;
+            let id = g.0;
+            g.1.push(Entry {
+                id,
+                key,
+                fd: stream.as_raw_fd(),
+                since: Instant::now(),
+                evicted: false,
+            });
+            return Ok(PendingGuard {
+                pending: self,
+                id,
+                left: false,
+            });
         }
     }
 
@@ -259,6 +303,7 @@ fn local_port(fd: RawFd) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn proc_net_tcp() {
@@ -282,6 +327,10 @@ mod tests {
         drop(c);
     }
 
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
     #[test]
     fn eviction_keeps_room_for_newcomers() {
         let p = Pending::default();
@@ -290,21 +339,33 @@ mod tests {
         let mut guards = Vec::new();
         for _ in 0..MAX_PENDING_PER_PEER {
             let (a, b) = Stream::pair().unwrap();
-            guards.push(p.enter(key.clone(), &a));
+            guards.push(p.enter(key.clone(), &a, far()).unwrap());
             streams.push((a, b));
         }
         // Another peer's place costs this peer nothing.
         let (a, _b) = Stream::pair().unwrap();
-        drop(p.enter(PeerKey::Uid(6), &a));
+        drop(p.enter(PeerKey::Uid(6), &a, far()).unwrap());
         assert!(guards.iter().all(|g| !g.evicted()));
-        // This peer's next evicts its oldest.
-        let g = p.enter(key.clone(), &a);
-        assert_eq!(p.len(), MAX_PENDING_PER_PEER + 1);
-        let first = guards.remove(0);
-        assert!(first.leave());
+        // The oldest has sent its Hello (unread): it is not stalled, and
+        // is passed over for the next.
+        streams[0].1.write_all(b"hello").unwrap();
+        // Full and none stalled yet: a newcomer waits, and past its
+        // deadline is refused.
+        let t = Instant::now();
+        assert!(p
+            .enter(key.clone(), &a, Instant::now() + Duration::from_millis(50))
+            .is_err());
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        // Once stalled long enough, this peer's next evicts its oldest
+        // stalled one: the second.
+        std::thread::sleep(EVICT_AFTER);
+        let g = p.enter(key.clone(), &a, far()).unwrap();
+        assert!(!guards[0].evicted());
+        let second = guards.remove(1);
+        assert!(second.leave());
         let mut buf = [0u8; 1];
-        assert_eq!(streams[0].0.read(&mut buf).unwrap(), 0);
-        assert!(guards.iter().all(|g| !g.evicted()));
+        assert_eq!(streams[1].0.read(&mut buf).unwrap(), 0);
+        assert_eq!(guards.iter().filter(|g| g.evicted()).count(), 0);
         drop(g);
         drop(guards);
         assert!(p.is_empty());
@@ -314,9 +375,11 @@ mod tests {
     fn the_total_is_bounded_over_peers() {
         let p = Pending::default();
         let (a, _b) = Stream::pair().unwrap();
-        let guards: Vec<_> = (0..MAX_PENDING as u32 + 10)
-            .map(|i| p.enter(PeerKey::Uid(i), &a))
+        let mut guards: Vec<_> = (0..MAX_PENDING as u32)
+            .map(|i| p.enter(PeerKey::Uid(i), &a, far()).unwrap())
             .collect();
+        std::thread::sleep(EVICT_AFTER);
+        guards.extend((0..10).map(|i| p.enter(PeerKey::Uid(1000 + i), &a, far()).unwrap()));
         assert_eq!(guards.iter().filter(|g| g.evicted()).count(), 10);
     }
 }

@@ -507,9 +507,16 @@ fn accept_loop(l: Listener, sh: Arc<Shared>, tx: mpsc::Sender<SpawnJob>) {
         let r = std::thread::Builder::new()
             .name("handshake".into())
             .spawn(move || {
-                let guard = sh2.pending.enter(PeerKey::of(&peer), &stream);
+                let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+                let entered = sh2.pending.enter(PeerKey::of(&peer), &stream, deadline);
                 let _ = tx_ready.send(());
-                admit(stream, peer, guard, &sh2, &tx);
+                match entered {
+                    Ok(guard) => admit(stream, peer, guard, deadline, &sh2, &tx),
+                    Err(why) => {
+                        let mut stream = stream;
+                        refuse_logged(&mut stream, &peer, refusal::LIMIT_REACHED, &why);
+                    }
+                }
             });
         match r {
             Ok(_) => {
@@ -543,6 +550,7 @@ fn admit(
     mut stream: Stream,
     peer: Peer,
     pending: admission::PendingGuard,
+    deadline: Instant,
     sh: &Shared,
     tx: &mpsc::Sender<SpawnJob>,
 ) {
@@ -566,7 +574,6 @@ fn admit(
             return;
         }
     }
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let frame = admission::read_hello(&mut stream, deadline, MAX_HELLO);
     // Past this point the stream may leave this thread; it must not stay
     // where an eviction could shut it down.

@@ -602,7 +602,19 @@ const FILL_PTX: &str = r#"
 
 /// One stress thread's connection: its context and the fill kernel.
 fn stress_session(ep: &Endpoint, token: &str) -> (Client, u64, u64) {
-    let mut c = connect(ep, Some(token)).expect("admitted");
+    // A guest (or the host) at its connection limit is refused until the
+    // workers of its cut connections are gone: wait as a guest would.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut c = loop {
+        match connect(ep, Some(token)) {
+            Ok(c) => break c,
+            Err(HandshakeError::Refused(refusal::LIMIT_REACHED, why)) => {
+                assert!(Instant::now() < deadline, "{why}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{token}: {e}"),
+        }
+    };
     let ctx = c.call(&PrimaryCtxRetain { device: 0 }).unwrap();
     let module = c
         .call(&ModuleLoadData {
