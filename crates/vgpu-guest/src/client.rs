@@ -715,7 +715,10 @@ fn write_device_output(out: DeviceOutput) {
 /// for a session lock another thread holds. The files are asked for from
 /// inside libc hooks, on threads that may hold the other shim's session
 /// lock; waiting here could close a cycle between the two shims' locks. A
-/// miss is not remembered: the next probe asks again.
+/// host that could not be reached is not asked again by the files for
+/// [`PROBE_RETRY`]: a program probing many paths (`ls` of the GPU files)
+/// would otherwise wait for a mute host at every one. API calls
+/// (`cuInit`) always try again.
 pub fn inventory_nowait() -> Option<Arc<GuestInventory>> {
     let pid = std::process::id();
     if let Some((p, inv)) = OPENED.lock().as_ref() {
@@ -723,8 +726,23 @@ pub fn inventory_nowait() -> Option<Arc<GuestInventory>> {
             return Some(inv.clone());
         }
     }
-    session_then(false, |s| Ok(s.inventory.clone()))?.ok()
+    if let Some((p, at)) = *PROBE_MISS.lock() {
+        if p == pid && at.elapsed() < PROBE_RETRY {
+            return None;
+        }
+    }
+    match session_then(false, |s| Ok(s.inventory.clone()))? {
+        Ok(inv) => Some(inv),
+        Err(_) => {
+            *PROBE_MISS.lock() = Some((pid, Instant::now()));
+            None
+        }
+    }
 }
+
+/// How long the virtual files do without a host they could not reach.
+pub const PROBE_RETRY: Duration = Duration::from_secs(5);
+static PROBE_MISS: Mutex<Option<(u32, Instant)>> = Mutex::new(None);
 
 /// The inventory of the last session opened (and by which process), under a
 /// lock never held across I/O, so the virtual files can have it while
@@ -826,11 +844,43 @@ mod tests {
         assert_eq!(g.devices[0].attribute(1234), None);
     }
 
+    /// Tests that set VGPU_HOST for this process run one at a time.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn no_host_fails_fast() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
         std::env::set_var("VGPU_HOST", "unix:/nonexistent/vgpu-test.sock");
         let t = std::time::Instant::now();
         assert!(matches!(inventory(), Err(GuestError::Unavailable(_))));
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A mute host (it accepts, never answers) costs the virtual files one
+    /// handshake deadline, not one per probed path.
+    #[test]
+    fn a_mute_host_is_probed_once() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = std::env::temp_dir().join(format!("vgpu-mute-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let sock = dir.join("mute.sock");
+        let _ = std::fs::remove_file(&sock);
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::env::set_var("VGPU_HOST", format!("unix:{}", sock.display()));
+        *PROBE_MISS.lock() = None;
+        let t = Instant::now();
+        assert!(inventory_nowait().is_none());
+        let first = t.elapsed();
+        assert!(first >= Duration::from_secs(1), "{first:?}");
+        let t = Instant::now();
+        for _ in 0..4 {
+            assert!(inventory_nowait().is_none());
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
