@@ -2,11 +2,13 @@
 //! guest connection. The work is in the vgpu-host crate; this is flags and
 //! logging.
 
+use super::logging::{Escaping, RateLimit};
 use clap::Args;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vgpu_host::driver::{DriverChoice, DriverKind, ResolvedDriver};
+use vgpu_host::principal::Limits;
 use vgpu_host::supervisor::{self, DeviceSelection, HostConfig};
 use vgpu_host::WorkerConfig;
 use vgpu_transport::Endpoint;
@@ -33,10 +35,48 @@ pub struct HostArgs {
     /// are then the only access control.
     #[arg(long, conflicts_with = "allow_uid")]
     allow_all_users: bool,
-    /// Device memory each guest may allocate, in MiB; guests also see it as
-    /// the device's total memory. Default: no cap.
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
-    quota_mib: Option<u64>,
+    /// Device memory each guest (principal: a uid, or a token's name) may
+    /// hold over all its connections, in MiB; guests also see it as the
+    /// device's total memory. Default: no cap. `--quota-mib` is the old
+    /// name.
+    #[arg(long, alias = "quota-mib", value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    guest_memory_mib: Option<u64>,
+    /// Connections each guest may hold at once (each is a worker process).
+    #[arg(long, value_name = "N", default_value_t = supervisor::DEFAULT_GUEST_CONNECTIONS,
+          value_parser = clap::value_parser!(u64).range(1..=vgpu_host::account::MAX_SLOTS as u64))]
+    guest_connections: u64,
+    /// Contexts each guest may hold over all its connections. Default: no cap.
+    #[arg(long, value_name = "N")]
+    guest_contexts: Option<u64>,
+    /// Streams each guest may hold over all its connections. Default: no cap.
+    #[arg(long, value_name = "N")]
+    guest_streams: Option<u64>,
+    /// Events each guest may hold over all its connections. Default: no cap.
+    #[arg(long, value_name = "N")]
+    guest_events: Option<u64>,
+    /// Modules and libraries each guest may hold over all its connections.
+    /// Default: no cap.
+    #[arg(long, value_name = "N")]
+    guest_modules: Option<u64>,
+    /// Longest one request of a guest (a kernel launch, a synchronization)
+    /// may run, in ms, before its worker is ended; 0: no limit. Default:
+    /// 300000 on the software GPU, none on a real driver.
+    #[arg(long, value_name = "MS")]
+    guest_kernel_time_ms: Option<u64>,
+    /// Directory of guest principals: `<name>.conf` files with `token =`,
+    /// `uid =` and limits (docs/security.md, "Guest principals and
+    /// limits"); re-read when it changes.
+    #[arg(long, value_name = "DIR")]
+    guests_dir: Option<PathBuf>,
+    /// The mode of the Unix socket file, octal. Any local user may then
+    /// connect, and the uid policy decides who is admitted; with
+    /// --allow-all-users the mode is the access control (e.g. 0660 and a
+    /// group).
+    #[arg(long, value_name = "OCTAL", default_value = "0666", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// Connections served at once over all guests.
+    #[arg(long, value_name = "N", default_value_t = supervisor::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// With --driver emulated: the host configuration the software GPU
     /// imitates, e.g. h100-pcie (the default), h100-cuda12.2 (an old
     /// driver), 2x-h100 (two devices); an unknown name lists them all.
@@ -65,22 +105,46 @@ pub struct WorkerArgs {
     /// The guest's handshake, hex-encoded (token removed).
     #[arg(long)]
     hello: String,
-    /// The per-guest memory cap, in bytes.
+    /// The guest principal, for logs.
+    #[arg(long, default_value = "")]
+    principal: String,
+    /// The principal's account page (inherited descriptor).
     #[arg(long)]
-    quota_bytes: Option<u64>,
+    account_fd: Option<i32>,
+    /// This connection's row in it.
+    #[arg(long)]
+    account_slot: Option<usize>,
+    /// The principal's limits, `key=value,...` (guest-file keys).
+    #[arg(long, default_value = "")]
+    limits: String,
 }
 
 /// Logs to stderr: descriptor 2 in the daemon; in a worker, which gives
 /// descriptor 2 to the guest's device output, the original stderr it saved
 /// (`vgpu_host::worker::output`).
+/// Lines are rate-limited per statement and escaped
+/// ([`super::logging`]): a guest can neither flood the log nor forge lines.
 fn init_logging() {
+    use tracing_subscriber::filter::FilterExt;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("VGPU_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(vgpu_host::worker::output::log_writer)
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(|| Escaping(vgpu_host::worker::output::log_writer()))
         .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_filter(filter.and(rate_limit()));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+fn rate_limit() -> &'static RateLimit {
+    static R: std::sync::OnceLock<RateLimit> = std::sync::OnceLock::new();
+    R.get_or_init(|| {
+        RateLimit::new(|line| {
+            let _ = vgpu_host::worker::output::log_writer().write_all(line.as_bytes());
+        })
+    })
 }
 
 pub fn host(args: HostArgs) -> ExitCode {
@@ -116,11 +180,24 @@ pub fn host(args: HostArgs) -> ExitCode {
         token,
         driver: args.driver,
         allowed_uids,
-        quota: args.quota_mib.map(|m| m.saturating_mul(1 << 20)),
+        defaults: Limits {
+            memory_mib: args.guest_memory_mib,
+            connections: Some(args.guest_connections),
+            contexts: args.guest_contexts,
+            streams: args.guest_streams,
+            events: args.guest_events,
+            modules: args.guest_modules,
+            kernel_time_ms: args.guest_kernel_time_ms,
+        },
+        guests_dir: args.guests_dir,
+        max_connections: args.max_connections,
+        socket_mode: args.socket_mode,
         profile: args.profile,
         devices: args.devices,
     };
-    match supervisor::run(cfg) {
+    let r = supervisor::run(cfg);
+    rate_limit().flush();
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -128,6 +205,13 @@ pub fn host(args: HostArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{s}`: expected an octal mode, e.g. 0660"))
 }
 
 pub fn worker(args: WorkerArgs) -> ExitCode {
@@ -141,6 +225,13 @@ pub fn worker(args: WorkerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let limits = match Limits::parse_list(&args.limits) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vgpu worker: --limits: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cfg = WorkerConfig {
         fd: args.fd,
         driver: ResolvedDriver {
@@ -150,7 +241,11 @@ pub fn worker(args: WorkerArgs) -> ExitCode {
         },
         session: args.session,
         hello,
-        quota: args.quota_bytes,
+        principal: args.principal,
+        account: args.account_fd.zip(args.account_slot),
+        limits,
     };
-    ExitCode::from(vgpu_host::worker::run(cfg).clamp(0, 255) as u8)
+    let code = vgpu_host::worker::run(cfg);
+    rate_limit().flush();
+    ExitCode::from(code.clamp(0, 255) as u8)
 }

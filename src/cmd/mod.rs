@@ -5,5 +5,6 @@ pub mod host;
 pub mod install;
 pub mod isolate;
 pub mod libs;
+pub mod logging;
 pub mod run;
 pub mod smi;

@@ -12,7 +12,9 @@
 //! - [`registry`]: one handle registry for every kind of object;
 //! - [`entry`]: entry points identical in every cdylib (error names and
 //!   texts);
-//! - [`log`]: the small logger (`VGPU_LOG`, `VGPU_LOG_FILE`).
+//! - [`log`]: the small logger (`VGPU_LOG`, `VGPU_LOG_FILE`);
+//! - [`settings`]: the environment as the shims may read it (nothing of
+//!   `VGPU_*` in setuid programs).
 //!
 //! `api_macros::export_functions!` generates the exports that use all this;
 //! `docs/adding-a-function.md` shows the whole path of one function.
@@ -25,6 +27,7 @@ pub mod convert;
 pub mod entry;
 pub mod log;
 pub mod registry;
+pub mod settings;
 pub mod status;
 
 pub use boundary::{boundary, boundary_value, not_supported};

@@ -8,8 +8,10 @@
 //! on a cold host takes a while: that wait has its own, generous deadline
 //! (`VGPU_INIT_TIMEOUT`), and a wait longer than a second is logged as "host
 //! is initializing" (see [`fetch_inventory`]). After `fork()` the child
-//! notices the pid change and opens its own connection instead of sharing
-//! the parent's.
+//! drops the parent's connection at once (an atfork handler) and opens its
+//! own on first use. Every call has a deadline (`VGPU_CALL_TIMEOUT`); a
+//! session that breaks or passes it is lost for good in this process —
+//! every later call fails with the same error, as after a device loss.
 //!
 //! Device output — what the guest's kernels `printf`, and the messages of
 //! failed device asserts — arrives from the host just before the reply of a
@@ -24,7 +26,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 use vgpu_transport::codec::{from_bytes, to_bytes};
@@ -324,26 +326,61 @@ pub unsafe fn serve_shared(
 
 static SESSION: Mutex<Option<Session>> = Mutex::new(None);
 static ATFORK: Once = Once::new();
+/// The descriptor of this process's own connection (-1: none), readable
+/// without SESSION's lock: the child of a fork closes its copy at once.
+static OWN_FD: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn before_fork() {
-    // Hold the session lock across fork so the child never inherits it
-    // locked by a thread that does not exist there.
-    std::mem::forget(SESSION.lock());
-}
+// `child_after_fork` resets SESSION's lock by its state byte.
+const _: () = assert!(std::mem::size_of::<parking_lot::RawMutex>() == 1);
 
-extern "C" fn after_fork() {
-    // SAFETY: `before_fork` locked SESSION on this thread and leaked the guard.
-    unsafe { SESSION.force_unlock() };
+/// In the child of a fork, before `fork()` returns there: the parent's
+/// connection is dropped at once, without waiting for (or touching the
+/// buffers of) a call another thread of the parent had in flight — that
+/// thread does not exist here. `fork()` itself never waits: no handler runs
+/// before it. The inherited session is forgotten (its memory leaks once,
+/// in the child), its descriptor closed so the parent's worker sees the
+/// parent's exit however long the child lives, and the lock is reset to
+/// unlocked; the child opens its own session on first use
+/// (docs/security.md, "Lifetime in the guest").
+extern "C" fn child_after_fork() {
+    let fd = OWN_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: the child's copy of the connection; the session that
+        // owns it is forgotten below and never closes it.
+        unsafe { libc::close(fd) };
+    }
+    // SAFETY: the child has one thread, this one: nothing else can hold or
+    // wait for the lock or look at the data. The state byte is all of a
+    // parking_lot RawMutex (asserted above); storing 0 unlocks it without
+    // waking threads that exist only in the parent. The old value is
+    // overwritten without being dropped.
+    unsafe {
+        let state = &*(SESSION.raw() as *const parking_lot::RawMutex as *const AtomicU8);
+        state.store(0, Ordering::Release);
+        std::ptr::write(SESSION.data_ptr(), None);
+    }
 }
 
 fn register_atfork() {
     ATFORK.call_once(|| {
-        // SAFETY: the handlers are plain functions of this library that only
-        // touch SESSION's lock.
+        // SAFETY: the handler is a plain function of this library that
+        // runs in the single-threaded child only.
         unsafe {
-            libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork));
+            libc::pthread_atfork(None, None, Some(child_after_fork));
         }
     });
+}
+
+/// Why this process's session was lost (its pid, the reason): every later
+/// call fails the same way, as after a device loss, instead of opening a
+/// new session in which the application's handles do not exist. A new
+/// process (a forked child too) starts afresh.
+static LOST: Mutex<Option<(u32, String)>> = Mutex::new(None);
+
+fn lost_before() -> Option<String> {
+    let g = LOST.lock();
+    let (pid, why) = g.as_ref()?;
+    (*pid == std::process::id()).then(|| why.clone())
 }
 
 /// How long the inventory may take before a wait counts as the host
@@ -484,7 +521,9 @@ fn open_session() -> Result<Session, GuestError> {
             crate::config::INIT_TIMEOUT_ENV
         )
     })?;
-    bounded(&client, None)?;
+    // Every call from now on has a deadline (VGPU_CALL_TIMEOUT): a host
+    // that stops answering makes the session lost, not the application hang.
+    bounded(&client, config.call_timeout)?;
     client.set_output_sink(Box::new(write_device_output));
     let inventory = Arc::new(GuestInventory::new(
         host,
@@ -501,6 +540,7 @@ fn open_session() -> Result<Session, GuestError> {
         inventory.devices.len()
     );
     register_atfork();
+    OWN_FD.store(client.stream().as_raw_fd(), Ordering::Relaxed);
     Ok(Session {
         link: Link::Own(client),
         pid: std::process::id(),
@@ -589,6 +629,9 @@ fn session_then<R>(
         *guard = None;
     }
     if guard.is_none() {
+        if let Some(why) = lost_before() {
+            return Some(Err(GuestError::Lost(why)));
+        }
         match open_session() {
             Ok(s) => {
                 *OPENED.lock() = Some((s.pid, s.inventory.clone()));
@@ -599,7 +642,16 @@ fn session_then<R>(
     }
     let session = guard.as_mut().expect("just set");
     let r = f(session);
-    if matches!(r, Err(GuestError::Lost(_))) {
+    if let Err(GuestError::Lost(why)) = &r {
+        if matches!(session.link, Link::Own(_)) {
+            OWN_FD.store(-1, Ordering::Relaxed);
+        }
+        vlog!(
+            Level::Error,
+            "the session with the host is lost ({why}); every call of this process fails from \
+             now on"
+        );
+        *LOST.lock() = Some((pid, why.clone()));
         *guard = None;
     }
     Some(r)
@@ -663,7 +715,10 @@ fn write_device_output(out: DeviceOutput) {
 /// for a session lock another thread holds. The files are asked for from
 /// inside libc hooks, on threads that may hold the other shim's session
 /// lock; waiting here could close a cycle between the two shims' locks. A
-/// miss is not remembered: the next probe asks again.
+/// host that could not be reached is not asked again by the files for
+/// [`PROBE_RETRY`]: a program probing many paths (`ls` of the GPU files)
+/// would otherwise wait for a mute host at every one. API calls
+/// (`cuInit`) always try again.
 pub fn inventory_nowait() -> Option<Arc<GuestInventory>> {
     let pid = std::process::id();
     if let Some((p, inv)) = OPENED.lock().as_ref() {
@@ -671,8 +726,23 @@ pub fn inventory_nowait() -> Option<Arc<GuestInventory>> {
             return Some(inv.clone());
         }
     }
-    session_then(false, |s| Ok(s.inventory.clone()))?.ok()
+    if let Some((p, at)) = *PROBE_MISS.lock() {
+        if p == pid && at.elapsed() < PROBE_RETRY {
+            return None;
+        }
+    }
+    match session_then(false, |s| Ok(s.inventory.clone()))? {
+        Ok(inv) => Some(inv),
+        Err(_) => {
+            *PROBE_MISS.lock() = Some((pid, Instant::now()));
+            None
+        }
+    }
 }
+
+/// How long the virtual files do without a host they could not reach.
+pub const PROBE_RETRY: Duration = Duration::from_secs(5);
+static PROBE_MISS: Mutex<Option<(u32, Instant)>> = Mutex::new(None);
 
 /// The inventory of the last session opened (and by which process), under a
 /// lock never held across I/O, so the virtual files can have it while
@@ -727,7 +797,11 @@ pub fn flush() -> Result<(), GuestError> {
 
 /// Drops the connection (tests; `nvmlShutdown` does not need it).
 pub fn disconnect() {
-    *SESSION.lock() = None;
+    let mut g = SESSION.lock();
+    if matches!(g.as_ref().map(|s| &s.link), Some(Link::Own(_))) {
+        OWN_FD.store(-1, Ordering::Relaxed);
+    }
+    *g = None;
 }
 
 #[cfg(test)]
@@ -770,11 +844,43 @@ mod tests {
         assert_eq!(g.devices[0].attribute(1234), None);
     }
 
+    /// Tests that set VGPU_HOST for this process run one at a time.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn no_host_fails_fast() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
         std::env::set_var("VGPU_HOST", "unix:/nonexistent/vgpu-test.sock");
         let t = std::time::Instant::now();
         assert!(matches!(inventory(), Err(GuestError::Unavailable(_))));
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A mute host (it accepts, never answers) costs the virtual files one
+    /// handshake deadline, not one per probed path.
+    #[test]
+    fn a_mute_host_is_probed_once() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = std::env::temp_dir().join(format!("vgpu-mute-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let sock = dir.join("mute.sock");
+        let _ = std::fs::remove_file(&sock);
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::env::set_var("VGPU_HOST", format!("unix:{}", sock.display()));
+        *PROBE_MISS.lock() = None;
+        let t = Instant::now();
+        assert!(inventory_nowait().is_none());
+        let first = t.elapsed();
+        assert!(first >= Duration::from_secs(1), "{first:?}");
+        let t = Instant::now();
+        for _ in 0..4 {
+            assert!(inventory_nowait().is_none());
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -16,6 +16,12 @@ pub const DEFAULT_PCI_BUS_ID: &str = "0000:00:05.0";
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const INIT_TIMEOUT_ENV: &str = "VGPU_INIT_TIMEOUT";
 
+/// How long one call may wait for the host's answer (`VGPU_CALL_TIMEOUT`,
+/// seconds; 0: no limit) before the session is lost: generous, since a
+/// synchronization legitimately waits for the kernels before it.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(1800);
+pub const CALL_TIMEOUT_ENV: &str = "VGPU_CALL_TIMEOUT";
+
 /// A PCI address as the guest shows it everywhere (driver API, NVML, files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PciAddress {
@@ -96,6 +102,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// The longest wait for the host's inventory (its driver initializing).
     pub init_timeout: Duration,
+    /// The longest wait for one call's answer; `None`: no limit.
+    pub call_timeout: Option<Duration>,
 }
 
 /// A timeout in seconds: a non-negative decimal number, e.g. `90` or `2.5`.
@@ -106,13 +114,17 @@ fn parse_seconds(s: &str) -> Option<Duration> {
 
 impl Config {
     /// Reads `VGPU_HOST`, `VGPU_TOKEN` / `VGPU_TOKEN_FILE`, `VGPU_PCI_BUS_ID`,
-    /// `VGPU_INIT_TIMEOUT`.
+    /// `VGPU_INIT_TIMEOUT`, `VGPU_CALL_TIMEOUT` — none of them in a setuid
+    /// program.
     pub fn from_env() -> Result<Config, String> {
-        let host = std::env::var("VGPU_HOST").unwrap_or_else(|_| DEFAULT_ENDPOINT.to_string());
+        // Every setting through `settings`: none of them in a setuid
+        // program.
+        use vgpu_ffi::settings::{var, var_os};
+        let host = var("VGPU_HOST").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
         let endpoint: Endpoint = host.parse().map_err(|e| format!("VGPU_HOST: {e}"))?;
-        let token = match std::env::var("VGPU_TOKEN") {
-            Ok(t) => Some(t),
-            Err(_) => match std::env::var_os("VGPU_TOKEN_FILE") {
+        let token = match var("VGPU_TOKEN") {
+            Some(t) => Some(t),
+            None => match var_os("VGPU_TOKEN_FILE") {
                 Some(p) => Some(
                     std::fs::read_to_string(&p)
                         .map_err(|e| format!("VGPU_TOKEN_FILE {}: {e}", p.to_string_lossy()))?
@@ -122,21 +134,26 @@ impl Config {
                 None => None,
             },
         };
-        let pci_address = match std::env::var("VGPU_PCI_BUS_ID") {
-            Ok(s) => PciAddress::parse(&s)
+        let pci_address = match var("VGPU_PCI_BUS_ID") {
+            Some(s) => PciAddress::parse(&s)
                 .ok_or_else(|| format!("VGPU_PCI_BUS_ID `{s}`: expected dddd:bb:dd.f"))?,
             // A VM that already has an NVIDIA PCI function (the passed-through
             // or mediated device) shows that address everywhere.
-            Err(_) => crate::vfiles::detect_real_nvidia_bdf()
+            None => crate::vfiles::detect_real_nvidia_bdf()
                 .and_then(|b| PciAddress::parse(&b))
                 .unwrap_or_else(|| {
                     PciAddress::parse(DEFAULT_PCI_BUS_ID).expect("default is valid")
                 }),
         };
-        let init_timeout = match std::env::var(INIT_TIMEOUT_ENV) {
-            Ok(s) => parse_seconds(&s)
+        let init_timeout = match var(INIT_TIMEOUT_ENV) {
+            Some(s) => parse_seconds(&s)
                 .ok_or_else(|| format!("{INIT_TIMEOUT_ENV} `{s}`: expected seconds, e.g. 90"))?,
-            Err(_) => DEFAULT_INIT_TIMEOUT,
+            None => DEFAULT_INIT_TIMEOUT,
+        };
+        let call_timeout = match var(CALL_TIMEOUT_ENV) {
+            Some(s) => parse_seconds(&s)
+                .ok_or_else(|| format!("{CALL_TIMEOUT_ENV} `{s}`: expected seconds, e.g. 600"))?,
+            None => DEFAULT_CALL_TIMEOUT,
         };
         Ok(Config {
             endpoint,
@@ -144,6 +161,7 @@ impl Config {
             pci_address,
             connect_timeout: Duration::from_secs(2),
             init_timeout,
+            call_timeout: (!call_timeout.is_zero()).then_some(call_timeout),
         })
     }
 }

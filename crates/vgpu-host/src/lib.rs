@@ -7,7 +7,9 @@
 //!   are never taken for a driver. The software GPU says which entry points
 //!   the driver it imitates lacks (`--profile`); those load as absent.
 //! - [`supervisor`]: listeners, admission (peer uid for Unix sockets, token
-//!   for TCP/vsock — see the module for the policy), worker spawning
+//!   for TCP/vsock — see the module for the policy; [`admission`] bounds
+//!   handshakes), principals and their limits ([`principal`], counted
+//!   across a principal's workers in [`account`]), worker spawning
 //!   (`vgpu worker --fd N ...` inheriting exactly the connection's
 //!   descriptor, killed with the supervisor via PR_SET_PDEATHSIG), reaping
 //!   and shutdown.
@@ -21,9 +23,13 @@
 //!   are the driver's, but every range a copy, memset or free names is
 //!   checked against the session's own allocations and accessible VMM
 //!   mappings first ([`worker::memory`], [`worker::vmm`]); the per-guest
-//!   quota (`--quota-mib`) caps allocations and is the total guests see.
+//!   principal's memory limit (`--guest-memory-mib`) caps allocations and is
+//!   the total guests see.
 
+pub mod account;
+pub mod admission;
 pub mod driver;
+pub mod principal;
 pub mod supervisor;
 pub mod worker;
 

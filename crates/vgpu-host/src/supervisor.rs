@@ -3,8 +3,8 @@
 //! so nothing a guest does can wedge or crash it.
 //!
 //! Threads: one accept loop per listener; a short-lived handshake thread per
-//! connection (bounded, with a read timeout, so silent clients cannot pin
-//! resources); one spawner thread that forks every worker (a worker's
+//! connection (bounded in number and by one deadline, so silent clients
+//! cannot pin resources); one spawner thread that forks every worker (a worker's
 //! parent-death signal is tied to the thread that forked it, so that thread
 //! must live as long as the daemon); one reaper; the main thread waits for
 //! SIGTERM/SIGINT/SIGHUP.
@@ -15,16 +15,26 @@
 //! real driver and the software GPU both apply — so ordinals, peer access
 //! and every device-numbered call inside the worker are the guest's).
 //!
-//! Admission policy:
-//! - Unix sockets: the peer's uid (SO_PEERCRED) must be the daemon's own or
-//!   root, plus any `--allow-uid`; `--allow-all-users` lifts the check (the
-//!   socket file's permissions then decide).
-//! - TCP/vsock: when a token is configured, every such peer must present
-//!   it, loopback included (any local user can reach loopback). Without a
-//!   token only loopback TCP listeners are allowed, and only loopback peers
-//!   are admitted.
+//! Admission policy (docs/security.md, "Admission" and "Guest principals
+//! and limits"):
+//! - Unix sockets: a token of a guest file makes the peer that principal;
+//!   otherwise the peer's uid (SO_PEERCRED) must be named by a guest file,
+//!   or be the daemon's own or root, plus any `--allow-uid`;
+//!   `--allow-all-users` lifts the uid check (the socket file's
+//!   permissions then decide).
+//! - TCP/vsock: when any token is configured (`--token-file`, guest
+//!   files), every such peer must present one, loopback included (any
+//!   local user can reach loopback). Without a token only loopback TCP
+//!   listeners are allowed, and a loopback peer is the uid owning its
+//!   socket, under the Unix policy.
+//! - Handshakes are bounded by [`admission`]; an identified guest is then
+//!   held to its connection limit and the host's, and its worker gets the
+//!   principal's account page ([`crate::account`]) and limits.
 
+use crate::account::{Account, MAX_SLOTS};
+use crate::admission::{self, PeerKey, Pending};
 use crate::driver::{self, DriverChoice, DriverKind, ResolvedDriver};
+use crate::principal::{GuestSpec, GuestsDir, Limits};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::io::Write;
@@ -33,24 +43,27 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vgpu_transport::codec::to_bytes;
-use vgpu_transport::conn::{accept_hello, Admission};
+use vgpu_transport::conn::check_hello;
 use vgpu_transport::endpoint::Listener;
-use vgpu_transport::frame::{write_frame, Header, HEADER_LEN};
+use vgpu_transport::frame::{write_frame, Header};
 use vgpu_transport::proto::{refusal, Hello, HELLO_OP};
 use vgpu_transport::{Endpoint, Peer, Stream};
 
-/// How long a new connection may take to send its handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Handshakes in progress at once; connections beyond it are dropped.
-pub const MAX_PENDING_HANDSHAKES: usize = 64;
-/// Largest handshake frame read; a `Hello` is a few hundred bytes, and this
-/// keeps a hostile header from making the supervisor allocate megabytes.
-pub const MAX_HELLO: u32 = 64 * 1024;
+/// How long a new connection may take to send its whole handshake (one
+/// deadline for all of it, not per read).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest handshake frame read; a `Hello` is a few hundred bytes.
+pub const MAX_HELLO: u32 = 4096;
+/// Connections (workers) the host serves at once, over all guests, unless
+/// `--max-connections` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Connections one guest may hold at once unless its limits say otherwise.
+pub const DEFAULT_GUEST_CONNECTIONS: u64 = 64;
 
 pub struct HostConfig {
     pub listen: Vec<Endpoint>,
@@ -59,8 +72,16 @@ pub struct HostConfig {
     pub driver: DriverChoice,
     /// Unix peers allowed; `None` = any uid.
     pub allowed_uids: Option<Vec<u32>>,
-    /// Device memory each guest may hold, in bytes; `None` = no cap.
-    pub quota: Option<u64>,
+    /// Limits of every guest without its own in `guests_dir`
+    /// (`--guest-memory-mib`, ...).
+    pub defaults: Limits,
+    /// `--guests-dir`: one `<name>.conf` per principal.
+    pub guests_dir: Option<PathBuf>,
+    /// Connections served at once, over all guests.
+    pub max_connections: usize,
+    /// The mode of Unix socket files (`--socket-mode`), set explicitly
+    /// rather than left to the umask.
+    pub socket_mode: u32,
     /// The software GPU's profile (`--profile`); only with that driver.
     pub profile: Option<String>,
     /// Which host devices guests see, in that order (`--devices`).
@@ -135,8 +156,21 @@ impl HostConfig {
     }
 }
 
-/// Reads a token file: its contents without surrounding whitespace.
+/// Reads a token file: its contents without surrounding whitespace. A
+/// file other users may read is refused: the token is the credential.
 pub fn read_token_file(p: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p)
+        .map_err(|e| format!("{}: {e}", p.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o004 != 0 {
+        return Err(format!(
+            "{}: every user may read this token file (mode {:o}); chmod o-r it",
+            p.display(),
+            mode & 0o777
+        ));
+    }
     let s = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
     let t = s.trim();
     if t.is_empty() {
@@ -147,7 +181,8 @@ pub fn read_token_file(p: &std::path::Path) -> Result<String, String> {
 
 /// Refuses configurations that would expose the GPU without a token.
 fn check_exposure(cfg: &HostConfig) -> Result<(), String> {
-    if cfg.token.is_some() {
+    // With a guests dir, network guests need a token of its files.
+    if cfg.token.is_some() || cfg.guests_dir.is_some() {
         return Ok(());
     }
     for ep in &cfg.listen {
@@ -181,21 +216,39 @@ struct ChildInfo {
     session: u64,
     peer: String,
     started: Instant,
+    principal: String,
+    slot: usize,
+}
+
+/// A principal with connections (or recently with some).
+struct PrincipalState {
+    account: Arc<Account>,
+    /// Connection slots in use (rows of `account`).
+    slots: Vec<bool>,
+}
+
+/// A connection slot reserved for an admitted guest.
+struct Slot {
+    index: usize,
+    account: Arc<Account>,
 }
 
 struct Shared {
     driver: ResolvedDriver,
     token: Option<String>,
     allowed_uids: Vec<u32>,
+    guests: Option<Mutex<GuestsDir>>,
+    defaults: Limits,
+    max_connections: usize,
+    principals: Mutex<HashMap<String, PrincipalState>>,
     /// Unreaped workers by pid. The reaper removes an entry in the same
     /// critical section that reaps it, so a pid found here is never a
     /// recycled one — signalling it is safe.
     children: Mutex<HashMap<i32, ChildInfo>>,
     child_added: Condvar,
     next_session: AtomicU64,
-    pending: AtomicUsize,
+    pending: Pending,
     exe: PathBuf,
-    quota: Option<u64>,
     profile: Option<String>,
     devices: Option<DeviceSelection>,
 }
@@ -204,6 +257,76 @@ struct SpawnJob {
     stream: Stream,
     hello: Hello,
     peer: Peer,
+    principal: String,
+    limits: Limits,
+    slot: Slot,
+}
+
+impl Shared {
+    /// The guest files, re-read if the directory changed.
+    fn policy(&self) -> Policy {
+        let guests = match &self.guests {
+            Some(g) => {
+                let mut g = g.lock();
+                g.refresh();
+                g.guests.clone()
+            }
+            None => Vec::new(),
+        };
+        Policy { guests }
+    }
+
+    /// Reserves a connection slot of `name`, or says which limit is full.
+    fn reserve(&self, name: &str, limits: &Limits) -> Result<Slot, String> {
+        let mut all = self.principals.lock();
+        let serving: usize = all
+            .values()
+            .map(|p| p.slots.iter().filter(|s| **s).count())
+            .sum();
+        if serving >= self.max_connections {
+            return Err(format!(
+                "the host serves its maximum of {} connections",
+                self.max_connections
+            ));
+        }
+        let cap = limits
+            .connections
+            .unwrap_or(DEFAULT_GUEST_CONNECTIONS)
+            .min(MAX_SLOTS as u64) as usize;
+        let st = match all.get_mut(name) {
+            Some(s) => s,
+            None => {
+                let account = Account::create(name)
+                    .map_err(|e| format!("host cannot account for a new guest: {e}"))?;
+                all.entry(name.to_string()).or_insert(PrincipalState {
+                    account: Arc::new(account),
+                    slots: vec![false; MAX_SLOTS],
+                })
+            }
+        };
+        let held = st.slots.iter().filter(|s| **s).count();
+        if held >= cap {
+            return Err(format!(
+                "guest {name} already has {held} connection(s), its limit"
+            ));
+        }
+        let index = st.slots.iter().position(|s| !*s).expect("below MAX_SLOTS");
+        st.slots[index] = true;
+        st.account.clear(index);
+        Ok(Slot {
+            index,
+            account: st.account.clone(),
+        })
+    }
+
+    /// Gives a slot back: what its worker held no longer counts.
+    fn release(&self, name: &str, index: usize) {
+        let mut all = self.principals.lock();
+        if let Some(st) = all.get_mut(name) {
+            st.account.clear(index);
+            st.slots[index] = false;
+        }
+    }
 }
 
 /// Runs the daemon until SIGTERM/SIGINT/SIGHUP.
@@ -225,6 +348,15 @@ pub fn run(cfg: HostConfig) -> Result<(), String> {
         tracing::info!("devices: {d} (the workers' CUDA_VISIBLE_DEVICES)");
     }
     check_exposure(&cfg)?;
+    let mut defaults = cfg.defaults;
+    // The software GPU has no legitimate kernel that runs for minutes; a
+    // real GPU's may (docs/security.md, "Runaway work").
+    if driver.kind == DriverKind::Emulated && defaults.kernel_time_ms.is_none() {
+        defaults.kernel_time_ms = Some(crate::worker::watchdog::DEFAULT_SOFTWARE_GPU_LIMIT_MS);
+    }
+    if let Some(ms) = defaults.kernel_time_ms.filter(|ms| *ms > 0) {
+        tracing::info!("kernel time limit: {ms} ms per request");
+    }
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
 
     // Before any thread exists, so every thread inherits the mask and only
@@ -239,20 +371,33 @@ pub fn run(cfg: HostConfig) -> Result<(), String> {
     for ep in &cfg.listen {
         let l = ep.listen().map_err(|e| format!("{ep}: {e}"))?;
         if let Endpoint::Unix(p) = ep {
+            use std::os::unix::fs::PermissionsExt;
+            // Until this the umask decided; a connect needs write access,
+            // and the uid policy is checked on top.
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(cfg.socket_mode))
+                .map_err(|e| format!("{ep}: chmod {:o}: {e}", cfg.socket_mode))?;
             socket_files.push(p.clone());
         }
         listeners.push(l);
     }
+    let guests = cfg.guests_dir.map(|d| {
+        let mut g = GuestsDir::new(d);
+        g.refresh();
+        Mutex::new(g)
+    });
     let shared = Arc::new(Shared {
         driver,
         token: cfg.token,
         allowed_uids: cfg.allowed_uids.unwrap_or_default(),
+        guests,
+        defaults,
+        max_connections: cfg.max_connections,
+        principals: Mutex::new(HashMap::new()),
         children: Mutex::new(HashMap::new()),
         child_added: Condvar::new(),
         next_session: AtomicU64::new(1),
-        pending: AtomicUsize::new(0),
+        pending: Pending::default(),
         exe,
-        quota: cfg.quota,
         profile: cfg.profile,
         devices: cfg.devices,
     });
@@ -354,27 +499,37 @@ fn accept_loop(l: Listener, sh: Arc<Shared>, tx: mpsc::Sender<SpawnJob>) {
                 continue;
             }
         };
-        if sh.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_HANDSHAKES {
-            sh.pending.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!("{peer}: too many handshakes in progress; dropped");
-            continue;
-        }
         let sh2 = sh.clone();
         let tx = tx.clone();
+        // The place is taken here, before the thread exists, so a burst of
+        // connections cannot start more threads than there are places.
+        let (tx_ready, rx_ready) = mpsc::sync_channel::<()>(1);
         let r = std::thread::Builder::new()
             .name("handshake".into())
             .spawn(move || {
-                admit(stream, peer, &sh2, &tx);
-                sh2.pending.fetch_sub(1, Ordering::SeqCst);
+                let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+                let entered = sh2.pending.enter(PeerKey::of(&peer), &stream, deadline);
+                let _ = tx_ready.send(());
+                match entered {
+                    Ok(guard) => admit(stream, peer, guard, deadline, &sh2, &tx),
+                    Err(why) => {
+                        let mut stream = stream;
+                        refuse_logged(&mut stream, &peer, refusal::LIMIT_REACHED, &why);
+                    }
+                }
             });
-        if let Err(e) = r {
-            sh.pending.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!("cannot start a handshake thread: {e}");
+        match r {
+            Ok(_) => {
+                let _ = rx_ready.recv();
+            }
+            Err(e) => tracing::warn!("cannot start a handshake thread: {e}"),
         }
     }
 }
 
 fn refuse(stream: &mut Stream, code: u32, why: &str) {
+    // A refusal must not block the thread on a peer that does not read.
+    let _ = stream.set_timeouts(Some(Duration::from_millis(200)));
     let h = Header {
         op: HELLO_OP,
         status: code,
@@ -383,63 +538,218 @@ fn refuse(stream: &mut Stream, code: u32, why: &str) {
     let _ = write_frame(stream, h, &to_bytes(&why.to_string()));
 }
 
-/// Checks a new connection's handshake; an admitted one goes to the spawner.
-fn admit(mut stream: Stream, peer: Peer, sh: &Shared, tx: &mpsc::Sender<SpawnJob>) {
+/// Refuses, with the reason in the host log and in the guest's error.
+fn refuse_logged(stream: &mut Stream, peer: &Peer, code: u32, why: &str) {
+    tracing::warn!("{peer}: refused: {why}");
+    refuse(stream, code, why);
+}
+
+/// Checks a new connection's handshake and identifies its principal; an
+/// admitted one goes to the spawner with its connection slot reserved.
+fn admit(
+    mut stream: Stream,
+    peer: Peer,
+    pending: admission::PendingGuard,
+    deadline: Instant,
+    sh: &Shared,
+    tx: &mpsc::Sender<SpawnJob>,
+) {
     if let Stream::Tcp(t) = &stream {
         keepalive(t.as_raw_fd());
     }
-    if let Err(e) = stream.set_timeouts(Some(HANDSHAKE_TIMEOUT)) {
-        tracing::debug!("{peer}: {e}");
-        return;
+    let policy = sh.policy();
+    // Peer credentials before reading anything: a Unix peer that neither
+    // its uid nor any token could admit is refused at once.
+    if let Peer::Unix { uid, .. } = &peer {
+        if policy.uid_principal(*uid, &sh.allowed_uids).is_none()
+            && !policy.any_token_with(&sh.token)
+        {
+            drop(pending);
+            refuse_logged(
+                &mut stream,
+                &peer,
+                refusal::PEER_NOT_ALLOWED,
+                &format!("uid {uid} is not allowed"),
+            );
+            return;
+        }
     }
-    match peek_len(&stream) {
-        Ok(n) if n <= MAX_HELLO => {}
-        Ok(n) => {
-            tracing::warn!("{peer}: refused: handshake frame of {n} bytes");
-            refuse(&mut stream, refusal::BAD_MAGIC, "handshake frame too large");
+    let frame = admission::read_hello(&mut stream, deadline, MAX_HELLO);
+    // Past this point the stream may leave this thread; it must not stay
+    // where an eviction could shut it down.
+    let evicted = pending.leave();
+    let frame = match frame {
+        Ok(f) => f,
+        Err(admission::HelloReadError::TooLarge(n)) => {
+            refuse_logged(
+                &mut stream,
+                &peer,
+                refusal::BAD_MAGIC,
+                &format!("handshake frame of {n} bytes (at most {MAX_HELLO})"),
+            );
             return;
         }
-        Err(e) => {
-            tracing::info!("{peer}: no handshake: {e}");
+        Err(admission::HelloReadError::TimedOut) => {
+            let why = format!(
+                "handshake not completed within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            );
+            refuse_logged(&mut stream, &peer, refusal::TIMED_OUT, &why);
             return;
         }
-    }
-    let adm = Admission {
-        build_id: vgpu_transport::BUILD_ID,
-        token: sh.token.as_deref(),
-        allowed_uids: &sh.allowed_uids,
-    };
-    let hello = match accept_hello(&mut stream, &peer, &adm) {
-        Ok(h) => h,
-        Err(why) => {
-            tracing::warn!("{peer}: refused: {why}");
-            return;
-        }
-    };
-    // accept_hello lets loopback TCP in without a token; with a token
-    // configured we require it from every network peer (see module docs).
-    if !matches!(peer, Peer::Unix { .. }) {
-        if let Some(want) = &sh.token {
-            let ok = hello
-                .token
-                .as_deref()
-                .is_some_and(|got| same_secret(want.as_bytes(), got.as_bytes()));
-            if !ok {
-                tracing::warn!("{peer}: refused: missing or wrong token");
-                refuse(&mut stream, refusal::BAD_TOKEN, "missing or wrong token");
-                return;
+        Err(admission::HelloReadError::Io(e)) => {
+            if evicted {
+                tracing::warn!(
+                    "{peer}: handshake evicted (held a pending slot while newer connections \
+                     waited)"
+                );
+            } else {
+                tracing::info!("{peer}: no handshake: {e}");
             }
+            return;
         }
-    }
+    };
+    let hello = match check_hello(&frame, vgpu_transport::BUILD_ID) {
+        Ok(h) => h,
+        Err((code, why)) => {
+            refuse_logged(&mut stream, &peer, code, &why);
+            return;
+        }
+    };
+    let who = match identify(&stream, &peer, hello.token.as_deref(), &policy, sh) {
+        Ok(w) => w,
+        Err((code, why)) => {
+            refuse_logged(&mut stream, &peer, code, &why);
+            return;
+        }
+    };
+    let limits = who.limits.over(&sh.defaults);
+    let slot = match sh.reserve(&who.name, &limits) {
+        Ok(s) => s,
+        Err(why) => {
+            refuse_logged(&mut stream, &peer, refusal::LIMIT_REACHED, &why);
+            return;
+        }
+    };
     if let Err(e) = stream.set_timeouts(None) {
         tracing::debug!("{peer}: {e}");
+        sh.release(&who.name, slot.index);
         return;
     }
     let _ = tx.send(SpawnJob {
         stream,
         hello,
         peer,
+        principal: who.name,
+        limits,
+        slot,
     });
+}
+
+/// Who a connection is.
+struct Who {
+    name: String,
+    /// The principal's own limits (from its guest file), before defaults.
+    limits: Limits,
+}
+
+/// The principal of a connection: the guest file whose token it presents
+/// (or the `--token-file` token, principal [`TOKEN_PRINCIPAL`]); without a
+/// token, a Unix peer's uid (a guest file naming the uid, else `uid-N` if
+/// the uid policy admits it). A loopback TCP peer without a token is the
+/// uid that owns its socket, under the same uid policy.
+fn identify(
+    stream: &Stream,
+    peer: &Peer,
+    token: Option<&str>,
+    policy: &Policy,
+    sh: &Shared,
+) -> Result<Who, (u32, String)> {
+    if let Some(t) = token {
+        if let Some(w) = policy.token_principal(t, sh.token.as_deref()) {
+            return Ok(w);
+        }
+        // A Unix guest's stray token does not matter: its uid decides.
+        if !matches!(peer, Peer::Unix { .. }) {
+            return Err((refusal::BAD_TOKEN, "missing or wrong token".into()));
+        }
+    }
+    let uid = match peer {
+        Peer::Unix { uid, .. } => *uid,
+        Peer::Tcp { addr } if addr.ip().is_loopback() && !policy.any_token_with(&sh.token) => {
+            match admission::loopback_uid(stream.as_raw_fd(), *addr) {
+                Some(u) => u,
+                None => {
+                    return Err((
+                        refusal::PEER_NOT_ALLOWED,
+                        "cannot tell which user owns this loopback connection".into(),
+                    ))
+                }
+            }
+        }
+        _ => return Err((refusal::BAD_TOKEN, "missing or wrong token".into())),
+    };
+    policy.uid_principal(uid, &sh.allowed_uids).ok_or_else(|| {
+        (
+            refusal::PEER_NOT_ALLOWED,
+            format!("uid {uid} is not allowed"),
+        )
+    })
+}
+
+/// The principal of the `--token-file` token.
+pub const TOKEN_PRINCIPAL: &str = "token";
+
+/// The guest files as of this connection.
+struct Policy {
+    guests: Vec<GuestSpec>,
+}
+
+impl Policy {
+    /// Whether any token (a guest file's or `--token-file`'s) exists.
+    fn any_token_with(&self, file_token: &Option<String>) -> bool {
+        file_token.is_some() || self.guests.iter().any(|g| g.token.is_some())
+    }
+
+    fn token_principal(&self, t: &str, file_token: Option<&str>) -> Option<Who> {
+        // Every candidate is compared (in constant time each), so timing
+        // says nothing about which files exist.
+        let mut found = None;
+        for g in &self.guests {
+            if let Some(want) = &g.token {
+                if same_secret(want.as_bytes(), t.as_bytes()) && found.is_none() {
+                    found = Some(Who {
+                        name: g.name.clone(),
+                        limits: g.limits.clone(),
+                    });
+                }
+            }
+        }
+        if let Some(want) = file_token {
+            if same_secret(want.as_bytes(), t.as_bytes()) && found.is_none() {
+                found = Some(Who {
+                    name: TOKEN_PRINCIPAL.into(),
+                    limits: Limits::default(),
+                });
+            }
+        }
+        found
+    }
+
+    /// A uid's principal, if the uid is admitted: a guest file naming it,
+    /// else `uid-N` when the uid policy allows it (empty = any uid).
+    fn uid_principal(&self, uid: u32, allowed: &[u32]) -> Option<Who> {
+        if let Some(g) = self.guests.iter().find(|g| g.uid == Some(uid)) {
+            return Some(Who {
+                name: g.name.clone(),
+                limits: g.limits.clone(),
+            });
+        }
+        (allowed.is_empty() || allowed.contains(&uid)).then(|| Who {
+            name: format!("uid-{uid}"),
+            limits: Limits::default(),
+        })
+    }
 }
 
 /// TCP keepalive on a guest connection: a remote guest that vanishes without
@@ -470,33 +780,6 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The payload length the first frame announces, without consuming it.
-fn peek_len(stream: &Stream) -> std::io::Result<u32> {
-    let mut b = [0u8; HEADER_LEN];
-    loop {
-        // SAFETY: `b` is valid for HEADER_LEN writable bytes.
-        let n = unsafe {
-            libc::recv(
-                stream.as_raw_fd(),
-                b.as_mut_ptr() as *mut libc::c_void,
-                HEADER_LEN,
-                libc::MSG_PEEK | libc::MSG_WAITALL,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if (n as usize) < HEADER_LEN {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        return Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    }
-}
-
 fn spawner(sh: Arc<Shared>, rx: mpsc::Receiver<SpawnJob>) {
     // SAFETY: getpid has no preconditions.
     let supervisor = unsafe { libc::getpid() };
@@ -516,9 +799,11 @@ fn spawner(sh: Arc<Shared>, rx: mpsc::Receiver<SpawnJob>) {
         if let Some(p) = &sh.driver.nvml_lib {
             cmd.arg("--nvml-lib").arg(p);
         }
-        if let Some(q) = sh.quota {
-            cmd.args(["--quota-bytes", &q.to_string()]);
-        }
+        let account_fd = job.slot.account.raw_fd();
+        cmd.args(["--principal", &job.principal])
+            .args(["--account-fd", &account_fd.to_string()])
+            .args(["--account-slot", &job.slot.index.to_string()])
+            .args(["--limits", &job.limits.to_list()]);
         if let Some(p) = &sh.profile {
             cmd.env(driver::EMU_PROFILE_ENV, p);
         }
@@ -535,14 +820,28 @@ fn spawner(sh: Arc<Shared>, rx: mpsc::Receiver<SpawnJob>) {
         // it allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
-                // The connection is the one descriptor the worker inherits:
+                // The connection and the guest's account page are the
+                // descriptors the worker inherits:
                 // the child's own fd table is edited, not the supervisor's.
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                for fd in [fd, account_fd] {
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 // A worker must not outlive a supervisor killed outright.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // Nothing the worker runs (the driver, its JIT) gains
+                // privileges through exec; and no core file holds a
+                // guest's data.
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
                 if libc::getppid() != supervisor {
                     return Err(std::io::Error::other("supervisor exited"));
                 }
@@ -559,8 +858,9 @@ fn spawner(sh: Arc<Shared>, rx: mpsc::Receiver<SpawnJob>) {
             Ok(child) => {
                 let pid = child.id() as i32;
                 tracing::info!(
-                    "session {session}: {} (guest pid {}) -> worker pid {pid}",
+                    "session {session}: {} (guest {}, pid {}) -> worker pid {pid}",
                     job.peer,
+                    job.principal,
                     job.hello.pid
                 );
                 children.insert(
@@ -569,6 +869,8 @@ fn spawner(sh: Arc<Shared>, rx: mpsc::Receiver<SpawnJob>) {
                         session,
                         peer: job.peer.to_string(),
                         started: Instant::now(),
+                        principal: job.principal,
+                        slot: job.slot.index,
                     },
                 );
                 sh.child_added.notify_all();
@@ -577,6 +879,7 @@ fn spawner(sh: Arc<Shared>, rx: mpsc::Receiver<SpawnJob>) {
             }
             Err(e) => {
                 drop(children);
+                sh.release(&job.principal, job.slot.index);
                 tracing::error!("session {session}: cannot start a worker: {e}");
                 refuse(
                     &mut job.stream,
@@ -648,12 +951,16 @@ fn reaper(sh: Arc<Shared>) {
             format!("ended (wait status {status:#x})")
         };
         match child {
-            Some(c) => tracing::info!(
-                "session {}: worker pid {pid} ({}) {how} after {:.1}s",
-                c.session,
-                c.peer,
-                c.started.elapsed().as_secs_f64()
-            ),
+            Some(c) => {
+                sh.release(&c.principal, c.slot);
+                tracing::info!(
+                    "session {}: worker pid {pid} ({}, guest {}) {how} after {:.1}s",
+                    c.session,
+                    c.peer,
+                    c.principal,
+                    c.started.elapsed().as_secs_f64()
+                )
+            }
             None => tracing::info!("child pid {pid} {how}"),
         }
     }
@@ -669,7 +976,10 @@ mod tests {
             token: token.map(String::from),
             driver: DriverChoice::Emulated,
             allowed_uids: None,
-            quota: None,
+            defaults: Limits::default(),
+            guests_dir: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            socket_mode: 0o666,
             profile: None,
             devices: None,
         }

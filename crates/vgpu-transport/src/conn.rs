@@ -298,36 +298,7 @@ pub fn accept_hello(
         let _ = write_frame(stream, h, &to_bytes(&why));
         why
     };
-    if f.header.op != HELLO_OP {
-        return Err(refuse(
-            stream,
-            refusal::BAD_MAGIC,
-            format!("expected a handshake, got op {}", f.header.op),
-        ));
-    }
-    let hello = match from_bytes::<Hello>(&f.payload) {
-        Ok(h) => h,
-        Err(e) => {
-            return Err(refuse(
-                stream,
-                refusal::BAD_MAGIC,
-                format!("malformed handshake: {e}"),
-            ))
-        }
-    };
-    if hello.magic != MAGIC {
-        return Err(refuse(stream, refusal::BAD_MAGIC, "bad magic".into()));
-    }
-    if hello.version != PROTOCOL_VERSION {
-        return Err(refuse(
-            stream,
-            refusal::VERSION_MISMATCH,
-            format!(
-                "protocol version {} (guest build {}) is not {} (host build {})",
-                hello.version, hello.build_id, PROTOCOL_VERSION, adm.build_id
-            ),
-        ));
-    }
+    let hello = check_hello(&f, adm.build_id).map_err(|(code, why)| refuse(stream, code, why))?;
     match peer {
         Peer::Unix { uid, .. } => {
             if !adm.allowed_uids.is_empty() && !adm.allowed_uids.contains(uid) {
@@ -352,6 +323,32 @@ pub fn accept_hello(
                 ));
             }
         }
+    }
+    Ok(hello)
+}
+
+/// Checks a handshake frame's form: the op, the encoding, the magic and
+/// the protocol version. `Err` is the `refusal::*` code and the reason.
+pub fn check_hello(f: &Frame, host_build_id: &str) -> Result<Hello, (u32, String)> {
+    if f.header.op != HELLO_OP {
+        return Err((
+            refusal::BAD_MAGIC,
+            format!("expected a handshake, got op {}", f.header.op),
+        ));
+    }
+    let hello = from_bytes::<Hello>(&f.payload)
+        .map_err(|e| (refusal::BAD_MAGIC, format!("malformed handshake: {e}")))?;
+    if hello.magic != MAGIC {
+        return Err((refusal::BAD_MAGIC, "bad magic".into()));
+    }
+    if hello.version != PROTOCOL_VERSION {
+        return Err((
+            refusal::VERSION_MISMATCH,
+            format!(
+                "protocol version {} (guest build {}) is not {} (host build {})",
+                hello.version, hello.build_id, PROTOCOL_VERSION, host_build_id
+            ),
+        ));
     }
     Ok(hello)
 }

@@ -52,6 +52,11 @@ pub mod refusal {
     pub const BAD_TOKEN: u32 = 3;
     pub const PEER_NOT_ALLOWED: u32 = 4;
     pub const HOST_UNAVAILABLE: u32 = 5;
+    /// A limit was reached: pending handshakes, the guest's connections,
+    /// or the host's; the reason names which.
+    pub const LIMIT_REACHED: u32 = 6;
+    /// The guest did not complete its handshake in time.
+    pub const TIMED_OUT: u32 = 7;
 }
 
 /// Capability bits exchanged in the handshake.

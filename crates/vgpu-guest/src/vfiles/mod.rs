@@ -177,10 +177,11 @@ pub fn test_mode() -> bool {
         _ => {
             // SAFETY: getenv with a NUL-terminated name; the result is only
             // read up to its NUL terminator.
-            let on = unsafe {
-                let v = libc::getenv(c"VGPU_VFILES_TEST".as_ptr());
-                !v.is_null() && *v == b'1' as libc::c_char && *v.add(1) == 0
-            };
+            let on = !vgpu_ffi::settings::secure_execution()
+                && unsafe {
+                    let v = libc::getenv(c"VGPU_VFILES_TEST".as_ptr());
+                    !v.is_null() && *v == b'1' as libc::c_char && *v.add(1) == 0
+                };
             TEST_ENV.store(if on { TEST_ON } else { TEST_OFF }, Ordering::Relaxed);
             on
         }

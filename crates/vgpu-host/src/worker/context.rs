@@ -61,6 +61,7 @@ impl Session {
 impl Serve<CtxCreate> for Session {
     fn serve(&mut self, c: CtxCreate) -> Result<u64, Status> {
         let dev = self.device(c.device)?;
+        self.admit_object(crate::account::Kind::Contexts)?;
         let mut raw: CUcontext = std::ptr::null_mut();
         if self.driver.cuda.cuCtxCreate_v2.is_some() {
             cu!(self, cuCtxCreate_v2(&mut raw, c.flags, dev))?;
@@ -135,6 +136,9 @@ impl Serve<PrimaryCtxRetain> for Session {
     fn serve(&mut self, c: PrimaryCtxRetain) -> Result<u64, Status> {
         let device = c.device;
         let dev = self.device(device)?;
+        if !self.primary.contains_key(&device) {
+            self.admit_object(crate::account::Kind::Contexts)?;
+        }
         let mut raw: CUcontext = std::ptr::null_mut();
         cu!(self, cuDevicePrimaryCtxRetain(&mut raw, dev))?;
         if let Some(p) = self.primary.get_mut(&device) {

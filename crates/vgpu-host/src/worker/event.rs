@@ -43,6 +43,7 @@ impl Session {
 impl Serve<EventCreate> for Session {
     fn serve(&mut self, c: EventCreate) -> Result<u64, Status> {
         self.enter(c.ctx)?;
+        self.admit_object(crate::account::Kind::Events)?;
         let mut raw: CUevent = std::ptr::null_mut();
         cu!(self, cuEventCreate(&mut raw, c.flags))?;
         Ok(self.events.insert(Event { raw, ctx: c.ctx }))

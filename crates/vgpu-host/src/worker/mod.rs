@@ -53,8 +53,11 @@ pub mod ranges;
 pub mod stream;
 pub mod tensormap;
 pub mod vmm;
+pub mod watchdog;
 
+use crate::account::{self, Account};
 use crate::driver::{Driver, ResolvedDriver};
+use crate::principal::Limits;
 use cuda_types::cuda::{CUdevice, CUresult};
 use cuda_types::nvml::nvmlReturn_t;
 use handles::{table, tag, HandleTable};
@@ -100,34 +103,64 @@ macro_rules! nv {
 }
 pub(crate) use {cu, nv};
 
-/// Per-guest memory cap (`vgpu host --quota-mib`). Allocations consult
-/// `check_alloc`; memory reports go through `report`.
-#[derive(Debug, Default, Clone)]
+/// The guest principal's memory limit (`vgpu host --guest-memory-mib`, or
+/// `memory_mib` of its guest file), counted over all its connections.
+/// Allocations consult `check_alloc`; memory reports go through `report`.
+#[derive(Default, Clone)]
 pub struct Quota {
-    /// Bytes this guest may hold; `None` = the whole device.
+    /// Bytes the principal may hold; `None` = the whole device.
     pub limit: Option<u64>,
-    /// Bytes currently allocated by this guest (linear, pitched, pool and
+    /// Bytes currently allocated by this session (linear, pitched, pool and
     /// VMM physical allocations; kept by those families).
     pub used: u64,
+    /// The principal's other connections, when it has an account.
+    pub tenant: Option<Tenant>,
+}
+
+/// This session's row in its principal's account (see
+/// `crate::account`).
+#[derive(Clone)]
+pub struct Tenant {
+    pub account: std::sync::Arc<Account>,
+    pub slot: usize,
+}
+
+impl Tenant {
+    /// What the principal's other connections hold of `kind`.
+    pub fn others(&self, kind: account::Kind) -> u64 {
+        self.account.others(self.slot, kind)
+    }
 }
 
 impl Quota {
+    /// What the whole principal holds, this session's current count
+    /// included.
+    fn principal_used(&self) -> u64 {
+        let others = self
+            .tenant
+            .as_ref()
+            .map_or(0, |t| t.others(account::Kind::MemoryBytes));
+        self.used.saturating_add(others)
+    }
+
     /// Whether `bytes` more may be allocated.
     pub fn check_alloc(&self, bytes: u64) -> Result<(), Status> {
         match self.limit {
-            Some(l) if self.used.saturating_add(bytes) > l => {
+            Some(l) if self.principal_used().saturating_add(bytes) > l => {
                 Err(Status::Cuda(CUresult::CUDA_ERROR_OUT_OF_MEMORY))
             }
             _ => Ok(()),
         }
     }
 
-    /// `(free, total)` as this guest may see them.
+    /// `(free, total)` as this guest may see them: under a limit, the
+    /// limit is the device's size and what the principal holds on all its
+    /// connections is in use.
     pub fn report(&self, free: u64, total: u64) -> (u64, u64) {
         match self.limit {
             Some(l) => {
                 let total = total.min(l);
-                (free.min(total.saturating_sub(self.used)), total)
+                (free.min(total.saturating_sub(self.principal_used())), total)
             }
             None => (free, total),
         }
@@ -149,6 +182,8 @@ pub struct Session {
     /// Why NVML is unusable, as the `nvmlReturn_t` to answer with.
     pub nvml_error: Option<Status>,
     pub quota: Quota,
+    /// The principal's limits (memory is in `quota`).
+    pub limits: Limits,
     pub mem: memory::MemState,
     pub streams: HandleTable<stream::Strm>,
     /// `cuMemCreate` allocations.
@@ -189,6 +224,7 @@ impl Session {
             nvml_devices: None,
             nvml_error: None,
             quota: Quota::default(),
+            limits: Limits::default(),
             mem: memory::MemState::default(),
             streams: table(
                 "stream",
@@ -256,6 +292,59 @@ impl Session {
         Ok(s)
     }
 
+    /// What this session holds of each counted kind.
+    fn holdings(&self) -> [(account::Kind, u64); 5] {
+        use account::Kind::*;
+        [
+            (MemoryBytes, self.quota.used),
+            (Contexts, self.contexts.len() as u64),
+            (Streams, self.streams.len() as u64),
+            (Events, self.events.len() as u64),
+            (
+                Modules,
+                (self.code.modules.len() + self.code.libraries.len()) as u64,
+            ),
+        ]
+    }
+
+    /// Publishes what this session holds to its principal's account.
+    pub fn publish(&self) {
+        if let Some(t) = &self.quota.tenant {
+            for (k, v) in self.holdings() {
+                t.account.publish(t.slot, k, v);
+            }
+        }
+    }
+
+    /// Whether one more object of `kind` (contexts, streams, events,
+    /// modules) stays within the principal's limit, counted over all its
+    /// connections. Past it the driver's answer to running out of
+    /// resources: `CUDA_ERROR_OUT_OF_MEMORY`, and a log line.
+    pub fn admit_object(&self, kind: account::Kind) -> Result<(), Status> {
+        let limit = match kind {
+            account::Kind::Contexts => self.limits.contexts,
+            account::Kind::Streams => self.limits.streams,
+            account::Kind::Events => self.limits.events,
+            account::Kind::Modules => self.limits.modules,
+            account::Kind::MemoryBytes => None,
+        };
+        let Some(limit) = limit else { return Ok(()) };
+        let mine = self
+            .holdings()
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, v)| *v);
+        let others = self.quota.tenant.as_ref().map_or(0, |t| t.others(kind));
+        if mine + others + 1 > limit {
+            tracing::warn!(
+                "session {}: the guest's limit of {limit} {kind:?} is reached",
+                self.id
+            );
+            return Err(Status::Cuda(CUresult::CUDA_ERROR_OUT_OF_MEMORY));
+        }
+        Ok(())
+    }
+
     /// The driver's device for a guest ordinal.
     pub fn device(&self, ordinal: i32) -> Result<CUdevice, Status> {
         usize::try_from(ordinal)
@@ -317,8 +406,11 @@ pub struct WorkerConfig {
     pub driver: ResolvedDriver,
     pub session: u64,
     pub hello: Hello,
-    /// Per-guest memory cap in bytes (`None`: the whole device).
-    pub quota: Option<u64>,
+    /// The guest principal (for logs).
+    pub principal: String,
+    /// Its account page and this connection's slot in it.
+    pub account: Option<(RawFd, usize)>,
+    pub limits: Limits,
 }
 
 /// Runs a worker to completion; the value is the process exit code.
@@ -384,7 +476,21 @@ pub fn run(cfg: WorkerConfig) -> i32 {
     let started = std::time::Instant::now();
     let mut session = match Session::start(cfg.session, cfg.hello.pid, driver) {
         Ok(mut s) => {
-            s.quota.limit = cfg.quota;
+            s.quota.limit = cfg.limits.memory_bytes();
+            s.limits = cfg.limits.clone();
+            if let Some((fd, slot)) = cfg.account {
+                // SAFETY: the supervisor handed this descriptor to us alone.
+                match unsafe { Account::from_raw_fd(fd) } {
+                    Ok(a) if slot < account::MAX_SLOTS => {
+                        s.quota.tenant = Some(Tenant {
+                            account: std::sync::Arc::new(a),
+                            slot,
+                        })
+                    }
+                    Ok(_) => tracing::error!("session {}: bad account slot {slot}", cfg.session),
+                    Err(e) => tracing::error!("session {}: account page: {e}", cfg.session),
+                }
+            }
             s.output = capture;
             s.output_to_guest = to_guest;
             s
@@ -401,13 +507,23 @@ pub fn run(cfg: WorkerConfig) -> i32 {
         started.elapsed().as_secs_f64()
     );
     tracing::info!(
-        "session {}: serving guest pid {} ({} device(s))",
+        "session {}: serving guest {} pid {} ({} device(s))",
         cfg.session,
+        cfg.principal,
         cfg.hello.pid,
         session.devices.len()
     );
+    let limit = cfg
+        .limits
+        .kernel_time_ms
+        .filter(|ms| *ms > 0)
+        .map(std::time::Duration::from_millis);
+    watchdog::start(cfg.session, cfg.fd, limit);
     let code = serve(&mut session, &mut stream);
-    session.teardown();
+    {
+        let _busy = watchdog::Busy::teardown();
+        session.teardown();
+    }
     // Printed after the guest's last flushing call: natively lost too when
     // a process exits without synchronizing.
     let left: usize = session
@@ -447,10 +563,14 @@ fn serve(session: &mut Session, stream: &mut Stream) -> i32 {
     batch::serve_loop(session, stream, |session, op, payload| {
         // A bug in one handler must not take the guest's other state down
         // with it: report it as a host error and keep serving.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let busy = watchdog::Busy::op(op);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             proto::dispatch(session, op, payload)
-        }))
-        .unwrap_or_else(|_| {
+        }));
+        drop(busy);
+        // The principal's other connections check against this at once.
+        session.publish();
+        r.unwrap_or_else(|_| {
             tracing::error!(
                 "session {}: handler for {} panicked",
                 session.id,
@@ -504,6 +624,7 @@ mod tests {
         let q = Quota {
             limit: Some(100),
             used: 60,
+            tenant: None,
         };
         assert!(q.check_alloc(40).is_ok());
         assert!(q.check_alloc(41).is_err());

@@ -411,6 +411,7 @@ impl Session {
 
 impl Serve<ModuleLoadData> for Session {
     fn serve(&mut self, c: ModuleLoadData) -> Result<u64, Status> {
+        self.admit_object(crate::account::Kind::Modules)?;
         let image = prepare_image(c.image.0)?;
         self.enter(c.ctx)?;
         let mut raw: CUmodule = std::ptr::null_mut();
@@ -557,6 +558,7 @@ impl Serve<ModuleGetGlobal> for Session {
 
 impl Serve<LibraryLoadData> for Session {
     fn serve(&mut self, c: LibraryLoadData) -> Result<u64, Status> {
+        self.admit_object(crate::account::Kind::Modules)?;
         let image = prepare_image(c.image.0)?;
         // Libraries belong to no context; a guest with none current (cudart
         // loading its fatbins at a program's first launch) names none, and

@@ -167,17 +167,19 @@ fn processes(
     Err(missing())
 }
 
-/// The driver knows this guest's work as the worker's process; the guest
-/// knows itself by its own pid. Other entries (other guests' workers,
-/// host processes) keep their host pids.
-fn as_guest(mut list: Vec<ProcessInfo>, guest_pid: u32) -> Vec<ProcessInfo> {
+/// The tenant view (docs/security.md): the driver knows this guest's work
+/// as the worker's process, the guest knows itself by its own pid; every
+/// other entry (other guests' workers, host processes, with their host
+/// pids) is another tenant's business and is left out.
+fn as_guest(list: Vec<ProcessInfo>, guest_pid: u32) -> Vec<ProcessInfo> {
     let me = std::process::id();
-    for p in &mut list {
-        if p.pid == me {
+    list.into_iter()
+        .filter(|p| p.pid == me)
+        .map(|mut p| {
             p.pid = guest_pid;
-        }
-    }
-    list
+            p
+        })
+        .collect()
 }
 
 /// NVML's text form of a CUDA UUID, "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx".
@@ -362,6 +364,19 @@ impl Serve<NvmlQuery> for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guest_sees_only_its_own_process() {
+        let me = std::process::id();
+        let p = |pid| ProcessInfo {
+            pid,
+            ..Default::default()
+        };
+        let list = as_guest(vec![p(1), p(me), p(4242)], 77);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].pid, 77);
+        assert!(as_guest(vec![p(1)], 77).is_empty());
+    }
 
     #[test]
     fn uuid_text_form() {

@@ -105,6 +105,7 @@ impl Session {
 impl Serve<StreamCreate> for Session {
     fn serve(&mut self, c: StreamCreate) -> Result<u64, Status> {
         self.enter(c.ctx)?;
+        self.admit_object(crate::account::Kind::Streams)?;
         let mut raw: CUstream = std::ptr::null_mut();
         if self.driver.cuda.cuStreamCreateWithPriority.is_some() {
             cu!(
