@@ -710,7 +710,6 @@ fn run_pod(env: &HashMap<String, String>, over_mib: u64) -> vgpu_test_support::G
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs --guests-dir (tenancy branch)"]
 async fn pod_runs_a_kernel_within_its_share_and_is_refused_beyond_it() {
     let s = Setup::new("k8s-pod");
     let mut regs = start_kubelet(&s.kubelet);
@@ -804,7 +803,6 @@ async fn pod_runs_a_kernel_within_its_share_and_is_refused_beyond_it() {
 /// guests directory (as gpu-node.yaml's init container does), and a pod run
 /// with the slot's environment gets the slot's memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs --guests-dir (tenancy branch)"]
 async fn remote_pod_runs_within_its_slot() {
     let s = Setup::new("k8s-rpod");
     let token_file = s.dir.path().join("token");
