@@ -257,6 +257,29 @@ fn a_region_that_could_shrink_or_is_too_small_is_refused() {
     let (_s, st, why) = attach_by_hand(&d, Some(memfd(true, 4096)), 1 << 20);
     assert_ne!(st, 0);
     assert!(why.contains("announced"), "{why}");
+    // A good region the guest then tries to shrink and lets go of: the
+    // seal refuses the shrink, and the worker's mapping stays whole.
+    let good = memfd(true, 1 << 20);
+    let dup = good.try_clone().unwrap();
+    let (mut s, st, why) = attach_by_hand(&d, Some(dup), 1 << 20);
+    assert_eq!(st, 0, "{why}");
+    // SAFETY: a plain call on our descriptor.
+    assert_ne!(unsafe { libc::ftruncate(good.as_raw_fd(), 0) }, 0);
+    drop(good);
+    let mut f = Vec::new();
+    let h = Header {
+        op: ImageStageShm::OP,
+        seq: 1,
+        ..Default::default()
+    };
+    let last = ImageStageShm {
+        offset: (1 << 20) - 16,
+        len: 16,
+    };
+    encode_frame(&mut f, h, &to_bytes(&last)).unwrap();
+    s.write_all(&f).unwrap();
+    let r = read_frame(&mut s).unwrap();
+    assert_eq!((r.header.seq, r.header.status), (1, 0));
     // No descriptor at all.
     let (_s, st, why) = attach_by_hand(&d, None, 1 << 20);
     assert_ne!(st, 0);
