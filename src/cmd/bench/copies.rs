@@ -52,17 +52,19 @@ pub fn memcpy_floor() -> f64 {
     .unwrap_or(0.0)
 }
 
-/// 64 MiB from one thread to another through a connected pair, in 1 MiB
-/// writes and reads (the reader acknowledges each transfer with a byte).
+/// 64 MiB from one thread to another through a connected pair, from a
+/// 64 MiB buffer into another in 1 MiB writes and reads, as a copy moves
+/// its bytes (the reader acknowledges each transfer with a byte).
 fn stream_floor<S: Read + Write + Send + 'static>(a: S, mut b: S) -> Result<f64, String> {
     const PIECE: usize = 1 << 20;
     let total = (REPS + 1) * SIZE;
     let reader = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut buf = vec![0u8; PIECE];
+        let mut buf = vec![0u8; SIZE];
         let mut left = total;
         let mut since_ack = 0;
         while left > 0 {
-            let n = b.read(&mut buf[..PIECE.min(left)])?;
+            let at = since_ack;
+            let n = b.read(&mut buf[at..(at + PIECE).min(SIZE)])?;
             if n == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
@@ -76,10 +78,10 @@ fn stream_floor<S: Read + Write + Send + 'static>(a: S, mut b: S) -> Result<f64,
         Ok(())
     });
     let mut a = a;
-    let buf = vec![7u8; PIECE];
+    let buf = vec![7u8; SIZE];
     let r = best(|| {
-        for _ in 0..SIZE / PIECE {
-            a.write_all(&buf).map_err(|e| e.to_string())?;
+        for piece in buf.chunks(PIECE) {
+            a.write_all(piece).map_err(|e| e.to_string())?;
         }
         let mut ack = [0u8];
         a.read_exact(&mut ack).map_err(|e| e.to_string())

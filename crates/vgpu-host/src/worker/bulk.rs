@@ -181,16 +181,23 @@ impl Session {
         let mut buf = std::mem::take(&mut self.plane.spare);
         buf.clear();
         buf.extend_from_slice(&(size as u32).to_le_bytes());
-        // Grows once to the largest piece and keeps that size: no page is
-        // faulted in twice.
-        buf.resize(4 + size as usize, 0);
+        // Grows once to the largest piece and keeps that capacity: no page
+        // is faulted in twice, and nothing is written twice (the driver
+        // writes the bytes into the spare capacity).
+        buf.reserve(size as usize);
         if size == 0 {
             return Ok(buf);
         }
-        let dst = buf[4..].as_mut_ptr().cast::<c_void>();
+        let dst = buf.spare_capacity_mut().as_mut_ptr().cast::<c_void>();
         let r = self.dtoh_raw(stream, dst, src, size as usize);
         match r {
-            Ok(()) => Ok(buf),
+            Ok(()) => {
+                // SAFETY: the driver wrote all `size` bytes after the
+                // length word (the copy completed), within the capacity
+                // reserved above.
+                unsafe { buf.set_len(4 + size as usize) };
+                Ok(buf)
+            }
             Err((e, settled)) => {
                 if settled {
                     self.plane.spare = buf;
