@@ -292,7 +292,16 @@ impl FrameReader {
                     self.buf.resize(need, 0);
                 }
             }
-            match r.read(&mut self.buf[self.end..]) {
+            // A large frame (a copy piece) is read up to its own end and no
+            // further: bytes of the next frame read with it would have to be
+            // moved to the buffer's start before that frame could grow in
+            // place — a second copy of up to a whole piece.
+            let limit = if need > READ_CHUNK {
+                self.start + need
+            } else {
+                self.buf.len()
+            };
+            match r.read(&mut self.buf[self.end..limit]) {
                 Ok(0) if between_frames && self.end == self.start => {
                     return Err(FrameError::Closed)
                 }
