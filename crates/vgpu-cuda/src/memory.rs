@@ -2,9 +2,11 @@
 //! host (which checks every range against the session's allocations) with
 //! the guest's table ([`crate::devmem`]) kept in step.
 //!
-//! Copies carry at most [`COPY_CHUNK`] bytes per message, so a 256 MiB copy
-//! is 32 calls and never one 256 MiB buffer. A copy of 0 bytes succeeds
-//! without a round trip, as on the real driver. Guest ("host") memory is
+//! Copies go in pieces of at most `COPY_CHUNK` bytes, pipelined and
+//! without a copy of their own in the guest (`vgpu_transport::bulk`;
+//! through the shared-memory region on a Unix socket), so a 256 MiB copy
+//! never makes one 256 MiB buffer nor waits 32 round trips. A copy of 0
+//! bytes succeeds without a round trip, as on the real driver. Guest ("host") memory is
 //! plain process memory: copies read or write it directly, whatever
 //! allocated it.
 //!
@@ -26,10 +28,10 @@ use crate::stream::{self, Null, StreamArg};
 use cuda_types::cuda::{CUmemorytype, CUresult, CUstream};
 use std::ffi::{c_uint, c_void};
 use vgpu_ffi::{FromCuda, Out};
-use vgpu_transport::codec::Bytes;
+use vgpu_guest::log::Level;
+use vgpu_guest::vlog;
 use vgpu_transport::proto::{
-    MemAlloc, MemAllocPitch, MemFree, MemGetInfo, MemcpyDtoD, MemcpyDtoH, MemcpyHtoD, MemcpyPeer,
-    Memset, OnStream, COPY_CHUNK,
+    MemAlloc, MemAllocPitch, MemFree, MemGetInfo, MemcpyDtoD, MemcpyPeer, Memset, OnStream,
 };
 
 // ---- copy plumbing shared with the 2D/3D and host-memory code ----
@@ -149,41 +151,35 @@ pub fn check_device_span(ptr: u64, len: u64, what: &str) -> Result<(), CUresult>
     }
 }
 
-/// Guest bytes to device memory, chunked.
-pub fn put(route: &Route, dst: u64, src: &[u8]) -> Result<(), CUresult> {
-    for (off, len) in chunks(src.len() as u64, COPY_CHUNK) {
-        let piece = &src[off as usize..(off + len) as usize];
-        route.send(MemcpyHtoD {
-            ctx: route.ctx,
-            dst: dst + off,
-            data: Bytes(piece.to_vec()),
-        })?;
-    }
-    Ok(())
+/// A bulk transfer on the connection (pieces pipelined, through shared
+/// memory where there is some: `vgpu_transport::bulk`), its failure as
+/// the CUresult the application sees.
+fn bulk(
+    what: &str,
+    f: impl FnOnce(&mut vgpu_transport::Client) -> Result<(), vgpu_transport::CallError>,
+) -> Result<(), CUresult> {
+    vgpu_guest::client::bulk(f).map_err(|e| {
+        let code = driver::to_cuda(e);
+        vlog!(Level::Debug, "{what}: CUresult {}", code.0);
+        code
+    })
 }
 
-/// Device memory into guest bytes, chunked. The reply is the data, so this
-/// waits even on a stream: a stream-ordered read completes before the
-/// entry point returns, which is one valid schedule of it.
+/// Guest bytes to device memory, in pipelined pieces.
+pub fn put(route: &Route, dst: u64, src: &[u8]) -> Result<(), CUresult> {
+    let stream = route.asynchronous.then_some(route.stream);
+    bulk("copy to the device", |c| c.put(route.ctx, stream, dst, src))
+}
+
+/// Device memory into guest bytes, in pipelined pieces. The replies are
+/// the data, so this waits even on a stream: a stream-ordered read
+/// completes before the entry point returns, which is one valid schedule
+/// of it.
 pub fn get(route: &Route, dst: &mut [u8], src: u64) -> Result<(), CUresult> {
-    for (off, len) in chunks(dst.len() as u64, COPY_CHUNK) {
-        let Bytes(data) = route.send(MemcpyDtoH {
-            ctx: route.ctx,
-            src: src + off,
-            size: len,
-        })?;
-        if data.len() as u64 != len {
-            return Err(reject(
-                CUresult::CUDA_ERROR_UNKNOWN,
-                format_args!(
-                    "MemcpyDtoH: asked {len} bytes, the host sent {}",
-                    data.len()
-                ),
-            ));
-        }
-        dst[off as usize..(off + len) as usize].copy_from_slice(&data);
-    }
-    Ok(())
+    let stream = route.asynchronous.then_some(route.stream);
+    bulk("copy from the device", |c| {
+        c.get(route.ctx, stream, dst, src)
+    })
 }
 
 /// Device to device needs no payload, so it is one call whatever its size.
@@ -668,6 +664,7 @@ pub fn get_info<T: Word>(free: Out<T>, total: Out<T>) -> Result<(), CUresult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vgpu_transport::proto::COPY_CHUNK;
 
     #[test]
     fn chunking() {

@@ -34,8 +34,9 @@ use vgpu_guest::vlog;
 use vgpu_transport::codec::Bytes;
 use vgpu_transport::proto::{
     FuncGetAttribute, FuncSetAttribute, FuncSetCacheConfig, FunctionInfo, KernelGetFunction,
-    LibraryGetGlobal, LibraryGetKernel, LibraryGetModule, LibraryLoadData, LibraryUnload,
-    ModuleGetFunction, ModuleGetGlobal, ModuleLoadData, ModuleUnload,
+    LibraryGetGlobal, LibraryGetKernel, LibraryGetModule, LibraryLoadData, LibraryLoadStaged,
+    LibraryUnload, ModuleGetFunction, ModuleGetGlobal, ModuleLoadData, ModuleLoadStaged,
+    ModuleUnload, COPY_CHUNK,
 };
 
 const INVALID_HANDLE: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
@@ -273,6 +274,17 @@ fn ship(img: &Image, ctx: u64, library: bool) -> Result<HostImage, CUresult> {
     // SAFETY: `img` was just measured from the caller's live image.
     let bytes = unsafe { img.bytes() };
     let load = |bytes: &[u8]| {
+        if bytes.len() as u64 > COPY_CHUNK {
+            // Larger than a frame may be: sent in pieces (through shared
+            // memory where there is some) and loaded from the host's
+            // staged copy (docs/protocol.md, "Bulk transfers").
+            vgpu_guest::client::bulk(|c| c.stage_image(bytes)).map_err(driver::to_cuda)?;
+            return if library {
+                check::host(&LibraryLoadStaged { ctx })
+            } else {
+                check::host(&ModuleLoadStaged { ctx })
+            };
+        }
         let image = Bytes(bytes.to_vec());
         if library {
             check::host(&LibraryLoadData { ctx, image })

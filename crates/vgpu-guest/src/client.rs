@@ -493,7 +493,7 @@ fn open_session() -> Result<Session, GuestError> {
         .map_err(|e| GuestError::Unavailable(format!("connect {}: {e}", config.endpoint)))?;
     let hello = Hello::new(
         vgpu_transport::BUILD_ID,
-        caps::BATCH | caps::DEVICE_OUTPUT,
+        caps::BATCH | caps::DEVICE_OUTPUT | shm_cap(&config.endpoint),
         config.token.clone(),
     );
     let mut client =
@@ -524,6 +524,9 @@ fn open_session() -> Result<Session, GuestError> {
     // Every call from now on has a deadline (VGPU_CALL_TIMEOUT): a host
     // that stops answering makes the session lost, not the application hang.
     bounded(&client, config.call_timeout)?;
+    if let Some(why) = &client.shm_refused {
+        vlog!(Level::Info, "no shared memory with the host: {why}");
+    }
     client.set_output_sink(Box::new(write_device_output));
     let inventory = Arc::new(GuestInventory::new(
         host,
@@ -786,6 +789,39 @@ pub fn send<C: Call>(c: &C) -> Result<C::Reply, GuestError> {
             vlog!(Level::Error, "{}: bad reply: {e}", C::NAME);
             GuestError::Lost(format!("bad reply: {e}"))
         })
+    })
+}
+
+// ---- bulk transfers (docs/protocol.md, "Bulk transfers") ----
+
+/// `caps::SHM` for a host on this machine (a Unix socket), unless
+/// `VGPU_SHM=0` asks for the socket alone.
+fn shm_cap(endpoint: &vgpu_transport::Endpoint) -> u64 {
+    let off = std::env::var_os("VGPU_SHM").is_some_and(|v| v == "0");
+    if matches!(endpoint, vgpu_transport::Endpoint::Unix(_)) && !off {
+        caps::SHM
+    } else {
+        0
+    }
+}
+
+/// Runs a bulk transfer (`Client::put`, `get`, `stage_image`) on this
+/// process's own connection, connecting first if needed. A shim that
+/// shares the other's connection has none of its own to stream on.
+pub fn bulk<R>(
+    f: impl FnOnce(&mut Client) -> Result<R, vgpu_transport::CallError>,
+) -> Result<R, GuestError> {
+    with_session(|s| match &mut s.link {
+        Link::Own(c) => f(c).map_err(|e| match e {
+            vgpu_transport::CallError::Status(st) => GuestError::Status(st),
+            e => {
+                vlog!(Level::Error, "bulk transfer: {e}");
+                GuestError::Lost(e.to_string())
+            }
+        }),
+        Link::Shared(_) => Err(GuestError::Unavailable(
+            "bulk transfers need a connection of this shim's own".into(),
+        )),
     })
 }
 

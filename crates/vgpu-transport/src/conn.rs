@@ -5,9 +5,10 @@ use crate::codec::{from_bytes, to_bytes, DecodeError, Wire};
 use crate::endpoint::{Peer, Stream};
 use crate::frame::{encode_frame, read_frame, write_frame, Frame, FrameError, Header, FLAG_NOTICE};
 use crate::proto::{
-    refusal, Call, DeviceOutput, Hello, HelloReply, DEVICE_OUTPUT_OP, HELLO_OP, MAGIC,
-    PROTOCOL_VERSION,
+    caps, refusal, Call, DeviceOutput, Hello, HelloReply, ShmAttach, DEVICE_OUTPUT_OP, HELLO_OP,
+    MAGIC, PROTOCOL_VERSION, SHM_ATTACH_OP,
 };
+use crate::shm::Region;
 use crate::status::Status;
 use std::fmt;
 use std::io::Write;
@@ -83,6 +84,10 @@ pub struct Client {
     queued_calls: usize,
     /// Receives device output notices; without one they are dropped.
     output: Option<OutputSink>,
+    /// The shared-memory region, when both sides use one (`caps::SHM`).
+    pub(crate) shm: Option<Region>,
+    /// Why the region is not in use, when the guest asked for one.
+    pub shm_refused: Option<String>,
     pub hello: HelloReply,
 }
 
@@ -112,18 +117,70 @@ impl Client {
             let why = from_bytes::<String>(&f.payload).unwrap_or_default();
             return Err(HandshakeError::Refused(f.header.status, why));
         }
-        let hello = from_bytes::<HelloReply>(&f.payload).map_err(HandshakeError::Decode)?;
-        stream
-            .set_timeouts(None)
-            .map_err(|e| HandshakeError::Transport(e.into()))?;
-        Ok(Client {
+        let reply = from_bytes::<HelloReply>(&f.payload).map_err(HandshakeError::Decode)?;
+        let mut client = Client {
             stream,
             next_seq: 1,
             queued: Vec::new(),
             queued_calls: 0,
             output: None,
-            hello,
-        })
+            shm: None,
+            shm_refused: None,
+            hello: reply,
+        };
+        if hello.capabilities & client.hello.capabilities & caps::SHM != 0 {
+            client.attach_shm().map_err(HandshakeError::Transport)?;
+        } else if hello.capabilities & caps::SHM != 0 {
+            client.shm_refused = Some("the host does not offer shared memory".into());
+        }
+        client.stream.tune_for_bulk();
+        client
+            .stream
+            .set_timeouts(None)
+            .map_err(|e| HandshakeError::Transport(e.into()))?;
+        Ok(client)
+    }
+
+    /// After a handshake where both sides set `caps::SHM`: creates the
+    /// region and sends it (`SHM_ATTACH_OP`); the host's answer says
+    /// whether it is used. A region that cannot be created, or one the host
+    /// refuses, leaves the socket carrying everything; only a broken
+    /// connection is an error.
+    fn attach_shm(&mut self) -> Result<(), FrameError> {
+        let region = Region::create(crate::shm::REGION as usize);
+        let attach = ShmAttach {
+            size: if region.is_ok() {
+                crate::shm::REGION
+            } else {
+                0
+            },
+            slot: crate::shm::SLOT,
+        };
+        let mut frame = Vec::new();
+        let header = Header {
+            op: SHM_ATTACH_OP,
+            ..Default::default()
+        };
+        encode_frame(&mut frame, header, &to_bytes(&attach))?;
+        match &region {
+            Ok(r) => self.stream.send_with_fd(&frame, r.fd())?,
+            Err(_) => self.stream.write_all(&frame)?,
+        }
+        let f = read_frame(&mut self.stream)?;
+        match region {
+            Ok(r) if f.header.status == 0 => self.shm = Some(r),
+            Ok(_) => {
+                let why = from_bytes::<String>(&f.payload).unwrap_or_default();
+                self.shm_refused = Some(format!("the host refused the region: {why}"));
+            }
+            Err(e) => self.shm_refused = Some(format!("no memfd: {e}")),
+        }
+        Ok(())
+    }
+
+    /// Whether bulk bytes travel through shared memory.
+    pub fn has_shm(&self) -> bool {
+        self.shm.is_some()
     }
 
     /// Hands every [`DeviceOutput`] notice read from now on to `sink`, in
@@ -174,20 +231,44 @@ impl Client {
         payload: &[u8],
         before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
     ) -> Result<Frame, CallError> {
+        let seq = self.send_parts(op, 0, &[payload])?;
+        before_reply(&self.stream).map_err(FrameError::Io)?;
+        self.read_reply(seq)
+    }
+
+    /// Writes one frame whose payload is `parts` in order (queued calls go
+    /// first, in the same system call), without copying the parts
+    /// together: a copy's bytes go from the caller's buffer to the socket.
+    /// Returns its sequence number. Requests are answered strictly in
+    /// order, so several may be in flight ([`Client::read_reply`] each).
+    pub fn send_parts(&mut self, op: u16, flags: u16, parts: &[&[u8]]) -> Result<u32, CallError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > crate::frame::MAX_PAYLOAD as usize {
+            return Err(CallError::Transport(FrameError::TooLarge(len as u32)));
+        }
         let seq = self.take_seq();
         let header = Header {
             op,
             seq,
+            flags,
+            len: len as u32,
             ..Default::default()
-        };
-        let mut out = std::mem::take(&mut self.queued);
+        }
+        .to_bytes();
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 2);
+        all.push(&self.queued);
+        all.push(&header);
+        all.extend_from_slice(parts);
+        let written = crate::endpoint::write_all_parts(&mut self.stream, &all);
+        self.queued.clear();
         self.queued_calls = 0;
-        encode_frame(&mut out, header, payload).map_err(FrameError::Io)?;
-        let written = self.stream.write_all(&out);
-        out.clear();
-        self.queued = out;
         written.map_err(FrameError::Io)?;
-        before_reply(&self.stream).map_err(FrameError::Io)?;
+        Ok(seq)
+    }
+
+    /// Reads the reply to request `seq` (notices before it go to the
+    /// sink).
+    pub fn read_reply(&mut self, seq: u32) -> Result<Frame, CallError> {
         let f = loop {
             let f = read_frame(&mut self.stream)?;
             if f.header.flags & FLAG_NOTICE == 0 {
@@ -202,6 +283,55 @@ impl Client {
             });
         }
         Ok(f)
+    }
+
+    /// Reads the reply to request `seq`, whose value is a `Bytes` of
+    /// exactly `dst.len()` bytes, straight into `dst` (no intermediate
+    /// buffer). Returns the reply's status; on a non-zero status `dst` is
+    /// untouched.
+    pub fn read_reply_into(&mut self, seq: u32, dst: &mut [u8]) -> Result<u32, CallError> {
+        use std::io::Read;
+        let header = loop {
+            let mut hb = [0u8; crate::frame::HEADER_LEN];
+            read_exact_framed(&mut self.stream, &mut hb)?;
+            let h = Header::from_bytes(&hb);
+            if h.len > crate::frame::MAX_PAYLOAD {
+                return Err(FrameError::TooLarge(h.len).into());
+            }
+            if h.flags & FLAG_NOTICE == 0 {
+                break h;
+            }
+            let mut payload = vec![0u8; h.len as usize];
+            self.stream
+                .read_exact(&mut payload)
+                .map_err(FrameError::Io)?;
+            self.notice(Frame { header: h, payload })?;
+        };
+        if header.seq != seq {
+            return Err(CallError::OutOfOrder {
+                expected: seq,
+                got: header.seq,
+            });
+        }
+        if header.status != 0 || header.len as usize != 4 + dst.len() {
+            // No data (a failure), or not the size asked: read it off so
+            // the connection stays in step.
+            let mut rest = vec![0u8; header.len as usize];
+            self.stream.read_exact(&mut rest).map_err(FrameError::Io)?;
+            if header.status != 0 {
+                return Ok(header.status);
+            }
+            return Err(CallError::Decode(DecodeError::Truncated));
+        }
+        let mut n = [0u8; 4];
+        self.stream.read_exact(&mut n).map_err(FrameError::Io)?;
+        if u32::from_le_bytes(n) as usize != dst.len() {
+            let mut rest = vec![0u8; dst.len()];
+            self.stream.read_exact(&mut rest).map_err(FrameError::Io)?;
+            return Err(CallError::Decode(DecodeError::Truncated));
+        }
+        self.stream.read_exact(dst).map_err(FrameError::Io)?;
+        Ok(0)
     }
 
     /// A notice read while waiting for a reply: device output goes to the
@@ -269,6 +399,21 @@ impl Client {
     pub fn stream(&self) -> &Stream {
         &self.stream
     }
+}
+
+/// `read_exact` where an end of stream before the first byte is `Closed`.
+fn read_exact_framed(r: &mut impl std::io::Read, buf: &mut [u8]) -> Result<(), FrameError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Err(FrameError::Closed),
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// What the host requires of a new connection.
@@ -363,6 +508,48 @@ pub fn send_hello_reply(stream: &mut Stream, reply: &HelloReply) -> std::io::Res
         },
         &to_bytes(reply),
     )
+}
+
+/// The worker's side of [`SHM_ATTACH_OP`], right after a `HelloReply` that
+/// offered `caps::SHM` to a guest that asked for it: reads the guest's
+/// `ShmAttach` and its descriptor, adopts the region if it is safe to map
+/// ([`Region::adopt`]) and answers. `Ok(None)`: the guest sent no region,
+/// or one that was refused (answered with the reason); the socket then
+/// carries everything. `Err`: the connection failed.
+pub fn accept_shm(stream: &mut Stream) -> Result<(Option<Region>, String), String> {
+    use std::io::Read;
+    let mut hb = [0u8; crate::frame::HEADER_LEN];
+    let fd = stream
+        .recv_with_fd(&mut hb)
+        .map_err(|e| format!("no shared-memory frame: {e}"))?;
+    let h = Header::from_bytes(&hb);
+    if h.op != SHM_ATTACH_OP || h.len > 4096 {
+        return Err(format!(
+            "expected the shared-memory frame, got op {} of {} bytes",
+            h.op, h.len
+        ));
+    }
+    let mut payload = vec![0u8; h.len as usize];
+    stream
+        .read_exact(&mut payload)
+        .map_err(|e| format!("shared-memory frame: {e}"))?;
+    let adopted = match (from_bytes::<ShmAttach>(&payload), fd) {
+        (Err(e), _) => Err(format!("malformed: {e}")),
+        (Ok(a), _) if a.size == 0 => Err("the guest has no region".to_string()),
+        (Ok(_), None) => Err("no descriptor arrived with it".to_string()),
+        (Ok(a), Some(fd)) => Region::adopt(fd, a.size),
+    };
+    let (status, why, region) = match adopted {
+        Ok(r) => (0, format!("{} bytes", r.len()), Some(r)),
+        Err(why) => (1, why, None),
+    };
+    let reply = if status == 0 {
+        Vec::new()
+    } else {
+        to_bytes(&why)
+    };
+    send_reply(stream, &h, status, &reply).map_err(|e| e.to_string())?;
+    Ok((region, why))
 }
 
 /// Sends one reply frame for `request`.

@@ -198,11 +198,163 @@ impl Read for Stream {
     }
 }
 
+/// sendmsg(2) of several buffers (MSG_NOSIGNAL, as [`fd_write`]), with
+/// `fd` passed as SCM_RIGHTS when given (Unix sockets only).
+fn fd_sendmsg(fd: RawFd, bufs: &[io::IoSlice<'_>], pass: Option<RawFd>) -> io::Result<usize> {
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+    // Room for one descriptor's control message, aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    if let Some(pass) = pass {
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: `msg` points at `control`, which holds `space` bytes
+        // (asserted below), so the first header and its data fit.
+        unsafe {
+            assert!(space <= std::mem::size_of_val(&control));
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), pass);
+        }
+    }
+    // SAFETY: `msg` describes buffers valid for reading (IoSlice is
+    // ABI-compatible with iovec) and a control buffer we own.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Writes every byte of `bufs` in order, in as few system calls as the
+/// socket allows (a frame's header, its fixed fields and a caller's
+/// buffer go out without being copied together first).
+pub fn write_all_parts(w: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| io::IoSlice::new(p))
+        .collect();
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Stream {
+    /// Sends `bytes` (one small frame) with `fd` attached as SCM_RIGHTS:
+    /// how a guest hands its shared-memory region to the worker. Unix
+    /// sockets only.
+    pub fn send_with_fd(&mut self, bytes: &[u8], fd: RawFd) -> io::Result<()> {
+        if !matches!(self, Stream::Unix(_)) {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        let n = fd_sendmsg(self.as_raw_fd(), &[io::IoSlice::new(bytes)], Some(fd))?;
+        // The descriptor went with the first byte; the rest is plain data.
+        self.write_all(&bytes[n..])
+    }
+
+    /// Reads exactly `buf.len()` bytes; a descriptor passed with them
+    /// (SCM_RIGHTS) is returned, owned and close-on-exec. Any further
+    /// descriptors, or truncated control data, are closed and ignored.
+    pub fn recv_with_fd(&mut self, buf: &mut [u8]) -> io::Result<Option<OwnedFd>> {
+        let mut got = 0;
+        let mut passed: Option<OwnedFd> = None;
+        while got < buf.len() {
+            let mut iov = libc::iovec {
+                iov_base: buf[got..].as_mut_ptr().cast(),
+                iov_len: buf.len() - got,
+            };
+            let mut control = [0u64; 16];
+            // SAFETY: msghdr is plain old data.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            // SAFETY: `msg` describes buffers we own, valid for writing.
+            let n = unsafe { libc::recvmsg(self.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            got += n as usize;
+            // SAFETY: walking the control buffer the kernel filled, with
+            // the CMSG_* accessors, within `msg_controllen`.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&msg);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                        let data = libc::CMSG_DATA(c);
+                        let bytes = (*c).cmsg_len as usize - (data as usize - c as usize);
+                        for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                            let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                            let owned = OwnedFd::from_raw_fd(fd);
+                            if passed.is_none() {
+                                passed = Some(owned);
+                            }
+                        }
+                    }
+                    c = libc::CMSG_NXTHDR(&msg, c);
+                }
+            }
+        }
+        Ok(passed)
+    }
+
+    /// Socket buffers for bulk transfers: as large as the system allows
+    /// (`net.core.wmem_max`/`rmem_max` cap the request), so a multi-MiB
+    /// chunk streams without the writer waiting on every few hundred KiB.
+    /// TCP keeps the kernel's autotuning, which grows further than a fixed
+    /// size would.
+    pub fn tune_for_bulk(&self) {
+        if !matches!(self, Stream::Unix(_)) {
+            return;
+        }
+        let size: libc::c_int = 4 << 20;
+        for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+            // SAFETY: setsockopt with a c_int we own; failure only means
+            // smaller buffers.
+            unsafe {
+                libc::setsockopt(
+                    self.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    &size as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+    }
+}
+
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // send(MSG_NOSIGNAL) for every kind: a guest application must not
         // die of SIGPIPE because the host went away.
         fd_write(self.as_raw_fd(), buf)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        fd_sendmsg(self.as_raw_fd(), bufs, None)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

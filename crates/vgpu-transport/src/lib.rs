@@ -13,11 +13,13 @@
 //! ordered byte stream that reports the peer's disappearance as an error or
 //! EOF; nothing above it depends on which kind it is.
 
+pub mod bulk;
 pub mod codec;
 pub mod conn;
 pub mod endpoint;
 pub mod frame;
 pub mod proto;
+pub mod shm;
 pub mod status;
 
 pub use codec::{Bytes, DecodeError, Wire};

@@ -42,7 +42,9 @@ pub const MAGIC: [u8; 4] = *b"VGPU";
 /// 3: `LaunchKernel` carries launch attributes; graphs, graph memory,
 /// cluster occupancy, dynamic shared memory occupancy and tensor maps.
 /// 4: a function's parameter layout may be unknown (`FunctionInfo`).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: the data plane: shared memory (`ShmAttach`), pipelined copy pieces,
+/// staged images.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Handshake refusals (the status of the `Hello` reply); the payload is a
 /// human-readable reason and the host then closes the connection.
@@ -681,7 +683,58 @@ calls! {
     /// `cuTensorMapReplaceAddress` of a descriptor this session had
     /// encoded (the host knows what it spans) → the new descriptor.
     130 TensorMapReplaceAddress [sync] { ctx: u64, map: Bytes, global_address: u64 } -> Bytes;
+
+    // ---- the data plane (docs/protocol.md, "Bulk transfers"): pieces of
+    // large copies and images. Over the socket a piece carries its bytes;
+    // through the shared-memory region (`caps::SHM`) it names a slot
+    // (`offset`, `len`), and its reply tells the guest the slot is free
+    // again (HtoD, images) or filled (DtoH). ----
+    /// A piece of a synchronous host-to-device copy over the socket, other
+    /// than the last: queued, so pieces stream without a round trip each;
+    /// the last piece travels as [`MemcpyHtoD`], whose reply reports a
+    /// failure of any piece (it collects).
+    201 MemcpyHtoDPart [deferred bulk] { ctx: u64, dst: u64, data: Bytes } -> ();
+    /// A piece of a synchronous host-to-device copy from the region.
+    202 ShmHtoD [sync collects] { ctx: u64, dst: u64, offset: u64, len: u64 } -> ();
+    /// A piece of a stream-ordered host-to-device copy from the region; the
+    /// reply means the host has taken the bytes (the copy stays ordered on
+    /// the stream, as a driver stages a pageable source).
+    203 ShmHtoDAsync [sync] { ctx: u64, stream: u64, dst: u64, offset: u64, len: u64 } -> ();
+    /// A piece of a synchronous device-to-host copy into the region.
+    204 ShmDtoH [sync collects] { ctx: u64, src: u64, offset: u64, len: u64 } -> ();
+    /// A piece of a stream-ordered device-to-host copy into the region
+    /// (complete when answered, as `MemcpyDtoHAsync`).
+    205 ShmDtoHAsync [sync] { ctx: u64, stream: u64, src: u64, offset: u64, len: u64 } -> ();
+    /// Appends bytes to the session's staged image (an image too large for
+    /// one frame, sent in pieces). A failure poisons the staged image, so
+    /// the load that follows reports it.
+    206 ImageStage [deferred bulk] { data: Bytes } -> ();
+    /// [`ImageStage`] from a slot of the region.
+    207 ImageStageShm [sync] { offset: u64, len: u64 } -> ();
+    /// `ModuleLoadData` of the staged image, which it consumes.
+    208 ModuleLoadStaged [sync bulk flushes] { ctx: u64 } -> u64;
+    /// `LibraryLoadData` of the staged image, which it consumes.
+    209 LibraryLoadStaged [sync bulk flushes] { ctx: u64 } -> u64;
 }
+
+/// The frame a guest sends right after a handshake in which both sides set
+/// [`caps::SHM`]: a [`ShmAttach`], with the region's memfd attached
+/// (SCM_RIGHTS). Outside the `calls!` table, like [`HELLO_OP`]; the worker
+/// answers it before anything else (status 0: the region is in use; any
+/// other: it is not, the payload says why, and the socket carries
+/// everything).
+pub const SHM_ATTACH_OP: u16 = 200;
+
+wire_struct! {
+    /// The guest's shared-memory region: its size and how it is cut.
+    pub struct ShmAttach {
+        pub size: u64,
+        pub slot: u64,
+    }
+}
+
+/// Largest staged image (an image sent in pieces) a worker accepts.
+pub const MAX_STAGED_IMAGE: u64 = 4 << 30;
 
 /// Size of a `CUtensorMap`.
 pub const TENSOR_MAP_BYTES: usize = 128;
@@ -1002,6 +1055,8 @@ mod tests {
             "MemcpyDtoH",
             "Memcpy2DHtoD",
             "Memcpy2DDtoH",
+            "ShmHtoD",
+            "ShmDtoH",
         ]
         .into();
         let collectors: BTreeSet<&str> =
@@ -1036,6 +1091,10 @@ mod tests {
             "LibraryUnload",
             "CtxDestroy",
             "PrimaryCtxReset",
+            "ShmHtoD",
+            "ShmDtoH",
+            "ModuleLoadStaged",
+            "LibraryLoadStaged",
         ]
         .into();
         let flushing: BTreeSet<&str> = OPS.iter().filter(|m| m.flushes).map(|m| m.name).collect();

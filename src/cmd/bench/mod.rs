@@ -21,6 +21,7 @@
 //! Needs a running daemon (`VGPU_HOST`); the report starts with the machine
 //! and the host's driver. `--json` / `--tsv` print the figures as records.
 
+mod copies;
 mod interp;
 mod llama;
 mod machine;
@@ -51,6 +52,13 @@ pub struct BenchArgs {
     /// Timed launches of the graph (and of its kernels one by one).
     #[arg(long, default_value_t = 100)]
     pub graph_launches: usize,
+    /// The daemon's TCP endpoint (`HOST:PORT`, loopback), for the copy
+    /// figures over TCP; without it they are skipped.
+    #[arg(long)]
+    pub tcp: Option<String>,
+    /// Skip the copy figures.
+    #[arg(long)]
+    pub no_copies: bool,
     /// Skip the llama.cpp generation figures (minutes on the software GPU).
     #[arg(long)]
     pub no_llama: bool,
@@ -155,6 +163,19 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     ));
     r.num("sync_call_p50", us(ping_p50), "us");
     r.num("sync_call_p99", us(ping_p99), "us");
+    r.say(&format!(
+        "  target sync call <= {SYNC_TARGET}x raw ping-pong: {}",
+        if us(ping_p50) <= SYNC_TARGET * us(raw_p50) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    ));
+    if args.no_copies {
+        r.skipped("copies", "copies:", "--no-copies");
+    } else {
+        copy_figures(&mut r, &ep, args.tcp.as_deref());
+    }
 
     let rt = us(ping_p50).max(1e-9);
     match shim::Shim::open() {
@@ -257,6 +278,80 @@ fn vgpu_ping(c: &mut Client, n: usize) -> Result<Vec<Duration>, String> {
         samples.push(t.elapsed());
     }
     Ok(samples)
+}
+
+/// Targets of issue 12 on the software GPU, as ratios in one run.
+const SYNC_TARGET: f64 = 1.3;
+const COPY_UNIX_TARGET: f64 = 0.5;
+const COPY_TCP_TARGET: f64 = 0.8;
+
+fn verdict(ratio: f64, target: f64) -> &'static str {
+    if ratio >= target {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+/// Floors, then 64 MiB copies over Unix+shm, Unix alone and TCP.
+fn copy_figures(r: &mut Report, ep: &Endpoint, tcp: Option<&str>) {
+    let mem = copies::memcpy_floor();
+    r.say(&format!("memcpy (64 MiB):             {mem:8.2} GB/s"));
+    r.num("floor_memcpy", mem, "GB/s");
+    let unix = copies::unix_floor().unwrap_or(0.0);
+    r.say(&format!(
+        "raw unix stream:             {unix:8.2} GB/s   (two threads, 1 MiB writes)"
+    ));
+    r.num("floor_unix_stream", unix, "GB/s");
+    let tcp_floor = copies::tcp_floor().unwrap_or(0.0);
+    r.say(&format!(
+        "raw tcp loopback stream:     {tcp_floor:8.2} GB/s   (two threads, 1 MiB writes)"
+    ));
+    r.num("floor_tcp_stream", tcp_floor, "GB/s");
+    let mut runs: Vec<(&str, Endpoint, bool, f64, f64, &str)> = Vec::new();
+    if matches!(ep, Endpoint::Unix(_)) {
+        runs.push((
+            "unix+shm",
+            ep.clone(),
+            true,
+            mem,
+            COPY_UNIX_TARGET,
+            "memcpy",
+        ));
+        runs.push((
+            "unix, no shm",
+            ep.clone(),
+            false,
+            mem,
+            COPY_UNIX_TARGET,
+            "memcpy",
+        ));
+    }
+    match tcp.map(|t| format!("tcp:{t}").parse::<Endpoint>()) {
+        Some(Ok(t)) => runs.push(("tcp", t, false, tcp_floor, COPY_TCP_TARGET, "raw tcp")),
+        Some(Err(e)) => r.failed("copies_tcp", "copies over tcp:", &e),
+        None => r.skipped("copies_tcp", "copies over tcp:", "no --tcp HOST:PORT"),
+    }
+    for (label, ep, shm, floor, target, floor_name) in runs {
+        let key = label.replace([' ', ',', '+'], "_").replace("__", "_");
+        match copies::vgpu_copies(&ep, shm) {
+            Ok((h2d, d2h, used)) => {
+                if shm && !used {
+                    r.say("  (the host refused the shared-memory region)");
+                }
+                for (dir, v) in [("HtoD", h2d), ("DtoH", d2h)] {
+                    let ratio = v / floor.max(1e-12);
+                    r.say(&format!(
+                        "{:<29}{v:8.2} GB/s   ({ratio:.2}x {floor_name}; target >= {target}x {})",
+                        format!("{dir} 64 MiB, {label}:"),
+                        verdict(ratio, target)
+                    ));
+                    r.num(&format!("copy_{}_{key}", dir.to_lowercase()), v, "GB/s");
+                }
+            }
+            Err(e) => r.failed(&format!("copies_{key}"), &format!("copies, {label}:"), &e),
+        }
+    }
 }
 
 /// `rt`: the sync call's p50 in µs, the unit launches are priced in.

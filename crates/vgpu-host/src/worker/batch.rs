@@ -283,8 +283,10 @@ pub struct FrameReader {
 }
 
 /// Bytes asked of the socket at a time; a frame larger than this grows the
-/// buffer, which shrinks back once it drains.
+/// buffer, which shrinks back once it drains if it grew past [`KEEP_BYTES`].
 const READ_CHUNK: usize = 256 * 1024;
+/// The buffer size kept between frames: a copy piece and its fields.
+const KEEP_BYTES: usize = vgpu_transport::proto::COPY_CHUNK as usize + 64 * 1024;
 
 impl Default for FrameReader {
     fn default() -> Self {
@@ -309,7 +311,9 @@ impl FrameReader {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if self.buf.len() > 4 * READ_CHUNK {
+            // Large enough for a whole copy piece is kept: a fresh buffer
+            // per piece would be page-faulted in every time.
+            if self.buf.len() > KEEP_BYTES {
                 self.buf.truncate(READ_CHUNK);
                 self.buf.shrink_to_fit();
             }
@@ -350,7 +354,16 @@ impl FrameReader {
                     self.buf.resize(need, 0);
                 }
             }
-            match r.read(&mut self.buf[self.end..]) {
+            // A large frame (a copy piece) is read up to its own end and no
+            // further: bytes of the next frame read with it would have to be
+            // moved to the buffer's start before that frame could grow in
+            // place — a second copy of up to a whole piece.
+            let limit = if need > READ_CHUNK {
+                self.start + need
+            } else {
+                self.buf.len()
+            };
+            match r.read(&mut self.buf[self.end..limit]) {
                 Ok(0) if between_frames && self.end == self.start => {
                     return Err(FrameError::Closed)
                 }
@@ -368,6 +381,9 @@ impl FrameReader {
 pub trait Served {
     fn id(&self) -> u64;
     fn batch(&mut self) -> &mut Batch;
+    /// A reply payload the loop has written out, back for reuse (a
+    /// device-to-host copy's buffer need not be allocated per piece).
+    fn recycle(&mut self, _buf: Vec<u8>) {}
     /// The device output printed since the last call, for the guest
     /// (nothing when it does not take device output).
     fn device_output(&mut self) -> Vec<DeviceOutput> {
@@ -465,12 +481,23 @@ pub fn serve_loop<T: Served, S: Read + Write>(
             status,
             ..Default::default()
         };
-        let sent = encode_frame(&mut out, h, payload)
-            .and_then(|()| stream.write_all(&out))
+        // The payload (a copy's bytes, maybe) goes out from where it is,
+        // after the headers, in one system call where the socket allows.
+        out.extend_from_slice(
+            &Header {
+                len: payload.len() as u32,
+                ..h
+            }
+            .to_bytes(),
+        );
+        let sent = vgpu_transport::endpoint::write_all_parts(stream, &[&out, payload])
             .and_then(|()| stream.flush());
         if let Err(e) = sent {
             tracing::info!("session {}: guest gone while replying: {e}", t.id());
             return 0;
+        }
+        if let Ok(p) = reply {
+            t.recycle(p);
         }
     }
 }

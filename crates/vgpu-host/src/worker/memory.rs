@@ -10,9 +10,11 @@
 //! Every copy and memset op has a synchronous form and a stream-ordered
 //! `...Async` twin (the same fields plus `stream`, see `proto::OnStream`),
 //! served by one method.
-//! Stream-ordered copies that use a host buffer (HtoD's payload, DtoH's
-//! reply) wait for their stream before returning: the buffer lives in this
-//! request, and DtoH's bytes must be in the reply.
+//! Stream-ordered copies into a host buffer (DtoH's reply) wait for their
+//! stream before returning: the bytes must be in the reply. Those from a
+//! host buffer (HtoD's payload) do not: the buffer is pageable memory to
+//! the driver, which stages it before the call returns (see
+//! [`super::bulk`]), so stream order alone keeps them in place.
 
 use super::ranges::{span, RangeSet};
 use super::{cu, Session};
@@ -63,7 +65,7 @@ pub struct MemState {
 
 /// Which way a checked range is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Access {
+pub enum Access {
     Read,
     Write,
 }
@@ -281,30 +283,10 @@ impl Session {
         }
     }
 
-    /// `MemcpyHtoD`, or on `stream` its `...Async` twin.
+    /// `MemcpyHtoD`, or on `stream` its `...Async` twin (normally served
+    /// in place, see [`super::bulk`]).
     fn memcpy_htod(&mut self, c: MemcpyHtoD, stream: Option<u64>) -> Result<(), Status> {
-        let stream = self.enter_copy_stream(c.ctx, stream)?;
-        let n = c.data.0.len() as u64;
-        if n > COPY_CHUNK {
-            tracing::warn!(
-                "session {}: MemcpyHtoD payload of {n} bytes exceeds the {COPY_CHUNK}-byte chunk",
-                self.id
-            );
-            return Err(INVALID_VALUE);
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        self.check_range("MemcpyHtoD", c.dst, n, Access::Write)?;
-        let buf = c.data.0;
-        let src = buf.as_ptr().cast::<c_void>();
-        match stream {
-            None => cu!(self, cuMemcpyHtoD_v2(c.dst, src, buf.len())),
-            Some(s) => {
-                cu!(self, cuMemcpyHtoDAsync_v2(c.dst, src, buf.len(), s))?;
-                self.settle(s, buf).map(drop)
-            }
-        }
+        self.htod(c.ctx, stream, c.dst, &c.data.0)
     }
 
     /// `MemcpyDtoH`, or on `stream` its `...Async` twin.
@@ -403,7 +385,10 @@ impl Session {
             None => cu!(self, cuMemcpy2D_v2(desc)).map(|()| buf),
             Some(s) => {
                 cu!(self, cuMemcpy2DAsync_v2(desc, s))?;
-                if buf.is_empty() {
+                // A host source is pageable memory to the driver, which
+                // stages it before returning (see super::bulk): only a
+                // host destination must be waited for.
+                if buf.is_empty() || desc.dstMemoryType != CUmemorytype::CU_MEMORYTYPE_HOST {
                     return Ok(buf);
                 }
                 self.settle(s, buf)

@@ -36,6 +36,7 @@
 //! module with its `impl Serve` blocks, declared below.
 
 pub mod batch;
+pub mod bulk;
 pub mod context;
 pub mod event;
 pub mod graph;
@@ -204,6 +205,8 @@ pub struct Session {
     /// The guest takes device output (`caps::DEVICE_OUTPUT`); otherwise
     /// it is dropped.
     pub output_to_guest: bool,
+    /// The data plane: shared-memory region, staged image, reply buffer.
+    pub plane: bulk::Plane,
 }
 
 impl Session {
@@ -257,6 +260,7 @@ impl Session {
             batch: batch::Batch::default(),
             output: None,
             output_to_guest: false,
+            plane: bulk::Plane::default(),
         };
         cu!(s, cuInit(0)).map_err(|e| format!("cuInit failed: {e}"))?;
         let mut n: i32 = 0;
@@ -455,17 +459,23 @@ pub fn run(cfg: WorkerConfig) -> i32 {
     // Answered before the driver initializes: the guest's short handshake
     // deadline measures whether a host is there, its inventory deadline
     // (VGPU_INIT_TIMEOUT) how long initialization may take.
+    // Shared memory for a guest on this machine that asks for it, unless
+    // the host is told not to (`VGPU_SHM=0`).
+    let shm = cfg.hello.capabilities & caps::SHM != 0
+        && matches!(stream, Stream::Unix(_))
+        && std::env::var("VGPU_SHM").map_or(true, |v| v != "0");
     let reply = HelloReply {
         version: PROTOCOL_VERSION,
         build_id: vgpu_transport::BUILD_ID.to_string(),
         // NO_REPLY batching (see worker::batch), device output when it is
-        // captured; no shared-memory plane yet.
+        // captured, the shared-memory plane (worker::bulk).
         capabilities: caps::BATCH
             | if capture.is_some() {
                 caps::DEVICE_OUTPUT
             } else {
                 0
-            },
+            }
+            | if shm { caps::SHM } else { 0 },
         driver_kind: driver.kind.as_str().to_string(),
         session: cfg.session,
     };
@@ -473,6 +483,31 @@ pub fn run(cfg: WorkerConfig) -> i32 {
         tracing::info!("session {}: guest left during handshake: {e}", cfg.session);
         return 0;
     }
+    let region = if shm {
+        let _ = stream.set_timeouts(Some(std::time::Duration::from_secs(5)));
+        let got = vgpu_transport::conn::accept_shm(&mut stream);
+        let _ = stream.set_timeouts(None);
+        match got {
+            Ok((Some(r), what)) => {
+                tracing::info!("session {}: shared-memory region of {what}", cfg.session);
+                Some(r)
+            }
+            Ok((None, why)) => {
+                tracing::info!(
+                    "session {}: no shared-memory region ({why}); bulk bytes use the socket",
+                    cfg.session
+                );
+                None
+            }
+            Err(e) => {
+                tracing::info!("session {}: guest left during handshake: {e}", cfg.session);
+                return 0;
+            }
+        }
+    } else {
+        None
+    };
+    stream.tune_for_bulk();
     let started = std::time::Instant::now();
     let mut session = match Session::start(cfg.session, cfg.hello.pid, driver) {
         Ok(mut s) => {
@@ -493,6 +528,7 @@ pub fn run(cfg: WorkerConfig) -> i32 {
             }
             s.output = capture;
             s.output_to_guest = to_guest;
+            s.plane.region = region;
             s
         }
         Err(why) => {
@@ -565,7 +601,9 @@ fn serve(session: &mut Session, stream: &mut Stream) -> i32 {
         // with it: report it as a host error and keep serving.
         let busy = watchdog::Busy::op(op);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            proto::dispatch(session, op, payload)
+            session
+                .serve_in_place(op, payload)
+                .unwrap_or_else(|| proto::dispatch(session, op, payload))
         }));
         drop(busy);
         // The principal's other connections check against this at once.
@@ -587,6 +625,9 @@ impl batch::Served for Session {
     }
     fn batch(&mut self) -> &mut batch::Batch {
         &mut self.batch
+    }
+    fn recycle(&mut self, buf: Vec<u8>) {
+        Session::recycle(self, buf)
     }
     fn device_output(&mut self) -> Vec<DeviceOutput> {
         let Some(c) = &self.output else {

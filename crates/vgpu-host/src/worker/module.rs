@@ -4,9 +4,12 @@
 //! Images go to the driver as the guest sent them; the driver parses them.
 //! What the worker checks first is only what would make the driver read
 //! past the buffer: PTX must be NUL-terminated, and a fatbin or ELF must
-//! not claim to be larger than what arrived. The bytes stay alive as long
-//! as the module or library, since a driver that loads lazily may go back
-//! to them (the guest's copy is in another process).
+//! not claim to be larger than what arrived. The bytes are dropped once the
+//! load returns: `cuModuleLoadData` and `cuLibraryLoadData` (without
+//! `CU_LIBRARY_BINARY_IS_PRESERVED`, which the worker never passes) keep
+//! their own copy. An image too large for one frame arrives in pieces and
+//! is loaded from the session's staged image (`ModuleLoadStaged`,
+//! `LibraryLoadStaged`, see [`super::bulk`]).
 //!
 //! A module loaded by the guest belongs to its context; a library does not
 //! belong to any (it is loaded in every context), but its modules, globals
@@ -33,9 +36,9 @@ use std::collections::HashMap;
 use std::ffi::{c_char, CString};
 use vgpu_transport::proto::{
     FuncGetAttribute, FuncSetAttribute, FuncSetCacheConfig, FunctionInfo, KernelGetFunction,
-    LibraryGetGlobal, LibraryGetKernel, LibraryGetModule, LibraryLoadData, LibraryUnload,
-    ModuleGetFunction, ModuleGetGlobal, ModuleLoadData, ModuleUnload, OccupancyMaxActiveBlocks,
-    OccupancyMaxPotentialBlockSize, Serve,
+    LibraryGetGlobal, LibraryGetKernel, LibraryGetModule, LibraryLoadData, LibraryLoadStaged,
+    LibraryUnload, ModuleGetFunction, ModuleGetGlobal, ModuleLoadData, ModuleLoadStaged,
+    ModuleUnload, OccupancyMaxActiveBlocks, OccupancyMaxPotentialBlockSize, Serve,
 };
 use vgpu_transport::Status;
 
@@ -62,9 +65,6 @@ pub struct Module {
     pub raw: CUmodule,
     pub ctx: u64,
     pub origin: ModuleOrigin,
-    /// Kept for the driver's sake (see the module docs); empty for library
-    /// modules, whose library keeps the image.
-    _image: Vec<u8>,
     /// Parameter layouts read from the image, when the driver cannot say.
     layouts: Option<Layouts>,
     /// Functions already handed out, by name.
@@ -79,7 +79,6 @@ pub struct Library {
     /// attributes are per device).
     pub ctx: u64,
     pub device: CUdevice,
-    _image: Vec<u8>,
     /// Parameter layouts read from the image, when the driver cannot say.
     layouts: Option<Layouts>,
     kernels: HashMap<String, u64>,
@@ -411,8 +410,38 @@ impl Session {
 
 impl Serve<ModuleLoadData> for Session {
     fn serve(&mut self, c: ModuleLoadData) -> Result<u64, Status> {
+        self.module_load(c.ctx, c.image.0)
+    }
+}
+
+impl Serve<ModuleLoadStaged> for Session {
+    fn serve(&mut self, c: ModuleLoadStaged) -> Result<u64, Status> {
+        let image = self.take_staged()?;
+        self.module_load(c.ctx, image)
+    }
+}
+
+impl Serve<LibraryLoadData> for Session {
+    fn serve(&mut self, c: LibraryLoadData) -> Result<u64, Status> {
+        self.library_load(c.ctx, c.image.0)
+    }
+}
+
+impl Serve<LibraryLoadStaged> for Session {
+    fn serve(&mut self, c: LibraryLoadStaged) -> Result<u64, Status> {
+        let image = self.take_staged()?;
+        self.library_load(c.ctx, image)
+    }
+}
+
+impl Session {
+    fn module_load(&mut self, ctx: u64, image: Vec<u8>) -> Result<u64, Status> {
         self.admit_object(crate::account::Kind::Modules)?;
-        let image = prepare_image(c.image.0)?;
+        let c = ModuleLoadData {
+            ctx,
+            image: Default::default(),
+        };
+        let image = prepare_image(image)?;
         self.enter(c.ctx)?;
         let mut raw: CUmodule = std::ptr::null_mut();
         cu!(self, cuModuleLoadData(&mut raw, image.as_ptr().cast()))?;
@@ -421,7 +450,6 @@ impl Serve<ModuleLoadData> for Session {
             raw,
             ctx: c.ctx,
             origin: ModuleOrigin::Loaded,
-            _image: image,
             layouts,
             functions: HashMap::new(),
             globals: Vec::new(),
@@ -556,10 +584,14 @@ impl Serve<ModuleGetGlobal> for Session {
     }
 }
 
-impl Serve<LibraryLoadData> for Session {
-    fn serve(&mut self, c: LibraryLoadData) -> Result<u64, Status> {
+impl Session {
+    fn library_load(&mut self, ctx: u64, image: Vec<u8>) -> Result<u64, Status> {
         self.admit_object(crate::account::Kind::Modules)?;
-        let image = prepare_image(c.image.0)?;
+        let c = LibraryLoadData {
+            ctx,
+            image: Default::default(),
+        };
+        let image = prepare_image(image)?;
         // Libraries belong to no context; a guest with none current (cudart
         // loading its fatbins at a program's first launch) names none, and
         // the library's kernels then report device 0's attributes.
@@ -587,7 +619,6 @@ impl Serve<LibraryLoadData> for Session {
             raw,
             ctx: c.ctx,
             device,
-            _image: image,
             layouts,
             kernels: HashMap::new(),
             modules: HashMap::new(),
@@ -691,7 +722,6 @@ impl Serve<LibraryGetModule> for Session {
             raw,
             ctx: c.ctx,
             origin: ModuleOrigin::Library(c.library),
-            _image: Vec::new(),
             layouts: None,
             functions: HashMap::new(),
             globals: Vec::new(),
