@@ -306,11 +306,15 @@ group_cupy() {
 # nvcc, where that nvcc finds them (include/cccl).
 GGML_SDIST=llama-cpp-python==0.3.36
 GGML_SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+# What is kept of vendor/llama.cpp/ggml besides src/'s own files
+# (ggml-quants.c includes the CPU backend's ggml-cpu-impl.h).
+GGML_KEEP=(include src/ggml-cuda src/ggml-cpu/ggml-cpu-impl.h)
 group_ggml() {
     group_nvcc
     pip_group ggml_cccl nvidia-cuda-cccl==13.3.5.0.6
     local ver="${GGML_SDIST##*==}"
-    local out="$CACHE/ggml/$ver" want="$GGML_SDIST --hash=sha256:$GGML_SDIST_SHA256"
+    local out="$CACHE/ggml/$ver" req="$GGML_SDIST --hash=sha256:$GGML_SDIST_SHA256" keep
+    local want="$req ${GGML_KEEP[*]}"
     if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$want" ]; then
         log "ggml: sources of llama-cpp-python $ver up to date in $out"
         return
@@ -319,7 +323,7 @@ group_ggml() {
     local tmp="$CACHE/ggml-sdist.tmp" src
     rm -rf "$tmp"
     mkdir -p "$tmp"
-    printf '%s\n' "$want" > "$tmp/requirements.txt"
+    printf '%s\n' "$req" > "$tmp/requirements.txt"
     # As for CuPy's tests: pip checks the hash and unpacks the sdist, then
     # fails to prepare its metadata (it builds with scikit-build-core);
     # --no-clean keeps the unpacked tree in our private TMPDIR.
@@ -336,8 +340,10 @@ group_ggml() {
     rm -rf "$out"
     mkdir -p "$out/ggml/src"
     cp "$src/LICENSE" "$out/"
-    cp -r "$src/ggml/include" "$out/ggml/"
-    cp -r "$src/ggml/src/ggml-cuda" "$out/ggml/src/"
+    for keep in "${GGML_KEEP[@]}"; do
+        mkdir -p "$(dirname "$out/ggml/$keep")"
+        cp -r "$src/ggml/$keep" "$out/ggml/$keep"
+    done
     find "$src/ggml/src" -maxdepth 1 -type f -exec cp {} "$out/ggml/src/" \;
     printf '%s' "$want" > "$out/.stamp"
     rm -rf "$tmp"

@@ -9,7 +9,7 @@
 //! The sources come from the pinned llama-cpp-python sdist, unpacked by
 //! `scripts/test-deps.sh ggml` into `${VGPU_CACHE:-.cache}/ggml/<version>/`
 //! (never committed); nvcc is group `nvcc`'s. The test builds, in parallel
-//! and cached by content under that directory's `build/`:
+//! and cached by content in `${VGPU_CACHE}/ggml/build-<version>/`:
 //!
 //! * ggml's base library (the C/C++ that builds graphs and packs op
 //!   parameters) with gcc;
@@ -23,7 +23,7 @@
 //!   launchers, CPU references, tolerances), and a declarations-only
 //!   `include/cublas_v2.h`.
 //!
-//! The first build takes several minutes on two cores; a cached one, none.
+//! The first build takes about 3 CPU-minutes; a cached one, none.
 //! The program then runs unmodified through the shims on the tests' daemon
 //! (the software GPU, or `VGPU_TEST_DRIVER`'s driver) and prints one line
 //! per check.
@@ -121,7 +121,11 @@ fn build() -> PathBuf {
     );
     let nvcc = nv.join("bin/nvcc");
     let ours = common::repo_root().join("tests/ggml");
-    let out_dir = ggml.parent().unwrap().join("build");
+    // Beside the sources, not in them: a fresh fetch of the same sources
+    // keeps what was built (every object is keyed by its inputs' bytes).
+    let out_dir = common::cache_dir()
+        .join("ggml")
+        .join(format!("build-{}", sdist_version()));
     fs::create_dir_all(&out_dir).unwrap();
 
     // ggml.c includes the ggml-version.h its CMake configures.
