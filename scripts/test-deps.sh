@@ -21,7 +21,7 @@ CACHE="${VGPU_CACHE:-$REPO/.cache}"
 VENV="$CACHE/venv"
 PYTHON="${PYTHON:-python3}"
 
-ALL_GROUPS=(apt bindings nvml cudart nvcc numba numba_suite llama cupy)
+ALL_GROUPS=(apt bindings nvml cudart nvcc numba numba_suite llama cupy ggml)
 # Opt-in, not in ALL_GROUPS (5.3 GB): torch (tests/torch.rs, an #[ignore]d test).
 
 log() { printf 'test-deps: %s\n' "$*"; }
@@ -294,6 +294,60 @@ group_cupy() {
     printf '%s' "$want" > "$out/.stamp"
     rm -rf "$tmp"
     log "cupy: $(find "$out/tests" -name 'test_*.py' | wc -l) test files in $out/tests"
+}
+
+# ggml's CUDA sources (tests/ggml_kernels.rs builds a few of its kernel files
+# for compute_90 PTX, as Ollama does): the llama-cpp-python sdist vendors
+# llama.cpp (ggml 0.25.3 in 0.3.36; a 77 MB download), of which ggml's
+# headers, base library sources and ggml-cuda/ (about 6 MB) and llama.cpp's
+# MIT licence are kept in $VGPU_CACHE/ggml/<version>/ (never committed). And
+# the CCCL headers nvcc 13's cuda_fp16.h includes (<nv/target>): the
+# nvidia-cuda-cccl that cuda-toolkit==13.5.0 pins, into the venv of group
+# nvcc, where that nvcc finds them (include/cccl).
+GGML_SDIST=llama-cpp-python==0.3.36
+GGML_SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+# What is kept of vendor/llama.cpp/ggml besides src/'s own files
+# (ggml-quants.c includes the CPU backend's ggml-cpu-impl.h).
+GGML_KEEP=(include src/ggml-cuda src/ggml-cpu/ggml-cpu-impl.h)
+group_ggml() {
+    group_nvcc
+    pip_group ggml_cccl nvidia-cuda-cccl==13.3.5.0.6
+    local ver="${GGML_SDIST##*==}"
+    local out="$CACHE/ggml/$ver" req="$GGML_SDIST --hash=sha256:$GGML_SDIST_SHA256" keep
+    local want="$req ${GGML_KEEP[*]}"
+    if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$want" ]; then
+        log "ggml: sources of llama-cpp-python $ver up to date in $out"
+        return
+    fi
+    log "ggml: fetching llama-cpp-python $ver's sdist for ggml's sources into $out"
+    local tmp="$CACHE/ggml-sdist.tmp" src
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    printf '%s\n' "$req" > "$tmp/requirements.txt"
+    # As for CuPy's tests: pip checks the hash and unpacks the sdist, then
+    # fails to prepare its metadata (it builds with scikit-build-core);
+    # --no-clean keeps the unpacked tree in our private TMPDIR.
+    TMPDIR="$tmp" "$VENV/bin/python" -m pip download --disable-pip-version-check \
+        --no-deps --no-binary :all: --no-build-isolation --no-clean --require-hashes \
+        -r "$tmp/requirements.txt" -d "$tmp/download" > "$tmp/pip.log" 2>&1 || true
+    src="$(find "$tmp" -mindepth 2 -maxdepth 2 -type d -name 'llama-cpp-python_*' | head -n 1)"
+    src="$src/vendor/llama.cpp"
+    if [ ! -f "$src/ggml/src/ggml-cuda/common.cuh" ] || [ ! -f "$src/LICENSE" ]; then
+        tail -n 20 "$tmp/pip.log"
+        log "ggml: no unpacked llama-cpp-python $ver sdist with ggml-cuda under $tmp (pip's log above)"
+        exit 1
+    fi
+    rm -rf "$out"
+    mkdir -p "$out/ggml/src"
+    cp "$src/LICENSE" "$out/"
+    for keep in "${GGML_KEEP[@]}"; do
+        mkdir -p "$(dirname "$out/ggml/$keep")"
+        cp -r "$src/ggml/$keep" "$out/ggml/$keep"
+    done
+    find "$src/ggml/src" -maxdepth 1 -type f -exec cp {} "$out/ggml/src/" \;
+    printf '%s' "$want" > "$out/.stamp"
+    rm -rf "$tmp"
+    log "ggml: $(find "$out/ggml/src/ggml-cuda" -name '*.cu' | wc -l) CUDA files in $out/ggml/src/ggml-cuda"
 }
 
 # ---------------------------------------------------------------- main

@@ -286,6 +286,23 @@ pub fn requires_h100_pcie(why: &str) -> bool {
     }
 }
 
+/// For a test whose program carries PTX for compute capability `cc` only
+/// (e.g. (9, 0)), which a board of a lower one cannot JIT: true unless the
+/// software GPU imitates such a board (a real driver's board is only known
+/// by running; there the program fails with "no kernel image").
+#[must_use]
+pub fn requires_cc(cc: (i32, i32), why: &str) -> bool {
+    match expected::host() {
+        Some(h) if h.cc < cc => skip(&format!(
+            "needs compute capability {}.{}, the profile has {}: {why}",
+            cc.0,
+            cc.1,
+            h.cc_text()
+        )),
+        _ => true,
+    }
+}
+
 // ---------------------------------------------------------------- artifacts
 
 /// Paths of the built artifacts, all in `target/<profile>/`.
