@@ -233,12 +233,9 @@ fn memory_async_pool() {
 }
 
 #[test]
-#[ignore = "cupy.sort runs Thrust from cupy/cuda/thrust.so, whose one fatbin is 72 MB \
-            (12 SASS archs + compute_100 PTX): the shim sends it whole with \
-            cuLibraryLoadData and the transport refuses a frame over 64 MiB + 4 KiB \
-            (`LibraryLoadData: connection to vgpu host lost: transport: payload too \
-            large`); the guest reconnects to a new session that knows none of its \
-            modules"]
+/// cupy.sort runs Thrust from cupy/cuda/thrust.so, whose one fatbin is 72 MB
+/// (12 SASS archs + compute_100 PTX): larger than a frame, so it travels
+/// staged in pieces (docs/protocol.md "Bulk transfers").
 fn sort_thrust() {
     assert_checks_pass(&["sort"]);
 }
