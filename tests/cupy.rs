@@ -232,10 +232,10 @@ fn memory_async_pool() {
     assert_checks_pass(&["memory_async_pool"]);
 }
 
-#[test]
 /// cupy.sort runs Thrust from cupy/cuda/thrust.so, whose one fatbin is 72 MB
 /// (12 SASS archs + compute_100 PTX): larger than a frame, so it travels
 /// staged in pieces (docs/protocol.md "Bulk transfers").
+#[test]
 fn sort_thrust() {
     assert_checks_pass(&["sort"]);
 }
