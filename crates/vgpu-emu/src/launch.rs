@@ -43,6 +43,7 @@ use cuda_types::cuda::{
 };
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -145,6 +146,21 @@ pub(crate) unsafe fn pack_params(
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> Result<Vec<u8>, CUresult> {
+    // SAFETY: forwarded.
+    unsafe { params_view(f, params, extra) }.map(Cow::into_owned)
+}
+
+/// [`pack_params`] without a copy where there is a packed buffer already
+/// (`extra`, which is how the host worker launches): the launch reads it in
+/// place for as long as the call lasts.
+///
+/// # Safety
+/// As [`pack_params`]; the `extra` buffer outlives `'a`.
+pub(crate) unsafe fn params_view<'a>(
+    f: &Function,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> Result<Cow<'a, [u8]>, CUresult> {
     let k = f
         .module
         .ptx
@@ -167,19 +183,22 @@ pub(crate) unsafe fn pack_params(
             return Err(INVALID_VALUE);
         }
         if size == 0 {
-            return Ok(Vec::new());
+            return Ok(Cow::Borrowed(&[]));
         }
         let buf = found.buffer.unwrap_or(std::ptr::null());
         if buf.is_null() {
             return Err(INVALID_VALUE);
         }
         // SAFETY: the application says `buf` holds `len >= size` bytes.
-        return Ok(unsafe { std::slice::from_raw_parts(buf, size) }.to_vec());
+        return Ok(Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(buf, size)
+        }));
     }
     let layout = k.params.iter().map(|p| (p.offset, p.size));
     // SAFETY: one pointer per parameter, each to a value of its size, per
     // the caller; the layout ends at `param_size`, the buffer's length.
     unsafe { abi::pack(layout, size, params.cast_const().cast(), NullArgs::Reject) }
+        .map(Cow::Owned)
         .map_err(|_| INVALID_VALUE)
 }
 
@@ -257,7 +276,8 @@ pub(crate) fn run(func: &Function, d: Dims, buf: &[u8], cooperative: bool) -> Re
         }
     };
     let opts = LaunchOptions {
-        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // One per CPU, from the interpreter's persistent pool.
+        workers: 0,
         cancel: Some(&cancel),
         cooperative,
         output: Some(&print),
@@ -294,7 +314,7 @@ unsafe fn launch(
     }
     check_dims(func, &d)?;
     // SAFETY: per the caller.
-    let buf = unsafe { pack_params(func, params, extra) }?;
+    let buf = unsafe { params_view(func, params, extra) }?;
     if cooperative {
         check_cooperative(func, &d)?;
     }

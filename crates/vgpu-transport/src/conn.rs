@@ -3,7 +3,10 @@
 
 use crate::codec::{from_bytes, to_bytes, DecodeError, Wire};
 use crate::endpoint::{Peer, Stream};
-use crate::frame::{encode_frame, read_frame, write_frame, Frame, FrameError, Header, FLAG_NOTICE};
+use crate::frame::{
+    encode_frame, read_frame, write_frame, Frame, FrameError, Header, FLAG_NOTICE, HEADER_LEN,
+    MAX_PAYLOAD,
+};
 use crate::proto::{
     refusal, Call, DeviceOutput, Hello, HelloReply, DEVICE_OUTPUT_OP, HELLO_OP, MAGIC,
     PROTOCOL_VERSION,
@@ -11,7 +14,8 @@ use crate::proto::{
 use crate::status::Status;
 use std::fmt;
 use std::io::Write;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Why a call did not produce a reply value.
 #[derive(Debug)]
@@ -73,22 +77,148 @@ impl std::error::Error for HandshakeError {}
 /// Where a [`Client`] hands the device output notices it reads.
 pub type OutputSink = Box<dyn FnMut(DeviceOutput) + Send>;
 
-/// A guest's connection: one request in flight at a time, replies matched by
-/// sequence number. Callers share it behind a lock.
+/// A guest's connection. Requests are written by whoever holds the
+/// `Client` (callers share it behind a lock); replies are read through its
+/// [`Replies`], which needs no `&mut Client`: a caller can write its
+/// request, let go of the lock, and wait for its reply while other threads
+/// queue and send calls of their own (a `cuStreamSynchronize` on one
+/// thread does not hold up launches on another).
 pub struct Client {
-    stream: Stream,
+    stream: Arc<Stream>,
     next_seq: u32,
     /// Frames of queued calls (sent with `FLAG_NO_REPLY`) not yet written.
+    /// Its capacity is kept across writes: queuing allocates nothing.
     queued: Vec<u8>,
     queued_calls: usize,
-    /// Receives device output notices; without one they are dropped.
-    output: Option<OutputSink>,
+    /// When bytes last went to the host.
+    last_write: Instant,
+    /// Whether an idle host is woken at once ([`Client::wake_idle_host`]).
+    wake_idle: bool,
+    replies: Arc<Replies>,
     pub hello: HelloReply,
 }
 
+/// The reading side of a [`Client`]'s connection: replies matched to their
+/// requests by sequence number, for any number of threads waiting at once.
+/// The host answers in the order it was asked, so the thread that reads
+/// takes the replies of requests written before its own aside for their
+/// threads; a reply to no outstanding request is an error, not a wait.
+pub struct Replies {
+    stream: Arc<Stream>,
+    /// Requests written whose reply has not been read yet. Its own lock,
+    /// never held across I/O: a request is registered while another
+    /// thread may be blocked reading.
+    outstanding: Mutex<Vec<u32>>,
+    /// Held by the thread reading the stream.
+    reading: Mutex<Reading>,
+}
+
+struct Reading {
+    /// Replies read for other threads' requests.
+    stash: Vec<Frame>,
+    /// Receives device output notices; without one they are dropped.
+    output: Option<OutputSink>,
+}
+
+fn relock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The locked state stays consistent if a holder panicked (every
+    // change is a single push or remove).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Replies {
+    fn new(stream: Arc<Stream>) -> Replies {
+        Replies {
+            stream,
+            outstanding: Mutex::new(Vec::new()),
+            reading: Mutex::new(Reading {
+                stash: Vec::new(),
+                output: None,
+            }),
+        }
+    }
+
+    fn expect(&self, seq: u32) {
+        relock(&self.outstanding).push(seq);
+    }
+
+    fn settled(&self, seq: u32) {
+        relock(&self.outstanding).retain(|&s| s != seq);
+    }
+
+    /// The reply to request `seq` (written by [`Client::send_request`]).
+    pub fn wait(&self, seq: u32) -> Result<Frame, CallError> {
+        self.wait_after(seq, |_| Ok(()))
+    }
+
+    /// [`Replies::wait`], running `before_reply` on the stream before
+    /// reading if the reply is not in yet (see [`Client::call_after`]).
+    pub fn wait_after(
+        &self,
+        seq: u32,
+        before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
+    ) -> Result<Frame, CallError> {
+        let r = self.read_until(seq, before_reply);
+        self.settled(seq);
+        r
+    }
+
+    fn read_until(
+        &self,
+        seq: u32,
+        before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
+    ) -> Result<Frame, CallError> {
+        let mut st = relock(&self.reading);
+        if let Some(i) = st.stash.iter().position(|f| f.header.seq == seq) {
+            return Ok(st.stash.swap_remove(i));
+        }
+        before_reply(&self.stream).map_err(FrameError::Io)?;
+        loop {
+            let f = read_frame(&mut &*self.stream)?;
+            if f.header.flags & FLAG_NOTICE != 0 {
+                notice(&mut st.output, f)?;
+                continue;
+            }
+            if f.header.seq == seq {
+                return Ok(f);
+            }
+            if !relock(&self.outstanding).contains(&f.header.seq) {
+                return Err(CallError::OutOfOrder {
+                    expected: seq,
+                    got: f.header.seq,
+                });
+            }
+            st.stash.push(f);
+        }
+    }
+}
+
+/// A notice read while waiting for a reply: device output goes to the
+/// sink; a notice this version does not know is skipped, so a newer host
+/// can add kinds.
+fn notice(output: &mut Option<OutputSink>, f: Frame) -> Result<(), CallError> {
+    if f.header.op != DEVICE_OUTPUT_OP {
+        return Ok(());
+    }
+    let out = from_bytes::<DeviceOutput>(&f.payload).map_err(CallError::Decode)?;
+    if let Some(sink) = output.as_mut() {
+        sink(out);
+    }
+    Ok(())
+}
+
 /// A queue this large is written out even without a synchronizing call, so
-/// memory stays bounded and the host keeps working while the guest queues.
-const QUEUE_FLUSH_BYTES: usize = 1 << 20;
+/// memory stays bounded and the host starts on the work while the guest
+/// goes on queuing (a few hundred launches; one write for all of them).
+const QUEUE_FLUSH_BYTES: usize = 64 * 1024;
+
+/// A deferred call that finds the queue empty and nothing written for this
+/// long goes out at once: the host has most likely run out of work (and a
+/// GPU sits idle) while the application computes, so waking it now is worth
+/// a syscall. Calls that follow within the window are queued as usual, so
+/// a burst of launches costs one write at its start and one per
+/// [`QUEUE_FLUSH_BYTES`].
+const IDLE_AFTER: Duration = Duration::from_micros(200);
 
 impl Client {
     /// Sends `hello` and waits (at most `timeout`) for the host's answer.
@@ -116,12 +246,15 @@ impl Client {
         stream
             .set_timeouts(None)
             .map_err(|e| HandshakeError::Transport(e.into()))?;
+        let stream = Arc::new(stream);
         Ok(Client {
+            replies: Arc::new(Replies::new(stream.clone())),
             stream,
             next_seq: 1,
-            queued: Vec::new(),
+            queued: Vec::with_capacity(QUEUE_FLUSH_BYTES + 4096),
             queued_calls: 0,
-            output: None,
+            last_write: Instant::now(),
+            wake_idle: false,
             hello,
         })
     }
@@ -131,7 +264,20 @@ impl Client {
     /// returned. (The host sends them only if the `Hello` announced
     /// `caps::DEVICE_OUTPUT`.)
     pub fn set_output_sink(&mut self, sink: OutputSink) {
-        self.output = Some(sink);
+        relock(&self.replies.reading).output = Some(sink);
+    }
+
+    /// From now on, a deferred call queued after a quiet spell is written
+    /// at once (see [`IDLE_AFTER`]) instead of waiting for the next
+    /// round trip or a full queue. Off by default, so that tools and tests
+    /// see the queue fill exactly as they queue.
+    pub fn wake_idle_host(&mut self) {
+        self.wake_idle = true;
+    }
+
+    /// The reading side, for waiting on a reply without the `Client`.
+    pub fn replies(&self) -> Arc<Replies> {
+        self.replies.clone()
     }
 
     /// One call, travelling as its op's [`crate::proto::Meta`] says: a
@@ -152,10 +298,11 @@ impl Client {
         before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
     ) -> Result<C::Reply, CallError> {
         if let Some(reply) = C::unanswered() {
-            self.queue_raw(C::OP, &to_bytes(call))?;
+            self.queue_call(call)?;
             return Ok(reply);
         }
-        let f = self.round_trip_after(C::OP, &to_bytes(call), before_reply)?;
+        let seq = self.send_request(C::OP, &to_bytes(call))?;
+        let f = self.replies.wait_after(seq, before_reply)?;
         match Status::from_wire(C::META.domain, f.header.status) {
             Some(s) => Err(CallError::Status(s)),
             None => from_bytes::<C::Reply>(&f.payload).map_err(CallError::Decode),
@@ -165,55 +312,68 @@ impl Client {
     /// Sends raw bytes under an op and returns the raw reply (tests and tools).
     /// Queued calls go out first, in the same write.
     pub fn round_trip(&mut self, op: u16, payload: &[u8]) -> Result<Frame, CallError> {
-        self.round_trip_after(op, payload, |_| Ok(()))
+        let seq = self.send_request(op, payload)?;
+        self.replies.wait(seq)
     }
 
-    fn round_trip_after(
-        &mut self,
-        op: u16,
-        payload: &[u8],
-        before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
-    ) -> Result<Frame, CallError> {
+    /// Writes the queued calls and a request of `op` in one write and
+    /// returns its sequence number, for [`Replies::wait`]: the reply can be
+    /// waited for by a thread that no longer holds the `Client`.
+    pub fn send_request(&mut self, op: u16, payload: &[u8]) -> Result<u32, CallError> {
         let seq = self.take_seq();
         let header = Header {
             op,
             seq,
             ..Default::default()
         };
-        let mut out = std::mem::take(&mut self.queued);
+        encode_frame(&mut self.queued, header, payload).map_err(FrameError::Io)?;
         self.queued_calls = 0;
-        encode_frame(&mut out, header, payload).map_err(FrameError::Io)?;
-        let written = self.stream.write_all(&out);
-        out.clear();
-        self.queued = out;
-        written.map_err(FrameError::Io)?;
-        before_reply(&self.stream).map_err(FrameError::Io)?;
-        let f = loop {
-            let f = read_frame(&mut self.stream)?;
-            if f.header.flags & FLAG_NOTICE == 0 {
-                break f;
-            }
-            self.notice(f)?;
-        };
-        if f.header.seq != seq {
-            return Err(CallError::OutOfOrder {
-                expected: seq,
-                got: f.header.seq,
-            });
+        // Registered before it can be answered: the reader of another
+        // thread then keeps the reply for this one.
+        self.replies.expect(seq);
+        let written = (&*self.stream).write_all(&self.queued);
+        self.last_write = Instant::now();
+        self.queued.clear();
+        if let Err(e) = written {
+            self.replies.settled(seq);
+            return Err(FrameError::Io(e).into());
         }
-        Ok(f)
+        Ok(seq)
     }
 
-    /// A notice read while waiting for a reply: device output goes to the
-    /// sink; a notice this version does not know is skipped, so a newer
-    /// host can add kinds.
-    fn notice(&mut self, f: Frame) -> Result<(), CallError> {
-        if f.header.op != DEVICE_OUTPUT_OP {
-            return Ok(());
+    /// Queues a deferred call, encoded straight into the queue (no
+    /// allocation, no syscall until the queue fills).
+    pub fn queue_call<C: Call>(&mut self, call: &C) -> Result<(), CallError> {
+        self.queue_with(C::OP, |out| call.encode(out))
+    }
+
+    /// Queues a frame of `op` whose payload `encode` appends.
+    pub fn queue_with(
+        &mut self,
+        op: u16,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), CallError> {
+        let seq = self.take_seq();
+        let start = self.queued.len();
+        self.queued.extend_from_slice(&[0; HEADER_LEN]);
+        encode(&mut self.queued);
+        let len = self.queued.len() - start - HEADER_LEN;
+        if len > MAX_PAYLOAD as usize {
+            self.queued.truncate(start);
+            return Err(CallError::Transport(FrameError::TooLarge(len as u32)));
         }
-        let out = from_bytes::<DeviceOutput>(&f.payload).map_err(CallError::Decode)?;
-        if let Some(sink) = self.output.as_mut() {
-            sink(out);
+        let header = Header {
+            len: len as u32,
+            op,
+            seq,
+            flags: crate::frame::FLAG_NO_REPLY,
+            ..Default::default()
+        };
+        self.queued[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
+        self.queued_calls += 1;
+        let idle = self.wake_idle && start == 0 && self.last_write.elapsed() >= IDLE_AFTER;
+        if idle || self.queued.len() >= QUEUE_FLUSH_BYTES {
+            self.flush_queued()?;
         }
         Ok(())
     }
@@ -223,19 +383,7 @@ impl Client {
     /// errors. Only for ops the table declares deferred ([`Client::call`]
     /// picks this by itself); the host refuses any other without reply.
     pub fn queue_raw(&mut self, op: u16, payload: &[u8]) -> Result<(), CallError> {
-        let seq = self.take_seq();
-        let header = Header {
-            op,
-            seq,
-            flags: crate::frame::FLAG_NO_REPLY,
-            ..Default::default()
-        };
-        encode_frame(&mut self.queued, header, payload).map_err(FrameError::Io)?;
-        self.queued_calls += 1;
-        if self.queued.len() >= QUEUE_FLUSH_BYTES {
-            self.flush_queued()?;
-        }
-        Ok(())
+        self.queue_with(op, |out| out.extend_from_slice(payload))
     }
 
     /// Writes out every queued call without waiting for anything.
@@ -243,7 +391,8 @@ impl Client {
         if self.queued.is_empty() {
             return Ok(());
         }
-        let r = self.stream.write_all(&self.queued);
+        let r = (&*self.stream).write_all(&self.queued);
+        self.last_write = Instant::now();
         self.queued.clear();
         self.queued_calls = 0;
         r.map_err(|e| CallError::Transport(FrameError::Io(e)))
