@@ -48,7 +48,7 @@ use std::collections::HashMap;
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 use vgpu_ffi::{In, Out};
 use vgpu_ptx::{ExecError, LaunchConfig, LaunchOptions};
 
@@ -282,7 +282,7 @@ pub(crate) fn run(func: &Function, d: Dims, buf: &[u8], cooperative: bool) -> Re
         cooperative,
         output: Some(&print),
     };
-    let started = Instant::now();
+    let started = coarse_ns();
     let r = memory::with_kernel_memory(|mem| {
         vgpu_ptx::launch_with(
             &func.module.ptx,
@@ -294,8 +294,29 @@ pub(crate) fn run(func: &Function, d: Dims, buf: &[u8], cooperative: bool) -> Re
             &opts,
         )
     });
-    sensors::record_kernel_busy(started.elapsed());
+    let busy = coarse_ns().saturating_sub(started);
+    if busy > 0 {
+        sensors::record_kernel_busy(Duration::from_nanos(busy));
+    }
     r.map_err(|e| exec_error(ctx, name, e))
+}
+
+/// The coarse monotonic clock (a memory read, no clock source access), in
+/// ns. Kernel busy time is the difference of two readings: a kernel
+/// shorter than the clock's tick (a few ms) mostly reads as 0 and now and
+/// then as one tick, which sums to the right busy time over the many
+/// launches a utilization window spans, while a precise clock read per
+/// launch cost a noticeable share of an empty kernel's launch.
+fn coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// # Safety

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 use vgpu_transport::codec::{from_bytes, to_bytes};
@@ -654,7 +654,7 @@ fn session_then<R>(
         SESSION.try_lock()?
     };
     let _inside = InSession::enter();
-    let pid = std::process::id();
+    let pid = current_pid();
     if guard.as_ref().is_some_and(|s| s.pid != pid) {
         // A forked child: the socket is the parent's. Dropping our copy of
         // the descriptor leaves the parent's connection intact.
@@ -676,6 +676,36 @@ fn session_then<R>(
         *guard = None;
     }
     Some(r)
+}
+
+/// This process's id as [`current_pid`] last read it; 0 until read, and
+/// again in a child right after `fork`.
+static PID: AtomicU32 = AtomicU32::new(0);
+static PID_ATFORK: Once = Once::new();
+
+extern "C" fn pid_in_child() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+/// The process id, for noticing a forked child on every call without a
+/// system call each time (glibc no longer caches `getpid`, and the call
+/// cost more than the rest of a queued launch). A child made by `fork`
+/// runs the atfork handler and reads its own id afresh; one made by a raw
+/// `clone` without the handlers (`posix_spawn`'s, which only execs) keeps
+/// the parent's until it execs.
+fn current_pid() -> u32 {
+    let p = PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    PID_ATFORK.call_once(|| {
+        // SAFETY: the handler is a plain function of this library that
+        // only stores to an atomic.
+        unsafe { libc::pthread_atfork(None, None, Some(pid_in_child)) };
+    });
+    let p = std::process::id();
+    PID.store(p, Ordering::Relaxed);
+    p
 }
 
 extern "C" {

@@ -296,6 +296,31 @@ pub fn threaded(s: &Shim, threads: usize, n: usize, syncs: usize) -> Result<Thre
     Ok(out)
 }
 
+/// Launches in one [`enqueue_bursts`] burst: well below what makes the
+/// guest write its queue out, so a burst measures appending to the queue
+/// and nothing else.
+pub const BURST: usize = 256;
+
+/// `bursts` times: [`BURST`] launches timed, then a synchronize not
+/// timed. Per launch, for each burst: what the application thread pays to
+/// enqueue a launch while the host keeps up (the batched figures include
+/// the waits for a host that does not).
+pub fn enqueue_bursts(s: &Shim, bursts: usize) -> Result<Vec<Duration>, String> {
+    let null = std::ptr::null_mut();
+    s.launch(null)?;
+    s.ctx_sync()?;
+    let mut out = Vec::with_capacity(bursts);
+    for _ in 0..bursts {
+        let t = Instant::now();
+        for _ in 0..BURST {
+            s.launch(null)?;
+        }
+        out.push(t.elapsed() / BURST as u32);
+        s.ctx_sync()?;
+    }
+    Ok(out)
+}
+
 pub struct Launches {
     /// The launch calls alone: what the application thread pays.
     pub submitted: Duration,

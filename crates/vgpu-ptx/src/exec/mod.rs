@@ -131,6 +131,14 @@ impl GridBarrier {
     }
 }
 
+/// Where `%clock` counts from: one instant for the process (a GPU's cycle
+/// counter does not restart per launch either), so that a launch reads no
+/// clock.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
 /// What one OS thread keeps between launches (see `launch_counted`).
 #[derive(Default)]
 struct Spare {
@@ -299,7 +307,7 @@ pub(crate) fn launch_counted(
         kparam_len,
         mem,
         gaddr,
-        start: Instant::now(),
+        start: epoch(),
         nsm: workers as u32,
         reserved_smem,
         envreg,
