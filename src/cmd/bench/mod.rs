@@ -307,14 +307,15 @@ fn launch_figures(r: &mut Report, s: &shim::Shim, n: usize, f: &Floors) {
     let batched_rate = n as f64 / l.batched.as_secs_f64();
     let synced_rate = l.n_synced as f64 / l.synced.as_secs_f64();
     let call = us(l.submitted) / n as f64;
-    let mut bursts = match shim::enqueue_bursts(s, 200) {
+    let n_bursts = (n / shim::BURST).clamp(5, 200);
+    let mut bursts = match shim::enqueue_bursts(s, n_bursts) {
         Ok(b) => b,
         Err(e) => return r.failed("launches", "launch enqueue:", &e),
     };
     let enqueue = us(percentile(&mut bursts, 0.5));
     let enqueue_ratio = enqueue * 1000.0 / local.max(1e-9);
     r.say(&format!(
-        "launch enqueue (guest side): {enqueue:10.3} us each   ({enqueue_ratio:.1}x a local call, {}; p50 of 200 bursts of {} launches)",
+        "launch enqueue (guest side): {enqueue:10.3} us each   ({enqueue_ratio:.1}x a local call, {}; p50 of {n_bursts} bursts of {} launches)",
         target(enqueue_ratio, TARGET_ENQUEUE_RATIO),
         shim::BURST
     ));
