@@ -14,7 +14,7 @@ use crate::proto::{
 use crate::status::Status;
 use std::fmt;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Why a call did not produce a reply value.
@@ -100,29 +100,34 @@ pub struct Client {
 
 /// The reading side of a [`Client`]'s connection: replies matched to their
 /// requests by sequence number, for any number of threads waiting at once.
-/// The host answers in the order it was asked, so the thread that reads
-/// takes the replies of requests written before its own aside for their
-/// threads; a reply to no outstanding request is an error, not a wait.
+/// One waiting thread at a time reads the stream, without holding a lock;
+/// the host answers in the order it was asked, so a reply it reads for
+/// another thread's request is set aside and that thread woken at once (it
+/// does not wait for the reader's own, perhaps long, call). A reply to no
+/// outstanding request is an error, not a wait.
 pub struct Replies {
     stream: Arc<Stream>,
-    /// Requests written whose reply has not been read yet. Its own lock,
-    /// never held across I/O: a request is registered while another
-    /// thread may be blocked reading.
+    /// Requests written whose reply has not been taken yet. Never held
+    /// across I/O: a request is registered while another thread may be
+    /// blocked reading.
     outstanding: Mutex<Vec<u32>>,
-    /// Held by the thread reading the stream.
-    reading: Mutex<Reading>,
+    state: Mutex<Reading>,
+    /// Signalled when a reply is set aside or the reader steps down.
+    arrived: Condvar,
 }
 
 struct Reading {
     /// Replies read for other threads' requests.
     stash: Vec<Frame>,
+    /// A thread is reading the stream.
+    reader: bool,
     /// Receives device output notices; without one they are dropped.
     output: Option<OutputSink>,
 }
 
 fn relock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The locked state stays consistent if a holder panicked (every
-    // change is a single push or remove).
+    // change is a single push, remove or flag).
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -131,10 +136,12 @@ impl Replies {
         Replies {
             stream,
             outstanding: Mutex::new(Vec::new()),
-            reading: Mutex::new(Reading {
+            state: Mutex::new(Reading {
                 stash: Vec::new(),
+                reader: false,
                 output: None,
             }),
+            arrived: Condvar::new(),
         }
     }
 
@@ -158,25 +165,45 @@ impl Replies {
         seq: u32,
         before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
     ) -> Result<Frame, CallError> {
-        let r = self.read_until(seq, before_reply);
+        let r = self.take(seq, before_reply);
         self.settled(seq);
         r
     }
 
+    fn take(
+        &self,
+        seq: u32,
+        before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
+    ) -> Result<Frame, CallError> {
+        let mut st = relock(&self.state);
+        loop {
+            if let Some(i) = st.stash.iter().position(|f| f.header.seq == seq) {
+                return Ok(st.stash.swap_remove(i));
+            }
+            if !st.reader {
+                break;
+            }
+            st = self.arrived.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        // This thread reads until its own reply comes, then steps down
+        // (on any exit, so the others never wait for a reader that left).
+        st.reader = true;
+        drop(st);
+        let _step_down = StepDown(self);
+        self.read_until(seq, before_reply)
+    }
+
+    /// Reads as the one reader (`state.reader` set by this thread).
     fn read_until(
         &self,
         seq: u32,
         before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
     ) -> Result<Frame, CallError> {
-        let mut st = relock(&self.reading);
-        if let Some(i) = st.stash.iter().position(|f| f.header.seq == seq) {
-            return Ok(st.stash.swap_remove(i));
-        }
         before_reply(&self.stream).map_err(FrameError::Io)?;
         loop {
             let f = read_frame(&mut &*self.stream)?;
             if f.header.flags & FLAG_NOTICE != 0 {
-                notice(&mut st.output, f)?;
+                notice(&mut relock(&self.state).output, f)?;
                 continue;
             }
             if f.header.seq == seq {
@@ -188,8 +215,18 @@ impl Replies {
                     got: f.header.seq,
                 });
             }
-            st.stash.push(f);
+            relock(&self.state).stash.push(f);
+            self.arrived.notify_all();
         }
+    }
+}
+
+struct StepDown<'a>(&'a Replies);
+
+impl Drop for StepDown<'_> {
+    fn drop(&mut self) {
+        relock(&self.0.state).reader = false;
+        self.0.arrived.notify_all();
     }
 }
 
@@ -264,7 +301,7 @@ impl Client {
     /// returned. (The host sends them only if the `Hello` announced
     /// `caps::DEVICE_OUTPUT`.)
     pub fn set_output_sink(&mut self, sink: OutputSink) {
-        relock(&self.replies.reading).output = Some(sink);
+        relock(&self.replies.state).output = Some(sink);
     }
 
     /// From now on, a deferred call queued after a quiet spell is written
@@ -707,6 +744,54 @@ mod tests {
         assert_eq!(seen[0], (1, b"aaa".to_vec(), 0));
         assert_eq!((seen[1].0, seen[1].1.len(), seen[1].2), (2, 16, 0));
         assert_eq!(seen[2], (1, b"bbb".to_vec(), 1));
+    }
+
+    #[test]
+    fn a_reply_read_by_another_waiter_is_handed_over_at_once() {
+        use std::sync::mpsc;
+        let (a, mut b) = Stream::pair().unwrap();
+        let (b_done_tx, b_done_rx) = mpsc::channel::<()>();
+        let host = std::thread::spawn(move || -> Result<(), String> {
+            accept_hello(
+                &mut b,
+                &Peer::Unix {
+                    pid: 1,
+                    uid: 0,
+                    gid: 0,
+                },
+                &Admission {
+                    build_id: "test",
+                    token: None,
+                    allowed_uids: &[],
+                },
+            )?;
+            send_hello_reply(&mut b, &HelloReply::default()).map_err(|e| e.to_string())?;
+            let first = read_frame(&mut b).map_err(|e| e.to_string())?;
+            let second = read_frame(&mut b).map_err(|e| e.to_string())?;
+            send_ok(&mut b, &first.header, &()).map_err(|e| e.to_string())?;
+            // The second reply only once the first one's thread has it.
+            let handed = b_done_rx.recv_timeout(Duration::from_secs(20));
+            send_ok(&mut b, &second.header, &()).map_err(|e| e.to_string())?;
+            handed.map_err(|_| "the first reply was held back".to_string())
+        });
+        let mut c =
+            Client::handshake(a, &Hello::new("test", 0, None), Duration::from_secs(5)).unwrap();
+        let replies = c.replies();
+        let first = c.send_request(Ping::OP, &[]).unwrap();
+        let second = c.send_request(Ping::OP, &[]).unwrap();
+        // The second request's thread reads the stream ...
+        let r = replies.clone();
+        let long = std::thread::spawn(move || r.wait(second).map(|f| f.header.seq));
+        while !relock(&replies.state).reader {
+            std::thread::yield_now();
+        }
+        // ... and the first reply, which it reads, reaches this thread
+        // before the second exists.
+        assert_eq!(replies.wait(first).unwrap().header.seq, first);
+        b_done_tx.send(()).unwrap();
+        assert_eq!(long.join().unwrap().unwrap(), second);
+        host.join().unwrap().unwrap();
+        assert!(relock(&replies.outstanding).is_empty());
     }
 
     #[test]
