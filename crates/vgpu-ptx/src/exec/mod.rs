@@ -148,6 +148,8 @@ struct Spare {
 
 thread_local! {
     static SPARE: std::cell::RefCell<Spare> = std::cell::RefCell::new(Spare::default());
+    /// The launching thread's buffer for a launch's global addresses.
+    static GADDR: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Runs `kernel` over the grid. `params` is the packed parameter buffer
@@ -269,7 +271,11 @@ pub(crate) fn launch_counted(
     } else {
         user_shared
     };
-    let mut gaddr = vec![0u64; module.globals.len()];
+    // The symbol table's buffer is the launching thread's, kept from its
+    // last launch.
+    let mut gaddr = GADDR.take();
+    gaddr.clear();
+    gaddr.resize(module.globals.len(), 0);
     for (k, g) in module.globals.iter().enumerate() {
         match global_symbols.get(&g.name) {
             Some(&a) => gaddr[k] = a,
@@ -376,8 +382,10 @@ pub(crate) fn launch_counted(
     } else {
         pool::run(workers, &work);
     }
+    let executed = l.executed.load(Ordering::Relaxed);
+    GADDR.set(l.gaddr);
     match first_err.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(e) => Err(e),
-        None => Ok(l.executed.load(Ordering::Relaxed)),
+        None => Ok(executed),
     }
 }
