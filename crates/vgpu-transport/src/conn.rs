@@ -121,6 +121,9 @@ struct Reading {
     stash: Vec<Frame>,
     /// A thread is reading the stream.
     reader: bool,
+    /// Threads waiting on `arrived` (a wake-up is a system call: skipped
+    /// when nobody waits, which is the single-threaded round trip).
+    waiting: usize,
     /// Receives device output notices; without one they are dropped.
     output: Option<OutputSink>,
 }
@@ -139,6 +142,7 @@ impl Replies {
             state: Mutex::new(Reading {
                 stash: Vec::new(),
                 reader: false,
+                waiting: 0,
                 output: None,
             }),
             arrived: Condvar::new(),
@@ -183,7 +187,9 @@ impl Replies {
             if !st.reader {
                 break;
             }
+            st.waiting += 1;
             st = self.arrived.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.waiting -= 1;
         }
         // This thread reads until its own reply comes, then steps down
         // (on any exit, so the others never wait for a reader that left).
@@ -215,8 +221,11 @@ impl Replies {
                     got: f.header.seq,
                 });
             }
-            relock(&self.state).stash.push(f);
-            self.arrived.notify_all();
+            let mut st = relock(&self.state);
+            st.stash.push(f);
+            if st.waiting > 0 {
+                self.arrived.notify_all();
+            }
         }
     }
 }
@@ -225,8 +234,11 @@ struct StepDown<'a>(&'a Replies);
 
 impl Drop for StepDown<'_> {
     fn drop(&mut self) {
-        relock(&self.0.state).reader = false;
-        self.0.arrived.notify_all();
+        let mut st = relock(&self.0.state);
+        st.reader = false;
+        if st.waiting > 0 {
+            self.0.arrived.notify_all();
+        }
     }
 }
 
