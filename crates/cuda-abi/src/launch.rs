@@ -64,10 +64,32 @@ pub unsafe fn pack<I>(
 where
     I: IntoIterator<Item = (u32, u32)>,
 {
-    let mut buf = vec![0u8; len];
+    let mut buf = Vec::new();
+    // SAFETY: forwarded contract.
+    unsafe { pack_into(&mut buf, layout, len, kernel_params, nulls) }?;
+    Ok(buf)
+}
+
+/// [`pack`] into a buffer the caller keeps (its old contents replaced), so
+/// that a caller launching again and again allocates nothing.
+///
+/// # Safety
+/// As [`pack`].
+pub unsafe fn pack_into<I>(
+    buf: &mut Vec<u8>,
+    layout: I,
+    len: usize,
+    kernel_params: *const *const c_void,
+    nulls: NullArgs,
+) -> Result<(), PackError>
+where
+    I: IntoIterator<Item = (u32, u32)>,
+{
+    buf.clear();
+    buf.resize(len, 0);
     let mut layout = layout.into_iter().peekable();
     if layout.peek().is_none() {
-        return Ok(buf);
+        return Ok(());
     }
     if kernel_params.is_null() {
         return Err(PackError::NullArray);
@@ -85,7 +107,7 @@ where
         // SAFETY: a non-NULL argument is `size` readable bytes (contract).
         dst.copy_from_slice(unsafe { std::slice::from_raw_parts(arg, size as usize) });
     }
-    Ok(buf)
+    Ok(())
 }
 
 /// A real `extra` array has at most the two pairs and END; a caller that

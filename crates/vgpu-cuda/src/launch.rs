@@ -38,7 +38,20 @@ const INVALID_HANDLE: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
 /// # Safety
 /// As [`cuda_abi::launch::parse_extra`] with [`EXTRA_WORDS`]; the buffer
 /// holds the size it announces.
-pub unsafe fn extra_buffer(extra: *const *const c_void) -> Result<Vec<u8>, CUresult> {
+#[cfg(test)]
+unsafe fn extra_buffer(extra: *const *const c_void) -> Result<Vec<u8>, CUresult> {
+    let mut buf = Vec::new();
+    // SAFETY: forwarded.
+    unsafe { extra_into(&mut buf, extra) }?;
+    Ok(buf)
+}
+
+/// [`extra_buffer`] into a buffer the caller keeps.
+///
+/// # Safety
+/// As [`extra_buffer`].
+unsafe fn extra_into(out: &mut Vec<u8>, extra: *const *const c_void) -> Result<(), CUresult> {
+    out.clear();
     let bad = |why: std::fmt::Arguments<'_>| reject(INVALID_VALUE, why);
     // SAFETY: forwarded.
     let found = unsafe { abi::parse_extra(extra, EXTRA_WORDS) }.map_err(|e| match e {
@@ -52,7 +65,7 @@ pub unsafe fn extra_buffer(extra: *const *const c_void) -> Result<Vec<u8>, CUres
         )));
     };
     if s == 0 {
-        return Ok(Vec::new());
+        return Ok(());
     }
     if b.is_null() {
         return Err(bad(format_args!("launch extra: NULL buffer of {s} bytes")));
@@ -61,7 +74,8 @@ pub unsafe fn extra_buffer(extra: *const *const c_void) -> Result<Vec<u8>, CUres
         return Err(bad(format_args!("launch extra: {s} bytes of arguments")));
     }
     // SAFETY: the buffer holds `s` bytes (contract).
-    Ok(unsafe { std::slice::from_raw_parts(b, s) }.to_vec())
+    out.extend_from_slice(unsafe { std::slice::from_raw_parts(b, s) });
+    Ok(())
 }
 
 /// The argument buffer of a launch from one of the two ways to pass it.
@@ -73,31 +87,60 @@ pub(crate) unsafe fn arguments(
     kernel_params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> Result<Vec<u8>, CUresult> {
+    let mut buf = Vec::new();
+    // SAFETY: forwarded.
+    unsafe { arguments_into(&mut buf, f, kernel_params, extra) }?;
+    Ok(buf)
+}
+
+/// [`arguments`] into a buffer the caller keeps (launches reuse one per
+/// thread, so packing allocates nothing after the first).
+///
+/// # Safety
+/// As [`arguments`].
+unsafe fn arguments_into(
+    out: &mut Vec<u8>,
+    f: &Func,
+    kernel_params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> Result<(), CUresult> {
     match (kernel_params.is_null(), extra.is_null()) {
         (false, false) => Err(reject(
             INVALID_VALUE,
             format_args!("launch of {:?}: both kernelParams and extra", f.name),
         )),
         // SAFETY: forwarded.
-        (true, false) => unsafe { extra_buffer(extra as *const *const c_void) },
+        (true, false) => unsafe { extra_into(out, extra as *const *const c_void) },
         (false, true) => {
             let layout = f.layout()?.iter().copied();
             // SAFETY: forwarded; the array is non-NULL (matched above), and
             // a NULL argument is zeros, so packing cannot fail.
             let packed = unsafe {
-                abi::pack(
+                abi::pack_into(
+                    out,
                     layout,
                     f.params_size(),
                     kernel_params as *const *const c_void,
                     NullArgs::Zero,
                 )
             };
-            Ok(packed.expect("NullArgs::Zero and a non-NULL array"))
+            packed.expect("NullArgs::Zero and a non-NULL array");
+            Ok(())
         }
         // No arguments at all: fine for a kernel without parameters; one
         // with parameters reads zeros, as a real launch would read garbage.
-        (true, true) => Ok(vec![0; f.params_size()]),
+        (true, true) => {
+            out.clear();
+            out.resize(f.params_size(), 0);
+            Ok(())
+        }
     }
+}
+
+thread_local! {
+    /// The argument buffer of this thread's last launch, kept for the next
+    /// (see [`arguments_into`]).
+    static ARGS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Everything a launch needs besides the function.
@@ -130,8 +173,9 @@ unsafe fn launch(
     let t = stream::target(&shape.stream, null)?;
     let sink = capture::check(&t)?;
     let func = f.in_context(&t.ctx)?;
+    let mut params = ARGS.take();
     // SAFETY: forwarded.
-    let params = unsafe { arguments(&func, kernel_params, extra) }?;
+    unsafe { arguments_into(&mut params, &func, kernel_params, extra) }?;
     let Attrs { wire, events } = shape.attrs;
     if let Some(sink) = sink {
         // An event the launch records belongs to the stream's context (the
@@ -161,7 +205,7 @@ unsafe fn launch(
         })?;
         sink.add(Op::Kernel(k))?;
     } else {
-        check::host(&LaunchKernel {
+        let call = LaunchKernel {
             ctx: t.ctx_remote,
             func: func.remote,
             grid: shape.grid,
@@ -171,7 +215,10 @@ unsafe fn launch(
             params: Bytes(params),
             cooperative: shape.cooperative,
             attrs: wire,
-        })?;
+        };
+        // Queued: encoded into the connection's buffer, nothing sent yet.
+        check::host(&call)?;
+        ARGS.set(call.params.0);
     }
     // The events are recorded by the launch: on the host, or (captured)
     // with the kernel node as what a wait on them depends on.

@@ -43,11 +43,12 @@ use cuda_types::cuda::{
 };
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 use vgpu_ffi::{In, Out};
 use vgpu_ptx::{ExecError, LaunchConfig, LaunchOptions};
 
@@ -145,6 +146,21 @@ pub(crate) unsafe fn pack_params(
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> Result<Vec<u8>, CUresult> {
+    // SAFETY: forwarded.
+    unsafe { params_view(f, params, extra) }.map(Cow::into_owned)
+}
+
+/// [`pack_params`] without a copy where there is a packed buffer already
+/// (`extra`, which is how the host worker launches): the launch reads it in
+/// place for as long as the call lasts.
+///
+/// # Safety
+/// As [`pack_params`]; the `extra` buffer outlives `'a`.
+pub(crate) unsafe fn params_view<'a>(
+    f: &Function,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> Result<Cow<'a, [u8]>, CUresult> {
     let k = f
         .module
         .ptx
@@ -167,19 +183,22 @@ pub(crate) unsafe fn pack_params(
             return Err(INVALID_VALUE);
         }
         if size == 0 {
-            return Ok(Vec::new());
+            return Ok(Cow::Borrowed(&[]));
         }
         let buf = found.buffer.unwrap_or(std::ptr::null());
         if buf.is_null() {
             return Err(INVALID_VALUE);
         }
         // SAFETY: the application says `buf` holds `len >= size` bytes.
-        return Ok(unsafe { std::slice::from_raw_parts(buf, size) }.to_vec());
+        return Ok(Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(buf, size)
+        }));
     }
     let layout = k.params.iter().map(|p| (p.offset, p.size));
     // SAFETY: one pointer per parameter, each to a value of its size, per
     // the caller; the layout ends at `param_size`, the buffer's length.
     unsafe { abi::pack(layout, size, params.cast_const().cast(), NullArgs::Reject) }
+        .map(Cow::Owned)
         .map_err(|_| INVALID_VALUE)
 }
 
@@ -257,12 +276,13 @@ pub(crate) fn run(func: &Function, d: Dims, buf: &[u8], cooperative: bool) -> Re
         }
     };
     let opts = LaunchOptions {
-        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // One per CPU, from the interpreter's persistent pool.
+        workers: 0,
         cancel: Some(&cancel),
         cooperative,
         output: Some(&print),
     };
-    let started = Instant::now();
+    let started = coarse_ns();
     let r = memory::with_kernel_memory(|mem| {
         vgpu_ptx::launch_with(
             &func.module.ptx,
@@ -274,8 +294,29 @@ pub(crate) fn run(func: &Function, d: Dims, buf: &[u8], cooperative: bool) -> Re
             &opts,
         )
     });
-    sensors::record_kernel_busy(started.elapsed());
+    let busy = coarse_ns().saturating_sub(started);
+    if busy > 0 {
+        sensors::record_kernel_busy(Duration::from_nanos(busy));
+    }
     r.map_err(|e| exec_error(ctx, name, e))
+}
+
+/// The coarse monotonic clock (a memory read, no clock source access), in
+/// ns. Kernel busy time is the difference of two readings: a kernel
+/// shorter than the clock's tick (a few ms) mostly reads as 0 and now and
+/// then as one tick, which sums to the right busy time over the many
+/// launches a utilization window spans, while a precise clock read per
+/// launch cost a noticeable share of an empty kernel's launch.
+fn coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// # Safety
@@ -294,7 +335,7 @@ unsafe fn launch(
     }
     check_dims(func, &d)?;
     // SAFETY: per the caller.
-    let buf = unsafe { pack_params(func, params, extra) }?;
+    let buf = unsafe { params_view(func, params, extra) }?;
     if cooperative {
         check_cooperative(func, &d)?;
     }

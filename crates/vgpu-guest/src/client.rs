@@ -26,10 +26,11 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 use vgpu_transport::codec::{from_bytes, to_bytes};
+use vgpu_transport::conn::Replies;
 use vgpu_transport::frame::FLAG_NO_REPLY;
 use vgpu_transport::proto::{caps, DeviceInfo, DeviceOutput, GetInventory, Hello, Inventory};
 use vgpu_transport::{Call, Client, HandshakeError, Status};
@@ -175,16 +176,51 @@ pub const SHARED_UNAVAILABLE: u32 = 0xFFFF_FFFE;
 /// The owner's connection broke during the call.
 pub const SHARED_LOST: u32 = 0xFFFF_FFFF;
 
-impl Link {
-    /// One round trip → (status, reply payload).
-    fn round_trip(&mut self, op: u16, payload: &[u8]) -> Result<(u32, Vec<u8>), GuestError> {
+/// A request on its way: written, its reply not read yet.
+enum Pending {
+    /// On this shim's own connection: the reply is read without the
+    /// session lock, so other threads queue and send meanwhile.
+    Own { replies: Arc<Replies>, seq: u32 },
+    /// Through the other shim, which did the whole round trip.
+    Done(u32, Vec<u8>),
+}
+
+impl Pending {
+    /// Waits for the reply → (status, reply payload).
+    fn finish(self) -> Result<(u32, Vec<u8>), GuestError> {
         match self {
-            Link::Own(c) => c
-                .round_trip(op, payload)
+            Pending::Own { replies, seq } => replies
+                .wait(seq)
                 .map(|f| (f.header.status, f.payload))
                 .map_err(|e| GuestError::Lost(e.to_string())),
-            Link::Shared(call) => shared(*call, op, 0, payload),
+            Pending::Done(st, reply) => Ok((st, reply)),
         }
+    }
+}
+
+impl Link {
+    /// Sends a request (queued calls go first, in the same write).
+    fn start(&mut self, op: u16, payload: &[u8]) -> Result<Pending, GuestError> {
+        match self {
+            Link::Own(c) => {
+                let seq = c
+                    .send_request(op, payload)
+                    .map_err(|e| GuestError::Lost(e.to_string()))?;
+                Ok(Pending::Own {
+                    replies: c.replies(),
+                    seq,
+                })
+            }
+            Link::Shared(call) => {
+                shared(*call, op, 0, payload).map(|(st, reply)| Pending::Done(st, reply))
+            }
+        }
+    }
+
+    /// One round trip → (status, reply payload), the lock held throughout
+    /// (only while a session is being opened).
+    fn round_trip(&mut self, op: u16, payload: &[u8]) -> Result<(u32, Vec<u8>), GuestError> {
+        self.start(op, payload)?.finish()
     }
 
     fn queue(&mut self, op: u16, payload: &[u8]) -> Result<(), GuestError> {
@@ -196,6 +232,17 @@ impl Link {
         }
     }
 
+    /// Queues a deferred call; on the own connection it is encoded
+    /// straight into the queue's buffer (no allocation, no syscall).
+    fn queue_call<C: Call>(&mut self, c: &C) -> Result<(), GuestError> {
+        match self {
+            Link::Own(client) => client
+                .queue_call(c)
+                .map_err(|e| GuestError::Lost(e.to_string())),
+            Link::Shared(call) => shared(*call, C::OP, FLAG_NO_REPLY, &to_bytes(c)).map(drop),
+        }
+    }
+
     fn flush(&mut self) -> Result<(), GuestError> {
         match self {
             Link::Own(c) => c
@@ -204,6 +251,33 @@ impl Link {
             Link::Shared(call) => shared(*call, 0, 0, &[]).map(drop),
         }
     }
+
+    fn is(&self, replies: &Arc<Replies>) -> bool {
+        matches!(self, Link::Own(c) if Arc::ptr_eq(&c.replies(), replies))
+    }
+}
+
+/// One round trip on the session, connecting first if needed. The session
+/// lock is held only to write the request: the reply is waited for
+/// without it, so a thread blocked in a synchronization does not stall
+/// the launches and calls of the others (their requests go out behind
+/// this one, and the host answers in order).
+fn round_trip(op: u16, payload: &[u8]) -> Result<(u32, Vec<u8>), GuestError> {
+    let pending = with_session(|s| s.link.start(op, payload))?;
+    let lost_on = match &pending {
+        Pending::Own { replies, .. } => Some(replies.clone()),
+        Pending::Done(..) => None,
+    };
+    let r = pending.finish();
+    if let (Err(GuestError::Lost(_)), Some(replies)) = (&r, lost_on) {
+        // The connection broke: drop the session, unless another thread
+        // already replaced it with a new one.
+        let mut guard = SESSION.lock();
+        if guard.as_ref().is_some_and(|s| s.link.is(&replies)) {
+            *guard = None;
+        }
+    }
+    r
 }
 
 extern "C" fn collect(ctx: *mut c_void, data: *const u8, len: usize) {
@@ -304,17 +378,15 @@ pub unsafe fn serve_shared(
             // SAFETY: the caller's contract: `payload` holds `len` bytes.
             unsafe { std::slice::from_raw_parts(payload, len) }
         };
-        with_session(|s| {
-            if op == 0 {
-                s.link.flush().map(|_| 0)
-            } else if flags & FLAG_NO_REPLY != 0 {
-                s.link.queue(op, payload).map(|_| 0)
-            } else {
-                let (st, reply) = s.link.round_trip(op, payload)?;
-                sink(ctx, reply.as_ptr(), reply.len());
-                Ok(st)
-            }
-        })
+        if op == 0 {
+            with_session(|s| s.link.flush().map(|_| 0))
+        } else if flags & FLAG_NO_REPLY != 0 {
+            with_session(|s| s.link.queue(op, payload).map(|_| 0))
+        } else {
+            let (st, reply) = round_trip(op, payload)?;
+            sink(ctx, reply.as_ptr(), reply.len());
+            Ok(st)
+        }
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(Ok(st)) => st,
@@ -528,6 +600,7 @@ fn open_session() -> Result<Session, GuestError> {
         vlog!(Level::Info, "no shared memory with the host: {why}");
     }
     client.set_output_sink(Box::new(write_device_output));
+    client.wake_idle_host();
     let inventory = Arc::new(GuestInventory::new(
         host,
         config.pci_address,
@@ -624,7 +697,7 @@ fn session_then<R>(
         SESSION.try_lock()?
     };
     let _inside = InSession::enter();
-    let pid = std::process::id();
+    let pid = current_pid();
     if guard.as_ref().is_some_and(|s| s.pid != pid) {
         // A forked child: the socket is the parent's. Dropping our copy of
         // the descriptor leaves the parent's connection intact.
@@ -658,6 +731,36 @@ fn session_then<R>(
         *guard = None;
     }
     Some(r)
+}
+
+/// This process's id as [`current_pid`] last read it; 0 until read, and
+/// again in a child right after `fork`.
+static PID: AtomicU32 = AtomicU32::new(0);
+static PID_ATFORK: Once = Once::new();
+
+extern "C" fn pid_in_child() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+/// The process id, for noticing a forked child on every call without a
+/// system call each time (glibc no longer caches `getpid`, and the call
+/// cost more than the rest of a queued launch). A child made by `fork`
+/// runs the atfork handler and reads its own id afresh; one made by a raw
+/// `clone` without the handlers (`posix_spawn`'s, which only execs) keeps
+/// the parent's until it execs.
+fn current_pid() -> u32 {
+    let p = PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    PID_ATFORK.call_once(|| {
+        // SAFETY: the handler is a plain function of this library that
+        // only stores to an atomic.
+        unsafe { libc::pthread_atfork(None, None, Some(pid_in_child)) };
+    });
+    let p = std::process::id();
+    PID.store(p, Ordering::Relaxed);
+    p
 }
 
 extern "C" {
@@ -774,21 +877,18 @@ pub fn inventory_if_connected() -> Option<Arc<GuestInventory>> {
 /// and the host reports a deferred failure through the next call that
 /// collects them, as CUDA reports asynchronous errors.
 pub fn send<C: Call>(c: &C) -> Result<C::Reply, GuestError> {
-    with_session(|s| {
-        let payload = to_bytes(c);
-        let log = |e: &GuestError| vlog!(Level::Error, "{}: {e}", C::NAME);
-        if let Some(reply) = C::unanswered() {
-            s.link.queue(C::OP, &payload).inspect_err(log)?;
-            return Ok(reply);
-        }
-        let (st, reply) = s.link.round_trip(C::OP, &payload).inspect_err(log)?;
-        if let Some(status) = Status::from_wire(C::META.domain, st) {
-            return Err(GuestError::Status(status));
-        }
-        from_bytes::<C::Reply>(&reply).map_err(|e| {
-            vlog!(Level::Error, "{}: bad reply: {e}", C::NAME);
-            GuestError::Lost(format!("bad reply: {e}"))
-        })
+    let log = |e: &GuestError| vlog!(Level::Error, "{}: {e}", C::NAME);
+    if let Some(reply) = C::unanswered() {
+        with_session(|s| s.link.queue_call(c)).inspect_err(log)?;
+        return Ok(reply);
+    }
+    let (st, reply) = round_trip(C::OP, &to_bytes(c)).inspect_err(log)?;
+    if let Some(status) = Status::from_wire(C::META.domain, st) {
+        return Err(GuestError::Status(status));
+    }
+    from_bytes::<C::Reply>(&reply).map_err(|e| {
+        vlog!(Level::Error, "{}: bad reply: {e}", C::NAME);
+        GuestError::Lost(format!("bad reply: {e}"))
     })
 }
 

@@ -3,7 +3,10 @@
 
 use crate::codec::{from_bytes, to_bytes, DecodeError, Wire};
 use crate::endpoint::{Peer, Stream};
-use crate::frame::{encode_frame, read_frame, write_frame, Frame, FrameError, Header, FLAG_NOTICE};
+use crate::frame::{
+    encode_frame, read_frame, write_frame, Frame, FrameError, Header, FLAG_NOTICE, HEADER_LEN,
+    MAX_PAYLOAD,
+};
 use crate::proto::{
     caps, refusal, Call, DeviceOutput, Hello, HelloReply, ShmAttach, DEVICE_OUTPUT_OP, HELLO_OP,
     MAGIC, PROTOCOL_VERSION, SHM_ATTACH_OP,
@@ -11,8 +14,9 @@ use crate::proto::{
 use crate::shm::Region;
 use crate::status::Status;
 use std::fmt;
-use std::io::Write;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// Why a call did not produce a reply value.
 #[derive(Debug)]
@@ -74,16 +78,24 @@ impl std::error::Error for HandshakeError {}
 /// Where a [`Client`] hands the device output notices it reads.
 pub type OutputSink = Box<dyn FnMut(DeviceOutput) + Send>;
 
-/// A guest's connection: one request in flight at a time, replies matched by
-/// sequence number. Callers share it behind a lock.
+/// A guest's connection. Requests are written by whoever holds the
+/// `Client` (callers share it behind a lock); replies are read through its
+/// [`Replies`], which needs no `&mut Client`: a caller can write its
+/// request, let go of the lock, and wait for its reply while other threads
+/// queue and send calls of their own (a `cuStreamSynchronize` on one
+/// thread does not hold up launches on another).
 pub struct Client {
-    stream: Stream,
+    stream: Arc<Stream>,
     next_seq: u32,
     /// Frames of queued calls (sent with `FLAG_NO_REPLY`) not yet written.
+    /// Its capacity is kept across writes: queuing allocates nothing.
     queued: Vec<u8>,
     queued_calls: usize,
-    /// Receives device output notices; without one they are dropped.
-    output: Option<OutputSink>,
+    /// When bytes last went to the host.
+    last_write: Instant,
+    /// Whether an idle host is woken at once ([`Client::wake_idle_host`]).
+    wake_idle: bool,
+    replies: Arc<Replies>,
     /// The shared-memory region, when both sides use one (`caps::SHM`).
     pub(crate) shm: Option<Region>,
     /// Why the region is not in use, when the guest asked for one.
@@ -91,9 +103,275 @@ pub struct Client {
     pub hello: HelloReply,
 }
 
+/// The reading side of a [`Client`]'s connection: replies matched to their
+/// requests by sequence number, for any number of threads waiting at once.
+/// One waiting thread at a time reads the stream, without holding a lock;
+/// the host answers in the order it was asked, so a reply it reads for
+/// another thread's request is set aside and that thread woken at once (it
+/// does not wait for the reader's own, perhaps long, call). A reply to no
+/// outstanding request is an error, not a wait.
+pub struct Replies {
+    stream: Arc<Stream>,
+    /// Requests written whose reply has not been taken yet. Never held
+    /// across I/O: a request is registered while another thread may be
+    /// blocked reading.
+    outstanding: Mutex<Vec<u32>>,
+    state: Mutex<Reading>,
+    /// Signalled when a reply is set aside or the reader steps down.
+    arrived: Condvar,
+}
+
+struct Reading {
+    /// Replies read for other threads' requests.
+    stash: Vec<Frame>,
+    /// A thread is reading the stream.
+    reader: bool,
+    /// Threads waiting on `arrived` (a wake-up is a system call: skipped
+    /// when nobody waits, which is the single-threaded round trip).
+    waiting: usize,
+    /// Receives device output notices; without one they are dropped.
+    output: Option<OutputSink>,
+}
+
+fn relock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The locked state stays consistent if a holder panicked (every
+    // change is a single push, remove or flag).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Replies {
+    fn new(stream: Arc<Stream>) -> Replies {
+        Replies {
+            stream,
+            outstanding: Mutex::new(Vec::new()),
+            state: Mutex::new(Reading {
+                stash: Vec::new(),
+                reader: false,
+                waiting: 0,
+                output: None,
+            }),
+            arrived: Condvar::new(),
+        }
+    }
+
+    fn expect(&self, seq: u32) {
+        relock(&self.outstanding).push(seq);
+    }
+
+    fn settled(&self, seq: u32) {
+        relock(&self.outstanding).retain(|&s| s != seq);
+    }
+
+    /// The reply to request `seq` (written by [`Client::send_request`]).
+    pub fn wait(&self, seq: u32) -> Result<Frame, CallError> {
+        self.wait_after(seq, |_| Ok(()))
+    }
+
+    /// [`Replies::wait`], running `before_reply` on the stream before
+    /// reading if the reply is not in yet (see [`Client::call_after`]).
+    pub fn wait_after(
+        &self,
+        seq: u32,
+        before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
+    ) -> Result<Frame, CallError> {
+        let r = self.take(seq, before_reply);
+        self.settled(seq);
+        r
+    }
+
+    fn take(
+        &self,
+        seq: u32,
+        before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
+    ) -> Result<Frame, CallError> {
+        let mut st = relock(&self.state);
+        loop {
+            if let Some(i) = st.stash.iter().position(|f| f.header.seq == seq) {
+                return Ok(st.stash.swap_remove(i));
+            }
+            if !st.reader {
+                break;
+            }
+            st.waiting += 1;
+            st = self.arrived.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.waiting -= 1;
+        }
+        // This thread reads until its own reply comes, then steps down
+        // (on any exit, so the others never wait for a reader that left).
+        st.reader = true;
+        drop(st);
+        let _step_down = StepDown(self);
+        self.read_until(seq, before_reply)
+    }
+
+    /// Reads as the one reader (`state.reader` set by this thread).
+    fn read_until(
+        &self,
+        seq: u32,
+        before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
+    ) -> Result<Frame, CallError> {
+        before_reply(&self.stream).map_err(FrameError::Io)?;
+        loop {
+            let f = read_frame(&mut &*self.stream)?;
+            if f.header.flags & FLAG_NOTICE != 0 {
+                notice(&mut relock(&self.state).output, f)?;
+                continue;
+            }
+            if f.header.seq == seq {
+                return Ok(f);
+            }
+            if !relock(&self.outstanding).contains(&f.header.seq) {
+                return Err(CallError::OutOfOrder {
+                    expected: seq,
+                    got: f.header.seq,
+                });
+            }
+            let mut st = relock(&self.state);
+            st.stash.push(f);
+            if st.waiting > 0 {
+                self.arrived.notify_all();
+            }
+        }
+    }
+}
+
+impl Replies {
+    /// [`Replies::wait`] for a reply whose value is a `Bytes` of exactly
+    /// `dst.len()` bytes: read by this thread, its data goes from the
+    /// socket straight into `dst`; read by another (set aside whole), it is
+    /// copied. Returns the reply's status; on a non-zero status `dst` is
+    /// untouched.
+    pub fn wait_into(&self, seq: u32, dst: &mut [u8]) -> Result<u32, CallError> {
+        let r = self.take_into(seq, dst);
+        self.settled(seq);
+        r
+    }
+
+    fn take_into(&self, seq: u32, dst: &mut [u8]) -> Result<u32, CallError> {
+        let mut st = relock(&self.state);
+        loop {
+            if let Some(i) = st.stash.iter().position(|f| f.header.seq == seq) {
+                let f = st.stash.swap_remove(i);
+                drop(st);
+                return bytes_reply_into(&f, dst);
+            }
+            if !st.reader {
+                break;
+            }
+            st.waiting += 1;
+            st = self.arrived.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.waiting -= 1;
+        }
+        st.reader = true;
+        drop(st);
+        let _step_down = StepDown(self);
+        let mut stream: &Stream = &self.stream;
+        loop {
+            let mut hb = [0u8; HEADER_LEN];
+            read_exact_framed(&mut stream, &mut hb)?;
+            let h = Header::from_bytes(&hb);
+            if h.len > MAX_PAYLOAD {
+                return Err(FrameError::TooLarge(h.len).into());
+            }
+            if h.flags & FLAG_NOTICE == 0 && h.seq == seq {
+                return read_bytes_into(&mut stream, h, dst);
+            }
+            let mut payload = vec![0u8; h.len as usize];
+            stream.read_exact(&mut payload).map_err(FrameError::Io)?;
+            let f = Frame { header: h, payload };
+            if h.flags & FLAG_NOTICE != 0 {
+                notice(&mut relock(&self.state).output, f)?;
+                continue;
+            }
+            if !relock(&self.outstanding).contains(&h.seq) {
+                return Err(CallError::OutOfOrder {
+                    expected: seq,
+                    got: h.seq,
+                });
+            }
+            let mut st = relock(&self.state);
+            st.stash.push(f);
+            if st.waiting > 0 {
+                self.arrived.notify_all();
+            }
+        }
+    }
+}
+
+/// The payload of a `Bytes` reply with header `h`, read from `stream` into
+/// `dst` (see [`Replies::wait_into`]). A failure, or data of another size,
+/// is read off so the connection stays in step.
+fn read_bytes_into(stream: &mut &Stream, h: Header, dst: &mut [u8]) -> Result<u32, CallError> {
+    if h.status != 0 || h.len as usize != 4 + dst.len() {
+        let mut rest = vec![0u8; h.len as usize];
+        stream.read_exact(&mut rest).map_err(FrameError::Io)?;
+        if h.status != 0 {
+            return Ok(h.status);
+        }
+        return Err(CallError::Decode(DecodeError::Truncated));
+    }
+    let mut n = [0u8; 4];
+    stream.read_exact(&mut n).map_err(FrameError::Io)?;
+    if u32::from_le_bytes(n) as usize != dst.len() {
+        let mut rest = vec![0u8; dst.len()];
+        stream.read_exact(&mut rest).map_err(FrameError::Io)?;
+        return Err(CallError::Decode(DecodeError::Truncated));
+    }
+    stream.read_exact(dst).map_err(FrameError::Io)?;
+    Ok(0)
+}
+
+/// [`read_bytes_into`] for a reply another thread set aside whole.
+fn bytes_reply_into(f: &Frame, dst: &mut [u8]) -> Result<u32, CallError> {
+    if f.header.status != 0 {
+        return Ok(f.header.status);
+    }
+    let data = from_bytes::<crate::codec::Bytes>(&f.payload).map_err(CallError::Decode)?;
+    if data.0.len() != dst.len() {
+        return Err(CallError::Decode(DecodeError::Truncated));
+    }
+    dst.copy_from_slice(&data.0);
+    Ok(0)
+}
+
+struct StepDown<'a>(&'a Replies);
+
+impl Drop for StepDown<'_> {
+    fn drop(&mut self) {
+        let mut st = relock(&self.0.state);
+        st.reader = false;
+        if st.waiting > 0 {
+            self.0.arrived.notify_all();
+        }
+    }
+}
+
+/// A notice read while waiting for a reply: device output goes to the
+/// sink; a notice this version does not know is skipped, so a newer host
+/// can add kinds.
+fn notice(output: &mut Option<OutputSink>, f: Frame) -> Result<(), CallError> {
+    if f.header.op != DEVICE_OUTPUT_OP {
+        return Ok(());
+    }
+    let out = from_bytes::<DeviceOutput>(&f.payload).map_err(CallError::Decode)?;
+    if let Some(sink) = output.as_mut() {
+        sink(out);
+    }
+    Ok(())
+}
+
 /// A queue this large is written out even without a synchronizing call, so
-/// memory stays bounded and the host keeps working while the guest queues.
-const QUEUE_FLUSH_BYTES: usize = 1 << 20;
+/// memory stays bounded and the host starts on the work while the guest
+/// goes on queuing (a few hundred launches; one write for all of them).
+const QUEUE_FLUSH_BYTES: usize = 64 * 1024;
+
+/// A deferred call that finds the queue empty and nothing written for this
+/// long goes out at once: the host has most likely run out of work (and a
+/// GPU sits idle) while the application computes, so waking it now is worth
+/// a syscall. Calls that follow within the window are queued as usual, so
+/// a burst of launches costs one write at its start and one per
+/// [`QUEUE_FLUSH_BYTES`].
+const IDLE_AFTER: Duration = Duration::from_micros(200);
 
 impl Client {
     /// Sends `hello` and waits (at most `timeout`) for the host's answer.
@@ -118,64 +396,30 @@ impl Client {
             return Err(HandshakeError::Refused(f.header.status, why));
         }
         let reply = from_bytes::<HelloReply>(&f.payload).map_err(HandshakeError::Decode)?;
-        let mut client = Client {
-            stream,
-            next_seq: 1,
-            queued: Vec::new(),
-            queued_calls: 0,
-            output: None,
-            shm: None,
-            shm_refused: None,
-            hello: reply,
-        };
-        if hello.capabilities & client.hello.capabilities & caps::SHM != 0 {
-            client.attach_shm().map_err(HandshakeError::Transport)?;
+        let (shm, shm_refused) = if hello.capabilities & reply.capabilities & caps::SHM != 0 {
+            attach_shm(&mut stream).map_err(HandshakeError::Transport)?
         } else if hello.capabilities & caps::SHM != 0 {
-            client.shm_refused = Some("the host does not offer shared memory".into());
-        }
-        client.stream.tune_for_bulk();
-        client
-            .stream
+            (None, Some("the host does not offer shared memory".into()))
+        } else {
+            (None, None)
+        };
+        stream.tune_for_bulk();
+        stream
             .set_timeouts(None)
             .map_err(|e| HandshakeError::Transport(e.into()))?;
-        Ok(client)
-    }
-
-    /// After a handshake where both sides set `caps::SHM`: creates the
-    /// region and sends it (`SHM_ATTACH_OP`); the host's answer says
-    /// whether it is used. A region that cannot be created, or one the host
-    /// refuses, leaves the socket carrying everything; only a broken
-    /// connection is an error.
-    fn attach_shm(&mut self) -> Result<(), FrameError> {
-        let region = Region::create(crate::shm::REGION as usize);
-        let attach = ShmAttach {
-            size: if region.is_ok() {
-                crate::shm::REGION
-            } else {
-                0
-            },
-            slot: crate::shm::SLOT,
-        };
-        let mut frame = Vec::new();
-        let header = Header {
-            op: SHM_ATTACH_OP,
-            ..Default::default()
-        };
-        encode_frame(&mut frame, header, &to_bytes(&attach))?;
-        match &region {
-            Ok(r) => self.stream.send_with_fd(&frame, r.fd())?,
-            Err(_) => self.stream.write_all(&frame)?,
-        }
-        let f = read_frame(&mut self.stream)?;
-        match region {
-            Ok(r) if f.header.status == 0 => self.shm = Some(r),
-            Ok(_) => {
-                let why = from_bytes::<String>(&f.payload).unwrap_or_default();
-                self.shm_refused = Some(format!("the host refused the region: {why}"));
-            }
-            Err(e) => self.shm_refused = Some(format!("no memfd: {e}")),
-        }
-        Ok(())
+        let stream = Arc::new(stream);
+        Ok(Client {
+            replies: Arc::new(Replies::new(stream.clone())),
+            stream,
+            next_seq: 1,
+            queued: Vec::with_capacity(QUEUE_FLUSH_BYTES + 4096),
+            queued_calls: 0,
+            last_write: Instant::now(),
+            wake_idle: false,
+            shm,
+            shm_refused,
+            hello: reply,
+        })
     }
 
     /// Whether bulk bytes travel through shared memory.
@@ -188,7 +432,20 @@ impl Client {
     /// returned. (The host sends them only if the `Hello` announced
     /// `caps::DEVICE_OUTPUT`.)
     pub fn set_output_sink(&mut self, sink: OutputSink) {
-        self.output = Some(sink);
+        relock(&self.replies.state).output = Some(sink);
+    }
+
+    /// From now on, a deferred call queued after a quiet spell is written
+    /// at once (see [`IDLE_AFTER`]) instead of waiting for the next
+    /// round trip or a full queue. Off by default, so that tools and tests
+    /// see the queue fill exactly as they queue.
+    pub fn wake_idle_host(&mut self) {
+        self.wake_idle = true;
+    }
+
+    /// The reading side, for waiting on a reply without the `Client`.
+    pub fn replies(&self) -> Arc<Replies> {
+        self.replies.clone()
     }
 
     /// One call, travelling as its op's [`crate::proto::Meta`] says: a
@@ -209,10 +466,11 @@ impl Client {
         before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
     ) -> Result<C::Reply, CallError> {
         if let Some(reply) = C::unanswered() {
-            self.queue_raw(C::OP, &to_bytes(call))?;
+            self.queue_call(call)?;
             return Ok(reply);
         }
-        let f = self.round_trip_after(C::OP, &to_bytes(call), before_reply)?;
+        let seq = self.send_request(C::OP, &to_bytes(call))?;
+        let f = self.replies.wait_after(seq, before_reply)?;
         match Status::from_wire(C::META.domain, f.header.status) {
             Some(s) => Err(CallError::Status(s)),
             None => from_bytes::<C::Reply>(&f.payload).map_err(CallError::Decode),
@@ -222,28 +480,27 @@ impl Client {
     /// Sends raw bytes under an op and returns the raw reply (tests and tools).
     /// Queued calls go out first, in the same write.
     pub fn round_trip(&mut self, op: u16, payload: &[u8]) -> Result<Frame, CallError> {
-        self.round_trip_after(op, payload, |_| Ok(()))
+        let seq = self.send_request(op, payload)?;
+        self.replies.wait(seq)
     }
 
-    fn round_trip_after(
-        &mut self,
-        op: u16,
-        payload: &[u8],
-        before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
-    ) -> Result<Frame, CallError> {
-        let seq = self.send_parts(op, 0, &[payload])?;
-        before_reply(&self.stream).map_err(FrameError::Io)?;
-        self.read_reply(seq)
+    /// Writes the queued calls and a request of `op` in one write and
+    /// returns its sequence number, for [`Replies::wait`]: the reply can be
+    /// waited for by a thread that no longer holds the `Client`.
+    pub fn send_request(&mut self, op: u16, payload: &[u8]) -> Result<u32, CallError> {
+        self.send_parts(op, 0, &[payload])
     }
 
-    /// Writes one frame whose payload is `parts` in order (queued calls go
-    /// first, in the same system call), without copying the parts
-    /// together: a copy's bytes go from the caller's buffer to the socket.
-    /// Returns its sequence number. Requests are answered strictly in
-    /// order, so several may be in flight ([`Client::read_reply`] each).
+    /// Writes one frame whose payload is `parts` in order, queued calls
+    /// first, in one system call. A small request is appended to the queue
+    /// and written with it; a large one goes out vectored, so a copy's
+    /// bytes go from the caller's buffer to the socket without being copied
+    /// together. Returns its sequence number, registered with [`Replies`]
+    /// before it can be answered. Requests are answered strictly in order,
+    /// so several may be in flight ([`Client::read_reply`] each).
     pub fn send_parts(&mut self, op: u16, flags: u16, parts: &[&[u8]]) -> Result<u32, CallError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if len > crate::frame::MAX_PAYLOAD as usize {
+        if len > MAX_PAYLOAD as usize {
             return Err(CallError::Transport(FrameError::TooLarge(len as u32)));
         }
         let seq = self.take_seq();
@@ -255,95 +512,79 @@ impl Client {
             ..Default::default()
         }
         .to_bytes();
-        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 2);
-        all.push(&self.queued);
-        all.push(&header);
-        all.extend_from_slice(parts);
-        let written = crate::endpoint::write_all_parts(&mut self.stream, &all);
-        self.queued.clear();
         self.queued_calls = 0;
-        written.map_err(FrameError::Io)?;
+        // Registered before it can be answered: the reader of another
+        // thread then keeps the reply for this one.
+        self.replies.expect(seq);
+        let written = if len <= INLINE_REQUEST {
+            self.queued.extend_from_slice(&header);
+            for p in parts {
+                self.queued.extend_from_slice(p);
+            }
+            (&*self.stream).write_all(&self.queued)
+        } else {
+            let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 2);
+            all.push(&self.queued);
+            all.push(&header);
+            all.extend_from_slice(parts);
+            crate::endpoint::write_all_parts(&mut &*self.stream, &all)
+        };
+        self.last_write = Instant::now();
+        self.queued.clear();
+        if let Err(e) = written {
+            self.replies.settled(seq);
+            return Err(FrameError::Io(e).into());
+        }
         Ok(seq)
     }
 
     /// Reads the reply to request `seq` (notices before it go to the
-    /// sink).
+    /// sink), as [`Replies::wait`].
     pub fn read_reply(&mut self, seq: u32) -> Result<Frame, CallError> {
-        let f = loop {
-            let f = read_frame(&mut self.stream)?;
-            if f.header.flags & FLAG_NOTICE == 0 {
-                break f;
-            }
-            self.notice(f)?;
-        };
-        if f.header.seq != seq {
-            return Err(CallError::OutOfOrder {
-                expected: seq,
-                got: f.header.seq,
-            });
-        }
-        Ok(f)
+        self.replies.wait(seq)
     }
 
     /// Reads the reply to request `seq`, whose value is a `Bytes` of
-    /// exactly `dst.len()` bytes, straight into `dst` (no intermediate
-    /// buffer). Returns the reply's status; on a non-zero status `dst` is
-    /// untouched.
+    /// exactly `dst.len()` bytes, straight into `dst` when this thread
+    /// reads it off the socket (no intermediate buffer). Returns the
+    /// reply's status; on a non-zero status `dst` is untouched.
     pub fn read_reply_into(&mut self, seq: u32, dst: &mut [u8]) -> Result<u32, CallError> {
-        use std::io::Read;
-        let header = loop {
-            let mut hb = [0u8; crate::frame::HEADER_LEN];
-            read_exact_framed(&mut self.stream, &mut hb)?;
-            let h = Header::from_bytes(&hb);
-            if h.len > crate::frame::MAX_PAYLOAD {
-                return Err(FrameError::TooLarge(h.len).into());
-            }
-            if h.flags & FLAG_NOTICE == 0 {
-                break h;
-            }
-            let mut payload = vec![0u8; h.len as usize];
-            self.stream
-                .read_exact(&mut payload)
-                .map_err(FrameError::Io)?;
-            self.notice(Frame { header: h, payload })?;
-        };
-        if header.seq != seq {
-            return Err(CallError::OutOfOrder {
-                expected: seq,
-                got: header.seq,
-            });
-        }
-        if header.status != 0 || header.len as usize != 4 + dst.len() {
-            // No data (a failure), or not the size asked: read it off so
-            // the connection stays in step.
-            let mut rest = vec![0u8; header.len as usize];
-            self.stream.read_exact(&mut rest).map_err(FrameError::Io)?;
-            if header.status != 0 {
-                return Ok(header.status);
-            }
-            return Err(CallError::Decode(DecodeError::Truncated));
-        }
-        let mut n = [0u8; 4];
-        self.stream.read_exact(&mut n).map_err(FrameError::Io)?;
-        if u32::from_le_bytes(n) as usize != dst.len() {
-            let mut rest = vec![0u8; dst.len()];
-            self.stream.read_exact(&mut rest).map_err(FrameError::Io)?;
-            return Err(CallError::Decode(DecodeError::Truncated));
-        }
-        self.stream.read_exact(dst).map_err(FrameError::Io)?;
-        Ok(0)
+        self.replies.wait_into(seq, dst)
     }
 
-    /// A notice read while waiting for a reply: device output goes to the
-    /// sink; a notice this version does not know is skipped, so a newer
-    /// host can add kinds.
-    fn notice(&mut self, f: Frame) -> Result<(), CallError> {
-        if f.header.op != DEVICE_OUTPUT_OP {
-            return Ok(());
+    /// Queues a deferred call, encoded straight into the queue (no
+    /// allocation, no syscall until the queue fills).
+    pub fn queue_call<C: Call>(&mut self, call: &C) -> Result<(), CallError> {
+        self.queue_with(C::OP, |out| call.encode(out))
+    }
+
+    /// Queues a frame of `op` whose payload `encode` appends.
+    pub fn queue_with(
+        &mut self,
+        op: u16,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), CallError> {
+        let seq = self.take_seq();
+        let start = self.queued.len();
+        self.queued.extend_from_slice(&[0; HEADER_LEN]);
+        encode(&mut self.queued);
+        let len = self.queued.len() - start - HEADER_LEN;
+        if len > MAX_PAYLOAD as usize {
+            self.queued.truncate(start);
+            return Err(CallError::Transport(FrameError::TooLarge(len as u32)));
         }
-        let out = from_bytes::<DeviceOutput>(&f.payload).map_err(CallError::Decode)?;
-        if let Some(sink) = self.output.as_mut() {
-            sink(out);
+        let header = Header {
+            len: len as u32,
+            op,
+            seq,
+            flags: crate::frame::FLAG_NO_REPLY,
+            ..Default::default()
+        };
+        self.queued[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
+        self.queued_calls += 1;
+        let idle = self.wake_idle && start == 0 && self.last_write.elapsed() >= IDLE_AFTER;
+        if idle || self.queued.len() >= QUEUE_FLUSH_BYTES {
+            self.flush_queued()?;
         }
         Ok(())
     }
@@ -353,19 +594,7 @@ impl Client {
     /// errors. Only for ops the table declares deferred ([`Client::call`]
     /// picks this by itself); the host refuses any other without reply.
     pub fn queue_raw(&mut self, op: u16, payload: &[u8]) -> Result<(), CallError> {
-        let seq = self.take_seq();
-        let header = Header {
-            op,
-            seq,
-            flags: crate::frame::FLAG_NO_REPLY,
-            ..Default::default()
-        };
-        encode_frame(&mut self.queued, header, payload).map_err(FrameError::Io)?;
-        self.queued_calls += 1;
-        if self.queued.len() >= QUEUE_FLUSH_BYTES {
-            self.flush_queued()?;
-        }
-        Ok(())
+        self.queue_with(op, |out| out.extend_from_slice(payload))
     }
 
     /// Writes out every queued call without waiting for anything.
@@ -373,7 +602,8 @@ impl Client {
         if self.queued.is_empty() {
             return Ok(());
         }
-        let r = self.stream.write_all(&self.queued);
+        let r = (&*self.stream).write_all(&self.queued);
+        self.last_write = Instant::now();
         self.queued.clear();
         self.queued_calls = 0;
         r.map_err(|e| CallError::Transport(FrameError::Io(e)))
@@ -400,6 +630,47 @@ impl Client {
         &self.stream
     }
 }
+
+/// After a handshake where both sides set `caps::SHM`: creates the region
+/// and sends it (`SHM_ATTACH_OP`); the host's answer says whether it is
+/// used. A region that cannot be created, or one the host refuses, leaves
+/// the socket carrying everything (the reason is returned); only a broken
+/// connection is an error.
+fn attach_shm(stream: &mut Stream) -> Result<(Option<Region>, Option<String>), FrameError> {
+    let region = Region::create(crate::shm::REGION as usize);
+    let attach = ShmAttach {
+        size: if region.is_ok() {
+            crate::shm::REGION
+        } else {
+            0
+        },
+        slot: crate::shm::SLOT,
+    };
+    let mut frame = Vec::new();
+    let header = Header {
+        op: SHM_ATTACH_OP,
+        ..Default::default()
+    };
+    encode_frame(&mut frame, header, &to_bytes(&attach))?;
+    match &region {
+        Ok(r) => stream.send_with_fd(&frame, r.fd())?,
+        Err(_) => stream.write_all(&frame)?,
+    }
+    let f = read_frame(stream)?;
+    Ok(match region {
+        Ok(r) if f.header.status == 0 => (Some(r), None),
+        Ok(_) => {
+            let why = from_bytes::<String>(&f.payload).unwrap_or_default();
+            (None, Some(format!("the host refused the region: {why}")))
+        }
+        Err(e) => (None, Some(format!("no memfd: {e}"))),
+    })
+}
+
+/// A request at most this large is copied behind the queued calls and
+/// written with them in one plain write; a larger one (a copy's data) is
+/// written vectored from where it lies.
+const INLINE_REQUEST: usize = 64 * 1024;
 
 /// `read_exact` where an end of stream before the first byte is `Closed`.
 fn read_exact_framed(r: &mut impl std::io::Read, buf: &mut [u8]) -> Result<(), FrameError> {
@@ -517,7 +788,6 @@ pub fn send_hello_reply(stream: &mut Stream, reply: &HelloReply) -> std::io::Res
 /// or one that was refused (answered with the reason); the socket then
 /// carries everything. `Err`: the connection failed.
 pub fn accept_shm(stream: &mut Stream) -> Result<(Option<Region>, String), String> {
-    use std::io::Read;
     let mut hb = [0u8; crate::frame::HEADER_LEN];
     let fd = stream
         .recv_with_fd(&mut hb)
@@ -742,6 +1012,54 @@ mod tests {
         assert_eq!(seen[0], (1, b"aaa".to_vec(), 0));
         assert_eq!((seen[1].0, seen[1].1.len(), seen[1].2), (2, 16, 0));
         assert_eq!(seen[2], (1, b"bbb".to_vec(), 1));
+    }
+
+    #[test]
+    fn a_reply_read_by_another_waiter_is_handed_over_at_once() {
+        use std::sync::mpsc;
+        let (a, mut b) = Stream::pair().unwrap();
+        let (b_done_tx, b_done_rx) = mpsc::channel::<()>();
+        let host = std::thread::spawn(move || -> Result<(), String> {
+            accept_hello(
+                &mut b,
+                &Peer::Unix {
+                    pid: 1,
+                    uid: 0,
+                    gid: 0,
+                },
+                &Admission {
+                    build_id: "test",
+                    token: None,
+                    allowed_uids: &[],
+                },
+            )?;
+            send_hello_reply(&mut b, &HelloReply::default()).map_err(|e| e.to_string())?;
+            let first = read_frame(&mut b).map_err(|e| e.to_string())?;
+            let second = read_frame(&mut b).map_err(|e| e.to_string())?;
+            send_ok(&mut b, &first.header, &()).map_err(|e| e.to_string())?;
+            // The second reply only once the first one's thread has it.
+            let handed = b_done_rx.recv_timeout(Duration::from_secs(20));
+            send_ok(&mut b, &second.header, &()).map_err(|e| e.to_string())?;
+            handed.map_err(|_| "the first reply was held back".to_string())
+        });
+        let mut c =
+            Client::handshake(a, &Hello::new("test", 0, None), Duration::from_secs(5)).unwrap();
+        let replies = c.replies();
+        let first = c.send_request(Ping::OP, &[]).unwrap();
+        let second = c.send_request(Ping::OP, &[]).unwrap();
+        // The second request's thread reads the stream ...
+        let r = replies.clone();
+        let long = std::thread::spawn(move || r.wait(second).map(|f| f.header.seq));
+        while !relock(&replies.state).reader {
+            std::thread::yield_now();
+        }
+        // ... and the first reply, which it reads, reaches this thread
+        // before the second exists.
+        assert_eq!(replies.wait(first).unwrap().header.seq, first);
+        b_done_tx.send(()).unwrap();
+        assert_eq!(long.join().unwrap().unwrap(), second);
+        host.join().unwrap().unwrap();
+        assert!(relock(&replies.outstanding).is_empty());
     }
 
     #[test]

@@ -190,8 +190,31 @@ fn fd_write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Through a shared reference, so that one thread can wait for a reply
+/// while another writes requests (as for `&UnixStream`).
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.read(buf),
+            Stream::Tcp(s) => {
+                let mut s: &TcpStream = s;
+                s.read(buf)
+            }
             // Unix and vsock: plain read(2) on the descriptor.
             _ => fd_read(self.as_raw_fd(), buf),
         }
@@ -347,7 +370,7 @@ impl Stream {
     }
 }
 
-impl Write for Stream {
+impl Write for &Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // send(MSG_NOSIGNAL) for every kind: a guest application must not
         // die of SIGPIPE because the host went away.

@@ -87,6 +87,16 @@ impl Shim {
         Ok(())
     }
 
+    /// What the launching threads of [`threaded`] need, as plain values.
+    fn launcher(&self) -> Launcher<'_> {
+        Launcher {
+            t: &self.t,
+            ctx: self.ctx as usize,
+            func: self.func as usize,
+            call: self.lib.sym(c"vgpu_guest_call_v1") as usize,
+        }
+    }
+
     fn ctx_sync(&self) -> Result<(), String> {
         cu!(self.t, cuCtxSynchronize());
         Ok(())
@@ -102,6 +112,45 @@ impl Shim {
     /// call sends, so it marks a place in the frame stream. Being a round
     /// trip, it also writes out the calls queued before it.
     pub fn marker(&self) -> Result<(), String> {
+        self.launcher().ping()
+    }
+}
+
+/// The shim's entry points and the empty kernel, for threads of their own
+/// (the handles as integers: only the shim dereferences them).
+#[derive(Clone, Copy)]
+struct Launcher<'a> {
+    t: &'a CudaDriver,
+    ctx: usize,
+    func: usize,
+    /// `vgpu_guest_call_v1`, or 0.
+    call: usize,
+}
+
+impl Launcher<'_> {
+    fn launch(&self, stream: CUstream) -> Result<(), String> {
+        cu!(
+            self.t,
+            cuLaunchKernel(
+                self.func as CUfunction,
+                1 as c_uint,
+                1,
+                1,
+                1,
+                1,
+                1,
+                0,
+                stream,
+                std::ptr::null_mut(),
+                std::ptr::null_mut()
+            )
+        );
+        Ok(())
+    }
+
+    /// A `Ping` round trip through the shim's connection (see
+    /// [`Shim::marker`]).
+    fn ping(&self) -> Result<(), String> {
         type SharedCall = unsafe extern "C" fn(
             u16,
             u16,
@@ -111,13 +160,12 @@ impl Shim {
             *mut c_void,
         ) -> u32;
         extern "C" fn ignore(_: *mut c_void, _: *const u8, _: usize) {}
-        let f = self.lib.sym(c"vgpu_guest_call_v1");
-        if f.is_null() {
+        if self.call == 0 {
             return Err("the shim does not export vgpu_guest_call_v1".into());
         }
         // SAFETY: the shim exports it with exactly this signature
         // (`vgpu_guest::shim_glue!`).
-        let call = unsafe { std::mem::transmute::<*mut c_void, SharedCall>(f) };
+        let call = unsafe { std::mem::transmute::<usize, SharedCall>(self.call) };
         let payload = to_bytes(&Ping {});
         // SAFETY: the payload is valid for its length for the call; the
         // sink ignores the (empty) reply and never touches `ctx`.
@@ -151,6 +199,126 @@ impl Drop for Shim {
             }
         }
     }
+}
+
+/// `n` calls of `cuCtxGetCurrent`, which the shim answers by itself:
+/// the cost of entering the shim, the floor a queued launch is priced
+/// against.
+pub fn local_calls(s: &Shim, n: usize) -> Result<Duration, String> {
+    let mut ctx: CUcontext = std::ptr::null_mut();
+    let start = Instant::now();
+    for _ in 0..n {
+        cu!(s.t, cuCtxGetCurrent(&mut ctx));
+    }
+    Ok(start.elapsed())
+}
+
+/// Several application threads at once, each on a stream of its own.
+pub struct Threaded {
+    pub threads: usize,
+    pub launches: usize,
+    /// From the common start to the last thread's synchronize returning.
+    pub elapsed: Duration,
+    /// The launch calls alone, summed over the threads.
+    pub submitted: Duration,
+    /// Every `Ping` round trip of every thread (`syncs` per thread),
+    /// measured while all of them ping at once.
+    pub syncs: Vec<Duration>,
+}
+
+/// `threads` threads each create a non-blocking stream, launch `n`
+/// empty kernels on it and synchronize it; then each makes `syncs`
+/// synchronous calls at the same time as the others.
+pub fn threaded(s: &Shim, threads: usize, n: usize, syncs: usize) -> Result<Threaded, String> {
+    let l = s.launcher();
+    let go = std::sync::Barrier::new(threads + 1);
+    let ping_go = std::sync::Barrier::new(threads + 1);
+    let per_thread = |l: Launcher<'_>| -> Result<(Duration, Vec<Duration>), String> {
+        let result = (|| {
+            cu!(l.t, cuCtxSetCurrent(l.ctx as CUcontext));
+            let mut stream: CUstream = std::ptr::null_mut();
+            cu!(
+                l.t,
+                cuStreamCreate(&mut stream, CUstream_flags::CU_STREAM_NON_BLOCKING.0)
+            );
+            l.launch(stream)?;
+            cu!(l.t, cuStreamSynchronize(stream));
+            Ok(stream)
+        })();
+        // Whatever happened, the others are not left waiting.
+        go.wait();
+        let launched = result.and_then(|stream| {
+            let t = Instant::now();
+            for _ in 0..n {
+                l.launch(stream)?;
+            }
+            let submitted = t.elapsed();
+            cu!(l.t, cuStreamSynchronize(stream));
+            cu!(l.t, cuStreamDestroy_v2(stream));
+            Ok(submitted)
+        });
+        ping_go.wait();
+        let submitted = launched?;
+        let mut samples = Vec::with_capacity(syncs);
+        for _ in 0..syncs {
+            let t = Instant::now();
+            l.ping()?;
+            samples.push(t.elapsed());
+        }
+        Ok((submitted, samples))
+    };
+    let (elapsed, results) = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| sc.spawn(move || per_thread(l)))
+            .collect();
+        go.wait();
+        let start = Instant::now();
+        ping_go.wait();
+        let elapsed = start.elapsed();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .collect();
+        (elapsed, results)
+    });
+    let mut out = Threaded {
+        threads,
+        launches: threads * n,
+        elapsed,
+        submitted: Duration::ZERO,
+        syncs: Vec::new(),
+    };
+    for r in results {
+        let (submitted, samples) = r?;
+        out.submitted += submitted;
+        out.syncs.extend(samples);
+    }
+    Ok(out)
+}
+
+/// Launches in one [`enqueue_bursts`] burst: well below what makes the
+/// guest write its queue out, so a burst measures appending to the queue
+/// and nothing else.
+pub const BURST: usize = 256;
+
+/// `bursts` times: [`BURST`] launches timed, then a synchronize not
+/// timed. Per launch, for each burst: what the application thread pays to
+/// enqueue a launch while the host keeps up (the batched figures include
+/// the waits for a host that does not).
+pub fn enqueue_bursts(s: &Shim, bursts: usize) -> Result<Vec<Duration>, String> {
+    let null = std::ptr::null_mut();
+    s.launch(null)?;
+    s.ctx_sync()?;
+    let mut out = Vec::with_capacity(bursts);
+    for _ in 0..bursts {
+        let t = Instant::now();
+        for _ in 0..BURST {
+            s.launch(null)?;
+        }
+        out.push(t.elapsed() / BURST as u32);
+        s.ctx_sync()?;
+    }
+    Ok(out)
 }
 
 pub struct Launches {

@@ -175,8 +175,10 @@ impl Serve<LaunchKernel> for Session {
         let stream = self.enter_stream(c.ctx, c.stream)?;
         let ctx = self.stream_ctx(c.ctx, c.stream);
         let f = self.function_in(callable, ctx)?;
-        let layout = self.layout_of(callable, c.func);
-        let need = abi::params_size(&layout);
+        // The layout is only copied out for a cooperative launch, which
+        // needs it after `self` is borrowed again (the plain launch, the
+        // hot path, allocates nothing here).
+        let need = self.params_size_of(callable, c.func);
         if c.params.0.len() < need {
             tracing::debug!(
                 "session {}: launch with {} argument bytes, the kernel takes {need}",
@@ -209,14 +211,11 @@ impl Serve<LaunchKernel> for Session {
                 attrs: attrs.as_mut_ptr(),
                 numAttrs: attrs.len() as u32,
             };
-            return self.launch_ex(
-                f,
-                &config,
-                &mut params,
-                cooperative.then_some(layout.as_slice()),
-            );
+            let layout = cooperative.then(|| self.layout_of(callable, c.func));
+            return self.launch_ex(f, &config, &mut params, layout.as_deref());
         }
         if c.cooperative {
+            let layout = self.layout_of(callable, c.func);
             self.launch_cooperative(
                 f,
                 &c.grid,
@@ -241,6 +240,16 @@ impl Session {
             Callable::Kernel { .. } => self.code.kernels.find(h).and_then(|k| k.params.clone()),
         }
         .unwrap_or_default()
+    }
+
+    /// The argument bytes [`Session::layout_of`]'s layout takes, without
+    /// copying it.
+    fn params_size_of(&self, callable: Callable, h: u64) -> usize {
+        let size = |l: &Option<Vec<(u32, u32)>>| l.as_deref().map_or(0, abi::params_size);
+        match callable {
+            Callable::Function { .. } => self.code.functions.find(h).map_or(0, |f| size(&f.params)),
+            Callable::Kernel { .. } => self.code.kernels.find(h).map_or(0, |k| size(&k.params)),
+        }
     }
 
     fn launch_plain(

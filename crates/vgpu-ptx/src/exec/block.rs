@@ -22,10 +22,13 @@ pub(crate) struct Block<'a, 'l> {
 }
 
 impl<'a, 'l> Block<'a, 'l> {
-    pub fn new(l: &'l Launch<'a>, shared: usize, smid: u32) -> Self {
+    /// `buf` is reused for the shared memory (it is zeroed per block).
+    pub fn new(l: &'l Launch<'a>, mut buf: Vec<u8>, shared: usize, smid: u32) -> Self {
+        buf.clear();
+        buf.resize(shared, 0);
         Block {
             l,
-            shared: vec![0u8; shared],
+            shared: buf,
             ctaid: [0; 3],
             smid,
             loops: 0,

@@ -8,6 +8,8 @@
 //! What each instruction does lives with its family in `crate::ops`.
 
 pub(crate) mod block;
+#[allow(unsafe_code)]
+pub(crate) mod pool;
 mod scratch;
 pub(crate) mod thread;
 
@@ -129,6 +131,27 @@ impl GridBarrier {
     }
 }
 
+/// Where `%clock` counts from: one instant for the process (a GPU's cycle
+/// counter does not restart per launch either), so that a launch reads no
+/// clock.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// What one OS thread keeps between launches (see `launch_counted`).
+#[derive(Default)]
+struct Spare {
+    threads: Vec<thread::Thread>,
+    shared: Vec<u8>,
+}
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Spare> = std::cell::RefCell::new(Spare::default());
+    /// The launching thread's buffer for a launch's global addresses.
+    static GADDR: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Runs `kernel` over the grid. `params` is the packed parameter buffer
 /// (layout from [`crate::Kernel::params`]); `global_symbols` maps each module
 /// global (see [`Module::globals`]) to its device address.
@@ -213,7 +236,7 @@ pub(crate) fn launch_counted(
     opts: &LaunchOptions<'_>,
 ) -> Result<u64, ExecError> {
     let workers = match opts.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => pool::cpus(),
         w => w,
     };
     let meta = module
@@ -248,7 +271,11 @@ pub(crate) fn launch_counted(
     } else {
         user_shared
     };
-    let mut gaddr = vec![0u64; module.globals.len()];
+    // The symbol table's buffer is the launching thread's, kept from its
+    // last launch.
+    let mut gaddr = GADDR.take();
+    gaddr.clear();
+    gaddr.resize(module.globals.len(), 0);
     for (k, g) in module.globals.iter().enumerate() {
         match global_symbols.get(&g.name) {
             Some(&a) => gaddr[k] = a,
@@ -286,7 +313,7 @@ pub(crate) fn launch_counted(
         kparam_len,
         mem,
         gaddr,
-        start: Instant::now(),
+        start: epoch(),
         nsm: workers as u32,
         reserved_smem,
         envreg,
@@ -302,8 +329,17 @@ pub(crate) fn launch_counted(
     let next = AtomicU64::new(0);
     let first_err: Mutex<Option<ExecError>> = Mutex::new(None);
     let work = |smid: u32| {
-        let mut b = Block::new(&l, shared_total as usize, smid);
-        let mut threads = Vec::new();
+        // The threads' and the shared memory's buffers are this OS
+        // thread's, kept from its last launch: no allocation per launch
+        // once they have grown to the kernel's size.
+        let mut spare = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let mut b = Block::new(
+            &l,
+            std::mem::take(&mut spare.shared),
+            shared_total as usize,
+            smid,
+        );
+        let mut threads = std::mem::take(&mut spare.threads);
         while !l.should_stop() {
             let blk = next.fetch_add(1, Ordering::Relaxed);
             if blk >= blocks {
@@ -330,19 +366,26 @@ pub(crate) fn launch_counted(
                 fe.get_or_insert(e);
             }
         }
+        spare.shared = b.shared;
+        spare.threads = threads;
+        SPARE.with(|s| *s.borrow_mut() = spare);
     };
-    if workers == 1 {
-        work(0);
-    } else {
+    if opts.cooperative && workers > 1 {
+        // Every block at once, each on an OS thread of its own, for as
+        // long as grid barriers hold them: not a job for a shared pool.
         std::thread::scope(|s| {
             for w in 0..workers {
                 let work = &work;
                 s.spawn(move || work(w as u32));
             }
         });
+    } else {
+        pool::run(workers, &work);
     }
+    let executed = l.executed.load(Ordering::Relaxed);
+    GADDR.set(l.gaddr);
     match first_err.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(e) => Err(e),
-        None => Ok(l.executed.load(Ordering::Relaxed)),
+        None => Ok(executed),
     }
 }
