@@ -263,7 +263,7 @@ pub(crate) fn run(func: &Function, d: Dims, buf: &[u8], cooperative: bool) -> Re
         output: Some(&print),
     };
     let started = Instant::now();
-    let r = memory::with_kernel_memory(|mem| {
+    let r = memory::with_launch_memory(ctx, |mem| {
         vgpu_ptx::launch_with(
             &func.module.ptx,
             name,
