@@ -157,6 +157,12 @@ int main(int argc, char **argv) {
     FN(CUresult, cuOccupancyMaxActiveBlocksPerMultiprocessor, (int *, CUfunction, int, size_t));
     FN(CUresult, cuOccupancyMaxPotentialBlockSize, (int *, int *, CUfunction, size_t (*)(int), size_t, int));
     FN(CUresult, cuModuleLoad, (CUmodule *, const char *));
+    FN(CUresult, cuCtxGetLimit, (size_t *, int));
+    FN(CUresult, cuCtxSetLimit, (int, size_t));
+    FN(CUresult, cuProfilerStart, (void));
+    FN(CUresult, cuProfilerStop, (void));
+    FN(CUresult, cuDeviceGetMemPool, (void **, CUdevice));
+    FN(CUresult, cuDeviceSetMemPool, (CUdevice, void *));
     FN(CUresult, cuLibraryLoadFromFile, (CUlibrary *, const char *, void *, void **, unsigned, void *, void **,
                                          unsigned));
 
@@ -367,6 +373,46 @@ int main(int argc, char **argv) {
     CUfunction wild;
     EXPECT_RC(cuModuleLoadData(&m2, PTX), 0, "reload");
     EXPECT_RC(cuModuleGetFunction(&wild, m2, "wild"), 0, "get wild");
+
+    /* ---- context limits: forwarded to the host's driver ---- */
+    size_t lim = 0;
+    EXPECT_RC(cuCtxGetLimit(&lim, 2 /* MALLOC_HEAP_SIZE */), 0, "get heap limit");
+    expect(lim == 8 << 20, "default heap is 8 MiB", "%lld %lld", (long long)lim, 0);
+    EXPECT_RC(cuCtxSetLimit(2, 1 << 20), 0, "set heap limit");
+    EXPECT_RC(cuCtxGetLimit(&lim, 2), 0, "get heap limit again");
+    expect(lim == 1 << 20, "heap is 1 MiB", "%lld %lld", (long long)lim, 0);
+    EXPECT_RC(cuCtxSetLimit(0 /* STACK_SIZE */, 4096), 0, "set stack size");
+    EXPECT_RC(cuCtxGetLimit(&lim, 0), 0, "get stack size");
+    expect(lim == 4096, "stack is 4 KiB", "%lld %lld", (long long)lim, 0);
+    lim = 7;
+    EXPECT_RC(cuCtxGetLimit(&lim, 8 /* CIG_ENABLED */), 0, "get CIG_ENABLED");
+    expect(lim == 0, "not a CIG context", "%lld %lld", (long long)lim, 0);
+    EXPECT_RC(cuCtxGetLimit(&lim, 7 /* SHMEM_SIZE */), 0, "get SHMEM_SIZE");
+    expect(lim >= 48 * 1024, "kernels have shared memory", "%lld %lld", (long long)lim, 0);
+    EXPECT_RC(cuCtxGetLimit(&lim, 99), 215, "unknown limit is UNSUPPORTED_LIMIT");
+    EXPECT_RC(cuCtxGetLimit(NULL, 0), 1, "NULL out is INVALID_VALUE");
+
+    /* ---- launch shapes the device cannot run fail at the launch, and
+     * leave nothing for the next synchronization ---- */
+    CUfunction v2;
+    EXPECT_RC(cuModuleGetFunction(&v2, m2, "vadd"), 0, "get vadd (reloaded)");
+    EXPECT_RC(cuLaunchKernel(v2, 1, 1, 1, 2048, 1, 1, 0, NULL, params, NULL), 1, "2048-thread block");
+    EXPECT_RC(cuLaunchKernel(v2, 1, 1, 1, 1, 1, 128, 0, NULL, params, NULL), 1, "block z of 128");
+    EXPECT_RC(cuLaunchKernel(v2, 1, 65536, 1, 1, 1, 1, 0, NULL, params, NULL), 1, "grid y of 65536");
+    EXPECT_RC(cuLaunchKernel(v2, 1, 1, 1, 1, 1, 1, 1 << 20, NULL, params, NULL), 1, "1 MiB of shared memory");
+    EXPECT_RC(cuLaunchKernel(v2, 0, 1, 1, 1, 1, 1, 0, NULL, params, NULL), 1, "empty grid");
+    EXPECT_RC(cuCtxSynchronize(), 0, "refused launches leave no error behind");
+
+    /* ---- profiler control (no profiler attached: nothing to do) ---- */
+    EXPECT_RC(cuProfilerStart(), 0, "cuProfilerStart");
+    EXPECT_RC(cuProfilerStop(), 0, "cuProfilerStop");
+
+    /* ---- the device's current memory pool ---- */
+    void *pool = NULL;
+    EXPECT_RC(cuDeviceGetMemPool(&pool, dev), 0, "cuDeviceGetMemPool");
+    EXPECT_RC(cuDeviceSetMemPool(dev, pool), 0, "cuDeviceSetMemPool to the default pool");
+    EXPECT_RC(cuDeviceSetMemPool(dev, (void *)0x1234), 1, "an invented pool is INVALID_VALUE");
+
     void *wparams[] = {&da};
     EXPECT_RC(cuLaunchKernel(wild, 1, 1, 1, 1, 1, 1, 0, NULL, wparams, NULL), 0, "bad launch is queued");
     EXPECT_RC(cuCtxSynchronize(), 700, "sync reports ILLEGAL_ADDRESS");
