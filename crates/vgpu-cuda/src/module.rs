@@ -377,7 +377,7 @@ unsafe fn jit_outputs(
     let error = match outcome {
         Ok(()) => String::new(),
         Err(e) => format!(
-            "vgpu: the host could not load the image (CUresult {}); the host's log has the \
+            "vgpu: the host's driver refused the image (CUresult {}); the host's log has the \
              compiler's message",
             e.0
         ),
@@ -432,7 +432,7 @@ unsafe fn jit_outputs(
 ///
 /// # Safety
 /// As [`jit_outputs`].
-unsafe fn with_jit_outputs<T>(
+pub(crate) unsafe fn with_jit_outputs<T>(
     (n, options, values): JitOptions,
     load: impl FnOnce() -> Result<T, CUresult>,
 ) -> Result<T, CUresult> {
@@ -670,7 +670,7 @@ fn library_ctx() -> Result<u64, CUresult> {
 }
 
 /// JIT options: `(count, options, values)`.
-type JitOptions = (c_uint, *mut CUjit_option, *mut *mut c_void);
+pub(crate) type JitOptions = (c_uint, *mut CUjit_option, *mut *mut c_void);
 
 /// # Safety
 /// `image` NULL or a valid image; the option arrays are NULL or hold their

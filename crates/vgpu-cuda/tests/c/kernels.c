@@ -157,6 +157,7 @@ int main(int argc, char **argv) {
     FN(CUresult, cuOccupancyMaxActiveBlocksPerMultiprocessor, (int *, CUfunction, int, size_t));
     FN(CUresult, cuOccupancyMaxPotentialBlockSize, (int *, int *, CUfunction, size_t (*)(int), size_t, int));
     FN(CUresult, cuModuleLoad, (CUmodule *, const char *));
+    FN(CUresult, cuModuleLoadDataEx, (CUmodule *, const void *, unsigned, int *, void **));
     FN(CUresult, cuCtxGetLimit, (size_t *, int));
     FN(CUresult, cuCtxSetLimit, (int, size_t));
     FN(CUresult, cuProfilerStart, (void));
@@ -177,6 +178,24 @@ int main(int argc, char **argv) {
     static const unsigned char garbage[] = {0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0};
     EXPECT_RC(cuModuleLoadData(&mod, garbage), 200, "garbage image is INVALID_IMAGE");
     EXPECT_RC(cuModuleLoadData(&mod, PTX), 0, "load PTX");
+    {
+        /* JIT outputs: the error log says what failed, the wall time is
+         * written as a float. */
+        char errlog[256];
+        memset(errlog, 'x', sizeof errlog);
+        int jopts[] = {5 /* ERROR_LOG_BUFFER */, 6 /* ERROR_LOG_BUFFER_SIZE_BYTES */, 2 /* WALL_TIME */};
+        void *jvals[] = {errlog, (void *)(uintptr_t)sizeof errlog, (void *)(uintptr_t)0xffffffff};
+        CUmodule bad = NULL;
+        EXPECT_RC(cuModuleLoadDataEx(&bad, ".version 7.0\n.target sm_50\nnonsense;\n", 3, jopts, jvals), 218,
+                  "bad PTX is INVALID_PTX");
+        size_t n = (size_t)(uintptr_t)jvals[1];
+        expect(n > 1 && n <= sizeof errlog && errlog[n - 1] == 0 && strstr(errlog, "218"),
+               "error log names the error", "%lld bytes %lld", (long long)n, 0);
+        float ms;
+        unsigned bits = (unsigned)(uintptr_t)jvals[2];
+        memcpy(&ms, &bits, sizeof ms);
+        expect(ms >= 0.f && ms < 60000.f, "wall time written", "%lld ms %lld", (long long)ms, 0);
+    }
 
     CUfunction vadd = NULL, again = NULL, missing = NULL;
     EXPECT_RC(cuModuleGetFunction(&vadd, mod, "vadd"), 0, "get vadd");
