@@ -185,6 +185,18 @@ unsafe fn launch(
     check_shape(&shape, &Device::new(t.ctx.device)?)?;
     let sink = capture::check(&t)?;
     let func = f.in_context(&t.ctx)?;
+    // The function's own limit (`.maxntid`, its registers), refused by the
+    // launch itself as the driver refuses it.
+    let threads: u64 = shape.block.iter().map(|&b| u64::from(b)).product();
+    if func.max_threads().is_some_and(|max| threads > max) {
+        return Err(reject(
+            INVALID_VALUE,
+            format_args!(
+                "launch of {:?}: a block of {threads} threads, more than the function allows",
+                func.name
+            ),
+        ));
+    }
     // SAFETY: forwarded.
     let params = unsafe { arguments(&func, kernel_params, extra) }?;
     let Attrs { wire, events } = shape.attrs;

@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use vgpu_ffi::{FromCuda, Mint, Out, Shared};
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
@@ -65,6 +65,9 @@ pub struct Func {
     owner: u64,
     /// Kernels: their function in each context, by context id.
     per_ctx: Mutex<HashMap<u64, Arc<Func>>>,
+    /// `CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK`, asked once (it is fixed
+    /// when the function is made: its registers and `.maxntid`).
+    max_threads: OnceLock<u64>,
 }
 
 /// Kernels and functions until their module or library is unloaded.
@@ -86,7 +89,25 @@ impl Func {
             params: info.params,
             owner,
             per_ctx: Mutex::new(HashMap::new()),
+            max_threads: OnceLock::new(),
         })
+    }
+
+    /// The most threads a block of this function may have, or `None` when
+    /// the host cannot say (then the host's launch decides alone). One
+    /// round trip the first time.
+    pub fn max_threads(&self) -> Option<u64> {
+        if let Some(&n) = self.max_threads.get() {
+            return Some(n);
+        }
+        let n = attribute(
+            self,
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+        )
+        .ok()
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|&n| n > 0)?;
+        Some(*self.max_threads.get_or_init(|| n))
     }
 
     pub fn handle(&self) -> CUfunction {

@@ -81,6 +81,12 @@ static const char PTX[] =
     "  ret;\n"
     "}\n"
     /* Writes far outside any allocation. */
+    /* A launch bound of 128 threads. */
+    ".visible .entry bounded(.param .u64 p)\n"
+    ".maxntid 128, 1, 1\n"
+    "{\n"
+    "  ret;\n"
+    "}\n"
     ".visible .entry wild(.param .u64 p)\n"
     "{\n"
     "  .reg .b64 %rd<3>;\n"
@@ -420,6 +426,11 @@ int main(int argc, char **argv) {
     EXPECT_RC(cuLaunchKernel(v2, 1, 65536, 1, 1, 1, 1, 0, NULL, params, NULL), 1, "grid y of 65536");
     EXPECT_RC(cuLaunchKernel(v2, 1, 1, 1, 1, 1, 1, 1 << 20, NULL, params, NULL), 1, "1 MiB of shared memory");
     EXPECT_RC(cuLaunchKernel(v2, 0, 1, 1, 1, 1, 1, 0, NULL, params, NULL), 1, "empty grid");
+    CUfunction bounded;
+    EXPECT_RC(cuModuleGetFunction(&bounded, m2, "bounded"), 0, "get bounded");
+    void *bparams[] = {&da};
+    EXPECT_RC(cuLaunchKernel(bounded, 1, 1, 1, 128, 1, 1, 0, NULL, bparams, NULL), 0, "within .maxntid");
+    EXPECT_RC(cuLaunchKernel(bounded, 1, 1, 1, 256, 1, 1, 0, NULL, bparams, NULL), 1, "beyond .maxntid");
     EXPECT_RC(cuCtxSynchronize(), 0, "refused launches leave no error behind");
 
     /* ---- profiler control (no profiler attached: nothing to do) ---- */
