@@ -241,14 +241,14 @@ fn sort_thrust() {
     assert_checks_pass(&["sort"]);
 }
 
-/// cuBLAS (`cublasSgemm` / `cublasGemmEx`): its heuristics ask
-/// cuCtxGetLimit for CU_LIMIT_CIG_ENABLED and CU_LIMIT_SHMEM_SIZE (answered
-/// now), then pick their kernel.
+/// cuBLAS (`cublasSgemm` / `cublasGemmEx`).
 #[test]
-#[ignore = "cuBLAS's heuristics for CuPy's f32 matmul pick CUTLASS sm80 kernels \
-            (cutlass_80_simt_sgemm_64x64_8x5_nn_align1, sm80_xmma_gemm_f32f32_...) that \
-            libcublas ships as SASS only, without PTX: the software GPU answers \
-            CUDA_ERROR_NO_BINARY_FOR_GPU and cuBLAS CUBLAS_STATUS_EXECUTION_FAILED"]
+#[ignore = "cuBLAS's GemmEx answers CUBLAS_STATUS_ARCH_MISMATCH on the software GPU, \
+            which answers cuCtxGetLimit's CUDA-in-graphics limits with \
+            CUDA_ERROR_UNSUPPORTED_LIMIT as a driver without CIG does; answered as a \
+            non-CIG context instead, cuBLAS picks CUTLASS sm80 kernels \
+            (cutlass_80_simt_sgemm_64x64_8x5_nn_align1, ...) that libcublas ships as SASS \
+            only, and fails with CUBLAS_STATUS_EXECUTION_FAILED"]
 fn matmul_float_cublas() {
     assert_checks_pass(&["matmul_float"]);
 }

@@ -73,7 +73,8 @@ fn cublas_initializes_and_runs_an_sgemm() {
     assert_eq!(field(text, "result"), Some("0"), "{text}");
     // Every entry point cuBLAS called is implemented: the shim logs each
     // stub the first time it answers. (cuBLAS asks cuCtxGetLimit for
-    // CU_LIMIT_CIG_ENABLED, then CU_LIMIT_SHMEM_SIZE.)
+    // CU_LIMIT_CIG_ENABLED, then CU_LIMIT_SHMEM_SIZE: forwarded, and the
+    // software GPU has no CIG, so they are CUDA_ERROR_UNSUPPORTED_LIMIT.)
     let stubs: Vec<&str> = out
         .stderr
         .lines()

@@ -10,17 +10,19 @@
 //!   the `printf` buffer (text is collected per block, never dropped) and
 //!   the L2 hints have no fixed sizes to apply them to, and the device
 //!   runtime (device-side launches) is not emulated.
-//! - `SHMEM_SIZE` and `CIG_ENABLED` describe CUDA-in-graphics contexts,
-//!   which cannot exist here (`cuCtxCreate_v4` refuses CIG parameters), so
-//!   they read as an ordinary context's: all of a multiprocessor's shared
-//!   memory, and 0.
+//! - `SHMEM_SIZE`, `CIG_ENABLED` and `CIG_SHMEM_FALLBACK_ENABLED` belong
+//!   to CUDA-in-graphics, which the software GPU does not have
+//!   (`cuCtxCreate_v4` refuses CIG parameters): they are
+//!   CUDA_ERROR_UNSUPPORTED_LIMIT, as on a driver without CIG. cuBLAS
+//!   depends on it: told "not a CIG context" it picks CUTLASS kernels that
+//!   its library ships as SASS only, which the interpreter cannot run;
+//!   told the limits are unsupported it keeps to kernels with PTX.
 
 use crate::context::MaybeCtx;
 use crate::profile;
 use cuda_types::cuda::{CUdevice_attribute as A, CUlimit, CUresult};
 use vgpu_ffi::Out;
 
-const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
 const UNSUPPORTED_LIMIT: CUresult = CUresult::CUDA_ERROR_UNSUPPORTED_LIMIT;
 
 /// The settable limits of one context.
@@ -32,7 +34,6 @@ pub(crate) struct Limits {
     pub dev_runtime_pending_launch_count: usize,
     pub max_l2_fetch_granularity: usize,
     pub persisting_l2_cache_size: usize,
-    pub cig_shmem_fallback_enabled: usize,
 }
 
 impl Default for Limits {
@@ -44,7 +45,6 @@ impl Default for Limits {
             dev_runtime_pending_launch_count: 2048,
             max_l2_fetch_granularity: 64,
             persisting_l2_cache_size: 0,
-            cig_shmem_fallback_enabled: 1,
         }
     }
 }
@@ -56,7 +56,9 @@ fn attribute(a: A) -> Result<usize, CUresult> {
     Ok(usize::try_from(profile::attribute(a)?).unwrap_or(0))
 }
 
-/// `cuCtxGetLimit` in the current context.
+/// `cuCtxGetLimit` in the current context. The CIG limits and
+/// `CU_LIMIT_PER_BLOCK_MEMORY_SIZE` (CUDA 13), like unknown values, fall to
+/// the `_` arm: unsupported.
 pub fn get_limit(value: Out<usize>, limit: CUlimit) -> Result<(), CUresult> {
     let c = MaybeCtx::NULL.or_current()?;
     let l = *c.limits.lock();
@@ -68,12 +70,6 @@ pub fn get_limit(value: Out<usize>, limit: CUlimit) -> Result<(), CUresult> {
         CUlimit::CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT => l.dev_runtime_pending_launch_count,
         CUlimit::CU_LIMIT_MAX_L2_FETCH_GRANULARITY => l.max_l2_fetch_granularity,
         CUlimit::CU_LIMIT_PERSISTING_L2_CACHE_SIZE => l.persisting_l2_cache_size,
-        CUlimit::CU_LIMIT_SHMEM_SIZE => {
-            attribute(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)?
-        }
-        CUlimit::CU_LIMIT_CIG_ENABLED => 0,
-        CUlimit::CU_LIMIT_CIG_SHMEM_FALLBACK_ENABLED => l.cig_shmem_fallback_enabled,
-        // PER_BLOCK_MEMORY_SIZE (CUDA 13) and unknown values.
         _ => return Err(UNSUPPORTED_LIMIT),
     };
     value.write(v);
@@ -104,9 +100,6 @@ pub fn set_limit(limit: CUlimit, value: usize) -> Result<(), CUresult> {
             let max = attribute(A::CU_DEVICE_ATTRIBUTE_MAX_PERSISTING_L2_CACHE_SIZE)?;
             l.persisting_l2_cache_size = value.min(max);
         }
-        // Properties of a CIG context, which can only be queried.
-        CUlimit::CU_LIMIT_SHMEM_SIZE | CUlimit::CU_LIMIT_CIG_ENABLED => return Err(INVALID_VALUE),
-        CUlimit::CU_LIMIT_CIG_SHMEM_FALLBACK_ENABLED => l.cig_shmem_fallback_enabled = value,
         _ => return Err(UNSUPPORTED_LIMIT),
     }
     Ok(())

@@ -57,24 +57,21 @@ fn every_limit_has_the_drivers_default_and_keeps_what_is_set() {
         (L::CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT, 2048),
         (L::CU_LIMIT_MAX_L2_FETCH_GRANULARITY, 64),
         (L::CU_LIMIT_PERSISTING_L2_CACHE_SIZE, 0),
-        (L::CU_LIMIT_CIG_ENABLED, 0),
-        (L::CU_LIMIT_CIG_SHMEM_FALLBACK_ENABLED, 1),
     ];
     for (l, v) in defaults {
         assert_eq!(get(l), Ok(v), "{l:?}");
     }
-    // An ordinary context's kernels may use a multiprocessor's shared
-    // memory.
-    let mut smem = 0;
-    // SAFETY: a local out-slot.
-    unsafe {
-        cuDeviceGetAttribute(
-            &mut smem,
-            CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
-            0,
-        )
-    };
-    assert_eq!(get(L::CU_LIMIT_SHMEM_SIZE), Ok(smem as usize));
+    // No CUDA-in-graphics: its limits are unsupported, as on a driver
+    // without it (which keeps cuBLAS on kernels that have PTX).
+    for l in [
+        L::CU_LIMIT_SHMEM_SIZE,
+        L::CU_LIMIT_CIG_ENABLED,
+        L::CU_LIMIT_CIG_SHMEM_FALLBACK_ENABLED,
+        L::CU_LIMIT_PER_BLOCK_MEMORY_SIZE,
+    ] {
+        assert_eq!(get(l), Err(CUresult::CUDA_ERROR_UNSUPPORTED_LIMIT), "{l:?}");
+        assert_eq!(set(l, 1), CUresult::CUDA_ERROR_UNSUPPORTED_LIMIT, "{l:?}");
+    }
 
     for (l, v) in [
         (L::CU_LIMIT_STACK_SIZE, 8192),
@@ -84,7 +81,6 @@ fn every_limit_has_the_drivers_default_and_keeps_what_is_set() {
         (L::CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT, 4096),
         (L::CU_LIMIT_MAX_L2_FETCH_GRANULARITY, 32),
         (L::CU_LIMIT_PERSISTING_L2_CACHE_SIZE, MIB),
-        (L::CU_LIMIT_CIG_SHMEM_FALLBACK_ENABLED, 0),
     ] {
         assert_eq!(set(l, v), OK, "{l:?}");
         assert_eq!(get(l), Ok(v), "{l:?}");
@@ -103,9 +99,7 @@ fn every_limit_has_the_drivers_default_and_keeps_what_is_set() {
         )
     };
     assert_eq!(get(L::CU_LIMIT_PERSISTING_L2_CACHE_SIZE), Ok(max as usize));
-    // Query-only, unknown and too large.
-    assert_eq!(set(L::CU_LIMIT_CIG_ENABLED, 1), INVALID_VALUE);
-    assert_eq!(set(L::CU_LIMIT_SHMEM_SIZE, 1), INVALID_VALUE);
+    // Unknown and too large.
     assert_eq!(
         get(CUlimit(99)),
         Err(CUresult::CUDA_ERROR_UNSUPPORTED_LIMIT)
