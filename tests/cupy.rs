@@ -223,11 +223,9 @@ fn trig_large_arguments() {
     assert_checks_pass(&["trig_large_arguments"]);
 }
 
+/// `cupy.cuda.MemoryAsyncPool()`: stream-ordered allocation from the
+/// device's pool, which CuPy first makes current with cuDeviceSetMemPool.
 #[test]
-#[ignore = "vgpu does not implement cuDeviceSetMemPool (the shim returns \
-            CUDA_ERROR_NOT_SUPPORTED, 801, crates/vgpu-cuda/src/mempool.rs), and \
-            cupy.cuda.MemoryAsyncPool() always sets the device's pool, even to the \
-            default one"]
 fn memory_async_pool() {
     assert_checks_pass(&["memory_async_pool"]);
 }
@@ -240,10 +238,14 @@ fn sort_thrust() {
     assert_checks_pass(&["sort"]);
 }
 
+/// cuBLAS (`cublasSgemm` / `cublasGemmEx`).
 #[test]
-#[ignore = "cuBLAS's GemmEx answers CUBLAS_STATUS_ARCH_MISMATCH: it asks cuCtxGetLimit \
-            for CU_LIMIT_CIG_ENABLED and CU_LIMIT_SHMEM_SIZE, which the shim does not \
-            answer yet (CUDA_ERROR_NOT_SUPPORTED)"]
+#[ignore = "cuBLAS's GemmEx answers CUBLAS_STATUS_ARCH_MISMATCH on the software GPU, \
+            which answers cuCtxGetLimit's CUDA-in-graphics limits with \
+            CUDA_ERROR_UNSUPPORTED_LIMIT as a driver without CIG does; answered as a \
+            non-CIG context instead, cuBLAS picks CUTLASS sm80 kernels \
+            (cutlass_80_simt_sgemm_64x64_8x5_nn_align1, ...) that libcublas ships as SASS \
+            only, and fails with CUBLAS_STATUS_EXECUTION_FAILED"]
 fn matmul_float_cublas() {
     assert_checks_pass(&["matmul_float"]);
 }

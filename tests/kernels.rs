@@ -106,6 +106,27 @@ fn out_of_bounds_is_illegal_address_and_daemon_survives() {
     out.line("vadd ok=1");
 }
 
+/// cudart's limits (forwarded cuCtxGetLimit/cuCtxSetLimit), device `malloc`
+/// within the heap size the application set, an overrun inside the
+/// allocation's granule (no fault, as on a GPU), the profiler API, and a
+/// block too large refused by the launch itself.
+#[test]
+fn limits_heap_granule_and_profiler() {
+    let daemon = Daemon::start_target();
+    let out = common::run_guest(
+        Command::new(common::nvcc_build("limits.cu", "ptx-static")),
+        &daemon,
+        &[("VGPU_LOG", "warn")],
+    );
+    if refused_by_cudart_13(&out) {
+        return;
+    }
+    out.assert_success();
+    for name in ["limits", "heap", "granule", "profiler", "shape", "done"] {
+        out.line(&format!("{name} ok=1"));
+    }
+}
+
 /// The driver API alone with NVRTC-compiled PTX: `cuModuleLoadData` +
 /// `cuLaunchKernel` with `kernelParams`, then with the `extra` buffer.
 #[test]

@@ -72,43 +72,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// writes each failure's key into `outcomes.tsv`), then pytest node ids
 /// relative to `numba/cuda/tests`. Each must still fail, for that cause.
 const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
-    // CUDA_ERROR_ILLEGAL_ADDRESS left by an earlier test of the same process (sticky): follows
-    // from illegal-address. Fix: vgpu-emu (allocation granularity); issue 15.
-    (
-        "sticky",
-        &[
-            "cudapy/test_dispatcher.py::TestDispatcher::test_dispatcher_mark_launch_config_sensitive",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_ambiguous_resolution",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_device",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_device_ambiguous",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_device_same_type_class",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_device_unsafe",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_mixed",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_same_type_class",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_signatures",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_strings",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_explicit_signatures_tuples",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_launch_config_args_are_thread_local",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_launch_config_available_during_compile",
-            "cudapy/test_dispatcher.py::TestDispatcher::test_lock",
-            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_const_mem_specialized",
-            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_const_mem_unspecialized",
-            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_local_mem_per_thread_specialized",
-            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_local_mem_per_thread_unspecialized",
-            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_max_threads_per_block_unspecialized",
-            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_regs_per_thread_specialized",
-            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_regs_per_thread_unspecialized",
-            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_shared_mem_per_block_specialized",
-            "cudapy/test_dispatcher.py::TestDispatcherKernelProperties::test_get_shared_mem_per_block_unspecialized",
-            "cudapy/test_dispatcher.py::TestLaunchBounds::test_launch_bounds_scalar",
-            "cudapy/test_dispatcher.py::TestLaunchBounds::test_launch_bounds_tuple",
-            "cudapy/test_dispatcher.py::TestLaunchBounds::test_launch_bounds_with_max_cluster_rank",
-            "cudapy/test_dispatcher.py::TestLaunchBounds::test_launch_bounds_with_min_cta",
-            "cudapy/test_dispatcher.py::TestSharedMemoryCarveout::test_shared_memory_carveout_valid_values",
-            "cudapy/test_localmem.py::TestCudaLocalMem::test_struct_model_type_arr",
-            "cudapy/test_localmem.py::TestCudaLocalMem::test_type_with_struct_data_model",
-        ],
-    ),
     // mapped pinned host memory: cuMemHostGetDevicePointer NOT_SUPPORTED, CAN_MAP_HOST_MEMORY 0
     // ("cannot map host memory"). Fix: vgpu-cuda (host_memory); issue 15.
     (
@@ -187,13 +150,6 @@ const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
             "cudadrv/test_cuda_driver.py::TestCudaDriver::test_cuda_core_graph_builder_launch_user_facing",
         ],
     ),
-    // no rule matches. Fix: ?; issue 15.
-    (
-        "unclassified",
-        &[
-            "cudadrv/test_linker.py::TestLinker::test_max_threads_exceeded",
-        ],
-    ),
     // register count: CU_FUNC_ATTRIBUTE_NUM_REGS is a fixed 32 and max-register JIT options are
     // not honoured. Fix: vgpu-emu (function attributes, cuLink*); issue 15.
     (
@@ -202,34 +158,11 @@ const EXPECTED_FAILURES: &[(&str, &[&str])] = &[
             "cudadrv/test_linker.py::TestLinker::test_set_registers_no_max",
         ],
     ),
-    // profiler API: cuProfilerStart/Stop not exported. Fix: vgpu-cuda (exports); issue 15.
-    (
-        "profiler",
-        &[
-            "cudadrv/test_profiler.py::TestProfiler::test_profiling",
-        ],
-    ),
-    // wrong result: an assertion on values, no CUDA error. Fix: vgpu-ptx (semantics); issue 15.
-    (
-        "wrong-result",
-        &[
-            "cudapy/test_array_methods.py::TestCudaArrayMethods::test_array_copy",
-        ],
-    ),
     // another driver call returns NOT_SUPPORTED. Fix: vgpu-cuda; issue 15.
     (
         "not-supported-other",
         &[
             "cudapy/test_cooperative_groups.py::TestCudaCooperativeGroups::test_false_cooperative_doesnt_link_cudadevrt",
-        ],
-    ),
-    // CUDA_ERROR_ILLEGAL_ADDRESS in a kernel: the software GPU checks exact bounds where a real
-    // GPU's allocation granularity (2 MiB / 512 B) tolerates the access. Fix: vgpu-emu
-    // (allocation granularity); issue 15.
-    (
-        "illegal-address",
-        &[
-            "cudapy/test_dispatcher.py::TestDispatcher::test_dispatcher_cpointer_arguments",
         ],
     ),
     // the venv has no nvJitLink on purpose (numba must link PTX through cuLink*), so numba's

@@ -15,14 +15,16 @@ pub mod state;
 
 use crate::args::Live;
 use crate::driver::{self, Device};
-use cuda_types::cuda::{CUcontext, CUctxCreateParams, CUdevice, CUexecAffinityParam, CUresult};
+use cuda_types::cuda::{
+    CUcontext, CUctxCreateParams, CUdevice, CUexecAffinityParam, CUlimit, CUresult,
+};
 use state::{Context, CtxArg, Kind};
 use std::ffi::{c_int, c_uint, c_ulonglong};
 use std::sync::Arc;
 use vgpu_ffi::{In, Out};
 use vgpu_transport::proto::{
-    CtxCreate, CtxDestroy, CtxDisablePeerAccess, CtxEnablePeerAccess, CtxSynchronize,
-    PrimaryCtxRelease, PrimaryCtxReset, PrimaryCtxRetain, PrimaryCtxSetFlags,
+    CtxCreate, CtxDestroy, CtxDisablePeerAccess, CtxEnablePeerAccess, CtxGetLimit, CtxSetLimit,
+    CtxSynchronize, PrimaryCtxRelease, PrimaryCtxReset, PrimaryCtxRetain, PrimaryCtxSetFlags,
 };
 
 const INVALID_VALUE: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
@@ -189,6 +191,33 @@ pub fn synchronize(ctx: CtxArg) -> Result<(), CUresult> {
     let remote = ctx.remote()?;
     crate::capture::sync_context(&ctx)?;
     driver::call(&CtxSynchronize { ctx: remote })
+}
+
+// ---- limits ----
+//
+// Forwarded for every `CUlimit`: the host's driver keeps them per context
+// and knows which it supports (CUDA_ERROR_UNSUPPORTED_LIMIT) and how it
+// clamps a value; the software GPU's device `malloc` uses the heap size.
+
+/// `cuCtxGetLimit` in the current context.
+pub fn get_limit(value: Out<usize>, limit: CUlimit) -> Result<(), CUresult> {
+    let (_, ctx) = crate::check::current()?;
+    let v = driver::call(&CtxGetLimit {
+        ctx,
+        limit: limit.0,
+    })?;
+    value.write(usize::try_from(v).unwrap_or(usize::MAX));
+    Ok(())
+}
+
+/// `cuCtxSetLimit` in the current context.
+pub fn set_limit(limit: CUlimit, value: usize) -> Result<(), CUresult> {
+    let (_, ctx) = crate::check::current()?;
+    driver::call(&CtxSetLimit {
+        ctx,
+        limit: limit.0,
+        value: value as u64,
+    })
 }
 
 // ---- primary contexts ----

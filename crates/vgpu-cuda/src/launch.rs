@@ -155,6 +155,60 @@ struct Shape {
     attrs: Attrs,
 }
 
+/// The launch-configuration errors the driver returns from the launch
+/// itself (CUDA_ERROR_INVALID_VALUE): a block or grid beyond the device's
+/// limits, more threads per block or more dynamic shared memory than any
+/// kernel may have. A launch is deferred, so the host's verdict would only
+/// reach the application at its next synchronizing call; these limits are
+/// in the inventory. What depends on the kernel (its register and static
+/// shared memory use, its own maximum block size) is the host's to check.
+fn check_shape(shape: &Shape, dev: &Device) -> Result<(), CUresult> {
+    use CUdevice_attribute as A;
+    let info = dev.info();
+    // A limit the host did not report is not checked here.
+    let limit = |a: A| {
+        info.attribute(a.0 as i32)
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(u64::MAX)
+    };
+    let over =
+        |dims: &[u32; 3], max: [A; 3]| dims.iter().zip(max).any(|(&d, m)| u64::from(d) > limit(m));
+    let threads: u64 = shape.block.iter().map(|&b| u64::from(b)).product();
+    let bad = if over(
+        &shape.block,
+        [
+            A::CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X,
+            A::CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y,
+            A::CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z,
+        ],
+    ) || threads > limit(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK)
+    {
+        "block"
+    } else if over(
+        &shape.grid,
+        [
+            A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X,
+            A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y,
+            A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z,
+        ],
+    ) {
+        "grid"
+    } else if u64::from(shape.shared_mem)
+        > limit(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+    {
+        "shared memory"
+    } else {
+        return Ok(());
+    };
+    Err(reject(
+        INVALID_VALUE,
+        format_args!(
+            "launch: {bad} beyond the device's limits (grid {:?}, block {:?}, {} bytes of dynamic shared memory)",
+            shape.grid, shape.block, shape.shared_mem
+        ),
+    ))
+}
+
 /// # Safety
 /// As [`arguments`].
 unsafe fn launch(
@@ -171,8 +225,21 @@ unsafe fn launch(
         ));
     }
     let t = stream::target(&shape.stream, null)?;
+    check_shape(&shape, &Device::new(t.ctx.device)?)?;
     let sink = capture::check(&t)?;
     let func = f.in_context(&t.ctx)?;
+    // The function's own limit (`.maxntid`, its registers), refused by the
+    // launch itself as the driver refuses it.
+    let threads: u64 = shape.block.iter().map(|&b| u64::from(b)).product();
+    if func.max_threads().is_some_and(|max| threads > max) {
+        return Err(reject(
+            INVALID_VALUE,
+            format_args!(
+                "launch of {:?}: a block of {threads} threads, more than the function allows",
+                func.name
+            ),
+        ));
+    }
     let mut params = ARGS.take();
     // SAFETY: forwarded.
     unsafe { arguments_into(&mut params, &func, kernel_params, extra) }?;

@@ -44,6 +44,7 @@ mod image;
 mod launch;
 mod link;
 mod module;
+mod profiler;
 mod tensormap;
 
 // The host-refusal marker and the virtual files' provider registration.
@@ -99,6 +100,8 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuCtxGetFlags => context::get_flags,
         cuCtxGetApiVersion => context::get_api_version,
         cuCtxGetId => context::get_id,
+        cuCtxGetLimit => context::get_limit,
+        cuCtxSetLimit => context::set_limit,
         cuCtxSynchronize => context::synchronize[CtxArg::Null],
         cuCtxSynchronize_v2 => context::synchronize,
         cuCtxEnablePeerAccess => context::enable_peer_access,
@@ -259,6 +262,7 @@ cuda_types::with_cuda_functions!(api_macros::export_functions {
         cuMemFreeAsync_ptsz => mempool::mem_free_async[Null::PerThread],
         cuDeviceGetDefaultMemPool => mempool::device_get_default_mem_pool,
         cuDeviceGetMemPool => mempool::device_get_default_mem_pool,
+        cuDeviceSetMemPool => mempool::device_set_mem_pool,
         cuMemPoolGetAttribute => mempool::get_attribute,
         cuMemPoolSetAttribute => mempool::set_attribute,
         cuMemPoolTrimTo => mempool::trim_to,

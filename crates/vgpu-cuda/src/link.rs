@@ -25,6 +25,10 @@ struct State {
     inputs: Vec<LinkInput>,
     /// The linked image, once complete; its address is what the caller got.
     image: Option<Box<[u8]>>,
+    /// `cuLinkCreate`'s options (count, options, values) as addresses: the
+    /// caller keeps them valid for the life of the link, and the outputs
+    /// among them (logs, wall time) are written at `cuLinkComplete`.
+    jit: (c_uint, usize, usize),
 }
 
 pub struct Link {
@@ -52,11 +56,12 @@ fn log_options(what: &str, n: c_uint, options: *mut CUjit_option) {
     }
 }
 
-/// `cuLinkCreate[_v2]`: the options are logged, not applied.
+/// `cuLinkCreate[_v2]`: the inputs among the options are logged, not
+/// applied; the outputs are filled at completion.
 pub fn create(
     n: c_uint,
     options: *mut CUjit_option,
-    _values: *mut *mut c_void,
+    values: *mut *mut c_void,
     out: Out<CUlinkState>,
 ) -> Result<(), CUresult> {
     // The link runs in the current context at completion, but CUDA ties
@@ -64,7 +69,10 @@ pub fn create(
     check::current()?;
     log_options("cuLinkCreate", n, options);
     let h = LINKS.insert(Arc::new(Link {
-        state: Mutex::new(State::default()),
+        state: Mutex::new(State {
+            jit: (n, options as usize, values as usize),
+            ..State::default()
+        }),
     }));
     out.write(args::handle(h));
     Ok(())
@@ -163,7 +171,12 @@ pub fn complete(
             ctx,
             inputs: std::mem::take(&mut st.inputs),
         };
-        match check::host(&call) {
+        let (n, options, values) = st.jit;
+        let jit = (n, options as *mut CUjit_option, values as *mut *mut c_void);
+        // SAFETY: the options of cuLinkCreate, which the caller keeps valid
+        // for the life of the link (API contract).
+        let linked = unsafe { module::with_jit_outputs(jit, || check::host(&call)) };
+        match linked {
             Ok(Bytes(image)) => st.image = Some(image.into_boxed_slice()),
             Err(e) => {
                 // A failed link can be retried (say, after fixing the

@@ -60,12 +60,32 @@ impl FromCuda<CUmemoryPool, CUresult> for Pool {
     }
 }
 
-/// `cuDeviceGetDefaultMemPool`, and `cuDeviceGetMemPool`: vgpu has no
-/// `cuDeviceSetMemPool`, so the current pool is the default.
+/// `cuDeviceGetDefaultMemPool`, and `cuDeviceGetMemPool`: the only pool a
+/// device can be given is its default (see [`device_set_mem_pool`]), so
+/// the current pool is the default.
 pub fn device_get_default_mem_pool(out: Out<CUmemoryPool>, dev: Device) -> Result<(), CUresult> {
     let p = default_pool(dev.ordinal)?;
     out.write(p as CUmemoryPool);
     Ok(())
+}
+
+/// `cuDeviceSetMemPool`. The pools a guest can name are the devices'
+/// default pools ([`Pool`] admits no other: vgpu has no `cuMemPoolCreate`),
+/// so making a device's own default pool current changes nothing, which is
+/// what CuPy's `MemoryAsyncPool` does; another device's pool is refused as
+/// the driver refuses a pool not local to the device. Nothing needs to
+/// reach the host until pools can be created.
+pub fn device_set_mem_pool(dev: Device, pool: Pool) -> Result<(), CUresult> {
+    if default_pool(dev.ordinal)? == pool.0 {
+        return Ok(());
+    }
+    Err(reject(
+        INVALID_VALUE,
+        format_args!(
+            "cuDeviceSetMemPool: pool {:#x} is not local to device {}",
+            pool.0, dev.ordinal
+        ),
+    ))
 }
 
 /// The attributes that are `int` (or an enum) in the API: the reuse

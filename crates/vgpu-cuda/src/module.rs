@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use vgpu_ffi::{FromCuda, Mint, Out, Shared};
 use vgpu_guest::log::Level;
 use vgpu_guest::vlog;
@@ -66,6 +66,9 @@ pub struct Func {
     owner: u64,
     /// Kernels: their function in each context, by context id.
     per_ctx: Mutex<HashMap<u64, Arc<Func>>>,
+    /// `CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK`, asked once (it is fixed
+    /// when the function is made: its registers and `.maxntid`).
+    max_threads: OnceLock<u64>,
 }
 
 /// Kernels and functions until their module or library is unloaded.
@@ -87,7 +90,25 @@ impl Func {
             params: info.params,
             owner,
             per_ctx: Mutex::new(HashMap::new()),
+            max_threads: OnceLock::new(),
         })
+    }
+
+    /// The most threads a block of this function may have, or `None` when
+    /// the host cannot say (then the host's launch decides alone). One
+    /// round trip the first time.
+    pub fn max_threads(&self) -> Option<u64> {
+        if let Some(&n) = self.max_threads.get() {
+            return Some(n);
+        }
+        let n = attribute(
+            self,
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+        )
+        .ok()
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|&n| n > 0)?;
+        Some(*self.max_threads.get_or_init(|| n))
     }
 
     pub fn handle(&self) -> CUfunction {
@@ -351,14 +372,31 @@ fn release(s: HostImage, library: bool) -> Result<(), CUresult> {
     }
 }
 
-/// `CU_JIT_*_LOG_BUFFER` options: the host's JIT log is not brought back,
-/// so each log buffer is left an empty string and its size option says 0
-/// bytes were written — rather than an application printing whatever the
-/// buffer held before.
+/// The JIT options that are outputs, filled once a load has run as the
+/// driver fills them:
+/// - `CU_JIT_WALL_TIME`: the slot is overwritten with the milliseconds the
+///   load took (a `float`), here the whole round trip to the host, whose
+///   driver compiles there.
+/// - `CU_JIT_INFO_LOG_BUFFER`: the host's JIT log is not brought back, so
+///   it is left an empty string (and its size option says 0 bytes), rather
+///   than an application printing whatever the buffer held before.
+/// - `CU_JIT_ERROR_LOG_BUFFER`: after a failure, a line naming the error
+///   and where the compiler's own message is (the host's log), capped at
+///   the buffer's size; empty after a success.
+///
+/// The inputs (`CU_JIT_MAX_REGISTERS`, optimization level, target ...)
+/// are left to the host driver's defaults and logged at debug level.
 ///
 /// # Safety
-/// `options`/`values` hold `n` entries (API contract) or are NULL.
-unsafe fn empty_jit_logs(n: c_uint, options: *mut CUjit_option, values: *mut *mut c_void) {
+/// `options`/`values` hold `n` entries (API contract) or are NULL; each log
+/// buffer holds at least its size option's bytes.
+unsafe fn jit_outputs(
+    n: c_uint,
+    options: *mut CUjit_option,
+    values: *mut *mut c_void,
+    outcome: Result<(), CUresult>,
+    took: std::time::Duration,
+) {
     if n == 0 || options.is_null() || values.is_null() {
         return;
     }
@@ -369,33 +407,74 @@ unsafe fn empty_jit_logs(n: c_uint, options: *mut CUjit_option, values: *mut *mu
             std::slice::from_raw_parts_mut(values, n as usize),
         )
     };
-    for (buf_opt, size_opt) in [
+    let error = match outcome {
+        Ok(()) => String::new(),
+        Err(e) => format!(
+            "vgpu: the host's driver refused the image (CUresult {}); the host's log has the \
+             compiler's message",
+            e.0
+        ),
+    };
+    for (buf_opt, size_opt, text) in [
         (
             CUjit_option::CU_JIT_INFO_LOG_BUFFER,
             CUjit_option::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
+            "",
         ),
         (
             CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
             CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+            error.as_str(),
         ),
     ] {
         let buf = opts.iter().position(|&o| o == buf_opt);
         let size = opts.iter().position(|&o| o == size_opt);
         if let (Some(b), Some(s)) = (buf, size) {
             // The size option's value is the size itself, not a pointer.
-            if !vals[b].is_null() && vals[s] as usize > 0 {
-                // SAFETY: a buffer of at least that many bytes (contract).
-                unsafe { *(vals[b] as *mut c_char) = 0 };
+            let cap = vals[s] as usize;
+            let mut written = 0;
+            if !vals[b].is_null() && cap > 0 {
+                let n = text.len().min(cap - 1);
+                // SAFETY: a buffer of at least `cap` bytes (contract), and
+                // `n + 1 <= cap`.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(text.as_ptr(), vals[b].cast::<u8>(), n);
+                    *vals[b].cast::<u8>().add(n) = 0;
+                }
+                // What the buffer holds, its terminator included.
+                written = if n > 0 { n + 1 } else { 0 };
             }
-            vals[s] = std::ptr::null_mut();
+            vals[s] = written as *mut c_void;
         }
     }
-    if !opts.is_empty() {
-        vlog!(
-            Level::Debug,
-            "JIT options {opts:?}: left to the host driver's defaults"
-        );
+    if let Some(w) = opts
+        .iter()
+        .position(|&o| o == CUjit_option::CU_JIT_WALL_TIME)
+    {
+        // A `float` in the slot's first bytes, as the driver writes it.
+        let ms = took.as_secs_f32() * 1000.0;
+        vals[w] = ms.to_bits() as usize as *mut c_void;
     }
+    vlog!(
+        Level::Debug,
+        "JIT options {opts:?}: inputs left to the host driver's defaults"
+    );
+}
+
+/// Runs a load and fills the JIT options' outputs ([`jit_outputs`]).
+///
+/// # Safety
+/// As [`jit_outputs`].
+pub(crate) unsafe fn with_jit_outputs<T>(
+    (n, options, values): JitOptions,
+    load: impl FnOnce() -> Result<T, CUresult>,
+) -> Result<T, CUresult> {
+    let started = std::time::Instant::now();
+    let r = load();
+    let outcome = r.as_ref().map(drop).map_err(|e| *e);
+    // SAFETY: forwarded caller contract.
+    unsafe { jit_outputs(n, options, values, outcome, started.elapsed()) };
+    r
 }
 
 // ---- modules ----
@@ -433,10 +512,8 @@ pub unsafe fn load_data(
     options: *mut CUjit_option,
     values: *mut *mut c_void,
 ) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { empty_jit_logs(n, options, values) };
-    // SAFETY: forwarded caller contract.
-    let m = unsafe { load(image) }?;
+    // SAFETY: forwarded caller contract, for the options and the image.
+    let m = unsafe { with_jit_outputs((n, options, values), || load(image)) }?;
     out.write(m.handle());
     Ok(())
 }
@@ -626,7 +703,7 @@ fn library_ctx() -> Result<u64, CUresult> {
 }
 
 /// JIT options: `(count, options, values)`.
-type JitOptions = (c_uint, *mut CUjit_option, *mut *mut c_void);
+pub(crate) type JitOptions = (c_uint, *mut CUjit_option, *mut *mut c_void);
 
 /// # Safety
 /// `image` NULL or a valid image; the option arrays are NULL or hold their
@@ -634,12 +711,10 @@ type JitOptions = (c_uint, *mut CUjit_option, *mut *mut c_void);
 unsafe fn library_load(
     out: Out<CUlibrary>,
     image: *const c_void,
-    (n_jit, jit_options, jit_values): JitOptions,
+    jit: JitOptions,
     n_lib: c_uint,
     lib_options: *mut CUlibraryOption,
 ) -> Result<(), CUresult> {
-    // SAFETY: forwarded caller contract.
-    unsafe { empty_jit_logs(n_jit, jit_options, jit_values) };
     if n_lib > 0 && !lib_options.is_null() {
         // SAFETY: n_lib entries (API contract).
         let opts = unsafe { std::slice::from_raw_parts(lib_options, n_lib as usize) };
@@ -647,10 +722,14 @@ unsafe fn library_load(
         // preserved" needs nothing from us.
         vlog!(Level::Debug, "cuLibraryLoad: library options {opts:?}");
     }
-    let ctx = library_ctx()?;
-    // SAFETY: forwarded.
-    let img = unsafe { image::find(image) }?;
-    let shipped = ship(&img, ctx, true)?;
+    let load = || {
+        let ctx = library_ctx()?;
+        // SAFETY: forwarded.
+        let img = unsafe { image::find(image) }?;
+        ship(&img, ctx, true)
+    };
+    // SAFETY: forwarded caller contract.
+    let shipped = unsafe { with_jit_outputs(jit, load) }?;
     let l = args::register(&LIBRARIES, |handle| Library {
         handle,
         image: shipped,
@@ -940,6 +1019,54 @@ mod tests {
     fn as_kernel(h: CUkernel) -> Result<Live<Func>, CUresult> {
         // SAFETY: as above.
         unsafe { from_cuda::<_, Live<Func>, CUresult>(h) }
+    }
+
+    /// The outputs among the JIT options are written as the driver writes
+    /// them: wall time as a float in the slot, logs NUL-terminated within
+    /// their size, sizes replaced by what was written.
+    #[test]
+    fn jit_option_outputs() {
+        use CUjit_option as O;
+        let run = |outcome: Result<(), CUresult>, cap: usize| {
+            let mut info = [b'x'; 64];
+            let mut error = vec![b'x'; cap.max(1)];
+            let mut opts = [
+                O::CU_JIT_MAX_REGISTERS,
+                O::CU_JIT_WALL_TIME,
+                O::CU_JIT_INFO_LOG_BUFFER,
+                O::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
+                O::CU_JIT_ERROR_LOG_BUFFER,
+                O::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+            ];
+            let mut vals: [*mut c_void; 6] = [
+                32 as *mut c_void,
+                std::ptr::null_mut(),
+                info.as_mut_ptr().cast(),
+                info.len() as *mut c_void,
+                error.as_mut_ptr().cast(),
+                cap as *mut c_void,
+            ];
+            let took = std::time::Duration::from_micros(2500);
+            // SAFETY: six entries in both arrays; each buffer is at least
+            // its size option's bytes.
+            unsafe { jit_outputs(6, opts.as_mut_ptr(), vals.as_mut_ptr(), outcome, took) };
+            let error_text = CStr::from_bytes_until_nul(&error)
+                .map(|c| c.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "<no NUL>".into());
+            (vals, info[0], error_text)
+        };
+        let (vals, info0, error) = run(Ok(()), 64);
+        assert_eq!(vals[0] as usize, 32, "inputs are left alone");
+        assert_eq!(f32::from_bits(vals[1] as usize as u32), 2.5);
+        assert_eq!((info0, vals[3] as usize), (0, 0));
+        assert_eq!((error.as_str(), vals[5] as usize), ("", 0));
+
+        let (vals, _, error) = run(Err(CUresult::CUDA_ERROR_INVALID_PTX), 256);
+        assert!(error.contains("CUresult 218"), "{error}");
+        assert_eq!(vals[5] as usize, error.len() + 1);
+        // Capped at the buffer's size, terminator included.
+        let (vals, _, error) = run(Err(CUresult::CUDA_ERROR_INVALID_PTX), 8);
+        assert_eq!((error.len(), vals[5] as usize), (7, 8));
     }
 
     #[test]

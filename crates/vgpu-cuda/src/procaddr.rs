@@ -92,9 +92,11 @@ fn index() -> &'static Index {
 /// The address `name` resolves to for a caller built against `version`
 /// with `flags` (docs/call-path.md, "cuGetProcAddress").
 pub fn lookup(name: &[u8], version: c_int, flags: u64) -> Result<*const c_void, Miss> {
-    let abis = index().get(name).ok_or(Miss::SymbolNotFound)?;
     // A negative version qualifies for nothing, like 0.
     let version = u32::try_from(version).unwrap_or(0);
+    let Some(abis) = index().get(name) else {
+        return unmapped(name, version);
+    };
     let newest = |per_thread: bool| {
         abis.iter()
             .rev()
@@ -110,6 +112,23 @@ pub fn lookup(name: &[u8], version: c_int, flags: u64) -> Result<*const c_void, 
     found
         .map(|a| a.addr as *const c_void)
         .ok_or(Miss::VersionNotSufficient)
+}
+
+/// A name with a typedef but no export in `cuda.h` (`UNMAPPED`): the
+/// profiler entry points, which this library exports by hand, resolve at
+/// the typedef's version; the interop names stay "not found".
+fn unmapped(name: &[u8], version: u32) -> Result<*const c_void, Miss> {
+    let addr = crate::profiler::symbol(name).ok_or(Miss::SymbolNotFound)?;
+    let since = cuda_types::pfn::UNMAPPED
+        .iter()
+        .filter(|&&(n, _)| n.as_bytes() == name)
+        .map(|&(_, v)| v)
+        .min()
+        .ok_or(Miss::SymbolNotFound)?;
+    if version < since {
+        return Err(Miss::VersionNotSufficient);
+    }
+    Ok(addr)
 }
 
 fn log_miss(name: &[u8], version: c_int, flags: u64, miss: Miss) {
@@ -189,6 +208,24 @@ mod tests {
     fn resolves(name: &str, version: c_int, flags: u64) -> *const c_void {
         lookup(name.as_bytes(), version, flags)
             .unwrap_or_else(|m| panic!("{name}@{version}/{flags}: {m:?}"))
+    }
+
+    /// cudart's `cudaProfilerStart`/`Stop` reach the hand-written exports
+    /// (cudaProfiler.h is outside the generated lists).
+    #[test]
+    fn profiler_entry_points_resolve() {
+        for name in ["cuProfilerStart", "cuProfilerStop", "cuProfilerInitialize"] {
+            assert_eq!(
+                resolves(name, 13000, 0),
+                crate::profiler::symbol(name.as_bytes()).unwrap(),
+                "{name}"
+            );
+            assert_eq!(
+                lookup(name.as_bytes(), 3000, 0),
+                Err(Miss::VersionNotSufficient)
+            );
+        }
+        assert_eq!(lookup(b"cuGLInit", 13000, 0), Err(Miss::SymbolNotFound));
     }
 
     #[test]
@@ -386,6 +423,10 @@ mod tests {
                     // declares.
                     Err(Miss::SymbolNotFound) => {
                         assert!(!in_table, "{v}: {line}: in the table but not found");
+                        assert!(
+                            crate::profiler::symbol(name.as_bytes()).is_none(),
+                            "{v}: {line}: exported by hand but not found"
+                        );
                         let unmapped = UNMAPPED.iter().any(|&(n, _)| n == name);
                         misses.push(format!(
                             "{v}: {line}{}",

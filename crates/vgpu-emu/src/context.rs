@@ -38,6 +38,8 @@ pub struct Context {
     alive: AtomicBool,
     /// Ids of the contexts whose memory this one has peer access to.
     peers: Mutex<Vec<u64>>,
+    /// `cuCtxSetLimit` values (the heap size lives with the device heap).
+    pub(crate) limits: Mutex<crate::limits::Limits>,
 }
 
 static REGISTRY: Shared<Arc<Context>, CUresult> =
@@ -55,6 +57,7 @@ impl Context {
             primary,
             alive: AtomicBool::new(alive),
             peers: Mutex::new(Vec::new()),
+            limits: Mutex::new(Default::default()),
         })
     }
 
@@ -129,6 +132,15 @@ pub fn current() -> Result<Arc<Context>, CUresult> {
     // A kernel fault makes the context answer every call with its error.
     crate::launch::sticky_error(c.id)?;
     Ok(c)
+}
+
+/// The device of the context with id `id`, if it still exists.
+pub(crate) fn device_of(id: u64) -> Option<CUdevice> {
+    REGISTRY
+        .values()
+        .iter()
+        .find(|c| c.id == id && c.is_alive())
+        .map(|c| c.device)
 }
 
 /// Whether any context of this process is alive (NVML reports the process).
@@ -347,6 +359,8 @@ static PRIMARY: Lazy<Mutex<Vec<Primary>>> = Lazy::new(|| {
 fn deactivate(p: &mut Primary) {
     p.refcount = 0;
     p.ctx.peers.lock().clear();
+    // A primary context made again starts with the driver's limits.
+    *p.ctx.limits.lock() = Default::default();
     p.ctx.alive.store(false, Ordering::Release);
     release_objects(p.ctx.id);
 }

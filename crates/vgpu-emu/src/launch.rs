@@ -283,7 +283,7 @@ pub(crate) fn run(func: &Function, d: Dims, buf: &[u8], cooperative: bool) -> Re
         output: Some(&print),
     };
     let started = coarse_ns();
-    let r = memory::with_kernel_memory(|mem| {
+    let r = memory::with_launch_memory(ctx, |mem| {
         vgpu_ptx::launch_with(
             &func.module.ptx,
             name,
@@ -799,11 +799,16 @@ pub unsafe fn occupancy_max_active_clusters(
     }
     let cluster = config_cluster(&f, &attrs)?.ok_or(CUresult::CUDA_ERROR_INVALID_CLUSTER_SIZE)?;
     if cluster != [1, 1, 1] {
-        warn(format_args!(
-            "cuOccupancyMaxActiveClusters: clusters of {}x{}x{} blocks never run on the \
-             software GPU; 0 fit",
-            cluster[0], cluster[1], cluster[2]
-        ));
+        // Libraries ask this for every candidate shape (cuBLAS's heuristics
+        // per GEMM): said once per process, not per call.
+        static SAID: AtomicBool = AtomicBool::new(false);
+        if !SAID.swap(true, Ordering::Relaxed) {
+            warn(format_args!(
+                "cuOccupancyMaxActiveClusters: clusters of {}x{}x{} blocks never run on the \
+                 software GPU; 0 fit (said once; later sizes are not logged)",
+                cluster[0], cluster[1], cluster[2]
+            ));
+        }
         out.write(0);
         return Ok(());
     }

@@ -17,6 +17,7 @@ mod ffi;
 mod graph;
 mod identity;
 mod launch;
+mod limits;
 mod link;
 pub mod loader;
 mod memory;
@@ -37,7 +38,9 @@ mod tensormap;
 pub mod cuda_exports {
     use crate::context::MaybeCtx;
     use crate::stream::Order;
-    use crate::{context, device, event, graph, launch, link, memory, module, stream, tensormap};
+    use crate::{
+        context, device, event, graph, launch, limits, link, memory, module, stream, tensormap,
+    };
     use cuda_types::cuda::*;
     use std::ffi::{c_uchar, c_uint, c_ushort};
     use std::ptr::null_mut;
@@ -94,6 +97,8 @@ pub mod cuda_exports {
             cuCtxGetId => context::ctx_get_id,
             cuCtxEnablePeerAccess => context::ctx_enable_peer_access,
             cuCtxDisablePeerAccess => context::ctx_disable_peer_access,
+            cuCtxGetLimit => limits::get_limit,
+            cuCtxSetLimit => limits::set_limit,
 
             // Memory: allocation and information
             cuMemGetInfo => memory::get_info::<c_uint>,

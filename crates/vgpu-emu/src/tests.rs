@@ -1039,4 +1039,5 @@ fn cdylib_exports_every_symbol() {
 
 mod graphs;
 mod kernels;
+mod limits;
 mod runtime;

@@ -499,6 +499,10 @@ calls! {
     /// `peer`'s memory.
     26 CtxEnablePeerAccess [sync] { ctx: u64, peer: u64, flags: u32 } -> ();
     27 CtxDisablePeerAccess [sync] { ctx: u64, peer: u64 } -> ();
+    /// `cuCtxGetLimit` in `ctx`; `limit` is the `CUlimit` → its value.
+    140 CtxGetLimit [sync] { ctx: u64, limit: u32 } -> u64;
+    /// `cuCtxSetLimit` in `ctx`.
+    141 CtxSetLimit [sync] { ctx: u64, limit: u32, value: u64 } -> ();
 
     // ---- memory (device addresses are the host driver's real values; the
     // worker checks every range against this session's allocations) ----

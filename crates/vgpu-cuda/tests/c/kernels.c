@@ -81,6 +81,12 @@ static const char PTX[] =
     "  ret;\n"
     "}\n"
     /* Writes far outside any allocation. */
+    /* A launch bound of 128 threads. */
+    ".visible .entry bounded(.param .u64 p)\n"
+    ".maxntid 128, 1, 1\n"
+    "{\n"
+    "  ret;\n"
+    "}\n"
     ".visible .entry wild(.param .u64 p)\n"
     "{\n"
     "  .reg .b64 %rd<3>;\n"
@@ -157,6 +163,13 @@ int main(int argc, char **argv) {
     FN(CUresult, cuOccupancyMaxActiveBlocksPerMultiprocessor, (int *, CUfunction, int, size_t));
     FN(CUresult, cuOccupancyMaxPotentialBlockSize, (int *, int *, CUfunction, size_t (*)(int), size_t, int));
     FN(CUresult, cuModuleLoad, (CUmodule *, const char *));
+    FN(CUresult, cuModuleLoadDataEx, (CUmodule *, const void *, unsigned, int *, void **));
+    FN(CUresult, cuCtxGetLimit, (size_t *, int));
+    FN(CUresult, cuCtxSetLimit, (int, size_t));
+    FN(CUresult, cuProfilerStart, (void));
+    FN(CUresult, cuProfilerStop, (void));
+    FN(CUresult, cuDeviceGetMemPool, (void **, CUdevice));
+    FN(CUresult, cuDeviceSetMemPool, (CUdevice, void *));
     FN(CUresult, cuLibraryLoadFromFile, (CUlibrary *, const char *, void *, void **, unsigned, void *, void **,
                                          unsigned));
 
@@ -171,6 +184,24 @@ int main(int argc, char **argv) {
     static const unsigned char garbage[] = {0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0};
     EXPECT_RC(cuModuleLoadData(&mod, garbage), 200, "garbage image is INVALID_IMAGE");
     EXPECT_RC(cuModuleLoadData(&mod, PTX), 0, "load PTX");
+    {
+        /* JIT outputs: the error log says what failed, the wall time is
+         * written as a float. */
+        char errlog[256];
+        memset(errlog, 'x', sizeof errlog);
+        int jopts[] = {5 /* ERROR_LOG_BUFFER */, 6 /* ERROR_LOG_BUFFER_SIZE_BYTES */, 2 /* WALL_TIME */};
+        void *jvals[] = {errlog, (void *)(uintptr_t)sizeof errlog, (void *)(uintptr_t)0xffffffff};
+        CUmodule bad = NULL;
+        EXPECT_RC(cuModuleLoadDataEx(&bad, ".version 7.0\n.target sm_50\nnonsense;\n", 3, jopts, jvals), 218,
+                  "bad PTX is INVALID_PTX");
+        size_t n = (size_t)(uintptr_t)jvals[1];
+        expect(n > 1 && n <= sizeof errlog && errlog[n - 1] == 0 && strstr(errlog, "218"),
+               "error log names the error", "%lld bytes %lld", (long long)n, 0);
+        float ms;
+        unsigned bits = (unsigned)(uintptr_t)jvals[2];
+        memcpy(&ms, &bits, sizeof ms);
+        expect(ms >= 0.f && ms < 60000.f, "wall time written", "%lld ms %lld", (long long)ms, 0);
+    }
 
     CUfunction vadd = NULL, again = NULL, missing = NULL;
     EXPECT_RC(cuModuleGetFunction(&vadd, mod, "vadd"), 0, "get vadd");
@@ -367,6 +398,49 @@ int main(int argc, char **argv) {
     CUfunction wild;
     EXPECT_RC(cuModuleLoadData(&m2, PTX), 0, "reload");
     EXPECT_RC(cuModuleGetFunction(&wild, m2, "wild"), 0, "get wild");
+
+    /* ---- context limits: forwarded to the host's driver ---- */
+    size_t lim = 0;
+    EXPECT_RC(cuCtxGetLimit(&lim, 2 /* MALLOC_HEAP_SIZE */), 0, "get heap limit");
+    expect(lim == 8 << 20, "default heap is 8 MiB", "%lld %lld", (long long)lim, 0);
+    EXPECT_RC(cuCtxSetLimit(2, 1 << 20), 0, "set heap limit");
+    EXPECT_RC(cuCtxGetLimit(&lim, 2), 0, "get heap limit again");
+    expect(lim == 1 << 20, "heap is 1 MiB", "%lld %lld", (long long)lim, 0);
+    EXPECT_RC(cuCtxSetLimit(0 /* STACK_SIZE */, 4096), 0, "set stack size");
+    EXPECT_RC(cuCtxGetLimit(&lim, 0), 0, "get stack size");
+    expect(lim == 4096, "stack is 4 KiB", "%lld %lld", (long long)lim, 0);
+    /* The software GPU has no CUDA-in-graphics: unsupported, as on a
+     * driver without it. */
+    EXPECT_RC(cuCtxGetLimit(&lim, 8 /* CIG_ENABLED */), 215, "CIG_ENABLED is UNSUPPORTED_LIMIT");
+    EXPECT_RC(cuCtxGetLimit(&lim, 99), 215, "unknown limit is UNSUPPORTED_LIMIT");
+    EXPECT_RC(cuCtxGetLimit(NULL, 0), 1, "NULL out is INVALID_VALUE");
+
+    /* ---- launch shapes the device cannot run fail at the launch, and
+     * leave nothing for the next synchronization ---- */
+    CUfunction v2;
+    EXPECT_RC(cuModuleGetFunction(&v2, m2, "vadd"), 0, "get vadd (reloaded)");
+    EXPECT_RC(cuLaunchKernel(v2, 1, 1, 1, 2048, 1, 1, 0, NULL, params, NULL), 1, "2048-thread block");
+    EXPECT_RC(cuLaunchKernel(v2, 1, 1, 1, 1, 1, 128, 0, NULL, params, NULL), 1, "block z of 128");
+    EXPECT_RC(cuLaunchKernel(v2, 1, 65536, 1, 1, 1, 1, 0, NULL, params, NULL), 1, "grid y of 65536");
+    EXPECT_RC(cuLaunchKernel(v2, 1, 1, 1, 1, 1, 1, 1 << 20, NULL, params, NULL), 1, "1 MiB of shared memory");
+    EXPECT_RC(cuLaunchKernel(v2, 0, 1, 1, 1, 1, 1, 0, NULL, params, NULL), 1, "empty grid");
+    CUfunction bounded;
+    EXPECT_RC(cuModuleGetFunction(&bounded, m2, "bounded"), 0, "get bounded");
+    void *bparams[] = {&da};
+    EXPECT_RC(cuLaunchKernel(bounded, 1, 1, 1, 128, 1, 1, 0, NULL, bparams, NULL), 0, "within .maxntid");
+    EXPECT_RC(cuLaunchKernel(bounded, 1, 1, 1, 256, 1, 1, 0, NULL, bparams, NULL), 1, "beyond .maxntid");
+    EXPECT_RC(cuCtxSynchronize(), 0, "refused launches leave no error behind");
+
+    /* ---- profiler control (no profiler attached: nothing to do) ---- */
+    EXPECT_RC(cuProfilerStart(), 0, "cuProfilerStart");
+    EXPECT_RC(cuProfilerStop(), 0, "cuProfilerStop");
+
+    /* ---- the device's current memory pool ---- */
+    void *pool = NULL;
+    EXPECT_RC(cuDeviceGetMemPool(&pool, dev), 0, "cuDeviceGetMemPool");
+    EXPECT_RC(cuDeviceSetMemPool(dev, pool), 0, "cuDeviceSetMemPool to the default pool");
+    EXPECT_RC(cuDeviceSetMemPool(dev, (void *)0x1234), 1, "an invented pool is INVALID_VALUE");
+
     void *wparams[] = {&da};
     EXPECT_RC(cuLaunchKernel(wild, 1, 1, 1, 1, 1, 1, 0, NULL, wparams, NULL), 0, "bad launch is queued");
     EXPECT_RC(cuCtxSynchronize(), 700, "sync reports ILLEGAL_ADDRESS");

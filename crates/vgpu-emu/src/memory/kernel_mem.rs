@@ -12,19 +12,37 @@
 //! which plain loads and stores would make a data race. Relaxed atomic loads
 //! and stores compile to ordinary moves, so this costs nothing on x86-64.
 
+use super::device_heap::{self, DeviceHeap};
 use super::{Access, Heap, HEAP};
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use vgpu_ptx::{MemError, Memory};
 
 /// The view a running kernel has of device memory.
 pub(crate) struct KernelMemory<'h> {
     heap: &'h Heap,
+    /// The launching context's device heap (`malloc` in a kernel); none
+    /// for the driver's own writes (module globals).
+    device_heap: Option<Arc<DeviceHeap>>,
 }
 
 /// Runs `f` with the device memory locked against unmapping.
 pub(crate) fn with_kernel_memory<R>(f: impl FnOnce(&KernelMemory<'_>) -> R) -> R {
     let heap = HEAP.read();
-    f(&KernelMemory { heap: &heap })
+    f(&KernelMemory {
+        heap: &heap,
+        device_heap: None,
+    })
+}
+
+/// [`with_kernel_memory`] for a kernel of context `ctx`, whose `malloc`
+/// and `free` use the context's device heap.
+pub(crate) fn with_launch_memory<R>(ctx: u64, f: impl FnOnce(&KernelMemory<'_>) -> R) -> R {
+    let heap = HEAP.read();
+    f(&KernelMemory {
+        heap: &heap,
+        device_heap: Some(device_heap::for_launch(ctx)),
+    })
 }
 
 impl KernelMemory<'_> {
@@ -34,9 +52,14 @@ impl KernelMemory<'_> {
         if len == 0 {
             return usize::try_from(addr).map_err(|_| MemError::IllegalAddress { addr });
         }
-        self.heap
-            .check_range(addr, len, access)
-            .map_err(|_| MemError::IllegalAddress { addr })?;
+        if self.heap.check_kernel_range(addr, len, access).is_err()
+            && !self
+                .device_heap
+                .as_ref()
+                .is_some_and(|h| h.contains(addr, len))
+        {
+            return Err(MemError::IllegalAddress { addr });
+        }
         Ok(addr as usize)
     }
 }
@@ -52,6 +75,16 @@ fn unit(p: usize, left: usize) -> usize {
 }
 
 impl Memory for KernelMemory<'_> {
+    fn device_alloc(&self, size: u64) -> Option<u64> {
+        self.device_heap.as_ref()?.alloc(size)
+    }
+
+    fn device_free(&self, addr: u64) {
+        if let Some(h) = &self.device_heap {
+            h.free(addr);
+        }
+    }
+
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         let base = self.checked(addr, buf.len(), Access::Read)?;
         let mut off = 0;

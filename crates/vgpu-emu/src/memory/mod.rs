@@ -16,13 +16,19 @@
 //! from unmapping a range mid-copy.
 
 mod copy;
+mod device_heap;
 mod kernel_mem;
 mod pointer;
 mod pool;
 mod vmm;
 
 pub use copy::*;
-pub(crate) use kernel_mem::{alloc_module_block, free_module_block, with_kernel_memory};
+pub(crate) use device_heap::{
+    heap_size as device_heap_size, set_heap_size as set_device_heap_size,
+};
+pub(crate) use kernel_mem::{
+    alloc_module_block, free_module_block, with_kernel_memory, with_launch_memory,
+};
 pub use pointer::*;
 pub use pool::*;
 pub use vmm::*;
@@ -47,6 +53,25 @@ const OUT_OF_MEMORY: CUresult = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
 /// the VMM granularity.
 pub const GRANULE: usize = 2 * 1024 * 1024;
 const PAGE: usize = 4096;
+/// The driver's sub-allocation step for allocations smaller than a
+/// [`GRANULE`]: the board's texture alignment, 512 bytes.
+pub const SMALL_GRANULE: usize = 512;
+
+/// How many bytes of a device allocation of `len` bytes a kernel may touch
+/// without faulting: what the driver sets aside for it. Small allocations
+/// are carved from shared 2 MiB pages in [`SMALL_GRANULE`] steps, larger
+/// ones own whole pages, so on a GPU an overrun within that span neither
+/// faults nor touches another allocation (docs/software-gpu.md,
+/// "Allocation granularity"). API calls (copies, memsets) are still held to
+/// the requested size, as the driver holds them.
+fn kernel_reach(len: usize) -> usize {
+    let step = if len < GRANULE {
+        SMALL_GRANULE
+    } else {
+        GRANULE
+    };
+    round_up(len, step).unwrap_or(len)
+}
 /// What allocations may use on one device: the board's total less the
 /// driver's own share.
 pub fn capacity() -> u64 {
@@ -80,6 +105,17 @@ struct Allocation {
     buffer_id: u64,
     /// The stream-ordered pool it came from, which accounts for it.
     pool: Option<Arc<pool::Pool>>,
+}
+
+impl Allocation {
+    /// The span a kernel may touch: device memory to the end of its
+    /// granule (never past what is mapped), host memory exactly.
+    fn kernel_len(&self) -> usize {
+        match self.kind {
+            Kind::Device => kernel_reach(self.len).min(self.mapped).max(self.len),
+            Kind::PinnedHost | Kind::Registered => self.len,
+        }
+    }
 }
 
 /// What a range check is for: a range mapped read-only through the VMM API
@@ -197,6 +233,29 @@ impl Heap {
         }
     }
 
+    /// [`Heap::check_range`] for a kernel's access: device allocations
+    /// reach to their granule's end ([`kernel_reach`]).
+    fn check_kernel_range(
+        &self,
+        ptr: CUdeviceptr,
+        n: usize,
+        access: Access,
+    ) -> Result<(), CUresult> {
+        let p = usize::try_from(ptr).map_err(|_| INVALID_VALUE)?;
+        let end = p.checked_add(n).ok_or(INVALID_VALUE)?;
+        match self.containing_for_kernel(p) {
+            Some((start, a)) if end <= start + a.kernel_len() => Ok(()),
+            Some(_) => Err(INVALID_VALUE),
+            None => self.vmm.check_range(p, end, access),
+        }
+    }
+
+    /// The allocation whose kernel-visible span contains `ptr`.
+    fn containing_for_kernel(&self, ptr: usize) -> Option<(usize, &Allocation)> {
+        let (&start, a) = self.by_start.range(..=ptr).next_back()?;
+        (ptr < start + a.kernel_len()).then_some((start, a))
+    }
+
     /// Whether `ptr` belongs to anything this driver tracks. Reserved VMM
     /// address space counts even where nothing is mapped: it is PROT_NONE,
     /// so treating it as plain host memory would fault instead of failing.
@@ -273,6 +332,8 @@ pub(crate) fn association(ptr: CUdeviceptr) -> Option<Association> {
 /// VMM memory belongs to the device, not a context, and survives.
 pub fn release_context(ctx: u64) {
     let mut heap = HEAP.write();
+    // Under the write lock: no kernel of the context is running.
+    device_heap::release_context(ctx);
     let doomed: Vec<usize> = heap
         .by_start
         .iter()

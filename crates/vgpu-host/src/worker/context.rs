@@ -5,10 +5,11 @@
 //! and each call that works in a context makes it current first.
 
 use super::{cu, Session};
-use cuda_types::cuda::{CUcontext, CUresult};
+use cuda_types::cuda::{CUcontext, CUlimit, CUresult};
 use vgpu_transport::proto::{
-    CtxCreate, CtxDestroy, CtxSynchronize, MemGetInfo, PrimaryCtxGetState, PrimaryCtxRelease,
-    PrimaryCtxReset, PrimaryCtxRetain, PrimaryCtxSetFlags, Serve,
+    CtxCreate, CtxDestroy, CtxGetLimit, CtxSetLimit, CtxSynchronize, MemGetInfo,
+    PrimaryCtxGetState, PrimaryCtxRelease, PrimaryCtxReset, PrimaryCtxRetain, PrimaryCtxSetFlags,
+    Serve,
 };
 use vgpu_transport::Status;
 
@@ -261,6 +262,33 @@ impl Serve<MemGetInfo> for Session {
         let mut total: usize = 0;
         cu!(self, cuMemGetInfo_v2(&mut free, &mut total))?;
         Ok(self.quota.report(free as u64, total as u64))
+    }
+}
+
+impl Serve<CtxGetLimit> for Session {
+    fn serve(&mut self, c: CtxGetLimit) -> Result<u64, Status> {
+        self.enter(c.ctx)?;
+        let mut v: usize = 0;
+        cu!(self, cuCtxGetLimit(&mut v, CUlimit(c.limit)))?;
+        Ok(v as u64)
+    }
+}
+
+impl Serve<CtxSetLimit> for Session {
+    fn serve(&mut self, c: CtxSetLimit) -> Result<(), Status> {
+        self.enter(c.ctx)?;
+        // The device heap and the printf buffer are device memory the
+        // driver sets aside for the context: a guest under a quota may not
+        // ask for more than it could allocate.
+        if matches!(
+            CUlimit(c.limit),
+            CUlimit::CU_LIMIT_MALLOC_HEAP_SIZE | CUlimit::CU_LIMIT_PRINTF_FIFO_SIZE
+        ) {
+            self.quota.check_alloc(c.value)?;
+        }
+        let value = usize::try_from(c.value)
+            .map_err(|_| Status::Cuda(CUresult::CUDA_ERROR_INVALID_VALUE))?;
+        cu!(self, cuCtxSetLimit(CUlimit(c.limit), value))
     }
 }
 
