@@ -11,32 +11,7 @@
 #include <vector>
 #include <cuda_runtime.h>
 
-#define CHECK(call)                                                            \
-    do {                                                                       \
-        cudaError_t e_ = (call);                                               \
-        if (e_ != cudaSuccess) {                                               \
-            fprintf(stderr, "FAIL: %s: %d (%s) at line %d\n", #call, (int)e_,  \
-                    cudaGetErrorString(e_), __LINE__);                         \
-            exit(1);                                                           \
-        }                                                                      \
-    } while (0)
-
-// Expects a specific error and clears it from cudart's last-error slot.
-#define EXPECT(call, want)                                                     \
-    do {                                                                       \
-        cudaError_t e_ = (call);                                               \
-        if (e_ != (want)) {                                                    \
-            fprintf(stderr, "FAIL: %s: got %d, want %d at line %d\n", #call,   \
-                    (int)e_, (int)(want), __LINE__);                           \
-            exit(1);                                                           \
-        }                                                                      \
-        (void)cudaGetLastError();                                              \
-    } while (0)
-
-static void fail(const char *what) {
-    fprintf(stderr, "FAIL: %s\n", what);
-    exit(1);
-}
+#include "check.cuh"
 
 __global__ void fill(int *p, int v, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;

@@ -9,15 +9,7 @@
 #include <cstdlib>
 #include <cuda_runtime.h>
 
-#define CHECK(call)                                                            \
-    do {                                                                       \
-        cudaError_t e_ = (call);                                               \
-        if (e_ != cudaSuccess) {                                               \
-            fprintf(stderr, "FAIL: %s: %d (%s) at line %d\n", #call, (int)e_,  \
-                    cudaGetErrorString(e_), __LINE__);                         \
-            exit(1);                                                           \
-        }                                                                      \
-    } while (0)
+#include "check.cuh"
 
 __global__ void vadd(const float *a, const float *b, float *c, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;

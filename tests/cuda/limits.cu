@@ -10,20 +10,7 @@
 extern "C" cudaError_t CUDARTAPI cudaProfilerStart(void);
 extern "C" cudaError_t CUDARTAPI cudaProfilerStop(void);
 
-#define CHECK(call)                                                            \
-    do {                                                                       \
-        cudaError_t e_ = (call);                                               \
-        if (e_ != cudaSuccess) {                                               \
-            fprintf(stderr, "FAIL: %s: %d (%s) at line %d\n", #call, (int)e_,  \
-                    cudaGetErrorString(e_), __LINE__);                         \
-            exit(1);                                                           \
-        }                                                                      \
-    } while (0)
-
-static void fail(const char *what) {
-    fprintf(stderr, "FAIL: %s\n", what);
-    exit(1);
-}
+#include "check.cuh"
 
 // out[0] = whether malloc(big) succeeded, out[1] = whether malloc(huge)
 // did; the block is written end to end and freed.

@@ -184,24 +184,32 @@ impl Replies {
         seq: u32,
         before_reply: impl FnOnce(&Stream) -> std::io::Result<()>,
     ) -> Result<Frame, CallError> {
+        if let Some(f) = self.stashed_or_reader(seq) {
+            return Ok(f);
+        }
+        // This thread reads until its own reply comes, then steps down
+        // (on any exit, so the others never wait for a reader that left).
+        let _step_down = StepDown(self);
+        self.read_until(seq, before_reply)
+    }
+
+    /// Waits until the reply to `seq` was set aside by another reader
+    /// (returned), or no thread reads the stream: then this one becomes
+    /// the reader (`None`) and must step down when done.
+    fn stashed_or_reader(&self, seq: u32) -> Option<Frame> {
         let mut st = relock(&self.state);
         loop {
             if let Some(i) = st.stash.iter().position(|f| f.header.seq == seq) {
-                return Ok(st.stash.swap_remove(i));
+                return Some(st.stash.swap_remove(i));
             }
             if !st.reader {
-                break;
+                st.reader = true;
+                return None;
             }
             st.waiting += 1;
             st = self.arrived.wait(st).unwrap_or_else(|e| e.into_inner());
             st.waiting -= 1;
         }
-        // This thread reads until its own reply comes, then steps down
-        // (on any exit, so the others never wait for a reader that left).
-        st.reader = true;
-        drop(st);
-        let _step_down = StepDown(self);
-        self.read_until(seq, before_reply)
     }
 
     /// Reads as the one reader (`state.reader` set by this thread).
@@ -248,22 +256,9 @@ impl Replies {
     }
 
     fn take_into(&self, seq: u32, dst: &mut [u8]) -> Result<u32, CallError> {
-        let mut st = relock(&self.state);
-        loop {
-            if let Some(i) = st.stash.iter().position(|f| f.header.seq == seq) {
-                let f = st.stash.swap_remove(i);
-                drop(st);
-                return bytes_reply_into(&f, dst);
-            }
-            if !st.reader {
-                break;
-            }
-            st.waiting += 1;
-            st = self.arrived.wait(st).unwrap_or_else(|e| e.into_inner());
-            st.waiting -= 1;
+        if let Some(f) = self.stashed_or_reader(seq) {
+            return bytes_reply_into(&f, dst);
         }
-        st.reader = true;
-        drop(st);
         let _step_down = StepDown(self);
         let mut stream: &Stream = &self.stream;
         loop {

@@ -18,6 +18,7 @@ pub mod codec;
 pub mod conn;
 pub mod endpoint;
 pub mod frame;
+mod launch_attr;
 pub mod proto;
 pub mod shm;
 pub mod status;

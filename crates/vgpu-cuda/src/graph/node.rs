@@ -28,15 +28,11 @@ use crate::memory;
 use crate::module::{Func, FuncKind, FUNCTIONS};
 use cuda_types::cuda::{
     CUDA_HOST_NODE_PARAMS_v2, CUDA_KERNEL_NODE_PARAMS_v1, CUDA_KERNEL_NODE_PARAMS_v3,
-    CUDA_MEMSET_NODE_PARAMS_v2, CUaccessPolicyWindow, CUaccessProperty, CUclusterSchedulingPolicy,
-    CUcontext, CUevent, CUfunction, CUgraphChildGraphNodeOwnership, CUgraphEdgeData, CUgraphNode,
-    CUgraphNodeParams, CUgraphNodeType, CUhostFn, CUkernel, CUkernelNodeAttrID,
-    CUkernelNodeAttrValue, CUlaunchAttribute, CUlaunchAttributeID,
-    CUlaunchAttributePortableClusterMode, CUlaunchAttributeValue,
-    CUlaunchAttributeValue_union__bindgen_ty_1, CUlaunchAttributeValue_union__bindgen_ty_4,
-    CUlaunchMemSyncDomain, CUlaunchMemSyncDomainMap, CUmemAccessDesc, CUresult, CUsharedMemoryMode,
-    CUDA_HOST_NODE_PARAMS, CUDA_KERNEL_NODE_PARAMS, CUDA_MEMCPY3D, CUDA_MEMSET_NODE_PARAMS,
-    CUDA_MEM_ALLOC_NODE_PARAMS,
+    CUDA_MEMSET_NODE_PARAMS_v2, CUcontext, CUevent, CUfunction, CUgraphChildGraphNodeOwnership,
+    CUgraphEdgeData, CUgraphNode, CUgraphNodeParams, CUgraphNodeType, CUhostFn, CUkernel,
+    CUkernelNodeAttrID, CUkernelNodeAttrValue, CUlaunchAttribute, CUlaunchAttributeID,
+    CUlaunchAttributeValue, CUmemAccessDesc, CUresult, CUDA_HOST_NODE_PARAMS,
+    CUDA_KERNEL_NODE_PARAMS, CUDA_MEMCPY3D, CUDA_MEMSET_NODE_PARAMS, CUDA_MEM_ALLOC_NODE_PARAMS,
 };
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -790,66 +786,14 @@ fn valid_for_nodes(id: CUlaunchAttributeID, what: &str) -> Result<(), CUresult> 
     }
 }
 
-/// The application's form of a kept attribute (the members of
-/// [`launch::wire_attr`]'s input, read back).
+/// The application's form of a kept attribute. Events are never kept by
+/// nodes ([`valid_for_nodes`]), so no handle needs translating back.
 fn attribute_value(a: &LaunchAttr) -> CUlaunchAttributeValue {
-    // SAFETY: the union is plain integers and handles: all zeros is the
-    // value of every member before one is set.
-    let mut v: CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
-    match *a {
-        LaunchAttr::AccessPolicyWindow {
-            base_ptr,
-            num_bytes,
-            hit_ratio_bits,
-            hit_prop,
-            miss_prop,
-        } => {
-            v.accessPolicyWindow = CUaccessPolicyWindow {
-                base_ptr: base_ptr as usize as *mut c_void,
-                num_bytes: num_bytes as usize,
-                hitRatio: f32::from_bits(hit_ratio_bits),
-                hitProp: CUaccessProperty(hit_prop),
-                missProp: CUaccessProperty(miss_prop),
-            }
-        }
-        LaunchAttr::Cooperative { value } => v.cooperative = value,
-        LaunchAttr::ClusterDimension { dim: [x, y, z] } => {
-            v.clusterDim = CUlaunchAttributeValue_union__bindgen_ty_1 { x, y, z }
-        }
-        LaunchAttr::ClusterSchedulingPolicyPreference { policy } => {
-            v.clusterSchedulingPolicyPreference = CUclusterSchedulingPolicy(policy)
-        }
-        LaunchAttr::Priority { priority } => v.priority = priority,
-        LaunchAttr::MemSyncDomainMap {
-            default_domain,
-            remote_domain,
-        } => {
-            v.memSyncDomainMap = CUlaunchMemSyncDomainMap {
-                default_: default_domain,
-                remote: remote_domain,
-            }
-        }
-        LaunchAttr::MemSyncDomain { domain } => v.memSyncDomain = CUlaunchMemSyncDomain(domain),
-        LaunchAttr::PreferredClusterDimension { dim: [x, y, z] } => {
-            v.preferredClusterDim = CUlaunchAttributeValue_union__bindgen_ty_4 { x, y, z }
-        }
-        LaunchAttr::DeviceUpdatableKernelNode { device_updatable } => {
-            v.deviceUpdatableKernelNode.deviceUpdatable = device_updatable
-        }
-        LaunchAttr::NvlinkUtilCentricScheduling { value } => v.nvlinkUtilCentricScheduling = value,
-        LaunchAttr::PortableClusterSizeMode { mode } => {
-            v.portableClusterSizeMode = CUlaunchAttributePortableClusterMode(mode)
-        }
-        LaunchAttr::SharedMemoryMode { mode } => v.sharedMemoryMode = CUsharedMemoryMode(mode),
-        // Not kept by nodes (`valid_for_nodes`), or nothing to read.
-        LaunchAttr::Ignore {}
-        | LaunchAttr::SynchronizationPolicy { .. }
-        | LaunchAttr::ProgrammaticStreamSerialization { .. }
-        | LaunchAttr::ProgrammaticEvent { .. }
-        | LaunchAttr::LaunchCompletionEvent { .. }
-        | LaunchAttr::PreferredSharedMemoryCarveout { .. } => {}
+    let no_event = |_| Ok::<CUevent, std::convert::Infallible>(std::ptr::null_mut());
+    match a.to_cuda(no_event) {
+        Ok(attr) => attr.value,
+        Err(never) => match never {},
     }
-    v
 }
 
 /// `cuGraphKernelNodeSetAttribute`: replaces the node's attribute of that

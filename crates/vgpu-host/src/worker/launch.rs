@@ -21,10 +21,7 @@ use super::module::Callable;
 use super::{cu, Session};
 use cuda_abi::launch as abi;
 use cuda_types::cuda::{
-    CUaccessPolicyWindow, CUaccessProperty, CUclusterSchedulingPolicy, CUfunction,
-    CUlaunchAttribute, CUlaunchAttributeID as Id, CUlaunchAttributePortableClusterMode,
-    CUlaunchConfig, CUlaunchMemSyncDomain, CUlaunchMemSyncDomainMap, CUresult, CUsharedMemoryMode,
-    CUstream, CUsynchronizationPolicy,
+    CUfunction, CUlaunchAttribute, CUlaunchAttributeID as Id, CUlaunchConfig, CUresult, CUstream,
 };
 use vgpu_transport::proto::{
     LaunchAttr, LaunchKernel, OccupancyAvailableDynamicSMem, OccupancyMaxActiveClusters,
@@ -67,96 +64,21 @@ impl Session {
                 Err(INVALID_HANDLE)
             }
         };
-        let mut out = CUlaunchAttribute {
-            id: Id(a.tag()),
-            ..Default::default()
-        };
-        let v = &mut out.value;
-        match *a {
-            LaunchAttr::Ignore {} => {}
-            LaunchAttr::AccessPolicyWindow {
-                base_ptr,
-                num_bytes,
-                hit_ratio_bits,
-                hit_prop,
-                miss_prop,
-            } => {
-                // A cache hint: it names addresses but touches no memory.
-                v.accessPolicyWindow = CUaccessPolicyWindow {
-                    base_ptr: std::ptr::without_provenance_mut(base_ptr as usize),
-                    num_bytes: usize::try_from(num_bytes).map_err(|_| INVALID_VALUE)?,
-                    hitRatio: f32::from_bits(hit_ratio_bits),
-                    hitProp: CUaccessProperty(hit_prop),
-                    missProp: CUaccessProperty(miss_prop),
-                }
-            }
-            LaunchAttr::Cooperative { value } => v.cooperative = value,
-            LaunchAttr::SynchronizationPolicy { policy } => {
-                v.syncPolicy = CUsynchronizationPolicy(policy)
-            }
-            LaunchAttr::ClusterDimension { dim } => {
-                v.clusterDim.x = dim[0];
-                v.clusterDim.y = dim[1];
-                v.clusterDim.z = dim[2];
-            }
-            LaunchAttr::ClusterSchedulingPolicyPreference { policy } => {
-                v.clusterSchedulingPolicyPreference = CUclusterSchedulingPolicy(policy)
-            }
-            LaunchAttr::ProgrammaticStreamSerialization { allowed } => {
-                v.programmaticStreamSerializationAllowed = allowed
-            }
-            LaunchAttr::ProgrammaticEvent {
-                event: e,
-                flags,
-                trigger_at_block_start,
-            } => {
-                v.programmaticEvent.event = event(e)?;
-                v.programmaticEvent.flags = flags;
-                v.programmaticEvent.triggerAtBlockStart = trigger_at_block_start;
-            }
-            LaunchAttr::Priority { priority } => v.priority = priority,
-            LaunchAttr::MemSyncDomainMap {
-                default_domain,
-                remote_domain,
-            } => {
-                v.memSyncDomainMap = CUlaunchMemSyncDomainMap {
-                    default_: default_domain,
-                    remote: remote_domain,
-                }
-            }
-            LaunchAttr::MemSyncDomain { domain } => v.memSyncDomain = CUlaunchMemSyncDomain(domain),
-            LaunchAttr::PreferredClusterDimension { dim } => {
-                v.preferredClusterDim.x = dim[0];
-                v.preferredClusterDim.y = dim[1];
-                v.preferredClusterDim.z = dim[2];
-            }
-            LaunchAttr::LaunchCompletionEvent { event: e, flags } => {
-                v.launchCompletionEvent.event = event(e)?;
-                v.launchCompletionEvent.flags = flags;
-            }
-            LaunchAttr::DeviceUpdatableKernelNode { device_updatable } => {
-                if device_updatable != 0 {
-                    tracing::warn!(
-                        "session {}: device-updatable kernel nodes are not supported (the \
-                         driver's devNode handle is not carried back to the guest); refused",
-                        self.id
-                    );
-                    return Err(NOT_SUPPORTED);
-                }
-                v.deviceUpdatableKernelNode.deviceUpdatable = 0;
-            }
-            LaunchAttr::PreferredSharedMemoryCarveout { carveout } => {
-                v.sharedMemCarveout = carveout
-            }
-            LaunchAttr::NvlinkUtilCentricScheduling { value } => {
-                v.nvlinkUtilCentricScheduling = value
-            }
-            LaunchAttr::PortableClusterSizeMode { mode } => {
-                v.portableClusterSizeMode = CUlaunchAttributePortableClusterMode(mode)
-            }
-            LaunchAttr::SharedMemoryMode { mode } => v.sharedMemoryMode = CUsharedMemoryMode(mode),
+        if let LaunchAttr::DeviceUpdatableKernelNode {
+            device_updatable: 1..,
         }
-        Ok(out)
+        | LaunchAttr::DeviceUpdatableKernelNode {
+            device_updatable: ..=-1,
+        } = a
+        {
+            tracing::warn!(
+                "session {}: device-updatable kernel nodes are not supported (the \
+                 driver's devNode handle is not carried back to the guest); refused",
+                self.id
+            );
+            return Err(NOT_SUPPORTED);
+        }
+        a.to_cuda(event)
     }
 }
 
