@@ -269,15 +269,33 @@ fn round_trip(op: u16, payload: &[u8]) -> Result<(u32, Vec<u8>), GuestError> {
         Pending::Done(..) => None,
     };
     let r = pending.finish();
-    if let (Err(GuestError::Lost(_)), Some(replies)) = (&r, lost_on) {
-        // The connection broke: drop the session, unless another thread
-        // already replaced it with a new one.
+    if let (Err(GuestError::Lost(why)), Some(replies)) = (&r, lost_on) {
+        // The connection broke while waiting without the lock: the session
+        // is lost, unless another thread already dealt with it.
         let mut guard = SESSION.lock();
         if guard.as_ref().is_some_and(|s| s.link.is(&replies)) {
-            *guard = None;
+            lose(&mut guard, why);
         }
     }
     r
+}
+
+/// The session is lost for good in this process ([`LOST`]): it is dropped
+/// and every later call fails the same way.
+fn lose(session: &mut Option<Session>, why: &str) {
+    if session
+        .as_ref()
+        .is_some_and(|s| matches!(s.link, Link::Own(_)))
+    {
+        OWN_FD.store(-1, Ordering::Relaxed);
+    }
+    vlog!(
+        Level::Error,
+        "the session with the host is lost ({why}); every call of this process fails from \
+         now on"
+    );
+    *LOST.lock() = Some((current_pid(), why.to_string()));
+    *session = None;
 }
 
 extern "C" fn collect(ctx: *mut c_void, data: *const u8, len: usize) {
@@ -719,16 +737,7 @@ fn session_then<R>(
     let session = guard.as_mut().expect("just set");
     let r = f(session);
     if let Err(GuestError::Lost(why)) = &r {
-        if matches!(session.link, Link::Own(_)) {
-            OWN_FD.store(-1, Ordering::Relaxed);
-        }
-        vlog!(
-            Level::Error,
-            "the session with the host is lost ({why}); every call of this process fails from \
-             now on"
-        );
-        *LOST.lock() = Some((pid, why.clone()));
-        *guard = None;
+        lose(&mut guard, why);
     }
     Some(r)
 }
