@@ -509,8 +509,12 @@ impl Client {
         .to_bytes();
         self.queued_calls = 0;
         // Registered before it can be answered: the reader of another
-        // thread then keeps the reply for this one.
-        self.replies.expect(seq);
+        // thread then keeps the reply for this one. A request sent without
+        // wanting a reply (a queued copy piece) is never answered.
+        let answered = flags & crate::frame::FLAG_NO_REPLY == 0;
+        if answered {
+            self.replies.expect(seq);
+        }
         let written = if len <= INLINE_REQUEST {
             self.queued.extend_from_slice(&header);
             for p in parts {
@@ -527,7 +531,9 @@ impl Client {
         self.last_write = Instant::now();
         self.queued.clear();
         if let Err(e) = written {
-            self.replies.settled(seq);
+            if answered {
+                self.replies.settled(seq);
+            }
             return Err(FrameError::Io(e).into());
         }
         Ok(seq)
@@ -931,6 +937,16 @@ mod tests {
         c.call(&Ping {}).unwrap();
         let f = c.round_trip(999, b"junk").unwrap();
         assert_eq!(f.header.status, crate::proto::STATUS_UNKNOWN_OP);
+        // Pieces sent without wanting a reply, small (written with the
+        // queue) and large (vectored), are never waited for.
+        let big = vec![7u8; INLINE_REQUEST + 1];
+        let no_reply = crate::frame::FLAG_NO_REPLY;
+        c.send_parts(LaunchKernel::OP, no_reply, &[b"small"])
+            .unwrap();
+        c.send_parts(LaunchKernel::OP, no_reply, &[b"x", &big])
+            .unwrap();
+        c.call(&Ping {}).unwrap();
+        assert!(relock(&c.replies.outstanding).is_empty());
         drop(c);
         t.join().unwrap().unwrap();
     }
