@@ -67,19 +67,29 @@ pub enum Scope {
     /// that waits for everything (context synchronization, events, `Flush`).
     Any,
     /// The built-in streams (`0`, `CU_STREAM_LEGACY`,
-    /// `CU_STREAM_PER_THREAD`), which synchronous copies are ordered on.
+    /// `CU_STREAM_PER_THREAD`), which synchronous copies are ordered on. As
+    /// a collector it also collects the failures of blocking streams, which
+    /// the legacy default stream waits for.
     DefaultStreams,
-    /// A stream the application created.
-    Stream(u64),
+    /// A stream the application created, and whether it blocks (was created
+    /// without `CU_STREAM_NON_BLOCKING`).
+    Stream { handle: u64, blocking: bool },
 }
 
 impl Scope {
     /// The scope of a call of `meta` ordered on `stream` (its `stream`
     /// field, when it has one).
-    pub fn of(meta: &proto::Meta, stream: Option<u64>) -> Scope {
+    pub fn of(
+        meta: &proto::Meta,
+        stream: Option<u64>,
+        non_blocking: impl FnOnce(u64) -> bool,
+    ) -> Scope {
         match stream {
             Some(s) if super::stream::is_builtin(s) => Scope::DefaultStreams,
-            Some(s) => Scope::Stream(s),
+            Some(s) => Scope::Stream {
+                handle: s,
+                blocking: !non_blocking(s),
+            },
             None if meta.default_stream => Scope::DefaultStreams,
             None => Scope::Any,
         }
@@ -87,7 +97,11 @@ impl Scope {
 
     /// Whether a collector of this scope reports a failure of `failure`'s.
     fn collects(self, failure: Scope) -> bool {
-        self == Scope::Any || failure == Scope::Any || self == failure
+        match (self, failure) {
+            (Scope::Any, _) | (_, Scope::Any) => true,
+            (Scope::DefaultStreams, Scope::Stream { blocking, .. }) => blocking,
+            (a, b) => a == b,
+        }
     }
 }
 
@@ -184,20 +198,16 @@ impl Batch {
 
     /// Decides what the guest hears about a call that produced `result`:
     /// `None` for no reply at all, else the reply. `stream` decodes the
-    /// call's stream ([`proto::stream_of`]); it runs only when a deferred
-    /// call failed or a collector finds failures pending.
+    /// call's [`Scope`]; it runs only when a deferred call failed or a
+    /// collector finds failures pending.
     pub fn settle(
         &mut self,
         session: u64,
         header: &Header,
         how: Handling,
         result: Result<Vec<u8>, Status>,
-        stream: impl FnOnce() -> Option<u64>,
+        scope: impl FnOnce() -> Scope,
     ) -> Option<Result<Vec<u8>, Status>> {
-        let scope = |stream: Option<u64>| match how.meta {
-            Some(m) => Scope::of(&m, stream),
-            None => Scope::Any,
-        };
         if let Err(status) = result {
             if status.is_sticky() {
                 if let Some(ctx) = self.entered {
@@ -214,7 +224,7 @@ impl Batch {
         if !how.answered {
             if let Err(status) = result {
                 self.failed += 1;
-                let scope = scope(stream());
+                let scope = scope();
                 let first = self.pending.iter().find(|p| p.scope == scope);
                 tracing::warn!(
                     "session {session}: deferred {} (seq {}, {scope:?}) failed with {status}; \
@@ -240,7 +250,7 @@ impl Batch {
         if !how.collects || self.pending.is_empty() {
             return Some(result);
         }
-        let collector = scope(stream());
+        let collector = scope();
         let Some(index) = self
             .pending
             .iter()
@@ -384,6 +394,11 @@ impl FrameReader {
 pub trait Served {
     fn id(&self) -> u64;
     fn batch(&mut self) -> &mut Batch;
+    /// Whether stream handle `stream` names a stream created with
+    /// `CU_STREAM_NON_BLOCKING` (see [`Scope`]).
+    fn non_blocking(&self, _stream: u64) -> bool {
+        false
+    }
     /// A reply payload the loop has written out, back for reuse (a
     /// device-to-host copy's buffer need not be allocated per piece).
     fn recycle(&mut self, _buf: Vec<u8>) {}
@@ -456,9 +471,20 @@ pub fn serve_loop<T: Served, S: Read + Write>(
             );
         }
         let id = t.id();
-        let payload = reader.payload();
-        let stream_of = || proto::stream_of(header.op, payload);
-        let Some(reply) = t.batch().settle(id, &header, how, result, stream_of) else {
+        // Which stream the call belongs to matters only when a deferred
+        // call failed or a collector finds failures pending.
+        let needs_scope = match &result {
+            Err(_) if !how.answered => true,
+            _ => how.collects && !t.batch().pending.is_empty(),
+        };
+        let scope = match how.meta {
+            Some(m) if needs_scope => {
+                let stream = proto::stream_of(header.op, reader.payload());
+                Scope::of(&m, stream, |h| t.non_blocking(h))
+            }
+            _ => Scope::Any,
+        };
+        let Some(reply) = t.batch().settle(id, &header, how, result, || scope) else {
             continue;
         };
         let (status, payload) = match &reply {
@@ -541,6 +567,10 @@ mod tests {
         }
         fn batch(&mut self) -> &mut Batch {
             &mut self.batch
+        }
+        /// Odd stream handles are non-blocking streams.
+        fn non_blocking(&self, stream: u64) -> bool {
+            stream & 1 == 1
         }
         fn device_output(&mut self) -> Vec<DeviceOutput> {
             if self.printed.is_empty() {
@@ -754,6 +784,7 @@ mod tests {
 
     #[test]
     fn deferred_errors_belong_to_their_stream() {
+        // MINE is a non-blocking stream, OTHER a blocking one (see Fake).
         const MINE: u64 = 0x51;
         const OTHER: u64 = 0x52;
         let copy = to_bytes(&MemcpyHtoD {
@@ -769,7 +800,8 @@ mod tests {
             1,
             &launch_on(MINE, INVALID_VALUE),
         );
-        // Neither a synchronous copy (default streams) nor another stream's
+        // Neither a synchronous copy (the legacy stream does not wait for a
+        // non-blocking stream) nor another stream's
         // synchronization is replaced by it ...
         frame(&mut inp, MemcpyHtoD::OP, 2, &copy);
         frame(&mut inp, StreamSynchronize::OP, 3, &sync(OTHER));
@@ -799,6 +831,16 @@ mod tests {
         frame(&mut inp, CtxSynchronize::OP, 13, &req(0, 0));
         frame(&mut inp, CtxSynchronize::OP, 14, &req(0, 0));
         frame(&mut inp, StreamSynchronize::OP, 15, &sync(MINE));
+        // A blocking stream's failure is also a synchronous copy's: the
+        // legacy default stream waits for that stream.
+        frame(
+            &mut inp,
+            LaunchKernel::OP,
+            16,
+            &launch_on(OTHER, INVALID_VALUE),
+        );
+        frame(&mut inp, MemcpyHtoD::OP, 17, &copy);
+        frame(&mut inp, StreamSynchronize::OP, 18, &sync(OTHER));
         let (fake, replies, _) = run(inp, usize::MAX);
         assert_eq!(
             statuses(&replies),
@@ -814,9 +856,11 @@ mod tests {
                 (13, NOT_SUPPORTED),
                 (14, 0),
                 (15, 0),
+                (17, INVALID_VALUE),
+                (18, 0),
             ]
         );
-        assert_eq!(fake.batch.failed, 4);
+        assert_eq!(fake.batch.failed, 5);
         assert!(fake.batch.pending.is_empty());
     }
 

@@ -629,6 +629,9 @@ impl batch::Served for Session {
     fn recycle(&mut self, buf: Vec<u8>) {
         Session::recycle(self, buf)
     }
+    fn non_blocking(&self, stream: u64) -> bool {
+        self.streams.find(stream).is_some_and(|s| s.non_blocking)
+    }
     fn device_output(&mut self) -> Vec<DeviceOutput> {
         let Some(c) = &self.output else {
             return Vec::new();

@@ -24,7 +24,14 @@ pub struct Strm {
     pub raw: CUstream,
     /// The handle of the context it was created in.
     pub ctx: u64,
+    /// Created with `CU_STREAM_NON_BLOCKING`: the legacy default stream
+    /// does not wait for it (so a synchronous copy does not report its
+    /// deferred failures, docs/protocol.md "Batching and deferred errors").
+    pub non_blocking: bool,
 }
+
+/// `CU_STREAM_NON_BLOCKING`.
+const STREAM_NON_BLOCKING: u32 = 0x1;
 
 const INVALID_HANDLE: Status = Status::Cuda(CUresult::CUDA_ERROR_INVALID_HANDLE);
 
@@ -115,7 +122,11 @@ impl Serve<StreamCreate> for Session {
         } else {
             cu!(self, cuStreamCreate(&mut raw, c.flags))?;
         }
-        Ok(self.streams.insert(Strm { raw, ctx: c.ctx }))
+        Ok(self.streams.insert(Strm {
+            raw,
+            ctx: c.ctx,
+            non_blocking: c.flags & STREAM_NON_BLOCKING != 0,
+        }))
     }
 }
 
