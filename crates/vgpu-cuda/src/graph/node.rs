@@ -842,7 +842,8 @@ pub fn kernel_get_attribute(
             .map(attribute_value)),
         _ => Err(wrong_kind(WHAT)),
     })?;
-    // SAFETY: as in `attribute_value`, zeros are every member's default.
+    // SAFETY: the value union is plain integers and handles: all zeros is
+    // a valid value, every member's default.
     out.write(value.unwrap_or_else(|| unsafe { std::mem::zeroed() }));
     Ok(())
 }
