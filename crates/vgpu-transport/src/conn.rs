@@ -221,25 +221,32 @@ impl Replies {
         before_reply(&self.stream).map_err(FrameError::Io)?;
         loop {
             let f = read_frame(&mut &*self.stream)?;
-            if f.header.flags & FLAG_NOTICE != 0 {
-                notice(&mut relock(&self.state).output, f)?;
-                continue;
-            }
-            if f.header.seq == seq {
+            if f.header.flags & FLAG_NOTICE == 0 && f.header.seq == seq {
                 return Ok(f);
             }
-            if !relock(&self.outstanding).contains(&f.header.seq) {
-                return Err(CallError::OutOfOrder {
-                    expected: seq,
-                    got: f.header.seq,
-                });
-            }
-            let mut st = relock(&self.state);
-            st.stash.push(f);
-            if st.waiting > 0 {
-                self.arrived.notify_all();
-            }
+            self.set_aside(f, seq)?;
         }
+    }
+
+    /// A frame the reader (waiting for `seq`) read that is not its reply:
+    /// a notice goes to the sink, another thread's reply to the stash (and
+    /// that thread is woken); a reply to no outstanding request is an error.
+    fn set_aside(&self, f: Frame, seq: u32) -> Result<(), CallError> {
+        if f.header.flags & FLAG_NOTICE != 0 {
+            return notice(&mut relock(&self.state).output, f);
+        }
+        if !relock(&self.outstanding).contains(&f.header.seq) {
+            return Err(CallError::OutOfOrder {
+                expected: seq,
+                got: f.header.seq,
+            });
+        }
+        let mut st = relock(&self.state);
+        st.stash.push(f);
+        if st.waiting > 0 {
+            self.arrived.notify_all();
+        }
+        Ok(())
     }
 }
 
@@ -273,22 +280,7 @@ impl Replies {
             }
             let mut payload = vec![0u8; h.len as usize];
             stream.read_exact(&mut payload).map_err(FrameError::Io)?;
-            let f = Frame { header: h, payload };
-            if h.flags & FLAG_NOTICE != 0 {
-                notice(&mut relock(&self.state).output, f)?;
-                continue;
-            }
-            if !relock(&self.outstanding).contains(&h.seq) {
-                return Err(CallError::OutOfOrder {
-                    expected: seq,
-                    got: h.seq,
-                });
-            }
-            let mut st = relock(&self.state);
-            st.stash.push(f);
-            if st.waiting > 0 {
-                self.arrived.notify_all();
-            }
+            self.set_aside(Frame { header: h, payload }, seq)?;
         }
     }
 }

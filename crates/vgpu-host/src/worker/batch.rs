@@ -197,16 +197,17 @@ impl Batch {
     }
 
     /// Decides what the guest hears about a call that produced `result`:
-    /// `None` for no reply at all, else the reply. `stream` decodes the
-    /// call's [`Scope`]; it runs only when a deferred call failed or a
-    /// collector finds failures pending.
+    /// `None` for no reply at all, else the reply. `scope` is the call's
+    /// [`Scope`]; the loop works it out only when a deferred call failed or
+    /// a collector finds failures pending (else it passes `Scope::Any`,
+    /// which is then not looked at).
     pub fn settle(
         &mut self,
         session: u64,
         header: &Header,
         how: Handling,
         result: Result<Vec<u8>, Status>,
-        scope: impl FnOnce() -> Scope,
+        scope: Scope,
     ) -> Option<Result<Vec<u8>, Status>> {
         if let Err(status) = result {
             if status.is_sticky() {
@@ -224,7 +225,6 @@ impl Batch {
         if !how.answered {
             if let Err(status) = result {
                 self.failed += 1;
-                let scope = scope();
                 let first = self.pending.iter().find(|p| p.scope == scope);
                 tracing::warn!(
                     "session {session}: deferred {} (seq {}, {scope:?}) failed with {status}; \
@@ -250,7 +250,7 @@ impl Batch {
         if !how.collects || self.pending.is_empty() {
             return Some(result);
         }
-        let collector = scope();
+        let collector = scope;
         let Some(index) = self
             .pending
             .iter()
@@ -484,7 +484,7 @@ pub fn serve_loop<T: Served, S: Read + Write>(
             }
             _ => Scope::Any,
         };
-        let Some(reply) = t.batch().settle(id, &header, how, result, || scope) else {
+        let Some(reply) = t.batch().settle(id, &header, how, result, scope) else {
             continue;
         };
         let (status, payload) = match &reply {
